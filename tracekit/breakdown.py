@@ -1,0 +1,260 @@
+"""Per-step metrics: latency, GPU busy, idle gaps by class, kernel and launch counts.
+
+For decode step *i* with first GPU op starting at ``start_i``::
+
+    latency_i  = start_{i+1} - start_i           (the steady-state period; null for the last step)
+    gpu_busy_i = |union of the step's GPU op intervals|   (never a sum: streams overlap)
+    idle_i     = latency_i - gpu_busy_i, gap by gap:
+
+    GPU  ██████░░░░░░░████░░██████████░░░░░░░░░░░░░░░░███
+              ^gap 1       ^gap 2     ^gap 3 (tail, up to the next step's first op)
+
+Each gap is classified by the op that ends it (the op the GPU was waiting for):
+
+``sync``            the host had been blocked on the device and was released inside the gap (a
+                    synchronize call or blocking copy ends in it, or the previous op was a
+                    device→host copy): the GPU drained its queue and waits for the round trip;
+``host_bound``      the op's launch call had not ended when the previous op finished: the GPU waited
+                    for the CPU (for a graph replay: the graph launch had not begun);
+``launch_latency``  the op was already queued; the gap is the device's own inter-kernel latency;
+``other``           no launch record to tell (e.g. the launch lies outside the profiled window).
+
+    >>> table = step_table(trace, steps)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+import polars as pl
+
+from tracekit.specs.kernels import categorize
+from tracekit.steps import Steps
+from tracekit.trace.model import Trace
+
+
+class GapClass(str, Enum):
+    HOST_BOUND = "host_bound"
+    LAUNCH_LATENCY = "launch_latency"
+    SYNC = "sync"
+    OTHER = "other"
+
+
+GAP_CLASSES = [g.value for g in GapClass]
+
+STEP_COLUMNS = [
+    "step", "name", "kind", "start_ns", "latency_ns", "span_ns", "gpu_busy_ns", "idle_ns",
+    *[f"idle_{g}_ns" for g in GAP_CLASSES],
+    "kernels", "memcpys", "memsets", "launches", "graph_launches", "launch_host_ns", "cpu_ns",
+]
+
+
+def step_table(trace: Trace, steps: Steps) -> pl.DataFrame:
+    """One row per detected step (all kinds; filter ``kind == 'decode'`` for the summary)."""
+    syncs = _sync_intervals(trace)
+    launch_counts = _launch_counts(trace, steps)
+    rows = []
+    table = steps.table.sort("step")
+    ops = steps.ops.filter(pl.col("step").is_not_null())
+    by_step = {k[0]: g.sort("start_ns") for k, g in ops.group_by("step")} if ops.height else {}
+    starts = {s: int(g["start_ns"].min()) for s, g in by_step.items()}
+    step_ids = table["step"].to_list()
+    for i, rec in enumerate(table.iter_rows(named=True)):
+        s = rec["step"]
+        g = by_step.get(s)
+        nxt = _next_with_ops(step_ids, i, starts)
+        row = {
+            "step": s, "name": rec["name"], "kind": rec["kind"],
+            "cpu_ns": rec["cpu_end_ns"] - rec["cpu_start_ns"],
+            **launch_counts.get(s, {"launches": 0, "graph_launches": 0, "launch_host_ns": 0}),
+        }
+        if g is None:
+            row.update(_host_only(rec, table, i))
+        else:
+            nxt_op = by_step[nxt].row(0, named=True) if nxt is not None else None
+            row.update(_gpu_metrics(g, nxt_op, syncs))
+        rows.append(row)
+    schema = {c: pl.Int64 for c in STEP_COLUMNS}
+    schema.update(name=pl.Utf8, kind=pl.Utf8)
+    return pl.DataFrame(rows, schema=schema).select(STEP_COLUMNS)
+
+
+def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
+    """One step's GPU ops and classified idle gaps, times in ns from the step's start."""
+    ops = steps.ops.filter(pl.col("step").is_not_null())
+    g = ops.filter(pl.col("step") == step).sort("start_ns")
+    if g.height == 0:
+        return {}
+    ids = steps.table.sort("step")["step"].to_list()
+    i = ids.index(step)
+    nxt = ops.filter(pl.col("step") == ids[i + 1]).sort("start_ns") if i + 1 < len(ids) else None
+    nxt_op = nxt.row(0, named=True) if nxt is not None and nxt.height else None
+    gaps: list = []
+    metrics = _gpu_metrics(g, nxt_op, _sync_intervals(trace), gaps)
+    t0 = metrics["start_ns"]
+    names = g.select("name", "kind").unique()
+    cats = {(n, k): categorize(n, k).value for n, k in names.iter_rows()}
+    return {
+        "step": step,
+        "latency_ns": metrics["latency_ns"],
+        "ops": [{"start_ns": r["start_ns"] - t0, "end_ns": r["end_ns"] - t0, "name": r["name"],
+                 "category": cats[(r["name"], r["kind"])], "stream": r["stream"]}
+                for r in g.iter_rows(named=True)],
+        "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c} for a, b, c in gaps],
+    }
+
+
+def _next_with_ops(step_ids: list[int], i: int, starts: dict[int, int]) -> int | None:
+    """The next step, if it ran GPU work (its first op ends this step's window)."""
+    if i + 1 < len(step_ids) and step_ids[i + 1] in starts:
+        return step_ids[i + 1]
+    return None
+
+
+def _host_only(rec: dict, table: pl.DataFrame, i: int) -> dict:
+    """A step with no GPU op (CPU-only traces): host-side period only."""
+    nxt = table["cpu_start_ns"][i + 1] if i + 1 < table.height else None
+    return {
+        "start_ns": rec["cpu_start_ns"],
+        "latency_ns": (nxt - rec["cpu_start_ns"]) if nxt is not None else None,
+        "span_ns": rec["cpu_end_ns"] - rec["cpu_start_ns"],
+        "gpu_busy_ns": None, "idle_ns": None, **{f"idle_{c}_ns": None for c in GAP_CLASSES},
+        "kernels": 0, "memcpys": 0, "memsets": 0,
+    }
+
+
+def _gpu_metrics(g: pl.DataFrame, nxt_op: dict | None, syncs: np.ndarray,
+                 gaps_out: list | None = None) -> dict:
+    start = g["start_ns"].to_numpy()
+    end = g["end_ns"].to_numpy()
+    t0 = int(start[0])
+    window_end = int(nxt_op["start_ns"]) if nxt_op is not None else int(end.max())
+    end = np.minimum(end, window_end)
+    run_end = np.maximum.accumulate(end)
+    # gap before op j (j >= 1) when it starts after everything before it has finished
+    gap_before = np.concatenate([[0], np.maximum(start[1:] - run_end[:-1], 0)])
+    tail = max(window_end - int(run_end[-1]), 0)
+    idle = {c: 0 for c in GAP_CLASSES}
+    gap_idx = np.nonzero(gap_before > 0)[0]
+    cols = _op_arrays(g)
+    for j in gap_idx:
+        gap_start = int(run_end[j - 1])
+        cls = _classify(gap_start, int(start[j]), _op_at(cols, j), _op_at(cols, j - 1), syncs)
+        idle[cls] += int(gap_before[j])
+        if gaps_out is not None:
+            gaps_out.append((gap_start, int(start[j]), cls))
+    if tail > 0 and nxt_op is not None:
+        cls = _classify(int(run_end[-1]), window_end, nxt_op, _op_at(cols, len(start) - 1), syncs)
+        idle[cls] += tail
+        if gaps_out is not None:
+            gaps_out.append((int(run_end[-1]), window_end, cls))
+    idle_total = sum(idle.values())
+    span = window_end - t0
+    kinds = g["kind"]
+    return {
+        "start_ns": t0,
+        "latency_ns": span if nxt_op is not None else None,
+        "span_ns": span,
+        "gpu_busy_ns": span - idle_total,
+        "idle_ns": idle_total,
+        **{f"idle_{c}_ns": v for c, v in idle.items()},
+        "kernels": int((kinds == "kernel").sum()),
+        "memcpys": int((kinds == "memcpy").sum()),
+        "memsets": int((kinds == "memset").sum()),
+    }
+
+
+def _op_arrays(g: pl.DataFrame) -> dict:
+    return {c: g[c].to_list() for c in
+            ("start_ns", "end_ns", "name", "kind", "correlation", "launch_start_ns",
+             "launch_end_ns", "launch_kind")}
+
+
+def _op_at(cols: dict, j: int) -> dict:
+    return {c: v[j] for c, v in cols.items()}
+
+
+def _first_of_graph(op: dict, prev: dict) -> bool:
+    return prev is None or prev.get("correlation") != op.get("correlation")
+
+
+def _classify(gap_start: int, gap_end: int, op: dict, prev: dict | None, syncs: np.ndarray) -> str:
+    if syncs.size:
+        # The host was released inside the gap: it had waited for the device to drain, so the
+        # GPU idles for the round trip. (A wait that spans the whole gap proves work was queued.)
+        ends = syncs[:, 1]
+        if ((ends >= gap_start) & (ends <= gap_end)).any():
+            return GapClass.SYNC.value
+    if prev is not None and prev.get("kind") == "memcpy" and "DtoH" in (prev.get("name") or ""):
+        return GapClass.SYNC.value
+    if op.get("launch_start_ns") is None:
+        return GapClass.OTHER.value
+    if op.get("launch_kind") == "graph":
+        # Kernels of one replay are queued by a single call; only the first can wait on the host.
+        if _first_of_graph(op, prev) and op["launch_start_ns"] >= gap_start:
+            return GapClass.HOST_BOUND.value
+        return GapClass.LAUNCH_LATENCY.value
+    if op["launch_end_ns"] > gap_start:
+        return GapClass.HOST_BOUND.value
+    return GapClass.LAUNCH_LATENCY.value
+
+
+def _sync_intervals(trace: Trace) -> np.ndarray:
+    s = trace.syncs.sort("start_ns")
+    if s.height == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    return np.stack([s["start_ns"].to_numpy(), s["end_ns"].to_numpy()], axis=1)
+
+
+def _launch_counts(trace: Trace, steps: Steps) -> dict[int, dict]:
+    """Launch calls (runtime + driver + graph) that started inside each step's CPU range."""
+    if trace.launches.height == 0:
+        return {}
+    ranges = steps.table.select("step", "cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns")
+    l = trace.launches.sort("start_ns").join_asof(
+        ranges, left_on="start_ns", right_on="cpu_start_ns", strategy="backward"
+    ).filter(pl.col("step").is_not_null() & (pl.col("start_ns") < pl.col("cpu_end_ns")))
+    agg = l.group_by("step").agg(
+        pl.len().alias("launches"),
+        (pl.col("kind") == "graph").sum().alias("graph_launches"),
+        (pl.col("end_ns") - pl.col("start_ns")).sum().alias("launch_host_ns"),
+    )
+    return {r["step"]: {k: int(r[k]) for k in ("launches", "graph_launches", "launch_host_ns")}
+            for r in agg.iter_rows(named=True)}
+
+
+def kernel_categories(steps: Steps) -> pl.DataFrame:
+    """Time and count per kernel category over decode steps (busy time is per-op duration here)."""
+    decode = steps.decode["step"]
+    ops = steps.ops.filter(pl.col("step").is_in(decode.implode()))
+    n_steps = max(decode.len(), 1)
+    if ops.height == 0:
+        return pl.DataFrame(schema={"category": pl.Utf8, "ms_per_step": pl.Float64,
+                                    "share": pl.Float64, "ops_per_step": pl.Float64,
+                                    "bytes_per_step": pl.Float64})
+    names = ops.select("name", "kind").unique()
+    names = names.with_columns(pl.Series(
+        "category", [categorize(n, k).value for n, k in names.iter_rows()], dtype=pl.Utf8))
+    ops = ops.join(names, on=["name", "kind"], how="left")
+    agg = ops.group_by("category").agg(
+        ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
+        (pl.len() / n_steps).alias("ops_per_step"),
+        (pl.col("bytes").sum() / n_steps).alias("bytes_per_step"),
+    )
+    total = agg["ms_per_step"].sum() or 1.0
+    return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
+        "ms_per_step", descending=True).select(
+        "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step")
+
+
+def top_kernels(steps: Steps, n: int = 10) -> pl.DataFrame:
+    """The kernels that take the most time per decode step."""
+    decode = steps.decode["step"]
+    ops = steps.ops.filter(pl.col("step").is_in(decode.implode()))
+    n_steps = max(decode.len(), 1)
+    return ops.group_by("name", "kind").agg(
+        ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
+        (pl.len() / n_steps).alias("calls_per_step"),
+        ((pl.col("end_ns") - pl.col("start_ns")).median() / 1e3).alias("median_us"),
+    ).sort("ms_per_step", descending=True).head(n)

@@ -1,0 +1,432 @@
+"""The answer: split each decode step into memory floor + kernel excess + launch overhead.
+
+    latency = floor + kernel_excess + launch_overhead
+      floor            bytes the step must move ÷ peak bandwidth        (tracekit/floor.py)
+      kernel_excess    gpu_busy − floor: kernels slower than streaming their bytes
+      launch_overhead  idle: the GPU waiting (host_bound / launch_latency / sync / other)
+
+Per step the three terms add up exactly. The summary uses medians over decode steps: the median
+latency and the median GPU busy are split the same way, and the median idle of each gap class is
+scaled to the summary's launch overhead so that the summary adds up exactly too.
+
+What-ifs: *CUDA Graphs* — GPU busy + GPU ops × the per-op gap a graph replay leaves (calibrated from
+a graph trace, ``graph_trace=``, else the measured default for the GPU's architecture); *at the
+floor* — latency ÷ floor.
+
+    >>> from tracekit import explain
+    >>> result = explain("trace.json.gz", model="qwen2.5-7b", ctx=2048)   # doctest: +SKIP
+    >>> result.to_dict()["verdict"]                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import polars as pl
+
+from tracekit import __version__
+from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_kernels
+from tracekit.errors import BadInput
+from tracekit.floor import CONVENTIONS, floor_ms, step_floor
+from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
+from tracekit.specs.models import ModelSpec, get_model
+from tracekit.steps import Steps, detect_steps
+from tracekit.trace import Trace, load
+
+SCHEMA = "tracekit.explain/1"
+
+#: Per-GPU-op gap left by a CUDA graph replay, by architecture (ns). Measured, not assumed:
+#: Qwen2.5-7B shape, ctx 2048, bf16, a manually captured graph replayed 10 times on an NVIDIA H200
+#: (PyTorch 2.11, CUDA 13): 0.770 ms idle over 1545 GPU ops per step = 498 ns. See
+#: sample_traces/MANIFEST.md and tests/test_explain_real.py, which re-derives it from the trace.
+GRAPH_GAP_NS: dict[str, float] = {"hopper": 498.0}
+
+
+@dataclass
+class Explanation:
+    """Everything ``tracekit explain`` says about one trace. ``to_dict()`` is the JSON contract."""
+
+    source: dict
+    model: dict
+    gpu: dict
+    steps: list[dict]
+    summary: dict
+    floor: dict
+    decomposition: dict
+    whatif: dict
+    kernels_by_category: list[dict]
+    top_kernels: list[dict]
+    verdict: str
+    warnings: list[str]
+    # for renderers, not serialized: one representative step's ops and gaps
+    timeline: dict = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        d = {"schema": SCHEMA, "tracekit_version": __version__}
+        for f in fields(self):
+            if f.name != "timeline":
+                d[f.name] = _clean(getattr(self, f.name))
+        return d
+
+
+def _clean(v):
+    """JSON-safe: NaN/inf become None, floats rounded to keep the document readable."""
+    if isinstance(v, float):
+        return None if math.isnan(v) or math.isinf(v) else round(v, 6)
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+# -- entry point ------------------------------------------------------------------------------
+def explain(
+    trace: str | Path | Trace,
+    *,
+    step_marker: str | None = None,
+    model: str | ModelSpec | None = None,
+    ctx: int | None = None,
+    gpu: str | None = None,
+    bandwidth_gbps: float | None = None,
+    dtype: str | None = None,
+    convention: str = "exact",
+    graph_trace: str | Path | Trace | None = None,
+) -> Explanation:
+    """Explain a decode trace. Flags override what the trace's capture metadata says."""
+    if convention not in CONVENTIONS:
+        raise BadInput(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
+    if ctx is not None and ctx < 0:
+        raise BadInput(f"--ctx must be >= 0, got {ctx}")
+    if bandwidth_gbps is not None and not bandwidth_gbps > 0:
+        raise BadInput(f"--bandwidth must be a positive number of GB/s, got {bandwidth_gbps}")
+    tr = trace if isinstance(trace, Trace) else load(trace)
+    steps = detect_steps(tr, step_marker=step_marker)
+    table = step_table(tr, steps)
+    warnings = list(tr.warnings) + list(steps.warnings)
+
+    spec, ctx0, dtype, model_src = _resolve_model(tr, model, ctx, dtype)
+    gspec, peak, peak_src = _resolve_gpu(tr, gpu, bandwidth_gbps)
+    measured = (tr.capture or {}).get("copy_bandwidth_gbps")
+    if not tr.has_gpu:
+        warnings.append("no GPU activity in this trace: host-side step times only "
+                        "(profile with ProfilerActivity.CUDA to see the GPU)")
+
+    rows = _step_rows(table, spec, ctx0, dtype, peak, convention)
+    decode = [r for r in rows if r["kind"] == "decode"]
+    summary = _summary(decode)
+    floor = _floor_section(spec, ctx0, decode, dtype, peak, measured, convention)
+    decomp = _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings)
+    gap_ns, gap_src = _graph_gap(graph_trace, gspec, tr, step_marker)
+    whatif = _whatif(summary, decomp, table, gap_ns, gap_src, warnings)
+    kcat = _categories(steps)
+    explanation = Explanation(
+        source=_source(tr, steps, rows),
+        model=_model_section(spec, ctx0, dtype, model_src),
+        gpu={
+            "name": tr.meta.get("gpu_name"), "matched": gspec.name if gspec else None,
+            "arch": gspec.arch if gspec else None, "peak_gbps": peak, "peak_source": peak_src,
+            "measured_gbps": measured,
+        },
+        steps=rows, summary=summary, floor=floor, decomposition=decomp, whatif=whatif,
+        kernels_by_category=kcat,
+        top_kernels=top_kernels(steps, 10).to_dicts() if tr.has_gpu else [],
+        verdict="", warnings=warnings,
+        timeline=_timeline(tr, steps, table),
+    )
+    explanation.verdict = verdict(explanation)
+    return explanation
+
+
+# -- resolution of model and GPU --------------------------------------------------------------
+def _resolve_model(tr: Trace, model, ctx, dtype):
+    cap = tr.capture or {}
+    spec, src = None, None
+    if isinstance(model, ModelSpec):
+        spec, src = model, "argument"
+    elif model is not None:
+        spec, src = get_model(model), "flag"
+    elif isinstance(cap.get("model"), dict):
+        spec, src = _spec_from_capture(cap["model"]), "capture"
+    ctx0 = ctx if ctx is not None else cap.get("ctx_first_step", cap.get("ctx"))
+    dtype = dtype or cap.get("dtype") or "bf16"
+    return spec, ctx0, dtype, src
+
+
+def _spec_from_capture(d: dict) -> ModelSpec | None:
+    names = {f.name for f in fields(ModelSpec)} - {"extra"}
+    try:
+        return ModelSpec(**{k: v for k, v in d.items() if k in names})
+    except TypeError:
+        name = d.get("name")
+        return get_model(name) if name else None
+
+
+def _resolve_gpu(tr: Trace, gpu, bandwidth):
+    gspec: GpuSpec | None = get_gpu(gpu) if gpu else match_gpu(tr.meta.get("gpu_name"))
+    if bandwidth is not None:
+        return gspec, float(bandwidth), "flag"
+    if gspec is not None:
+        return gspec, float(gspec.peak_gbps), "datasheet"
+    return None, None, None
+
+
+# -- per step ---------------------------------------------------------------------------------
+def _ms(ns) -> float | None:
+    return None if ns is None else ns / 1e6
+
+
+def _step_rows(table: pl.DataFrame, spec, ctx0, dtype, peak, convention) -> list[dict]:
+    rows = []
+    for i, r in enumerate(table.iter_rows(named=True)):
+        row = {
+            "step": r["step"], "name": r["name"], "kind": r["kind"],
+            "latency_ms": _ms(r["latency_ns"]), "span_ms": _ms(r["span_ns"]),
+            "gpu_busy_ms": _ms(r["gpu_busy_ns"]), "idle_ms": _ms(r["idle_ns"]),
+            "idle_by_class_ms": {c: _ms(r[f"idle_{c}_ns"]) for c in GAP_CLASSES},
+            "kernels": r["kernels"], "memcpys": r["memcpys"], "memsets": r["memsets"],
+            "launches": r["launches"], "graph_launches": r["graph_launches"],
+            "launch_host_ms": _ms(r["launch_host_ns"]), "cpu_ms": _ms(r["cpu_ns"]),
+            "ctx": None, "floor_ms": None, "kernel_excess_ms": None, "r_floor": None,
+        }
+        if spec is not None and ctx0 is not None and peak is not None:
+            row["ctx"] = ctx0 + i
+            f = step_floor(spec, ctx0 + i, peak, dtype=dtype, convention=convention)
+            row["floor_ms"] = f.floor_ms
+            if row["gpu_busy_ms"] is not None:
+                row["kernel_excess_ms"] = row["gpu_busy_ms"] - f.floor_ms
+            if row["latency_ms"]:
+                row["r_floor"] = f.floor_ms / row["latency_ms"]
+        rows.append(row)
+    return rows
+
+
+def _median(xs: list) -> float | None:
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+SUMMARY_KEYS = ["latency_ms", "span_ms", "gpu_busy_ms", "idle_ms", "kernels", "memcpys", "memsets",
+                "launches", "graph_launches", "launch_host_ms", "cpu_ms", "floor_ms",
+                "kernel_excess_ms", "r_floor"]
+
+
+def _summary(decode: list[dict]) -> dict:
+    # latency-based medians use the steps that have a successor (a defensible latency)
+    timed = [r for r in decode if r["latency_ms"] is not None] or decode
+    s: dict = {"steps": len(decode), "steps_with_latency": sum(
+        r["latency_ms"] is not None for r in decode)}
+    for k in SUMMARY_KEYS:
+        src = timed if k in ("latency_ms", "gpu_busy_ms", "idle_ms", "r_floor") else decode
+        s[k] = _median([r[k] for r in src])
+    s["idle_by_class_ms"] = {c: _median([r["idle_by_class_ms"][c] for r in timed])
+                             for c in GAP_CLASSES}
+    s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
+                  for k in ("latency_ms", "gpu_busy_ms", "idle_ms", "kernels", "launches")}
+    s["tokens_per_s"] = 1e3 / s["latency_ms"] if s["latency_ms"] else None
+    return s
+
+
+def _range(xs: list) -> list | None:
+    xs = [x for x in xs if x is not None]
+    return [min(xs), max(xs)] if xs else None
+
+
+# -- floor and decomposition ------------------------------------------------------------------
+def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dict:
+    out = {"bytes": None, "floor_ms": None, "convention": convention, "ctx": None,
+           "peak_gbps": peak, "weights_bytes": None, "kv_read_bytes": None,
+           "kv_write_bytes": None, "all_weights": None, "exact": None,
+           "measured_gbps": measured, "measured_floor_ms": None, "missing": None}
+    if spec is None or ctx0 is None or peak is None:
+        need = [flag for flag, have in (("--model", spec is not None), ("--ctx", ctx0 is not None),
+                                        ("--gpu or --bandwidth", peak is not None)) if not have]
+        out["missing"] = f"pass {', '.join(need)} to compute the memory floor"
+        return out
+    ctxs = [r["ctx"] for r in decode if r["ctx"] is not None]
+    ctx = int(_median(ctxs)) if ctxs else ctx0
+    f = step_floor(spec, ctx, peak, dtype=dtype, convention=convention)
+    out.update(bytes=f.bytes, floor_ms=f.floor_ms, ctx=ctx, weights_bytes=f.weights_bytes,
+               kv_read_bytes=f.kv_read_bytes, kv_write_bytes=f.kv_write_bytes)
+    for conv in CONVENTIONS:
+        g = step_floor(spec, ctx, peak, dtype=dtype, convention=conv)
+        out["all_weights" if conv == "all-weights" else "exact"] = {
+            "bytes": g.bytes, "floor_ms": g.floor_ms}
+    if measured:
+        out["measured_floor_ms"] = floor_ms(f.bytes, measured)
+    return out
+
+
+def _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings) -> dict:
+    lat, busy, idle_med = summary["latency_ms"], summary["gpu_busy_ms"], summary["idle_ms"]
+    d = {"basis": "medians over decode steps", "convention": convention, "latency_ms": lat,
+         "floor_ms": floor["floor_ms"], "kernel_excess_ms": None, "launch_overhead_ms": None,
+         "launch_overhead_by_class_ms": None, "r_floor": None, "r_floor_all_weights": None,
+         "achieved_gbps_latency": None, "achieved_gbps_busy": None}
+    if lat is None or busy is None:
+        return d
+    overhead = lat - busy
+    d["launch_overhead_ms"] = overhead
+    classes = summary["idle_by_class_ms"]
+    total = sum(v or 0 for v in classes.values())
+    d["launch_overhead_by_class_ms"] = {
+        c: ((classes[c] or 0) / total * overhead if total else 0.0) for c in GAP_CLASSES}
+    if floor["floor_ms"] is None:
+        d["kernel_excess_ms"] = None
+        return d
+    d["kernel_excess_ms"] = busy - floor["floor_ms"]
+    d["r_floor"] = floor["floor_ms"] / lat
+    d["r_floor_all_weights"] = floor["all_weights"]["floor_ms"] / lat
+    d["achieved_gbps_latency"] = floor["bytes"] / (lat * 1e-3) / 1e9
+    d["achieved_gbps_busy"] = floor["bytes"] / (busy * 1e-3) / 1e9 if busy else None
+    if d["kernel_excess_ms"] < 0:
+        warnings.append(
+            f"kernel excess is negative ({d['kernel_excess_ms']:.3f} ms): the GPU was busy for less "
+            f"than the {floor['floor_ms']:.3f} ms floor, so the floor is wrong — check --model, "
+            f"--ctx, --gpu/--bandwidth and --dtype ({spec.name}, ctx {floor['ctx']}, {dtype}, "
+            f"{peak:g} GB/s)")
+    return d
+
+
+# -- what-ifs ---------------------------------------------------------------------------------
+def graph_gap_ns(graph: Trace, *, step_marker: str | None = None) -> float:
+    """The per-GPU-op idle of a graph-replay trace: median over decode steps of idle ÷ ops."""
+    steps = detect_steps(graph, step_marker=step_marker)
+    t = step_table(graph, steps).filter(
+        (pl.col("kind") == "decode") & pl.col("latency_ns").is_not_null())
+    if t.height == 0 or t["graph_launches"].sum() == 0:
+        raise BadInput("--graph-trace has no CUDA-graph decode steps to calibrate from "
+                       "(it needs cudaGraphLaunch calls and at least two steps)")
+    per_op = (t["idle_ns"] / (t["kernels"] + t["memcpys"] + t["memsets"])).to_list()
+    return float(_median(per_op))
+
+
+def _graph_gap(graph_trace, gspec, tr, step_marker):
+    if graph_trace is not None:
+        g = graph_trace if isinstance(graph_trace, Trace) else load(graph_trace)
+        src = "graph trace" if isinstance(graph_trace, Trace) else f"graph trace {graph_trace}"
+        return graph_gap_ns(g), src
+    if gspec is not None and gspec.arch in GRAPH_GAP_NS:
+        return GRAPH_GAP_NS[gspec.arch], f"default for {gspec.arch} (measured on an H200)"
+    return None, None
+
+
+def _whatif(summary, decomp, table, gap_ns, gap_src, warnings) -> dict:
+    lat, busy = summary["latency_ms"], summary["gpu_busy_ms"]
+    w = {"cuda_graphs_ms": None, "cuda_graphs_speedup": None, "graph_gap_us": None,
+         "graph_gap_source": gap_src, "at_floor_ms": decomp["floor_ms"], "at_floor_speedup": None,
+         "note": None}
+    if gap_ns is not None:
+        w["graph_gap_us"] = gap_ns / 1e3
+    if lat and decomp["floor_ms"]:
+        w["at_floor_speedup"] = lat / decomp["floor_ms"]
+    if lat is None or busy is None:
+        return w
+    if (summary["graph_launches"] or 0) > 0 and (summary["launches"] or 0) <= 4 * summary["graph_launches"]:
+        w["note"] = "the trace already replays CUDA graphs"
+        return w
+    if gap_ns is None:
+        w["note"] = "no per-op graph gap for this GPU: pass --graph-trace with a graph-replay trace"
+        return w
+    ops = (summary["kernels"] or 0) + (summary["memcpys"] or 0) + (summary["memsets"] or 0)
+    w["cuda_graphs_ms"] = busy + ops * gap_ns / 1e6
+    w["cuda_graphs_speedup"] = lat / w["cuda_graphs_ms"]
+    return w
+
+
+# -- sections ---------------------------------------------------------------------------------
+def _categories(steps: Steps) -> list[dict]:
+    return kernel_categories(steps).to_dicts()
+
+
+def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
+    cap = tr.capture
+    return {
+        "file": tr.meta.get("path"), "format": tr.meta.get("format"),
+        "gpu": tr.meta.get("gpu_name"), "devices": list((tr.meta.get("devices") or {}).values()),
+        "versions": {**(tr.meta.get("versions") or {}), **((cap or {}).get("versions") or {})},
+        "detection_method": steps.method, "detection_detail": steps.detail,
+        "steps_found": len(rows), "decode_steps": sum(r["kind"] == "decode" for r in rows),
+        "flagged_steps": {k: [r["step"] for r in rows if r["kind"] == k]
+                          for k in ("prefill", "partial", "empty") if any(r["kind"] == k for r in rows)},
+        "events": tr.meta.get("events"), "skipped_categories": tr.meta.get("skipped_categories"),
+        "capture": {k: cap.get(k) for k in ("mode", "ctx", "ctx_first_step", "timing", "profiled",
+                                            "profiler_overhead_ratio", "command", "created")
+                    if k in cap} if cap else None,
+    }
+
+
+def _model_section(spec, ctx0, dtype, src) -> dict:
+    if spec is None:
+        return {"name": None, "params": None, "ctx": ctx0, "dtype": dtype, "bytes_per_step": None,
+                "source": None}
+    ctx = ctx0 or 0
+    return {
+        "name": spec.name, "params": spec.param_count(), "layers": spec.layers,
+        "kv_bytes_per_token": spec.kv_bytes_per_token(dtype), "ctx": ctx0, "dtype": dtype,
+        "bytes_per_step": {c: spec.step_bytes(ctx, dtype, c)["total"] for c in CONVENTIONS}
+        if ctx0 is not None else None,
+        "source": src,
+    }
+
+
+def _timeline(tr: Trace, steps: Steps, table: pl.DataFrame) -> dict:
+    """Ops and gaps of the decode step with the median latency, for the HTML timeline."""
+    from tracekit.breakdown import step_gaps
+
+    t = table.filter((pl.col("kind") == "decode") & pl.col("latency_ns").is_not_null())
+    if t.height == 0 or not tr.has_gpu:
+        return {}
+    t = t.sort("latency_ns")
+    step = t["step"][t.height // 2]
+    return step_gaps(tr, steps, step)
+
+
+# -- verdict ----------------------------------------------------------------------------------
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
+
+
+def verdict(e: Explanation) -> str:
+    """One sentence with the numbers that matter."""
+    s, d, w = e.summary, e.decomposition, e.whatif
+    lat, busy = s.get("latency_ms"), s.get("gpu_busy_ms")
+    if lat is None:
+        return "No step latency: the trace has fewer than two decode steps with GPU work."
+    if busy is None:
+        return (f"Host-side only: each step takes {_fmt_ms(lat)} on the CPU; the trace has no GPU "
+                "activity to explain.")
+    overhead = d["launch_overhead_ms"] or 0.0
+    share = overhead / lat
+    floor = d.get("floor_ms")
+    floor_part = (f"the weights+KV floor is {_fmt_ms(floor)} (R_floor {d['r_floor']:.0%})"
+                  if floor else "no memory floor (" + (e.floor.get("missing") or "") + ")")
+    graphs = ""
+    if w.get("cuda_graphs_ms"):
+        graphs = (f"; CUDA Graphs would bring the step to ≈{_fmt_ms(w['cuda_graphs_ms'])} "
+                  f"(≈{w['cuda_graphs_speedup']:.1f}×)")
+    elif w.get("note") == "the trace already replays CUDA graphs":
+        graphs = "; it already replays CUDA graphs"
+    classes = d.get("launch_overhead_by_class_ms") or {}
+    top = max(classes, key=lambda c: classes[c] or 0) if classes else None
+    if share >= 0.5:
+        what = {"host_bound": ("Launch-bound", "the GPU waiting for the host"),
+                "sync": ("Sync-bound", "the GPU idle around host synchronizations"),
+                "launch_latency": ("Launch-latency-bound", "gaps between already-queued kernels"),
+                "other": ("Idle-bound", "the GPU idle for reasons the trace does not show")}[top]
+        return f"{what[0]}: {share:.0%} of each {_fmt_ms(lat)} step is {what[1]}; {floor_part}{graphs}."
+    if floor and d["r_floor"] >= 0.7:
+        return (f"Near the memory floor: each {_fmt_ms(lat)} step is within "
+                f"{1 / d['r_floor']:.2f}× of the {_fmt_ms(floor)} weights+KV floor "
+                f"(R_floor {d['r_floor']:.0%}); only fewer bytes (quantization, smaller KV) will help{graphs}.")
+    if floor:
+        return (f"Kernel-bound: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step, "
+                f"{busy / floor:.1f}× the {_fmt_ms(floor)} weights+KV floor (R_floor {d['r_floor']:.0%}); "
+                f"the kernels, not launches, are what to speed up{graphs}.")
+    return (f"GPU-busy: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step "
+            f"({1 - share:.0%}); {floor_part}{graphs}.")

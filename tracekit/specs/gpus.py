@@ -1,0 +1,77 @@
+"""GPU datasheet peak DRAM bandwidth, matched from the device name a trace records.
+
+Rules are data and run most specific first: "H100 NVL" and "H100 PCIe" before the SXM part, "L40S"
+before "L4". An unknown GPU gets ``None`` — never a guess — and the floor becomes ``null``.
+
+    >>> match_gpu("NVIDIA H100 80GB HBM3").peak_gbps
+    3350.0
+    >>> match_gpu("NVIDIA L4").name
+    'L4'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tracekit.errors import BadInput
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    peak_gbps: float  # datasheet peak DRAM bandwidth, GB/s (1e9 bytes/s)
+    arch: str  # "hopper", "ampere", "ada", "blackwell", "volta", "turing"
+    pattern: str  # regex over the device name, case-insensitive
+
+
+#: most specific first; the first match wins
+GPUS: list[GpuSpec] = [
+    GpuSpec("GH200 (HBM3e)", 4900, "hopper", r"GH200.*(HBM3e|144G)"),
+    GpuSpec("GH200 (HBM3)", 4000, "hopper", r"GH200"),
+    GpuSpec("H200", 4800, "hopper", r"H200"),
+    GpuSpec("H100 NVL", 3900, "hopper", r"H100.*NVL"),
+    GpuSpec("H100 PCIe", 2000, "hopper", r"H100.*(PCIe|HBM2e)"),
+    GpuSpec("H100 SXM5", 3350, "hopper", r"H100.*(SXM|HBM3)"),
+    GpuSpec("B200", 8000, "blackwell", r"B200"),
+    GpuSpec("A100 80GB PCIe", 1935, "ampere", r"A100.*(80GB.*PCIe|PCIe.*80GB)"),
+    GpuSpec("A100 80GB SXM", 2039, "ampere", r"A100.*80GB"),
+    GpuSpec("A100 40GB", 1555, "ampere", r"A100"),
+    GpuSpec("L40S", 864, "ada", r"L40S"),
+    GpuSpec("L40", 864, "ada", r"L40\b"),
+    GpuSpec("L4", 300, "ada", r"\bL4\b"),
+    GpuSpec("RTX 5090", 1792, "blackwell", r"RTX 5090"),
+    GpuSpec("RTX 4090", 1008, "ada", r"RTX 4090"),
+    GpuSpec("Jetson AGX Orin 64GB", 204.8, "ampere", r"AGX Orin|Orin.*64GB"),
+    GpuSpec("Jetson Orin Nano 8GB", 68, "ampere", r"Orin Nano"),
+    GpuSpec("V100 SXM2", 900, "volta", r"V100.*SXM2"),
+    GpuSpec("T4", 320, "turing", r"\bT4\b"),
+]
+
+_COMPILED = [(g, re.compile(g.pattern, re.IGNORECASE)) for g in GPUS]
+
+
+def match_gpu(device_name: str | None) -> GpuSpec | None:
+    """The datasheet entry for a device name as the driver reports it, or None if unknown."""
+    if not device_name:
+        return None
+    for spec, rx in _COMPILED:
+        if rx.search(device_name):
+            return spec
+    return None
+
+
+def known_gpus() -> list[str]:
+    return [g.name for g in GPUS]
+
+
+def get_gpu(name: str) -> GpuSpec:
+    """A GPU by table name or device name (``--gpu``); BadInput listing the known names if none."""
+    for g in GPUS:
+        if g.name.lower() == name.strip().lower():
+            return g
+    spec = match_gpu(name)
+    if spec is None:
+        raise BadInput(f"unknown GPU {name!r}; known: {', '.join(known_gpus())} "
+                       "(or pass --bandwidth GBPS)")
+    return spec

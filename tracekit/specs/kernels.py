@@ -1,0 +1,52 @@
+"""Kernel categories, by name. Data, not logic: the first rule whose pattern matches wins.
+
+Names are matched case-insensitively against the demangled kernel name Kineto and Nsight record.
+The rules are deliberately coarse — the question is "where does the step go", not which tile
+shape cuBLAS picked. Copies and memsets are categorised by op kind before any rule runs.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+
+class KernelCategory(str, Enum):
+    GEMM = "gemm"  # GEMM/GEMV: cuBLAS(Lt), nvjet, cutlass, Triton mm, split-K reduction
+    ATTENTION = "attention"  # SDPA / flash / memory-efficient / paged attention
+    NORMALIZATION = "normalization"  # RMSNorm, LayerNorm
+    ELEMENTWISE = "elementwise"  # activations, rotary, adds/muls, casts, fused pointwise
+    REDUCTION = "reduction"  # softmax over logits, argmax/top-k, sampling, reductions
+    COPY = "copy"  # memcpy, memset, cat/index/copy kernels
+    COMMUNICATION = "communication"  # NCCL and friends
+    OTHER = "other"
+
+
+#: (category, pattern) — order matters; the first match wins
+RULES: list[tuple[KernelCategory, str]] = [
+    (KernelCategory.COMMUNICATION, r"nccl|all_?reduce|all_?gather|reduce_?scatter|alltoall|nvshmem"),
+    (KernelCategory.ATTENTION, r"flash|fmha|attention|attn|sdpa|mha_|xformers|paged|decode_kernel"
+                               r"|cutlass.*kernel.*(mha|attn)|_scaled_dot_product|flashinfer"),
+    (KernelCategory.GEMM, r"gemm|gemv|nvjet|cublas|cutlass|sm\d+_xmma|xmma_|matmul|_mm_|triton_tem"
+                          r"|splitkreduce|s16816|h16816|wgmma|bmm|dot_kernel|addmm|cudnn.*conv"),
+    (KernelCategory.NORMALIZATION, r"rms_?norm|layer_?norm|batch_?norm|group_?norm|\bnorm|_norm"),
+    (KernelCategory.REDUCTION, r"softmax|argmax|argmin|topk|top_k|sort|radix|sampl|reduce_kernel"
+                               r"|reduction|_red_|_per_|multinomial|cumsum|scan|triton_red"),
+    (KernelCategory.COPY, r"copy|memcpy|memset|cat_?array|catarray|index_?select|indexselect"
+                          r"|gather|scatter|fill|transpose|contiguous|embedding"),
+    (KernelCategory.ELEMENTWISE, r"elementwise|vectorized|pointwise|triton_poi|unrolled|activation"
+                                 r"|silu|gelu|swiglu|rotary|rope|mul|add|exp|sigmoid|tanh|pow|rsqrt"
+                                 r"|neg|where|clamp|cast|arange"),
+]
+
+_COMPILED = [(cat, re.compile(rx, re.IGNORECASE)) for cat, rx in RULES]
+
+
+def categorize(name: str, kind: str = "kernel") -> KernelCategory:
+    """The category of one GPU op."""
+    if kind in ("memcpy", "memset"):
+        return KernelCategory.COPY
+    for cat, rx in _COMPILED:
+        if rx.search(name):
+            return cat
+    return KernelCategory.OTHER
