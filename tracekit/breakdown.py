@@ -212,10 +212,10 @@ def _launch_counts(trace: Trace, steps: Steps) -> dict[int, dict]:
     if trace.launches.height == 0:
         return {}
     ranges = steps.table.select("step", "cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns")
-    l = trace.launches.sort("start_ns").join_asof(
+    calls = trace.launches.sort("start_ns").join_asof(
         ranges, left_on="start_ns", right_on="cpu_start_ns", strategy="backward"
     ).filter(pl.col("step").is_not_null() & (pl.col("start_ns") < pl.col("cpu_end_ns")))
-    agg = l.group_by("step").agg(
+    agg = calls.group_by("step").agg(
         pl.len().alias("launches"),
         (pl.col("kind") == "graph").sum().alias("graph_launches"),
         (pl.col("end_ns") - pl.col("start_ns")).sum().alias("launch_host_ns"),

@@ -263,7 +263,7 @@ def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dic
 
 
 def _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings) -> dict:
-    lat, busy, idle_med = summary["latency_ms"], summary["gpu_busy_ms"], summary["idle_ms"]
+    lat, busy = summary["latency_ms"], summary["gpu_busy_ms"]
     d = {"basis": "medians over decode steps", "convention": convention, "latency_ms": lat,
          "floor_ms": floor["floor_ms"], "kernel_excess_ms": None, "launch_overhead_ms": None,
          "launch_overhead_by_class_ms": None, "r_floor": None, "r_floor_all_weights": None,
