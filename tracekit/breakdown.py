@@ -130,25 +130,25 @@ def _gpu_metrics(g: pl.DataFrame, nxt_op: dict | None, syncs: np.ndarray,
     end = g["end_ns"].to_numpy()
     t0 = int(start[0])
     window_end = int(nxt_op["start_ns"]) if nxt_op is not None else int(end.max())
-    end = np.minimum(end, window_end)
-    run_end = np.maximum.accumulate(end)
-    # gap before op j (j >= 1) when it starts after everything before it has finished
-    gap_before = np.concatenate([[0], np.maximum(start[1:] - run_end[:-1], 0)])
-    tail = max(window_end - int(run_end[-1]), 0)
-    idle = {c: 0 for c in GAP_CLASSES}
-    gap_idx = np.nonzero(gap_before > 0)[0]
-    cols = _op_arrays(g)
-    for j in gap_idx:
-        gap_start = int(run_end[j - 1])
-        cls = _classify(gap_start, int(start[j]), _op_at(cols, j), _op_at(cols, j - 1), syncs)
-        idle[cls] += int(gap_before[j])
-        if gaps_out is not None:
-            gaps_out.append((gap_start, int(start[j]), cls))
-    if tail > 0 and nxt_op is not None:
-        cls = _classify(int(run_end[-1]), window_end, nxt_op, _op_at(cols, len(start) - 1), syncs)
-        idle[cls] += tail
-        if gaps_out is not None:
-            gaps_out.append((int(run_end[-1]), window_end, cls))
+    run_end = np.maximum.accumulate(np.minimum(end, window_end))
+    # a gap ends at op j (j >= 1) when it starts after everything before it has finished; the
+    # tail gap ends at the next step's first op
+    j = np.nonzero(start[1:] > run_end[:-1])[0] + 1
+    gap_start, gap_end = run_end[j - 1], start[j]
+    nxt = _gap_enders(g, j)
+    prev_dtoh = _is_dtoh(g, j - 1)
+    tail = nxt_op is not None and window_end > run_end[-1]
+    if tail:
+        gap_start = np.append(gap_start, run_end[-1])
+        gap_end = np.append(gap_end, window_end)
+        last = g.row(g.height - 1, named=True)
+        nxt = {k: np.append(v, _op_value(k, nxt_op, last)) for k, v in nxt.items()}
+        prev_dtoh = np.append(prev_dtoh, _is_dtoh(g, np.array([g.height - 1])))
+    classes = classify_gaps(gap_start, gap_end, syncs=syncs, prev_dtoh=prev_dtoh, **nxt)
+    lengths = gap_end - gap_start
+    idle = {c: int(lengths[classes == c].sum()) for c in GAP_CLASSES}
+    if gaps_out is not None:
+        gaps_out.extend(zip(gap_start.tolist(), gap_end.tolist(), classes.tolist()))
     idle_total = sum(idle.values())
     span = window_end - t0
     kinds = g["kind"]
@@ -165,39 +165,56 @@ def _gpu_metrics(g: pl.DataFrame, nxt_op: dict | None, syncs: np.ndarray,
     }
 
 
-def _op_arrays(g: pl.DataFrame) -> dict:
-    return {c: g[c].to_list() for c in
-            ("start_ns", "end_ns", "name", "kind", "correlation", "launch_start_ns",
-             "launch_end_ns", "launch_kind")}
+_NO_LAUNCH = -1  # launch times are absolute ns on a positive clock; -1 marks "no launch record"
 
 
-def _op_at(cols: dict, j: int) -> dict:
-    return {c: v[j] for c, v in cols.items()}
+def _gap_enders(g: pl.DataFrame, j: np.ndarray) -> dict[str, np.ndarray]:
+    """What the classifier needs of the op that ends each gap (at row j; its predecessor j-1)."""
+    corr = g["correlation"].fill_null(-1).to_numpy()
+    return {
+        "launch_start": g["launch_start_ns"].fill_null(_NO_LAUNCH).to_numpy()[j],
+        "launch_end": g["launch_end_ns"].fill_null(_NO_LAUNCH).to_numpy()[j],
+        "is_graph": (g["launch_kind"] == "graph").fill_null(False).to_numpy()[j],
+        "first_of_graph": corr[j] != corr[j - 1],
+    }
 
 
-def _first_of_graph(op: dict, prev: dict) -> bool:
-    return prev is None or prev.get("correlation") != op.get("correlation")
+def _op_value(key: str, op: dict, prev: dict):
+    if key == "first_of_graph":
+        return op.get("correlation") != prev.get("correlation")
+    if key == "is_graph":
+        return op.get("launch_kind") == "graph"
+    v = op.get("launch_start_ns" if key == "launch_start" else "launch_end_ns")
+    return _NO_LAUNCH if v is None else v
 
 
-def _classify(gap_start: int, gap_end: int, op: dict, prev: dict | None, syncs: np.ndarray) -> str:
+def _is_dtoh(g: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
+    dtoh = ((g["kind"] == "memcpy") & g["name"].str.contains("DtoH")).fill_null(False).to_numpy()
+    return dtoh[rows]
+
+
+def classify_gaps(gap_start: np.ndarray, gap_end: np.ndarray, *, syncs: np.ndarray,
+                  prev_dtoh: np.ndarray, launch_start: np.ndarray, launch_end: np.ndarray,
+                  is_graph: np.ndarray, first_of_graph: np.ndarray) -> np.ndarray:
+    """The class of each gap (see the module docstring), first matching rule wins."""
     if syncs.size:
         # The host was released inside the gap: it had waited for the device to drain, so the
         # GPU idles for the round trip. (A wait that spans the whole gap proves work was queued.)
-        ends = syncs[:, 1]
-        if ((ends >= gap_start) & (ends <= gap_end)).any():
-            return GapClass.SYNC.value
-    if prev is not None and prev.get("kind") == "memcpy" and "DtoH" in (prev.get("name") or ""):
-        return GapClass.SYNC.value
-    if op.get("launch_start_ns") is None:
-        return GapClass.OTHER.value
-    if op.get("launch_kind") == "graph":
-        # Kernels of one replay are queued by a single call; only the first can wait on the host.
-        if _first_of_graph(op, prev) and op["launch_start_ns"] >= gap_start:
-            return GapClass.HOST_BOUND.value
-        return GapClass.LAUNCH_LATENCY.value
-    if op["launch_end_ns"] > gap_start:
-        return GapClass.HOST_BOUND.value
-    return GapClass.LAUNCH_LATENCY.value
+        ends = np.sort(syncs[:, 1])
+        released = (np.searchsorted(ends, gap_end, side="right")
+                    - np.searchsorted(ends, gap_start, side="left")) > 0
+    else:
+        released = np.zeros(gap_start.shape, dtype=bool)
+    no_launch = launch_start == _NO_LAUNCH
+    # Kernels of one graph replay are queued by a single call; only the first can wait on the host.
+    graph_host = is_graph & first_of_graph & (launch_start >= gap_start)
+    return np.select(
+        [released | prev_dtoh, no_launch, is_graph & graph_host, is_graph,
+         launch_end > gap_start],
+        [GapClass.SYNC.value, GapClass.OTHER.value, GapClass.HOST_BOUND.value,
+         GapClass.LAUNCH_LATENCY.value, GapClass.HOST_BOUND.value],
+        default=GapClass.LAUNCH_LATENCY.value,
+    )
 
 
 def _sync_intervals(trace: Trace) -> np.ndarray:

@@ -22,11 +22,13 @@ Events of unknown categories are skipped and counted in ``meta["skipped_categori
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from typing import Any
 
 import msgspec
+import numpy as np
 import polars as pl
 
 from tracekit.errors import TraceFormatError
@@ -63,6 +65,7 @@ _PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
 _VERSION_SUFFIX = re.compile(r"_v\d+$")
 
 
+@functools.lru_cache(maxsize=4096)
 def launch_kind(name: str) -> str | None:
     """``kernel``/``graph``/``memcpy``/``memset`` for an API call that puts work on a GPU, else None."""
     name = _VERSION_SUFFIX.sub("", name)
@@ -77,6 +80,7 @@ def launch_kind(name: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sync_call(name: str) -> bool:
     return bool(_SYNC.match(_VERSION_SUFFIX.sub("", name)))
 
@@ -87,10 +91,15 @@ class _Event(msgspec.Struct):
     name: str = ""
     pid: int | str | None = None
     tid: int | str | None = None
-    ts: Decimal | None = None
+    ts: float | None = None
     dur: float | None = None
     # decoded lazily: most events (cpu ops, flows) never need their args
     args: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _PreciseEvent(_Event):
+    # for timestamps too large for a float to hold their nanosecond fraction (see _needs_decimal)
+    ts: Decimal | None = None
 
 
 class _Args(msgspec.Struct):
@@ -98,8 +107,6 @@ class _Args(msgspec.Struct):
     stream: int | str | None = None
     device: int | str | None = None
     bytes: int | float | None = None
-    grid: Any = None
-    block: Any = None
 
 
 class _File(msgspec.Struct):
@@ -114,9 +121,18 @@ class _File(msgspec.Struct):
     tracekit: dict | None = None
 
 
-_FILE_DECODER = msgspec.json.Decoder(_File)
-_LIST_DECODER = msgspec.json.Decoder(list[_Event])
+class _PreciseFile(_File):
+    traceEvents: list[_PreciseEvent] | None = None  # noqa: N815
+
+
+_DECODERS = {False: msgspec.json.Decoder(_File), True: msgspec.json.Decoder(_PreciseFile)}
+_LIST_DECODERS = {False: msgspec.json.Decoder(list[_Event]),
+                  True: msgspec.json.Decoder(list[_PreciseEvent])}
 _ARGS_DECODER = msgspec.json.Decoder(list[_Args | None])
+
+#: below 2**43 µs (~100 days of clock) a float64 µs value still pins the nanosecond: its error is
+#: under half a ns, so rounding recovers the exact integer (see _start_ns)
+_FLOAT_EXACT_US = float(2**43)
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -129,20 +145,14 @@ def _int_or_none(v: Any) -> int | None:
     return None
 
 
-def _dims(v: Any) -> str | None:
-    if isinstance(v, list) and v and all(isinstance(x, int) for x in v):
-        return "x".join(str(x) for x in v)
-    return None
-
-
-def _decode(data: bytes, path: str) -> _File:
+def _decode(data: bytes, path: str, precise: bool) -> _File:
     try:
-        return _FILE_DECODER.decode(data)
+        return _DECODERS[precise].decode(data)
     except msgspec.ValidationError as exc:
         # A bare Chrome JSON array of events is a valid trace too.
         if data.lstrip()[:1] == b"[":
             try:
-                return _File(traceEvents=_LIST_DECODER.decode(data))
+                return _File(traceEvents=_LIST_DECODERS[precise].decode(data))
             except msgspec.DecodeError as exc2:
                 raise TraceFormatError(f"{path} is not a profiler trace: {exc2}") from None
         raise TraceFormatError(
@@ -156,45 +166,32 @@ def _decode(data: bytes, path: str) -> _File:
         ) from None
 
 
+def _needs_decimal(events: list[_Event]) -> bool:
+    """True when some timestamp is too large for a float to keep its nanoseconds (old absolute µs
+    traces with fractions, e.g. ``1712195495505543.237``)."""
+    return bool(events) and max(e.ts for e in events) >= _FLOAT_EXACT_US
+
+
 def parse_kineto(data: bytes, path: str = "<trace>") -> Trace:
     """Parse the bytes of a Kineto JSON trace (already decompressed)."""
-    f = _decode(data, path)
+    f = _decode(data, path, precise=False)
     if f.traceEvents is None:
         raise TraceFormatError(
             f"{path} is JSON but not a torch.profiler trace: it has no 'traceEvents' list"
         )
     if not f.traceEvents:
         raise TraceFormatError(f"{path} has no events: the profiler recorded nothing")
-
-    gpu, api, ann, skipped = [], [], [], {}
-    no_dur = 0
-    for e in f.traceEvents:
-        if e.ph != "X" or e.ts is None:
-            if e.ph in ("X", "B", "E", "i", "I") and e.cat:
-                if e.ts is None:
-                    no_dur += 1
-            continue
-        cat = (e.cat or "").lower()
-        if cat in _GPU_CATS:
-            gpu.append(e)
-        elif cat in _API_CATS:
-            api.append(e)
-        elif cat in _ANNOTATION_CATS:
-            ann.append(e)
-        elif cat == "cuda_sync":
-            api.append(e)
-        elif cat == "cpu_op" and _PROFILER_STEP.match(e.name):
-            ann.append(e)  # before ~2023 ProfilerStep#N was a cpu_op
-        elif cat not in _IGNORED_CATS:
-            skipped[e.cat] = skipped.get(e.cat, 0) + 1
-        if e.dur is None and cat in _GPU_CATS:
-            no_dur += 1
+    gpu, api, ann, skipped, no_ts = _split(f.traceEvents)
+    precise = _needs_decimal(gpu) or _needs_decimal(api) or _needs_decimal(ann)
+    if precise:
+        f = _decode(data, path, precise=True)
+        gpu, api, ann, skipped, no_ts = _split(f.traceEvents)
 
     trace = Trace(
-        gpu_ops=_gpu_ops(gpu),
-        launches=_launches(api),
-        annotations=_annotations(ann),
-        syncs=_syncs(api),
+        gpu_ops=_gpu_ops(gpu, precise),
+        launches=_launches(api, precise),
+        annotations=_annotations(ann, precise),
+        syncs=_syncs(api, precise),
         meta=_meta(f, path, skipped),
     )
     if skipped:
@@ -202,80 +199,127 @@ def parse_kineto(data: bytes, path: str = "<trace>") -> Trace:
             "skipped events of unknown categories: "
             + ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
         )
+    no_dur = sum(e.dur is None for e in gpu)
     if no_dur:
-        trace.warnings.append(f"{no_dur} events had no duration and were read as instants")
+        trace.warnings.append(f"{no_dur} GPU ops had no duration and were read as instants")
+    if no_ts:
+        trace.warnings.append(f"{no_ts} complete events had no timestamp and were skipped")
     return trace
 
 
-def _ns(ts: Decimal) -> int:
-    return int(ts.scaleb(3).to_integral_value())
+#: where each category's events go (checked before lower-casing: the common spellings are exact)
+_ROUTE: dict[str, str] = {
+    **{c: "gpu" for c in _GPU_CATS}, **{c: "api" for c in _API_CATS}, "cuda_sync": "api",
+    **{c: "ann" for c in _ANNOTATION_CATS}, **{c: "skip" for c in _IGNORED_CATS},
+}
 
 
-def _dur_ns(dur: float | None) -> int:
-    return 0 if dur is None or dur < 0 else round(dur * 1000)
+def _route(cat: str | None) -> str:
+    if cat is None:
+        return "skip"
+    r = _ROUTE.get(cat)
+    if r is None:
+        r = _ROUTE.get(cat.lower(), "unknown")
+    return r
 
 
-def _gpu_ops(events: list[_Event]) -> pl.DataFrame:
-    args = _ARGS_DECODER.decode(b"[" + b",".join(e.args for e in events) + b"]") if events else []
-    cols: dict[str, list] = {k: [] for k in GPU_OPS_SCHEMA}
-    for e, a in zip(events, args):
-        a = a or _Args()
-        start = _ns(e.ts)
-        cols["kind"].append(_GPU_CATS[e.cat.lower()])
-        cols["name"].append(e.name)
-        cols["start_ns"].append(start)
-        cols["end_ns"].append(start + _dur_ns(e.dur))
-        cols["device"].append(_int_or_none(a.device) if a.device is not None else _int_or_none(e.pid))
-        cols["stream"].append(_int_or_none(a.stream) if a.stream is not None else _int_or_none(e.tid))
-        cols["correlation"].append(a.correlation)
-        cols["bytes"].append(int(a.bytes) if a.bytes is not None else None)
-        cols["grid"].append(_dims(a.grid))
-        cols["block"].append(_dims(a.block))
+def _split(events: list[_Event]):
+    """Sort events into GPU ops, API calls and annotations; count what is skipped."""
+    gpu, api, ann, skipped = [], [], [], {}
+    out = {"gpu": gpu, "api": api, "ann": ann}
+    route: dict[str | None, str] = {}
+    no_ts = 0
+    for e in events:
+        if e.ph != "X":
+            continue
+        if e.ts is None:
+            no_ts += 1
+            continue
+        r = route.get(e.cat)
+        if r is None:
+            r = route[e.cat] = _route(e.cat)
+        if r == "skip":
+            # before ~2023 ProfilerStep#N was a cpu_op
+            if e.cat == "cpu_op" and e.name.startswith("ProfilerStep#"):
+                ann.append(e)
+            continue
+        if r == "unknown":
+            skipped[e.cat] = skipped.get(e.cat, 0) + 1
+            continue
+        out[r].append(e)
+    return gpu, api, ann, skipped, no_ts
+
+
+def _start_ns(events: list[_Event], precise: bool) -> np.ndarray:
+    if precise:
+        return np.array([int(e.ts.scaleb(3).to_integral_value()) for e in events], dtype=np.int64)
+    ts = np.array([e.ts for e in events], dtype=np.float64)
+    # whole µs and fraction separately: the fraction's error is < 0.5 ns, so rint is exact
+    whole = np.floor(ts)
+    return whole.astype(np.int64) * 1000 + np.rint((ts - whole) * 1000).astype(np.int64)
+
+
+def _dur_ns(events: list[_Event]) -> np.ndarray:
+    dur = np.array([e.dur if e.dur is not None else 0.0 for e in events], dtype=np.float64)
+    return np.rint(np.maximum(dur, 0.0) * 1000).astype(np.int64)
+
+
+def _args(events: list[_Event]) -> list[_Args | None]:
+    return _ARGS_DECODER.decode(b"[" + b",".join(e.args for e in events) + b"]") if events else []
+
+
+def _times(events: list[_Event], precise: bool) -> dict:
+    start = _start_ns(events, precise) if events else np.empty(0, dtype=np.int64)
+    return {"start_ns": start, "end_ns": start + (_dur_ns(events) if events else 0)}
+
+
+def _gpu_ops(events: list[_Event], precise: bool) -> pl.DataFrame:
+    args = [a or _NO_ARGS for a in _args(events)]
+    cols = {
+        "kind": [_GPU_CATS[e.cat.lower()] for e in events],
+        "name": [e.name for e in events],
+        **_times(events, precise),
+        "device": [_int_or_none(a.device) if a.device is not None else _int_or_none(e.pid)
+                   for e, a in zip(events, args)],
+        "stream": [_int_or_none(a.stream) if a.stream is not None else _int_or_none(e.tid)
+                   for e, a in zip(events, args)],
+        "correlation": [a.correlation for a in args],
+        "bytes": [int(a.bytes) if a.bytes is not None else None for a in args],
+        "grid": [None] * len(events),
+        "block": [None] * len(events),
+    }
     return pl.DataFrame(cols, schema=GPU_OPS_SCHEMA)
 
 
-def _launches(events: list[_Event]) -> pl.DataFrame:
-    keep, kinds = [], []
-    for e in events:
-        k = launch_kind(e.name) if e.cat.lower() != "cuda_sync" else None
-        if k is not None:
-            keep.append(e)
-            kinds.append(k)
-    args = _ARGS_DECODER.decode(b"[" + b",".join(e.args for e in keep) + b"]") if keep else []
-    cols: dict[str, list] = {k: [] for k in LAUNCHES_SCHEMA}
-    for e, k, a in zip(keep, kinds, args):
-        start = _ns(e.ts)
-        cols["kind"].append(k)
-        cols["api"].append(_API_CATS[e.cat.lower()])
-        cols["name"].append(e.name)
-        cols["start_ns"].append(start)
-        cols["end_ns"].append(start + _dur_ns(e.dur))
-        cols["tid"].append(_int_or_none(e.tid))
-        cols["correlation"].append(a.correlation if a else None)
+_NO_ARGS = _Args()
+
+
+def _launches(events: list[_Event], precise: bool) -> pl.DataFrame:
+    kinds = [launch_kind(e.name) if e.cat.lower() != "cuda_sync" else None for e in events]
+    keep = [e for e, k in zip(events, kinds) if k is not None]
+    args = [a or _NO_ARGS for a in _args(keep)]
+    cols = {
+        "kind": [k for k in kinds if k is not None],
+        "api": [_API_CATS[e.cat.lower()] for e in keep],
+        "name": [e.name for e in keep],
+        **_times(keep, precise),
+        "tid": [_int_or_none(e.tid) for e in keep],
+        "correlation": [a.correlation for a in args],
+    }
     return pl.DataFrame(cols, schema=LAUNCHES_SCHEMA)
 
 
-def _syncs(events: list[_Event]) -> pl.DataFrame:
-    cols: dict[str, list] = {k: [] for k in SYNCS_SCHEMA}
-    for e in events:
-        if e.cat.lower() == "cuda_sync" or is_sync_call(e.name):
-            start = _ns(e.ts)
-            cols["name"].append(e.name)
-            cols["start_ns"].append(start)
-            cols["end_ns"].append(start + _dur_ns(e.dur))
-            cols["tid"].append(_int_or_none(e.tid))
+def _syncs(events: list[_Event], precise: bool) -> pl.DataFrame:
+    keep = [e for e in events if e.cat.lower() == "cuda_sync" or is_sync_call(e.name)]
+    cols = {"name": [e.name for e in keep], **_times(keep, precise),
+            "tid": [_int_or_none(e.tid) for e in keep]}
     return pl.DataFrame(cols, schema=SYNCS_SCHEMA)
 
 
-def _annotations(events: list[_Event]) -> pl.DataFrame:
-    cols: dict[str, list] = {k: [] for k in ANNOTATIONS_SCHEMA}
-    for e in events:
-        start = _ns(e.ts)
-        cols["name"].append(e.name)
-        cols["start_ns"].append(start)
-        cols["end_ns"].append(start + _dur_ns(e.dur))
-        cols["on_gpu"].append(_ANNOTATION_CATS.get(e.cat.lower(), False))
-        cols["tid"].append(_int_or_none(e.tid))
+def _annotations(events: list[_Event], precise: bool) -> pl.DataFrame:
+    cols = {"name": [e.name for e in events], **_times(events, precise),
+            "on_gpu": [_ANNOTATION_CATS.get(e.cat.lower(), False) for e in events],
+            "tid": [_int_or_none(e.tid) for e in events]}
     return pl.DataFrame(cols, schema=ANNOTATIONS_SCHEMA)
 
 

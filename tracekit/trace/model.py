@@ -30,7 +30,7 @@ GPU_OPS_SCHEMA = {
     "stream": pl.Int64,
     "correlation": pl.Int64,
     "bytes": pl.Int64,
-    "grid": pl.Utf8,
+    "grid": pl.Utf8,  # "x×y×z" where the reader has it (Nsight); Kineto's are not read, for speed
     "block": pl.Utf8,
 }
 LAUNCHES_SCHEMA = {

@@ -1,0 +1,39 @@
+"""The repository keeps its promises: the README's commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", setup)
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
+    main_job, tests = _readme_commands()
+    assert "tracekit explain --sample" in main_job
+    assert "pytest" in tests
+    assert tests in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_bundled_sample_ships_inside_the_package():
+    from tracekit.cli import sample_path
+
+    assert sample_path().is_file()
+    assert sample_path().is_relative_to(ROOT / "tracekit")
+
+
+def test_analysis_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, tracekit.cli, tracekit.explain, tracekit.report.terminal; "
+            "from tracekit.explain import explain; from tracekit.cli import sample_path; "
+            "explain(sample_path()); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,382 @@
+"""Read an Nsight Systems SQLite export (``nsys export --type sqlite``) into a :class:`Trace`.
+
+Nsight Systems stores what CUPTI recorded in one table per activity kind; strings (kernel and API
+names, NVTX texts) are interned in ``StringIds``. What this reader takes:
+
+=============================== ====================================================================
+``CUPTI_ACTIVITY_KIND_KERNEL``  ``gpu_ops`` kind kernel: ``start``/``end`` (ns), ``deviceId``,
+                                ``streamId``, ``correlationId``, ``demangledName`` → ``StringIds``
+                                (the same demangled names Kineto shows), ``gridX..``, ``blockX..``
+``…_MEMCPY`` / ``…_MEMSET``     ``gpu_ops`` kind memcpy/memset, named as Kineto names them
+                                (``Memcpy DtoD (Device -> Device)``), with ``bytes``
+``…_RUNTIME`` (``…_DRIVER``)    ``launches`` (kernel, graph, memcpy, memset launch calls) and
+                                ``syncs`` (synchronize calls, blocking copies); API names lose
+                                their version suffix (``cudaLaunchKernel_v7000`` → ``cudaLaunchKernel``)
+``…_SYNCHRONIZATION``           ``syncs`` too (Kineto's ``cuda_sync`` events)
+``NVTX_EVENTS``                 ``annotations`` (push/pop and start/end ranges; ``on_gpu`` False):
+                                ``tracekit capture`` marks each step ``tracekit.step#i``
+``TARGET_INFO_GPU``             device names → ``meta["devices"]``, ``meta["gpu_name"]``
+``TRACEKIT_CAPTURE``            the capture metadata ``tracekit capture --profiler nsys`` stores
+=============================== ====================================================================
+
+Kernels replayed by a CUDA graph (captured with ``--cuda-graph-trace=node``) carry the
+correlation id of their ``cudaGraphLaunch``, as in Kineto. Times are integer nanoseconds.
+
+    tracekit explain report.sqlite.gz
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import sqlite3
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import polars as pl
+
+from tracekit.errors import TraceFormatError
+from tracekit.trace.kineto import is_sync_call, launch_kind
+from tracekit.trace.model import (
+    ANNOTATIONS_SCHEMA,
+    GPU_OPS_SCHEMA,
+    LAUNCHES_SCHEMA,
+    SYNCS_SCHEMA,
+    Trace,
+)
+
+#: a gzipped export is never inflated past this (a gzip bomb stops here)
+MAX_SQLITE_BYTES = 2 << 30
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
+MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
+MEMSET = "CUPTI_ACTIVITY_KIND_MEMSET"
+API_TABLES = ("CUPTI_ACTIVITY_KIND_RUNTIME", "CUPTI_ACTIVITY_KIND_DRIVER")
+SYNC_TABLE = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
+NVTX = "NVTX_EVENTS"
+META_TABLE = "TRACEKIT_CAPTURE"
+
+#: CUPTI enums, spelled as Kineto spells them in its memcpy/memset names
+MEMCPY_KINDS = {1: "HtoD", 2: "DtoH", 3: "HtoA", 4: "AtoH", 5: "AtoA", 6: "AtoD", 7: "DtoA",
+                8: "DtoD", 9: "HtoH", 10: "PtoP"}
+MEMORY_KINDS = {1: "Pageable", 2: "Pinned", 3: "Device", 4: "Array", 5: "Managed",
+                6: "Device Static", 7: "Managed Static"}
+SYNC_KINDS = {1: "Event Sync", 2: "Stream Wait Event", 3: "Stream Sync", 4: "Context Sync"}
+#: NVTX event types that are not ranges (category/thread names, marks, domains)
+_NVTX_NOT_RANGES = (33, 34, 39, 75, 76)
+#: API names carry a version (``_v7000``) and sometimes a per-thread-stream tag (``_ptsz``)
+_API_SUFFIX = re.compile(r"(_v\d+)?(_pt(sz|ds))?(_v\d+)?$")
+#: globalTid = pid << 24 | tid (Nsight Systems' serialized thread id)
+_TID_MASK = 0xFFFFFF
+
+
+def api_name(name: str) -> str:
+    """``cudaLaunchKernel_ptsz_v7000`` → ``cudaLaunchKernel``."""
+    return _API_SUFFIX.sub("", name) or name
+
+
+def load_nsys(path: str | Path, *, limit: int = MAX_SQLITE_BYTES) -> Trace:
+    """Read an Nsight Systems SQLite export, plain or gzipped, into the normalized trace."""
+    p = Path(path)
+    with _sqlite_file(p, limit=limit) as db:
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise TraceFormatError(f"{p} cannot be opened as SQLite: {exc}") from None
+        with closing(con):
+            try:
+                return _read(con, p)
+            except sqlite3.DatabaseError as exc:
+                raise TraceFormatError(
+                    f"{p} is not a readable Nsight Systems SQLite export ({exc}); "
+                    "re-export it with `nsys export --type sqlite`"
+                ) from None
+
+
+@contextmanager
+def _sqlite_file(p: Path, *, limit: int) -> Iterator[Path]:
+    """The path of a plain SQLite file: ``p`` itself, or ``p`` gunzipped to a temp file."""
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(16)
+    except FileNotFoundError:
+        raise TraceFormatError(f"{p} does not exist") from None
+    except OSError as exc:
+        raise TraceFormatError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if magic[:2] != _GZIP_MAGIC:
+        _check_magic(magic, p)
+        yield p
+        return
+    fd, tmp = tempfile.mkstemp(prefix="tracekit-nsys-", suffix=".sqlite")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _gunzip_bounded(p, out, limit=limit)
+        with open(tmp, "rb") as f:
+            _check_magic(f.read(16), p)
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _gunzip_bounded(p: Path, out, *, limit: int) -> None:
+    written = 0
+    try:
+        with gzip.open(p, "rb") as src:
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    raise TraceFormatError(
+                        f"{p} inflates to more than {limit >> 20} MiB; refusing to read it "
+                        "(profile a shorter window)"
+                    )
+                out.write(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise TraceFormatError(f"{p} is a corrupt or truncated gzip file ({exc})") from None
+
+
+def _check_magic(magic: bytes, p: Path) -> None:
+    if magic != _SQLITE_MAGIC:
+        raise TraceFormatError(
+            f"{p} is not an SQLite database; expected an Nsight Systems export made with "
+            "`nsys export --type sqlite REPORT.nsys-rep` (or a torch.profiler .json.gz)"
+        )
+
+
+# --- reading -----------------------------------------------------------------------------------
+def _tables(con: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
+
+
+def _columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+
+
+def _read(con: sqlite3.Connection, p: Path) -> Trace:
+    tables = _tables(con)
+    missing = [t for t in ("StringIds", KERNEL) if t not in tables]
+    if missing:
+        raise TraceFormatError(
+            f"{p} is SQLite but not an Nsight Systems export with CUDA kernels: no "
+            f"{' or '.join(missing)} table. Capture with `nsys profile --trace=cuda,nvtx` and "
+            "export with `nsys export --type sqlite`"
+        )
+    warnings: list[str] = []
+    gpu_ops = pl.concat([_kernels(con), _memcpys(con, tables), _memsets(con, tables)])
+    gpu_ops = gpu_ops.sort("start_ns")
+    api_rows = _api_rows(con, tables)
+    if not api_rows:
+        warnings.append("no CUDA API table (CUPTI_ACTIVITY_KIND_RUNTIME): launches are unknown")
+    annotations = _nvtx(con, tables)
+    if NVTX not in tables:
+        warnings.append("no NVTX_EVENTS table: steps must be found without markers")
+    devices = _devices(con, tables)
+    trace = Trace(
+        gpu_ops=gpu_ops,
+        launches=_launches(api_rows),
+        annotations=annotations,
+        syncs=_syncs(api_rows, con, tables),
+        meta={
+            "format": "nsys",
+            "path": str(p),
+            "devices": devices,
+            "gpu_name": _gpu_name(gpu_ops, devices),
+            "versions": {},
+            "tracekit": _capture_meta(con, tables),
+            "skipped_categories": {},
+            "events": gpu_ops.height + len(api_rows) + annotations.height,
+        },
+        warnings=warnings,
+    )
+    if trace.meta["tracekit"]:
+        trace.meta["versions"] = dict(trace.meta["tracekit"].get("versions") or {})
+    return trace
+
+
+def _strings_join(col: str, alias: str) -> str:
+    return f"LEFT JOIN StringIds {alias} ON {alias}.id = {col}"
+
+
+def _kernels(con: sqlite3.Connection) -> pl.DataFrame:
+    cols = _columns(con, KERNEL)
+    # demangledName is what Kineto shows; older exports may only have shortName
+    name_col = next((c for c in ("demangledName", "shortName", "mangledName") if c in cols), None)
+    if name_col is None:
+        raise TraceFormatError(f"{KERNEL} has no kernel name column (demangledName/shortName)")
+    has_dims = {"gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"} <= cols
+    dims = ("k.gridX, k.gridY, k.gridZ, k.blockX, k.blockY, k.blockZ" if has_dims
+            else "NULL, NULL, NULL, NULL, NULL, NULL")
+    rows = con.execute(
+        f"SELECT s.value, k.start, k.end, k.deviceId, k.streamId, k.correlationId, {dims} "
+        f"FROM {KERNEL} k {_strings_join('k.' + name_col, 's')}"
+    ).fetchall()
+    return _frame(
+        GPU_OPS_SCHEMA,
+        [("kernel", name or f"<kernel {name_col} unknown>", s, e, dev, stream, corr, None,
+          _dim(gx, gy, gz), _dim(bx, by, bz))
+         for name, s, e, dev, stream, corr, gx, gy, gz, bx, by, bz in rows],
+    )
+
+
+def _dim(x, y, z) -> str | None:
+    return None if x is None else f"{x}x{y}x{z}"
+
+
+def _memcpys(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
+    if MEMCPY not in tables:
+        return _frame(GPU_OPS_SCHEMA, [])
+    cols = _columns(con, MEMCPY)
+    src = "srcKind" if "srcKind" in cols else "NULL"
+    dst = "dstKind" if "dstKind" in cols else "NULL"
+    rows = con.execute(
+        f"SELECT start, end, deviceId, streamId, correlationId, bytes, copyKind, {src}, {dst} "
+        f"FROM {MEMCPY}"
+    ).fetchall()
+    return _frame(
+        GPU_OPS_SCHEMA,
+        [("memcpy", _memcpy_name(kind, sk, dk), s, e, dev, stream, corr, nbytes, None, None)
+         for s, e, dev, stream, corr, nbytes, kind, sk, dk in rows],
+    )
+
+
+def _memcpy_name(kind, src, dst) -> str:
+    return (f"Memcpy {MEMCPY_KINDS.get(kind, 'Unknown')} "
+            f"({MEMORY_KINDS.get(src, 'Unknown')} -> {MEMORY_KINDS.get(dst, 'Unknown')})")
+
+
+def _memsets(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
+    if MEMSET not in tables:
+        return _frame(GPU_OPS_SCHEMA, [])
+    mem = "memKind" if "memKind" in _columns(con, MEMSET) else "NULL"
+    rows = con.execute(
+        f"SELECT start, end, deviceId, streamId, correlationId, bytes, {mem} FROM {MEMSET}"
+    ).fetchall()
+    return _frame(
+        GPU_OPS_SCHEMA,
+        [("memset", f"Memset ({MEMORY_KINDS.get(mk, 'Unknown')})", s, e, dev, stream, corr,
+          nbytes, None, None)
+         for s, e, dev, stream, corr, nbytes, mk in rows],
+    )
+
+
+def _api_rows(con: sqlite3.Connection, tables: set[str]) -> list[tuple]:
+    """(name without suffix, start, end, tid, correlation) of every CUDA API call."""
+    rows: list[tuple] = []
+    for table in API_TABLES:
+        if table not in tables:
+            continue
+        for name, s, e, gtid, corr in con.execute(
+            f"SELECT s.value, a.start, a.end, a.globalTid, a.correlationId "
+            f"FROM {table} a {_strings_join('a.nameId', 's')}"
+        ):
+            if name:
+                rows.append((api_name(name), s, e, _tid(gtid), corr))
+    rows.sort(key=lambda r: r[1])
+    return rows
+
+
+def _tid(global_tid) -> int | None:
+    return None if global_tid is None else int(global_tid) & _TID_MASK
+
+
+def _launches(api_rows: list[tuple]) -> pl.DataFrame:
+    out = []
+    for name, s, e, tid, corr in api_rows:
+        kind = launch_kind(name)
+        if kind is not None:
+            api = "runtime" if name.startswith("cuda") else "driver"
+            out.append((kind, api, name, s, e, tid, corr))
+    return _frame(LAUNCHES_SCHEMA, out)
+
+
+def _syncs(api_rows: list[tuple], con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
+    out = [(name, s, e, tid) for name, s, e, tid, _ in api_rows if is_sync_call(name)]
+    if SYNC_TABLE in tables:
+        cols = _columns(con, SYNC_TABLE)
+        kind = "syncType" if "syncType" in cols else "NULL"
+        tid = "globalTid" if "globalTid" in cols else "NULL"
+        for s, e, k, gtid in con.execute(f"SELECT start, end, {kind}, {tid} FROM {SYNC_TABLE}"):
+            out.append((SYNC_KINDS.get(k, "Sync"), s, e, _tid(gtid)))
+    out.sort(key=lambda r: r[1])
+    return _frame(SYNCS_SCHEMA, out)
+
+
+def _nvtx(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
+    if NVTX not in tables:
+        return _frame(ANNOTATIONS_SCHEMA, [])
+    cols = _columns(con, NVTX)
+    text = "COALESCE(n.text, s.value)" if "textId" in cols else "n.text"
+    join = _strings_join("n.textId", "s") if "textId" in cols else ""
+    types = (f"AND (n.eventType IS NULL OR n.eventType NOT IN {_NVTX_NOT_RANGES})"
+             if "eventType" in cols else "")
+    rows = con.execute(
+        f"SELECT {text}, n.start, n.end, n.globalTid FROM {NVTX} n {join} "
+        f"WHERE n.end IS NOT NULL AND n.end >= n.start {types} ORDER BY n.start"
+    ).fetchall()
+    return _frame(
+        ANNOTATIONS_SCHEMA,
+        [(name, s, e, False, _tid(gtid)) for name, s, e, gtid in rows if name is not None],
+    )
+
+
+def _devices(con: sqlite3.Connection, tables: set[str]) -> dict[int, dict]:
+    """CUDA device id → {name, total_memory_bytes, sm_count, cc}, from the TARGET_INFO tables."""
+    if "TARGET_INFO_GPU" not in tables:
+        return {}
+    cols = _columns(con, "TARGET_INFO_GPU")
+    pick = [c for c in ("id", "name", "totalMemory", "smCount", "cuDevice") if c in cols]
+    gpus = [dict(zip(pick, r)) for r in con.execute(f"SELECT {', '.join(pick)} FROM TARGET_INFO_GPU")]
+    # TARGET_INFO_CUDA_DEVICE maps CUDA ordinals (the kernels' deviceId) to GPUs, when present
+    ordinal = {}
+    if "TARGET_INFO_CUDA_DEVICE" in tables:
+        ccols = _columns(con, "TARGET_INFO_CUDA_DEVICE")
+        if {"cudaId", "gpuId"} <= ccols:
+            extra = [c for c in ("computeMajor", "computeMinor") if c in ccols]
+            sel = ", ".join(["cudaId", "gpuId", *extra])
+            for row in con.execute(f"SELECT {sel} FROM TARGET_INFO_CUDA_DEVICE"):
+                ordinal[row[1]] = (row[0], row[2:] if extra else None)
+    devices: dict[int, dict] = {}
+    for g in gpus:
+        if not g.get("name"):
+            continue
+        cuda_id, cc = ordinal.get(g.get("id"), (g.get("cuDevice", g.get("id")), None))
+        key = int(cuda_id) if cuda_id is not None else len(devices)
+        devices.setdefault(key, {
+            "name": str(g["name"]),
+            "total_memory_bytes": g.get("totalMemory"),
+            "sm_count": g.get("smCount"),
+            "cc": f"{cc[0]}.{cc[1]}" if cc and len(cc) == 2 else None,
+        })
+    return devices
+
+
+def _gpu_name(gpu_ops: pl.DataFrame, devices: dict[int, dict]) -> str | None:
+    """The device that ran most GPU ops (as the Kineto reader decides it)."""
+    if not devices:
+        return None
+    if gpu_ops.height:
+        busiest = gpu_ops.group_by("device").len().sort("len", descending=True)["device"][0]
+        if busiest in devices:
+            return devices[busiest]["name"]
+    return next(iter(devices.values()))["name"]
+
+
+def _capture_meta(con: sqlite3.Connection, tables: set[str]) -> dict | None:
+    if META_TABLE not in tables:
+        return None
+    row = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'meta'").fetchone()
+    try:
+        meta = json.loads(row[0]) if row else None
+    except (TypeError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _frame(schema: dict, rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=schema, orient="row")
