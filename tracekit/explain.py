@@ -72,9 +72,9 @@ class Explanation:
 
 
 def _clean(v):
-    """JSON-safe: NaN/inf become None, floats rounded to keep the document readable."""
+    """JSON-safe: NaN and infinities become None (the contract: unknown is null)."""
     if isinstance(v, float):
-        return None if math.isnan(v) or math.isinf(v) else round(v, 6)
+        return None if math.isnan(v) or math.isinf(v) else v
     if isinstance(v, dict):
         return {str(k): _clean(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

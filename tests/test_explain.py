@@ -1,0 +1,129 @@
+"""The answer: floor, decomposition, what-ifs and verdict — arithmetic on synthetic traces and the
+CUDA-Graphs what-if validated against a real graph trace of the same model, context and GPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from synth import decode_steps, write_trace
+
+from tracekit.errors import BadInput
+from tracekit.explain import GRAPH_GAP_NS, explain, graph_gap_ns
+from tracekit.floor import step_floor
+from tracekit.specs.gpus import get_gpu, match_gpu
+from tracekit.specs.models import get_model
+from tracekit.trace import load
+
+
+def test_gpu_names_match_most_specific_first():
+    assert match_gpu("NVIDIA H100 80GB HBM3").name == "H100 SXM5"
+    assert match_gpu("NVIDIA H100 PCIe").name == "H100 PCIe"
+    assert match_gpu("NVIDIA H100 NVL").name == "H100 NVL"
+    assert match_gpu("NVIDIA H200").peak_gbps == 4800
+    assert match_gpu("NVIDIA GH200 480GB").name == "GH200 (HBM3)"
+    assert match_gpu("NVIDIA L40S").name == "L40S" and match_gpu("NVIDIA L4").name == "L4"
+    assert match_gpu("NVIDIA A100-SXM4-80GB").peak_gbps == 2039
+    assert match_gpu("NVIDIA A100 80GB PCIe").peak_gbps == 1935
+    assert match_gpu("NVIDIA A100-PG509-200").peak_gbps == 1555
+    assert match_gpu("Mystery GPU 9000") is None
+    with pytest.raises(BadInput, match="known: .*H100 SXM5"):
+        get_gpu("Mystery GPU 9000")
+
+
+def test_byte_accounting_exact_vs_all_weights():
+    m = get_model("qwen2.5-7b")
+    exact, allw = m.step_bytes(2048, "bf16", "exact"), m.step_bytes(2048, "bf16", "all-weights")
+    # the exact count reads one embedding row instead of the 152064-row table, and writes one token
+    assert allw["weights"] - exact["weights"] == (m.vocab - 1) * m.hidden * 2
+    assert exact["kv_write"] == m.kv_bytes_per_token("bf16") == 28 * 2 * 4 * 128 * 2
+    assert exact["kv_read"] == allw["kv_read"] == 2048 * 57344
+    tied = get_model("llama-3.2-1b")  # tied embeddings: the table is read once, by the head
+    t_exact = tied.step_bytes(0, "bf16", "exact")
+    assert t_exact["weights"] == tied.param_count() * 2
+
+
+def _eager_trace(tmp_path, n=6):
+    # 100 µs steps, 3 × 2 µs kernels, all idle host-bound (see tests/synth.py)
+    return write_trace(tmp_path / "e.json.gz", decode_steps(n, kernel_us=2))
+
+
+def test_decomposition_adds_up_exactly(tmp_path):
+    # A made-up model small enough that its floor fits inside 6 µs of GPU busy on 3350 GB/s.
+    e = explain(_eager_trace(tmp_path), model="tiny", ctx=100)
+    d = e.to_dict()
+    dec = d["decomposition"]
+    total = dec["floor_ms"] + dec["kernel_excess_ms"] + dec["launch_overhead_ms"]
+    assert total == pytest.approx(dec["latency_ms"], rel=1e-3)
+    assert sum(dec["launch_overhead_by_class_ms"].values()) == pytest.approx(
+        dec["launch_overhead_ms"], rel=1e-9)
+    assert dec["latency_ms"] == pytest.approx(0.1)
+    assert dec["launch_overhead_ms"] == pytest.approx(0.094)
+    floor = step_floor(get_model("tiny"), 100 + 2, 3350.0).floor_ms  # median ctx of 5 timed steps
+    assert dec["floor_ms"] == pytest.approx(floor, rel=1e-9)
+    assert dec["r_floor"] == pytest.approx(floor / 0.1)
+    for step in d["steps"]:
+        if step["latency_ms"] is not None:
+            assert step["floor_ms"] + step["kernel_excess_ms"] + step["idle_ms"] == pytest.approx(
+                step["latency_ms"], rel=1e-9)
+    assert d["gpu"]["peak_gbps"] == 3350 and d["gpu"]["matched"] == "H100 SXM5"
+    json.dumps(d, allow_nan=False)
+
+
+def test_negative_kernel_excess_warns(tmp_path):
+    e = explain(_eager_trace(tmp_path), model="qwen2.5-7b", ctx=2048)  # 4 ms floor vs 6 µs busy
+    assert e.decomposition["kernel_excess_ms"] < 0
+    assert any("floor is wrong" in w for w in e.warnings)
+
+
+def test_foreign_trace_without_model_names_the_missing_flags(tmp_path):
+    e = explain(_eager_trace(tmp_path))
+    assert e.floor["floor_ms"] is None
+    assert e.floor["missing"] == "pass --model, --ctx to compute the memory floor"
+    assert e.decomposition["launch_overhead_ms"] == pytest.approx(0.094)
+    assert "Launch-bound" in e.verdict and "pass --model" in e.verdict
+
+
+def test_unknown_gpu_gives_null_floor_not_a_guess(tmp_path):
+    path = write_trace(tmp_path / "u.json.gz", decode_steps(4, kernel_us=2), gpu_name="Voodoo 5")
+    e = explain(path, model="tiny", ctx=10)
+    assert e.gpu["peak_gbps"] is None and e.floor["floor_ms"] is None
+    assert "--gpu or --bandwidth" in e.floor["missing"]
+    assert explain(path, model="tiny", ctx=10, bandwidth_gbps=1000).floor["peak_gbps"] == 1000
+
+
+def test_cuda_graphs_whatif_arithmetic(tmp_path):
+    e = explain(_eager_trace(tmp_path))
+    # GPU busy 6 µs + 3 ops × the Hopper default gap
+    assert e.whatif["cuda_graphs_ms"] == pytest.approx(0.006 + 3 * GRAPH_GAP_NS["hopper"] / 1e6)
+    assert e.whatif["cuda_graphs_speedup"] == pytest.approx(0.1 / e.whatif["cuda_graphs_ms"])
+
+
+def test_verdict_names_the_regime(tmp_path):
+    e = explain(_eager_trace(tmp_path), model="tiny", ctx=100)
+    assert e.verdict.startswith("Launch-bound: 94% of each 0.10 ms step is the GPU waiting for the host")
+    assert "CUDA Graphs would bring the step to" in e.verdict
+
+
+# -- real traces: the what-if against a measured graph trace ---------------------------------
+from pathlib import Path  # noqa: E402
+
+SAMPLES = Path(__file__).parent.parent / "sample_traces"
+EAGER = SAMPLES / "plain_qwen2.5-7b_ctx2048_eager_annotated.json.gz"
+GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_replay.json.gz"
+
+
+def test_hopper_default_gap_is_the_measured_one():
+    """GRAPH_GAP_NS['hopper'] is re-derived from the committed H200 graph trace."""
+    g = load(GRAPH)
+    assert match_gpu(g.meta["gpu_name"]).arch == "hopper"
+    assert graph_gap_ns(g) == pytest.approx(GRAPH_GAP_NS["hopper"], rel=0.02)
+
+
+def test_graph_trace_calibration_and_already_graphed():
+    e = explain(EAGER, graph_trace=GRAPH)
+    assert e.whatif["graph_gap_source"].startswith("graph trace")
+    g = explain(GRAPH)
+    assert g.whatif["cuda_graphs_ms"] is None and g.whatif["note"] == "the trace already replays CUDA graphs"
+    with pytest.raises(BadInput, match="no CUDA-graph decode steps"):
+        explain(GRAPH, graph_trace=EAGER)
