@@ -1,0 +1,686 @@
+"""Render an explanation as one self-contained HTML file (plotly), to attach to a bug report.
+
+The page holds the verdict, a waterfall of the decomposition (floor → kernel excess → each class
+of launch overhead → latency), per-step stacked bars, a timeline of one representative step with
+idle gaps coloured by class, the kernel-category and top-kernel tables, launch statistics, the
+what-ifs, the floor's byte accounting, the environment, the definitions, and the JSON document
+itself. With ``plotlyjs="inline"`` plotly.js is embedded and the file opens offline (≈5 MB); with
+``"cdn"`` it loads plotly.js from cdn.plot.ly (≈0.3 MB).
+
+It renders only: numbers come from ``Explanation.to_dict()`` and ``Explanation.timeline``;
+shares, unit conversions and running sums for drawing are the only arithmetic.
+
+Nothing from the trace is trusted. Every string (file, GPU, kernel and annotation names,
+warnings) is ``html.escape``d before it reaches markup; strings handed to plotly are escaped too
+(plotly.js parses a subset of HTML in labels and decodes entities back to text), and plotly's JSON
+encoder writes ``<``, ``>`` and ``/`` as ``\\u003c``…, so no name can close a ``<script>``.
+
+    $ tracekit explain --sample --html report.html
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+from tracekit.errors import BadUsage
+
+GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
+#: one colour per gap class, the same in every figure and table
+GAP_COLORS = {"host_bound": "#d64545", "launch_latency": "#f0a030", "sync": "#8b5cf6",
+              "other": "#9aa5b1"}
+TERM_COLORS = {"floor": "#1f4e8c", "kernel_excess": "#7fb2e5", "gpu_busy": "#3b7dc4",
+               "latency": "#2d3748"}
+CATEGORY_COLORS = {"gemm": "#2f855a", "attention": "#b83280", "normalization": "#2c7a7b",
+                   "elementwise": "#4c6ef5", "reduction": "#b7791f", "copy": "#805a3b",
+                   "communication": "#553c9a", "other": "#4a5568"}
+GAP_LABELS = {"host_bound": "host-bound", "launch_latency": "launch latency", "sync": "sync",
+              "other": "other"}
+FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
+PLOT_CONFIG = {"displaylogo": False, "responsive": True,
+               "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"],
+               "toImageButtonOptions": {"format": "png", "scale": 2}}
+HOVER_NAME_CHARS = 140
+TABLE_NAME_CHARS = 200
+
+
+class Html(str):
+    """Markup built here from escaped parts; everything else is escaped on the way in."""
+
+
+def esc(value: object) -> Html:
+    return Html(html.escape("—" if value is None else str(value), quote=True))
+
+
+def _cell(value: object) -> str:
+    return value if isinstance(value, Html) else esc(value)
+
+
+def _f(v, fmt: str = "{:.3f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def _share(v, total) -> str:
+    return "—" if v is None or not total else f"{v / total:.1%}"
+
+
+def _clip(s: object, n: int) -> str:
+    s = "" if s is None else str(s)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+# -- entry point ------------------------------------------------------------------------------
+def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inline") -> str:
+    """The HTML report of an ``Explanation.to_dict()`` document and its ``timeline``."""
+    if plotlyjs not in ("inline", "cdn"):
+        raise BadUsage(f"plotlyjs must be 'inline' or 'cdn', not {plotlyjs!r}")
+    sections = [
+        _header(doc), _verdict(doc), _kpis(doc), _warnings(doc), _decomposition(doc),
+        _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
+        _floor(doc), _environment(doc), _definitions(doc), _footer(doc),
+    ]
+    title = esc(f"tracekit report — {_subject(doc)}")
+    return (
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{title}</title>\n<style>{CSS}</style>\n{_plotly_script(plotlyjs)}\n</head>\n"
+        f"<body>\n<main>\n{''.join(s for s in sections if s)}\n</main>\n"
+        f"{_doc_json(doc)}\n</body>\n</html>\n"
+    )
+
+
+def _plotly_script(mode: str) -> str:
+    js = get_plotlyjs()
+    if mode == "inline":
+        return f"<script>{js}</script>"
+    sri = "sha256-" + base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
+    url = f"https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js"
+    return f'<script src="{url}" integrity="{sri}" crossorigin="anonymous" charset="utf-8"></script>'
+
+
+def _doc_json(doc: dict) -> str:
+    """The JSON contract itself, machine-readable inside the attachment (never executed)."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    for a, b in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+        text = text.replace(a, b)
+    return f'<script type="application/json" id="tracekit-doc">{text}</script>'
+
+
+def _plot(fig: go.Figure, div_id: str) -> Html:
+    # plotly serializes data and layout with to_json_plotly, which escapes < > /
+    return Html(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                            config=PLOT_CONFIG))
+
+
+def _layout(fig: go.Figure, *, height: int, xtitle: str, ytitle: str, top: int = 40,
+            **kw) -> go.Figure:
+    """The house style; ``top`` leaves room for a legend above the plot, clear of the modebar."""
+    axis = {"gridcolor": "#edf1f5", "zerolinecolor": "#cbd2d9", "linecolor": "#cbd2d9",
+            "ticks": "outside", "tickcolor": "#cbd2d9", "automargin": True}
+    fig.update_layout(
+        template="none", height=height, font={"family": FONT, "size": 12.5, "color": "#2d3748"},
+        paper_bgcolor="#ffffff", plot_bgcolor="#ffffff", margin={"l": 10, "r": 16, "t": top, "b": 10},
+        hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
+        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 12}},
+        xaxis={**axis, "title": {"text": xtitle}}, yaxis={**axis, "title": {"text": ytitle}}, **kw)
+    return fig
+
+
+# -- page sections ----------------------------------------------------------------------------
+def _subject(doc: dict) -> str:
+    model = (doc.get("model") or {}).get("name")
+    gpu = (doc.get("gpu") or {}).get("name") or (doc.get("source") or {}).get("gpu")
+    return " on ".join(str(x) for x in (model, gpu) if x) or str(
+        (doc.get("source") or {}).get("file") or "decode trace")
+
+
+def _section(title: str, body: str, *, lead: str = "", sid: str = "") -> Html:
+    lead_html = f'<p class="lead">{lead}</p>' if lead else ""
+    return Html(f'<section class="card" id="{sid}"><h2>{esc(title)}</h2>{lead_html}{body}</section>')
+
+
+def _table(headers: list[str], rows: list[list], *, num: set[int] = frozenset(),
+           row_class: list[str] | None = None, cls: str = "") -> Html:
+    """A table; column indexes in ``num`` are right-aligned numbers. Cells are escaped unless Html."""
+    def tag(t, i, v):
+        return f'<{t} class="num">{v}</{t}>' if i in num else f"<{t}>{v}</{t}>"
+
+    head = "".join(tag("th", i, esc(h)) for i, h in enumerate(headers))
+    body = []
+    for j, r in enumerate(rows):
+        rc = f' class="{row_class[j]}"' if row_class and row_class[j] else ""
+        body.append(f"<tr{rc}>" + "".join(tag("td", i, _cell(v)) for i, v in enumerate(r)) + "</tr>")
+    return Html(f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}'
+                "</tbody></table>")
+
+
+def _swatch(color: str, label: object) -> Html:
+    return Html(f'<span class="swatch" style="background:{color}"></span>{esc(label)}')
+
+
+def _header(doc: dict) -> Html:
+    src = doc.get("source") or {}
+    sub = (f"{esc(src.get('file'))} · {esc(src.get('format'))} · "
+           f"{esc(src.get('decode_steps'))} decode steps found by {esc(src.get('detection_method'))}")
+    return Html(f'<header><div class="eyebrow">tracekit · batch-1 decode report</div>'
+                f"<h1>{esc(_subject(doc))}</h1><p class=\"sub\">{sub}</p></header>")
+
+
+def _verdict(doc: dict) -> Html:
+    return Html(f'<section class="verdict"><div class="eyebrow">Verdict</div>'
+                f'<p id="verdict">{esc(doc.get("verdict") or "—")}</p></section>')
+
+
+def _kpi(label: str, value: str, note: str) -> str:
+    return (f'<div class="kpi"><div class="label">{esc(label)}</div>'
+            f'<div class="value">{esc(value)}</div><div class="note">{esc(note)}</div></div>')
+
+
+def _kpis(doc: dict) -> Html:
+    s, dec, w = doc.get("summary") or {}, doc.get("decomposition") or {}, doc.get("whatif") or {}
+    lat = s.get("latency_ms")
+    rng = (s.get("range") or {}).get("latency_ms")
+    floor = dec.get("floor_ms")
+    if w.get("cuda_graphs_ms") is not None:
+        graphs = (f"≈{w['cuda_graphs_ms']:.2f} ms", f"≈{w['cuda_graphs_speedup']:.1f}× faster (predicted)")
+    else:
+        graphs = ("—", w.get("note") or "no prediction")
+    cards = [
+        _kpi("Step latency", _f(lat, "{:.2f} ms"),
+             f"median; {rng[0]:.2f}–{rng[1]:.2f} ms" if rng else "median"),
+        _kpi("Throughput", _tok_s(s.get("tokens_per_s")), "batch 1, 1 ÷ median latency"),
+        _kpi("GPU busy", _f(s.get("gpu_busy_ms"), "{:.2f} ms"),
+             f"{_share(s.get('gpu_busy_ms'), lat)} of the step"),
+        _kpi("Launch overhead", _f(dec.get("launch_overhead_ms"), "{:.2f} ms"),
+             f"{_share(dec.get('launch_overhead_ms'), lat)} of the step: GPU idle"),
+        _kpi("Memory floor", _f(floor, "{:.2f} ms"),
+             f"R_floor {dec['r_floor']:.1%}" if dec.get("r_floor") is not None
+             else "not computed — see Memory floor"),
+        _kpi("With CUDA Graphs", *graphs),
+    ]
+    return Html(f'<div class="kpis">{"".join(cards)}</div>')
+
+
+def _tok_s(v) -> str:
+    return "—" if v is None else f"{v:.1f} tok/s" if v >= 10 else f"{v:.2f} tok/s"
+
+
+def _warnings(doc: dict) -> Html:
+    ws = doc.get("warnings") or []
+    if not ws:
+        return Html("")
+    items = "".join(f"<li>{esc(w)}</li>" for w in ws)
+    return Html(f'<div class="callout warn" id="warnings"><strong>Warnings</strong><ul>{items}</ul></div>')
+
+
+# -- decomposition ----------------------------------------------------------------------------
+def _terms(doc: dict) -> list[tuple[str, str, float | None, str]]:
+    """(key, label, ms, colour) of the decomposition, in the order they add up."""
+    dec, s = doc.get("decomposition") or {}, doc.get("summary") or {}
+    if dec.get("floor_ms") is not None:
+        terms = [("floor", "memory floor", dec["floor_ms"], TERM_COLORS["floor"]),
+                 ("kernel_excess", "kernel excess", dec.get("kernel_excess_ms"),
+                  TERM_COLORS["kernel_excess"])]
+    else:
+        terms = [("gpu_busy", "GPU busy", s.get("gpu_busy_ms"), TERM_COLORS["gpu_busy"])]
+    by_class = dec.get("launch_overhead_by_class_ms") or {}
+    terms += [(c, f"idle: {GAP_LABELS.get(c, c)}", by_class.get(c), GAP_COLORS.get(c, "#999"))
+              for c in GAP_CLASSES if c in by_class]
+    return terms
+
+
+def _decomposition(doc: dict) -> Html:
+    dec = doc.get("decomposition") or {}
+    lat = dec.get("latency_ms")
+    if lat is None:
+        return _section("Where each step's time goes", "<p>No step latency to decompose.</p>",
+                        sid="decomposition")
+    rows, classes = [], []
+    for key, label, v, color in _terms(doc):
+        rows.append([_swatch(color, label), _f(v), _share(v, lat)])
+        classes.append("sub" if key in GAP_CLASSES else "")
+        if key in ("kernel_excess", "gpu_busy"):
+            over = dec.get("launch_overhead_ms")
+            rows.append([_swatch("transparent", "launch overhead (GPU idle)"), _f(over),
+                         _share(over, lat)])
+            classes.append("")
+    rows.append([_swatch(TERM_COLORS["latency"], "latency"), _f(lat), "100%"])
+    classes.append("total")
+    table = _table(["term", "ms", "share"], rows, num={1, 2}, row_class=classes, cls="decomp")
+    extra = ""
+    if dec.get("r_floor") is not None:
+        extra = (f'<p class="small">R_floor {dec["r_floor"]:.1%} (all-weights '
+                 f'{_f(dec.get("r_floor_all_weights"), "{:.1%}")}). Achieved bandwidth: '
+                 f'{_f(dec.get("achieved_gbps_latency"), "{:.0f}")} GB/s over the step, '
+                 f'{_f(dec.get("achieved_gbps_busy"), "{:.0f}")} GB/s while the GPU is busy.</p>')
+    if dec.get("floor_ms") is not None:
+        lead = esc(f"latency = memory floor + kernel excess + launch overhead; "
+                   f"{dec.get('basis', '')}, {dec.get('convention', '')} byte convention.")
+    else:
+        missing = (doc.get("floor") or {}).get("missing") or "no memory floor"
+        lead = esc(f"latency = GPU busy + launch overhead; {dec.get('basis', '')}. "
+                   f"No memory floor to split GPU busy: {missing}.")
+    body = (f'<div class="grid2"><div>{_plot(_waterfall(doc), "fig-waterfall")}</div>'
+            f"<div>{table}{extra}</div></div>")
+    return _section("Where each step's time goes", body, lead=lead, sid="decomposition")
+
+
+def _waterfall(doc: dict) -> go.Figure:
+    lat = doc["decomposition"]["latency_ms"]
+    terms = [t for t in _terms(doc) if t[2]]  # zero-size classes add nothing to the picture
+    labels, bases, heights, colors = [], [], [], []
+    level = 0.0
+    for _key, label, v, color in terms:
+        labels.append(label)
+        bases.append(level)
+        heights.append(v)
+        colors.append(color)
+        level += v
+    labels.append("latency")
+    bases.append(0.0)
+    heights.append(lat)
+    colors.append(TERM_COLORS["latency"])
+    text = [f"{h:.3f} ms<br>{h / lat:.1%}" for h in heights]
+    fig = go.Figure(go.Bar(
+        x=[esc(x) for x in labels], y=heights, base=bases, marker={"color": colors},
+        text=text, textposition="outside", cliponaxis=False, width=0.62,
+        hovertemplate="%{x}: %{text}<extra></extra>", showlegend=False))
+    tops = [b + h for b, h in zip(bases, heights)]
+    shapes = [{"type": "line", "xref": "x", "yref": "y", "x0": i + 0.31, "x1": i + 0.69,
+               "y0": tops[i], "y1": tops[i], "line": {"color": "#a0aec0", "width": 1, "dash": "dot"}}
+              for i in range(len(heights) - 1)]
+    _layout(fig, height=380, xtitle="", ytitle="ms per decode step (median)", shapes=shapes)
+    fig.update_yaxes(range=[min(0.0, min(tops)), max(tops + [lat]) * 1.16])
+    return fig
+
+
+# -- per step ---------------------------------------------------------------------------------
+def _per_step(doc: dict) -> Html:
+    steps = doc.get("steps") or []
+    shown = [r for r in steps if r.get("kind") == "decode" and r.get("latency_ms") is not None
+             and r.get("gpu_busy_ms") is not None]
+    notes = _omitted(steps, shown)
+    fig = _plot(_step_bars(shown), "fig-steps") if shown else Html(
+        "<p>No decode step has both a latency and GPU activity to show.</p>")
+    note = f'<p class="small">{esc(notes)}</p>' if notes else ""
+    body = (f'<div class="grid2"><div>{fig}{note}</div>'
+            f"<div>{_step_summary(doc)}</div></div>")
+    return _section("Per decode step", body, sid="steps",
+                    lead="Each bar is one decode step; the stack adds up to its latency.")
+
+
+def _omitted(steps: list[dict], shown: list[dict]) -> str:
+    ids = {r["step"] for r in shown}
+    rest = [r for r in steps if r["step"] not in ids]
+    if not rest:
+        return ""
+    parts = []
+    for r in rest:
+        if r.get("kind") != "decode":
+            why = f"{r.get('kind')}, not a decode step"
+        elif r.get("latency_ms") is None:
+            why = "no next step to time it against"
+        else:
+            why = "no GPU activity"
+        parts.append(f"step {r['step']} ({why})")
+    return "Not shown: " + "; ".join(parts) + "."
+
+
+def _step_bars(rows: list[dict]) -> go.Figure:
+    x = [str(r["step"]) for r in rows]
+    with_floor = all(r.get("floor_ms") is not None and r.get("kernel_excess_ms") is not None
+                     for r in rows)
+    if with_floor:
+        stacks = [("memory floor", [r["floor_ms"] for r in rows], TERM_COLORS["floor"]),
+                  ("kernel excess", [r["kernel_excess_ms"] for r in rows],
+                   TERM_COLORS["kernel_excess"])]
+    else:
+        stacks = [("GPU busy", [r["gpu_busy_ms"] for r in rows], TERM_COLORS["gpu_busy"])]
+    stacks += [(f"idle: {GAP_LABELS[c]}", [(r.get("idle_by_class_ms") or {}).get(c) or 0.0
+                                           for r in rows], GAP_COLORS[c]) for c in GAP_CLASSES]
+    fig = go.Figure([
+        go.Bar(x=x, y=y, name=esc(name), marker={"color": color},
+               hovertemplate=f"step %{{x}} · {esc(name)}: %{{y:.3f}} ms<extra></extra>")
+        for name, y, color in stacks])
+    _layout(fig, height=400, xtitle="decode step (#)", ytitle="ms per step", barmode="relative",
+            bargap=0.25, top=78)
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def _step_summary(doc: dict) -> Html:
+    s = doc.get("summary") or {}
+    rng = s.get("range") or {}
+
+    def row(label, key, fmt="{:.3f}"):
+        r = rng.get(key)
+        return [label, _f(s.get(key), fmt), f"{fmt.format(r[0])}–{fmt.format(r[1])}" if r else ""]
+
+    rows = [row("latency (ms)", "latency_ms"), row("GPU busy (ms)", "gpu_busy_ms"),
+            row("idle (ms)", "idle_ms"), row("kernels", "kernels", "{:.0f}"),
+            row("launches", "launches", "{:.0f}"),
+            ["tokens/s", _f(s.get("tokens_per_s"), "{:.2f}"), ""]]
+    cap = (f'<p class="small">Over {esc(s.get("steps_with_latency"))} timed of '
+           f'{esc(s.get("steps"))} decode steps.</p>')
+    return Html(_table(["metric", "median", "min–max"], rows, num={1, 2}) + cap)
+
+
+# -- timeline ---------------------------------------------------------------------------------
+def _timeline(tl: dict) -> Html:
+    title = "One decode step on the GPU"
+    if not tl or not tl.get("ops"):
+        return _section(title, "<p>No GPU timeline: the trace has no decode step with GPU "
+                               "activity and a latency.</p>", sid="timeline")
+    lead = esc(f"Step {tl.get('step')}, the step with the median latency "
+               f"({_f(tl.get('latency_ns') and tl['latency_ns'] / 1e6)} ms): "
+               f"{len(tl['ops'])} GPU ops by kernel category, and the idle gaps between them "
+               "by class. Drag to zoom, double-click to reset; hover for names.")
+    return _section(title, _plot(_timeline_fig(tl), "fig-timeline"), lead=lead, sid="timeline")
+
+
+def _timeline_fig(tl: dict) -> go.Figure:
+    ops, gaps = tl["ops"], tl.get("gaps") or []
+    cats = list(dict.fromkeys(o["category"] for o in ops))
+    order = [c for c in CATEGORY_COLORS if c in cats] + [c for c in cats if c not in CATEGORY_COLORS]
+    traces = [_op_trace(c, [o for o in ops if o["category"] == c]) for c in order]
+    idle_lane = "GPU idle"
+    for cls in GAP_CLASSES:
+        mine = [g for g in gaps if g["class"] == cls]
+        if mine:
+            traces.append(_gap_trace(cls, mine, idle_lane))
+    fig = go.Figure(traces)
+    lanes = [esc(c) for c in order] + [idle_lane]
+    end_ms = (tl.get("latency_ns") or max(o["end_ns"] for o in ops)) / 1e6
+    _layout(fig, height=120 + 42 * len(lanes), xtitle="time from the step's first GPU op (ms)",
+            ytitle="", barmode="overlay", top=60)
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=lanes[::-1],
+                     showgrid=False)
+    fig.update_xaxes(range=[0, end_ms])
+    return fig
+
+
+def _op_trace(cat: str, ops: list[dict]) -> go.Bar:
+    color = CATEGORY_COLORS.get(cat, CATEGORY_COLORS["other"])
+    custom = [[esc(_clip(o["name"], HOVER_NAME_CHARS)), round(o["start_ns"] / 1e3, 3),
+               round((o["end_ns"] - o["start_ns"]) / 1e3, 3), esc(o.get("stream"))] for o in ops]
+    return go.Bar(
+        orientation="h", y=[esc(cat)] * len(ops), base=[round(o["start_ns"] / 1e6, 6) for o in ops],
+        x=[round((o["end_ns"] - o["start_ns"]) / 1e6, 6) for o in ops], width=0.66,
+        # a 1 px outline keeps microsecond kernels visible in a 100 ms window
+        marker={"color": color, "line": {"color": color, "width": 1}},
+        name=esc(cat), customdata=custom,
+        hovertemplate="%{customdata[0]}<br>start %{customdata[1]:.1f} µs · "
+                      "%{customdata[2]:.2f} µs · stream %{customdata[3]}<extra>" + esc(cat)
+                      + "</extra>")
+
+
+def _gap_trace(cls: str, gaps: list[dict], lane: str) -> go.Bar:
+    color = GAP_COLORS.get(cls, GAP_COLORS["other"])
+    custom = [[round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
+              for g in gaps]
+    return go.Bar(
+        orientation="h", y=[lane] * len(gaps), base=[round(g["start_ns"] / 1e6, 6) for g in gaps],
+        x=[round((g["end_ns"] - g["start_ns"]) / 1e6, 6) for g in gaps], width=0.66,
+        marker={"color": color, "line": {"color": color, "width": 1}},
+        name=esc(f"idle: {GAP_LABELS.get(cls, cls)}"), customdata=custom,
+        hovertemplate=f"{esc(GAP_LABELS.get(cls, cls))} gap<br>start %{{customdata[0]:.1f}} µs · "
+                      "%{customdata[1]:.2f} µs<extra></extra>")
+
+
+# -- kernels, launches, what-ifs --------------------------------------------------------------
+def _kernels(doc: dict) -> Html:
+    cats = doc.get("kernels_by_category") or []
+    if not cats:
+        return _section("Kernels", "<p>No GPU ops in the decode steps.</p>", sid="kernels")
+    rows = []
+    for c in cats:
+        share = c.get("share")
+        bar = Html(f'<span class="sharebar"><span style="width:{(share or 0) * 100:.1f}%"></span>'
+                   f"</span>{esc(_f(share, '{:.1%}'))}")
+        rows.append([_swatch(CATEGORY_COLORS.get(c.get("category"), CATEGORY_COLORS["other"]),
+                             c.get("category")), _f(c.get("ms_per_step")), bar,
+                     _f(c.get("ops_per_step"), "{:.0f}"), _bytes(c.get("bytes_per_step")),
+                     _f(c.get("achieved_gbps"), "{:.0f}")])
+    cat_table = _table(["category", "ms / step", "time share", "ops / step", "bytes / step",
+                        "achieved GB/s"], rows, num={1, 2, 3, 4, 5}, cls="cats")
+    note = ('<p class="small">Time is the sum of op durations per decode step (overlapping ops '
+            "count twice; GPU busy counts the union). Bytes are those the trace records (copies, "
+            "memsets); “—” where none are known.</p>")
+    return _section("Kernels", f"{cat_table}{note}{_top_table(doc)}", sid="kernels",
+                    lead="Where GPU time goes, by kernel category and by kernel.")
+
+
+def _bytes(b) -> str:
+    if not b:  # 0 means no op of the category carries a byte count
+        return "—"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+def _top_table(doc: dict) -> Html:
+    top = doc.get("top_kernels") or []
+    if not top:
+        return Html("")
+    rows = [[Html(f'<code title="{esc(k.get("name"))}">{esc(_clip(k.get("name"), TABLE_NAME_CHARS))}'
+                  "</code>"), esc(k.get("kind")), _f(k.get("ms_per_step")),
+             _f(k.get("calls_per_step"), "{:.0f}"), _f(k.get("median_us"), "{:.2f}")] for k in top]
+    return Html(f"<h3>Top {len(top)} kernels</h3>" + _table(
+        ["kernel", "kind", "ms / step", "calls / step", "median µs"], rows, num={2, 3, 4},
+        cls="top"))
+
+
+def _launches(doc: dict) -> Html:
+    s = doc.get("summary") or {}
+    n, host = s.get("launches"), s.get("launch_host_ms")
+    ops = sum(s.get(k) or 0 for k in ("kernels", "memcpys", "memsets"))
+    rows = [
+        ["launch calls per step (runtime + driver + graph)", _f(n, "{:.0f}")],
+        ["of which CUDA-graph launches", _f(s.get("graph_launches"), "{:.0f}")],
+        ["GPU ops per step (kernels + copies + memsets)", _f(ops, "{:.0f}")],
+        ["host time in launch calls (ms per step)", _f(host)],
+        ["host time per launch call (µs)", _f(host * 1e3 / n if host is not None and n else None,
+                                             "{:.2f}")],
+        ["host time in launch calls, share of latency", _share(host, s.get("latency_ms"))],
+        ["CPU time of the step range (ms)", _f(s.get("cpu_ms"))],
+    ]
+    return _section("Launches", _table(["per decode step (median)", "value"], rows, num={1}),
+                    sid="launches", lead="Launch-side cost: how many calls the host makes and "
+                                         "what they cost it.")
+
+
+def _whatifs(doc: dict) -> Html:
+    w, fl = doc.get("whatif") or {}, doc.get("floor") or {}
+    gap = w.get("graph_gap_us")
+    graphs_model = (f"GPU busy + GPU ops × {gap:.3f} µs per-op gap ({w.get('graph_gap_source')})"
+                    if gap is not None else "no per-op graph gap known")
+    floor_model = (f"{fl.get('convention')} bytes ÷ {fl['peak_gbps']:g} GB/s"
+                   if fl.get("peak_gbps") and fl.get("floor_ms") is not None else "no floor")
+    rows = [["CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"),
+             graphs_model],
+            ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
+             floor_model]]
+    note = f'<p class="small">CUDA Graphs: {esc(w["note"])}.</p>' if w.get("note") else ""
+    return _section("What-ifs", _table(["scenario", "ms / step", "speed-up", "model"], rows,
+                                       num={1, 2}) + note, sid="whatif")
+
+
+def _floor(doc: dict) -> Html:
+    fl = doc.get("floor") or {}
+    if fl.get("floor_ms") is None:
+        msg = fl.get("missing") or "the floor could not be computed"
+        return _section("Memory floor", f'<div class="callout" id="floor-missing">Not computed: '
+                                        f"{esc(msg)}.</div>", sid="floor")
+    rows = [["weights read", _bytes(fl.get("weights_bytes"))],
+            ["KV cache read", _bytes(fl.get("kv_read_bytes"))],
+            ["KV written", _bytes(fl.get("kv_write_bytes"))],
+            [Html("<strong>total</strong>"), _bytes(fl.get("bytes"))],
+            ["peak bandwidth (GB/s)", _f(fl.get("peak_gbps"), "{:g}")]]
+    for key, conv, label in (("exact", "exact", "exact"),
+                             ("all_weights", "all-weights", "all-weights (W + K)")):
+        alt = fl.get(key) or {}
+        used = " — used here" if conv == fl.get("convention") else ""
+        rows.append([f"floor, {label}{used} (ms)",
+                     f"{_f(alt.get('floor_ms'))} ({_bytes(alt.get('bytes'))})"])
+    if fl.get("measured_gbps"):
+        rows.append([f"floor at measured {fl['measured_gbps']:.0f} GB/s (ms)",
+                     _f(fl.get("measured_floor_ms"))])
+    lead = esc(f"Bytes one decode step must move at ctx {fl.get('ctx')}, {fl.get('convention')} "
+               "convention, ÷ peak DRAM bandwidth.")
+    return _section("Memory floor", _table(["", "value"], rows, num={1}), lead=lead, sid="floor")
+
+
+# -- environment, definitions, footer ---------------------------------------------------------
+def _dl(items: list[tuple[str, object]]) -> Html:
+    return Html('<dl class="env">' + "".join(f"<dt>{esc(k)}</dt><dd>{_cell(v)}</dd>"
+                                             for k, v in items) + "</dl>")
+
+
+def _kv(d: dict | None) -> str:
+    return ", ".join(f"{k} {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                     for k, v in (d or {}).items()) or "—"
+
+
+def _environment(doc: dict) -> Html:
+    g, m, src = doc.get("gpu") or {}, doc.get("model") or {}, doc.get("source") or {}
+    devices = "; ".join(
+        f"{d.get('name')} ({_bytes(d.get('total_memory_bytes'))}, {d.get('sm_count')} SMs, "
+        f"cc {d.get('cc')})" for d in src.get("devices") or [])
+    flagged = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in
+                        (src.get("flagged_steps") or {}).items()) or "none"
+    items = [
+        ("GPU (trace)", g.get("name")),
+        ("datasheet entry", f"{g.get('matched') or '— (no match)'}"
+                            f"{', ' + g['arch'] if g.get('arch') else ''}"),
+        ("peak bandwidth", f"{_f(g.get('peak_gbps'), '{:g} GB/s')} ({g.get('peak_source') or '—'})"),
+        ("measured copy bandwidth", _f(g.get("measured_gbps"), "{:.0f} GB/s")),
+        ("devices", devices or "—"),
+        ("model", _model_line(m)),
+        ("trace file", Html(f"<code>{esc(src.get('file'))}</code>")),
+        ("format · events", f"{src.get('format')} · {_f(src.get('events'), '{:,}')}"),
+        ("step detection", f"{src.get('detection_method')}: {src.get('detection_detail')}"),
+        ("steps", f"{src.get('steps_found')} found, {src.get('decode_steps')} decode; "
+                  f"flagged: {flagged}"),
+        ("versions", _kv(src.get("versions"))),
+    ]
+    if src.get("capture"):
+        items.append(("capture", _kv(src["capture"])))
+    if src.get("skipped_categories"):
+        items.append(("skipped event categories", _kv(src["skipped_categories"])))
+    items.append(("tracekit", f"{doc.get('tracekit_version')} (schema {doc.get('schema')})"))
+    return _section("Environment", _dl(items), sid="environment")
+
+
+def _model_line(m: dict) -> str:
+    if not m.get("name"):
+        return "not given (pass --model)"
+    params = f"{m['params'] / 1e9:.2f} B params, " if m.get("params") else ""
+    layers = f"{m['layers']} layers, " if m.get("layers") else ""
+    return (f"{m['name']} ({params}{layers}{m.get('dtype')}, ctx {m.get('ctx')}; "
+            f"from {m.get('source') or '—'})")
+
+
+DEFINITIONS = [
+    ("decode step", "found by the detection method above (a marker, tracekit's annotations, "
+                    "ProfilerStep, a repeating annotation, graph launches, or the kernel-sequence "
+                    "period); GPU ops belong to the step whose CPU range launched them."),
+    ("latency", "start of the next step's first GPU op − start of this step's first GPU op: the "
+                "time a user waits per token. The last step has none."),
+    ("GPU busy", "length of the union of the step's GPU op intervals (never the sum: streams "
+                 "overlap)."),
+    ("idle / launch overhead", "latency − GPU busy, split gap by gap into:"),
+    ("  host-bound", "the op's launch call ended after the previous op finished: the GPU waited "
+                     "for the CPU."),
+    ("  launch latency", "the op was already queued; the gap is the device's own inter-kernel "
+                         "latency."),
+    ("  sync", "the gap overlaps a host synchronization or follows a device→host copy."),
+    ("  other", "no launch record to tell (e.g. launched outside the profiled window)."),
+    ("memory floor", "bytes the step must move ÷ peak DRAM bandwidth. exact: every layer weight, "
+                     "one embedding row, lm_head in full, KV read at the step's context, one "
+                     "token's K/V written. all-weights: the study's (W + K). Datasheet peak unless "
+                     "a bandwidth was given."),
+    ("kernel excess", "GPU busy − floor: kernels slower than streaming their bytes. Negative "
+                      "means the floor is wrong (model, context, GPU or dtype)."),
+    ("R_floor", "floor ÷ latency: the fraction of the memory floor achieved."),
+    ("summary", "medians over decode steps; the median idle of each class is scaled so that "
+                "floor + kernel excess + launch overhead equals the median latency exactly."),
+    ("CUDA Graphs what-if", "GPU busy + GPU ops × the per-op gap a graph replay leaves "
+                            "(calibrated from a graph trace, else a measured per-architecture "
+                            "default)."),
+    ("at-the-floor what-if", "latency ÷ floor: the most any kernel or launch work can buy."),
+]
+
+
+def _definitions(doc: dict) -> Html:
+    items = "".join(
+        f'<dt class="{"sub" if k.startswith("  ") else ""}">{esc(k.strip())}</dt><dd>{esc(v)}</dd>'
+        for k, v in DEFINITIONS)
+    return _section("Definitions", f'<dl class="defs">{items}</dl>', sid="definitions")
+
+
+def _footer(doc: dict) -> Html:
+    return Html(f"<footer>Generated by tracekit {esc(doc.get('tracekit_version'))} · schema "
+                f"{esc(doc.get('schema'))} · the JSON document is embedded in this file "
+                "(<code>#tracekit-doc</code>).</footer>")
+
+
+CSS = """
+:root{--ink:#1a202c;--muted:#5f6b7a;--line:#e3e8ee;--bg:#f4f6f9;--accent:#1f4e8c}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);
+  font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+main{max-width:1280px;margin:0 auto;padding:28px 28px 40px}
+.eyebrow{font-size:11.5px;letter-spacing:.09em;text-transform:uppercase;color:var(--muted);
+  font-weight:650}
+h1{font-size:28px;line-height:1.2;margin:6px 0 4px;font-weight:700}
+h2{font-size:19px;margin:0 0 2px;font-weight:650}
+h3{font-size:15px;margin:22px 0 8px;font-weight:650}
+.sub{color:var(--muted);margin:0;font-size:14px;word-break:break-all}
+.verdict{margin:20px 0 16px;background:#fff;border:1px solid var(--line);
+  border-left:6px solid var(--accent);border-radius:10px;padding:16px 22px}
+.verdict p{font-size:20px;line-height:1.45;margin:4px 0 0;font-weight:550}
+.kpis{display:grid;grid-template-columns:repeat(6,minmax(0,1fr));gap:12px}
+.kpi{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 14px}
+.kpi .label{font-size:11.5px;color:var(--muted);text-transform:uppercase;letter-spacing:.06em;
+  font-weight:600}
+.kpi .value{font-size:23px;font-weight:700;font-variant-numeric:tabular-nums;margin-top:2px}
+.kpi .note{font-size:12.5px;color:var(--muted);line-height:1.35}
+section.card{background:#fff;border:1px solid var(--line);border-radius:10px;
+  padding:20px 24px;margin-top:18px}
+.lead{color:var(--muted);margin:0 0 12px;font-size:14px}
+.small{color:var(--muted);font-size:12.5px;margin:8px 0 0}
+.grid2{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:28px;align-items:start}
+table{border-collapse:collapse;width:100%;font-size:14px}
+th{text-align:left;font-weight:650;color:var(--muted);font-size:12.5px;
+  border-bottom:2px solid var(--line);padding:6px 10px}
+td{padding:6px 10px;border-bottom:1px solid var(--line);vertical-align:top}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.sub td:first-child{padding-left:28px;color:#3d4757}
+tr.total td{font-weight:700;border-top:2px solid var(--ink);border-bottom:none}
+.swatch{display:inline-block;width:11px;height:11px;border-radius:3px;margin-right:8px;
+  vertical-align:-1px}
+.sharebar{display:inline-block;width:70px;height:8px;background:#edf1f5;border-radius:4px;
+  margin-right:8px;vertical-align:1px;overflow:hidden;text-align:left}
+.sharebar span{display:block;height:100%;background:var(--accent)}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;
+  font-size:12.5px}
+table.top td:first-child{word-break:break-all}
+.callout{background:#fffaeb;border:1px solid #f5d88a;border-radius:8px;padding:12px 16px}
+.warn{margin-top:16px}
+.warn ul{margin:6px 0 0;padding-left:20px}
+dl.env,dl.defs{display:grid;grid-template-columns:230px minmax(0,1fr);gap:7px 18px;margin:0;
+  font-size:14px}
+dt{color:var(--muted);font-weight:600}
+dt.sub{padding-left:18px;font-weight:500}
+dd{margin:0;word-break:break-word}
+footer{color:var(--muted);font-size:12.5px;margin-top:26px;text-align:center}
+@media (max-width:1000px){.kpis{grid-template-columns:repeat(3,minmax(0,1fr))}
+  .grid2{grid-template-columns:1fr}}
+@media print{body{background:#fff}section.card,.kpi,.verdict{break-inside:avoid}}
+"""

@@ -1,0 +1,236 @@
+"""Render an explanation as Markdown to paste into a GitHub issue.
+
+The verdict comes first, then the decomposition (floor + kernel excess + launch overhead =
+latency), the per-step summary, the what-ifs, the kernel categories, the top kernels, the
+environment and the conventions behind the numbers. It renders only: every number is read from
+``Explanation.to_dict()``; shares (value ÷ latency) are the only arithmetic.
+
+Nothing from the trace is trusted. Kernel names go into code spans (a fence longer than any
+backtick run inside, ``|`` escaped so tables hold); other trace strings have every
+Markdown-significant character backslash-escaped, so nothing renders as HTML, a link, a mention
+or emphasis.
+
+    $ tracekit explain --sample --markdown summary.md
+"""
+
+from __future__ import annotations
+
+import re
+
+#: characters that start Markdown/GFM syntax anywhere in a line (``_`` is handled separately:
+#: GFM never opens emphasis inside a word, so ``R_floor`` stays readable)
+_SPECIAL = re.compile(r"([\\`*\[\]<>|~&#$@!{}])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_LINE_START = re.compile(r"^(\s*)([-+=>]|\d+(?=[.)]))")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+KERNEL_NAME_CHARS = 120
+
+
+def md_text(value: object, *, line_start: bool = False) -> str:
+    """Plain text with Markdown syntax escaped, on one line (safe in a table cell).
+
+    ``line_start``: the text begins a line or a list item, where "-", "+", "=", ">" or "1." would
+    start a block of their own.
+    """
+    s = _CONTROL.sub(" ", str(value))
+    s = _SPECIAL.sub(lambda m: "\\" + m.group(0), s)
+    m = _LINE_START.match(s) if line_start else None
+    if m:
+        lead, tok = m.group(1), m.group(2)
+        s = lead + (tok + "\\" if tok[0].isdigit() else "\\" + tok) + s[m.end():]
+    return s
+
+
+def md_code(value: object, *, table: bool = False, limit: int | None = None) -> str:
+    """A code span holding ``value`` verbatim (truncated to ``limit`` characters with "…")."""
+    s = _CONTROL.sub(" ", str(value))
+    if not s:
+        return "—"
+    if limit is not None and len(s) > limit:
+        s = s[: limit - 1] + "…"
+    runs = [len(r) for r in re.findall(r"`+", s)]
+    fence = "`" * (max(runs, default=0) + 1)
+    # one space each side is stripped by the parser; needed when s starts/ends with a backtick
+    pad = " " if s[:1] == "`" or s[-1:] == "`" or (s[:1] == " " and s[-1:] == " ") else ""
+    if table:  # GFM splits cells before parsing code spans; "\|" is a literal "|" inside them
+        s = s.replace("|", "\\|")
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def _f(v, fmt: str = "{:.3f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def _share(v, total) -> str:
+    return "—" if v is None or not total else f"{v / total:.1%}"
+
+
+def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
+    """A GFM table; ``align`` holds one of l/r per column. Cells must already be escaped."""
+    sep = {"l": "---", "r": "---:"}
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(sep[a] for a in align) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+# -- sections ---------------------------------------------------------------------------------
+def render_markdown(doc: dict) -> str:
+    """The Markdown summary of an ``Explanation.to_dict()`` document."""
+    parts = [
+        _title(doc), _verdict(doc), _decomposition(doc), _per_step(doc), _whatifs(doc),
+        _categories(doc), _top_kernels(doc), _environment(doc), _conventions(doc), _warnings(doc),
+    ]
+    return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
+
+
+def _title(doc: dict) -> list[str]:
+    model = (doc.get("model") or {}).get("name")
+    gpu = (doc.get("gpu") or {}).get("name") or (doc.get("source") or {}).get("gpu")
+    what = " on ".join(md_text(x) for x in (model, gpu) if x) or "decode trace"
+    return [f"### tracekit: {what}"]
+
+
+def _verdict(doc: dict) -> list[str]:
+    return [f"> **{md_text(doc.get('verdict') or '—')}**"]
+
+
+def _decomposition(doc: dict) -> list[str]:
+    dec = doc.get("decomposition") or {}
+    lat = dec.get("latency_ms")
+    head = (f"**Decomposition** — {md_text(dec.get('basis', 'medians over decode steps'))}, "
+            f"`{md_text(dec.get('convention', '—'))}` byte convention")
+    rows = []
+    if dec.get("floor_ms") is not None:
+        rows.append(["memory floor", _f(dec["floor_ms"]), _share(dec["floor_ms"], lat)])
+        rows.append(["kernel excess", _f(dec.get("kernel_excess_ms")),
+                     _share(dec.get("kernel_excess_ms"), lat)])
+    else:
+        busy = (doc.get("summary") or {}).get("gpu_busy_ms")
+        rows.append(["GPU busy (floor + kernel excess)", _f(busy), _share(busy, lat)])
+    over = dec.get("launch_overhead_ms")
+    rows.append(["launch overhead (GPU idle)", _f(over), _share(over, lat)])
+    for cls, v in (dec.get("launch_overhead_by_class_ms") or {}).items():
+        rows.append([f"&nbsp;&nbsp;↳ {md_text(cls)}", _f(v), _share(v, lat)])
+    rows.append(["**latency**", f"**{_f(lat)}**", "**100%**" if lat else "—"])
+    out = [head, "", *_table(["term", "ms", "share"], rows, "lrr")]
+    missing = (doc.get("floor") or {}).get("missing")
+    if missing:
+        out += ["", f"Memory floor not computed: {md_text(missing)}."]
+    elif dec.get("r_floor") is not None:
+        out += ["", _floor_line(doc)]
+    return out
+
+
+def _floor_line(doc: dict) -> str:
+    dec, fl = doc["decomposition"], doc.get("floor") or {}
+    gb = fl.get("bytes")
+    bits = [f"R_floor {_f(dec.get('r_floor'), '{:.1%}')}"
+            f" (all-weights {_f(dec.get('r_floor_all_weights'), '{:.1%}')})"]
+    if gb is not None:
+        bits.append(f"{gb / 1e9:.2f} GB per step at ctx {_f(fl.get('ctx'), '{}')}")
+    bits.append(f"achieved {_f(dec.get('achieved_gbps_latency'), '{:.0f}')} GB/s over the step, "
+                f"{_f(dec.get('achieved_gbps_busy'), '{:.0f}')} GB/s while busy")
+    return " · ".join(bits)
+
+
+def _per_step(doc: dict) -> list[str]:
+    s, src = doc.get("summary") or {}, doc.get("source") or {}
+    rng = s.get("range") or {}
+
+    def row(label, key, fmt="{:.3f}", with_range=True):
+        r = rng.get(key) if with_range else None
+        span = f"{fmt.format(r[0])}–{fmt.format(r[1])}" if r else ""
+        return [label, _f(s.get(key), fmt), span]
+
+    rows = [row("latency ms", "latency_ms"), row("GPU busy ms", "gpu_busy_ms"),
+            row("idle ms", "idle_ms"), row("kernels", "kernels", "{:.0f}"),
+            row("launches", "launches", "{:.0f}"),
+            row("graph launches", "graph_launches", "{:.0f}", False),
+            row("host ms in launch calls", "launch_host_ms", with_range=False),
+            row("tokens/s", "tokens_per_s", "{:.1f}", False)]
+    head = (f"**Per decode step** — median and min–max over {_f(s.get('steps_with_latency'), '{}')}"
+            f" timed of {_f(src.get('decode_steps'), '{}')} decode steps "
+            f"({_f(src.get('steps_found'), '{}')} found by {md_text(src.get('detection_method'))})")
+    return [head, "", *_table(["metric", "median", "min–max"], rows, "lrr")]
+
+
+def _whatifs(doc: dict) -> list[str]:
+    w, fl = doc.get("whatif") or {}, doc.get("floor") or {}
+    gap = w.get("graph_gap_us")
+    graphs_basis = (f"GPU busy + ops × {gap:.3f} µs per-op gap, {md_text(w.get('graph_gap_source'))}"
+                    if gap is not None else "no per-op graph gap")
+    floor_basis = (f"`{md_text(fl.get('convention'))}` bytes ÷ {fl['peak_gbps']:g} GB/s"
+                   if fl.get("peak_gbps") and fl.get("floor_ms") is not None else "no floor")
+    rows = [["CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"),
+             graphs_basis],
+            ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
+             floor_basis]]
+    out = ["**What-ifs**", "", *_table(["scenario", "ms/step", "speed-up", "model"], rows, "lrrl")]
+    if w.get("note"):
+        out += ["", f"CUDA Graphs what-if: {md_text(w['note'])}."]
+    return out
+
+
+def _categories(doc: dict) -> list[str]:
+    cats = doc.get("kernels_by_category") or []
+    if not cats:
+        return []
+    rows = [[md_text(c.get("category")), _f(c.get("ms_per_step")), _f(c.get("share"), "{:.1%}"),
+             _f(c.get("ops_per_step"), "{:.0f}")] for c in cats]
+    return ["**Kernel categories** — per decode step (sum of op durations)", "",
+            *_table(["category", "ms", "share", "ops"], rows, "lrrr")]
+
+
+def _top_kernels(doc: dict, n: int = 5) -> list[str]:
+    top = (doc.get("top_kernels") or [])[:n]
+    if not top:
+        return []
+    rows = [[md_code(k.get("name"), table=True, limit=KERNEL_NAME_CHARS), _f(k.get("ms_per_step")),
+             _f(k.get("calls_per_step"), "{:.0f}"), _f(k.get("median_us"), "{:.2f}")] for k in top]
+    return [f"**Top {len(top)} kernels** — per decode step", "",
+            *_table(["kernel", "ms/step", "calls/step", "median µs"], rows, "lrrr")]
+
+
+def _environment(doc: dict) -> list[str]:
+    g, m, src = doc.get("gpu") or {}, doc.get("model") or {}, doc.get("source") or {}
+    gpu = md_text(g.get("name") or "unknown GPU")
+    if g.get("matched"):
+        gpu += (f" — datasheet entry `{md_text(g['matched'])}`"
+                f"{' (' + md_text(g['arch']) + ')' if g.get('arch') else ''}")
+    if g.get("peak_gbps") is not None:
+        gpu += f", peak {g['peak_gbps']:g} GB/s ({md_text(g.get('peak_source') or '—')})"
+    if g.get("measured_gbps") is not None:
+        gpu += f", measured copy {g['measured_gbps']:.0f} GB/s"
+    out = ["**Environment**", "", f"- GPU: {gpu}"]
+    if m.get("name"):
+        params = f"{m['params'] / 1e9:.2f} B params, " if m.get("params") else ""
+        out.append(f"- model: {md_text(m['name'])} ({params}{md_text(m.get('dtype'))}, "
+                   f"ctx {_f(m.get('ctx'), '{}')}; from {md_text(m.get('source') or '—')})")
+    else:
+        out.append("- model: not given")
+    versions = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in (src.get("versions") or {}).items())
+    out.append(f"- versions: {versions or '—'}; tracekit {md_text(doc.get('tracekit_version'))}")
+    out.append(f"- steps: {md_text(src.get('detection_method'))} — {md_text(src.get('detection_detail'))}")
+    flagged = src.get("flagged_steps") or {}
+    if flagged:
+        out.append("- flagged steps (not decode): " + "; ".join(
+            f"{md_text(k)} {', '.join(str(i) for i in v)}" for k, v in flagged.items()))
+    out.append(f"- file: {md_code(src.get('file'))} ({md_text(src.get('format'))})")
+    return out
+
+
+def _conventions(doc: dict) -> list[str]:
+    dec, fl = doc.get("decomposition") or {}, doc.get("floor") or {}
+    conv = fl.get("convention") or dec.get("convention")
+    desc = {"exact": "every layer weight, one embedding row, lm_head in full, KV read at the step's "
+                     "context, one token's K/V written",
+            "all-weights": "the study's (W + K): all weight bytes plus the KV cache"}.get(conv, "")
+    return [f"*Conventions: {md_text(dec.get('basis', 'medians over decode steps'))}; "
+            f"latency = next step's first GPU op − this step's first GPU op; "
+            f"floor = bytes ÷ datasheet peak bandwidth, `{md_text(conv)}` bytes"
+            f"{' (' + md_text(desc) + ')' if desc else ''}; R_floor = floor ÷ latency. "
+            f"Schema {md_text(doc.get('schema'))}.*"]
+
+
+def _warnings(doc: dict) -> list[str]:
+    ws = doc.get("warnings") or []
+    return ["**Warnings**", "", *[f"- {md_text(w, line_start=True)}" for w in ws]] if ws else []
