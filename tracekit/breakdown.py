@@ -241,36 +241,50 @@ def _launch_counts(trace: Trace, steps: Steps) -> dict[int, dict]:
             for r in agg.iter_rows(named=True)}
 
 
-def kernel_categories(steps: Steps) -> pl.DataFrame:
-    """Time and count per kernel category over decode steps (busy time is per-op duration here)."""
+def _decode_ops_with_category(steps: Steps) -> tuple[pl.DataFrame, int]:
     decode = steps.decode["step"]
     ops = steps.ops.filter(pl.col("step").is_in(decode.implode()))
-    n_steps = max(decode.len(), 1)
+    if ops.height:
+        names = ops.select("name", "kind").unique()
+        names = names.with_columns(pl.Series(
+            "category", [categorize(n, k).value for n, k in names.iter_rows()], dtype=pl.Utf8))
+        ops = ops.join(names, on=["name", "kind"], how="left")
+    return ops, max(decode.len(), 1)
+
+
+def kernel_categories(steps: Steps) -> pl.DataFrame:
+    """Time, count and recorded bytes per kernel category, per decode step.
+
+    Time here is the sum of op durations (overlapping ops count twice; GPU busy counts the union).
+    ``bytes_per_step`` are the bytes the trace records (copies and memsets only; null when none),
+    and ``trace_gbps`` their rate over the ops that carry them.
+    """
+    ops, n_steps = _decode_ops_with_category(steps)
     if ops.height == 0:
         return pl.DataFrame(schema={"category": pl.Utf8, "ms_per_step": pl.Float64,
                                     "share": pl.Float64, "ops_per_step": pl.Float64,
-                                    "bytes_per_step": pl.Float64})
-    names = ops.select("name", "kind").unique()
-    names = names.with_columns(pl.Series(
-        "category", [categorize(n, k).value for n, k in names.iter_rows()], dtype=pl.Utf8))
-    ops = ops.join(names, on=["name", "kind"], how="left")
+                                    "bytes_per_step": pl.Float64, "trace_gbps": pl.Float64})
+    dur = pl.col("end_ns") - pl.col("start_ns")
+    known = pl.col("bytes").is_not_null()
     agg = ops.group_by("category").agg(
-        ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
+        (dur.sum() / n_steps / 1e6).alias("ms_per_step"),
         (pl.len() / n_steps).alias("ops_per_step"),
-        (pl.col("bytes").sum() / n_steps).alias("bytes_per_step"),
+        pl.when(known.any()).then(pl.col("bytes").sum() / n_steps).alias("bytes_per_step"),
+        pl.when(known.any() & (dur.filter(known).sum() > 0))
+        .then(pl.col("bytes").filter(known).sum() / dur.filter(known).sum()).alias("trace_gbps"),
     )
     total = agg["ms_per_step"].sum() or 1.0
     return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
         "ms_per_step", descending=True).select(
-        "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step")
+        "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step", "trace_gbps")
 
 
 def top_kernels(steps: Steps, n: int = 10) -> pl.DataFrame:
     """The kernels that take the most time per decode step."""
-    decode = steps.decode["step"]
-    ops = steps.ops.filter(pl.col("step").is_in(decode.implode()))
-    n_steps = max(decode.len(), 1)
-    return ops.group_by("name", "kind").agg(
+    ops, n_steps = _decode_ops_with_category(steps)
+    if ops.height == 0:
+        return pl.DataFrame()
+    return ops.group_by("name", "kind", "category").agg(
         ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
         (pl.len() / n_steps).alias("calls_per_step"),
         ((pl.col("end_ns") - pl.col("start_ns")).median() / 1e3).alias("median_us"),

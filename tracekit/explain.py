@@ -31,7 +31,7 @@ from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_k
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
-from tracekit.specs.models import ModelSpec, get_model
+from tracekit.specs.models import ModelSpec, dtype_bytes, get_model
 from tracekit.steps import Steps, detect_steps
 from tracekit.trace import Trace, load
 
@@ -121,7 +121,7 @@ def explain(
     decomp = _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings)
     gap_ns, gap_src = _graph_gap(graph_trace, gspec, tr, step_marker)
     whatif = _whatif(summary, decomp, table, gap_ns, gap_src, warnings)
-    kcat = _categories(steps)
+    kcat = _categories(steps, spec, dtype, floor)
     explanation = Explanation(
         source=_source(tr, steps, rows),
         model=_model_section(spec, ctx0, dtype, model_src),
@@ -229,6 +229,8 @@ def _summary(decode: list[dict]) -> dict:
     s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
                   for k in ("latency_ms", "gpu_busy_ms", "idle_ms", "kernels", "launches")}
     s["tokens_per_s"] = 1e3 / s["latency_ms"] if s["latency_ms"] else None
+    s["launch_host_us_per_launch"] = (1e3 * s["launch_host_ms"] / s["launches"]
+                                      if s["launch_host_ms"] and s["launches"] else None)
     return s
 
 
@@ -340,8 +342,24 @@ def _whatif(summary, decomp, table, gap_ns, gap_src, warnings) -> dict:
 
 
 # -- sections ---------------------------------------------------------------------------------
-def _categories(steps: Steps) -> list[dict]:
-    return kernel_categories(steps).to_dicts()
+def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -> list[dict]:
+    """Kernel categories, with the model's bytes where the model says which category moves them:
+    GEMM/GEMV read every linear weight (q/k/v/o, MLP, the vocab × hidden output projection) and
+    attention reads the KV cache. ``achieved_gbps`` = those bytes ÷ the category's time per step;
+    null for categories whose bytes neither the model nor the trace pins down."""
+    rows = kernel_categories(steps).to_dicts()
+    model_bytes: dict[str, float] = {}
+    if spec is not None and floor.get("kv_read_bytes") is not None:
+        linear = spec.layer_params() - 2 * spec.hidden  # all but the two norms
+        model_bytes = {
+            "gemm": (spec.layers * linear + spec.vocab * spec.hidden) * dtype_bytes(dtype),
+            "attention": floor["kv_read_bytes"],
+        }
+    for r in rows:
+        mb = model_bytes.get(r["category"])
+        r["model_bytes_per_step"] = mb
+        r["achieved_gbps"] = mb / (r["ms_per_step"] * 1e-3) / 1e9 if mb and r["ms_per_step"] else None
+    return rows
 
 
 def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
