@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from tracekit.capture.options import CaptureOptions
 from tracekit.errors import BadInput, BadUsage, TracekitError
 from tracekit.fileio import atomic_write_text
 
@@ -130,11 +131,53 @@ def floor(
 
 
 # --- capture ---------------------------------------------------------------------------------
-# Owned by the capture work (issue 4): options map 1:1 onto tracekit.capture.CaptureOptions.
+# Owned by the capture work (issue 4): options map 1:1 onto tracekit.capture.CaptureOptions,
+# whose defaults they take. Choices are checked by the library (one ``Error:`` line, not a
+# usage panel); torch is imported only once a capture really runs.
+_CAP = CaptureOptions()
+
+
 @app.command()
-def capture() -> None:
-    """Run batch-1 decode under the profiler and write a trace (see tracekit.capture)."""
-    raise typer.Exit(2)
+def capture(
+    model: str = typer.Option(None, "--model", "-m", help="Registry name (qwen2.5-7b, llama-3.1-8b, mistral-7b, qwen2.5-0.5b, llama-3.2-1b, tiny, ...), a config.json or a checkpoint directory."),
+    weights: Path = typer.Option(None, "--weights", help="Load real weights from this local checkpoint directory (offline) instead of random ones."),
+    ctx: int = typer.Option(_CAP.ctx, "--ctx", help="Prompt tokens prefilled before decoding."),
+    mode: str = typer.Option(_CAP.mode, "--mode", help="eager (dynamic cache) | cuda-graphs (static cache, one captured graph per step) | compile (torch.compile reduce-overhead)."),
+    steps: int = typer.Option(_CAP.steps, "--steps", help="Unprofiled decode steps timed with CUDA events (the ground truth: their median)."),
+    warmup: int = typer.Option(_CAP.warmup, "--warmup", help="Decode steps run and discarded before timing."),
+    profile_steps: int = typer.Option(_CAP.profile_steps, "--profile-steps", help="Decode steps in the profiled window (each one a tracekit.step#i range)."),
+    device: str = typer.Option(_CAP.device, "--device", help="cuda | cpu (cpu: small models such as tiny, CPU activity only)."),
+    dtype: str = typer.Option(_CAP.dtype, "--dtype", help="auto (bf16 on cuda, fp32 on cpu) | bf16 | fp16 | fp32."),
+    profiler: str = typer.Option(_CAP.profiler, "--profiler", help="torch | nsys (also run under Nsight Systems: writes .nsys-rep and .sqlite next to the output)."),
+    nsys: str = typer.Option(None, "--nsys", help="Path of the nsys binary (implies --profiler nsys)."),
+    nsys_kineto: str = typer.Option(_CAP.nsys_kineto, "--nsys-kineto", help="Under nsys, what torch.profiler records too: cpu (safe) | cuda (both tools trace CUDA; needs CUPTI to allow it)."),
+    seed: int = typer.Option(_CAP.seed, "--seed", help="Seed of the random weights and prompt."),
+    output: Path = typer.Option(None, "--output", "-o", help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the summary is still printed)."),
+) -> None:
+    """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
+
+    Example: tracekit capture --model qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz
+    """
+    from tracekit.capture import run_capture, summary_rows
+    from tracekit.capture.progress import Progress, RichProgress
+
+    opts = CaptureOptions(
+        model=model, weights=weights, ctx=ctx, mode=mode, steps=steps, warmup=warmup,
+        profile_steps=profile_steps, device=device, dtype=dtype, profiler=profiler, nsys=nsys,
+        nsys_kineto=nsys_kineto, seed=seed, output=output,
+        command=["tracekit", *sys.argv[1:]],
+    )
+    try:
+        result = run_capture(opts, progress=Progress() if quiet else RichProgress())
+    except TracekitError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("Error: interrupted; no trace was written", err=True)
+        raise typer.Exit(130) from None
+    width = max(len(label) for label, _ in summary_rows(result))
+    for label, value in summary_rows(result):
+        typer.echo(f"{label:<{width}}  {value}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -227,6 +227,9 @@ def spec_from_hf_config(path: Path) -> ModelSpec:
             qkv_bias=bool(cfg.get("attention_bias", family == "qwen2")),
             rope_theta=float(cfg.get("rope_theta", 10000.0)),
             max_position=int(cfg.get("max_position_embeddings", 32768)),
+            # capture builds the model from this file, so details the spec does not model
+            # (rope scaling, norm epsilon, ...) stay as the checkpoint has them
+            extra={"hf_config_path": str(Path(path).resolve())},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(

@@ -64,10 +64,27 @@ NVTX = "NVTX_EVENTS"
 META_TABLE = "TRACEKIT_CAPTURE"
 
 #: CUPTI enums, spelled as Kineto spells them in its memcpy/memset names
-MEMCPY_KINDS = {1: "HtoD", 2: "DtoH", 3: "HtoA", 4: "AtoH", 5: "AtoA", 6: "AtoD", 7: "DtoA",
-                8: "DtoD", 9: "HtoH", 10: "PtoP"}
-MEMORY_KINDS = {1: "Pageable", 2: "Pinned", 3: "Device", 4: "Array", 5: "Managed",
-                6: "Device Static", 7: "Managed Static"}
+MEMCPY_KINDS = {
+    1: "HtoD",
+    2: "DtoH",
+    3: "HtoA",
+    4: "AtoH",
+    5: "AtoA",
+    6: "AtoD",
+    7: "DtoA",
+    8: "DtoD",
+    9: "HtoH",
+    10: "PtoP",
+}
+MEMORY_KINDS = {
+    1: "Pageable",
+    2: "Pinned",
+    3: "Device",
+    4: "Array",
+    5: "Managed",
+    6: "Device Static",
+    7: "Managed Static",
+}
 SYNC_KINDS = {1: "Event Sync", 2: "Stream Wait Event", 3: "Stream Sync", 4: "Context Sync"}
 #: NVTX event types that are not ranges (category/thread names, marks, domains)
 _NVTX_NOT_RANGES = (33, 34, 39, 75, 76)
@@ -151,7 +168,9 @@ def _check_magic(magic: bytes, p: Path) -> None:
 
 # --- reading -----------------------------------------------------------------------------------
 def _tables(con: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
+    return {
+        r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")
+    }
 
 
 def _columns(con: sqlite3.Connection, table: str) -> set[str]:
@@ -210,17 +229,32 @@ def _kernels(con: sqlite3.Connection) -> pl.DataFrame:
     if name_col is None:
         raise TraceFormatError(f"{KERNEL} has no kernel name column (demangledName/shortName)")
     has_dims = {"gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"} <= cols
-    dims = ("k.gridX, k.gridY, k.gridZ, k.blockX, k.blockY, k.blockZ" if has_dims
-            else "NULL, NULL, NULL, NULL, NULL, NULL")
+    dims = (
+        "k.gridX, k.gridY, k.gridZ, k.blockX, k.blockY, k.blockZ"
+        if has_dims
+        else "NULL, NULL, NULL, NULL, NULL, NULL"
+    )
     rows = con.execute(
         f"SELECT s.value, k.start, k.end, k.deviceId, k.streamId, k.correlationId, {dims} "
         f"FROM {KERNEL} k {_strings_join('k.' + name_col, 's')}"
     ).fetchall()
     return _frame(
         GPU_OPS_SCHEMA,
-        [("kernel", name or f"<kernel {name_col} unknown>", s, e, dev, stream, corr, None,
-          _dim(gx, gy, gz), _dim(bx, by, bz))
-         for name, s, e, dev, stream, corr, gx, gy, gz, bx, by, bz in rows],
+        [
+            (
+                "kernel",
+                name or f"<kernel {name_col} unknown>",
+                s,
+                e,
+                dev,
+                stream,
+                corr,
+                None,
+                _dim(gx, gy, gz),
+                _dim(bx, by, bz),
+            )
+            for name, s, e, dev, stream, corr, gx, gy, gz, bx, by, bz in rows
+        ],
     )
 
 
@@ -240,14 +274,18 @@ def _memcpys(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
     ).fetchall()
     return _frame(
         GPU_OPS_SCHEMA,
-        [("memcpy", _memcpy_name(kind, sk, dk), s, e, dev, stream, corr, nbytes, None, None)
-         for s, e, dev, stream, corr, nbytes, kind, sk, dk in rows],
+        [
+            ("memcpy", _memcpy_name(kind, sk, dk), s, e, dev, stream, corr, nbytes, None, None)
+            for s, e, dev, stream, corr, nbytes, kind, sk, dk in rows
+        ],
     )
 
 
 def _memcpy_name(kind, src, dst) -> str:
-    return (f"Memcpy {MEMCPY_KINDS.get(kind, 'Unknown')} "
-            f"({MEMORY_KINDS.get(src, 'Unknown')} -> {MEMORY_KINDS.get(dst, 'Unknown')})")
+    return (
+        f"Memcpy {MEMCPY_KINDS.get(kind, 'Unknown')} "
+        f"({MEMORY_KINDS.get(src, 'Unknown')} -> {MEMORY_KINDS.get(dst, 'Unknown')})"
+    )
 
 
 def _memsets(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
@@ -259,9 +297,21 @@ def _memsets(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
     ).fetchall()
     return _frame(
         GPU_OPS_SCHEMA,
-        [("memset", f"Memset ({MEMORY_KINDS.get(mk, 'Unknown')})", s, e, dev, stream, corr,
-          nbytes, None, None)
-         for s, e, dev, stream, corr, nbytes, mk in rows],
+        [
+            (
+                "memset",
+                f"Memset ({MEMORY_KINDS.get(mk, 'Unknown')})",
+                s,
+                e,
+                dev,
+                stream,
+                corr,
+                nbytes,
+                None,
+                None,
+            )
+            for s, e, dev, stream, corr, nbytes, mk in rows
+        ],
     )
 
 
@@ -313,8 +363,11 @@ def _nvtx(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
     cols = _columns(con, NVTX)
     text = "COALESCE(n.text, s.value)" if "textId" in cols else "n.text"
     join = _strings_join("n.textId", "s") if "textId" in cols else ""
-    types = (f"AND (n.eventType IS NULL OR n.eventType NOT IN {_NVTX_NOT_RANGES})"
-             if "eventType" in cols else "")
+    types = (
+        f"AND (n.eventType IS NULL OR n.eventType NOT IN {_NVTX_NOT_RANGES})"
+        if "eventType" in cols
+        else ""
+    )
     rows = con.execute(
         f"SELECT {text}, n.start, n.end, n.globalTid FROM {NVTX} n {join} "
         f"WHERE n.end IS NOT NULL AND n.end >= n.start {types} ORDER BY n.start"
@@ -331,7 +384,9 @@ def _devices(con: sqlite3.Connection, tables: set[str]) -> dict[int, dict]:
         return {}
     cols = _columns(con, "TARGET_INFO_GPU")
     pick = [c for c in ("id", "name", "totalMemory", "smCount", "cuDevice") if c in cols]
-    gpus = [dict(zip(pick, r)) for r in con.execute(f"SELECT {', '.join(pick)} FROM TARGET_INFO_GPU")]
+    gpus = [
+        dict(zip(pick, r)) for r in con.execute(f"SELECT {', '.join(pick)} FROM TARGET_INFO_GPU")
+    ]
     # TARGET_INFO_CUDA_DEVICE maps CUDA ordinals (the kernels' deviceId) to GPUs, when present
     ordinal = {}
     if "TARGET_INFO_CUDA_DEVICE" in tables:
@@ -347,12 +402,15 @@ def _devices(con: sqlite3.Connection, tables: set[str]) -> dict[int, dict]:
             continue
         cuda_id, cc = ordinal.get(g.get("id"), (g.get("cuDevice", g.get("id")), None))
         key = int(cuda_id) if cuda_id is not None else len(devices)
-        devices.setdefault(key, {
-            "name": str(g["name"]),
-            "total_memory_bytes": g.get("totalMemory"),
-            "sm_count": g.get("smCount"),
-            "cc": f"{cc[0]}.{cc[1]}" if cc and len(cc) == 2 else None,
-        })
+        devices.setdefault(
+            key,
+            {
+                "name": str(g["name"]),
+                "total_memory_bytes": g.get("totalMemory"),
+                "sm_count": g.get("smCount"),
+                "cc": f"{cc[0]}.{cc[1]}" if cc and len(cc) == 2 else None,
+            },
+        )
     return devices
 
 

@@ -1,0 +1,299 @@
+"""The Nsight Systems SQLite reader, on a tiny export built inline whose arithmetic is known.
+
+The synthetic export has the tables and columns ``nsys export --type sqlite`` writes (2025.x),
+holding two decode steps: an eager one (runtime and driver launches, an async copy) and a graph
+one (one ``cudaGraphLaunch`` whose three kernels share its correlation id), then a blocking copy.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tracekit.errors import TraceFormatError
+from tracekit.trace.nsys import api_name, load_nsys
+
+PID = 4242
+TID = 4243
+GTID = (PID << 24) | TID
+T0 = 1_000_000_000  # ns, the session clock
+
+STRINGS = {
+    1: "void gemv_kernel<float, 128>(float const*, float*, int)",
+    2: "void rmsnorm_kernel<__nv_bfloat16>(__nv_bfloat16*, int)",
+    3: "triton_poi_fused_add_0",
+    10: "cudaLaunchKernel_v7000",
+    11: "cuLaunchKernel",
+    12: "cudaMemcpyAsync_v3020",
+    13: "cudaGraphLaunch_v10000",
+    14: "cudaStreamSynchronize_v3020",
+    15: "cudaMemcpy_v3020",
+    16: "cudaGetDevice_v3020",
+    17: "cudaMemsetAsync_ptsz_v7000",
+    20: "tracekit.step#1",
+}
+
+
+def build_export(path: Path, *, meta: dict | None = None) -> Path:
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE StringIds (id INTEGER PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INTEGER NOT NULL, end INTEGER NOT NULL,
+            deviceId INTEGER, contextId INTEGER, streamId INTEGER, correlationId INTEGER,
+            globalPid INTEGER, demangledName INTEGER, shortName INTEGER, mangledName INTEGER,
+            gridX INTEGER, gridY INTEGER, gridZ INTEGER, blockX INTEGER, blockY INTEGER,
+            blockZ INTEGER, graphNodeId INTEGER);
+        CREATE TABLE CUPTI_ACTIVITY_KIND_MEMCPY (start INTEGER, end INTEGER, deviceId INTEGER,
+            contextId INTEGER, streamId INTEGER, correlationId INTEGER, globalPid INTEGER,
+            bytes INTEGER, copyKind INTEGER, srcKind INTEGER, dstKind INTEGER);
+        CREATE TABLE CUPTI_ACTIVITY_KIND_MEMSET (start INTEGER, end INTEGER, deviceId INTEGER,
+            contextId INTEGER, streamId INTEGER, correlationId INTEGER, globalPid INTEGER,
+            value INTEGER, bytes INTEGER, graphNodeId INTEGER, memKind INTEGER);
+        CREATE TABLE CUPTI_ACTIVITY_KIND_RUNTIME (start INTEGER, end INTEGER, eventClass INTEGER,
+            globalTid INTEGER, correlationId INTEGER, nameId INTEGER, returnValue INTEGER,
+            callchainId INTEGER);
+        CREATE TABLE NVTX_EVENTS (start INTEGER, end INTEGER, eventType INTEGER, rangeId INTEGER,
+            category INTEGER, color INTEGER, text TEXT, globalTid INTEGER, endGlobalTid INTEGER,
+            textId INTEGER, domainId INTEGER);
+        CREATE TABLE TARGET_INFO_GPU (id INTEGER, name TEXT, busLocation TEXT, totalMemory INTEGER,
+            smCount INTEGER);
+        CREATE TABLE TARGET_INFO_CUDA_DEVICE (gpuId INTEGER, cudaId INTEGER, pid INTEGER,
+            computeMajor INTEGER, computeMinor INTEGER);
+    """)
+    con.executemany("INSERT INTO StringIds VALUES (?, ?)", STRINGS.items())
+    t = T0
+    runtime = [
+        # start, end, correlation, nameId -- step 0 (eager): 3 launches, 1 async copy
+        (t + 100, t + 104, 1, 10),
+        (t + 110, t + 116, 2, 11),
+        (t + 120, t + 123, 3, 12),
+        (t + 125, t + 126, 4, 16),  # not a launch: ignored
+        # step 1 (graph): one graph launch, a memset, then a sync and a blocking copy
+        (t + 1000, t + 1010, 5, 13),
+        (t + 1012, t + 1014, 6, 17),
+        (t + 1020, t + 1900, 7, 14),
+        (t + 1950, t + 2000, 8, 15),
+    ]
+    con.executemany(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_RUNTIME VALUES (?, ?, 1, ?, ?, ?, 0, NULL)",
+        [(s, e, GTID, corr, name) for s, e, corr, name in runtime],
+    )
+    kernels = [
+        # start, end, stream, correlation, name id, grid, block
+        (t + 105, t + 111, 7, 1, 1, (2, 1, 1), (128, 1, 1)),
+        (t + 117, t + 121, 7, 2, 3, (8, 1, 1), (256, 1, 1)),
+        (t + 1012, t + 1020, 7, 5, 2, (1, 1, 1), (32, 1, 1)),
+        (t + 1021, t + 1030, 7, 5, 1, (2, 1, 1), (128, 1, 1)),
+        (t + 1031, t + 1035, 7, 5, 3, (8, 1, 1), (256, 1, 1)),
+    ]
+    con.executemany(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES "
+        "(?, ?, 0, 1, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, NULL)",
+        [
+            (s, e, st, corr, PID, name, name, *grid, *block)
+            for s, e, st, corr, name, grid, block in kernels
+        ],
+    )
+    con.executemany(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY VALUES (?, ?, 0, 1, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (t + 124, t + 130, 7, 3, PID, 4096, 8, 3, 3),  # DtoD async, step 0
+            (t + 1960, t + 1970, 7, 8, PID, 2, 2, 3, 1),
+        ],  # DtoH blocking
+    )
+    con.execute(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_MEMSET VALUES (?, ?, 0, 1, 7, 6, ?, 0, 512, NULL, 3)",
+        (t + 1036, t + 1037, PID),
+    )
+    nvtx = [
+        # start, end, eventType, text, textId
+        (t + 50, t + 2100, 59, "tracekit.profile", None),
+        (t + 90, t + 995, 59, "tracekit.step#0", None),
+        (t + 995, t + 1940, 59, None, 20),  # text interned in StringIds
+        (t + 10, None, 75, "my-domain", None),  # a domain creation, not a range
+        (t + 20, None, 34, "a mark", None),
+    ]
+    con.executemany(
+        "INSERT INTO NVTX_EVENTS VALUES (?, ?, ?, NULL, NULL, NULL, ?, ?, NULL, ?, 0)",
+        [(s, e, typ, text, GTID, tid) for s, e, typ, text, tid in nvtx],
+    )
+    con.execute(
+        "INSERT INTO TARGET_INFO_GPU VALUES (5, 'NVIDIA H100 80GB HBM3', '0000:00:1e.0', "
+        "85520809984, 132)"
+    )
+    con.execute("INSERT INTO TARGET_INFO_CUDA_DEVICE VALUES (5, 0, ?, 9, 0)", (PID,))
+    if meta is not None:
+        con.execute("CREATE TABLE TRACEKIT_CAPTURE (key TEXT PRIMARY KEY, value TEXT)")
+        con.execute("INSERT INTO TRACEKIT_CAPTURE VALUES ('meta', ?)", (json.dumps(meta),))
+    con.commit()
+    con.close()
+    return path
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Path:
+    return build_export(
+        tmp_path / "report.sqlite",
+        meta={"ctx": 2048, "mode": "eager", "versions": {"torch": "2.11.0"}},
+    )
+
+
+def test_gpu_ops_exact(export: Path) -> None:
+    t = load_nsys(export)
+    ops = t.gpu_ops
+    assert ops["kind"].value_counts().sort("kind").rows() == [
+        ("kernel", 5),
+        ("memcpy", 2),
+        ("memset", 1),
+    ]
+    assert ops["start_ns"].to_list() == sorted(ops["start_ns"].to_list())
+    first = ops.row(0, named=True)
+    assert first == {
+        "kind": "kernel",
+        "name": STRINGS[1],
+        "start_ns": T0 + 105,
+        "end_ns": T0 + 111,
+        "device": 0,
+        "stream": 7,
+        "correlation": 1,
+        "bytes": None,
+        "grid": "2x1x1",
+        "block": "128x1x1",
+    }
+    copies = ops.filter(pl.col("kind") == "memcpy")
+    assert copies["name"].to_list() == [
+        "Memcpy DtoD (Device -> Device)",
+        "Memcpy DtoH (Device -> Pageable)",
+    ]
+    assert copies["bytes"].to_list() == [4096, 2]
+    assert ops.filter(pl.col("kind") == "memset")["name"].to_list() == ["Memset (Device)"]
+    # the graph launch's three kernels share its correlation id and do not overlap
+    graph = ops.filter(pl.col("correlation") == 5)
+    assert (graph["end_ns"] - graph["start_ns"]).sum() == 8 + 9 + 4
+
+
+def test_launches_and_syncs(export: Path) -> None:
+    t = load_nsys(export)
+    assert t.launches.select("kind", "api", "name", "correlation").rows() == [
+        ("kernel", "runtime", "cudaLaunchKernel", 1),
+        ("kernel", "driver", "cuLaunchKernel", 2),
+        ("memcpy", "runtime", "cudaMemcpyAsync", 3),
+        ("graph", "runtime", "cudaGraphLaunch", 5),
+        ("memset", "runtime", "cudaMemsetAsync", 6),
+        ("memcpy", "runtime", "cudaMemcpy", 8),
+    ]
+    assert set(t.launches["tid"].to_list()) == {TID}
+    assert t.syncs.select("name", "start_ns", "end_ns").rows() == [
+        ("cudaStreamSynchronize", T0 + 1020, T0 + 1900),
+        ("cudaMemcpy", T0 + 1950, T0 + 2000),
+    ]
+
+
+def test_nvtx_ranges_become_annotations(export: Path) -> None:
+    ann = load_nsys(export).annotations
+    assert ann["name"].to_list() == ["tracekit.profile", "tracekit.step#0", "tracekit.step#1"]
+    assert ann["on_gpu"].to_list() == [False] * 3
+    assert ann["tid"].to_list() == [TID] * 3
+    assert ann.row(2) == ("tracekit.step#1", T0 + 995, T0 + 1940, False, TID)
+
+
+def test_kernels_per_step_through_correlation(export: Path) -> None:
+    """The contract the step detector relies on: a launch inside a step range owns its ops."""
+    t = load_nsys(export)
+    steps = t.annotations.filter(pl.col("name").str.starts_with("tracekit.step#"))
+    per_step = []
+    for name, start, end in steps.select("name", "start_ns", "end_ns").rows():
+        corr = t.launches.filter((pl.col("start_ns") >= start) & (pl.col("start_ns") < end))
+        ops = t.gpu_ops.filter(pl.col("correlation").is_in(corr["correlation"].implode()))
+        per_step.append((name, ops.filter(pl.col("kind") == "kernel").height))
+    assert per_step == [("tracekit.step#0", 2), ("tracekit.step#1", 3)]
+
+
+def test_meta(export: Path) -> None:
+    t = load_nsys(export)
+    assert t.meta["format"] == "nsys"
+    assert t.meta["gpu_name"] == "NVIDIA H100 80GB HBM3"
+    assert t.meta["devices"][0]["sm_count"] == 132
+    assert t.meta["devices"][0]["cc"] == "9.0"
+    assert t.meta["tracekit"]["ctx"] == 2048
+    assert t.meta["versions"] == {"torch": "2.11.0"}
+    assert t.capture == t.meta["tracekit"]
+
+
+def test_gzipped_export_reads_the_same(export: Path, tmp_path: Path) -> None:
+    gz = tmp_path / "report.sqlite.gz"
+    gz.write_bytes(gzip.compress(export.read_bytes()))
+    a, b = load_nsys(export), load_nsys(gz)
+    assert a.gpu_ops.equals(b.gpu_ops) and a.launches.equals(b.launches)
+    assert a.annotations.equals(b.annotations) and a.syncs.equals(b.syncs)
+    assert not list(Path(tmp_path).glob("tracekit-nsys-*"))
+
+
+def test_load_dispatches_sqlite(export: Path, tmp_path: Path) -> None:
+    from tracekit.trace import load
+
+    gz = tmp_path / "r.sqlite.gz"
+    gz.write_bytes(gzip.compress(export.read_bytes()))
+    assert load(export).meta["format"] == "nsys"
+    assert load(gz).gpu_ops.height == 8
+
+
+def test_gzip_bound(export: Path, tmp_path: Path) -> None:
+    gz = tmp_path / "big.sqlite.gz"
+    gz.write_bytes(gzip.compress(export.read_bytes()))
+    with pytest.raises(TraceFormatError, match="inflates to more than"):
+        load_nsys(gz, limit=4096)
+
+
+def test_not_sqlite(tmp_path: Path) -> None:
+    bad = tmp_path / "x.sqlite"
+    bad.write_text('{"traceEvents": []}')
+    with pytest.raises(TraceFormatError, match="not an SQLite database"):
+        load_nsys(bad)
+    trunc = tmp_path / "x.sqlite.gz"
+    trunc.write_bytes(gzip.compress(b"SQLite format 3\x00" + b"\x00" * 5000)[:40])
+    with pytest.raises(TraceFormatError, match="corrupt or truncated"):
+        load_nsys(trunc)
+
+
+def test_sqlite_without_kernels(tmp_path: Path) -> None:
+    db = tmp_path / "other.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE StringIds (id INTEGER, value TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(TraceFormatError, match="no CUPTI_ACTIVITY_KIND_KERNEL table"):
+        load_nsys(db)
+
+
+def test_missing_optional_tables_warn(tmp_path: Path) -> None:
+    db = build_export(tmp_path / "r.sqlite")
+    con = sqlite3.connect(db)
+    con.executescript(
+        "DROP TABLE CUPTI_ACTIVITY_KIND_RUNTIME; DROP TABLE NVTX_EVENTS; "
+        "DROP TABLE CUPTI_ACTIVITY_KIND_MEMCPY;"
+    )
+    con.close()
+    t = load_nsys(db)
+    assert t.gpu_ops.height == 6 and t.launches.height == 0 and t.annotations.height == 0
+    assert any("NVTX_EVENTS" in w for w in t.warnings)
+    assert t.meta["tracekit"] is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("cudaLaunchKernel_v7000", "cudaLaunchKernel"),
+        ("cudaLaunchKernel_ptsz_v7000", "cudaLaunchKernel"),
+        ("cudaGraphLaunch_v10000", "cudaGraphLaunch"),
+        ("cuMemcpyHtoDAsync_v2", "cuMemcpyHtoDAsync"),
+        ("cuLaunchKernelEx", "cuLaunchKernelEx"),
+    ],
+)
+def test_api_name(raw: str, clean: str) -> None:
+    assert api_name(raw) == clean

@@ -1,0 +1,31 @@
+"""Capture: batch-1 decode on a GPU (or a CPU, for tiny models) under the profiler.
+
+Batch-1 decode reads every weight and the whole KV cache once per token, so its floor is
+bytes ÷ memory bandwidth; on fast GPUs the time a step really takes is often far above that
+floor because the host cannot issue ~1000 small kernels fast enough. A capture measures both
+sides: unprofiled steps timed with CUDA events (the ground truth), then a short profiled window
+whose trace ``tracekit explain`` decomposes — with the capture's metadata embedded, so explain
+needs no flags.
+
+Importing this package imports neither torch nor polars; torch is needed only to run a capture.
+
+    tracekit capture --model qwen2.5-7b --ctx 2048 --mode cuda-graphs -o qwen_graphs.json.gz
+
+    >>> from tracekit.capture import CaptureOptions, run_capture
+    >>> result = run_capture(CaptureOptions(model="tiny", device="cpu", ctx=32))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from tracekit.capture.options import MODES, CaptureOptions
+from tracekit.capture.run import CaptureResult, run_capture, summary_rows
+from tracekit.capture.write import read_capture_meta
+
+__all__ = [
+    "MODES",
+    "CaptureOptions",
+    "CaptureResult",
+    "read_capture_meta",
+    "run_capture",
+    "summary_rows",
+]

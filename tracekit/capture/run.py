@@ -1,0 +1,307 @@
+"""One capture, start to finish: the order of phases is the method.
+
+1. check the options, the model and the device (no torch import for a bad command line), and
+   refuse a model + context whose weights + KV cache exceed the device's memory *before
+   allocating*;
+2. build the model (random weights unless ``--weights``) and prefill ``ctx`` random tokens;
+3. mode-specific preparation: capture the CUDA graph or compile (rewound: no context is used up);
+4. ``warmup`` steps, then ``steps`` timed steps without the profiler — the ground truth;
+5. the copy-bandwidth probe;
+6. ``profile_steps`` steps under the profiler, the context at its first step being exactly
+   ``ctx + warmup + steps`` (``ctx_first_step`` in the metadata);
+7. the trace, written atomically with the metadata spliced in.
+
+    tracekit capture --model qwen2.5-7b --ctx 2048 --mode eager -o qwen_eager.json.gz
+"""
+
+from __future__ import annotations
+
+import platform
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import tracekit
+from tracekit.capture.model import (
+    build_model,
+    check_cuda,
+    check_memory,
+    resolve_dtype,
+    resolve_spec,
+)
+from tracekit.capture.modes import make_stepper, prompt, static_cache_len
+from tracekit.capture.options import CaptureOptions
+from tracekit.capture.profile import Nvtx, init_for_graphs, profile_steps
+from tracekit.capture.progress import Progress
+from tracekit.capture.timing import copy_bandwidth_gbps, summarize, sync, time_steps, warm_up
+from tracekit.capture.write import SCHEMA, write_trace
+from tracekit.errors import CaptureError
+from tracekit.specs.models import ModelSpec
+
+
+@dataclass
+class CaptureResult:
+    """What a capture wrote: the trace, its metadata, and any side files (Nsight reports)."""
+
+    path: Path
+    meta: dict
+    bytes: int
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_capture(options: CaptureOptions, *, progress: Progress | None = None) -> CaptureResult:
+    """Run one capture (see the module docstring) and return what it wrote."""
+    opts = options.validated()
+    progress = progress or Progress()
+    spec = resolve_spec(model=opts.model, weights=opts.weights)
+    if opts.profiler == "nsys" and not opts.under_nsys:
+        from tracekit.capture.nsys import capture_under_nsys
+
+        return capture_under_nsys(opts, progress=progress)
+    _require_torch()
+    if opts.device == "cuda":
+        check_cuda()
+    with _sigterm_as_interrupt():
+        return _capture(opts, spec, progress)
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise CaptureError(
+            f"capture needs torch and transformers ({exc.name} is missing): "
+            "pip install 'tracekit[capture]'"
+        ) from None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a batch scheduler) unwinds like Ctrl-C, so temp files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def kineto_kinds(opts: CaptureOptions) -> list[str]:
+    """Profiler activities: CPU only on the CPU, and under Nsight unless asked (see nsys.py)."""
+    if opts.device == "cpu" or (opts.under_nsys and opts.nsys_kineto == "cpu"):
+        return ["cpu"]
+    return ["cpu", "cuda"]
+
+
+def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> CaptureResult:
+    import torch
+
+    device, mode = opts.device, opts.mode
+    dtype = resolve_dtype(opts.dtype, device)
+    decode_steps = opts.warmup + opts.steps + opts.profile_steps
+    kv_len = (
+        opts.ctx + decode_steps
+        if mode == "eager"
+        else static_cache_len(ctx=opts.ctx, decode_steps=decode_steps, mode=mode)
+    )
+    memory = check_memory(spec, dtype=dtype, ctx=opts.ctx, kv_len=kv_len, device=device)
+    kinds = kineto_kinds(opts)
+    torch.manual_seed(opts.seed)
+    try:
+        with torch.inference_mode():
+            return _phases(
+                opts, spec, progress, dtype=dtype, kv_len=kv_len, kinds=kinds, memory=memory
+            )
+    except torch.cuda.OutOfMemoryError:
+        raise CaptureError(
+            f"out of GPU memory: {spec.name} at ctx {opts.ctx} needs about "
+            f"{memory['total'] / 1e9:.1f} GB for weights + KV cache of "
+            f"{memory['device_total'] / 1e9:.1f} GB; free the GPU or use a smaller --ctx"
+        ) from None
+
+
+def _phases(
+    opts: CaptureOptions,
+    spec: ModelSpec,
+    progress: Progress,
+    *,
+    dtype: str,
+    kv_len: int,
+    kinds: list[str],
+    memory: dict,
+) -> CaptureResult:
+    device, mode = opts.device, opts.mode
+    source = f"weights from {opts.weights}" if opts.weights else "random weights"
+    with progress.phase(
+        f"building {spec.name} ({_count(spec.param_count())} parameters, "
+        f"{dtype}, {source}) on {device}"
+    ):
+        model = build_model(spec, device=device, dtype=dtype, weights=opts.weights, seed=opts.seed)
+    stepper = make_stepper(mode, model, device=device, kv_len=kv_len)
+    with progress.phase(f"prefilling {opts.ctx} tokens"):
+        stepper.prefill(prompt(model.config.vocab_size, opts.ctx, device=device, seed=opts.seed))
+        sync(device)
+    early_kineto = "cuda" in kinds and mode != "eager"
+    if early_kineto:
+        init_for_graphs(kinds)  # before capture/compile, or replayed kernels go unrecorded
+    prepare_steps = 0
+    if mode != "eager":
+        what = (
+            "capturing the CUDA graph" if mode == "cuda-graphs" else "compiling (reduce-overhead)"
+        )
+        with progress.phase(what):
+            prepare_steps = stepper.prepare()
+    with progress.phase(f"warming up ({_plural(opts.warmup, 'step')})", live=False):
+        warm_up(stepper.step, opts.warmup, device=device)
+    with progress.phase(f"timing {_plural(opts.steps, 'step')} without the profiler", live=False):
+        ms = time_steps(stepper.step, opts.steps, device=device)
+    copy_gbps = None
+    if device == "cuda":
+        with progress.phase("probing copy bandwidth"):
+            copy_gbps = copy_bandwidth_gbps(device)
+    ctx_first_step = stepper.position
+    nvtx = Nvtx(device)
+    with progress.phase(f"profiling {_plural(opts.profile_steps, 'step')}", live=False):
+        prof, wall_ms = profile_steps(
+            stepper.step, opts.profile_steps, device=device, kinds=kinds, nvtx=nvtx
+        )
+    timing = summarize(ms, warmup=opts.warmup)
+    meta = {
+        "schema": SCHEMA,
+        "tracekit_version": tracekit.__version__,
+        "model": spec.to_dict(),
+        "model_name": spec.name,
+        "ctx": opts.ctx,
+        "ctx_first_step": ctx_first_step,
+        "mode": mode,
+        "dtype": dtype,
+        "attention": "sdpa",
+        "device": device,
+        "gpu": gpu_info() if device == "cuda" else None,
+        "versions": versions(),
+        "timing": timing,
+        "profiled": {"steps": opts.profile_steps, "wall_ms_per_step": round(wall_ms, 6)},
+        "profiler_overhead_ratio": round(wall_ms / timing["median_ms"], 4)
+        if timing["median_ms"]
+        else None,
+        "copy_bandwidth_gbps": copy_gbps,
+        "command": list(opts.command or sys.argv),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # beyond the contract: what a reader needs to trust or reproduce the numbers
+        "weights": str(opts.weights) if opts.weights else "random",
+        "seed": opts.seed,
+        "kv_cache": {
+            "kind": "dynamic" if mode == "eager" else "static",
+            "max_len": None if mode == "eager" else kv_len,
+        },
+        "prepare_steps": prepare_steps,
+        "next_token": "greedy argmax kept on the device (no host sync per step)",
+        "profiler": "nsys" if opts.under_nsys else "torch",
+        "profiler_activities": kinds,
+        "kineto_initialised_before_timing": early_kineto,
+        "nvtx": nvtx.backend,
+        "memory_bytes": {
+            "weights": memory["weights"],
+            "kv_cache": memory["kv"],
+            "device_total": memory["device_total"],
+        },
+        "compile": stepper.diagnostics() if mode == "compile" else None,
+    }
+    with progress.phase(f"writing {opts.output}"):
+        size = write_trace(prof.export_chrome_trace, meta, opts.output)
+    return CaptureResult(path=Path(opts.output), meta=meta, bytes=size)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def gpu_info() -> dict:
+    import torch
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {
+        "name": props.name,
+        "total_memory_bytes": int(props.total_memory),
+        "sm_count": int(props.multi_processor_count),
+        "cc": f"{props.major}.{props.minor}",
+    }
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda,
+        "triton": triton_version,
+        "python": platform.python_version(),
+    }
+
+
+def summary_rows(result: CaptureResult) -> list[tuple[str, str]]:
+    """Label/value pairs for the end-of-capture summary (the CLI renders them)."""
+    m = result.meta
+    t = m["timing"]
+    rows = [
+        ("trace", f"{result.path} ({result.bytes / 1e6:.1f} MB)"),
+        (
+            "unprofiled",
+            f"{t['median_ms']:.2f} ms/step (median of {t['steps']}; "
+            f"p10 {t['p10_ms']:.2f}, p90 {t['p90_ms']:.2f}) = "
+            f"{t['tokens_per_s'] or 0:.1f} tokens/s",
+        ),
+        (
+            "profiled",
+            f"{m['profiled']['wall_ms_per_step']:.2f} ms/step "
+            f"({m['profiled']['steps']} steps, context {m['ctx_first_step']}+)",
+        ),
+        (
+            "profiler overhead",
+            f"{m['profiler_overhead_ratio']:.2f}× (profiled ÷ unprofiled)"
+            if m["profiler_overhead_ratio"] is not None
+            else "n/a",
+        ),
+        (
+            "copy bandwidth",
+            f"{m['copy_bandwidth_gbps']:.0f} GB/s (device-to-device, read + write)"
+            if m["copy_bandwidth_gbps"]
+            else "n/a (no GPU)",
+        ),
+    ]
+    if m.get("compile"):
+        c = m["compile"]
+        skips = c["cudagraph_counters"].get("cudagraph_skips", 0)
+        rows.append(
+            (
+                "compile",
+                f"{c['unique_graphs']} graph(s), {c['graph_breaks']} graph breaks, "
+                f"{skips} cudagraph skips",
+            )
+        )
+    rows += [(name, str(path)) for name, path in result.files.items()]
+    return rows
