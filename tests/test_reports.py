@@ -12,6 +12,8 @@ import html
 import json
 import re
 
+from pathlib import Path
+
 import pytest
 from markdown_it import MarkdownIt
 from typer.testing import CliRunner
@@ -29,15 +31,16 @@ PIPES = "k|ernel`with*back`ticks_|_"
 
 @pytest.fixture(scope="module")
 def sample():
-    """The bundled sample with the floor (model and context given): (doc, timeline)."""
-    e = explain(sample_path(), model="qwen2.5-7b", ctx=2053)
+    """The bundled sample (a tracekit capture: model, context and GPU from its metadata)."""
+    e = explain(sample_path())
     return e.to_dict(), e.timeline
 
 
 @pytest.fixture(scope="module")
 def foreign():
-    """The same trace as a foreign one: no model, so no floor."""
-    e = explain(sample_path())
+    """A foreign trace (plain torch.profiler, no tracekit metadata): no model, so no floor."""
+    e = explain(Path(__file__).parent.parent / "sample_traces"
+                / "plain_qwen2.5-7b_ctx2048_eager_annotated.json.gz")
     return e.to_dict(), e.timeline
 
 
@@ -103,7 +106,7 @@ def test_markdown_environment_and_conventions(sample):
     md = render_markdown(doc)
     env = md[md.index("**Environment**"):]
     for needle in ("NVIDIA H200", "`H200`", "peak 4800 GB/s (datasheet)", "cuda_runtime 13000",
-                   "annotation", "sample_qwen2.5-7b_ctx2048",
+                   doc["source"]["detection_method"], "sample_qwen2.5-7b_ctx2048",
                    "medians over decode steps", "`exact` bytes"):
         assert needle in env, needle
 

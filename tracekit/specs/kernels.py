@@ -50,3 +50,24 @@ def categorize(name: str, kind: str = "kernel") -> KernelCategory:
         if rx.search(name):
             return cat
     return KernelCategory.OTHER
+
+
+def short_name(name: str) -> str:
+    """The bare function name of a demangled kernel: no return type, namespaces, template or
+    call arguments. Kineto and Nsight demangle differently (``(anonymous namespace)`` vs
+    ``<unnamed>``, ``2`` vs ``(int)2``); their short names agree.
+
+        >>> short_name("void at::native::(anonymous namespace)::indexSelectSmallIndex<float, 2>(int)")
+        'indexSelectSmallIndex'
+    """
+    out, depth = [], 0
+    for ch in name:
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            out.append(ch)
+    base = "".join(out).strip()
+    base = base.split(" ")[-1] if " " in base else base  # drop a return type
+    return base.rsplit("::", 1)[-1] or name
