@@ -13,7 +13,7 @@
 # in $WORK and packed at the end into at most 8 tar bundles under $OUT (capture/pack.py: the
 # device tool returns 8 files of 16 MiB at most); unpack with: for t in *.tar; do tar -xf $t; done
 # tracekit need not be installed: it runs from this checkout (PYTHONPATH), needing only torch,
-# transformers, rich and typer, which the lent image has. Nsight needs libdw: carry .debs/
+# transformers, rich and click, which the lent image has. Nsight needs libdw: carry .debs/
 # (REFERENCE.md, "Nsight Systems on the lent GPU machine").
 set -u
 cd "$(dirname "$0")/.."

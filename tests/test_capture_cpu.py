@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.write import read_capture_meta, write_trace

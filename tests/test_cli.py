@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from synth import decode_steps, write_trace
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from tracekit.cli import app
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from tracekit.cli import app, sample_path
 from tracekit.errors import BadUsage

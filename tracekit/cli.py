@@ -14,23 +14,45 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import typer
+import click
 
 from tracekit.capture.options import CaptureOptions
 from tracekit.errors import BadInput, BadUsage, TracekitError
 from tracekit.fileio import atomic_write_text
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Explain where the time of batch-1 LLM decode goes on NVIDIA GPUs.",
-    pretty_exceptions_enable=False,
-)
+
+class _Group(click.Group):
+    """Every failure is one ``Error: …`` line: click's own usage errors included."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        if not args:
+            click.echo(self.get_help(click.Context(self, info_name=prog_name or "tracekit")))
+            sys.exit(0)
+        try:
+            rv = super().main(args, prog_name or "tracekit", complete_var, standalone_mode=False,
+                              **extra)
+        except click.UsageError as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("Error: interrupted", err=True)
+            sys.exit(130)
+        except TracekitError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, help="Explain where the time of batch-1 LLM decode goes on NVIDIA GPUs.",
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def app() -> None:
+    pass
 
 
 def _fail(exc: TracekitError) -> None:
-    typer.echo(f"Error: {exc}", err=True)
-    raise typer.Exit(exc.exit_code)
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(exc.exit_code)
 
 
 SAMPLE = "sample_qwen2.5-7b_ctx2048_eager.json.gz"
@@ -43,22 +65,22 @@ def sample_path() -> Path:
 
 # --- explain ---------------------------------------------------------------------------------
 @app.command()
-def explain(
-    trace: Path | None = typer.Argument(None, help="torch.profiler .json/.json.gz or Nsight .sqlite"),
-    sample: bool = typer.Option(False, "--sample", help="Explain the trace bundled with tracekit."),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON document (schema tracekit.explain/1)."),
-    markdown: Path | None = typer.Option(None, "--markdown", help="Write a Markdown summary for an issue."),
-    html: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML report."),
-    plotlyjs: str = typer.Option("inline", "--plotlyjs", help="inline (opens offline) or cdn (small file)."),
-    step_marker: str | None = typer.Option(None, "--step-marker", help="Regex naming the annotation around each step."),
-    model: str | None = typer.Option(None, "--model", help="Model name or config.json path (for the floor)."),
-    ctx: int | None = typer.Option(None, "--ctx", help="Context length at the first profiled step."),
-    gpu: str | None = typer.Option(None, "--gpu", help="GPU name, overriding the trace's device name."),
-    bandwidth: float | None = typer.Option(None, "--bandwidth", help="Peak DRAM bandwidth in GB/s."),
-    dtype: str | None = typer.Option(None, "--dtype", help="Weight/KV dtype (default: capture's, else bf16)."),
-    convention: str = typer.Option("exact", "--convention", help="Byte convention: exact or all-weights."),
-    graph_trace: Path | None = typer.Option(None, "--graph-trace", help="A CUDA-graph trace to calibrate the what-if."),
-) -> None:
+@click.argument("trace", required=False, type=click.Path(path_type=Path))
+@click.option("--sample", is_flag=True, help="Explain the trace bundled with tracekit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.explain/1).")
+@click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue.")
+@click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML report.")
+@click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
+@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@click.option("--model", help="Model name or config.json path (for the floor).")
+@click.option("--ctx", type=int, help="Context length at the first profiled step.")
+@click.option("--gpu", help="GPU name, overriding the trace's device name.")
+@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16).")
+@click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
+@click.option("--graph-trace", type=click.Path(path_type=Path), help="A CUDA-graph trace to calibrate the what-if.")
+def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model, ctx, gpu,
+            bandwidth, dtype, convention, graph_trace) -> None:
     """Break each decode step into memory floor, kernel excess and launch overhead.
 
     Example: tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --html report.html
@@ -98,13 +120,12 @@ def explain(
 
 # --- floor -----------------------------------------------------------------------------------
 @app.command()
-def floor(
-    model: str = typer.Option(..., "--model", help="Model name or config.json path."),
-    ctx: int = typer.Option(2048, "--ctx", help="Context length (tokens in the KV cache)."),
-    gpu: str | None = typer.Option(None, "--gpu", help="One GPU (default: every known GPU)."),
-    dtype: str = typer.Option("bf16", "--dtype", help="Weight/KV dtype."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
-) -> None:
+@click.option("--model", required=True, help="Model name or config.json path.")
+@click.option("--ctx", type=int, default=2048, show_default=True, help="Context length (tokens in the KV cache).")
+@click.option("--gpu", help="One GPU (default: every known GPU).")
+@click.option("--dtype", default="bf16", show_default=True, help="Weight/KV dtype.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def floor(model, ctx, gpu, dtype, as_json) -> None:
     """The analytic memory floor of one decode step — no trace needed.
 
     Example: tracekit floor --model qwen2.5-7b --ctx 2048 --gpu H100
@@ -138,23 +159,23 @@ _CAP = CaptureOptions()
 
 
 @app.command()
-def capture(
-    model: str = typer.Option(None, "--model", "-m", help="Registry name (qwen2.5-7b, llama-3.1-8b, mistral-7b, qwen2.5-0.5b, llama-3.2-1b, tiny, ...), a config.json or a checkpoint directory."),
-    weights: Path = typer.Option(None, "--weights", help="Load real weights from this local checkpoint directory (offline) instead of random ones."),
-    ctx: int = typer.Option(_CAP.ctx, "--ctx", help="Prompt tokens prefilled before decoding."),
-    mode: str = typer.Option(_CAP.mode, "--mode", help="eager (dynamic cache) | cuda-graphs (static cache, one captured graph per step) | compile (torch.compile reduce-overhead)."),
-    steps: int = typer.Option(_CAP.steps, "--steps", help="Unprofiled decode steps timed with CUDA events (the ground truth: their median)."),
-    warmup: int = typer.Option(_CAP.warmup, "--warmup", help="Decode steps run and discarded before timing."),
-    profile_steps: int = typer.Option(_CAP.profile_steps, "--profile-steps", help="Decode steps in the profiled window (each one a tracekit.step#i range)."),
-    device: str = typer.Option(_CAP.device, "--device", help="cuda | cpu (cpu: small models such as tiny, CPU activity only)."),
-    dtype: str = typer.Option(_CAP.dtype, "--dtype", help="auto (bf16 on cuda, fp32 on cpu) | bf16 | fp16 | fp32."),
-    profiler: str = typer.Option(_CAP.profiler, "--profiler", help="torch | nsys (also run under Nsight Systems: writes .nsys-rep and .sqlite next to the output)."),
-    nsys: str = typer.Option(None, "--nsys", help="Path of the nsys binary (implies --profiler nsys)."),
-    nsys_kineto: str = typer.Option(_CAP.nsys_kineto, "--nsys-kineto", help="Under nsys, what torch.profiler records too: cpu (safe) | cuda (both tools trace CUDA; needs CUPTI to allow it)."),
-    seed: int = typer.Option(_CAP.seed, "--seed", help="Seed of the random weights and prompt."),
-    output: Path = typer.Option(None, "--output", "-o", help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (the summary is still printed)."),
-) -> None:
+@click.option("--model", "-m", help="Registry name (qwen2.5-7b, llama-3.1-8b, mistral-7b, qwen2.5-0.5b, llama-3.2-1b, tiny, ...), a config.json or a checkpoint directory.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Load real weights from this local checkpoint directory (offline) instead of random ones.")
+@click.option("--ctx", type=int, default=_CAP.ctx, show_default=True, help="Prompt tokens prefilled before decoding.")
+@click.option("--mode", default=_CAP.mode, show_default=True, help="eager (dynamic cache) | cuda-graphs (static cache, one captured graph per step) | compile (torch.compile reduce-overhead).")
+@click.option("--steps", type=int, default=_CAP.steps, show_default=True, help="Unprofiled decode steps timed with CUDA events (the ground truth: their median).")
+@click.option("--warmup", type=int, default=_CAP.warmup, show_default=True, help="Decode steps run and discarded before timing.")
+@click.option("--profile-steps", type=int, default=_CAP.profile_steps, show_default=True, help="Decode steps in the profiled window (each one a tracekit.step#i range).")
+@click.option("--device", default=_CAP.device, show_default=True, help="cuda | cpu (cpu: small models such as tiny, CPU activity only).")
+@click.option("--dtype", default=_CAP.dtype, show_default=True, help="auto (bf16 on cuda, fp32 on cpu) | bf16 | fp16 | fp32.")
+@click.option("--profiler", default=_CAP.profiler, show_default=True, help="torch | nsys (also run under Nsight Systems: writes .nsys-rep and .sqlite next to the output).")
+@click.option("--nsys", help="Path of the nsys binary (implies --profiler nsys).")
+@click.option("--nsys-kineto", default=_CAP.nsys_kineto, show_default=True, help="Under nsys, what torch.profiler records too: cpu (safe) | cuda (both tools trace CUDA; needs CUPTI to allow it).")
+@click.option("--seed", type=int, default=_CAP.seed, show_default=True, help="Seed of the random weights and prompt.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display (the summary is still printed).")
+def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dtype, profiler, nsys,
+            nsys_kineto, seed, output, quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
     Example: tracekit capture --model qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz
@@ -173,18 +194,13 @@ def capture(
     except TracekitError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("Error: interrupted; no trace was written", err=True)
-        raise typer.Exit(130) from None
+        click.echo("Error: interrupted; no trace was written", err=True)
+        sys.exit(130)
     width = max(len(label) for label, _ in summary_rows(result))
     for label, value in summary_rows(result):
-        typer.echo(f"{label:<{width}}  {value}")
+        click.echo(f"{label:<{width}}  {value}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    try:
-        app(args=argv, prog_name="tracekit", standalone_mode=True)
-    except TracekitError as exc:  # pragma: no cover - commands catch their own
-        print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-
+    app.main(args=argv, prog_name="tracekit")

@@ -20,7 +20,9 @@ floor* — latency ÷ floor.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -60,13 +62,18 @@ class Explanation:
     top_kernels: list[dict]
     verdict: str
     warnings: list[str]
-    # for renderers, not serialized: one representative step's ops and gaps
-    timeline: dict = field(default_factory=dict, repr=False)
+    # for renderers, not serialized: computed on first use (only the HTML report needs it)
+    _timeline: Callable[[], dict] | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def timeline(self) -> dict:
+        """One representative decode step's ops and classified gaps (see breakdown.step_gaps)."""
+        return self._timeline() if self._timeline else {}
 
     def to_dict(self) -> dict:
         d = {"schema": SCHEMA, "tracekit_version": __version__}
         for f in fields(self):
-            if f.name != "timeline":
+            if not f.name.startswith("_"):
                 d[f.name] = _clean(getattr(self, f.name))
         return d
 
@@ -134,7 +141,7 @@ def explain(
         kernels_by_category=kcat,
         top_kernels=top_kernels(steps, 10).to_dicts() if tr.has_gpu else [],
         verdict="", warnings=warnings,
-        timeline=_timeline(tr, steps, table),
+        _timeline=functools.partial(_timeline, tr, steps, table),
     )
     explanation.verdict = verdict(explanation)
     return explanation

@@ -10,6 +10,11 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+try:  # Intel ISA-L inflates gzip about twice as fast as zlib; same API, same bytes out
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover - isal is a dependency, but zlib is always there
+    _zlib = zlib
+
 from tracekit.errors import TraceFormatError
 from tracekit.trace.model import Trace
 
@@ -35,10 +40,10 @@ def read_bytes(path: str | Path, *, limit: int = MAX_UNCOMPRESSED_BYTES) -> byte
         raise TraceFormatError(f"cannot read {p}: {exc.strerror}") from None
     if raw[:2] != _GZIP_MAGIC:
         return raw
-    d = zlib.decompressobj(wbits=31)
+    d = _zlib.decompressobj(wbits=31)
     try:
         out = d.decompress(raw, limit)
-    except zlib.error as exc:
+    except (zlib.error, _zlib.error) as exc:
         raise TraceFormatError(f"{p} is a corrupt gzip file ({exc}); copy it again") from None
     if d.unconsumed_tail:
         raise TraceFormatError(
