@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from synth import decode_steps, write_trace
 from click.testing import CliRunner
+from synth import decode_steps, write_trace
 
 from tracekit.cli import app
 

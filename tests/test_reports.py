@@ -11,12 +11,11 @@ import copy
 import html
 import json
 import re
-
 from pathlib import Path
 
 import pytest
-from markdown_it import MarkdownIt
 from click.testing import CliRunner
+from markdown_it import MarkdownIt
 
 from tracekit.cli import app, sample_path
 from tracekit.errors import BadUsage
