@@ -155,6 +155,12 @@ def graph_replay(model, ctx, device, steps, out: Path) -> dict:
     with torch.cuda.graph(graph):
         step()
     static_pos.fill_(ctx)
+    profile_replays(graph, device, steps, out)
+    return {"steps": steps, "annotation": "none"}
+
+
+def profile_replays(graph, device: str, steps: int, out: Path) -> None:
+    """Warm the graph up, then profile ``steps`` replays with no annotation at all."""
     for _ in range(5):
         graph.replay()
     sync(device)
@@ -163,7 +169,6 @@ def graph_replay(model, ctx, device, steps, out: Path) -> dict:
             graph.replay()
         sync(device)
     save(prof, out)
-    return {"steps": steps, "annotation": "none"}
 
 
 @torch.inference_mode()
@@ -198,14 +203,7 @@ def graph_eager_kernels(model, ctx, device, steps, out: Path) -> dict:
             static_tok.copy_(logits[:, -1:].argmax(-1))
     finally:
         masking_utils.is_tracing = real_is_tracing
-    for _ in range(5):
-        graph.replay()
-    sync(device)
-    with profile(activities=activities(device)) as prof:
-        for _ in range(steps):
-            graph.replay()
-        sync(device)
-    save(prof, out)
+    profile_replays(graph, device, steps, out)
     del keep
     return {"steps": steps, "annotation": "none", "ctx_replayed": ctx + 5}
 

@@ -127,7 +127,7 @@ def explain(
     floor = _floor_section(spec, ctx0, decode, dtype, peak, measured, convention)
     decomp = _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings)
     gap_ns, gap_src = _graph_gap(graph_trace, gspec, tr, step_marker)
-    whatif = _whatif(summary, decomp, table, gap_ns, gap_src, warnings)
+    whatif = _whatif(summary, decomp, peak, gap_ns, gap_src)
     kcat = _categories(steps, spec, dtype, floor)
     explanation = Explanation(
         source=_source(tr, steps, rows),
@@ -325,13 +325,17 @@ def _graph_gap(graph_trace, gspec, tr, step_marker):
     return None, None
 
 
-def _whatif(summary, decomp, table, gap_ns, gap_src, warnings) -> dict:
+def _whatif(summary, decomp, peak, gap_ns, gap_src) -> dict:
     lat, busy = summary["latency_ms"], summary["gpu_busy_ms"]
     w = {"cuda_graphs_ms": None, "cuda_graphs_speedup": None, "graph_gap_us": None,
          "graph_gap_source": gap_src, "at_floor_ms": decomp["floor_ms"], "at_floor_speedup": None,
          "note": None}
     if gap_ns is not None:
         w["graph_gap_us"] = gap_ns / 1e3
+    w["cuda_graphs_model"] = (f"GPU busy + GPU ops × {gap_ns / 1e3:.3f} µs per-op gap ({gap_src})"
+                              if gap_ns is not None else "no per-op graph gap known")
+    w["at_floor_model"] = (f"{decomp['convention']} bytes ÷ {peak:g} GB/s"
+                           if peak and decomp["floor_ms"] is not None else "no floor")
     if lat and decomp["floor_ms"]:
         w["at_floor_speedup"] = lat / decomp["floor_ms"]
     if lat is None or busy is None:

@@ -496,12 +496,9 @@ def _launches(doc: dict) -> Html:
 
 
 def _whatifs(doc: dict) -> Html:
-    w, fl = doc.get("whatif") or {}, doc.get("floor") or {}
-    gap = w.get("graph_gap_us")
-    graphs_model = (f"GPU busy + GPU ops × {gap:.3f} µs per-op gap ({w.get('graph_gap_source')})"
-                    if gap is not None else "no per-op graph gap known")
-    floor_model = (f"{fl.get('convention')} bytes ÷ {fl['peak_gbps']:g} GB/s"
-                   if fl.get("peak_gbps") and fl.get("floor_ms") is not None else "no floor")
+    w = doc.get("whatif") or {}
+    graphs_model = w.get("cuda_graphs_model") or "—"
+    floor_model = w.get("at_floor_model") or "—"
     rows = [["CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"),
              graphs_model],
             ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),

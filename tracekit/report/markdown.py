@@ -154,12 +154,9 @@ def _per_step(doc: dict) -> list[str]:
 
 
 def _whatifs(doc: dict) -> list[str]:
-    w, fl = doc.get("whatif") or {}, doc.get("floor") or {}
-    gap = w.get("graph_gap_us")
-    graphs_basis = (f"GPU busy + ops × {gap:.3f} µs per-op gap, {md_text(w.get('graph_gap_source'))}"
-                    if gap is not None else "no per-op graph gap")
-    floor_basis = (f"`{md_text(fl.get('convention'))}` bytes ÷ {fl['peak_gbps']:g} GB/s"
-                   if fl.get("peak_gbps") and fl.get("floor_ms") is not None else "no floor")
+    w = doc.get("whatif") or {}
+    graphs_basis = md_text(w.get("cuda_graphs_model") or "—")
+    floor_basis = md_text(w.get("at_floor_model") or "—")
     rows = [["CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"),
              graphs_basis],
             ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
