@@ -65,6 +65,14 @@ def _group(d: dict) -> Group:
     dt.add_row("[bold]latency[/]", _f(lat), "100%" if lat else "—")
 
     parts = [head, steps, dt]
+    cap = src.get("capture") or {}
+    timing = cap.get("timing") or {}
+    if timing.get("median_ms") is not None:
+        parts.insert(1, (
+            f"capture ({escape(str(cap.get('mode')))}): unprofiled {timing['median_ms']:.3f} ms/step "
+            f"(median of {timing.get('steps')}; p10 {_f(timing.get('p10_ms'))}, p90 "
+            f"{_f(timing.get('p90_ms'))}), profiler overhead "
+            f"{_f(cap.get('profiler_overhead_ratio'), '{:.2f}×')}"))
     wt = Table(title="What-ifs", title_justify="left")
     wt.add_column("scenario")
     wt.add_column("ms/step", justify="right")
