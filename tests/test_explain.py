@@ -111,13 +111,16 @@ from pathlib import Path  # noqa: E402
 SAMPLES = Path(__file__).parent.parent / "sample_traces"
 EAGER = SAMPLES / "plain_qwen2.5-7b_ctx2048_eager_annotated.json.gz"
 GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_replay.json.gz"
+SAME_KERNELS_GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz"
 
 
 def test_hopper_default_gap_is_the_measured_one():
-    """GRAPH_GAP_NS['hopper'] is re-derived from the committed H200 graph trace."""
-    g = load(GRAPH)
+    """GRAPH_GAP_NS['hopper'] is re-derived from the committed H200 graph trace it came from, and
+    HF's static-cache graph of the same model leaves nearly the same per-op gap."""
+    g = load(SAME_KERNELS_GRAPH)
     assert match_gpu(g.meta["gpu_name"]).arch == "hopper"
-    assert graph_gap_ns(g) == pytest.approx(GRAPH_GAP_NS["hopper"], rel=0.02)
+    assert graph_gap_ns(g) == pytest.approx(GRAPH_GAP_NS["hopper"], rel=0.005)
+    assert graph_gap_ns(load(GRAPH)) == pytest.approx(GRAPH_GAP_NS["hopper"], rel=0.05)
 
 
 def test_graph_trace_calibration_and_already_graphed():

@@ -39,11 +39,13 @@ from tracekit.trace import Trace, load
 
 SCHEMA = "tracekit.explain/1"
 
-#: Per-GPU-op gap left by a CUDA graph replay, by architecture (ns). Measured, not assumed:
-#: Qwen2.5-7B shape, ctx 2048, bf16, a manually captured graph replayed 10 times on an NVIDIA H200
-#: (PyTorch 2.11, CUDA 13): 0.770 ms idle over 1545 GPU ops per step = 498 ns. See
-#: sample_traces/MANIFEST.md and tests/test_explain_real.py, which re-derives it from the trace.
-GRAPH_GAP_NS: dict[str, float] = {"hopper": 498.0}
+#: Per-GPU-op gap left by a CUDA graph replay, by architecture (ns). Measured, not assumed: the
+#: eager Qwen2.5-7B-shaped decode step (bf16, ctx 2053, 1312 GPU ops) captured as one CUDA graph and
+#: replayed 10 times on an NVIDIA H200 (PyTorch 2.11, CUDA 13): 0.652 ms idle per step = 497 ns
+#: per op (HF's static-cache graph of the same model: 489 ns). tests/test_explain.py re-derives it
+#: from sample_traces/plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz. No other architecture
+#: has been measured here, so none gets a default: pass --graph-trace.
+GRAPH_GAP_NS: dict[str, float] = {"hopper": 497.0}
 
 
 @dataclass
@@ -321,7 +323,7 @@ def _graph_gap(graph_trace, gspec, tr, step_marker):
         src = "graph trace" if isinstance(graph_trace, Trace) else f"graph trace {graph_trace}"
         return graph_gap_ns(g), src
     if gspec is not None and gspec.arch in GRAPH_GAP_NS:
-        return GRAPH_GAP_NS[gspec.arch], f"default for {gspec.arch} (measured on an H200)"
+        return GRAPH_GAP_NS[gspec.arch], f"default for {gspec.arch}, measured on an H200"
     return None, None
 
 
