@@ -58,14 +58,29 @@ def read_bytes(path: str | Path, *, limit: int = MAX_UNCOMPRESSED_BYTES) -> byte
     return out
 
 
+def _head(p: Path, n: int = 16) -> bytes:
+    """The first ``n`` bytes of the (decompressed) content, without inflating the whole file."""
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(64 << 10)
+    except OSError:
+        return b""  # read_bytes says what is wrong with the path
+    if raw[:2] != _GZIP_MAGIC:
+        return raw[:n]
+    try:
+        return _zlib.decompressobj(wbits=31).decompress(raw, n)
+    except (zlib.error, _zlib.error):
+        return b""  # a corrupt gzip: read_bytes reports it
+
+
 def load(path: str | Path) -> Trace:
     """Read a torch.profiler JSON (``.json``/``.json.gz``) or Nsight Systems SQLite export."""
     p = Path(path)
-    data = read_bytes(p)
-    if data[:16] == _SQLITE_MAGIC:
+    if _head(p) == _SQLITE_MAGIC:
         from tracekit.trace.nsys import load_nsys
 
-        return load_nsys(p)
+        return load_nsys(p)  # it inflates a .sqlite.gz itself, into a file SQLite can open
+    data = read_bytes(p)
     if not data.strip():
         raise TraceFormatError(f"{p} is empty")
     from tracekit.trace.kineto import parse_kineto
