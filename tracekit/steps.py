@@ -185,8 +185,8 @@ def _repeating_annotation(ann: pl.DataFrame, ops: pl.DataFrame):
             continue
         starts = ranges["cpu_start_ns"].to_numpy()
         ends = ranges["cpu_end_ns"].to_numpy()
-        covered = int((np.searchsorted(at, ends) - np.searchsorted(at, starts)).sum()) if at.size else 0
-        per_range = np.searchsorted(at, ends) - np.searchsorted(at, starts) if at.size else None
+        per_range = np.searchsorted(at, ends) - np.searchsorted(at, starts)
+        covered = int(per_range.sum())
         if at.size and (per_range > 0).sum() < 2:
             continue  # a repeating name that holds no GPU work is not a step
         score = (covered, -ranges.height)

@@ -61,7 +61,6 @@ _SYNC = re.compile(
     r"|cuStreamSynchronize|cuEventSynchronize|cudaMemcpy(?!.*Async)|cuMemcpy(?!.*Async)"
     r"|cudaMemcpy2D(?!.*Async))"
 )
-_PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
 _VERSION_SUFFIX = re.compile(r"_v\d+$")
 
 
