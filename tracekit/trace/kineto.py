@@ -34,6 +34,7 @@ import polars as pl
 from tracekit.errors import TraceFormatError
 from tracekit.trace.model import (
     ANNOTATIONS_SCHEMA,
+    CPU_OPS_SCHEMA,
     GPU_OPS_SCHEMA,
     LAUNCHES_SCHEMA,
     SYNCS_SCHEMA,
@@ -46,8 +47,9 @@ _API_CATS = {"cuda_runtime": "runtime", "runtime": "runtime",
              "cuda_driver": "driver", "driver": "driver"}
 _ANNOTATION_CATS = {"user_annotation": False, "gpu_user_annotation": True}
 #: categories that carry nothing tracekit needs; skipped without a warning
+_CPU_OP_CATS = {"cpu_op", "operator"}
 _IGNORED_CATS = {
-    "cpu_op", "operator", "python_function", "ac2g", "fwdbwd", "overhead", "trace",
+    "python_function", "ac2g", "fwdbwd", "overhead", "trace",
     "cpu_instant_event", "python_gc", "gpu_instant_event", "mtia_runtime", "privateuse1_runtime",
     "cuda_profiler_range", "memory", "kernel_activity", "",
 }
@@ -180,17 +182,18 @@ def parse_kineto(data: bytes, path: str = "<trace>") -> Trace:
         )
     if not f.traceEvents:
         raise TraceFormatError(f"{path} has no events: the profiler recorded nothing")
-    gpu, api, ann, skipped, no_ts = _split(f.traceEvents)
-    precise = _needs_decimal(gpu) or _needs_decimal(api) or _needs_decimal(ann)
+    gpu, api, ann, cpu, skipped, no_ts = _split(f.traceEvents)
+    precise = any(_needs_decimal(x) for x in (gpu, api, ann, cpu))
     if precise:
         f = _decode(data, path, precise=True)
-        gpu, api, ann, skipped, no_ts = _split(f.traceEvents)
+        gpu, api, ann, cpu, skipped, no_ts = _split(f.traceEvents)
 
     trace = Trace(
         gpu_ops=_gpu_ops(gpu, precise),
         launches=_launches(api, precise),
         annotations=_annotations(ann, precise),
         syncs=_syncs(api, precise),
+        cpu_ops=_cpu_ops(cpu, precise),
         meta=_meta(f, path, skipped),
     )
     if skipped:
@@ -209,7 +212,8 @@ def parse_kineto(data: bytes, path: str = "<trace>") -> Trace:
 #: where each category's events go (checked before lower-casing: the common spellings are exact)
 _ROUTE: dict[str, str] = {
     **{c: "gpu" for c in _GPU_CATS}, **{c: "api" for c in _API_CATS}, "cuda_sync": "api",
-    **{c: "ann" for c in _ANNOTATION_CATS}, **{c: "skip" for c in _IGNORED_CATS},
+    **{c: "ann" for c in _ANNOTATION_CATS}, **{c: "cpu" for c in _CPU_OP_CATS},
+    **{c: "skip" for c in _IGNORED_CATS},
 }
 
 
@@ -223,9 +227,9 @@ def _route(cat: str | None) -> str:
 
 
 def _split(events: list[_Event]):
-    """Sort events into GPU ops, API calls and annotations; count what is skipped."""
-    gpu, api, ann, skipped = [], [], [], {}
-    out = {"gpu": gpu, "api": api, "ann": ann}
+    """Sort events into GPU ops, API calls, annotations and CPU ops; count what is skipped."""
+    gpu, api, ann, cpu, skipped = [], [], [], [], {}
+    out = {"gpu": gpu, "api": api, "ann": ann, "cpu": cpu}
     route: dict[str | None, str] = {}
     no_ts = 0
     for e in events:
@@ -238,15 +242,15 @@ def _split(events: list[_Event]):
         if r is None:
             r = route[e.cat] = _route(e.cat)
         if r == "skip":
-            # before ~2023 ProfilerStep#N was a cpu_op
-            if e.cat == "cpu_op" and e.name.startswith("ProfilerStep#"):
-                ann.append(e)
+            continue
+        if r == "cpu" and e.name.startswith("ProfilerStep#"):
+            ann.append(e)  # before ~2023 ProfilerStep#N was a cpu_op (PyTorch 1.8-1.9: Operator)
             continue
         if r == "unknown":
             skipped[e.cat] = skipped.get(e.cat, 0) + 1
             continue
         out[r].append(e)
-    return gpu, api, ann, skipped, no_ts
+    return gpu, api, ann, cpu, skipped, no_ts
 
 
 def _start_ns(events: list[_Event], precise: bool) -> np.ndarray:
@@ -313,6 +317,12 @@ def _syncs(events: list[_Event], precise: bool) -> pl.DataFrame:
     cols = {"name": [e.name for e in keep], **_times(keep, precise),
             "tid": [_int_or_none(e.tid) for e in keep]}
     return pl.DataFrame(cols, schema=SYNCS_SCHEMA)
+
+
+def _cpu_ops(events: list[_Event], precise: bool) -> pl.DataFrame:
+    cols = {"name": [e.name for e in events], **_times(events, precise),
+            "tid": [_int_or_none(e.tid) for e in events]}
+    return pl.DataFrame(cols, schema=CPU_OPS_SCHEMA)
 
 
 def _annotations(events: list[_Event], precise: bool) -> pl.DataFrame:

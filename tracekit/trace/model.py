@@ -11,6 +11,9 @@ everything but this: four polars tables with **integer nanosecond** times and on
 ``annotations``  user ranges: ``record_function``, ``ProfilerStep#N``, NVTX (``on_gpu`` for the
                  GPU-side copies Kineto makes of ``record_function`` ranges)
 ``syncs``        host waits on the device: synchronize calls, blocking copies, ``cuda_sync`` events
+``cpu_ops``      framework ops on the host (Kineto ``cpu_op``, old ``Operator``): what the launching
+                 thread was doing, for host attribution (empty for Nsight exports and CUDA-only
+                 traces). ``python_function`` events are not read.
 
 Times are absolute on the trace's own clock; only differences mean anything.
 """
@@ -49,6 +52,12 @@ ANNOTATIONS_SCHEMA = {
     "on_gpu": pl.Boolean,
     "tid": pl.Int64,
 }
+CPU_OPS_SCHEMA = {
+    "name": pl.Utf8,
+    "start_ns": pl.Int64,
+    "end_ns": pl.Int64,
+    "tid": pl.Int64,
+}
 SYNCS_SCHEMA = {
     "name": pl.Utf8,
     "start_ns": pl.Int64,
@@ -69,6 +78,8 @@ class Trace:
     launches: pl.DataFrame
     annotations: pl.DataFrame
     syncs: pl.DataFrame
+    #: host-side framework ops (see the module docstring); empty when the trace has none
+    cpu_ops: pl.DataFrame = field(default_factory=lambda: empty(CPU_OPS_SCHEMA))
     #: ``format`` (kineto | nsys), ``path``, ``gpu_name``, ``devices`` (list of names),
     #: ``versions`` (dict), ``tracekit`` (capture metadata dict or None),
     #: ``skipped_categories`` ({category: count}), ``events`` (total events read)
@@ -78,6 +89,10 @@ class Trace:
     @property
     def has_gpu(self) -> bool:
         return self.gpu_ops.height > 0
+
+    @property
+    def has_cpu_ops(self) -> bool:
+        return self.cpu_ops.height > 0
 
     @property
     def capture(self) -> dict | None:
