@@ -273,6 +273,7 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
         pl.when(known.any() & (dur.filter(known).sum() > 0))
         .then(pl.col("bytes").filter(known).sum() / dur.filter(known).sum()).alias("trace_gbps"),
     )
+    agg = agg.sort("category")  # group order is arbitrary: sum in a fixed order (same last digit)
     total = agg["ms_per_step"].sum() or 1.0
     return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
         "ms_per_step", descending=True).select(
@@ -288,4 +289,4 @@ def top_kernels(steps: Steps, n: int = 10) -> pl.DataFrame:
         ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
         (pl.len() / n_steps).alias("calls_per_step"),
         ((pl.col("end_ns") - pl.col("start_ns")).median() / 1e3).alias("median_us"),
-    ).sort("ms_per_step", descending=True).head(n)
+    ).sort(["ms_per_step", "name", "kind"], descending=[True, False, False]).head(n)

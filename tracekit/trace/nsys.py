@@ -27,13 +27,15 @@ correlation id of their ``cudaGraphLaunch``, as in Kineto. Times are integer nan
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
+import signal
 import sqlite3
 import tempfile
-import zlib
+import threading
+import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -49,11 +51,13 @@ from tracekit.trace.model import (
     SYNCS_SCHEMA,
     Trace,
 )
+from tracekit.trace.source import Source, open_source
 
-#: a gzipped export is never inflated past this (a gzip bomb stops here)
+#: a gzipped (or piped) export is never copied to disk past this (a gzip bomb stops here)
 MAX_SQLITE_BYTES = 2 << 30
+#: the most time the queries of one export may take (a recursive view stops here)
+QUERY_SECONDS = 120.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
 MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
@@ -99,63 +103,84 @@ def api_name(name: str) -> str:
     return _API_SUFFIX.sub("", name) or name
 
 
-def load_nsys(path: str | Path, *, limit: int = MAX_SQLITE_BYTES) -> Trace:
-    """Read an Nsight Systems SQLite export, plain or gzipped, into the normalized trace."""
-    p = Path(path)
-    with _sqlite_file(p, limit=limit) as db:
+def load_nsys(path: str | Path | Source, *, limit: int = MAX_SQLITE_BYTES) -> Trace:
+    """Read an Nsight Systems SQLite export, plain or gzipped, into the normalized trace.
+
+    ``path`` may be an opened :class:`~tracekit.trace.source.Source` (a pipe, standard input)."""
+    if isinstance(path, Source):
+        return _load(path, limit)
+    with open_source(path) as src:
+        return _load(src, limit)
+
+
+def _load(src: Source, limit: int) -> Trace:
+    p = Path(src.name)
+    with _sqlite_file(src, limit=limit) as db:
         try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            con = sqlite3.connect(_ro_uri(db), uri=True)
         except sqlite3.Error as exc:
             raise TraceFormatError(f"{p} cannot be opened as SQLite: {exc}") from None
         with closing(con):
+            deadline = time.monotonic() + QUERY_SECONDS
+            # a hostile file (a recursive view, a huge join) cannot run for ever
+            con.set_progress_handler(lambda: time.monotonic() > deadline, 100_000)
             try:
                 return _read(con, p)
             except sqlite3.DatabaseError as exc:
+                if time.monotonic() > deadline:
+                    raise TraceFormatError(
+                        f"{p}: reading it took longer than {QUERY_SECONDS:.0f} s; it is not an "
+                        "Nsight Systems export tracekit can read"
+                    ) from None
                 raise TraceFormatError(
                     f"{p} is not a readable Nsight Systems SQLite export ({exc}); "
                     "re-export it with `nsys export --type sqlite`"
                 ) from None
 
 
+def _ro_uri(db: Path) -> str:
+    """A read-only ``file:`` URI for ``db``, percent-encoded: ``%``, ``#``, ``?`` in a name are
+    the file's own characters, not URI syntax."""
+    return "file:" + urllib.parse.quote(str(Path(db).resolve())) + "?mode=ro"
+
+
 @contextmanager
-def _sqlite_file(p: Path, *, limit: int) -> Iterator[Path]:
-    """The path of a plain SQLite file: ``p`` itself, or ``p`` gunzipped to a temp file."""
-    try:
-        with open(p, "rb") as f:
-            magic = f.read(16)
-    except FileNotFoundError:
-        raise TraceFormatError(f"{p} does not exist") from None
-    except OSError as exc:
-        raise TraceFormatError(f"cannot read {p}: {exc.strerror or exc}") from None
-    if magic[:2] != _GZIP_MAGIC:
-        _check_magic(magic, p)
-        yield p
+def _sqlite_file(src: Source, *, limit: int) -> Iterator[Path]:
+    """The path of a plain SQLite file: the input itself, or its content (gunzipped, or read from
+    a pipe) copied to a temp file that is removed on every exit, SIGTERM and SIGINT included."""
+    if src.regular and not src.is_gzip:
+        _check_magic(src.peek(16), Path(src.name))
+        yield Path(src.name)
         return
-    fd, tmp = tempfile.mkstemp(prefix="tracekit-nsys-", suffix=".sqlite")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _gunzip_bounded(p, out, limit=limit)
-        with open(tmp, "rb") as f:
-            _check_magic(f.read(16), p)
-        yield Path(tmp)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _gunzip_bounded(p: Path, out, *, limit: int) -> None:
-    written = 0
-    try:
-        with gzip.open(p, "rb") as src:
-            while chunk := src.read(1 << 20):
-                written += len(chunk)
-                if written > limit:
-                    raise TraceFormatError(
-                        f"{p} inflates to more than {limit >> 20} MiB; refusing to read it "
-                        "(profile a shorter window)"
-                    )
+    with removed_on_exit(prefix="tracekit-nsys-", suffix=".sqlite") as tmp:
+        with open(tmp, "wb") as out:
+            for chunk in src.chunks(limit=limit):
                 out.write(chunk)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise TraceFormatError(f"{p} is a corrupt or truncated gzip file ({exc})") from None
+        with open(tmp, "rb") as f:
+            _check_magic(f.read(16), Path(src.name))
+        yield tmp
+
+
+@contextmanager
+def removed_on_exit(*, prefix: str, suffix: str) -> Iterator[Path]:
+    """A temp file path that is unlinked when the block ends however it ends: an exception, or
+    SIGTERM (turned into ``SystemExit(143)`` for the block's duration, so ``finally`` runs)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    previous = None
+
+    def _terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_magic(magic: bytes, p: Path) -> None:
@@ -169,7 +194,7 @@ def _check_magic(magic: bytes, p: Path) -> None:
 # --- reading -----------------------------------------------------------------------------------
 def _tables(con: sqlite3.Connection) -> set[str]:
     return {
-        r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")
+        r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     }
 
 
