@@ -217,3 +217,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app.main(args=argv, prog_name="tracekit")
+
+
+if __name__ == "__main__":  # python -m tracekit.cli, as well as python -m tracekit
+    main()
