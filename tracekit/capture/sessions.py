@@ -55,6 +55,7 @@ def run_sessions(opts: CaptureOptions, *, progress: Progress):
                 sessions=1,
                 session_index=i,
                 profile=profiled,
+                profile_session=None,
                 output=profiled_path,
                 command=list(opts.command or sys.argv),
             )
