@@ -167,21 +167,34 @@ _CAP = CaptureOptions()
 @click.option("--nsys", help="Path of the nsys binary (implies --profiler nsys).")
 @click.option("--nsys-kineto", default=_CAP.nsys_kineto, show_default=True, help="Under nsys, what torch.profiler records too: cpu (safe) | cuda (both tools trace CUDA; needs CUPTI to allow it).")
 @click.option("--seed", type=int, default=_CAP.seed, show_default=True, help="Seed of the random weights and prompt.")
+@click.option("--attention", default=_CAP.attention, show_default=True, help="sdpa (transformers' default: PyTorch picks the SDPA backend, cuDNN on Hopper) | sdpa-flash | sdpa-efficient | sdpa-cudnn | sdpa-math (force one SDPA backend) | eager (matmul + softmax).")
+@click.option("--sessions", type=int, default=_CAP.sessions, show_default=True, help="Fresh processes, each timing its own unprofiled steps (for A/B confidence intervals).")
+@click.option("--profile-session", default="0", show_default=True, help="Which session (0-based) also runs the profiled window, or 'none'.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display (the summary is still printed).")
 def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dtype, profiler, nsys,
-            nsys_kineto, seed, output, quiet) -> None:
+            nsys_kineto, seed, attention, sessions, profile_session, output, quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
     Example: tracekit capture --model qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz
+
+    Example: tracekit capture --model qwen2.5-7b --attention sdpa-flash --sessions 10 -o flash.json.gz
     """
     from tracekit.capture import run_capture, summary_rows
     from tracekit.capture.progress import Progress, RichProgress
 
+    if profile_session.strip().lower() == "none":
+        profile_index = None
+    elif profile_session.strip().isdigit():
+        profile_index = int(profile_session)
+    else:
+        _fail(BadUsage(f"--profile-session must be a session index (0, 1, ...) or 'none', "
+                       f"not {profile_session!r}"))
     opts = CaptureOptions(
         model=model, weights=weights, ctx=ctx, mode=mode, steps=steps, warmup=warmup,
         profile_steps=profile_steps, device=device, dtype=dtype, profiler=profiler, nsys=nsys,
-        nsys_kineto=nsys_kineto, seed=seed, output=output,
+        nsys_kineto=nsys_kineto, seed=seed, attention=attention, sessions=sessions,
+        profile_session=profile_index, output=output,
         command=["tracekit", *sys.argv[1:]],
     )
     try:
@@ -199,3 +212,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app.main(args=argv, prog_name="tracekit")
+
+
+if __name__ == "__main__":  # python -m tracekit.cli, as well as python -m tracekit
+    main()
