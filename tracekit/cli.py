@@ -6,6 +6,7 @@ It parses arguments, calls the library, renders, and maps :mod:`tracekit.errors`
     tracekit explain --sample
     tracekit explain trace.json.gz --json
     tracekit floor --model qwen2.5-7b --ctx 2048
+    tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
     tracekit capture --model qwen2.5-7b --ctx 2048 --mode eager -o trace.json.gz
 """
 
@@ -56,6 +57,10 @@ def app() -> None:
 def _fail(exc: TracekitError) -> None:
     click.echo(f"Error: {exc}", err=True)
     sys.exit(exc.exit_code)
+
+
+#: bootstrap defaults, written here as in tracekit/bootstrap.py (importing it would pull in numpy)
+_BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
 
 
 # --- explain ---------------------------------------------------------------------------------
@@ -111,6 +116,47 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
         from tracekit.report.terminal import render
 
         render(doc)
+
+
+# --- compare ---------------------------------------------------------------------------------
+@app.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.compare/1).")
+@click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue or PR.")
+@click.option("--basis", default="auto", show_default=True, help="What the bootstrap resamples: auto (sessions when both sides have >= 2) | sessions | steps.")
+@click.option("--resamples", type=int, default=_BOOT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=_BOOT_SEED, show_default=True, help="Bootstrap seed (the same inputs and seed give the same interval).")
+@click.option("--model", help="Model name or config.json path, for both sides' floors.")
+@click.option("--gpu", help="GPU name, overriding the traces' device names.")
+@click.option("--dtype", help="Weight dtype for the floor (bf16, int8, fp8, int4, nf4, ...).")
+def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) -> None:
+    """Speed-up of B over A with a 95% bootstrap CI, and what moved (per-term deltas).
+
+    A and B are each a trace, a directory of traces, a quoted glob ('runs/eager_*.json.gz') or a
+    multi-session capture (tracekit capture --sessions N).
+
+    Example: tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
+    """
+    from tracekit.compare import compare as run_compare
+
+    kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
+    try:
+        doc = run_compare(a, b, basis=basis, resamples=resamples, seed=seed, **kw).to_dict()
+        if markdown is not None:
+            from tracekit.report.compare import render_markdown
+
+            atomic_write_text(markdown, render_markdown(doc))
+    except TracekitError as exc:
+        _fail(exc)
+    if as_json:
+        import msgspec
+
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
+    else:
+        from tracekit.report.compare import render_terminal
+
+        render_terminal(doc)
 
 
 # --- floor -----------------------------------------------------------------------------------
