@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from tracekit import __version__, sample_path
 from tracekit.capture.options import CaptureOptions
 from tracekit.errors import BadInput, BadUsage, TracekitError
 from tracekit.fileio import atomic_write_text
@@ -47,6 +48,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, help="Explain where the time of batch-1 LLM decode goes on NVIDIA GPUs.",
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="tracekit",
+                      message="%(prog)s %(version)s")
 def app() -> None:
     pass
 
@@ -58,13 +61,6 @@ def _fail(exc: TracekitError) -> None:
 
 #: bootstrap defaults, written here as in tracekit/bootstrap.py (importing it would pull in numpy)
 _BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
-
-SAMPLE = "sample_qwen2.5-7b_ctx2048_eager.json.gz"
-
-
-def sample_path() -> Path:
-    """The decode trace bundled inside the package (``tracekit explain --sample``)."""
-    return Path(__file__).parent / "data" / SAMPLE
 
 
 # --- explain ---------------------------------------------------------------------------------
