@@ -87,11 +87,19 @@ def test_tiny_capture_writes_gzip_json_with_metadata(tiny_trace) -> None:
     assert (meta["model_name"], meta["ctx"], meta["mode"]) == ("tiny", 32, "eager")
     assert meta["model"]["name"] == "tiny" and meta["model"]["params"] > 0
     assert meta["ctx_first_step"] == 32 + 1 + 3  # ctx + warmup + timed steps
-    assert (meta["device"], meta["dtype"], meta["attention"]) == ("cpu", "fp32", "sdpa")
+    assert (meta["device"], meta["dtype"], meta["attention"]["requested"]) == ("cpu", "fp32", "sdpa")
+    # what ran is read from the profiled window: an SDPA op, once per layer per profiled step
+    cpu_sdpa = [e for e in _events(path)[1] if e.get("cat") == "cpu_op"
+                and e["name"].startswith("aten::_scaled_dot_product")]
+    assert meta["attention"]["ops"] == {n: sum(e["name"] == n for e in cpu_sdpa)
+                                        for n in {e["name"] for e in cpu_sdpa}}
+    assert sum(meta["attention"]["ops"].values()) == 4 * meta["model"]["layers"]
     assert meta["gpu"] is None and meta["copy_bandwidth_gbps"] is None
     assert meta["timing"]["steps"] == 3 and len(meta["timing"]["unprofiled_ms"]) == 3
     assert meta["timing"]["p10_ms"] <= meta["timing"]["median_ms"] <= meta["timing"]["p90_ms"]
     assert meta["profiled"]["steps"] == 4
+    # the ground truth is timed again after the profiled window, as many steps as before
+    assert meta["timing_after"]["steps"] == 3 and len(meta["timing_after"]["unprofiled_ms"]) == 3
     ratio = meta["profiled"]["wall_ms_per_step"] / meta["timing"]["median_ms"]
     assert meta["profiler_overhead_ratio"] == pytest.approx(ratio, rel=1e-3)
     assert set(meta["versions"]) == {"torch", "transformers", "cuda", "triton", "python"}

@@ -97,11 +97,13 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
     cats = {(n, k): categorize(n, k).value for n, k in names.iter_rows()}
     return {
         "step": step,
+        "t0_ns": t0,  # on the trace's clock; ops and gaps below are relative to it
         "latency_ns": metrics["latency_ns"],
         "ops": [{"start_ns": r["start_ns"] - t0, "end_ns": r["end_ns"] - t0, "name": r["name"],
                  "category": cats[(r["name"], r["kind"])], "stream": r["stream"]}
                 for r in g.iter_rows(named=True)],
-        "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c} for a, b, c in gaps],
+        "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c, "ended_by": op}
+                 for a, b, c, op in gaps],
     }
 
 
@@ -125,7 +127,7 @@ def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",
         nxt_op = by_step[nxt].row(0, named=True) if nxt is not None else None
         gaps: list = []
         _gpu_metrics(by_step[s], nxt_op, syncs, gaps)
-        rows.extend((s, a, b, c) for a, b, c in gaps)
+        rows.extend((s, a, b, c) for a, b, c, *_ in gaps)
     return pl.DataFrame(rows, schema=GAPS_SCHEMA, orient="row")
 
 
@@ -172,7 +174,8 @@ def _gpu_metrics(g: pl.DataFrame, nxt_op: dict | None, syncs: np.ndarray,
     lengths = gap_end - gap_start
     idle = {c: int(lengths[classes == c].sum()) for c in GAP_CLASSES}
     if gaps_out is not None:
-        gaps_out.extend(zip(gap_start.tolist(), gap_end.tolist(), classes.tolist()))
+        enders = g["name"].to_numpy()[j].tolist() + ([nxt_op.get("name")] if tail else [])
+        gaps_out.extend(zip(gap_start.tolist(), gap_end.tolist(), classes.tolist(), enders))
     idle_total = sum(idle.values())
     span = window_end - t0
     kinds = g["kind"]
@@ -297,19 +300,23 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
         pl.when(known.any() & (dur.filter(known).sum() > 0))
         .then(pl.col("bytes").filter(known).sum() / dur.filter(known).sum()).alias("trace_gbps"),
     )
+    agg = agg.sort("category")  # group order varies run to run; a float sum must not
     total = agg["ms_per_step"].sum() or 1.0
     return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
-        "ms_per_step", descending=True).select(
+        ["ms_per_step", "category"], descending=[True, False]).select(
         "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step", "trace_gbps")
 
 
-def top_kernels(steps: Steps, n: int = 10) -> pl.DataFrame:
-    """The kernels that take the most time per decode step."""
+def top_kernels(steps: Steps, n: int | None = 10) -> pl.DataFrame:
+    """The ``n`` kernels that take the most time per decode step (``None``: all of them)."""
     ops, n_steps = _decode_ops_with_category(steps)
     if ops.height == 0:
-        return pl.DataFrame()
+        return pl.DataFrame(schema={"name": pl.Utf8, "kind": pl.Utf8, "category": pl.Utf8,
+                                    "ms_per_step": pl.Float64, "calls_per_step": pl.Float64,
+                                    "median_us": pl.Float64})
     return ops.group_by("name", "kind", "category").agg(
         ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
         (pl.len() / n_steps).alias("calls_per_step"),
         ((pl.col("end_ns") - pl.col("start_ns")).median() / 1e3).alias("median_us"),
-    ).sort("ms_per_step", descending=True).head(n)
+    ).sort(["ms_per_step", "name"], descending=[True, False]).head(
+        n if n is not None else ops.height)

@@ -6,6 +6,7 @@ It parses arguments, calls the library, renders, and maps :mod:`tracekit.errors`
     tracekit explain --sample
     tracekit explain trace.json.gz --json
     tracekit floor --model qwen2.5-7b --ctx 2048
+    tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
     tracekit capture --model qwen2.5-7b --ctx 2048 --mode eager -o trace.json.gz
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from tracekit import __version__, sample_path
 from tracekit.capture.options import CaptureOptions
 from tracekit.errors import BadInput, BadUsage, TracekitError
 from tracekit.fileio import atomic_write_text
@@ -46,6 +48,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, help="Explain where the time of batch-1 LLM decode goes on NVIDIA GPUs.",
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="tracekit",
+                      message="%(prog)s %(version)s")
 def app() -> None:
     pass
 
@@ -55,12 +59,8 @@ def _fail(exc: TracekitError) -> None:
     sys.exit(exc.exit_code)
 
 
-SAMPLE = "sample_qwen2.5-7b_ctx2048_eager.json.gz"
-
-
-def sample_path() -> Path:
-    """The decode trace bundled inside the package (``tracekit explain --sample``)."""
-    return Path(__file__).parent / "data" / SAMPLE
+#: bootstrap defaults, written here as in tracekit/bootstrap.py (importing it would pull in numpy)
+_BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
 
 
 # --- explain ---------------------------------------------------------------------------------
@@ -119,6 +119,47 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
         render(doc)
 
 
+# --- compare ---------------------------------------------------------------------------------
+@app.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.compare/1).")
+@click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue or PR.")
+@click.option("--basis", default="auto", show_default=True, help="What the bootstrap resamples: auto (sessions when both sides have >= 2) | sessions | steps.")
+@click.option("--resamples", type=int, default=_BOOT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=_BOOT_SEED, show_default=True, help="Bootstrap seed (the same inputs and seed give the same interval).")
+@click.option("--model", help="Model name or config.json path, for both sides' floors.")
+@click.option("--gpu", help="GPU name, overriding the traces' device names.")
+@click.option("--dtype", help="Weight dtype for the floor (bf16, int8, fp8, int4, nf4, ...).")
+def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) -> None:
+    """Speed-up of B over A with a 95% bootstrap CI, and what moved (per-term deltas).
+
+    A and B are each a trace, a directory of traces, a quoted glob ('runs/eager_*.json.gz') or a
+    multi-session capture (tracekit capture --sessions N).
+
+    Example: tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
+    """
+    from tracekit.compare import compare as run_compare
+
+    kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
+    try:
+        doc = run_compare(a, b, basis=basis, resamples=resamples, seed=seed, **kw).to_dict()
+        if markdown is not None:
+            from tracekit.report.compare import render_markdown
+
+            atomic_write_text(markdown, render_markdown(doc))
+    except TracekitError as exc:
+        _fail(exc)
+    if as_json:
+        import msgspec
+
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
+    else:
+        from tracekit.report.compare import render_terminal
+
+        render_terminal(doc)
+
+
 # --- floor -----------------------------------------------------------------------------------
 @app.command()
 @click.option("--model", required=True, help="Model name or config.json path.")
@@ -173,21 +214,34 @@ _CAP = CaptureOptions()
 @click.option("--nsys", help="Path of the nsys binary (implies --profiler nsys).")
 @click.option("--nsys-kineto", default=_CAP.nsys_kineto, show_default=True, help="Under nsys, what torch.profiler records too: cpu (safe) | cuda (both tools trace CUDA; needs CUPTI to allow it).")
 @click.option("--seed", type=int, default=_CAP.seed, show_default=True, help="Seed of the random weights and prompt.")
+@click.option("--attention", default=_CAP.attention, show_default=True, help="sdpa (transformers' default: PyTorch picks the SDPA backend, cuDNN on Hopper) | sdpa-flash | sdpa-efficient | sdpa-cudnn | sdpa-math (force one SDPA backend) | eager (matmul + softmax).")
+@click.option("--sessions", type=int, default=_CAP.sessions, show_default=True, help="Fresh processes, each timing its own unprofiled steps (for A/B confidence intervals).")
+@click.option("--profile-session", default="0", show_default=True, help="Which session (0-based) also runs the profiled window, or 'none'.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display (the summary is still printed).")
 def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dtype, profiler, nsys,
-            nsys_kineto, seed, output, quiet) -> None:
+            nsys_kineto, seed, attention, sessions, profile_session, output, quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
     Example: tracekit capture --model qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz
+
+    Example: tracekit capture --model qwen2.5-7b --attention sdpa-flash --sessions 10 -o flash.json.gz
     """
     from tracekit.capture import run_capture, summary_rows
     from tracekit.capture.progress import Progress, RichProgress
 
+    if profile_session.strip().lower() == "none":
+        profile_index = None
+    elif profile_session.strip().isdigit():
+        profile_index = int(profile_session)
+    else:
+        _fail(BadUsage(f"--profile-session must be a session index (0, 1, ...) or 'none', "
+                       f"not {profile_session!r}"))
     opts = CaptureOptions(
         model=model, weights=weights, ctx=ctx, mode=mode, steps=steps, warmup=warmup,
         profile_steps=profile_steps, device=device, dtype=dtype, profiler=profiler, nsys=nsys,
-        nsys_kineto=nsys_kineto, seed=seed, output=output,
+        nsys_kineto=nsys_kineto, seed=seed, attention=attention, sessions=sessions,
+        profile_session=profile_index, output=output,
         command=["tracekit", *sys.argv[1:]],
     )
     try:
@@ -205,3 +259,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app.main(args=argv, prog_name="tracekit")
+
+
+if __name__ == "__main__":  # python -m tracekit.cli, as well as python -m tracekit
+    main()

@@ -21,7 +21,10 @@ floor* — latency ÷ floor.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -50,14 +53,26 @@ SCHEMA = "tracekit.explain/1"
 GRAPH_GAP_NS: dict[str, float] = {"hopper": 497.0}
 
 
-@dataclass
+@dataclass(repr=False)
 class Explanation:
-    """Everything ``tracekit explain`` says about one trace. ``to_dict()`` is the JSON contract."""
+    """Everything ``tracekit explain`` says about one trace.
+
+    ``to_dict()`` is the JSON contract (``tracekit.explain/1``); the attributes below hold its
+    sections as plain dicts and lists. For a notebook: ``steps``, ``gaps``, ``kernels`` and
+    ``categories`` are polars DataFrames (``to_pandas(name)`` for pandas), ``to_markdown()`` and
+    ``to_html()`` render the reports, ``figures()`` returns the report's plotly figures, and a
+    notebook cell showing an Explanation renders the compact report.
+
+        >>> import tracekit
+        >>> e = tracekit.explain(tracekit.sample_path())          # doctest: +SKIP
+        >>> e.steps.select("step", "latency_ms", "gpu_busy_ms")  # doctest: +SKIP
+    """
 
     source: dict
     model: dict
     gpu: dict
-    steps: list[dict]
+    #: the contract's ``steps`` (one dict per step); the ``steps`` attribute is its DataFrame
+    step_rows: list[dict] = field(metadata={"json": "steps"})
     summary: dict
     floor: dict
     decomposition: dict
@@ -70,20 +85,115 @@ class Explanation:
     host: dict | None = None
     #: the unprofiled step (tracekit/unprofiled.py); None when its latency is unknown
     unprofiled: dict | None = None
-    # for renderers, not serialized: computed on first use (only the HTML report needs it)
+    # for renderers and DataFrames, not serialized: computed on first use
     _timeline: Callable[[], dict] | None = field(default=None, repr=False)
+    _trace: Trace | None = field(default=None, repr=False)
+    _steps: Steps | None = field(default=None, repr=False)
+    _host: object | None = field(default=None, repr=False)  # host.HostAttribution
 
     @functools.cached_property
     def timeline(self) -> dict:
         """One representative decode step's ops and classified gaps (see breakdown.step_gaps)."""
         return self._timeline() if self._timeline else {}
 
+    @property
+    def trace(self) -> Trace | None:
+        """The normalized trace this explanation was computed from."""
+        return self._trace
+
     def to_dict(self) -> dict:
+        """The JSON contract: one versioned document, unknown values null, counts integers."""
         d = {"schema": SCHEMA, "tracekit_version": __version__}
         for f in fields(self):
             if not f.name.startswith("_"):
-                d[f.name] = _clean(getattr(self, f.name))
+                d[f.metadata.get("json", f.name)] = _clean(getattr(self, f.name))
         return d
+
+    # -- DataFrames (tracekit/frames.py) --------------------------------------------------------
+    @property
+    def steps(self) -> pl.DataFrame:
+        """One row per detected step: latency, GPU busy, idle by class, counts, floor."""
+        from tracekit.frames import steps_frame
+
+        return steps_frame(self.step_rows)
+
+    @functools.cached_property
+    def gaps(self) -> pl.DataFrame:
+        """One row per GPU idle gap: step, start, duration, class, the op that ended it, host op."""
+        from tracekit.frames import GAPS_SCHEMA, gaps_frame
+
+        if self._trace is None or self._steps is None or not self._trace.has_gpu:
+            return pl.DataFrame(schema=GAPS_SCHEMA)
+        host_ops = None
+        if self._host is not None:
+            host_ops = {(s, a): op for s, a, op in
+                        self._host.gaps.select("step", "start_ns", "op").iter_rows()}
+        return gaps_frame(self._trace, self._steps, host_ops)
+
+    @functools.cached_property
+    def kernels(self) -> pl.DataFrame:
+        """Every kernel name over the decode steps: category, ms and calls per step, median µs."""
+        from tracekit.frames import kernels_frame
+
+        if self._steps is None:
+            return pl.DataFrame(self.top_kernels)
+        return kernels_frame(self._steps)
+
+    @property
+    def categories(self) -> pl.DataFrame:
+        """Kernel categories per decode step (the contract's ``kernels_by_category``)."""
+        from tracekit.frames import categories_frame
+
+        return categories_frame(self.kernels_by_category)
+
+    def to_pandas(self, name: str | None = None):
+        """``steps``, ``gaps``, ``kernels`` or ``categories`` as a pandas DataFrame; all four in a
+        dict when ``name`` is None. Needs pandas (not pyarrow)."""
+        from tracekit.frames import FRAMES, to_pandas
+
+        if name is None:
+            return {n: to_pandas(getattr(self, n)) for n in FRAMES}
+        if name not in FRAMES:
+            raise BadInput(f"unknown table {name!r}; known: {', '.join(FRAMES)}")
+        return to_pandas(getattr(self, name))
+
+    # -- reports --------------------------------------------------------------------------------
+    def to_markdown(self) -> str:
+        """The Markdown summary (``tracekit explain --markdown``), to paste into an issue."""
+        from tracekit.report.markdown import render_markdown
+
+        return render_markdown(self.to_dict())
+
+    def to_html(self, path: str | Path | None = None, *, plotlyjs: str = "inline") -> str:
+        """The self-contained HTML report (``tracekit explain --html``); written to ``path``
+        (atomically) when given. ``plotlyjs="cdn"`` makes a small file that needs the network."""
+        from tracekit.report.html import render_html
+
+        page = render_html(self.to_dict(), self.timeline, plotlyjs=plotlyjs)
+        if path is not None:
+            from tracekit.fileio import atomic_write_text
+
+            atomic_write_text(path, page)
+        return page
+
+    def figures(self) -> dict:
+        """The HTML report's plotly figures by name: ``waterfall``, ``steps``, ``timeline``
+        (absent when there is nothing to draw)."""
+        from tracekit.report.html import figures
+
+        return figures(self.to_dict(), self.timeline)
+
+    def _repr_html_(self) -> str:
+        from tracekit.report.html import render_compact
+
+        return render_compact(self.to_dict())
+
+    def __repr__(self) -> str:
+        what = " on ".join(str(x) for x in (self.model.get("name"), self.gpu.get("name")) if x)
+        lat = self.summary.get("latency_ms")
+        return (f"<Explanation {what or self.source.get('file')}: "
+                f"{self.source.get('decode_steps')} decode steps"
+                f"{f', {lat:.3f} ms/step' if lat is not None else ''} — {self.verdict}>")
 
 
 def _clean(v):
@@ -156,11 +266,12 @@ def explain(
             "arch": gspec.arch if gspec else None, "peak_gbps": peak, "peak_source": peak_src,
             "measured_gbps": measured,
         },
-        steps=rows, summary=summary, floor=floor, decomposition=decomp, whatif=whatif,
+        step_rows=rows, summary=summary, floor=floor, decomposition=decomp, whatif=whatif,
         kernels_by_category=kcat,
         top_kernels=top_kernels(steps, 10).to_dicts() if tr.has_gpu else [],
         verdict="", warnings=warnings, host=host, unprofiled=real,
-        _timeline=functools.partial(_timeline, tr, steps, table),
+        _timeline=functools.partial(_timeline, tr, steps, table), _trace=tr, _steps=steps,
+        _host=attribution,
     )
     explanation.verdict = verdict(explanation)
     return explanation
@@ -671,3 +782,18 @@ def verdict(e: Explanation) -> str:
                 f"the kernels, not launches, are what to speed up{graphs}.")
     return (f"GPU-busy: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step "
             f"({1 - share:.0%}); {floor_part}{graphs}.")
+
+
+# -- `tracekit.explain(...)` ------------------------------------------------------------------
+class _CallableModule(types.ModuleType):
+    """Importing a submodule sets it as an attribute of its package, so ``tracekit.explain`` is
+    this module whatever ``tracekit/__init__.py`` says; making the module callable lets
+    ``tracekit.explain(path)`` be the function too without importing polars at ``import
+    tracekit``."""
+
+    def __call__(self, trace: str | Path | Trace, **options) -> Explanation:
+        return explain(trace, **options)
+
+
+__signature__ = inspect.signature(explain)
+sys.modules[__name__].__class__ = _CallableModule

@@ -274,7 +274,7 @@ def stall_table(h: HostAttribution, step_ids: list[int], latency_ms: float | Non
         return []
     inst = g.group_by("step", "frame", "op", "op_start_ns", "op_end_ns").agg(
         (pl.col("end_ns") - pl.col("start_ns")).sum().alias("idle_ns"),
-        pl.col("stack").first(), pl.col("start_ns").min().alias("gap_start_ns"))
+        pl.col("stack").first(), pl.col("start_ns").min().alias("gap_start_ns")).sort("gap_start_ns")
     groups: dict[tuple, list[dict]] = {}
     for r in inst.iter_rows(named=True):
         groups.setdefault((r["op"], r["stack"]), []).append(r)
@@ -302,7 +302,7 @@ def stall_table(h: HostAttribution, step_ids: list[int], latency_ms: float | Non
             "cause_id": cause.name if cause else None,
             "sources": list(cause.sources) if cause else [],
         })
-    return sorted(out, key=lambda r: -r["ms_per_step"])
+    return sorted(out, key=lambda r: (-r["ms_per_step"], r["op"], r["stack"]))
 
 
 def _normal_cost(h: HostAttribution, step_ids: list[int]) -> dict[str, float]:
@@ -329,6 +329,7 @@ def by_op_table(h: HostAttribution, step_ids: list[int], n: int = 15) -> list[di
         (dur.filter(pl.col("stall")).sum() / k / 1e6).alias("stall_ms_per_step"),
         (dur.median() / 1e3).alias("median_gap_us"),
     )
+    agg = agg.sort("op")  # group order varies run to run; a float sum must not
     total = agg["ms_per_step"].sum() or 1.0
     return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
-        "ms_per_step", descending=True).head(n).to_dicts()
+        ["ms_per_step", "op"], descending=[True, False]).head(n).to_dicts()

@@ -496,6 +496,10 @@ def _launches(doc: dict) -> Html:
 
 
 def _whatifs(doc: dict) -> Html:
+    return _section("What-ifs", _whatif_table(doc), sid="whatif")
+
+
+def _whatif_table(doc: dict) -> Html:
     w = doc.get("whatif") or {}
     graphs_model = w.get("cuda_graphs_model") or "—"
     floor_model = w.get("at_floor_model") or "—"
@@ -504,8 +508,7 @@ def _whatifs(doc: dict) -> Html:
             ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
              floor_model]]
     note = f'<p class="small">CUDA Graphs: {esc(w["note"])}.</p>' if w.get("note") else ""
-    return _section("What-ifs", _table(["scenario", "ms / step", "speed-up", "model"], rows,
-                                       num={1, 2}) + note, sid="whatif")
+    return Html(_table(["scenario", "ms / step", "speed-up", "model"], rows, num={1, 2}) + note)
 
 
 def _floor(doc: dict) -> Html:
@@ -626,6 +629,71 @@ def _footer(doc: dict) -> Html:
                 f"{esc(doc.get('schema'))} · the JSON document is embedded in this file "
                 "(<code>#tracekit-doc</code>).</footer>")
 
+
+
+# -- for notebooks and the Python API ---------------------------------------------------------
+def figures(doc: dict, timeline: dict | None = None) -> dict[str, go.Figure]:
+    """The report's plotly figures by name (``waterfall``, ``steps``, ``timeline``), for a
+    notebook; a figure with nothing to draw is left out."""
+    out: dict[str, go.Figure] = {}
+    if (doc.get("decomposition") or {}).get("latency_ms") is not None:
+        out["waterfall"] = _waterfall(doc)
+    shown = [r for r in doc.get("steps") or [] if r.get("kind") == "decode"
+             and r.get("latency_ms") is not None and r.get("gpu_busy_ms") is not None]
+    if shown:
+        out["steps"] = _step_bars(shown)
+    if timeline and timeline.get("ops"):
+        out["timeline"] = _timeline_fig(timeline)
+    return out
+
+
+def render_compact(doc: dict) -> Html:
+    """The compact report a notebook cell shows for an Explanation: verdict, key numbers, the
+    decomposition and the what-ifs (no plotly.js, no figures: ``figures()`` has those)."""
+    dec = doc.get("decomposition") or {}
+    lat = dec.get("latency_ms")
+    parts = [Html(f'<div class="eyebrow">tracekit · {esc(_subject(doc))}</div>'), _verdict(doc),
+             _kpis(doc), _warnings(doc)]
+    if lat is not None:
+        rows, classes = [], []
+        for key, label, v, color in _terms(doc):
+            rows.append([_swatch(color, label), _f(v), _share(v, lat)])
+            classes.append("sub" if key in GAP_CLASSES else "")
+        rows.append([_swatch(TERM_COLORS["latency"], "latency"), _f(lat), "100%"])
+        classes.append("total")
+        parts.append(Html("<h3>Where each step's time goes</h3>") + _table(
+            ["term", "ms", "share"], rows, num={1, 2}, row_class=classes, cls="decomp"))
+    parts.append(Html("<h3>What-ifs</h3>") + _whatif_table(doc))
+    return Html(f'<div class="tracekit-compact"><style>{COMPACT_CSS}</style>{"".join(parts)}'
+                "</div>")
+
+
+COMPACT_CSS = """
+.tracekit-compact{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
+  color:#1a202c;max-width:1100px}
+.tracekit-compact .eyebrow{font-size:11px;letter-spacing:.08em;text-transform:uppercase;
+  color:#5f6b7a;font-weight:650}
+.tracekit-compact .verdict{margin:8px 0 12px;border-left:5px solid #1f4e8c;padding:6px 14px;
+  background:#f7f9fc}
+.tracekit-compact .verdict p{font-size:16px;margin:2px 0;font-weight:550}
+.tracekit-compact .verdict .eyebrow{display:none}
+.tracekit-compact .kpis{display:grid;grid-template-columns:repeat(6,minmax(0,1fr));gap:8px}
+.tracekit-compact .kpi{border:1px solid #e3e8ee;border-radius:8px;padding:8px 10px}
+.tracekit-compact .kpi .label{font-size:11px;color:#5f6b7a;text-transform:uppercase}
+.tracekit-compact .kpi .value{font-size:18px;font-weight:700}
+.tracekit-compact .kpi .note{font-size:12px;color:#5f6b7a}
+.tracekit-compact h3{font-size:14px;margin:14px 0 4px}
+.tracekit-compact table{border-collapse:collapse;font-size:13px}
+.tracekit-compact th,.tracekit-compact td{padding:3px 10px;border-bottom:1px solid #e3e8ee;
+  text-align:left}
+.tracekit-compact .num{text-align:right;font-variant-numeric:tabular-nums}
+.tracekit-compact tr.sub td:first-child{padding-left:24px}
+.tracekit-compact tr.total td{font-weight:700}
+.tracekit-compact .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;
+  margin-right:6px}
+.tracekit-compact .callout{background:#fffaeb;border:1px solid #f5d88a;padding:6px 12px;
+  margin-top:8px}
+"""
 
 CSS = """
 :root{--ink:#1a202c;--muted:#5f6b7a;--line:#e3e8ee;--bg:#f4f6f9;--accent:#1f4e8c}
