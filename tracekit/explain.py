@@ -38,7 +38,7 @@ from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_k
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
-from tracekit.specs.models import ModelSpec, dtype_bytes, get_model
+from tracekit.specs.models import ModelSpec, get_model
 from tracekit.steps import Steps, detect_steps
 from tracekit.trace import Trace, load
 
@@ -624,9 +624,8 @@ def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -
     rows = kernel_categories(steps).to_dicts()
     model_bytes: dict[str, float] = {}
     if spec is not None and floor.get("kv_read_bytes") is not None:
-        linear = spec.layer_params() - 2 * spec.hidden  # all but the two norms
         model_bytes = {
-            "gemm": (spec.layers * linear + spec.vocab * spec.hidden) * dtype_bytes(dtype),
+            "gemm": spec.gemm_bytes(dtype),
             "attention": floor["kv_read_bytes"],
         }
     for r in rows:
