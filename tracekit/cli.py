@@ -76,11 +76,13 @@ _BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
 @click.option("--ctx", type=int, help="Context length at the first profiled step.")
 @click.option("--gpu", help="GPU name, overriding the trace's device name.")
 @click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
-@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16).")
+@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor.")
+@click.option("--group-size", type=int, help="int4 group size (default 128).")
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
 @click.option("--graph-trace", type=click.Path(path_type=Path), help="A CUDA-graph trace to calibrate the what-if.")
+@click.option("--unprofiled-ms", type=float, help="The measured unprofiled ms per decode step (explains the real step).")
 def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model, ctx, gpu,
-            bandwidth, dtype, convention, graph_trace) -> None:
+            bandwidth, dtype, group_size, convention, graph_trace, unprofiled_ms) -> None:
     """Break each decode step into memory floor, kernel excess and launch overhead.
 
     Example: tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --html report.html
@@ -92,10 +94,14 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
     if plotlyjs not in ("inline", "cdn"):
         _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
+        if group_size is not None:
+            from tracekit.specs.quant import with_group_size
+
+            dtype = with_group_size(dtype or "int4", group_size)
         result = run_explain(
             sample_path() if sample else trace, step_marker=step_marker, model=model, ctx=ctx,
             gpu=gpu, bandwidth_gbps=bandwidth, dtype=dtype, convention=convention,
-            graph_trace=graph_trace,
+            graph_trace=graph_trace, unprofiled_ms=unprofiled_ms,
         )
         doc = result.to_dict()
         if markdown is not None:
@@ -164,9 +170,10 @@ def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) 
 @click.option("--model", required=True, help="Model name or config.json path.")
 @click.option("--ctx", type=int, default=2048, show_default=True, help="Context length (tokens in the KV cache).")
 @click.option("--gpu", help="One GPU (default: every known GPU).")
-@click.option("--dtype", default="bf16", show_default=True, help="Weight/KV dtype.")
+@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp32, or a weight-only format: int8 | fp8 | int4 | nf4 (scales and zeros counted; KV stays bf16).")
+@click.option("--group-size", type=int, help="int4 group size (default 128): one fp16 scale + 4-bit zero per group.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
-def floor(model, ctx, gpu, dtype, as_json) -> None:
+def floor(model, ctx, gpu, dtype, group_size, as_json) -> None:
     """The analytic memory floor of one decode step — no trace needed.
 
     Example: tracekit floor --model qwen2.5-7b --ctx 2048 --gpu H100
@@ -174,10 +181,12 @@ def floor(model, ctx, gpu, dtype, as_json) -> None:
     from tracekit.floor import floor_table
     from tracekit.specs.gpus import get_gpu
     from tracekit.specs.models import get_model
+    from tracekit.specs.quant import with_group_size
 
     try:
         if ctx < 0:
             raise BadInput(f"--ctx must be >= 0, got {ctx}")
+        dtype = with_group_size(dtype, group_size)
         spec = get_model(model)
         rows = floor_table(spec, ctx, gpus=[get_gpu(gpu)] if gpu else None, dtype=dtype)
     except TracekitError as exc:

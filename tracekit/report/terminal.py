@@ -185,3 +185,24 @@ def render_floor(spec, ctx: int, dtype: str, rows: list[dict], console: Console 
     console.print(t)
     console.print("[dim]exact: weights read (one embedding row, lm_head in full) + KV read + KV "
                   "written; W+K: the study's all weights + KV. Datasheet peak bandwidth.[/]")
+    ref = next((r["study_reference"] for r in rows if r.get("study_reference")), None)
+    if ref:
+        _render_reference(ref, console)
+
+
+def _render_reference(ref: list[dict], console: Console) -> None:
+    """The study's measured L4 decode paths against the floor of each path's weight format."""
+    t = Table(title=f"Reference rows — the study's measured decode paths on {escape(ref[0]['gpu'])} "
+                    f"(Qwen-2.5-7B, ctx {ref[0]['ctx']})", title_justify="left")
+    for col in ("path", "ms/step", "R_floor", "R (W+K)", "vs bf16", "floor allows"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    for r in ref:
+        t.add_row(f"{escape(r['path'])} ({escape(r['dtype'])})", f"{r['ms_per_step']:.2f}",
+                  f"{r['r_floor_exact']:.0%}", f"{r['r_floor_all_weights']:.0%}",
+                  f"{r['speedup_vs_bf16']:.2f}×", f"{r['floor_speedup_vs_bf16']:.2f}×")
+    console.print(t)
+    console.print("[dim]R_floor: floor of the path's own weight format (exact bytes; W+K: the study's "
+                  "all weights + KV) ÷ ms/step; vs bf16: the speed-up the path achieved; floor "
+                  "allows: bf16 floor ÷ its floor. Quantized paths keep the embedding, lm_head and "
+                  "KV cache in bf16; int4 = group 128 with fp16 scales and 4-bit zeros, nf4 = bitsandbytes blocks of 64 with "
+                  "double-quantized absmax. R_floor above 100% means the step beat that floor.[/]")
