@@ -275,3 +275,73 @@ def test_committed_capture_blocks_are_kept_whole() -> None:
     t = load(SAMPLES / "llama-3.1-8b_ctx4096_eager.json.gz")
     assert t.capture == raw["tracekit"]
     assert not [w for w in t.warnings if "capture metadata" in w]
+
+
+# --- Nsight SQLite inputs --------------------------------------------------------------------
+def _export(path: Path) -> Path:
+    from test_nsys_reader import build_export
+
+    return build_export(path, meta={"ctx": 2048, "mode": "eager", "versions": {"torch": "2.11"}})
+
+
+@pytest.mark.parametrize("name", ["x%41.sqlite", "q#1.sqlite", "a?mode=rw.sqlite", "sp ace.sqlite"])
+def test_sqlite_names_are_uri_encoded(tmp_path, name) -> None:
+    ref = load(_export(tmp_path / "ref.sqlite"))
+    p = _export(tmp_path / name)
+    (tmp_path / "xA.sqlite").write_bytes(b"not this one")
+    t = load(p)
+    assert t.gpu_ops.equals(ref.gpu_ops) and t.meta["format"] == "nsys"
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted({"ref.sqlite", name, "xA.sqlite"})
+
+
+def test_sqlite_text_and_blob_values_and_views(tmp_path) -> None:
+    import sqlite3
+
+    p = _export(tmp_path / "r.sqlite")
+    ref = load(p)
+    con = sqlite3.connect(p)
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET streamId = 'seven', deviceId = x'00' "
+                "WHERE rowid = 1")
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET start = 'soon' WHERE rowid = 2")
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_RUNTIME SET correlationId = 'x'")
+    con.commit()
+    con.close()
+    t = load(p)
+    assert t.gpu_ops.height == ref.gpu_ops.height - 1  # the row without an integer start
+    assert t.gpu_ops["stream"].null_count() == 1 and t.launches["correlation"].null_count() == \
+        t.launches.height
+    con = sqlite3.connect(p)
+    con.execute("ALTER TABLE CUPTI_ACTIVITY_KIND_KERNEL RENAME TO k_real")
+    con.execute("CREATE VIEW CUPTI_ACTIVITY_KIND_KERNEL AS WITH RECURSIVE r(x) AS "
+                "(SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT x AS start FROM r")
+    con.commit()
+    con.close()
+    assert "no CUPTI_ACTIVITY_KIND_KERNEL table" in _err(p)
+
+
+def test_sqlite_temp_copy_removed_on_sigterm(tmp_path) -> None:
+    import signal
+    import time
+
+    p = _export(tmp_path / "r.sqlite")
+    gz = tmp_path / "r.sqlite.gz"
+    gz.write_bytes(gzip.compress(p.read_bytes()))
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    code = ("import sys, time, tracekit.trace.nsys as n\n"
+            "orig = n._read\n"
+            "def slow(con, p):\n"
+            "    print('reading', flush=True); time.sleep(30); return orig(con, p)\n"
+            "n._read = slow\n"
+            "from tracekit.trace import load\n"
+            "load(sys.argv[1])\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(gz)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmpdir)})
+    assert proc.stdout.readline().strip() == "reading"
+    assert len(list(tmpdir.iterdir())) == 1  # the inflated copy exists while reading
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    time.sleep(0.1)
+    assert proc.returncode == 143 and "Traceback" not in proc.stderr.read()
+    assert list(tmpdir.iterdir()) == []
