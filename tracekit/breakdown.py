@@ -107,6 +107,30 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
     }
 
 
+GAPS_SCHEMA = {"step": pl.Int64, "start_ns": pl.Int64, "end_ns": pl.Int64, "class": pl.Utf8}
+
+
+def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",)) -> pl.DataFrame:
+    """Every classified idle gap of the steps of ``kinds``, absolute ns (the same gaps, cut the
+    same way, as :func:`step_table` sums). The op that ends a gap starts at its ``end_ns``."""
+    syncs = _sync_intervals(trace)
+    table = steps.table.sort("step")
+    ops = steps.ops.filter(pl.col("step").is_not_null())
+    by_step = {k[0]: g.sort("start_ns") for k, g in ops.group_by("step")} if ops.height else {}
+    starts = {s: 0 for s in by_step}
+    step_ids = table["step"].to_list()
+    rows: list[tuple] = []
+    for i, (s, kind) in enumerate(zip(step_ids, table["kind"].to_list())):
+        if kind not in kinds or s not in by_step:
+            continue
+        nxt = _next_with_ops(step_ids, i, starts)
+        nxt_op = by_step[nxt].row(0, named=True) if nxt is not None else None
+        gaps: list = []
+        _gpu_metrics(by_step[s], nxt_op, syncs, gaps)
+        rows.extend((s, a, b, c) for a, b, c, *_ in gaps)
+    return pl.DataFrame(rows, schema=GAPS_SCHEMA, orient="row")
+
+
 def _next_with_ops(step_ids: list[int], i: int, starts: dict[int, int]) -> int | None:
     """The next step, if it ran GPU work (its first op ends this step's window)."""
     if i + 1 < len(step_ids) and step_ids[i + 1] in starts:

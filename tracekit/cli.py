@@ -81,8 +81,9 @@ _BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
 @click.option("--group-size", type=int, help="int4 group size (default 128).")
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
 @click.option("--graph-trace", type=click.Path(path_type=Path), help="A CUDA-graph trace to calibrate the what-if.")
+@click.option("--unprofiled-ms", type=float, help="The measured unprofiled ms per decode step (explains the real step).")
 def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model, ctx, gpu,
-            bandwidth, dtype, group_size, convention, graph_trace) -> None:
+            bandwidth, dtype, group_size, convention, graph_trace, unprofiled_ms) -> None:
     """Break each decode step into memory floor, kernel excess and launch overhead.
 
     Example: tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --html report.html
@@ -101,7 +102,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
         result = run_explain(
             sample_path() if sample else trace, step_marker=step_marker, model=model, ctx=ctx,
             gpu=gpu, bandwidth_gbps=bandwidth, dtype=dtype, convention=convention,
-            graph_trace=graph_trace,
+            graph_trace=graph_trace, unprofiled_ms=unprofiled_ms,
         )
         doc = result.to_dict()
         if markdown is not None:

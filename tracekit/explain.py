@@ -32,6 +32,8 @@ from pathlib import Path
 import polars as pl
 
 from tracekit import __version__
+from tracekit import host as host_attr
+from tracekit import unprofiled as unprof
 from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_kernels
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
@@ -79,10 +81,15 @@ class Explanation:
     top_kernels: list[dict]
     verdict: str
     warnings: list[str]
+    #: host attribution (tracekit/host.py): launch issue vs stalls, by op; None without CPU ops
+    host: dict | None = None
+    #: the unprofiled step (tracekit/unprofiled.py); None when its latency is unknown
+    unprofiled: dict | None = None
     # for renderers and DataFrames, not serialized: computed on first use
     _timeline: Callable[[], dict] | None = field(default=None, repr=False)
     _trace: Trace | None = field(default=None, repr=False)
     _steps: Steps | None = field(default=None, repr=False)
+    _host: object | None = field(default=None, repr=False)  # host.HostAttribution
 
     @functools.cached_property
     def timeline(self) -> dict:
@@ -117,7 +124,11 @@ class Explanation:
 
         if self._trace is None or self._steps is None or not self._trace.has_gpu:
             return pl.DataFrame(schema=GAPS_SCHEMA)
-        return gaps_frame(self._trace, self._steps)
+        host_ops = None
+        if self._host is not None:
+            host_ops = {(s, a): op for s, a, op in
+                        self._host.gaps.select("step", "start_ns", "op").iter_rows()}
+        return gaps_frame(self._trace, self._steps, host_ops)
 
     @functools.cached_property
     def kernels(self) -> pl.DataFrame:
@@ -208,6 +219,7 @@ def explain(
     dtype: str | None = None,
     convention: str = "exact",
     graph_trace: str | Path | Trace | None = None,
+    unprofiled_ms: float | None = None,
 ) -> Explanation:
     """Explain a decode trace. Flags override what the trace's capture metadata says."""
     if convention not in CONVENTIONS:
@@ -216,6 +228,7 @@ def explain(
         raise BadInput(f"--ctx must be >= 0, got {ctx}")
     if bandwidth_gbps is not None and not bandwidth_gbps > 0:
         raise BadInput(f"--bandwidth must be a positive number of GB/s, got {bandwidth_gbps}")
+    unprof.check_flag(unprofiled_ms, None)
     tr = trace if isinstance(trace, Trace) else load(trace)
     steps = detect_steps(tr, step_marker=step_marker)
     table = step_table(tr, steps)
@@ -235,6 +248,15 @@ def explain(
     decomp = _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings)
     gap_ns, gap_src = _graph_gap(graph_trace, gspec, tr, step_marker)
     whatif = _whatif(summary, decomp, peak, gap_ns, gap_src)
+    unprof.check_flag(unprofiled_ms, summary["gpu_busy_ms"])
+    attribution = host_attr.attribute(tr, steps) if tr.has_gpu else None
+    if attribution is None and tr.has_gpu:
+        warnings.append("no CPU ops in this trace: host attribution (what the host was doing "
+                        "while the GPU waited) needs CPU activity — profile with "
+                        "ProfilerActivity.CPU as well as CUDA")
+    host = _host_section(attribution, rows, summary, decomp)
+    _no_stalls(whatif, summary, host)
+    real = _unprofiled(tr, gspec, unprofiled_ms, summary, decomp, host, whatif, warnings)
     kcat = _categories(steps, spec, dtype, floor)
     explanation = Explanation(
         source=_source(tr, steps, rows),
@@ -247,8 +269,9 @@ def explain(
         step_rows=rows, summary=summary, floor=floor, decomposition=decomp, whatif=whatif,
         kernels_by_category=kcat,
         top_kernels=top_kernels(steps, 10).to_dicts() if tr.has_gpu else [],
-        verdict="", warnings=warnings,
+        verdict="", warnings=warnings, host=host, unprofiled=real,
         _timeline=functools.partial(_timeline, tr, steps, table), _trace=tr, _steps=steps,
+        _host=attribution,
     )
     explanation.verdict = verdict(explanation)
     return explanation
@@ -459,6 +482,139 @@ def _whatif(summary, decomp, peak, gap_ns, gap_src) -> dict:
     return w
 
 
+# -- host attribution and the unprofiled step -------------------------------------------------
+def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | None:
+    """The JSON ``host`` section: launch issue vs stalls (medians over the timed decode steps).
+    ``launch_issue_ms + stall_ms`` is the decomposition's ``host_bound`` term exactly."""
+    if h is None:
+        return None
+    timed = [r["step"] for r in rows if r["kind"] == "decode" and r["latency_ms"] is not None]
+    ids = timed or [r["step"] for r in rows if r["kind"] == "decode"]
+    per = h.steps.filter(pl.col("step").is_in(ids))
+    med = {c: _median(per[c].to_list()) for c in
+           ("stall_ns", "stall_host_ns", "issue_median_ns", "threshold_ns", "events", "cpu_ops")}
+    host_bound = (decomp.get("launch_overhead_by_class_ms") or {}).get("host_bound")
+    stall_ms = med["stall_ns"] / 1e6 if med["stall_ns"] is not None else 0.0
+    issue_ms = max(host_bound - stall_ms, 0.0) if host_bound is not None else None
+    # host time per launch outside stalls: first to last launch of the step, minus stalls
+    per_launch = [(sp - st) / (n - 1) / 1e3 for sp, st, n in
+                  per.select("launch_span_ns", "stall_host_ns", "launches").iter_rows() if n > 1]
+    lat = summary.get("latency_ms")
+    return {
+        "basis": "profiled; medians over decode steps",
+        "launch_issue_ms": issue_ms,
+        "stall_ms": stall_ms,
+        "stall_host_ms": med["stall_host_ns"] / 1e6 if med["stall_host_ns"] is not None else None,
+        "us_per_launch": _median(per_launch),
+        "issue_interval_median_us": (med["issue_median_ns"] / 1e3
+                                     if med["issue_median_ns"] is not None else None),
+        "stall_threshold_us": med["threshold_ns"] / 1e3 if med["threshold_ns"] is not None else None,
+        "events_per_step": int(med["events"]) if med["events"] is not None else None,
+        "rule": (f"stall: one CPU op holding >= {host_attr.STALL_FACTOR:g}x the step's median "
+                 f"launch-to-launch interval and >= {host_attr.STALL_MIN_NS / 1e3:g} us of "
+                 "host-bound idle; the rest of host_bound is launch issue"),
+        "stalls": host_attr.stall_table(h, ids, lat),
+        "by_op": host_attr.by_op_table(h, ids),
+    }
+
+
+def _stall_normal_ms(host: dict) -> float:
+    """What issuing the stalling ops costs when they do not stall (ms per step)."""
+    return sum(s["per_step"] * (s["normal_us"] or 0.0) / 1e3 for s in host["stalls"])
+
+
+def _no_stalls(whatif: dict, summary: dict, host: dict | None) -> None:
+    """The "without the stalls" what-if on the profiled step: minus the stall idle, plus what
+    issuing those ops normally costs (the same op's median host time when it does not stall)."""
+    lat, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
+    whatif.update(no_stalls_ms=None, no_stalls_speedup=None)
+    if host is None or lat is None or not host["stalls"]:
+        return
+    ms = max(lat - host["stall_ms"] + _stall_normal_ms(host), busy or 0.0)
+    whatif.update(no_stalls_ms=ms, no_stalls_speedup=lat / ms if ms else None)
+
+
+def _unprofiled(tr: Trace, gspec, flag_ms, summary, decomp, host, whatif, warnings) -> dict | None:
+    """The JSON ``unprofiled`` section (see tracekit/unprofiled.py), or None when unknown."""
+    p, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
+    cap = unprof.from_capture(tr.capture)
+    if flag_ms is not None:
+        u, source = float(flag_ms), "flag"
+    elif cap is not None:
+        u, source = cap["latency_ms"], "capture"
+    else:
+        return None
+    out = {"latency_ms": u, "source": source, "profiler_overhead": p / u if p else None,
+           "profiled_latency_ms": p, "samples": None, "decomposition": None,
+           "whatif": {"cuda_graphs_ms": whatif.get("cuda_graphs_ms"), "cuda_graphs_speedup": None,
+                      "no_stalls_ms": None, "no_stalls_speedup": None},
+           "model": None, "calibration": None, "estimate": True, "reliable": True, "host": None}
+    if cap is not None and source == "capture":
+        out["samples"] = {k: cap[k] for k in ("before_ms", "after_ms", "sessions",
+                                              "sessions_median_ms")}
+        out["samples"]["n"] = len(cap["samples"])
+        out["reliable"] = _sample_warnings(cap, warnings)
+    if p is not None and p < u:
+        out["reliable"] = False
+        warnings.append(
+            f"the profiled step ({p:.1f} ms) is faster than the unprofiled one ({u:.1f} ms; "
+            f"profiler overhead {p / u:.2f}x < 1): the host's speed drifted between timing and "
+            "profiling, so the unprofiled numbers are unreliable — re-capture on a quiet host "
+            "(tracekit capture times unprofiled steps before and after the window) or pass "
+            "--unprofiled-ms from a stable run")
+    if busy is None or p is None:
+        return out
+    classes = decomp.get("launch_overhead_by_class_ms") or {}
+    other = sum(v or 0.0 for c, v in classes.items() if c != "host_bound")
+    dec = {"floor_ms": decomp.get("floor_ms"), "kernel_excess_ms": decomp.get("kernel_excess_ms"),
+           "launch_overhead_ms": u - busy, "launch_issue_ms": None, "stall_ms": None,
+           "other_idle_ms": other}
+    out["decomposition"] = dec
+    if whatif.get("cuda_graphs_ms"):
+        out["whatif"]["cuda_graphs_speedup"] = u / whatif["cuda_graphs_ms"]
+    if host is None:
+        return out
+    cal = unprof.calibration(tr.meta.get("gpu_name"))
+    sp = unprof.split(u=u, p=p, busy=busy, other=other, stall_p=host["stall_ms"],
+                      events=host["events_per_step"] or 0, cost_ns=cal[0] if cal else None)
+    dec.update(launch_issue_ms=sp["launch_issue_ms"], stall_ms=sp["stall_ms"])
+    out["calibration"] = (cal[1] if cal and host["stall_ms"] > 0 else
+                          "none needed: no stall" if host["stall_ms"] <= 0 else
+                          "no per-event profiler cost measured for this machine: the split of "
+                          "launch overhead into issue and stalls is unknown")
+    if host["stall_ms"] <= 0:
+        out["model"] = "no stall: launch issue is the rest of the unprofiled step"
+    elif sp["cost_us_per_event"] is not None:
+        out["model"] = ("per-event profiler cost: the profiled host issue time less "
+                        f"{sp['cost_us_per_event']:.2f} µs per recorded event; stalls are the rest")
+    out["host"] = {"launch_issue_ms": sp["launch_issue_ms"], "stall_ms": sp["stall_ms"],
+                   "host_issue_ms": sp["host_issue_ms"],
+                   "cost_us_per_event": sp["cost_us_per_event"]}
+    if sp["stall_ms"] is not None and host["stalls"]:
+        scale = (sp["host_issue_ms"] / (p - host["stall_ms"] - other)
+                 if sp["host_issue_ms"] and p - host["stall_ms"] - other > 0 else 1.0)
+        ms = max(u - sp["stall_ms"] + _stall_normal_ms(host) * scale, busy)
+        out["whatif"].update(no_stalls_ms=ms, no_stalls_speedup=u / ms)
+    return out
+
+
+def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
+    """Warn about unprofiled samples no single number summarizes; True when none applies."""
+    modes = unprof.bimodal(cap["samples"])
+    if modes:
+        warnings.append(
+            f"the unprofiled samples are bimodal (clusters near {modes[0]:.1f} and {modes[1]:.1f} "
+            f"ms; median {cap['latency_ms']:.1f} ms): the host changed speed while timing, so no "
+            "single number is the real step — re-capture on a quiet host, with more sessions, "
+            "or pass --unprofiled-ms with the value you trust")
+    b, a = cap.get("before_ms"), cap.get("after_ms")
+    if b and a and abs(a - b) > unprof.DRIFT_TOLERANCE * min(a, b):
+        warnings.append(
+            f"the unprofiled step was {b:.1f} ms before the profiled window and {a:.1f} ms after "
+            "it: the host drifted during the capture; the trace sits between the two")
+    return not modes
+
+
 # -- sections ---------------------------------------------------------------------------------
 def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -> list[dict]:
     """Kernel categories, with the model's bytes where the model says which category moves them:
@@ -527,8 +683,61 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
+def _real(e: Explanation) -> dict | None:
+    """The unprofiled section when it is trustworthy enough to lead the verdict."""
+    u = e.unprofiled
+    if not u or not u.get("decomposition") or not u.get("reliable"):
+        return None
+    return u
+
+
+def _stall_clause(st: dict) -> str:
+    n = st["per_step"]
+    what = "one stall per step" if 0.9 <= n <= 1.1 else f"{n:.1f} stalls per step"
+    why = f" ({st['short_cause']})" if st.get("short_cause") else ""
+    return f"{what} in {st['op']}{why}"
+
+
+def _host_verdict(e: Explanation, lat: float, floor_part: str, graphs: str) -> str | None:
+    """Host-bound steps: a stall or the steady per-launch issue cost, whichever dominates."""
+    h = e.host
+    if not h:
+        return None
+    real = _real(e)
+    basis, stall, issue, no_stalls = lat, h["stall_ms"], h["launch_issue_ms"], e.whatif
+    tag = ""
+    if real and real["decomposition"].get("stall_ms") is not None:
+        basis, stall = real["latency_ms"], real["decomposition"]["stall_ms"]
+        issue, no_stalls = real["decomposition"]["launch_issue_ms"], real["whatif"]
+        tag = (f" (unprofiled, estimated; the profiled trace shows {_fmt_ms(h['stall_ms'])} of "
+               f"{_fmt_ms(lat)})")
+    elif real:
+        tag = f" (profiled; the unprofiled step is {_fmt_ms(real['latency_ms'])})"
+    if h["stalls"] and stall is not None and issue is not None and stall >= issue:
+        st = h["stalls"][0]
+        fix = f": {st['short_advice']}" if st.get("short_advice") else ""
+        without = ""
+        if no_stalls.get("no_stalls_ms"):
+            without = (f"; without it ≈{_fmt_ms(no_stalls['no_stalls_ms'])} "
+                       f"(≈{no_stalls['no_stalls_speedup']:.1f}×)")
+        return (f"Host-stalled: {_fmt_ms(stall)} of each {_fmt_ms(basis)} step{tag} is "
+                f"{_stall_clause(st)}{fix}{without}.")
+    per = f" ({h['us_per_launch']:.0f} µs of host time per launch)" if h.get("us_per_launch") else ""
+    also = ""
+    if h["stalls"] and h["stalls"][0]["share"] and h["stalls"][0]["share"] >= 0.1:
+        also = f"; besides, {_stall_clause(h['stalls'][0])}"
+    if real:
+        share = (real["decomposition"]["launch_overhead_ms"] or 0) / real["latency_ms"]
+        return (f"Launch-bound: {share:.0%} of each {_fmt_ms(real['latency_ms'])} step "
+                f"(unprofiled) is the GPU waiting for the host to issue ops{per}; {floor_part}"
+                f"{graphs}{also}.")
+    share = (e.decomposition.get("launch_overhead_ms") or 0) / lat
+    return (f"Launch-bound: {share:.0%} of each {_fmt_ms(lat)} step is the GPU waiting for the "
+            f"host to issue ops{per}; {floor_part}{graphs}{also}.")
+
+
 def verdict(e: Explanation) -> str:
-    """One sentence with the numbers that matter."""
+    """One sentence with the numbers that matter: the dominant cause first."""
     s, d, w = e.summary, e.decomposition, e.whatif
     lat, busy = s.get("latency_ms"), s.get("gpu_busy_ms")
     if lat is None:
@@ -541,15 +750,22 @@ def verdict(e: Explanation) -> str:
     floor = d.get("floor_ms")
     floor_part = (f"the weights+KV floor is {_fmt_ms(floor)} (R_floor {d['r_floor']:.0%})"
                   if floor else "no memory floor (" + (e.floor.get("missing") or "") + ")")
+    real = _real(e)
     graphs = ""
     if w.get("cuda_graphs_ms"):
+        speedup = (real["whatif"]["cuda_graphs_speedup"] if real and
+                   real["whatif"].get("cuda_graphs_speedup") else w["cuda_graphs_speedup"])
         graphs = (f"; CUDA Graphs would bring the step to ≈{_fmt_ms(w['cuda_graphs_ms'])} "
-                  f"(≈{w['cuda_graphs_speedup']:.1f}×)")
+                  f"(≈{speedup:.1f}×)")
     elif w.get("note") == "the trace already replays CUDA graphs":
         graphs = "; it already replays CUDA graphs"
     classes = d.get("launch_overhead_by_class_ms") or {}
     top = max(classes, key=lambda c: classes[c] or 0) if classes else None
     if share >= 0.5:
+        if top == "host_bound":
+            hv = _host_verdict(e, lat, floor_part, graphs)
+            if hv:
+                return hv
         what = {"host_bound": ("Launch-bound", "the GPU waiting for the host"),
                 "sync": ("Sync-bound", "the GPU idle around host synchronizations"),
                 "launch_latency": ("Launch-latency-bound", "gaps between already-queued kernels"),
