@@ -144,6 +144,22 @@ def test_explain_reads_the_capture(tiny_trace) -> None:
     assert (e.model["name"], e.model["ctx"], e.model["dtype"]) == ("tiny", 36, "fp32")
 
 
+def test_reports_say_a_cpu_capture_has_no_gpu(tiny_trace) -> None:
+    from rich.console import Console
+
+    from tracekit.explain import explain
+    from tracekit.report.terminal import render
+
+    path, _ = tiny_trace
+    e = explain(path)
+    console = Console(record=True, width=100)
+    render(e.to_dict(), console)
+    assert "GPU: none (CPU capture)" in console.export_text()
+    page = e.to_html()
+    assert "GPU: none (CPU capture)" in page, page[page.index("<header"):][:600]
+    assert "None" not in e.to_markdown()
+
+
 # --- modes and model sources --------------------------------------------------------------------
 def test_static_cache_decodes_the_same_tokens_as_eager(monkeypatch) -> None:
     """The static-cache stepper (graphs/compile) rewinds its prepare steps exactly."""

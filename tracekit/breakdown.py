@@ -284,19 +284,23 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
 
     Time here is the sum of op durations (overlapping ops count twice; GPU busy counts the union).
     ``bytes_per_step`` are the bytes the trace records (copies and memsets only; null when none),
-    and ``trace_gbps`` their rate over the ops that carry them.
+    ``trace_gbps`` their rate over the ops that carry them, and ``ops_with_bytes_per_step`` how
+    many of the category's ops carry a byte count (copy *kernels* do not: bytes then cover only
+    part of the category, and the reports say so).
     """
     ops, n_steps = _decode_ops_with_category(steps)
     if ops.height == 0:
         return pl.DataFrame(schema={"category": pl.Utf8, "ms_per_step": pl.Float64,
                                     "share": pl.Float64, "ops_per_step": pl.Float64,
-                                    "bytes_per_step": pl.Float64, "trace_gbps": pl.Float64})
+                                    "bytes_per_step": pl.Float64, "trace_gbps": pl.Float64,
+                                    "ops_with_bytes_per_step": pl.Float64})
     dur = pl.col("end_ns") - pl.col("start_ns")
     known = pl.col("bytes").is_not_null()
     agg = ops.group_by("category").agg(
         (dur.sum() / n_steps / 1e6).alias("ms_per_step"),
         (pl.len() / n_steps).alias("ops_per_step"),
         pl.when(known.any()).then(pl.col("bytes").sum() / n_steps).alias("bytes_per_step"),
+        (known.sum() / n_steps).alias("ops_with_bytes_per_step"),
         pl.when(known.any() & (dur.filter(known).sum() > 0))
         .then(pl.col("bytes").filter(known).sum() / dur.filter(known).sum()).alias("trace_gbps"),
     )
@@ -304,7 +308,8 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
     total = agg["ms_per_step"].sum() or 1.0
     return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
         ["ms_per_step", "category"], descending=[True, False]).select(
-        "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step", "trace_gbps")
+        "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step", "trace_gbps",
+        "ops_with_bytes_per_step")
 
 
 def top_kernels(steps: Steps, n: int | None = 10) -> pl.DataFrame:

@@ -85,6 +85,8 @@ class Explanation:
     host: dict | None = None
     #: the unprofiled step (tracekit/unprofiled.py); None when its latency is unknown
     unprofiled: dict | None = None
+    #: the one context story: prompt length and the KV length over the profiled steps
+    context: dict = field(default_factory=dict)
     # for renderers and DataFrames, not serialized: computed on first use
     _timeline: Callable[[], dict] | None = field(default=None, repr=False)
     _trace: Trace | None = field(default=None, repr=False)
@@ -267,7 +269,7 @@ def explain(
             "measured_gbps": measured,
         },
         step_rows=rows, summary=summary, floor=floor, decomposition=decomp, whatif=whatif,
-        kernels_by_category=kcat,
+        kernels_by_category=kcat, context=_context(tr, decode, floor, model_src, ctx),
         top_kernels=top_kernels(steps, 10).to_dicts() if tr.has_gpu else [],
         verdict="", warnings=warnings, host=host, unprofiled=real,
         _timeline=functools.partial(_timeline, tr, steps, table), _trace=tr, _steps=steps,
@@ -328,8 +330,9 @@ def _step_rows(table: pl.DataFrame, spec, ctx0, dtype, peak, convention) -> list
             "launch_host_ms": _ms(r["launch_host_ns"]), "cpu_ms": _ms(r["cpu_ns"]),
             "ctx": None, "floor_ms": None, "kernel_excess_ms": None, "r_floor": None,
         }
-        if spec is not None and ctx0 is not None and peak is not None:
+        if ctx0 is not None:
             row["ctx"] = ctx0 + i
+        if spec is not None and ctx0 is not None and peak is not None:
             f = step_floor(spec, ctx0 + i, peak, dtype=dtype, convention=convention)
             row["floor_ms"] = f.floor_ms
             if row["gpu_busy_ms"] is not None:
@@ -340,13 +343,20 @@ def _step_rows(table: pl.DataFrame, spec, ctx0, dtype, peak, convention) -> list
     return rows
 
 
-def _median(xs: list) -> float | None:
+def _median(xs: list, *, low: bool = False) -> float | None:
+    """The median; ``low``: the lower middle value of an even count (an observed value, so a
+    median count stays an integer)."""
     xs = sorted(x for x in xs if x is not None)
     if not xs:
         return None
     n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    if n % 2 or low:
+        return xs[(n - 1) // 2]
+    return (xs[n // 2 - 1] + xs[n // 2]) / 2
 
+
+#: counts: their summary is the lower median, an integer (the contract: counts are integers)
+COUNT_KEYS = {"kernels", "memcpys", "memsets", "launches", "graph_launches"}
 
 SUMMARY_KEYS = ["latency_ms", "span_ms", "gpu_busy_ms", "idle_ms", "kernels", "memcpys", "memsets",
                 "launches", "graph_launches", "launch_host_ms", "cpu_ms", "floor_ms",
@@ -360,7 +370,7 @@ def _summary(decode: list[dict]) -> dict:
         r["latency_ms"] is not None for r in decode)}
     for k in SUMMARY_KEYS:
         src = timed if k in ("latency_ms", "gpu_busy_ms", "idle_ms", "r_floor") else decode
-        s[k] = _median([r[k] for r in src])
+        s[k] = _median([r[k] for r in src], low=k in COUNT_KEYS)
     s["idle_by_class_ms"] = {c: _median([r["idle_by_class_ms"][c] for r in timed])
                              for c in GAP_CLASSES}
     s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
@@ -635,6 +645,12 @@ def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -
     return rows
 
 
+#: the capture metadata keys the explanation carries (``source.capture``) for the reports
+CAPTURE_KEYS = ("mode", "ctx", "ctx_first_step", "timing", "profiled", "profiler_overhead_ratio",
+                "command", "created", "device", "dtype", "attention", "timing_after",
+                "timing_sessions", "gpu_clocks_before", "gpu_clocks_after")
+
+
 def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
     cap = tr.capture
     return {
@@ -646,9 +662,27 @@ def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
         "flagged_steps": {k: [r["step"] for r in rows if r["kind"] == k]
                           for k in ("prefill", "partial", "empty") if any(r["kind"] == k for r in rows)},
         "events": tr.meta.get("events"), "skipped_categories": tr.meta.get("skipped_categories"),
-        "capture": {k: cap.get(k) for k in ("mode", "ctx", "ctx_first_step", "timing", "profiled",
-                                            "profiler_overhead_ratio", "command", "created")
-                    if k in cap} if cap else None,
+        "capture": {k: cap.get(k) for k in CAPTURE_KEYS if k in cap} if cap else None,
+    }
+
+
+def _context(tr: Trace, decode: list[dict], floor: dict, model_src, ctx_flag) -> dict:
+    """Which context lengths the numbers are at, named once for every renderer.
+
+    ``prompt_tokens``: the prompt prefilled before decoding (a tracekit capture's ``--ctx``);
+    ``first_step``/``last_step``: tokens in the KV cache at the first and last profiled decode
+    step (the capture's warm-up and timed steps come first, so the first profiled step is past the
+    prompt); ``floor_ctx``: the context the summary's floor is computed at (the median step's).
+    """
+    cap = tr.capture or {}
+    ctxs = [r["ctx"] for r in decode if r.get("ctx") is not None]
+    return {
+        "prompt_tokens": cap.get("ctx") if isinstance(cap.get("ctx"), int) else None,
+        "first_step": min(ctxs) if ctxs else None,
+        "last_step": max(ctxs) if ctxs else None,
+        "floor_ctx": floor.get("ctx"),
+        "source": "flag" if ctx_flag is not None else ("capture" if cap.get(
+            "ctx_first_step", cap.get("ctx")) is not None else None),
     }
 
 

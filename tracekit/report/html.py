@@ -29,6 +29,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from tracekit.errors import BadUsage
+from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
 
 GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
 #: one colour per gap class, the same in every figure and table
@@ -81,7 +82,7 @@ def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inl
         raise BadUsage(f"plotlyjs must be 'inline' or 'cdn', not {plotlyjs!r}")
     sections = [
         _header(doc), _verdict(doc), _kpis(doc), _warnings(doc), _decomposition(doc),
-        _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
+        _capture(doc), _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
         _floor(doc), _environment(doc), _definitions(doc), _footer(doc),
     ]
     title = esc(f"tracekit report — {_subject(doc)}")
@@ -165,8 +166,12 @@ def _swatch(color: str, label: object) -> Html:
 
 def _header(doc: dict) -> Html:
     src = doc.get("source") or {}
-    sub = (f"{esc(src.get('file'))} · {esc(src.get('format'))} · "
+    sub = (f"{esc(src.get('file'))} · {esc(src.get('format'))} · GPU: {esc(gpu_label(doc))} · "
            f"{esc(src.get('decode_steps'))} decode steps found by {esc(src.get('detection_method'))}")
+    ctx = context_line(doc)
+    if ctx:
+        sub += f'<br><span id="context">Context: {esc(ctx)}</span>'
+
     return Html(f'<header><div class="eyebrow">tracekit · batch-1 decode report</div>'
                 f"<h1>{esc(_subject(doc))}</h1><p class=\"sub\">{sub}</p></header>")
 
@@ -437,6 +442,7 @@ def _kernels(doc: dict) -> Html:
     cats = doc.get("kernels_by_category") or []
     if not cats:
         return _section("Kernels", "<p>No GPU ops in the decode steps.</p>", sid="kernels")
+    with_bytes = any(category_bytes(c) for c in cats)  # a byte column only where bytes exist
     rows = []
     for c in cats:
         share = c.get("share")
@@ -444,13 +450,17 @@ def _kernels(doc: dict) -> Html:
                    f"</span>{esc(_f(share, '{:.1%}'))}")
         rows.append([_swatch(CATEGORY_COLORS.get(c.get("category"), CATEGORY_COLORS["other"]),
                              c.get("category")), _f(c.get("ms_per_step")), bar,
-                     _f(c.get("ops_per_step"), "{:.0f}"), _bytes(c.get("bytes_per_step")),
-                     _f(c.get("achieved_gbps"), "{:.0f}")])
-    cat_table = _table(["category", "ms / step", "time share", "ops / step", "bytes / step",
-                        "achieved GB/s"], rows, num={1, 2, 3, 4, 5}, cls="cats")
+                     _f(c.get("ops_per_step"), "{:.0f}")]
+                    + ([category_bytes(c) or "—"] if with_bytes else [])
+                    + [_f(c.get("achieved_gbps"), "{:.0f}")])
+    headers = (["category", "ms / step", "time share", "ops / step"]
+               + (["bytes / step (recorded)"] if with_bytes else []) + ["achieved GB/s"])
+    cat_table = _table(headers, rows, num=set(range(1, len(headers))), cls="cats")
     note = ('<p class="small">Time is the sum of op durations per decode step (overlapping ops '
-            "count twice; GPU busy counts the union). Bytes are those the trace records (copies, "
-            "memsets); “—” where none are known.</p>")
+            "count twice; GPU busy counts the union). Recorded bytes are those the trace carries "
+            "(copies, memsets; copy <em>kernels</em> carry none). Achieved GB/s: the model's "
+            "bytes for the category (weights for GEMMs, the KV cache for attention) ÷ its time."
+            "</p>")
     return _section("Kernels", f"{cat_table}{note}{_top_table(doc)}", sid="kernels",
                     lead="Where GPU time goes, by kernel category and by kernel.")
 
@@ -531,9 +541,22 @@ def _floor(doc: dict) -> Html:
     if fl.get("measured_gbps"):
         rows.append([f"floor at measured {fl['measured_gbps']:.0f} GB/s (ms)",
                      _f(fl.get("measured_floor_ms"))])
-    lead = esc(f"Bytes one decode step must move at ctx {fl.get('ctx')}, {fl.get('convention')} "
-               "convention, ÷ peak DRAM bandwidth.")
+    lead = esc(f"Bytes one decode step must move at KV context {fl.get('ctx')} (the median "
+               f"step's), {fl.get('convention')} convention, ÷ peak DRAM bandwidth.")
     return _section("Memory floor", _table(["", "value"], rows, num={1}), lead=lead, sid="floor")
+
+
+# -- capture ----------------------------------------------------------------------------------
+def _capture(doc: dict) -> Html:
+    """How ``tracekit capture`` made the trace, the unprofiled ground truth first."""
+    rows = [[k, Html(f"<code>{esc(v)}</code>") if k == "command" else v]
+            for k, v in capture_rows(doc) if k != "context"]
+    if not rows:
+        return Html("")
+    mode = ((doc.get("source") or {}).get("capture") or {}).get("mode")
+    return _section("Capture", _table(["", "value"], rows, cls="capture"), sid="capture",
+                    lead=esc(f"tracekit capture, {mode} mode: the unprofiled step (CUDA events, "
+                             "no profiler) is what a user's step really takes."))
 
 
 # -- environment, definitions, footer ---------------------------------------------------------
@@ -567,10 +590,10 @@ def _environment(doc: dict) -> Html:
         ("step detection", f"{src.get('detection_method')}: {src.get('detection_detail')}"),
         ("steps", f"{src.get('steps_found')} found, {src.get('decode_steps')} decode; "
                   f"flagged: {flagged}"),
-        ("versions", _kv(src.get("versions"))),
+        ("versions", _kv({k: v for k, v in (src.get("versions") or {}).items() if v is not None})),
     ]
-    if src.get("capture"):
-        items.append(("capture", _kv(src["capture"])))
+    if context_line(doc):
+        items.append(("context", context_line(doc)))
     if src.get("skipped_categories"):
         items.append(("skipped event categories", _kv(src["skipped_categories"])))
     items.append(("tracekit", f"{doc.get('tracekit_version')} (schema {doc.get('schema')})"))
@@ -582,8 +605,7 @@ def _model_line(m: dict) -> str:
         return "not given (pass --model)"
     params = f"{m['params'] / 1e9:.2f} B params, " if m.get("params") else ""
     layers = f"{m['layers']} layers, " if m.get("layers") else ""
-    return (f"{m['name']} ({params}{layers}{m.get('dtype')}, ctx {m.get('ctx')}; "
-            f"from {m.get('source') or '—'})")
+    return f"{m['name']} ({params}{layers}{m.get('dtype')}; from {m.get('source') or '—'})"
 
 
 DEFINITIONS = [

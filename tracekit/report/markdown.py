@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
+
 #: characters that start Markdown/GFM syntax anywhere in a line (``_`` is handled separately:
 #: GFM never opens emphasis inside a word, so ``R_floor`` stays readable)
 _SPECIAL = re.compile(r"([\\`*\[\]<>|~&#$@!{}])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -76,8 +78,9 @@ def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
 def render_markdown(doc: dict) -> str:
     """The Markdown summary of an ``Explanation.to_dict()`` document."""
     parts = [
-        _title(doc), _verdict(doc), _decomposition(doc), _per_step(doc), _whatifs(doc),
-        _categories(doc), _top_kernels(doc), _environment(doc), _conventions(doc), _warnings(doc),
+        _title(doc), _verdict(doc), _context(doc), _decomposition(doc), _per_step(doc),
+        _whatifs(doc), _categories(doc), _top_kernels(doc), _capture(doc), _environment(doc),
+        _conventions(doc), _warnings(doc),
     ]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
 
@@ -91,6 +94,20 @@ def _title(doc: dict) -> list[str]:
 
 def _verdict(doc: dict) -> list[str]:
     return [f"> **{md_text(doc.get('verdict') or '—')}**"]
+
+
+def _context(doc: dict) -> list[str]:
+    line = context_line(doc)
+    return [f"Context: {md_text(line)}."] if line else []
+
+
+def _capture(doc: dict) -> list[str]:
+    """How the trace was captured, with the unprofiled ground truth first."""
+    rows = [[md_text(k), md_code(v, table=True) if k == "command" else md_text(v)]
+            for k, v in capture_rows(doc) if k != "context"]
+    if not rows:
+        return []
+    return ["**Capture** — `tracekit capture`", "", *_table(["", "value"], rows, "ll")]
 
 
 def _decomposition(doc: dict) -> list[str]:
@@ -126,7 +143,7 @@ def _floor_line(doc: dict) -> str:
     bits = [f"R_floor {_f(dec.get('r_floor'), '{:.1%}')}"
             f" (all-weights {_f(dec.get('r_floor_all_weights'), '{:.1%}')})"]
     if gb is not None:
-        bits.append(f"{gb / 1e9:.2f} GB per step at ctx {_f(fl.get('ctx'), '{}')}")
+        bits.append(f"{gb / 1e9:.2f} GB per step at KV context {_f(fl.get('ctx'), '{}')}")
     bits.append(f"achieved {_f(dec.get('achieved_gbps_latency'), '{:.0f}')} GB/s over the step, "
                 f"{_f(dec.get('achieved_gbps_busy'), '{:.0f}')} GB/s while busy")
     return " · ".join(bits)
@@ -173,8 +190,13 @@ def _categories(doc: dict) -> list[str]:
         return []
     rows = [[md_text(c.get("category")), _f(c.get("ms_per_step")), _f(c.get("share"), "{:.1%}"),
              _f(c.get("ops_per_step"), "{:.0f}")] for c in cats]
+    headers, align = ["category", "ms", "share", "ops"], "lrrr"
+    if any(category_bytes(c) for c in cats):  # a byte column only where the trace has bytes
+        for row, c in zip(rows, cats):
+            row.append(md_text(category_bytes(c) or "—"))
+        headers, align = headers + ["bytes / step (recorded)"], align + "l"
     return ["**Kernel categories** — per decode step (sum of op durations)", "",
-            *_table(["category", "ms", "share", "ops"], rows, "lrrr")]
+            *_table(headers, rows, align)]
 
 
 def _top_kernels(doc: dict, n: int = 5) -> list[str]:
@@ -189,7 +211,7 @@ def _top_kernels(doc: dict, n: int = 5) -> list[str]:
 
 def _environment(doc: dict) -> list[str]:
     g, m, src = doc.get("gpu") or {}, doc.get("model") or {}, doc.get("source") or {}
-    gpu = md_text(g.get("name") or "unknown GPU")
+    gpu = md_text(gpu_label(doc))
     if g.get("matched"):
         gpu += (f" — datasheet entry `{md_text(g['matched'])}`"
                 f"{' (' + md_text(g['arch']) + ')' if g.get('arch') else ''}")
@@ -200,11 +222,12 @@ def _environment(doc: dict) -> list[str]:
     out = ["**Environment**", "", f"- GPU: {gpu}"]
     if m.get("name"):
         params = f"{m['params'] / 1e9:.2f} B params, " if m.get("params") else ""
-        out.append(f"- model: {md_text(m['name'])} ({params}{md_text(m.get('dtype'))}, "
-                   f"ctx {_f(m.get('ctx'), '{}')}; from {md_text(m.get('source') or '—')})")
+        out.append(f"- model: {md_text(m['name'])} ({params}{md_text(m.get('dtype'))}; "
+                   f"from {md_text(m.get('source') or '—')})")
     else:
         out.append("- model: not given")
-    versions = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in (src.get("versions") or {}).items())
+    versions = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in (src.get("versions") or {}).items()
+                         if v is not None)
     out.append(f"- versions: {versions or '—'}; tracekit {md_text(doc.get('tracekit_version'))}")
     out.append(f"- steps: {md_text(src.get('detection_method'))} — {md_text(src.get('detection_detail'))}")
     flagged = src.get("flagged_steps") or {}
