@@ -183,3 +183,35 @@ def test_sample_stall_matches_an_independent_oracle():
     assert top["cause_id"] == "cudnn_sdpa_plan"
     assert e.verdict.startswith("Host-stalled:") and "aten::_cudnn_attention_forward" in e.verdict
     assert "CUDA Graphs" not in e.verdict
+
+
+# -- reports: the stall is shown, named and escaped -------------------------------------------
+EVIL = "<script>alert(1)</script>|`x`"
+
+
+def test_reports_show_the_stall_and_escape_its_name(tmp_path):
+    import html as html_mod
+
+    from rich.console import Console
+
+    from tracekit.report.html import render_html
+    from tracekit.report.markdown import render_markdown
+    from tracekit.report.terminal import render
+
+    names = [EVIL if "cudnn" in n else n for n in NAMES]
+    e = explain(_stall_trace(tmp_path, names=names), unprofiled_ms=0.9)
+    doc = e.to_dict()
+    assert doc["host"]["stalls"][0]["op"] == EVIL and doc["host"]["stalls"][0]["cause"] is None
+    page = render_html(doc, e.timeline, plotlyjs="cdn")
+    assert "<script>alert(1)" not in page
+    assert html_mod.escape(EVIL) in page  # in the stall table
+    assert "stall (host op)" in page  # the timeline's stall trace, labelled with the op
+    assert any(g.get("stall") and g["host_op"] == EVIL for g in e.timeline["gaps"])
+    md = render_markdown(doc)
+    (row,) = [ln for ln in md.splitlines() if "alert(1)" in ln and "| unknown |" in ln]
+    assert row.count(" | ") == 6 and "<script>" not in row.replace("`` <script>", "")
+    assert "**The real step**" in md and "0.900" in md
+    console = Console(record=True, width=200)
+    render(doc, console)
+    text = console.export_text()
+    assert "Host stalls" in text and "alert(1)" in text and "The real step" in text

@@ -272,7 +272,7 @@ def explain(
         kernels_by_category=kcat, context=_context(tr, decode, floor, model_src, ctx),
         top_kernels=top_kernels(steps, 10).to_dicts() if tr.has_gpu else [],
         verdict="", warnings=warnings, host=host, unprofiled=real,
-        _timeline=functools.partial(_timeline, tr, steps, table), _trace=tr, _steps=steps,
+        _timeline=functools.partial(_timeline, tr, steps, table, attribution), _trace=tr, _steps=steps,
         _host=attribution,
     )
     explanation.verdict = verdict(explanation)
@@ -700,8 +700,9 @@ def _model_section(spec, ctx0, dtype, src) -> dict:
     }
 
 
-def _timeline(tr: Trace, steps: Steps, table: pl.DataFrame) -> dict:
-    """Ops and gaps of the decode step with the median latency, for the HTML timeline."""
+def _timeline(tr: Trace, steps: Steps, table: pl.DataFrame, h=None) -> dict:
+    """Ops and gaps of the decode step with the median latency, for the HTML timeline; host-bound
+    gaps carry the host op that held the CPU (``host_op``) and whether they are a stall."""
     from tracekit.breakdown import step_gaps
 
     t = table.filter((pl.col("kind") == "decode") & pl.col("latency_ns").is_not_null())
@@ -709,7 +710,15 @@ def _timeline(tr: Trace, steps: Steps, table: pl.DataFrame) -> dict:
         return {}
     t = t.sort("latency_ns")
     step = t["step"][t.height // 2]
-    return step_gaps(tr, steps, step)
+    tl = step_gaps(tr, steps, step)
+    if h is not None and tl.get("gaps"):
+        t0 = tl.get("t0_ns", 0)
+        held = {a: (op, stall) for a, op, stall in h.gaps.filter(pl.col("step") == step).select(
+            "start_ns", "op", "stall").iter_rows()}
+        for g in tl["gaps"]:
+            op, stall = held.get(t0 + g["start_ns"], (None, False))
+            g["host_op"], g["stall"] = op, bool(stall)
+    return tl
 
 
 # -- verdict ----------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inl
         raise BadUsage(f"plotlyjs must be 'inline' or 'cdn', not {plotlyjs!r}")
     sections = [
         _header(doc), _verdict(doc), _kpis(doc), _warnings(doc), _decomposition(doc),
-        _capture(doc), _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
+        _host(doc), _unprofiled(doc), _capture(doc), _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
         _floor(doc), _environment(doc), _definitions(doc), _footer(doc),
     ]
     title = esc(f"tracekit report — {_subject(doc)}")
@@ -395,9 +395,12 @@ def _timeline_fig(tl: dict) -> go.Figure:
     traces = [_op_trace(c, [o for o in ops if o["category"] == c]) for c in order]
     idle_lane = "GPU idle"
     for cls in GAP_CLASSES:
-        mine = [g for g in gaps if g["class"] == cls]
+        mine = [g for g in gaps if g["class"] == cls and not g.get("stall")]
         if mine:
             traces.append(_gap_trace(cls, mine, idle_lane))
+    stalls = [g for g in gaps if g.get("stall")]
+    if stalls:
+        traces.append(_stall_trace(stalls, idle_lane))
     fig = go.Figure(traces)
     lanes = [esc(c) for c in order] + [idle_lane]
     end_ms = (tl.get("latency_ns") or max(o["end_ns"] for o in ops)) / 1e6
@@ -424,6 +427,24 @@ def _op_trace(cat: str, ops: list[dict]) -> go.Bar:
                       + "</extra>")
 
 
+STALL_COLOR = "#7b1010"
+
+
+def _stall_trace(gaps: list[dict], lane: str) -> go.Bar:
+    """Stalls on the idle lane, each labelled with the CPU op that held the host."""
+    names = [esc(_clip(g.get("host_op") or "?", HOVER_NAME_CHARS)) for g in gaps]
+    custom = [[n, round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
+              for n, g in zip(names, gaps)]
+    return go.Bar(
+        orientation="h", y=[lane] * len(gaps), base=[round(g["start_ns"] / 1e6, 6) for g in gaps],
+        x=[round((g["end_ns"] - g["start_ns"]) / 1e6, 6) for g in gaps], width=0.66,
+        marker={"color": STALL_COLOR, "line": {"color": STALL_COLOR, "width": 1}},
+        name="idle: stall (host op)", customdata=custom, text=[f"stall: {n}" for n in names],
+        textposition="inside", insidetextanchor="middle", textfont={"color": "#ffffff"},
+        hovertemplate="stall: %{customdata[0]}<br>start %{customdata[1]:.1f} µs · "
+                      "%{customdata[2]:.2f} µs<extra></extra>")
+
+
 def _gap_trace(cls: str, gaps: list[dict], lane: str) -> go.Bar:
     color = GAP_COLORS.get(cls, GAP_COLORS["other"])
     custom = [[round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
@@ -435,6 +456,67 @@ def _gap_trace(cls: str, gaps: list[dict], lane: str) -> go.Bar:
         name=esc(f"idle: {GAP_LABELS.get(cls, cls)}"), customdata=custom,
         hovertemplate=f"{esc(GAP_LABELS.get(cls, cls))} gap<br>start %{{customdata[0]:.1f}} µs · "
                       "%{customdata[1]:.2f} µs<extra></extra>")
+
+
+# -- host attribution and the unprofiled step --------------------------------------------------
+def _host(doc: dict) -> Html:
+    h = doc.get("host")
+    if not h:
+        return Html("")
+    per = (f" ({_f(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
+           if h.get("us_per_launch") else "")
+    lead = esc(f"While the GPU waited for the host: launch issue {_f(h.get('launch_issue_ms'))} ms"
+               f"{per}, stalls {_f(h.get('stall_ms'))} ms per step (profiled). A stall is one CPU "
+               "op holding the launching thread far longer than issuing takes.")
+    body = ""
+    if h.get("stalls"):
+        rows = []
+        for st in h["stalls"][:8]:
+            where = f"{st['occurrence']} of {st['of_per_step']}" if st.get("occurrence") else "—"
+            rows.append([Html(f"<code>{esc(_clip(st['op'], TABLE_NAME_CHARS))}</code>"),
+                         _f(st["ms_per_step"]), _f(st["per_step"], "{:.1f}"),
+                         _f(st.get("share"), "{:.0%}"), where, st.get("cause") or "unknown",
+                         st.get("advice") or "—",
+                         Html("<br>".join(esc(x) for x in st.get("sources") or []) or "—")])
+        body += _table(["stall op", "ms / step", "per step", "share", "call in step", "cause",
+                        "advice", "sources"], rows, num={1, 2, 3}, cls="stalls")
+    if h.get("by_op"):
+        rows = [[Html(f"<code>{esc(_clip(r['op'], TABLE_NAME_CHARS))}</code>"),
+                 _f(r["ms_per_step"]), _f(r["gaps_per_step"], "{:.1f}"),
+                 _f(r["median_gap_us"], "{:.1f}"), _f(r["share"], "{:.0%}")]
+                for r in h["by_op"][:10]]
+        body += ('<p class="small">Host-bound idle by the CPU op that held the host (top 10):</p>'
+                 + _table(["host op", "ms / step", "gaps / step", "median gap µs", "share"], rows,
+                          num={1, 2, 3, 4}))
+    return _section("Host: launch issue and stalls", body, lead=lead, sid="host")
+
+
+def _unprofiled(doc: dict) -> Html:
+    u = doc.get("unprofiled")
+    if not u:
+        return Html("")
+    dec, prof, host = u.get("decomposition") or {}, doc.get("decomposition") or {}, doc.get("host") or {}
+    rows = [[label, _f(a), _f(b)] for label, a, b in (
+        ("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
+        ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
+        ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
+        ("  launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
+        ("  stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
+        ("latency", u.get("profiled_latency_ms"), u.get("latency_ms")))]
+    w = u.get("whatif") or {}
+    rows.append(["CUDA Graphs what-if", _f(doc.get("whatif", {}).get("cuda_graphs_speedup"), "{:.2f}×"),
+                 _f(w.get("cuda_graphs_speedup"), "{:.2f}×")])
+    rows.append(["without-the-stalls what-if", _f(doc.get("whatif", {}).get("no_stalls_speedup"), "{:.2f}×"),
+                 _f(w.get("no_stalls_speedup"), "{:.2f}×")])
+    lead = esc(f"Unprofiled {_f(u.get('latency_ms'))} ms per step (from the {u.get('source')}) vs "
+               f"{_f(u.get('profiled_latency_ms'))} ms profiled: profiler overhead "
+               f"{_f(u.get('profiler_overhead'), '{:.2f}×')}. GPU work comes from the trace; the "
+               "rest of the unprofiled step is launch overhead.")
+    note = u.get("model") or u.get("calibration")
+    foot = f'<p class="small">Split model: {esc(note)}.</p>' if note else ""
+    return _section("The real step (unprofiled)",
+                    _table(["", "profiled", "unprofiled"], rows, num={1, 2}) + foot,
+                    lead=lead, sid="unprofiled")
 
 
 # -- kernels, launches, what-ifs --------------------------------------------------------------
@@ -517,6 +599,10 @@ def _whatif_table(doc: dict) -> Html:
              graphs_model],
             ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
              floor_model]]
+    if w.get("no_stalls_ms") is not None:
+        rows.append(["without the stalls", _f(w.get("no_stalls_ms")),
+                     _f(w.get("no_stalls_speedup"), "{:.2f}×"),
+                     "the step minus the stalls' idle, plus the same ops' usual host time"])
     note = f'<p class="small">CUDA Graphs: {esc(w["note"])}.</p>' if w.get("note") else ""
     return Html(_table(["scenario", "ms / step", "speed-up", "model"], rows, num={1, 2}) + note)
 
@@ -636,6 +722,15 @@ DEFINITIONS = [
                             "(calibrated from a graph trace, else a measured per-architecture "
                             "default)."),
     ("at-the-floor what-if", "latency ÷ floor: the most any kernel or launch work can buy."),
+    ("host attribution", "for each host-bound gap, the innermost CPU op on the launching thread "
+                         "that covers at least half of it."),
+    ("  launch issue", "host-bound idle of the host issuing op after op (framework dispatch + "
+                       "launch calls)."),
+    ("  stall", "one CPU op holding ≥ 20× the step's median launch-to-launch interval and "
+                "≥ 200 µs of host-bound idle; matched against known causes."),
+    ("unprofiled step", "the latency measured without the profiler; floor and kernel excess from "
+                        "the trace, launch overhead the rest; its issue/stall split is an "
+                        "estimate (a per-recorded-event profiler cost)."),
 ]
 
 

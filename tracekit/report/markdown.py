@@ -78,7 +78,8 @@ def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
 def render_markdown(doc: dict) -> str:
     """The Markdown summary of an ``Explanation.to_dict()`` document."""
     parts = [
-        _title(doc), _verdict(doc), _context(doc), _decomposition(doc), _per_step(doc),
+        _title(doc), _verdict(doc), _context(doc), _decomposition(doc), _host(doc),
+        _unprofiled(doc), _per_step(doc),
         _whatifs(doc), _categories(doc), _top_kernels(doc), _capture(doc), _environment(doc),
         _conventions(doc), _warnings(doc),
     ]
@@ -149,6 +150,58 @@ def _floor_line(doc: dict) -> str:
     return " · ".join(bits)
 
 
+def _host(doc: dict) -> list[str]:
+    """Launch issue vs stalls, and the stalls with their cause and advice."""
+    h = doc.get("host")
+    if not h:
+        return []
+    per = (f" ({_f(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
+           if h.get("us_per_launch") else "")
+    out = [f"**Host** — while the GPU waited: launch issue {_f(h.get('launch_issue_ms'))} ms{per}, "
+           f"stalls {_f(h.get('stall_ms'))} ms per step (profiled)"]
+    rows = []
+    for st in (h.get("stalls") or [])[:5]:
+        where = f"{st['occurrence']} of {st['of_per_step']}" if st.get("occurrence") else "—"
+        rows.append([md_code(st["op"], table=True, limit=KERNEL_NAME_CHARS), _f(st["ms_per_step"]),
+                     _f(st["per_step"], "{:.1f}"), _f(st.get("share"), "{:.0%}"), where,
+                     md_text(st.get("cause") or "unknown"), md_text(st.get("advice") or "—")])
+    if rows:
+        out += ["", *_table(["stall op", "ms/step", "per step", "share", "call in step", "cause",
+                             "advice"], rows, "lrrrrll")]
+    return out
+
+
+def _unprofiled(doc: dict) -> list[str]:
+    """Profiled vs unprofiled latency and the unprofiled decomposition."""
+    u = doc.get("unprofiled")
+    if not u:
+        return []
+    dec, prof, host = u.get("decomposition") or {}, doc.get("decomposition") or {}, doc.get("host") or {}
+    head = (f"**The real step** — unprofiled {_f(u.get('latency_ms'))} ms (from the "
+            f"{md_text(u.get('source'))}) vs profiled {_f(u.get('profiled_latency_ms'))} ms: "
+            f"profiler overhead {_f(u.get('profiler_overhead'), '{:.2f}×')}")
+    rows = [[label, _f(a), _f(b)] for label, a, b in (
+        ("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
+        ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
+        ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
+        ("&nbsp;&nbsp;↳ launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
+        ("&nbsp;&nbsp;↳ stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
+        ("**latency**", u.get("profiled_latency_ms"), u.get("latency_ms")))]
+    out = [head, "", *_table(["term", "profiled ms", "unprofiled ms"], rows, "lrr")]
+    w = u.get("whatif") or {}
+    bits = []
+    if w.get("cuda_graphs_speedup"):
+        bits.append(f"CUDA Graphs {_f(w.get('cuda_graphs_ms'))} ms ({w['cuda_graphs_speedup']:.2f}×)")
+    if w.get("no_stalls_speedup"):
+        bits.append(f"without the stalls {_f(w.get('no_stalls_ms'))} ms ({w['no_stalls_speedup']:.2f}×)")
+    if bits:
+        out += ["", "What-ifs against the unprofiled step: " + "; ".join(bits) + "."]
+    note = u.get("model") or u.get("calibration")
+    if note:
+        out += ["", f"Split model: {md_text(note)}."]
+    return out
+
+
 def _per_step(doc: dict) -> list[str]:
     s, src = doc.get("summary") or {}, doc.get("source") or {}
     rng = s.get("range") or {}
@@ -178,6 +231,10 @@ def _whatifs(doc: dict) -> list[str]:
              graphs_basis],
             ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
              floor_basis]]
+    if w.get("no_stalls_ms") is not None:
+        rows.append(["without the stalls", _f(w.get("no_stalls_ms")),
+                     _f(w.get("no_stalls_speedup"), "{:.2f}×"),
+                     "the step minus the stalls' idle, plus the same ops' usual host time"])
     out = ["**What-ifs**", "", *_table(["scenario", "ms/step", "speed-up", "model"], rows, "lrrl")]
     if w.get("note"):
         out += ["", f"CUDA Graphs what-if: {md_text(w['note'])}."]

@@ -41,6 +41,8 @@ def _group(d: dict, width: int = 120) -> Group:
     dec = d["decomposition"]
     parts += [_heading(f"Decomposition ({dec['basis']}, {dec['convention']} bytes)"),
               _decomposition_table(d)]
+    parts += _host_parts(d)
+    parts += _unprofiled_parts(d)
     parts += [_heading("What-ifs"), _whatif_table(d)]
     w = d["whatif"]
     if w.get("note"):
@@ -132,6 +134,10 @@ def _whatif_table(d: dict) -> Table:
                escape(w.get("cuda_graphs_model") or "—"))
     wt.add_row("at the memory floor", _f(w.get("at_floor_ms")),
                _f(w.get("at_floor_speedup"), "{:.2f}×"), escape(w.get("at_floor_model") or "—"))
+    if w.get("no_stalls_ms") is not None:
+        wt.add_row("without the stalls", _f(w.get("no_stalls_ms")),
+                   _f(w.get("no_stalls_speedup"), "{:.2f}×"),
+                   "the step minus the stalls' idle, plus the same ops' usual host time")
     return wt
 
 
@@ -168,6 +174,76 @@ def _top_kernels(d: dict, width: int, n: int = 8) -> list:
                   _f(k.get("ms_per_step")), _f(k.get("calls_per_step"), "{:.0f}"),
                   _f(k.get("median_us"), "{:.2f}"))
     return [_heading(f"Top {len(top)} kernels (per decode step)"), t]
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _host_parts(d: dict) -> list:
+    """Launch issue vs stalls: what the host was doing while the GPU waited."""
+    h = d.get("host")
+    if not h:
+        return []
+    per = f" ({h['us_per_launch']:.1f} µs of host time per launch)" if h.get("us_per_launch") else ""
+    out: list = [_heading("Host (what the launching thread did while the GPU waited)"),
+                 Text(f"launch issue {_f(h.get('launch_issue_ms'))} ms{per}, stalls "
+                      f"{_f(h.get('stall_ms'))} ms per step (profiled)")]
+    if h.get("stalls"):
+        out.append(_heading("Host stalls (one CPU op held the launching thread)"))
+        t = Table()
+        for col in ("op", "ms/step", "per step", "share", "where", "cause → advice"):
+            t.add_column(col, justify="right" if col in ("ms/step", "per step", "share") else "left",
+                         overflow="fold")
+        for st in h["stalls"][:5]:
+            where = (f"{_ordinal(st['occurrence'])} of {st['of_per_step']}"
+                     if st.get("occurrence") else "—")
+            why = (f"{escape(st['short_cause'])} → {escape(st['short_advice'])}"
+                   if st.get("short_cause") else "unknown cause")
+            t.add_row(escape(st["op"]), _f(st["ms_per_step"]), _f(st["per_step"], "{:.1f}"),
+                      _f(st.get("share"), "{:.0%}"), where, why)
+        out.append(t)
+    return out
+
+
+def _unprofiled_parts(d: dict) -> list:
+    """The real step: profiled vs unprofiled latency and the unprofiled decomposition."""
+    u = d.get("unprofiled")
+    if not u:
+        return []
+    head = _heading(f"The real step (unprofiled, from the {u['source']}; profiler overhead "
+                    f"{_f(u.get('profiler_overhead'), '{:.2f}×')})")
+    t = Table()
+    t.add_column("term")
+    t.add_column("profiled ms", justify="right")
+    t.add_column("unprofiled ms", justify="right")
+    dec, prof = u.get("decomposition") or {}, d.get("decomposition") or {}
+    host = d.get("host") or {}
+    classes = prof.get("launch_overhead_by_class_ms") or {}
+    other_p = sum(v or 0 for c, v in classes.items() if c != "host_bound") if classes else None
+    rows = [("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
+            ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
+            ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
+            ("  launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
+            ("  stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
+            ("  other idle", other_p, dec.get("other_idle_ms")),
+            ("[bold]latency[/]", u.get("profiled_latency_ms"), u.get("latency_ms"))]
+    for label, a, b in rows:
+        t.add_row(label, _f(a), _f(b))
+    out: list = [head, t]
+    uw = u.get("whatif") or {}
+    bits = []
+    if uw.get("cuda_graphs_speedup"):
+        bits.append(f"CUDA Graphs ≈{_f(uw.get('cuda_graphs_ms'))} ms ({uw['cuda_graphs_speedup']:.2f}×)")
+    if uw.get("no_stalls_speedup"):
+        bits.append(f"without the stalls ≈{_f(uw.get('no_stalls_ms'))} ms "
+                    f"({uw['no_stalls_speedup']:.2f}×)")
+    if bits:
+        out.append(Text("what-ifs against the unprofiled step: " + "; ".join(bits)))
+    note = u.get("model") or u.get("calibration")
+    if note:
+        out.append(Text(f"split model: {note}", style="dim"))
+    return out
 
 
 def render_floor(spec, ctx: int, dtype: str, rows: list[dict], console: Console | None = None) -> None:
