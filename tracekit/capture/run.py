@@ -365,12 +365,15 @@ def attention_info(requested: str, prof) -> dict:
 
     ops: dict[str, int] = {}
     kernels: dict[str, int] = {}
-    for evt in prof.events():
-        if evt.name in _ATTENTION_OPS or evt.name.startswith("aten::_scaled_dot_product"):
-            ops[evt.name] = ops.get(evt.name, 0) + 1
-        for k in getattr(evt, "kernels", None) or []:
-            if categorize(k.name) is KernelCategory.ATTENTION:
-                kernels[k.name] = kernels.get(k.name, 0) + 1
+    # every activity Kineto recorded, device kernels included: a CUDA-graph replay's kernels
+    # belong to no CPU op, so they are found here and not under the ops' ``kernels``
+    for evt in prof.profiler.kineto_results.events():
+        name = evt.name()
+        if evt.device_type().name == "CPU":
+            if name in _ATTENTION_OPS or name.startswith("aten::_scaled_dot_product"):
+                ops[name] = ops.get(name, 0) + 1
+        elif categorize(name) is KernelCategory.ATTENTION:
+            kernels[name] = kernels.get(name, 0) + 1
     info["ops"] = dict(sorted(ops.items()))
     info["kernels"] = dict(sorted(kernels.items()))
     return info
