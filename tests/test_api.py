@@ -210,3 +210,20 @@ def test_the_example_notebook_runs_on_a_committed_trace(tmp_path):
     assert p.returncode == 0, p.stderr
     assert tracekit.explain(EAGER).verdict in p.stdout
     assert (tmp_path / "decode_report.html").stat().st_size > 10_000
+
+
+def test_an_op_running_into_the_next_step_never_makes_busy_negative(tmp_path):
+    """Step 0 launches a long op on a second stream that starts after step 1's first op: the step
+    window ends at step 1's first op, so step 0's busy time is the union clipped to it."""
+    from synth import annotation, kernel, launch
+
+    ev = [annotation("step#0", 0, 99), annotation("step#1", 100, 99), annotation("step#2", 200, 99)]
+    ev += [launch("cudaLaunchKernel", 1, 2, 1), kernel("a", 4, 6, 1),
+           launch("cudaLaunchKernel", 3, 2, 2), kernel("late", 120, 50, 2, stream=8)]
+    for i, t in ((3, 101), (4, 201)):
+        ev += [launch("cudaLaunchKernel", t, 2, i), kernel("b", t + 3, 6, i)]
+    e = tracekit.explain(write_trace(tmp_path / "o.json.gz", ev))
+    s0 = e.steps.row(0, named=True)
+    assert s0["latency_ms"] == pytest.approx(0.100)  # 4 µs → 104 µs
+    assert s0["gpu_busy_ms"] == pytest.approx(0.006)  # "a" only: "late" starts after 104 µs
+    assert e.gaps.filter(pl.col("step") == 0)["duration_us"].sum() == pytest.approx(94.0)

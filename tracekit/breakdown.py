@@ -152,10 +152,12 @@ def _host_only(rec: dict, table: pl.DataFrame, i: int) -> dict:
 
 def _gpu_metrics(g: pl.DataFrame, nxt_op: dict | None, syncs: np.ndarray,
                  gaps_out: list | None = None) -> dict:
-    start = g["start_ns"].to_numpy()
     end = g["end_ns"].to_numpy()
-    t0 = int(start[0])
+    t0 = int(g["start_ns"][0])
     window_end = int(nxt_op["start_ns"]) if nxt_op is not None else int(end.max())
+    # ops of this step that start after the next step's first op (other streams, overlapping
+    # steps) count up to the window's end only: idle can never exceed the step's span
+    start = np.minimum(g["start_ns"].to_numpy(), window_end)
     run_end = np.maximum.accumulate(np.minimum(end, window_end))
     # a gap ends at op j (j >= 1) when it starts after everything before it has finished; the
     # tail gap ends at the next step's first op
