@@ -135,13 +135,15 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 @click.argument("b")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.compare/1).")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue or PR.")
+@click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML page (side-by-side waterfalls).")
+@click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
 @click.option("--basis", default="auto", show_default=True, help="What the bootstrap resamples: auto (sessions when both sides have >= 2) | sessions | steps.")
 @click.option("--resamples", type=int, default=_BOOT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=_BOOT_SEED, show_default=True, help="Bootstrap seed (the same inputs and seed give the same interval).")
 @click.option("--model", help="Model name or config.json path, for both sides' floors.")
 @click.option("--gpu", help="GPU name, overriding the traces' device names.")
 @click.option("--dtype", help="Weight dtype for the floor (bf16, int8, fp8, int4, nf4, ...).")
-def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) -> None:
+def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, model, gpu, dtype) -> None:
     """Speed-up of B over A with a 95% bootstrap CI, and what moved (per-term deltas).
 
     A and B are each a trace, a directory of traces, a quoted glob ('runs/eager_*.json.gz') or a
@@ -152,12 +154,18 @@ def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) 
     from tracekit.compare import compare as run_compare
 
     kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
+    if plotlyjs not in ("inline", "cdn"):
+        _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
         doc = run_compare(a, b, basis=basis, resamples=resamples, seed=seed, **kw).to_dict()
         if markdown is not None:
             from tracekit.report.compare import render_markdown
 
             atomic_write_text(markdown, render_markdown(doc))
+        if html is not None:
+            from tracekit.report.compare_html import render_compare_html
+
+            atomic_write_text(html, render_compare_html(doc, plotlyjs=plotlyjs))
     except TracekitError as exc:
         _fail(exc)
     if as_json:
