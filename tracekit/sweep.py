@@ -315,6 +315,28 @@ def row_schema() -> dict:
     return {c: types.get(c, s if c in text else f) for c in COLUMNS}
 
 
+def row_from_capture(path: str | Path, *, label: str | None = None) -> dict:
+    """The results row of any ``tracekit capture`` file, as if a sweep cell had made it (for
+    captures made by hand, e.g. ``sample_traces/``). ``label`` is what the ``trace`` column says."""
+    from tracekit.capture.write import read_capture_meta
+
+    p = Path(path)
+    try:
+        meta = read_capture_meta(p) or {}
+    except (OSError, ValueError, EOFError) as exc:
+        raise BadInput(f"{p}: cannot read its capture metadata ({exc})") from None
+    missing = [k for k in ("model_name", "ctx", "mode") if k not in meta]
+    if missing:
+        raise BadInput(f"{p}: not a tracekit capture (no tracekit.{missing[0]})")
+    attn = meta.get("attention")
+    opts = {"model": meta["model_name"], "ctx": meta["ctx"], "mode": meta["mode"],
+            "attention": (attn.get("requested") if isinstance(attn, dict) else attn) or "sdpa",
+            "sessions": (meta.get("sessions") or {}).get("n") or 1}
+    row = cell_row(Cell(cell_id(opts), opts, DEFAULT_TIMEOUT_S), p)
+    row["trace"] = label or str(p)
+    return row
+
+
 def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
     """The results row of a finished cell, from its capture (and its explanation, if profiled)."""
     import numpy as np
@@ -536,4 +558,4 @@ def find_cell(recipe: Recipe, key: str) -> Cell:
 
 
 __all__ = ["COLUMNS", "Cell", "Recipe", "SweepResult", "cell_row", "load_recipe", "read_results",
-           "run_cell", "run_sweep", "write_results"]
+           "row_from_capture", "row_schema", "run_cell", "run_sweep", "write_results"]
