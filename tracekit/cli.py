@@ -290,7 +290,7 @@ def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
 
     Example: tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540
     """
-    from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep
+    from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep, trace_path
 
     try:
         if budget_s is not None and budget_s <= 0:
@@ -299,13 +299,17 @@ def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
         out = out or Path("sweeps") / recipe.name.removesuffix(".toml")
         if list_cells:
             for i, c in enumerate(rec.cells):
-                click.echo(f"{i:3d}  {'done   ' if is_done(out, c) else 'pending'}  {c.id}")
+                state = ("done" if is_done(out, c) else "captured" if trace_path(out, c).is_file()
+                         else "pending")
+                click.echo(f"{i:3d}  {state:<8}  {c.id}")
             return
         if cell is not None:
             from tracekit.capture.progress import Progress, RichProgress
 
-            part = run_cell(find_cell(rec, cell), out, progress=Progress() if quiet else RichProgress())
-            click.echo(f"wrote {part}")
+            one = find_cell(rec, cell)
+            part = run_cell(one, out, progress=Progress() if quiet else RichProgress())
+            click.echo(f"wrote {part}" if part else
+                       f"captured {trace_path(out, one)}; its row is written where polars is installed")
             return
         res = run_sweep(rec, out, budget_s=budget_s, say=(lambda _m: None) if quiet else click.echo)
     except TracekitError as exc:
@@ -315,7 +319,10 @@ def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
                    err=True)
         sys.exit(130)
     click.echo(f"{len(res.skipped) + len(res.done)} of {len(rec.cells)} cells done "
-               f"({len(res.done)} now); results: {res.results}")
+               f"({len(res.done)} now); results: {res.results or 'not written here (no polars)'}")
+    if res.captured:
+        click.echo(f"{len(res.captured)} cells captured, rows pending: run the same command where "
+                   "polars is installed (with OUT copied there) to write them")
     if res.pending:
         click.echo(f"{len(res.pending)} cells left for lack of budget: run the same command to continue")
     if res.failed:
