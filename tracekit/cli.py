@@ -81,8 +81,9 @@ _BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
 @click.option("--graph-trace", type=click.Path(path_type=Path), help="A CUDA-graph trace to calibrate the what-if.")
 @click.option("--unprofiled-ms", type=float, help="The measured unprofiled ms per decode step (explains the real step).")
+@click.option("--verbose", "-v", is_flag=True, help="Say how the trace was read (streamed or whole) on stderr.")
 def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model, ctx, gpu,
-            bandwidth, dtype, group_size, convention, graph_trace, unprofiled_ms) -> None:
+            bandwidth, dtype, group_size, convention, graph_trace, unprofiled_ms, verbose) -> None:
     """Break each decode step into memory floor, kernel excess and launch overhead.
 
     Example: tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --html report.html
@@ -98,8 +99,11 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
             from tracekit.specs.quant import with_group_size
 
             dtype = with_group_size(dtype or "int4", group_size)
+        from tracekit.trace.progress import load_for_cli
+
         result = run_explain(
-            sample_path() if sample else trace, step_marker=step_marker, model=model, ctx=ctx,
+            load_for_cli(sample_path() if sample else trace, verbose=verbose),
+            step_marker=step_marker, model=model, ctx=ctx,
             gpu=gpu, bandwidth_gbps=bandwidth, dtype=dtype, convention=convention,
             graph_trace=graph_trace, unprofiled_ms=unprofiled_ms,
         )
