@@ -143,11 +143,14 @@ def annotate(trace: str | Path, output: str | Path, *, force: bool = False, **op
     ``options`` are :func:`tracekit.explain`'s (``step_marker``, ``model``, ``ctx``, ...).
     """
     from tracekit.explain import explain
-    from tracekit.trace import _head, read_bytes
+    from tracekit.trace import read_bytes
+    from tracekit.trace.source import open_source
 
     src, out = Path(trace), Path(output)
     check_paths(src, out, force=force)
-    if _head(src) == _SQLITE_MAGIC:
+    with open_source(src) as f:
+        magic = f.peek(16)
+    if magic == _SQLITE_MAGIC:
         raise BadInput(f"{src} is an Nsight Systems export; only Kineto (torch.profiler) JSON "
                        "traces can be annotated (open the .nsys-rep in Nsight Systems instead)")
     data = read_bytes(src)
