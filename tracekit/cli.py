@@ -7,6 +7,7 @@ It parses arguments, calls the library, renders, and maps :mod:`tracekit.errors`
     tracekit explain trace.json.gz --json
     tracekit floor --model qwen2.5-7b --ctx 2048
     tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
+    tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540
     tracekit capture --model qwen2.5-7b --ctx 2048 --mode eager -o trace.json.gz
 """
 
@@ -297,6 +298,54 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
     width = max(len(label) for label, _ in summary_rows(result))
     for label, value in summary_rows(result):
         click.echo(f"{label:<{width}}  {value}")
+
+
+# --- sweep -----------------------------------------------------------------------------------
+@app.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (traces/, parts/, results.parquet); default sweeps/RECIPE-NAME.")
+@click.option("--budget-s", type=float, help="Device-time budget in seconds (overrides the recipe's [sweep] budget_s).")
+@click.option("--cell", help="Run only this cell (id or 0-based index) in this process: one job of a fanned-out sweep.")
+@click.option("--list", "list_cells", is_flag=True, help="List the cells and whether each is done; run nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
+    """Run a model x ctx x mode x attention matrix; resumable, one Parquet row per cell.
+
+    Example: tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540
+    """
+    from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep
+
+    try:
+        if budget_s is not None and budget_s <= 0:
+            raise BadUsage(f"--budget-s must be a positive number of seconds, got {budget_s}")
+        rec = load_recipe(recipe)
+        out = out or Path("sweeps") / recipe.name.removesuffix(".toml")
+        if list_cells:
+            for i, c in enumerate(rec.cells):
+                click.echo(f"{i:3d}  {'done   ' if is_done(out, c) else 'pending'}  {c.id}")
+            return
+        if cell is not None:
+            from tracekit.capture.progress import Progress, RichProgress
+
+            part = run_cell(find_cell(rec, cell), out, progress=Progress() if quiet else RichProgress())
+            click.echo(f"wrote {part}")
+            return
+        res = run_sweep(rec, out, budget_s=budget_s, say=(lambda _m: None) if quiet else click.echo)
+    except TracekitError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted; finished cells are kept, run the same command to continue",
+                   err=True)
+        sys.exit(130)
+    click.echo(f"{len(res.skipped) + len(res.done)} of {len(rec.cells)} cells done "
+               f"({len(res.done)} now); results: {res.results}")
+    if res.pending:
+        click.echo(f"{len(res.pending)} cells left for lack of budget: run the same command to continue")
+    if res.failed:
+        click.echo(f"{len(res.failed)} cells failed (details in {out / 'sweep.log'}):", err=True)
+        for cid, why in res.failed.items():
+            click.echo(f"  {cid}: {why}", err=True)
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
