@@ -34,7 +34,7 @@ NAMES = ["aten::mm", "aten::mul", "aten::add", "aten::_cudnn_attention_forward",
 PERIOD = 1000
 
 
-def _stall_trace(tmp_path, n_steps=4, dur=DUR, names=NAMES):
+def _stall_trace(tmp_path, n_steps=4, dur=DUR, names=NAMES, gpu_name="NVIDIA H100 80GB HBM3"):
     events, corr = [], 1
     for i in range(n_steps):
         t0 = i * PERIOD
@@ -50,7 +50,7 @@ def _stall_trace(tmp_path, n_steps=4, dur=DUR, names=NAMES):
             events.append(kernel(f"k_{name}", s + d - 2, 2, corr))
             corr += 1
             s += d
-    return write_trace(tmp_path / "stall.json.gz", events)
+    return write_trace(tmp_path / "stall.json.gz", events, gpu_name=gpu_name)
 
 
 def test_gaps_are_attributed_to_the_op_that_held_the_host(tmp_path):
