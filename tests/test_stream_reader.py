@@ -345,3 +345,17 @@ def test_sqlite_temp_copy_removed_on_sigterm(tmp_path) -> None:
     time.sleep(0.1)
     assert proc.returncode == 143 and "Traceback" not in proc.stderr.read()
     assert list(tmpdir.iterdir()) == []
+
+
+def test_verbose_says_how_the_trace_was_read(tmp_path) -> None:
+    p = tmp_path / "t.json"
+    p.write_bytes(_tiny())
+    code = ("import sys, tracekit.trace.kineto as k; k.SLICE_BYTES = 500; "
+            "from tracekit.cli import main; main(sys.argv[1:])")
+    r = subprocess.run([sys.executable, "-c", code, "explain", str(p), "--json", "-v"],
+                       capture_output=True, text=True)
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("tracekit: ")]
+    assert notes and notes[0].startswith("tracekit: streamed 8 events in ")
+    r = subprocess.run([sys.executable, "-m", "tracekit", "explain", str(p), "--json"],
+                       capture_output=True, text=True)
+    assert "tracekit: " not in r.stderr

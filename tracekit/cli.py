@@ -178,6 +178,37 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
         render_terminal(doc)
 
 
+# --- annotate --------------------------------------------------------------------------------
+@app.command()
+@click.argument("trace", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="The annotated trace to write (.json.gz, or .json for plain JSON).")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@click.option("--model", help="Model name or config.json path (adds the floor to each step).")
+@click.option("--ctx", type=int, help="Context length at the first profiled step.")
+@click.option("--gpu", help="GPU name, overriding the trace's device name.")
+@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> None:
+    """Write TRACE back with tracekit's findings as tracks Perfetto and chrome://tracing show.
+
+    A process named "tracekit" gains three tracks: one slice per decode step with its breakdown in
+    args, one slice per GPU idle gap named by its class (and by the host op for stalls), and a
+    GPU busy % counter. The original events are kept byte for byte. Kineto (torch.profiler) JSON
+    only.
+
+    Example: tracekit annotate trace.json.gz -o trace.tracekit.json.gz
+    """
+    from tracekit.annotate import annotate as run_annotate
+
+    try:
+        out = run_annotate(trace, output, force=force, step_marker=step_marker, model=model,
+                           ctx=ctx, gpu=gpu, bandwidth_gbps=bandwidth)
+    except TracekitError as exc:
+        _fail(exc)
+    click.echo(f"wrote {out}: open it in https://ui.perfetto.dev or chrome://tracing")
+
+
 # --- floor -----------------------------------------------------------------------------------
 @app.command()
 @click.option("--model", required=True, help="Model name or config.json path.")

@@ -56,6 +56,7 @@ _IGNORED_CATS = {
     "python_function", "ac2g", "fwdbwd", "overhead", "trace",
     "cpu_instant_event", "python_gc", "gpu_instant_event", "mtia_runtime", "privateuse1_runtime",
     "cuda_profiler_range", "memory", "kernel_activity", "",
+    "tracekit",  # the tracks `tracekit annotate` adds: tracekit's own findings, not trace data
 }
 
 _KERNEL_LAUNCH = re.compile(r"^(cuda|cu)Launch(Cooperative)?Kernel")
@@ -455,8 +456,7 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
             meta = _META_DECODER.decode(head + b"[]" + tail)
     except _DECODE_ERRORS as exc:
         raise _decode_error(exc, path, " (outside traceEvents)") from None
-    notes.append(f"streamed {b.events} events in {slicer.slices} slices of "
-                 f"~{slice_bytes / 1e6:.0f} MB")
+    notes.append(f"streamed {b.events} events in {slicer.slices} slices of ~{mib(slice_bytes)}")
     return b.finish(meta)
 
 
@@ -669,10 +669,12 @@ class _Builder:
             if not parts:
                 tables[key] = pl.DataFrame(schema=schema)
                 continue
-            df = pl.concat(parts) if len(parts) > 1 else parts[0]
-            self.parts[key] = []
-            df = df.with_columns(name=names.gather(df["name"]))
-            tables[key] = df.select(list(schema)).cast(schema)
+            df = pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
+            self.parts[key] = parts = []
+            df = df.with_columns(name=names.gather(df["name"])).select(list(schema))
+            if df.schema != schema:  # a cast copies: only where a column's type differs
+                df = df.cast(schema)
+            tables[key] = df
         capture, capture_warnings = clean_capture(f.tracekit)
         trace = Trace(
             gpu_ops=tables["gpu"], launches=tables["launch"], annotations=tables["ann"],
