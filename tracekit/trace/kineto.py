@@ -57,6 +57,7 @@ _IGNORED_CATS = {
     "python_function", "ac2g", "fwdbwd", "overhead", "trace",
     "cpu_instant_event", "python_gc", "gpu_instant_event", "mtia_runtime", "privateuse1_runtime",
     "cuda_profiler_range", "memory", "kernel_activity", "",
+    "tracekit",  # the tracks `tracekit annotate` adds: tracekit's own findings, not trace data
 }
 
 _KERNEL_LAUNCH = re.compile(r"^(cuda|cu)Launch(Cooperative)?Kernel")
