@@ -359,3 +359,18 @@ def test_verbose_says_how_the_trace_was_read(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "tracekit", "explain", str(p), "--json"],
                        capture_output=True, text=True)
     assert "tracekit: " not in r.stderr
+
+
+def test_a_name_full_of_braces_reads_in_bounded_time(tmp_path) -> None:
+    """A cut search over 3 M '}' inside one name is bounded, and the events still read right."""
+    import time
+
+    name = "}" * (3 << 20)
+    ev = [{"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": 1, "ts": 1, "dur": 1},
+          {"ph": "X", "cat": "cpu_op", "name": "b},{", "pid": 1, "tid": 1, "ts": 2, "dur": 1}]
+    p = tmp_path / "t.json"
+    p.write_bytes(json.dumps({"traceEvents": ev}).encode())
+    t0 = time.monotonic()
+    t = load(p, slice_bytes=1 << 20)
+    assert time.monotonic() - t0 < 30
+    assert t.cpu_ops["name"].to_list() == [name, "b},{"]
