@@ -387,3 +387,18 @@ def test_sqlite_text_that_is_not_utf8_reads_with_replacement_characters(tmp_path
     con.close()
     t = load(p)
     assert "k_\ufffd_k" in t.gpu_ops["name"].to_list()
+
+
+def test_stdin_redirected_from_a_file(tmp_path) -> None:
+    """``tracekit explain - < file``: a regular file as stdin, JSON and SQLite alike."""
+    j = tmp_path / "t.json.gz"
+    j.write_bytes(gzip.compress(_tiny()))
+    s = _export(tmp_path / "r.sqlite")
+    code = ("import sys; from tracekit.trace import load; t = load('-'); "
+            "print(t.meta['format'], t.gpu_ops.height)")
+    for path, want in ((j, ["kineto", "2"]), (s, ["nsys", "8"])):
+        with open(path, "rb") as f:
+            r = subprocess.run([sys.executable, "-c", code], stdin=f, capture_output=True,
+                               text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == want

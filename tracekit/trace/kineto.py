@@ -476,13 +476,13 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
 def _whole_after_fallback(src: Source, path: str, why: str, notes: list[str]) -> Trace:
     from tracekit.trace.source import open_source
 
-    if not src.regular:
+    if src.path is None:
         raise TraceFormatError(
             f"{path}: tracekit cannot read this layout as a stream ({why}) and a pipe cannot be "
             "read twice; save the trace to a file and pass its path"
         )
     notes.append(f"whole-document decode: the slicer cannot cut this layout ({why})")
-    with open_source(path) as again:
+    with open_source(src.path) as again:
         data = again.read_all(limit=MAX_WHOLE_BYTES)
     return parse_kineto(data, path)
 

@@ -157,9 +157,9 @@ def _ro_uri(db: Path) -> str:
 def _sqlite_file(src: Source, *, limit: int) -> Iterator[Path]:
     """The path of a plain SQLite file: the input itself, or its content (gunzipped, or read from
     a pipe) copied to a temp file that is removed on every exit, SIGTERM and SIGINT included."""
-    if src.regular and not src.is_gzip:
-        _check_magic(src.peek(16), Path(src.name))
-        yield Path(src.name)
+    if src.path is not None and not src.is_gzip:
+        _check_magic(src.peek(16), Path(src.path))
+        yield Path(src.path)
         return
     with removed_on_exit(prefix="tracekit-nsys-", suffix=".sqlite") as tmp:
         with open(tmp, "wb") as out:

@@ -63,6 +63,8 @@ class Source:
         self.size = size
         #: raw (compressed) bytes read so far
         self.consumed = 0
+        #: the file's path when it can be opened again by name (not standard input)
+        self.path: str | None = name if owns_fd and regular else None
         self._fd = fd
         self._owns_fd = owns_fd
         self._raw_peeked = b""
