@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+from tracekit.report.safe import clean
+
 #: characters that start Markdown/GFM syntax anywhere in a line (``_`` is handled separately:
 #: GFM never opens emphasis inside a word, so ``R_floor`` stays readable)
 _SPECIAL = re.compile(r"([\\`*\[\]<>|~&#$@!{}])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
@@ -75,6 +77,7 @@ def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
 # -- sections ---------------------------------------------------------------------------------
 def render_markdown(doc: dict) -> str:
     """The Markdown summary of an ``Explanation.to_dict()`` document."""
+    doc = clean(doc)  # no control or bidi character from the trace reaches the reader
     parts = [
         _title(doc), _verdict(doc), _decomposition(doc), _per_step(doc), _whatifs(doc),
         _categories(doc), _top_kernels(doc), _environment(doc), _conventions(doc), _warnings(doc),

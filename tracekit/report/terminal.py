@@ -7,6 +7,8 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from tracekit.report.safe import clean, clean_text
+
 
 def _f(v, fmt: str = "{:.3f}") -> str:
     return "—" if v is None else fmt.format(v)
@@ -20,7 +22,7 @@ def _rng(summary: dict, key: str, fmt: str = "{:.3f}") -> str:
 def render(d: dict, console: Console | None = None) -> None:
     """Print the compact summary of an ``Explanation.to_dict()`` document."""
     console = console or Console()
-    console.print(_group(d))
+    console.print(_group(clean(d)))  # no control or bidi character from the trace reaches the tty
 
 
 def _group(d: dict) -> Group:
@@ -102,7 +104,7 @@ def _group(d: dict) -> Group:
 def render_floor(spec, ctx: int, dtype: str, rows: list[dict], console: Console | None = None) -> None:
     """The analytic floor table (``tracekit floor``)."""
     console = console or Console()
-    t = Table(title=f"Memory floor of one decode step: {escape(spec.name)}, ctx {ctx}, {escape(dtype)}",
+    t = Table(title=f"Memory floor of one decode step: {escape(clean_text(spec.name))}, ctx {ctx}, {escape(dtype)}",
               title_justify="left")
     for col in ("GPU", "peak GB/s", "exact GB", "floor ms (exact)", "all-weights GB",
                 "floor ms (W+K)", "max tok/s"):
