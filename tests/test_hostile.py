@@ -1,4 +1,4 @@
-"""The hostile corpus (tests/hostile/corpus.py) over the CLI, in every output mode.
+"""The hostile corpus (tests/hostile/corpus.py) over the CLI, in every output mode (two runs: the terminal report written\nwith ``--html`` and ``--markdown`` in the same run, and ``--json``).
 
 Each case runs as ``python -m tracekit …`` in a child with an address-space limit
 (``RLIMIT_AS``), a wall-clock timeout, its own working directory and its own ``$TMPDIR``. Per case
@@ -54,6 +54,7 @@ class Result:
     left_in_tmp: list[str]
     new_files: list[str]
     outputs: dict[str, str]
+    argv: list[str]
 
 
 def _limit() -> None:
@@ -64,7 +65,16 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
 
 
-MODE_ARGS = {"plain": [], "json": ["--json"], "files": ["--html", "out.html", "--markdown", "out.md"]}
+#: ``text`` prints the terminal report and writes both reports in the same run
+MODE_ARGS = {"text": ["--html", "out.html", "--markdown", "out.md"], "json": ["--json"]}
+
+
+def _extra(args: list[str], mode: str) -> list[str]:
+    if mode == "json":
+        return MODE_ARGS["json"]
+    if args[0] == "explain" and "--html" not in args and "--markdown" not in args:
+        return MODE_ARGS["text"]
+    return []
 
 
 def run_case(c: Case, mode: str, base: Path) -> Result:
@@ -73,7 +83,7 @@ def run_case(c: Case, mode: str, base: Path) -> Result:
     tmp.mkdir()
     args = c.make(work)
     before = _files(work)
-    extra = MODE_ARGS[mode] if args[0] == "explain" or mode == "json" else []
+    extra = _extra(args, mode)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}
     env.update(TMPDIR=str(tmp), PYTHONPATH=os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]), COLUMNS="120",
@@ -116,7 +126,8 @@ def run_case(c: Case, mode: str, base: Path) -> Result:
         rc=p.returncode, stdout=out_chunks.get("out", b"").decode(errors="replace"),
         stderr=out_chunks.get("err", b"").decode(errors="replace"), seconds=seconds,
         max_rss_mb=usage.ru_maxrss / 1024, timed_out=timed_out.is_set(),
-        left_in_tmp=sorted(_files(tmp)), new_files=sorted(after - before), outputs=outputs)
+        left_in_tmp=sorted(_files(tmp)), new_files=sorted(after - before), outputs=outputs,
+        argv=[*args, *extra])
 
 
 # -- scheduling: every selected case starts at once, on a pool of one worker per core ----------
@@ -173,7 +184,7 @@ def check(c: Case, mode: str, r: Result) -> None:
         assert r.new_files == [], f"left behind: {r.new_files}"
         return
     assert "Error:" not in r.stderr
-    if mode == "files" and "out.html" in MODE_ARGS[mode]:
+    if "out.html" in r.argv:
         assert sorted(r.new_files) == ["out.html", "out.md"], r.new_files
         for name, text in r.outputs.items():
             assert not BIDI.search(text), f"raw bidi control in {name}"
@@ -181,7 +192,7 @@ def check(c: Case, mode: str, r: Result) -> None:
         assert "<script>alert(1)" not in r.outputs["out.html"]
     else:
         assert r.new_files == [], f"left behind: {r.new_files}"
-    if mode == "plain":
+    if mode == "text":
         assert not UNSAFE.search(r.stdout.replace("\n", "")), \
             f"raw control/bidi character on the terminal: {UNSAFE.search(r.stdout.replace(chr(10), ''))!r}"
     if mode == "json":

@@ -1,0 +1,82 @@
+"""Every example command printed by ``--help`` and in the README runs, as written.
+
+The examples are read from the help text (``Example: tracekit …``) and from the README's shell
+blocks (lines starting with ``tracekit`` or ``$ tracekit``), then run in a directory holding the
+files they name (``trace.json.gz`` and ``eager.json.gz``: an eager sample trace; ``graphs.json.gz``:
+a CUDA-graph one). An example must exit 0 with no ``Error:``, or, where it needs a GPU (``capture``
+on a machine without CUDA), fail with exactly one ``Error:`` line that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tracekit.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_traces"
+FILES = {"trace.json.gz": "qwen2.5-7b_ctx2048_eager.json.gz",
+         "eager.json.gz": "qwen2.5-7b_ctx2048_eager.json.gz",
+         "graphs.json.gz": "qwen2.5-7b_ctx2048_cuda-graphs.json.gz"}
+NEEDS_GPU = re.compile(r"CUDA|GPU|torch", re.IGNORECASE)
+
+
+def _help_examples() -> list[str]:
+    out = []
+    for command in app.commands:
+        r = CliRunner().invoke(app, [command, "--help"])
+        out += re.findall(r"Example:\s*(tracekit [^\n]+)", r.output)
+    return out
+
+
+def _readme_examples() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            line = line.strip().removeprefix("$ ")
+            if line.startswith("pip install . && "):
+                line = line.removeprefix("pip install . && ")
+            if line.startswith("tracekit "):
+                out.append(line.split("  #")[0].split(" # ")[0].strip())
+    return out
+
+
+EXAMPLES = sorted(set(_help_examples()) | set(_readme_examples()))
+
+
+def test_examples_were_found():
+    commands = {e.split()[1] for e in EXAMPLES}
+    assert {"explain", "floor", "capture"} <= commands, EXAMPLES
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_example_runs(example, tmp_path):
+    for name, src in FILES.items():
+        shutil.copy(SAMPLES / src, tmp_path / name)
+    argv = shlex.split(example)[1:]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    r = subprocess.run([sys.executable, "-m", "tracekit", *argv], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    if argv[0] == "capture" and r.returncode != 0:
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr[-2000:]
+        assert NEEDS_GPU.search(lines[0]), lines[0]
+        return
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Error:" not in r.stderr
+    for flag in ("--html", "--markdown", "-o"):
+        if flag in argv:
+            out = tmp_path / argv[argv.index(flag) + 1]
+            assert out.is_file() and out.stat().st_size > 0, out
