@@ -14,7 +14,7 @@
 # device tool returns 8 files of 16 MiB at most); unpack with: for t in *.tar; do tar -xf $t; done
 # tracekit need not be installed: it runs from this checkout (PYTHONPATH), needing only torch,
 # transformers, rich and click, which the lent image has. Nsight needs libdw: carry .debs/
-# (REFERENCE.md, "Nsight Systems on the lent GPU machine").
+# (docs/architecture.md, "Nsight Systems on a GPU box").
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -44,7 +44,7 @@ if compgen -G ".debs/*.deb" > /dev/null; then
   mkdir -p /tmp/dw && for f in .debs/*.deb; do dpkg -x "$f" /tmp/dw; done
   export LD_LIBRARY_PATH="/tmp/dw/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
-  log "WARNING: no .debs/ carried: nsys may stop at a .qdstrm (see REFERENCE.md)"
+  log "WARNING: no .debs/ carried: nsys may stop at a .qdstrm (see docs/architecture.md, "Nsight Systems on a GPU box")"
 fi
 if [ -x "$NSYS" ]; then export PATH="$(dirname "$NSYS"):$PATH"; else log "WARNING: no nsys at $NSYS"; fi
 

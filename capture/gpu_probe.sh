@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
   nproc; lscpu | grep 'Model name'
 } 2>&1 | tee "$OUT/env.txt"
 python3 capture/plain_profiler_decode.py --model qwen2.5-7b --ctx 2048 --out "$OUT" 2>&1 | grep -v Warning | tee "$OUT/plain.log"
-# nsys smoke test (REFERENCE.md recipe)
+# nsys smoke test (docs/architecture.md, "Nsight Systems on a GPU box")
 mkdir -p /tmp/dw && for f in .debs/*.deb; do dpkg -x "$f" /tmp/dw; done
 export LD_LIBRARY_PATH=/tmp/dw/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 NSYS=/opt/nvidia/nsight-compute/2025.3.1/host/target-linux-x64/nsys

@@ -48,6 +48,12 @@ def launch(name: str, ts, dur, corr: int, *, cat: str = "cuda_runtime", tid: int
             "dur": Raw(str(dur)), "args": {"correlation": corr}}
 
 
+def cpu_op(name: str, ts, dur, *, tid: int = 100) -> dict:
+    """A framework op on the host thread (Kineto ``cpu_op``)."""
+    return {"ph": "X", "cat": "cpu_op", "name": name, "pid": 100, "tid": tid, "ts": us(ts),
+            "dur": Raw(str(dur)), "args": {}}
+
+
 def annotation(name: str, ts, dur, *, gpu: bool = False) -> dict:
     return {"ph": "X", "cat": "gpu_user_annotation" if gpu else "user_annotation", "name": name,
             "pid": 0 if gpu else 100, "tid": 7 if gpu else 100, "ts": us(ts), "dur": Raw(str(dur)),

@@ -13,9 +13,9 @@ import os
 import signal
 import stat
 import subprocess
-import warnings
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -88,11 +88,19 @@ def test_tiny_capture_writes_gzip_json_with_metadata(tiny_trace) -> None:
     assert (meta["model_name"], meta["ctx"], meta["mode"]) == ("tiny", 32, "eager")
     assert meta["model"]["name"] == "tiny" and meta["model"]["params"] > 0
     assert meta["ctx_first_step"] == 32 + 1 + 3  # ctx + warmup + timed steps
-    assert (meta["device"], meta["dtype"], meta["attention"]) == ("cpu", "fp32", "sdpa")
+    assert (meta["device"], meta["dtype"], meta["attention"]["requested"]) == ("cpu", "fp32", "sdpa")
+    # what ran is read from the profiled window: an SDPA op, once per layer per profiled step
+    cpu_sdpa = [e for e in _events(path)[1] if e.get("cat") == "cpu_op"
+                and e["name"].startswith("aten::_scaled_dot_product")]
+    assert meta["attention"]["ops"] == {n: sum(e["name"] == n for e in cpu_sdpa)
+                                        for n in {e["name"] for e in cpu_sdpa}}
+    assert sum(meta["attention"]["ops"].values()) == 4 * meta["model"]["layers"]
     assert meta["gpu"] is None and meta["copy_bandwidth_gbps"] is None
     assert meta["timing"]["steps"] == 3 and len(meta["timing"]["unprofiled_ms"]) == 3
     assert meta["timing"]["p10_ms"] <= meta["timing"]["median_ms"] <= meta["timing"]["p90_ms"]
     assert meta["profiled"]["steps"] == 4
+    # the ground truth is timed again after the profiled window, as many steps as before
+    assert meta["timing_after"]["steps"] == 3 and len(meta["timing_after"]["unprofiled_ms"]) == 3
     ratio = meta["profiled"]["wall_ms_per_step"] / meta["timing"]["median_ms"]
     assert meta["profiler_overhead_ratio"] == pytest.approx(ratio, rel=1e-3)
     assert set(meta["versions"]) == {"torch", "transformers", "cuda", "triton", "python"}
@@ -135,6 +143,22 @@ def test_explain_reads_the_capture(tiny_trace) -> None:
     assert e.source["detection_method"] == "tracekit"
     assert e.source["decode_steps"] == 4
     assert (e.model["name"], e.model["ctx"], e.model["dtype"]) == ("tiny", 36, "fp32")
+
+
+def test_reports_say_a_cpu_capture_has_no_gpu(tiny_trace) -> None:
+    from rich.console import Console
+
+    from tracekit.explain import explain
+    from tracekit.report.terminal import render
+
+    path, _ = tiny_trace
+    e = explain(path)
+    console = Console(record=True, width=100)
+    render(e.to_dict(), console)
+    assert "GPU: none (CPU capture)" in console.export_text()
+    page = e.to_html()
+    assert "GPU: none (CPU capture)" in page, page[page.index("<header"):][:600]
+    assert "None" not in e.to_markdown()
 
 
 # --- modes and model sources --------------------------------------------------------------------

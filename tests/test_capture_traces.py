@@ -58,8 +58,8 @@ def test_kernels_per_step_match_an_independent_count(name):
     starts = [i for i, (_, n) in enumerate(kernels) if "indexSelect" in n]
     per_step = {b - a for a, b in zip(starts, starts[1:])}
     e = explain(SAMPLES / name)
-    assert {s["kernels"] for s in e.steps} == per_step
-    assert len(e.steps) == len(starts)
+    assert set(e.steps["kernels"]) == per_step
+    assert e.steps.height == len(starts)
 
 
 def test_modes_rank_as_expected():
@@ -89,11 +89,11 @@ def test_nsight_and_kineto_agree_on_kernels_and_busy_per_step():
     assert n.source["format"] == "nsys" and k.source["format"] == "kineto"
     assert n.source["detection_method"] == k.source["detection_method"] == "tracekit"
     assert n.model["ctx"] == k.model["ctx"]
-    assert [s["kernels"] for s in n.steps] == [s["kernels"] for s in k.steps]
+    assert n.steps["kernels"].to_list() == k.steps["kernels"].to_list()
     # the very same kernels in the very same order, step by step (compared by short name: the
     # two tools demangle differently, e.g. "(anonymous namespace)" vs "<unnamed>")
     assert _kernel_names_per_step(NSYS) == _kernel_names_per_step(KINETO)
-    for a, b in zip(n.steps, k.steps):
+    for a, b in zip(n.step_rows, k.step_rows):
         assert a["gpu_busy_ms"] == pytest.approx(b["gpu_busy_ms"], rel=0.02)
 
 

@@ -84,7 +84,7 @@ def test_explain_sample_json_contract():
 
 
 def test_floor_command_reproduces_the_study():
-    # REFERENCE.md: all 7.62 B parameters + KV at ctx 2048 ≈ 15.35 GB → 4.58 ms on H100, 51.2 ms on L4
+    # the study (docs/architecture.md, "Facts"): all 7.62 B parameters + KV at ctx 2048 ≈ 15.35 GB → 4.58 ms on H100, 51.2 ms on L4
     r = run("floor", "--model", "qwen2.5-7b", "--ctx", "2048", "--json")
     assert r.exit_code == 0
     rows = {row["gpu"]: row for row in json.loads(r.output)}

@@ -53,7 +53,7 @@ def test_step_bytes_conventions() -> None:
     spec = get_model("qwen2.5-7b")
     allw = spec.step_bytes(2048, convention="all-weights")
     assert allw["total"] == spec.param_count() * 2 + 2048 * spec.kv_bytes_per_token()
-    assert 15.2e9 < allw["total"] < 15.5e9  # REFERENCE.md: ≈ 15.35 GB
+    assert 15.2e9 < allw["total"] < 15.5e9  # the study (docs/architecture.md, "Facts"): ≈ 15.35 GB
     exact = spec.step_bytes(2048)
     # one embedding row instead of the table, plus one token's K and V written
     assert exact["weights"] == allw["weights"] - (152064 - 1) * 3584 * 2

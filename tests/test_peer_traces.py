@@ -1,4 +1,4 @@
-"""Traces made by others (HTA's test data, ../shared/peer_traces/hta): every one loads and makes sense,
+"""Traces made by others (HTA's test data, sample_traces/peer/hta): every one loads and makes sense,
 and where Holistic Trace Analysis computes a temporal breakdown our GPU busy agrees with it within
 its microsecond rounding — or differs on purpose, shown here."""
 

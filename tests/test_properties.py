@@ -23,7 +23,6 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from synth import Raw, _dumps
 
 from tracekit.explain import explain

@@ -80,7 +80,7 @@ def test_eager_is_host_bound_and_graph_is_not(plain):
         assert host_share < 0.05
         assert (t["graph_launches"] == 1).all() and (t["launches"] == 1).all()
     else:
-        assert host_share > 0.5  # REFERENCE.md: eager decode on these hosts is host-bound
+        assert host_share > 0.5  # docs/architecture.md ("Facts"): eager decode on these hosts is host-bound
         assert (t["launches"] >= t["kernels"]).all()
 
 

@@ -95,7 +95,8 @@ def test_markdown_verdict_first_and_numbers(sample):
     assert f"| CUDA Graphs | {w['cuda_graphs_ms']:.3f} | {w['cuda_graphs_speedup']:.2f}× |" in md
     top = doc["top_kernels"][0]
     assert f"| `{top['name']}` | {top['ms_per_step']:.3f} |" in md
-    assert len(re.findall(r"^\| `", md, re.M)) == 5  # top 5 kernels
+    top_section = md.split("kernels** — per decode step")[1].split("\n\n**")[0]
+    assert len(re.findall(r"^\| `", top_section, re.M)) == 5  # top 5 kernels
     cat = doc["kernels_by_category"][0]
     assert f"| {cat['category']} | {cat['ms_per_step']:.3f} | {cat['share']:.1%} |" in md
 

@@ -56,20 +56,7 @@ def step_table(trace: Trace, steps: Steps) -> pl.DataFrame:
     launch_counts = _launch_counts(trace, steps)
     table = steps.table.sort("step")
     ops = steps.ops.sort("start_ns")
-    own = ops.filter(pl.col("step").is_not_null()).group_by("step").agg(
-        pl.col("start_ns").min().alias("t0"),
-        pl.max_horizontal("start_ns", "end_ns").max().alias("own_end"),
-        (pl.col("kind") == "kernel").sum().alias("kernels"),
-        (pl.col("kind") == "memcpy").sum().alias("memcpys"),
-        (pl.col("kind") == "memset").sum().alias("memsets"),
-    )
-    t = table.join(own, on="step", how="left").sort("step")
-    has_ops = ~t["t0"].is_null().to_numpy()
-    t0 = np.where(has_ops, t["t0"].fill_null(0).to_numpy(), 0).astype(np.int64)
-    # the window of step i runs to the next step's first op, when that step ran GPU work after it
-    nxt_t0 = np.append(t0[1:], 0)
-    nxt_ok = np.append(has_ops[1:], False)
-    timed = has_ops & nxt_ok & (nxt_t0 > t0)
+    t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
     win = _Windows(ops)
     metrics = win.measure(t0[timed], nxt_t0[timed], syncs)
     timed_idx = {int(i): j for j, i in enumerate(np.nonzero(timed)[0])}
@@ -127,12 +114,57 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
     cats = {(n, k): categorize(n, k).value for n, k in names.iter_rows()}
     return {
         "step": step,
+        "t0_ns": t0,  # on the trace's clock; ops and gaps below are relative to it
         "latency_ns": latency,
         "ops": [{"start_ns": r["start_ns"] - t0, "end_ns": r["end_ns"] - t0, "name": r["name"],
                  "category": cats[(r["name"], r["kind"])], "stream": r["stream"]}
                 for r in g.iter_rows(named=True)],
-        "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c} for a, b, c in gaps],
+        "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c} for a, b, c, *_ in gaps],
     }
+
+
+GAPS_SCHEMA = {"step": pl.Int64, "start_ns": pl.Int64, "end_ns": pl.Int64, "class": pl.Utf8}
+
+
+def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",)) -> pl.DataFrame:
+    """Every classified idle gap of the steps of ``kinds``, absolute ns (the same gaps, cut the
+    same way, as :func:`step_table` sums). The op that ends a gap starts at its ``end_ns``."""
+    syncs = _sync_intervals(trace)
+    ops = steps.ops.sort("start_ns")
+    t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
+    wanted = t["kind"].is_in(list(kinds)).to_numpy()
+    ids = t["step"].to_numpy()
+    rows: list[tuple] = []
+    sel = timed & wanted
+    m = _Windows(ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps=True)
+    idx = ids[sel]
+    rows.extend((int(idx[wi]), a, b, c) for a, b, c, wi in m["gaps"])
+    for i in np.nonzero(has_ops & ~timed & wanted)[0]:
+        gaps: list = []
+        _own_metrics(ops.filter(pl.col("step") == int(ids[i])), syncs, gaps)
+        rows.extend((int(ids[i]), a, b, c) for a, b, c, *_ in gaps)
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return pl.DataFrame(rows, schema=GAPS_SCHEMA, orient="row")
+
+
+def _windows_of(steps: Steps):
+    """Each step's first op, the next step's first op, and which steps have a window between."""
+    ops = steps.ops
+    own = ops.filter(pl.col("step").is_not_null()).group_by("step").agg(
+        pl.col("start_ns").min().alias("t0"),
+        pl.max_horizontal("start_ns", "end_ns").max().alias("own_end"),
+        (pl.col("kind") == "kernel").sum().alias("kernels"),
+        (pl.col("kind") == "memcpy").sum().alias("memcpys"),
+        (pl.col("kind") == "memset").sum().alias("memsets"),
+    )
+    t = steps.table.join(own, on="step", how="left").sort("step")
+    has_ops = ~t["t0"].is_null().to_numpy()
+    t0 = np.where(has_ops, t["t0"].fill_null(0).to_numpy(), 0).astype(np.int64)
+    # the window of step i runs to the next step's first op, when that step ran GPU work after it
+    nxt_t0 = np.append(t0[1:], 0)
+    nxt_ok = np.append(has_ops[1:], False)
+    timed = has_ops & nxt_ok & (nxt_t0 > t0)
+    return t, t0, nxt_t0, has_ops, timed
 
 
 def _host_only(rec: dict, table: pl.DataFrame, i: int) -> dict:
@@ -249,9 +281,9 @@ class _Windows:
             out["idle"][c] = np.bincount(gwin[sel], weights=lengths[sel],
                                          minlength=nw).astype(np.int64)
         if with_gaps:
-            order = np.argsort(gap_start, kind="stable")
+            order = np.lexsort((gap_start, gwin))
             out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
-                                   classes[order].tolist()))
+                                   classes[order].tolist(), gwin[order].tolist()))
         return out
 
 

@@ -6,6 +6,8 @@ It parses arguments, calls the library, renders, and maps :mod:`tracekit.errors`
     tracekit explain --sample
     tracekit explain trace.json.gz --json
     tracekit floor --model qwen2.5-7b --ctx 2048
+    tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
+    tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540
     tracekit capture --model qwen2.5-7b --ctx 2048 --mode eager -o trace.json.gz
 """
 
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import click
 
+from tracekit import __version__, sample_path
 from tracekit.capture.options import CaptureOptions
 from tracekit.errors import BadUsage, TracekitError
-from tracekit.fileio import write_all
+from tracekit.fileio import atomic_write_text, write_all
 from tracekit.report.safe import clean_text
 
 
@@ -81,6 +84,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, help="Explain where the time of batch-1 LLM decode goes on NVIDIA GPUs.",
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="tracekit",
+                      message="%(prog)s %(version)s")
 def app() -> None:
     pass
 
@@ -89,12 +94,8 @@ def _fail(exc: TracekitError) -> None:
     _error(str(exc), exc.exit_code)
 
 
-SAMPLE = "sample_qwen2.5-7b_ctx2048_eager.json.gz"
-
-
-def sample_path() -> Path:
-    """The decode trace bundled inside the package (``tracekit explain --sample``)."""
-    return Path(__file__).parent / "data" / SAMPLE
+#: bootstrap defaults, written here as in tracekit/bootstrap.py (importing it would pull in numpy)
+_BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
 
 
 # --- explain ---------------------------------------------------------------------------------
@@ -110,11 +111,14 @@ def sample_path() -> Path:
 @click.option("--ctx", type=int, help="Context length at the first profiled step.")
 @click.option("--gpu", help="GPU name, overriding the trace's device name.")
 @click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
-@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16).")
+@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor.")
+@click.option("--group-size", type=int, help="int4 group size (default 128).")
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
 @click.option("--graph-trace", type=click.Path(path_type=Path), help="A CUDA-graph trace to calibrate the what-if.")
+@click.option("--unprofiled-ms", type=float, help="The measured unprofiled ms per decode step (explains the real step).")
+@click.option("--verbose", "-v", is_flag=True, help="Say how the trace was read (streamed or whole) on stderr.")
 def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model, ctx, gpu,
-            bandwidth, dtype, convention, graph_trace) -> None:
+            bandwidth, dtype, group_size, convention, graph_trace, unprofiled_ms, verbose) -> None:
     """Break each decode step into memory floor, kernel excess and launch overhead.
 
     Example: tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --html report.html
@@ -126,10 +130,17 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
     if plotlyjs not in ("inline", "cdn"):
         _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
+        if group_size is not None:
+            from tracekit.specs.quant import with_group_size
+
+            dtype = with_group_size(dtype or "int4", group_size)
+        from tracekit.trace.progress import load_for_cli
+
         result = run_explain(
-            sample_path() if sample else trace, step_marker=step_marker, model=model, ctx=ctx,
+            load_for_cli(sample_path() if sample else trace, verbose=verbose),
+            step_marker=step_marker, model=model, ctx=ctx,
             gpu=gpu, bandwidth_gbps=bandwidth, dtype=dtype, convention=convention,
-            graph_trace=graph_trace,
+            graph_trace=graph_trace, unprofiled_ms=unprofiled_ms,
         )
         doc = result.to_dict()
         outputs = []
@@ -154,14 +165,56 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
         render(doc)
 
 
+# --- compare ---------------------------------------------------------------------------------
+@app.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.compare/1).")
+@click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue or PR.")
+@click.option("--basis", default="auto", show_default=True, help="What the bootstrap resamples: auto (sessions when both sides have >= 2) | sessions | steps.")
+@click.option("--resamples", type=int, default=_BOOT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=_BOOT_SEED, show_default=True, help="Bootstrap seed (the same inputs and seed give the same interval).")
+@click.option("--model", help="Model name or config.json path, for both sides' floors.")
+@click.option("--gpu", help="GPU name, overriding the traces' device names.")
+@click.option("--dtype", help="Weight dtype for the floor (bf16, int8, fp8, int4, nf4, ...).")
+def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) -> None:
+    """Speed-up of B over A with a 95% bootstrap CI, and what moved (per-term deltas).
+
+    A and B are each a trace, a directory of traces, a quoted glob ('runs/eager_*.json.gz') or a
+    multi-session capture (tracekit capture --sessions N).
+
+    Example: tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
+    """
+    from tracekit.compare import compare as run_compare
+
+    kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
+    try:
+        doc = run_compare(a, b, basis=basis, resamples=resamples, seed=seed, **kw).to_dict()
+        if markdown is not None:
+            from tracekit.report.compare import render_markdown
+
+            atomic_write_text(markdown, render_markdown(doc))
+    except TracekitError as exc:
+        _fail(exc)
+    if as_json:
+        import msgspec
+
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
+    else:
+        from tracekit.report.compare import render_terminal
+
+        render_terminal(doc)
+
+
 # --- floor -----------------------------------------------------------------------------------
 @app.command()
 @click.option("--model", required=True, help="Model name or config.json path.")
 @click.option("--ctx", type=int, default=2048, show_default=True, help="Context length (tokens in the KV cache).")
 @click.option("--gpu", help="One GPU (default: every known GPU).")
-@click.option("--dtype", default="bf16", show_default=True, help="Weight/KV dtype.")
+@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp32, or a weight-only format: int8 | fp8 | int4 | nf4 (scales and zeros counted; KV stays bf16).")
+@click.option("--group-size", type=int, help="int4 group size (default 128): one fp16 scale + 4-bit zero per group.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
-def floor(model, ctx, gpu, dtype, as_json) -> None:
+def floor(model, ctx, gpu, dtype, group_size, as_json) -> None:
     """The analytic memory floor of one decode step — no trace needed.
 
     Example: tracekit floor --model qwen2.5-7b --ctx 2048 --gpu H100
@@ -169,11 +222,13 @@ def floor(model, ctx, gpu, dtype, as_json) -> None:
     from tracekit.floor import floor_table
     from tracekit.specs.gpus import get_gpu
     from tracekit.specs.models import get_model
+    from tracekit.specs.quant import with_group_size
 
     try:
         from tracekit.explain import check_ctx
 
         check_ctx(ctx)
+        dtype = with_group_size(dtype, group_size)
         spec = get_model(model)
         rows = floor_table(spec, ctx, gpus=[get_gpu(gpu)] if gpu else None, dtype=dtype)
     except TracekitError as exc:
@@ -209,21 +264,34 @@ _CAP = CaptureOptions()
 @click.option("--nsys", help="Path of the nsys binary (implies --profiler nsys).")
 @click.option("--nsys-kineto", default=_CAP.nsys_kineto, show_default=True, help="Under nsys, what torch.profiler records too: cpu (safe) | cuda (both tools trace CUDA; needs CUPTI to allow it).")
 @click.option("--seed", type=int, default=_CAP.seed, show_default=True, help="Seed of the random weights and prompt.")
+@click.option("--attention", default=_CAP.attention, show_default=True, help="sdpa (transformers' default: PyTorch picks the SDPA backend, cuDNN on Hopper) | sdpa-flash | sdpa-efficient | sdpa-cudnn | sdpa-math (force one SDPA backend) | eager (matmul + softmax).")
+@click.option("--sessions", type=int, default=_CAP.sessions, show_default=True, help="Fresh processes, each timing its own unprofiled steps (for A/B confidence intervals).")
+@click.option("--profile-session", default="0", show_default=True, help="Which session (0-based) also runs the profiled window, or 'none'.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display (the summary is still printed).")
 def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dtype, profiler, nsys,
-            nsys_kineto, seed, output, quiet) -> None:
+            nsys_kineto, seed, attention, sessions, profile_session, output, quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
     Example: tracekit capture --model qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz
+
+    Example: tracekit capture --model qwen2.5-7b --attention sdpa-flash --sessions 10 -o flash.json.gz
     """
     from tracekit.capture import run_capture, summary_rows
     from tracekit.capture.progress import Progress, RichProgress
 
+    if profile_session.strip().lower() == "none":
+        profile_index = None
+    elif profile_session.strip().isdigit():
+        profile_index = int(profile_session)
+    else:
+        _fail(BadUsage(f"--profile-session must be a session index (0, 1, ...) or 'none', "
+                       f"not {profile_session!r}"))
     opts = CaptureOptions(
         model=model, weights=weights, ctx=ctx, mode=mode, steps=steps, warmup=warmup,
         profile_steps=profile_steps, device=device, dtype=dtype, profiler=profiler, nsys=nsys,
-        nsys_kineto=nsys_kineto, seed=seed, output=output,
+        nsys_kineto=nsys_kineto, seed=seed, attention=attention, sessions=sessions,
+        profile_session=profile_index, output=output,
         command=["tracekit", *sys.argv[1:]],
     )
     try:
@@ -238,6 +306,58 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
         click.echo(f"{label:<{width}}  {value}")
 
 
+# --- sweep -----------------------------------------------------------------------------------
+@app.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (traces/, parts/, results.parquet); default sweeps/RECIPE-NAME.")
+@click.option("--budget-s", type=float, help="Device-time budget in seconds (overrides the recipe's [sweep] budget_s).")
+@click.option("--cell", help="Run only this cell (id or 0-based index) in this process: one job of a fanned-out sweep.")
+@click.option("--list", "list_cells", is_flag=True, help="List the cells and whether each is done; run nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
+    """Run a model x ctx x mode x attention matrix; resumable, one Parquet row per cell.
+
+    Example: tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540
+    """
+    from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep
+
+    try:
+        if budget_s is not None and budget_s <= 0:
+            raise BadUsage(f"--budget-s must be a positive number of seconds, got {budget_s}")
+        rec = load_recipe(recipe)
+        out = out or Path("sweeps") / recipe.name.removesuffix(".toml")
+        if list_cells:
+            for i, c in enumerate(rec.cells):
+                click.echo(f"{i:3d}  {'done   ' if is_done(out, c) else 'pending'}  {c.id}")
+            return
+        if cell is not None:
+            from tracekit.capture.progress import Progress, RichProgress
+
+            part = run_cell(find_cell(rec, cell), out, progress=Progress() if quiet else RichProgress())
+            click.echo(f"wrote {part}")
+            return
+        res = run_sweep(rec, out, budget_s=budget_s, say=(lambda _m: None) if quiet else click.echo)
+    except TracekitError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted; finished cells are kept, run the same command to continue",
+                   err=True)
+        sys.exit(130)
+    click.echo(f"{len(res.skipped) + len(res.done)} of {len(rec.cells)} cells done "
+               f"({len(res.done)} now); results: {res.results}")
+    if res.pending:
+        click.echo(f"{len(res.pending)} cells left for lack of budget: run the same command to continue")
+    if res.failed:
+        click.echo(f"{len(res.failed)} cells failed (details in {out / 'sweep.log'}):", err=True)
+        for cid, why in res.failed.items():
+            click.echo(f"  {cid}: {why}", err=True)
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app.main(args=argv, prog_name="tracekit")
+
+
+if __name__ == "__main__":  # python -m tracekit.cli, as well as python -m tracekit
+    main()

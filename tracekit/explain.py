@@ -21,7 +21,10 @@ floor* — latency ÷ floor.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,11 +32,13 @@ from pathlib import Path
 import polars as pl
 
 from tracekit import __version__
+from tracekit import host as host_attr
+from tracekit import unprofiled as unprof
 from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_kernels
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
-from tracekit.specs.models import MAX_CTX, ModelSpec, dtype_bytes, get_model, known_models
+from tracekit.specs.models import MAX_CTX, ModelSpec, get_model, known_models
 from tracekit.steps import Steps, detect_steps, training_evidence
 from tracekit.trace import Trace, load
 
@@ -57,14 +62,26 @@ def check_ctx(ctx: int | None) -> None:
 GRAPH_GAP_NS: dict[str, float] = {"hopper": 497.0}
 
 
-@dataclass
+@dataclass(repr=False)
 class Explanation:
-    """Everything ``tracekit explain`` says about one trace. ``to_dict()`` is the JSON contract."""
+    """Everything ``tracekit explain`` says about one trace.
+
+    ``to_dict()`` is the JSON contract (``tracekit.explain/1``); the attributes below hold its
+    sections as plain dicts and lists. For a notebook: ``steps``, ``gaps``, ``kernels`` and
+    ``categories`` are polars DataFrames (``to_pandas(name)`` for pandas), ``to_markdown()`` and
+    ``to_html()`` render the reports, ``figures()`` returns the report's plotly figures, and a
+    notebook cell showing an Explanation renders the compact report.
+
+        >>> import tracekit
+        >>> e = tracekit.explain(tracekit.sample_path())          # doctest: +SKIP
+        >>> e.steps.select("step", "latency_ms", "gpu_busy_ms")  # doctest: +SKIP
+    """
 
     source: dict
     model: dict
     gpu: dict
-    steps: list[dict]
+    #: the contract's ``steps`` (one dict per step); the ``steps`` attribute is its DataFrame
+    step_rows: list[dict] = field(metadata={"json": "steps"})
     summary: dict
     floor: dict
     decomposition: dict
@@ -73,20 +90,121 @@ class Explanation:
     top_kernels: list[dict]
     verdict: str
     warnings: list[str]
-    # for renderers, not serialized: computed on first use (only the HTML report needs it)
+    #: host attribution (tracekit/host.py): launch issue vs stalls, by op; None without CPU ops
+    host: dict | None = None
+    #: the unprofiled step (tracekit/unprofiled.py); None when its latency is unknown
+    unprofiled: dict | None = None
+    #: the one context story: prompt length and the KV length over the profiled steps
+    context: dict = field(default_factory=dict)
+    # for renderers and DataFrames, not serialized: computed on first use
     _timeline: Callable[[], dict] | None = field(default=None, repr=False)
+    _trace: Trace | None = field(default=None, repr=False)
+    _steps: Steps | None = field(default=None, repr=False)
+    _host: object | None = field(default=None, repr=False)  # host.HostAttribution
 
     @functools.cached_property
     def timeline(self) -> dict:
         """One representative decode step's ops and classified gaps (see breakdown.step_gaps)."""
         return self._timeline() if self._timeline else {}
 
+    @property
+    def trace(self) -> Trace | None:
+        """The normalized trace this explanation was computed from."""
+        return self._trace
+
     def to_dict(self) -> dict:
+        """The JSON contract: one versioned document, unknown values null, counts integers."""
         d = {"schema": SCHEMA, "tracekit_version": __version__}
         for f in fields(self):
             if not f.name.startswith("_"):
-                d[f.name] = _clean(getattr(self, f.name))
+                d[f.metadata.get("json", f.name)] = _clean(getattr(self, f.name))
         return d
+
+    # -- DataFrames (tracekit/frames.py) --------------------------------------------------------
+    @property
+    def steps(self) -> pl.DataFrame:
+        """One row per detected step: latency, GPU busy, idle by class, counts, floor."""
+        from tracekit.frames import steps_frame
+
+        return steps_frame(self.step_rows)
+
+    @functools.cached_property
+    def gaps(self) -> pl.DataFrame:
+        """One row per GPU idle gap: step, start, duration, class, the op that ended it, host op."""
+        from tracekit.frames import GAPS_SCHEMA, gaps_frame
+
+        if self._trace is None or self._steps is None or not self._trace.has_gpu:
+            return pl.DataFrame(schema=GAPS_SCHEMA)
+        host_ops = None
+        if self._host is not None:
+            host_ops = {(s, a): op for s, a, op in
+                        self._host.gaps.select("step", "start_ns", "op").iter_rows()}
+        return gaps_frame(self._trace, self._steps, host_ops)
+
+    @functools.cached_property
+    def kernels(self) -> pl.DataFrame:
+        """Every kernel name over the decode steps: category, ms and calls per step, median µs."""
+        from tracekit.frames import kernels_frame
+
+        if self._steps is None:
+            return pl.DataFrame(self.top_kernels)
+        return kernels_frame(self._steps)
+
+    @property
+    def categories(self) -> pl.DataFrame:
+        """Kernel categories per decode step (the contract's ``kernels_by_category``)."""
+        from tracekit.frames import categories_frame
+
+        return categories_frame(self.kernels_by_category)
+
+    def to_pandas(self, name: str | None = None):
+        """``steps``, ``gaps``, ``kernels`` or ``categories`` as a pandas DataFrame; all four in a
+        dict when ``name`` is None. Needs pandas (not pyarrow)."""
+        from tracekit.frames import FRAMES, to_pandas
+
+        if name is None:
+            return {n: to_pandas(getattr(self, n)) for n in FRAMES}
+        if name not in FRAMES:
+            raise BadInput(f"unknown table {name!r}; known: {', '.join(FRAMES)}")
+        return to_pandas(getattr(self, name))
+
+    # -- reports --------------------------------------------------------------------------------
+    def to_markdown(self) -> str:
+        """The Markdown summary (``tracekit explain --markdown``), to paste into an issue."""
+        from tracekit.report.markdown import render_markdown
+
+        return render_markdown(self.to_dict())
+
+    def to_html(self, path: str | Path | None = None, *, plotlyjs: str = "inline") -> str:
+        """The self-contained HTML report (``tracekit explain --html``); written to ``path``
+        (atomically) when given. ``plotlyjs="cdn"`` makes a small file that needs the network."""
+        from tracekit.report.html import render_html
+
+        page = render_html(self.to_dict(), self.timeline, plotlyjs=plotlyjs)
+        if path is not None:
+            from tracekit.fileio import atomic_write_text
+
+            atomic_write_text(path, page)
+        return page
+
+    def figures(self) -> dict:
+        """The HTML report's plotly figures by name: ``waterfall``, ``steps``, ``timeline``
+        (absent when there is nothing to draw)."""
+        from tracekit.report.html import figures
+
+        return figures(self.to_dict(), self.timeline)
+
+    def _repr_html_(self) -> str:
+        from tracekit.report.html import render_compact
+
+        return render_compact(self.to_dict())
+
+    def __repr__(self) -> str:
+        what = " on ".join(str(x) for x in (self.model.get("name"), self.gpu.get("name")) if x)
+        lat = self.summary.get("latency_ms")
+        return (f"<Explanation {what or self.source.get('file')}: "
+                f"{self.source.get('decode_steps')} decode steps"
+                f"{f', {lat:.3f} ms/step' if lat is not None else ''} — {self.verdict}>")
 
 
 def _clean(v):
@@ -112,6 +230,7 @@ def explain(
     dtype: str | None = None,
     convention: str = "exact",
     graph_trace: str | Path | Trace | None = None,
+    unprofiled_ms: float | None = None,
 ) -> Explanation:
     """Explain a decode trace. Flags override what the trace's capture metadata says."""
     if convention not in CONVENTIONS:
@@ -120,6 +239,7 @@ def explain(
     if bandwidth_gbps is not None and not MIN_GBPS <= bandwidth_gbps <= MAX_GBPS:
         raise BadInput(f"--bandwidth must be a number of GB/s from {MIN_GBPS:g} to {MAX_GBPS:g}, "
                        f"got {bandwidth_gbps}")
+    unprof.check_flag(unprofiled_ms, None)
     tr = trace if isinstance(trace, Trace) else load(trace)
     steps = detect_steps(tr, step_marker=step_marker)
     table = step_table(tr, steps)
@@ -144,6 +264,15 @@ def explain(
     decomp = _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings)
     gap_ns, gap_src = _graph_gap(graph_trace, gspec, tr, step_marker)
     whatif = _whatif(summary, decomp, peak, gap_ns, gap_src)
+    unprof.check_flag(unprofiled_ms, summary["gpu_busy_ms"])
+    attribution = host_attr.attribute(tr, steps) if tr.has_gpu else None
+    if attribution is None and tr.has_gpu:
+        warnings.append("no CPU ops in this trace: host attribution (what the host was doing "
+                        "while the GPU waited) needs CPU activity — profile with "
+                        "ProfilerActivity.CPU as well as CUDA")
+    host = _host_section(attribution, rows, summary, decomp)
+    _no_stalls(whatif, summary, host)
+    real = _unprofiled(tr, gspec, unprofiled_ms, summary, decomp, host, whatif, warnings)
     kcat = _categories(steps, spec, dtype, floor)
     explanation = Explanation(
         source=_source(tr, steps, rows),
@@ -153,11 +282,12 @@ def explain(
             "arch": gspec.arch if gspec else None, "peak_gbps": peak, "peak_source": peak_src,
             "measured_gbps": measured,
         },
-        steps=rows, summary=summary, floor=floor, decomposition=decomp, whatif=whatif,
-        kernels_by_category=kcat,
+        step_rows=rows, summary=summary, floor=floor, decomposition=decomp, whatif=whatif,
+        kernels_by_category=kcat, context=_context(tr, decode, floor, model_src, ctx),
         top_kernels=top_kernels(steps, 10).to_dicts() if tr.has_gpu else [],
-        verdict="", warnings=warnings,
-        _timeline=functools.partial(_timeline, tr, steps, table),
+        verdict="", warnings=warnings, host=host, unprofiled=real,
+        _timeline=functools.partial(_timeline, tr, steps, table, attribution), _trace=tr, _steps=steps,
+        _host=attribution,
     )
     explanation.verdict = verdict(explanation)
     return explanation
@@ -217,8 +347,9 @@ def _step_rows(table: pl.DataFrame, spec, ctx0, dtype, peak, convention) -> list
             "launch_host_ms": _ms(r["launch_host_ns"]), "cpu_ms": _ms(r["cpu_ns"]),
             "ctx": None, "floor_ms": None, "kernel_excess_ms": None, "r_floor": None,
         }
-        if spec is not None and ctx0 is not None and peak is not None:
+        if ctx0 is not None:
             row["ctx"] = ctx0 + i
+        if spec is not None and ctx0 is not None and peak is not None:
             f = step_floor(spec, ctx0 + i, peak, dtype=dtype, convention=convention)
             row["floor_ms"] = f.floor_ms
             if row["gpu_busy_ms"] is not None:
@@ -229,13 +360,20 @@ def _step_rows(table: pl.DataFrame, spec, ctx0, dtype, peak, convention) -> list
     return rows
 
 
-def _median(xs: list) -> float | None:
+def _median(xs: list, *, low: bool = False) -> float | None:
+    """The median; ``low``: the lower middle value of an even count (an observed value, so a
+    median count stays an integer)."""
     xs = sorted(x for x in xs if x is not None)
     if not xs:
         return None
     n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    if n % 2 or low:
+        return xs[(n - 1) // 2]
+    return (xs[n // 2 - 1] + xs[n // 2]) / 2
 
+
+#: counts: their summary is the lower median, an integer (the contract: counts are integers)
+COUNT_KEYS = {"kernels", "memcpys", "memsets", "launches", "graph_launches"}
 
 SUMMARY_KEYS = ["latency_ms", "span_ms", "gpu_busy_ms", "idle_ms", "kernels", "memcpys", "memsets",
                 "launches", "graph_launches", "launch_host_ms", "cpu_ms", "floor_ms",
@@ -249,7 +387,7 @@ def _summary(decode: list[dict]) -> dict:
         r["latency_ms"] is not None for r in decode)}
     for k in SUMMARY_KEYS:
         src = timed if k in ("latency_ms", "gpu_busy_ms", "idle_ms", "r_floor") else decode
-        s[k] = _median([r[k] for r in src])
+        s[k] = _median([r[k] for r in src], low=k in COUNT_KEYS)
     s["idle_by_class_ms"] = {c: _median([r["idle_by_class_ms"][c] for r in timed])
                              for c in GAP_CLASSES}
     s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
@@ -371,6 +509,139 @@ def _whatif(summary, decomp, peak, gap_ns, gap_src) -> dict:
     return w
 
 
+# -- host attribution and the unprofiled step -------------------------------------------------
+def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | None:
+    """The JSON ``host`` section: launch issue vs stalls (medians over the timed decode steps).
+    ``launch_issue_ms + stall_ms`` is the decomposition's ``host_bound`` term exactly."""
+    if h is None:
+        return None
+    timed = [r["step"] for r in rows if r["kind"] == "decode" and r["latency_ms"] is not None]
+    ids = timed or [r["step"] for r in rows if r["kind"] == "decode"]
+    per = h.steps.filter(pl.col("step").is_in(ids))
+    med = {c: _median(per[c].to_list()) for c in
+           ("stall_ns", "stall_host_ns", "issue_median_ns", "threshold_ns", "events", "cpu_ops")}
+    host_bound = (decomp.get("launch_overhead_by_class_ms") or {}).get("host_bound")
+    stall_ms = med["stall_ns"] / 1e6 if med["stall_ns"] is not None else 0.0
+    issue_ms = max(host_bound - stall_ms, 0.0) if host_bound is not None else None
+    # host time per launch outside stalls: first to last launch of the step, minus stalls
+    per_launch = [(sp - st) / (n - 1) / 1e3 for sp, st, n in
+                  per.select("launch_span_ns", "stall_host_ns", "launches").iter_rows() if n > 1]
+    lat = summary.get("latency_ms")
+    return {
+        "basis": "profiled; medians over decode steps",
+        "launch_issue_ms": issue_ms,
+        "stall_ms": stall_ms,
+        "stall_host_ms": med["stall_host_ns"] / 1e6 if med["stall_host_ns"] is not None else None,
+        "us_per_launch": _median(per_launch),
+        "issue_interval_median_us": (med["issue_median_ns"] / 1e3
+                                     if med["issue_median_ns"] is not None else None),
+        "stall_threshold_us": med["threshold_ns"] / 1e3 if med["threshold_ns"] is not None else None,
+        "events_per_step": int(med["events"]) if med["events"] is not None else None,
+        "rule": (f"stall: one CPU op holding >= {host_attr.STALL_FACTOR:g}x the step's median "
+                 f"launch-to-launch interval and >= {host_attr.STALL_MIN_NS / 1e3:g} us of "
+                 "host-bound idle; the rest of host_bound is launch issue"),
+        "stalls": host_attr.stall_table(h, ids, lat),
+        "by_op": host_attr.by_op_table(h, ids),
+    }
+
+
+def _stall_normal_ms(host: dict) -> float:
+    """What issuing the stalling ops costs when they do not stall (ms per step)."""
+    return sum(s["per_step"] * (s["normal_us"] or 0.0) / 1e3 for s in host["stalls"])
+
+
+def _no_stalls(whatif: dict, summary: dict, host: dict | None) -> None:
+    """The "without the stalls" what-if on the profiled step: minus the stall idle, plus what
+    issuing those ops normally costs (the same op's median host time when it does not stall)."""
+    lat, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
+    whatif.update(no_stalls_ms=None, no_stalls_speedup=None)
+    if host is None or lat is None or not host["stalls"]:
+        return
+    ms = max(lat - host["stall_ms"] + _stall_normal_ms(host), busy or 0.0)
+    whatif.update(no_stalls_ms=ms, no_stalls_speedup=lat / ms if ms else None)
+
+
+def _unprofiled(tr: Trace, gspec, flag_ms, summary, decomp, host, whatif, warnings) -> dict | None:
+    """The JSON ``unprofiled`` section (see tracekit/unprofiled.py), or None when unknown."""
+    p, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
+    cap = unprof.from_capture(tr.capture)
+    if flag_ms is not None:
+        u, source = float(flag_ms), "flag"
+    elif cap is not None:
+        u, source = cap["latency_ms"], "capture"
+    else:
+        return None
+    out = {"latency_ms": u, "source": source, "profiler_overhead": p / u if p else None,
+           "profiled_latency_ms": p, "samples": None, "decomposition": None,
+           "whatif": {"cuda_graphs_ms": whatif.get("cuda_graphs_ms"), "cuda_graphs_speedup": None,
+                      "no_stalls_ms": None, "no_stalls_speedup": None},
+           "model": None, "calibration": None, "estimate": True, "reliable": True, "host": None}
+    if cap is not None and source == "capture":
+        out["samples"] = {k: cap[k] for k in ("before_ms", "after_ms", "sessions",
+                                              "sessions_median_ms")}
+        out["samples"]["n"] = len(cap["samples"])
+        out["reliable"] = _sample_warnings(cap, warnings)
+    if p is not None and p < u:
+        out["reliable"] = False
+        warnings.append(
+            f"the profiled step ({p:.1f} ms) is faster than the unprofiled one ({u:.1f} ms; "
+            f"profiler overhead {p / u:.2f}x < 1): the host's speed drifted between timing and "
+            "profiling, so the unprofiled numbers are unreliable — re-capture on a quiet host "
+            "(tracekit capture times unprofiled steps before and after the window) or pass "
+            "--unprofiled-ms from a stable run")
+    if busy is None or p is None:
+        return out
+    classes = decomp.get("launch_overhead_by_class_ms") or {}
+    other = sum(v or 0.0 for c, v in classes.items() if c != "host_bound")
+    dec = {"floor_ms": decomp.get("floor_ms"), "kernel_excess_ms": decomp.get("kernel_excess_ms"),
+           "launch_overhead_ms": u - busy, "launch_issue_ms": None, "stall_ms": None,
+           "other_idle_ms": other}
+    out["decomposition"] = dec
+    if whatif.get("cuda_graphs_ms"):
+        out["whatif"]["cuda_graphs_speedup"] = u / whatif["cuda_graphs_ms"]
+    if host is None:
+        return out
+    cal = unprof.calibration(tr.meta.get("gpu_name"))
+    sp = unprof.split(u=u, p=p, busy=busy, other=other, stall_p=host["stall_ms"],
+                      events=host["events_per_step"] or 0, cost_ns=cal[0] if cal else None)
+    dec.update(launch_issue_ms=sp["launch_issue_ms"], stall_ms=sp["stall_ms"])
+    out["calibration"] = (cal[1] if cal and host["stall_ms"] > 0 else
+                          "none needed: no stall" if host["stall_ms"] <= 0 else
+                          "no per-event profiler cost measured for this machine: the split of "
+                          "launch overhead into issue and stalls is unknown")
+    if host["stall_ms"] <= 0:
+        out["model"] = "no stall: launch issue is the rest of the unprofiled step"
+    elif sp["cost_us_per_event"] is not None:
+        out["model"] = ("per-event profiler cost: the profiled host issue time less "
+                        f"{sp['cost_us_per_event']:.2f} µs per recorded event; stalls are the rest")
+    out["host"] = {"launch_issue_ms": sp["launch_issue_ms"], "stall_ms": sp["stall_ms"],
+                   "host_issue_ms": sp["host_issue_ms"],
+                   "cost_us_per_event": sp["cost_us_per_event"]}
+    if sp["stall_ms"] is not None and host["stalls"]:
+        scale = (sp["host_issue_ms"] / (p - host["stall_ms"] - other)
+                 if sp["host_issue_ms"] and p - host["stall_ms"] - other > 0 else 1.0)
+        ms = max(u - sp["stall_ms"] + _stall_normal_ms(host) * scale, busy)
+        out["whatif"].update(no_stalls_ms=ms, no_stalls_speedup=u / ms)
+    return out
+
+
+def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
+    """Warn about unprofiled samples no single number summarizes; True when none applies."""
+    modes = unprof.bimodal(cap["samples"])
+    if modes:
+        warnings.append(
+            f"the unprofiled samples are bimodal (clusters near {modes[0]:.1f} and {modes[1]:.1f} "
+            f"ms; median {cap['latency_ms']:.1f} ms): the host changed speed while timing, so no "
+            "single number is the real step — re-capture on a quiet host, with more sessions, "
+            "or pass --unprofiled-ms with the value you trust")
+    b, a = cap.get("before_ms"), cap.get("after_ms")
+    if b and a and abs(a - b) > unprof.DRIFT_TOLERANCE * min(a, b):
+        warnings.append(
+            f"the unprofiled step was {b:.1f} ms before the profiled window and {a:.1f} ms after "
+            "it: the host drifted during the capture; the trace sits between the two")
+    return not modes
+
+
 # -- sections ---------------------------------------------------------------------------------
 def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -> list[dict]:
     """Kernel categories, with the model's bytes where the model says which category moves them:
@@ -380,9 +651,8 @@ def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -
     rows = kernel_categories(steps).to_dicts()
     model_bytes: dict[str, float] = {}
     if spec is not None and floor.get("kv_read_bytes") is not None:
-        linear = spec.layer_params() - 2 * spec.hidden  # all but the two norms
         model_bytes = {
-            "gemm": (spec.layers * linear + spec.vocab * spec.hidden) * dtype_bytes(dtype),
+            "gemm": spec.gemm_bytes(dtype),
             "attention": floor["kv_read_bytes"],
         }
     for r in rows:
@@ -390,6 +660,12 @@ def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -
         r["model_bytes_per_step"] = mb
         r["achieved_gbps"] = mb / (r["ms_per_step"] * 1e-3) / 1e9 if mb and r["ms_per_step"] else None
     return rows
+
+
+#: the capture metadata keys the explanation carries (``source.capture``) for the reports
+CAPTURE_KEYS = ("mode", "ctx", "ctx_first_step", "timing", "profiled", "profiler_overhead_ratio",
+                "command", "created", "device", "dtype", "attention", "timing_after",
+                "timing_sessions", "gpu_clocks_before", "gpu_clocks_after")
 
 
 def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
@@ -403,9 +679,27 @@ def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
         "flagged_steps": {k: [r["step"] for r in rows if r["kind"] == k]
                           for k in ("prefill", "partial", "empty") if any(r["kind"] == k for r in rows)},
         "events": tr.meta.get("events"), "skipped_categories": tr.meta.get("skipped_categories"),
-        "capture": {k: cap.get(k) for k in ("mode", "ctx", "ctx_first_step", "timing", "profiled",
-                                            "profiler_overhead_ratio", "command", "created")
-                    if k in cap} if cap else None,
+        "capture": {k: cap.get(k) for k in CAPTURE_KEYS if k in cap} if cap else None,
+    }
+
+
+def _context(tr: Trace, decode: list[dict], floor: dict, model_src, ctx_flag) -> dict:
+    """Which context lengths the numbers are at, named once for every renderer.
+
+    ``prompt_tokens``: the prompt prefilled before decoding (a tracekit capture's ``--ctx``);
+    ``first_step``/``last_step``: tokens in the KV cache at the first and last profiled decode
+    step (the capture's warm-up and timed steps come first, so the first profiled step is past the
+    prompt); ``floor_ctx``: the context the summary's floor is computed at (the median step's).
+    """
+    cap = tr.capture or {}
+    ctxs = [r["ctx"] for r in decode if r.get("ctx") is not None]
+    return {
+        "prompt_tokens": cap.get("ctx") if isinstance(cap.get("ctx"), int) else None,
+        "first_step": min(ctxs) if ctxs else None,
+        "last_step": max(ctxs) if ctxs else None,
+        "floor_ctx": floor.get("ctx"),
+        "source": "flag" if ctx_flag is not None else ("capture" if cap.get(
+            "ctx_first_step", cap.get("ctx")) is not None else None),
     }
 
 
@@ -423,8 +717,9 @@ def _model_section(spec, ctx0, dtype, src) -> dict:
     }
 
 
-def _timeline(tr: Trace, steps: Steps, table: pl.DataFrame) -> dict:
-    """Ops and gaps of the decode step with the median latency, for the HTML timeline."""
+def _timeline(tr: Trace, steps: Steps, table: pl.DataFrame, h=None) -> dict:
+    """Ops and gaps of the decode step with the median latency, for the HTML timeline; host-bound
+    gaps carry the host op that held the CPU (``host_op``) and whether they are a stall."""
     from tracekit.breakdown import step_gaps
 
     t = table.filter((pl.col("kind") == "decode") & pl.col("latency_ns").is_not_null())
@@ -432,7 +727,15 @@ def _timeline(tr: Trace, steps: Steps, table: pl.DataFrame) -> dict:
         return {}
     t = t.sort("latency_ns")
     step = t["step"][t.height // 2]
-    return step_gaps(tr, steps, step)
+    tl = step_gaps(tr, steps, step)
+    if h is not None and tl.get("gaps"):
+        t0 = tl.get("t0_ns", 0)
+        held = {a: (op, stall) for a, op, stall in h.gaps.filter(pl.col("step") == step).select(
+            "start_ns", "op", "stall").iter_rows()}
+        for g in tl["gaps"]:
+            op, stall = held.get(t0 + g["start_ns"], (None, False))
+            g["host_op"], g["stall"] = op, bool(stall)
+    return tl
 
 
 # -- verdict ----------------------------------------------------------------------------------
@@ -440,8 +743,61 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
+def _real(e: Explanation) -> dict | None:
+    """The unprofiled section when it is trustworthy enough to lead the verdict."""
+    u = e.unprofiled
+    if not u or not u.get("decomposition") or not u.get("reliable"):
+        return None
+    return u
+
+
+def _stall_clause(st: dict) -> str:
+    n = st["per_step"]
+    what = "one stall per step" if 0.9 <= n <= 1.1 else f"{n:.1f} stalls per step"
+    why = f" ({st['short_cause']})" if st.get("short_cause") else ""
+    return f"{what} in {st['op']}{why}"
+
+
+def _host_verdict(e: Explanation, lat: float, floor_part: str, graphs: str) -> str | None:
+    """Host-bound steps: a stall or the steady per-launch issue cost, whichever dominates."""
+    h = e.host
+    if not h:
+        return None
+    real = _real(e)
+    basis, stall, issue, no_stalls = lat, h["stall_ms"], h["launch_issue_ms"], e.whatif
+    tag = ""
+    if real and real["decomposition"].get("stall_ms") is not None:
+        basis, stall = real["latency_ms"], real["decomposition"]["stall_ms"]
+        issue, no_stalls = real["decomposition"]["launch_issue_ms"], real["whatif"]
+        tag = (f" (unprofiled, estimated; the profiled trace shows {_fmt_ms(h['stall_ms'])} of "
+               f"{_fmt_ms(lat)})")
+    elif real:
+        tag = f" (profiled; the unprofiled step is {_fmt_ms(real['latency_ms'])})"
+    if h["stalls"] and stall is not None and issue is not None and stall >= issue:
+        st = h["stalls"][0]
+        fix = f": {st['short_advice']}" if st.get("short_advice") else ""
+        without = ""
+        if no_stalls.get("no_stalls_ms"):
+            without = (f"; without it ≈{_fmt_ms(no_stalls['no_stalls_ms'])} "
+                       f"(≈{no_stalls['no_stalls_speedup']:.1f}×)")
+        return (f"Host-stalled: {_fmt_ms(stall)} of each {_fmt_ms(basis)} step{tag} is "
+                f"{_stall_clause(st)}{fix}{without}.")
+    per = f" ({h['us_per_launch']:.0f} µs of host time per launch)" if h.get("us_per_launch") else ""
+    also = ""
+    if h["stalls"] and h["stalls"][0]["share"] and h["stalls"][0]["share"] >= 0.1:
+        also = f"; besides, {_stall_clause(h['stalls'][0])}"
+    if real:
+        share = (real["decomposition"]["launch_overhead_ms"] or 0) / real["latency_ms"]
+        return (f"Launch-bound: {share:.0%} of each {_fmt_ms(real['latency_ms'])} step "
+                f"(unprofiled) is the GPU waiting for the host to issue ops{per}; {floor_part}"
+                f"{graphs}{also}.")
+    share = (e.decomposition.get("launch_overhead_ms") or 0) / lat
+    return (f"Launch-bound: {share:.0%} of each {_fmt_ms(lat)} step is the GPU waiting for the "
+            f"host to issue ops{per}; {floor_part}{graphs}{also}.")
+
+
 def verdict(e: Explanation) -> str:
-    """One sentence with the numbers that matter."""
+    """One sentence with the numbers that matter: the dominant cause first."""
     s, d, w = e.summary, e.decomposition, e.whatif
     lat, busy = s.get("latency_ms"), s.get("gpu_busy_ms")
     if not lat:
@@ -454,15 +810,22 @@ def verdict(e: Explanation) -> str:
     floor = d.get("floor_ms")
     floor_part = (f"the weights+KV floor is {_fmt_ms(floor)} (R_floor {d['r_floor']:.0%})"
                   if floor else "no memory floor (" + (e.floor.get("missing") or "") + ")")
+    real = _real(e)
     graphs = ""
     if w.get("cuda_graphs_ms"):
+        speedup = (real["whatif"]["cuda_graphs_speedup"] if real and
+                   real["whatif"].get("cuda_graphs_speedup") else w["cuda_graphs_speedup"])
         graphs = (f"; CUDA Graphs would bring the step to ≈{_fmt_ms(w['cuda_graphs_ms'])} "
-                  f"(≈{w['cuda_graphs_speedup']:.1f}×)")
+                  f"(≈{speedup:.1f}×)")
     elif w.get("note") == "the trace already replays CUDA graphs":
         graphs = "; it already replays CUDA graphs"
     classes = d.get("launch_overhead_by_class_ms") or {}
     top = max(classes, key=lambda c: classes[c] or 0) if classes else None
     if share >= 0.5:
+        if top == "host_bound":
+            hv = _host_verdict(e, lat, floor_part, graphs)
+            if hv:
+                return hv
         what = {"host_bound": ("Launch-bound", "the GPU waiting for the host"),
                 "sync": ("Sync-bound", "the GPU idle around host synchronizations"),
                 "launch_latency": ("Launch-latency-bound", "gaps between already-queued kernels"),
@@ -478,3 +841,18 @@ def verdict(e: Explanation) -> str:
                 f"the kernels, not launches, are what to speed up{graphs}.")
     return (f"GPU-busy: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step "
             f"({1 - share:.0%}); {floor_part}{graphs}.")
+
+
+# -- `tracekit.explain(...)` ------------------------------------------------------------------
+class _CallableModule(types.ModuleType):
+    """Importing a submodule sets it as an attribute of its package, so ``tracekit.explain`` is
+    this module whatever ``tracekit/__init__.py`` says; making the module callable lets
+    ``tracekit.explain(path)`` be the function too without importing polars at ``import
+    tracekit``."""
+
+    def __call__(self, trace: str | Path | Trace, **options) -> Explanation:
+        return explain(trace, **options)
+
+
+__signature__ = inspect.signature(explain)
+sys.modules[__name__].__class__ = _CallableModule

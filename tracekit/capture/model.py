@@ -150,12 +150,23 @@ def hf_config(spec: ModelSpec) -> Any:
 
 
 def build_model(
-    spec: ModelSpec, *, device: str, dtype: str, weights: Path | None = None, seed: int = 0
+    spec: ModelSpec,
+    *,
+    device: str,
+    dtype: str,
+    weights: Path | None = None,
+    seed: int = 0,
+    attention: str = "sdpa",
 ) -> torch.nn.Module:
-    """The model in eval mode on ``device``: random weights, or ``weights`` loaded offline."""
+    """The model in eval mode on ``device``: random weights, or ``weights`` loaded offline.
+
+    ``attention`` is ``eager`` (transformers' matmul + softmax) or any ``sdpa*`` (the SDPA path;
+    which SDPA backend runs is chosen at call time, see :func:`tracekit.capture.modes.attention_backend`).
+    """
     from transformers import AutoModelForCausalLM
 
     tdtype = torch_dtype(dtype)
+    attn_impl = "eager" if attention == "eager" else "sdpa"
     if weights is not None:
         # straight onto the device when accelerate can place it (no second copy in host RAM)
         placed = {"device_map": device} if importlib.util.find_spec("accelerate") else {}
@@ -163,7 +174,7 @@ def build_model(
             model = AutoModelForCausalLM.from_pretrained(
                 str(weights),
                 dtype=tdtype,
-                attn_implementation="sdpa",
+                attn_implementation=attn_impl,
                 local_files_only=True,
                 **placed,
             )
@@ -175,7 +186,7 @@ def build_model(
 
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(
-                hf_config(spec), dtype=tdtype, attn_implementation="sdpa"
+                hf_config(spec), dtype=tdtype, attn_implementation=attn_impl
             )
         randomize_weights(model, seed=seed)
     return model.eval().requires_grad_(False)

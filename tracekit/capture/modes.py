@@ -39,6 +39,32 @@ def static_cache_len(*, ctx: int, decode_steps: int, mode: str) -> int:
     return -(-need // CACHE_ALIGN) * CACHE_ALIGN
 
 
+#: ``--attention`` → the SDPA backend forced with ``torch.nn.attention.sdpa_kernel`` (None: let
+#: PyTorch choose, as transformers does by default)
+SDPA_BACKENDS = {
+    "sdpa-flash": "FLASH_ATTENTION",
+    "sdpa-efficient": "EFFICIENT_ATTENTION",
+    "sdpa-cudnn": "CUDNN_ATTENTION",
+    "sdpa-math": "MATH",
+}
+
+
+def attention_backend(attention: str):
+    """A context manager that forces the SDPA backend ``attention`` names (a no-op otherwise).
+
+    It must surround every model call — prefill, graph capture or compilation, and each step —
+    because PyTorch picks the SDPA backend per call (a captured graph keeps the kernel it saw).
+    """
+    import contextlib
+
+    name = SDPA_BACKENDS.get(attention)
+    if name is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(getattr(SDPBackend, name))
+
+
 def prompt(vocab: int, ctx: int, *, device: str, seed: int) -> torch.Tensor:
     import torch
 

@@ -102,11 +102,11 @@ def capture_under_nsys(opts: CaptureOptions, *, progress: Progress):
     if type(progress) is Progress:  # --quiet: the child is quiet too
         argv.append("--quiet")
     with progress.phase(f"running the capture under {nsys.name} profile", live=False):
-        proc = _run(argv, env=_child_env())
+        proc = _run(argv, env=child_env())
     for line in proc.stdout.strip().splitlines():
         if not line.startswith(RESULT_MARK):
             progress.note(f"nsys: {line}")
-    result = _parse_result(proc.stdout)
+    result = parse_result(proc.stdout)
     if not rep.is_file():
         for stream in base.parent.glob(base.name + "*.qdstrm"):
             _remove(stream)  # an unfinished event stream: large and of no use
@@ -158,7 +158,7 @@ def _run(argv: list[str], *, env: dict | None) -> subprocess.CompletedProcess:
         raise CaptureError(f"cannot run {argv[0]}: {exc}") from None
 
 
-def _child_env() -> dict:
+def child_env() -> dict:
     # the child must import this same tracekit, installed or not
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
@@ -166,7 +166,7 @@ def _child_env() -> dict:
     return env
 
 
-def _parse_result(stdout: str) -> dict | None:
+def parse_result(stdout: str) -> dict | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK) :])

@@ -22,6 +22,10 @@ DTYPES = ("auto", "bf16", "fp16", "fp32")
 PROFILERS = ("torch", "nsys")
 #: what torch.profiler records when the run is already under Nsight Systems (see ``nsys.py``)
 NSYS_KINETO = ("cpu", "cuda")
+#: attention implementations: ``sdpa`` is what transformers does by default (SDPA, PyTorch picks
+#: the backend: cuDNN on Hopper for bf16); ``sdpa-X`` forces one SDPA backend with
+#: ``torch.nn.attention.sdpa_kernel``; ``eager`` is transformers' matmul + softmax attention
+ATTENTIONS = ("sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "eager")
 
 
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> str:
@@ -47,11 +51,20 @@ class CaptureOptions:
     nsys: str | None = None
     nsys_kineto: str = "cpu"
     seed: int = 0
+    attention: str = "sdpa"
+    #: fresh processes (a new CUDA context, model build and prefill each), each timing its steps
+    sessions: int = 1
+    #: which session also runs the profiled window (0-based); None: no session profiles
+    profile_session: int | None = 0
     output: Path | None = None
     #: the command line to record in the trace (defaults to ``sys.argv``)
     command: list[str] | None = field(default=None, compare=False)
     #: set by the Nsight wrapper for the process it starts; never by users
     under_nsys: bool = False
+    #: set by the sessions runner for the processes it starts; never by users
+    session_index: int | None = None
+    #: False in a session that only times (the sessions runner writes the one output)
+    profile: bool = True
 
     def validated(self) -> CaptureOptions:
         """The same options with defaults filled in, or :class:`BadUsage` naming the bad value."""
@@ -61,6 +74,7 @@ class CaptureOptions:
         _choice("--device", self.device, DEVICES)
         _choice("--dtype", self.dtype, DTYPES)
         _choice("--nsys-kineto", self.nsys_kineto, NSYS_KINETO)
+        _choice("--attention", self.attention, ATTENTIONS)
         profiler = "nsys" if self.nsys and self.profiler == "torch" else self.profiler
         _choice("--profiler", profiler, PROFILERS)
         for flag, value, least in (
@@ -68,11 +82,19 @@ class CaptureOptions:
             ("--steps", self.steps, 1),
             ("--warmup", self.warmup, 0),
             ("--profile-steps", self.profile_steps, 1),
+            ("--sessions", self.sessions, 1),
         ):
             if value < least:
                 raise BadUsage(f"{flag} must be at least {least}, got {value}")
         if self.device == "cpu" and self.mode == "cuda-graphs":
             raise BadUsage("--mode cuda-graphs needs a GPU; use --device cuda or --mode eager")
+        if self.profile_session is not None and not 0 <= self.profile_session < self.sessions:
+            raise BadUsage(
+                f"--profile-session must be 'none' or a session index from 0 to "
+                f"{self.sessions - 1}, got {self.profile_session}"
+            )
+        if self.sessions > 1 and profiler == "nsys":
+            raise BadUsage("--sessions with --profiler nsys is not supported; use one or the other")
         if self.device == "cpu" and profiler == "nsys":
             raise BadUsage("--profiler nsys traces CUDA; it needs --device cuda")
         output = Path(self.output) if self.output else Path(default_output_name(self))
@@ -101,4 +123,5 @@ def default_output_name(options: CaptureOptions) -> str:
     name = source.parent.name if source.suffix == ".json" else source.name
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
     nsys = "_nsys" if options.profiler == "nsys" or options.nsys else ""
-    return f"{slug or 'model'}_ctx{options.ctx}_{options.mode}{nsys}.json.gz"
+    attn = "" if options.attention == "sdpa" else f"_{options.attention}"
+    return f"{slug or 'model'}_ctx{options.ctx}_{options.mode}{attn}{nsys}.json.gz"

@@ -9,7 +9,15 @@
 5. the copy-bandwidth probe;
 6. ``profile_steps`` steps under the profiler, the context at its first step being exactly
    ``ctx + warmup + steps`` (``ctx_first_step`` in the metadata);
-7. the trace, written atomically with the metadata spliced in.
+7. ``steps`` more unprofiled steps (``timing_after``): host speed drifts (clocks, other tenants,
+   allocator state), so the ground truth is taken on both sides of the profiled window and a
+   reader can see whether they agree;
+8. the trace, written atomically with the metadata spliced in.
+
+The attention implementation (``--attention``) is forced around every model call, and the
+metadata records which attention CPU ops and kernels really ran (``attention``), read from the
+profiled window. GPU clocks are read (``nvidia-smi``) before the timed steps and after the last.
+``--sessions N`` repeats all this in N fresh processes (:mod:`tracekit.capture.sessions`).
 
     tracekit capture --model qwen2.5-7b --ctx 2048 --mode eager -o qwen_eager.json.gz
 """
@@ -34,7 +42,7 @@ from tracekit.capture.model import (
     resolve_dtype,
     resolve_spec,
 )
-from tracekit.capture.modes import make_stepper, prompt, static_cache_len
+from tracekit.capture.modes import attention_backend, make_stepper, prompt, static_cache_len
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.profile import Nvtx, init_for_graphs, profile_steps
 from tracekit.capture.progress import Progress
@@ -48,7 +56,7 @@ from tracekit.specs.models import ModelSpec
 class CaptureResult:
     """What a capture wrote: the trace, its metadata, and any side files (Nsight reports)."""
 
-    path: Path
+    path: Path | None  # None for a session that only timed (see CaptureOptions.profile)
     meta: dict
     bytes: int
     files: dict[str, Path] = field(default_factory=dict)
@@ -63,6 +71,10 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
         from tracekit.capture.nsys import capture_under_nsys
 
         return capture_under_nsys(opts, progress=progress)
+    if opts.sessions > 1 and opts.session_index is None:
+        from tracekit.capture.sessions import run_sessions
+
+        return run_sessions(opts, progress=progress)
     _require_torch()
     if opts.device == "cuda":
         check_cuda()
@@ -110,7 +122,8 @@ def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> Captu
 
     device, mode = opts.device, opts.mode
     dtype = resolve_dtype(opts.dtype, device)
-    decode_steps = opts.warmup + opts.steps + opts.profile_steps
+    # warm-up, timed, profiled, timed again after the profiled window
+    decode_steps = opts.warmup + opts.steps + (opts.profile_steps + opts.steps if opts.profile else 0)
     kv_len = (
         opts.ctx + decode_steps
         if mode == "eager"
@@ -130,6 +143,13 @@ def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> Captu
             f"{memory['total'] / 1e9:.1f} GB for weights + KV cache of "
             f"{memory['device_total'] / 1e9:.1f} GB; free the GPU or use a smaller --ctx"
         ) from None
+    except RuntimeError as exc:
+        if "No available kernel" in str(exc) or "No viable backend" in str(exc):
+            raise CaptureError(
+                f"--attention {opts.attention}: PyTorch has no such SDPA kernel for this model, "
+                f"dtype and device ({str(exc).splitlines()[0][:160]}); try --attention sdpa"
+            ) from None
+        raise
 
 
 def _phases(
@@ -148,8 +168,29 @@ def _phases(
         f"building {spec.name} ({_count(spec.param_count())} parameters, "
         f"{dtype}, {source}) on {device}"
     ):
-        model = build_model(spec, device=device, dtype=dtype, weights=opts.weights, seed=opts.seed)
+        model = build_model(
+            spec, device=device, dtype=dtype, weights=opts.weights, seed=opts.seed,
+            attention=opts.attention,
+        )
     stepper = make_stepper(mode, model, device=device, kv_len=kv_len)
+    with attention_backend(opts.attention):
+        return _decode_phases(opts, spec, progress, stepper, dtype=dtype, kv_len=kv_len,
+                              kinds=kinds, memory=memory)
+
+
+def _decode_phases(
+    opts: CaptureOptions,
+    spec: ModelSpec,
+    progress: Progress,
+    stepper,
+    *,
+    dtype: str,
+    kv_len: int,
+    kinds: list[str],
+    memory: dict,
+) -> CaptureResult:
+    device, mode = opts.device, opts.mode
+    model = stepper.model
     with progress.phase(f"prefilling {opts.ctx} tokens"):
         stepper.prefill(prompt(model.config.vocab_size, opts.ctx, device=device, seed=opts.seed))
         sync(device)
@@ -165,19 +206,30 @@ def _phases(
             prepare_steps = stepper.prepare()
     with progress.phase(f"warming up ({_plural(opts.warmup, 'step')})", live=False):
         warm_up(stepper.step, opts.warmup, device=device)
+    clocks_before = gpu_clocks() if device == "cuda" else None
     with progress.phase(f"timing {_plural(opts.steps, 'step')} without the profiler", live=False):
         ms = time_steps(stepper.step, opts.steps, device=device)
     copy_gbps = None
-    if device == "cuda":
-        with progress.phase("probing copy bandwidth"):
-            copy_gbps = copy_bandwidth_gbps(device)
     ctx_first_step = stepper.position
     nvtx = Nvtx(device)
-    with progress.phase(f"profiling {_plural(opts.profile_steps, 'step')}", live=False):
-        prof, wall_ms = profile_steps(
-            stepper.step, opts.profile_steps, device=device, kinds=kinds, nvtx=nvtx
-        )
+    prof = None
+    wall_ms = ms_after = None
+    if opts.profile:
+        if device == "cuda":
+            with progress.phase("probing copy bandwidth"):
+                copy_gbps = copy_bandwidth_gbps(device)
+        ctx_first_step = stepper.position
+        with progress.phase(f"profiling {_plural(opts.profile_steps, 'step')}", live=False):
+            prof, wall_ms = profile_steps(
+                stepper.step, opts.profile_steps, device=device, kinds=kinds, nvtx=nvtx
+            )
+        with progress.phase(
+            f"timing {_plural(opts.steps, 'step')} after the profiled window", live=False
+        ):
+            ms_after = time_steps(stepper.step, opts.steps, device=device)
+    clocks_after = gpu_clocks() if device == "cuda" else None
     timing = summarize(ms, warmup=opts.warmup)
+    timing_after = summarize(ms_after, warmup=0) if ms_after else None
     meta = {
         "schema": SCHEMA,
         "tracekit_version": tracekit.__version__,
@@ -187,14 +239,20 @@ def _phases(
         "ctx_first_step": ctx_first_step,
         "mode": mode,
         "dtype": dtype,
-        "attention": "sdpa",
+        "attention": attention_info(opts.attention, prof),
         "device": device,
         "gpu": gpu_info() if device == "cuda" else None,
         "versions": versions(),
         "timing": timing,
-        "profiled": {"steps": opts.profile_steps, "wall_ms_per_step": round(wall_ms, 6)},
+        "timing_after": timing_after,
+        "gpu_clocks_before": clocks_before,
+        "gpu_clocks_after": clocks_after,
+        "session": opts.session_index,
+        "profiled": {"steps": opts.profile_steps, "wall_ms_per_step": round(wall_ms, 6)}
+        if wall_ms is not None
+        else None,
         "profiler_overhead_ratio": round(wall_ms / timing["median_ms"], 4)
-        if timing["median_ms"]
+        if wall_ms is not None and timing["median_ms"]
         else None,
         "copy_bandwidth_gbps": copy_gbps,
         "command": list(opts.command or sys.argv),
@@ -219,6 +277,8 @@ def _phases(
         },
         "compile": stepper.diagnostics() if mode == "compile" else None,
     }
+    if prof is None:
+        return CaptureResult(path=None, meta=meta, bytes=0)
     with progress.phase(f"writing {opts.output}"):
         size = write_trace(prof.export_chrome_trace, meta, opts.output)
     return CaptureResult(path=Path(opts.output), meta=meta, bytes=size)
@@ -244,6 +304,81 @@ def gpu_info() -> dict:
     }
 
 
+#: what ``nvidia-smi`` is asked before and after the timed steps (clocks drift with temperature
+#: and power; a throttled run shows here)
+CLOCK_QUERY = {
+    "sm_mhz": "clocks.sm",
+    "mem_mhz": "clocks.mem",
+    "max_sm_mhz": "clocks.max.sm",
+    "temperature_c": "temperature.gpu",
+    "power_w": "power.draw",
+    "throttle_reasons": "clocks_throttle_reasons.active",
+}
+
+
+def gpu_clocks() -> dict | None:
+    """The current GPU's clocks, temperature and power from ``nvidia-smi``; None if unavailable."""
+    import os
+    import subprocess
+
+    index = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--id={index}", "--query-gpu=" + ",".join(CLOCK_QUERY.values()),
+             "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out:
+        return None
+    values = [v.strip() for v in out[0].split(",")]
+    result: dict = {}
+    for key, value in zip(CLOCK_QUERY, values):
+        try:
+            result[key] = float(value) if key != "throttle_reasons" else value
+        except ValueError:
+            result[key] = None
+    return result
+
+
+#: the SDPA CPU ops that say which backend ran (PyTorch 2.x names)
+_ATTENTION_OPS = (
+    "aten::_scaled_dot_product_cudnn_attention",
+    "aten::_scaled_dot_product_flash_attention",
+    "aten::_scaled_dot_product_efficient_attention",
+    "aten::_scaled_dot_product_attention_math",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_cudnn_attention_forward",
+    "aten::_flash_attention_forward",
+    "aten::_efficient_attention_forward",
+)
+
+
+def attention_info(requested: str, prof) -> dict:
+    """What ``--attention`` asked for and what really ran in the profiled window: the SDPA CPU
+    ops and the attention kernels (by tracekit's kernel categories), each with its count."""
+    info: dict = {"requested": requested, "ops": None, "kernels": None}
+    if prof is None:
+        return info
+    from tracekit.specs.kernels import KernelCategory, categorize
+
+    ops: dict[str, int] = {}
+    kernels: dict[str, int] = {}
+    # every activity Kineto recorded, device kernels included: a CUDA-graph replay's kernels
+    # belong to no CPU op, so they are found here and not under the ops' ``kernels``
+    for evt in prof.profiler.kineto_results.events():
+        name = evt.name()
+        if evt.device_type().name == "CPU":
+            if name in _ATTENTION_OPS or name.startswith("aten::_scaled_dot_product"):
+                ops[name] = ops.get(name, 0) + 1
+        elif categorize(name) is KernelCategory.ATTENTION:
+            kernels[name] = kernels.get(name, 0) + 1
+    info["ops"] = dict(sorted(ops.items()))
+    info["kernels"] = dict(sorted(kernels.items()))
+    return info
+
+
 def versions() -> dict:
     import torch
     import transformers
@@ -263,36 +398,49 @@ def versions() -> dict:
     }
 
 
+def _timing_text(t: dict) -> str:
+    return (f"{t['median_ms']:.2f} ms/step (median of {t['steps']}; "
+            f"p10 {t['p10_ms']:.2f}, p90 {t['p90_ms']:.2f})")
+
+
 def summary_rows(result: CaptureResult) -> list[tuple[str, str]]:
     """Label/value pairs for the end-of-capture summary (the CLI renders them)."""
     m = result.meta
     t = m["timing"]
-    rows = [
-        ("trace", f"{result.path} ({result.bytes / 1e6:.1f} MB)"),
-        (
+    rows = [("trace", f"{result.path} ({result.bytes / 1e6:.1f} MB)")]
+    if m.get("sessions"):
+        s = m["timing_sessions"]
+        rows.append((
             "unprofiled",
-            f"{t['median_ms']:.2f} ms/step (median of {t['steps']}; "
-            f"p10 {t['p10_ms']:.2f}, p90 {t['p90_ms']:.2f}) = "
-            f"{t['tokens_per_s'] or 0:.1f} tokens/s",
-        ),
-        (
+            f"{s['median_ms']:.2f} ms/step (median over {s['sessions']} sessions of each "
+            f"session's median; p10 {s['p10_ms']:.2f}, p90 {s['p90_ms']:.2f})",
+        ))
+    else:
+        rows.append(("unprofiled", f"{_timing_text(t)} = {t['tokens_per_s'] or 0:.1f} tokens/s"))
+    if m.get("timing_after"):
+        rows.append(("after profiling", _timing_text(m["timing_after"])))
+    if m.get("profiled"):
+        rows.append((
             "profiled",
             f"{m['profiled']['wall_ms_per_step']:.2f} ms/step "
             f"({m['profiled']['steps']} steps, context {m['ctx_first_step']}+)",
-        ),
-        (
-            "profiler overhead",
-            f"{m['profiler_overhead_ratio']:.2f}× (profiled ÷ unprofiled)"
-            if m["profiler_overhead_ratio"] is not None
-            else "n/a",
-        ),
-        (
-            "copy bandwidth",
-            f"{m['copy_bandwidth_gbps']:.0f} GB/s (device-to-device, read + write)"
-            if m["copy_bandwidth_gbps"]
-            else "n/a (no GPU)",
-        ),
-    ]
+        ))
+    rows.append((
+        "profiler overhead",
+        f"{m['profiler_overhead_ratio']:.2f}× (profiled ÷ unprofiled)"
+        if m.get("profiler_overhead_ratio") is not None
+        else "n/a",
+    ))
+    attn = m.get("attention") or {}
+    if attn.get("ops") is not None:
+        ran = ", ".join(attn["ops"]) or "no SDPA op"
+        rows.append(("attention", f"{attn['requested']}: {ran}"))
+    rows.append((
+        "copy bandwidth",
+        f"{m['copy_bandwidth_gbps']:.0f} GB/s (device-to-device, read + write)"
+        if m.get("copy_bandwidth_gbps")
+        else "n/a",
+    ))
     if m.get("compile"):
         c = m["compile"]
         skips = c["cudagraph_counters"].get("cudagraph_skips", 0)

@@ -61,6 +61,30 @@ def write_trace(export: Callable[[str], None], meta: dict, out: Path) -> int:
     return out.stat().st_size
 
 
+def write_meta_only(meta: dict, out: Path) -> int:
+    """A trace file with no events, only the metadata (``--sessions N --profile-session none``)."""
+    return write_trace(lambda path: Path(path).write_text('{"traceEvents": []}'), meta, out)
+
+
+def replace_meta(src: Path, meta: dict, out: Path) -> int:
+    """Copy the trace ``src`` (written by :func:`write_trace`) to ``out`` with ``meta`` in place of
+    its metadata, atomically. The events are streamed, never parsed."""
+
+    def export(path: str) -> None:
+        old = read_capture_meta(src)
+        head = json.dumps({META_KEY: json_safe(old)}, allow_nan=False, separators=(",", ":"))
+        with gzip.open(src, "rb") as f, open(path, "wb") as dst:
+            first = f.read(len(head) - 1)
+            if first != head[:-1].encode():
+                raise CaptureError(f"{src} does not start with tracekit's metadata; cannot rewrite")
+            rest = f.read(1).lstrip(b",")  # the comma after the metadata, if events follow
+            dst.write(b"{" + rest)
+            while chunk := f.read(_CHUNK):
+                dst.write(chunk)
+
+    return write_trace(export, meta, out)
+
+
 def _temp(out: Path, suffix: str) -> Path:
     # a hidden name in the same directory, so the final os.replace is a rename on one filesystem
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)

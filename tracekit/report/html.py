@@ -30,6 +30,7 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from tracekit.errors import BadUsage
 from tracekit.report.safe import clean
+from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
 
 GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
 #: one colour per gap class, the same in every figure and table
@@ -83,7 +84,7 @@ def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inl
     doc, timeline = clean(doc), clean(timeline)  # no control or bidi character from the trace
     sections = [
         _header(doc), _verdict(doc), _kpis(doc), _warnings(doc), _decomposition(doc),
-        _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
+        _host(doc), _unprofiled(doc), _capture(doc), _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
         _floor(doc), _environment(doc), _definitions(doc), _footer(doc),
     ]
     title = esc(f"tracekit report — {_subject(doc)}")
@@ -167,8 +168,12 @@ def _swatch(color: str, label: object) -> Html:
 
 def _header(doc: dict) -> Html:
     src = doc.get("source") or {}
-    sub = (f"{esc(src.get('file'))} · {esc(src.get('format'))} · "
+    sub = (f"{esc(src.get('file'))} · {esc(src.get('format'))} · GPU: {esc(gpu_label(doc))} · "
            f"{esc(src.get('decode_steps'))} decode steps found by {esc(src.get('detection_method'))}")
+    ctx = context_line(doc)
+    if ctx:
+        sub += f'<br><span id="context">Context: {esc(ctx)}</span>'
+
     return Html(f'<header><div class="eyebrow">tracekit · batch-1 decode report</div>'
                 f"<h1>{esc(_subject(doc))}</h1><p class=\"sub\">{sub}</p></header>")
 
@@ -392,9 +397,12 @@ def _timeline_fig(tl: dict) -> go.Figure:
     traces = [_op_trace(c, [o for o in ops if o["category"] == c]) for c in order]
     idle_lane = "GPU idle"
     for cls in GAP_CLASSES:
-        mine = [g for g in gaps if g["class"] == cls]
+        mine = [g for g in gaps if g["class"] == cls and not g.get("stall")]
         if mine:
             traces.append(_gap_trace(cls, mine, idle_lane))
+    stalls = [g for g in gaps if g.get("stall")]
+    if stalls:
+        traces.append(_stall_trace(stalls, idle_lane))
     fig = go.Figure(traces)
     lanes = [esc(c) for c in order] + [idle_lane]
     end_ms = (tl.get("latency_ns") or max(o["end_ns"] for o in ops)) / 1e6
@@ -421,6 +429,24 @@ def _op_trace(cat: str, ops: list[dict]) -> go.Bar:
                       + "</extra>")
 
 
+STALL_COLOR = "#7b1010"
+
+
+def _stall_trace(gaps: list[dict], lane: str) -> go.Bar:
+    """Stalls on the idle lane, each labelled with the CPU op that held the host."""
+    names = [esc(_clip(g.get("host_op") or "?", HOVER_NAME_CHARS)) for g in gaps]
+    custom = [[n, round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
+              for n, g in zip(names, gaps)]
+    return go.Bar(
+        orientation="h", y=[lane] * len(gaps), base=[round(g["start_ns"] / 1e6, 6) for g in gaps],
+        x=[round((g["end_ns"] - g["start_ns"]) / 1e6, 6) for g in gaps], width=0.66,
+        marker={"color": STALL_COLOR, "line": {"color": STALL_COLOR, "width": 1}},
+        name="idle: stall (host op)", customdata=custom, text=[f"stall: {n}" for n in names],
+        textposition="inside", insidetextanchor="middle", textfont={"color": "#ffffff"},
+        hovertemplate="stall: %{customdata[0]}<br>start %{customdata[1]:.1f} µs · "
+                      "%{customdata[2]:.2f} µs<extra></extra>")
+
+
 def _gap_trace(cls: str, gaps: list[dict], lane: str) -> go.Bar:
     color = GAP_COLORS.get(cls, GAP_COLORS["other"])
     custom = [[round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
@@ -434,11 +460,73 @@ def _gap_trace(cls: str, gaps: list[dict], lane: str) -> go.Bar:
                       "%{customdata[1]:.2f} µs<extra></extra>")
 
 
+# -- host attribution and the unprofiled step --------------------------------------------------
+def _host(doc: dict) -> Html:
+    h = doc.get("host")
+    if not h:
+        return Html("")
+    per = (f" ({_f(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
+           if h.get("us_per_launch") else "")
+    lead = esc(f"While the GPU waited for the host: launch issue {_f(h.get('launch_issue_ms'))} ms"
+               f"{per}, stalls {_f(h.get('stall_ms'))} ms per step (profiled). A stall is one CPU "
+               "op holding the launching thread far longer than issuing takes.")
+    body = ""
+    if h.get("stalls"):
+        rows = []
+        for st in h["stalls"][:8]:
+            where = f"{st['occurrence']} of {st['of_per_step']}" if st.get("occurrence") else "—"
+            rows.append([Html(f"<code>{esc(_clip(st['op'], TABLE_NAME_CHARS))}</code>"),
+                         _f(st["ms_per_step"]), _f(st["per_step"], "{:.1f}"),
+                         _f(st.get("share"), "{:.0%}"), where, st.get("cause") or "unknown",
+                         st.get("advice") or "—",
+                         Html("<br>".join(esc(x) for x in st.get("sources") or []) or "—")])
+        body += _table(["stall op", "ms / step", "per step", "share", "call in step", "cause",
+                        "advice", "sources"], rows, num={1, 2, 3}, cls="stalls")
+    if h.get("by_op"):
+        rows = [[Html(f"<code>{esc(_clip(r['op'], TABLE_NAME_CHARS))}</code>"),
+                 _f(r["ms_per_step"]), _f(r["gaps_per_step"], "{:.1f}"),
+                 _f(r["median_gap_us"], "{:.1f}"), _f(r["share"], "{:.0%}")]
+                for r in h["by_op"][:10]]
+        body += ('<p class="small">Host-bound idle by the CPU op that held the host (top 10):</p>'
+                 + _table(["host op", "ms / step", "gaps / step", "median gap µs", "share"], rows,
+                          num={1, 2, 3, 4}))
+    return _section("Host: launch issue and stalls", body, lead=lead, sid="host")
+
+
+def _unprofiled(doc: dict) -> Html:
+    u = doc.get("unprofiled")
+    if not u:
+        return Html("")
+    dec, prof, host = u.get("decomposition") or {}, doc.get("decomposition") or {}, doc.get("host") or {}
+    rows = [[label, _f(a), _f(b)] for label, a, b in (
+        ("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
+        ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
+        ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
+        ("  launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
+        ("  stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
+        ("latency", u.get("profiled_latency_ms"), u.get("latency_ms")))]
+    w = u.get("whatif") or {}
+    rows.append(["CUDA Graphs what-if", _f(doc.get("whatif", {}).get("cuda_graphs_speedup"), "{:.2f}×"),
+                 _f(w.get("cuda_graphs_speedup"), "{:.2f}×")])
+    rows.append(["without-the-stalls what-if", _f(doc.get("whatif", {}).get("no_stalls_speedup"), "{:.2f}×"),
+                 _f(w.get("no_stalls_speedup"), "{:.2f}×")])
+    lead = esc(f"Unprofiled {_f(u.get('latency_ms'))} ms per step (from the {u.get('source')}) vs "
+               f"{_f(u.get('profiled_latency_ms'))} ms profiled: profiler overhead "
+               f"{_f(u.get('profiler_overhead'), '{:.2f}×')}. GPU work comes from the trace; the "
+               "rest of the unprofiled step is launch overhead.")
+    note = u.get("model") or u.get("calibration")
+    foot = f'<p class="small">Split model: {esc(note)}.</p>' if note else ""
+    return _section("The real step (unprofiled)",
+                    _table(["", "profiled", "unprofiled"], rows, num={1, 2}) + foot,
+                    lead=lead, sid="unprofiled")
+
+
 # -- kernels, launches, what-ifs --------------------------------------------------------------
 def _kernels(doc: dict) -> Html:
     cats = doc.get("kernels_by_category") or []
     if not cats:
         return _section("Kernels", "<p>No GPU ops in the decode steps.</p>", sid="kernels")
+    with_bytes = any(category_bytes(c) for c in cats)  # a byte column only where bytes exist
     rows = []
     for c in cats:
         share = c.get("share")
@@ -446,13 +534,17 @@ def _kernels(doc: dict) -> Html:
                    f"</span>{esc(_f(share, '{:.1%}'))}")
         rows.append([_swatch(CATEGORY_COLORS.get(c.get("category"), CATEGORY_COLORS["other"]),
                              c.get("category")), _f(c.get("ms_per_step")), bar,
-                     _f(c.get("ops_per_step"), "{:.0f}"), _bytes(c.get("bytes_per_step")),
-                     _f(c.get("achieved_gbps"), "{:.0f}")])
-    cat_table = _table(["category", "ms / step", "time share", "ops / step", "bytes / step",
-                        "achieved GB/s"], rows, num={1, 2, 3, 4, 5}, cls="cats")
+                     _f(c.get("ops_per_step"), "{:.0f}")]
+                    + ([category_bytes(c) or "—"] if with_bytes else [])
+                    + [_f(c.get("achieved_gbps"), "{:.0f}")])
+    headers = (["category", "ms / step", "time share", "ops / step"]
+               + (["bytes / step (recorded)"] if with_bytes else []) + ["achieved GB/s"])
+    cat_table = _table(headers, rows, num=set(range(1, len(headers))), cls="cats")
     note = ('<p class="small">Time is the sum of op durations per decode step (overlapping ops '
-            "count twice; GPU busy counts the union). Bytes are those the trace records (copies, "
-            "memsets); “—” where none are known.</p>")
+            "count twice; GPU busy counts the union). Recorded bytes are those the trace carries "
+            "(copies, memsets; copy <em>kernels</em> carry none). Achieved GB/s: the model's "
+            "bytes for the category (weights for GEMMs, the KV cache for attention) ÷ its time."
+            "</p>")
     return _section("Kernels", f"{cat_table}{note}{_top_table(doc)}", sid="kernels",
                     lead="Where GPU time goes, by kernel category and by kernel.")
 
@@ -498,6 +590,10 @@ def _launches(doc: dict) -> Html:
 
 
 def _whatifs(doc: dict) -> Html:
+    return _section("What-ifs", _whatif_table(doc), sid="whatif")
+
+
+def _whatif_table(doc: dict) -> Html:
     w = doc.get("whatif") or {}
     graphs_model = w.get("cuda_graphs_model") or "—"
     floor_model = w.get("at_floor_model") or "—"
@@ -505,9 +601,12 @@ def _whatifs(doc: dict) -> Html:
              graphs_model],
             ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
              floor_model]]
+    if w.get("no_stalls_ms") is not None:
+        rows.append(["without the stalls", _f(w.get("no_stalls_ms")),
+                     _f(w.get("no_stalls_speedup"), "{:.2f}×"),
+                     "the step minus the stalls' idle, plus the same ops' usual host time"])
     note = f'<p class="small">CUDA Graphs: {esc(w["note"])}.</p>' if w.get("note") else ""
-    return _section("What-ifs", _table(["scenario", "ms / step", "speed-up", "model"], rows,
-                                       num={1, 2}) + note, sid="whatif")
+    return Html(_table(["scenario", "ms / step", "speed-up", "model"], rows, num={1, 2}) + note)
 
 
 def _floor(doc: dict) -> Html:
@@ -530,9 +629,22 @@ def _floor(doc: dict) -> Html:
     if fl.get("measured_gbps"):
         rows.append([f"floor at measured {fl['measured_gbps']:.0f} GB/s (ms)",
                      _f(fl.get("measured_floor_ms"))])
-    lead = esc(f"Bytes one decode step must move at ctx {fl.get('ctx')}, {fl.get('convention')} "
-               "convention, ÷ peak DRAM bandwidth.")
+    lead = esc(f"Bytes one decode step must move at KV context {fl.get('ctx')} (the median "
+               f"step's), {fl.get('convention')} convention, ÷ peak DRAM bandwidth.")
     return _section("Memory floor", _table(["", "value"], rows, num={1}), lead=lead, sid="floor")
+
+
+# -- capture ----------------------------------------------------------------------------------
+def _capture(doc: dict) -> Html:
+    """How ``tracekit capture`` made the trace, the unprofiled ground truth first."""
+    rows = [[k, Html(f"<code>{esc(v)}</code>") if k == "command" else v]
+            for k, v in capture_rows(doc) if k != "context"]
+    if not rows:
+        return Html("")
+    mode = ((doc.get("source") or {}).get("capture") or {}).get("mode")
+    return _section("Capture", _table(["", "value"], rows, cls="capture"), sid="capture",
+                    lead=esc(f"tracekit capture, {mode} mode: the unprofiled step (CUDA events, "
+                             "no profiler) is what a user's step really takes."))
 
 
 # -- environment, definitions, footer ---------------------------------------------------------
@@ -566,10 +678,10 @@ def _environment(doc: dict) -> Html:
         ("step detection", f"{src.get('detection_method')}: {src.get('detection_detail')}"),
         ("steps", f"{src.get('steps_found')} found, {src.get('decode_steps')} decode; "
                   f"flagged: {flagged}"),
-        ("versions", _kv(src.get("versions"))),
+        ("versions", _kv({k: v for k, v in (src.get("versions") or {}).items() if v is not None})),
     ]
-    if src.get("capture"):
-        items.append(("capture", _kv(src["capture"])))
+    if context_line(doc):
+        items.append(("context", context_line(doc)))
     if src.get("skipped_categories"):
         items.append(("skipped event categories", _kv(src["skipped_categories"])))
     items.append(("tracekit", f"{doc.get('tracekit_version')} (schema {doc.get('schema')})"))
@@ -581,8 +693,7 @@ def _model_line(m: dict) -> str:
         return "not given (pass --model)"
     params = f"{m['params'] / 1e9:.2f} B params, " if m.get("params") else ""
     layers = f"{m['layers']} layers, " if m.get("layers") else ""
-    return (f"{m['name']} ({params}{layers}{m.get('dtype')}, ctx {m.get('ctx')}; "
-            f"from {m.get('source') or '—'})")
+    return f"{m['name']} ({params}{layers}{m.get('dtype')}; from {m.get('source') or '—'})"
 
 
 DEFINITIONS = [
@@ -613,6 +724,15 @@ DEFINITIONS = [
                             "(calibrated from a graph trace, else a measured per-architecture "
                             "default)."),
     ("at-the-floor what-if", "latency ÷ floor: the most any kernel or launch work can buy."),
+    ("host attribution", "for each host-bound gap, the innermost CPU op on the launching thread "
+                         "that covers at least half of it."),
+    ("  launch issue", "host-bound idle of the host issuing op after op (framework dispatch + "
+                       "launch calls)."),
+    ("  stall", "one CPU op holding ≥ 20× the step's median launch-to-launch interval and "
+                "≥ 200 µs of host-bound idle; matched against known causes."),
+    ("unprofiled step", "the latency measured without the profiler; floor and kernel excess from "
+                        "the trace, launch overhead the rest; its issue/stall split is an "
+                        "estimate (a per-recorded-event profiler cost)."),
 ]
 
 
@@ -628,6 +748,71 @@ def _footer(doc: dict) -> Html:
                 f"{esc(doc.get('schema'))} · the JSON document is embedded in this file "
                 "(<code>#tracekit-doc</code>).</footer>")
 
+
+
+# -- for notebooks and the Python API ---------------------------------------------------------
+def figures(doc: dict, timeline: dict | None = None) -> dict[str, go.Figure]:
+    """The report's plotly figures by name (``waterfall``, ``steps``, ``timeline``), for a
+    notebook; a figure with nothing to draw is left out."""
+    out: dict[str, go.Figure] = {}
+    if (doc.get("decomposition") or {}).get("latency_ms") is not None:
+        out["waterfall"] = _waterfall(doc)
+    shown = [r for r in doc.get("steps") or [] if r.get("kind") == "decode"
+             and r.get("latency_ms") is not None and r.get("gpu_busy_ms") is not None]
+    if shown:
+        out["steps"] = _step_bars(shown)
+    if timeline and timeline.get("ops"):
+        out["timeline"] = _timeline_fig(timeline)
+    return out
+
+
+def render_compact(doc: dict) -> Html:
+    """The compact report a notebook cell shows for an Explanation: verdict, key numbers, the
+    decomposition and the what-ifs (no plotly.js, no figures: ``figures()`` has those)."""
+    dec = doc.get("decomposition") or {}
+    lat = dec.get("latency_ms")
+    parts = [Html(f'<div class="eyebrow">tracekit · {esc(_subject(doc))}</div>'), _verdict(doc),
+             _kpis(doc), _warnings(doc)]
+    if lat is not None:
+        rows, classes = [], []
+        for key, label, v, color in _terms(doc):
+            rows.append([_swatch(color, label), _f(v), _share(v, lat)])
+            classes.append("sub" if key in GAP_CLASSES else "")
+        rows.append([_swatch(TERM_COLORS["latency"], "latency"), _f(lat), "100%"])
+        classes.append("total")
+        parts.append(Html("<h3>Where each step's time goes</h3>") + _table(
+            ["term", "ms", "share"], rows, num={1, 2}, row_class=classes, cls="decomp"))
+    parts.append(Html("<h3>What-ifs</h3>") + _whatif_table(doc))
+    return Html(f'<div class="tracekit-compact"><style>{COMPACT_CSS}</style>{"".join(parts)}'
+                "</div>")
+
+
+COMPACT_CSS = """
+.tracekit-compact{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
+  color:#1a202c;max-width:1100px}
+.tracekit-compact .eyebrow{font-size:11px;letter-spacing:.08em;text-transform:uppercase;
+  color:#5f6b7a;font-weight:650}
+.tracekit-compact .verdict{margin:8px 0 12px;border-left:5px solid #1f4e8c;padding:6px 14px;
+  background:#f7f9fc}
+.tracekit-compact .verdict p{font-size:16px;margin:2px 0;font-weight:550}
+.tracekit-compact .verdict .eyebrow{display:none}
+.tracekit-compact .kpis{display:grid;grid-template-columns:repeat(6,minmax(0,1fr));gap:8px}
+.tracekit-compact .kpi{border:1px solid #e3e8ee;border-radius:8px;padding:8px 10px}
+.tracekit-compact .kpi .label{font-size:11px;color:#5f6b7a;text-transform:uppercase}
+.tracekit-compact .kpi .value{font-size:18px;font-weight:700}
+.tracekit-compact .kpi .note{font-size:12px;color:#5f6b7a}
+.tracekit-compact h3{font-size:14px;margin:14px 0 4px}
+.tracekit-compact table{border-collapse:collapse;font-size:13px}
+.tracekit-compact th,.tracekit-compact td{padding:3px 10px;border-bottom:1px solid #e3e8ee;
+  text-align:left}
+.tracekit-compact .num{text-align:right;font-variant-numeric:tabular-nums}
+.tracekit-compact tr.sub td:first-child{padding-left:24px}
+.tracekit-compact tr.total td{font-weight:700}
+.tracekit-compact .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;
+  margin-right:6px}
+.tracekit-compact .callout{background:#fffaeb;border:1px solid #f5d88a;padding:6px 12px;
+  margin-top:8px}
+"""
 
 CSS = """
 :root{--ink:#1a202c;--muted:#5f6b7a;--line:#e3e8ee;--bg:#f4f6f9;--accent:#1f4e8c}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 
 from tracekit.report.safe import clean
+from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
 
 #: characters that start Markdown/GFM syntax anywhere in a line (``_`` is handled separately:
 #: GFM never opens emphasis inside a word, so ``R_floor`` stays readable)
@@ -79,8 +80,10 @@ def render_markdown(doc: dict) -> str:
     """The Markdown summary of an ``Explanation.to_dict()`` document."""
     doc = clean(doc)  # no control or bidi character from the trace reaches the reader
     parts = [
-        _title(doc), _verdict(doc), _decomposition(doc), _per_step(doc), _whatifs(doc),
-        _categories(doc), _top_kernels(doc), _environment(doc), _conventions(doc), _warnings(doc),
+        _title(doc), _verdict(doc), _context(doc), _decomposition(doc), _host(doc),
+        _unprofiled(doc), _per_step(doc),
+        _whatifs(doc), _categories(doc), _top_kernels(doc), _capture(doc), _environment(doc),
+        _conventions(doc), _warnings(doc),
     ]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
 
@@ -94,6 +97,20 @@ def _title(doc: dict) -> list[str]:
 
 def _verdict(doc: dict) -> list[str]:
     return [f"> **{md_text(doc.get('verdict') or '—')}**"]
+
+
+def _context(doc: dict) -> list[str]:
+    line = context_line(doc)
+    return [f"Context: {md_text(line)}."] if line else []
+
+
+def _capture(doc: dict) -> list[str]:
+    """How the trace was captured, with the unprofiled ground truth first."""
+    rows = [[md_text(k), md_code(v, table=True) if k == "command" else md_text(v)]
+            for k, v in capture_rows(doc) if k != "context"]
+    if not rows:
+        return []
+    return ["**Capture** — `tracekit capture`", "", *_table(["", "value"], rows, "ll")]
 
 
 def _decomposition(doc: dict) -> list[str]:
@@ -129,10 +146,62 @@ def _floor_line(doc: dict) -> str:
     bits = [f"R_floor {_f(dec.get('r_floor'), '{:.1%}')}"
             f" (all-weights {_f(dec.get('r_floor_all_weights'), '{:.1%}')})"]
     if gb is not None:
-        bits.append(f"{gb / 1e9:.2f} GB per step at ctx {_f(fl.get('ctx'), '{}')}")
+        bits.append(f"{gb / 1e9:.2f} GB per step at KV context {_f(fl.get('ctx'), '{}')}")
     bits.append(f"achieved {_f(dec.get('achieved_gbps_latency'), '{:.0f}')} GB/s over the step, "
                 f"{_f(dec.get('achieved_gbps_busy'), '{:.0f}')} GB/s while busy")
     return " · ".join(bits)
+
+
+def _host(doc: dict) -> list[str]:
+    """Launch issue vs stalls, and the stalls with their cause and advice."""
+    h = doc.get("host")
+    if not h:
+        return []
+    per = (f" ({_f(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
+           if h.get("us_per_launch") else "")
+    out = [f"**Host** — while the GPU waited: launch issue {_f(h.get('launch_issue_ms'))} ms{per}, "
+           f"stalls {_f(h.get('stall_ms'))} ms per step (profiled)"]
+    rows = []
+    for st in (h.get("stalls") or [])[:5]:
+        where = f"{st['occurrence']} of {st['of_per_step']}" if st.get("occurrence") else "—"
+        rows.append([md_code(st["op"], table=True, limit=KERNEL_NAME_CHARS), _f(st["ms_per_step"]),
+                     _f(st["per_step"], "{:.1f}"), _f(st.get("share"), "{:.0%}"), where,
+                     md_text(st.get("cause") or "unknown"), md_text(st.get("advice") or "—")])
+    if rows:
+        out += ["", *_table(["stall op", "ms/step", "per step", "share", "call in step", "cause",
+                             "advice"], rows, "lrrrrll")]
+    return out
+
+
+def _unprofiled(doc: dict) -> list[str]:
+    """Profiled vs unprofiled latency and the unprofiled decomposition."""
+    u = doc.get("unprofiled")
+    if not u:
+        return []
+    dec, prof, host = u.get("decomposition") or {}, doc.get("decomposition") or {}, doc.get("host") or {}
+    head = (f"**The real step** — unprofiled {_f(u.get('latency_ms'))} ms (from the "
+            f"{md_text(u.get('source'))}) vs profiled {_f(u.get('profiled_latency_ms'))} ms: "
+            f"profiler overhead {_f(u.get('profiler_overhead'), '{:.2f}×')}")
+    rows = [[label, _f(a), _f(b)] for label, a, b in (
+        ("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
+        ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
+        ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
+        ("&nbsp;&nbsp;↳ launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
+        ("&nbsp;&nbsp;↳ stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
+        ("**latency**", u.get("profiled_latency_ms"), u.get("latency_ms")))]
+    out = [head, "", *_table(["term", "profiled ms", "unprofiled ms"], rows, "lrr")]
+    w = u.get("whatif") or {}
+    bits = []
+    if w.get("cuda_graphs_speedup"):
+        bits.append(f"CUDA Graphs {_f(w.get('cuda_graphs_ms'))} ms ({w['cuda_graphs_speedup']:.2f}×)")
+    if w.get("no_stalls_speedup"):
+        bits.append(f"without the stalls {_f(w.get('no_stalls_ms'))} ms ({w['no_stalls_speedup']:.2f}×)")
+    if bits:
+        out += ["", "What-ifs against the unprofiled step: " + "; ".join(bits) + "."]
+    note = u.get("model") or u.get("calibration")
+    if note:
+        out += ["", f"Split model: {md_text(note)}."]
+    return out
 
 
 def _per_step(doc: dict) -> list[str]:
@@ -164,6 +233,10 @@ def _whatifs(doc: dict) -> list[str]:
              graphs_basis],
             ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
              floor_basis]]
+    if w.get("no_stalls_ms") is not None:
+        rows.append(["without the stalls", _f(w.get("no_stalls_ms")),
+                     _f(w.get("no_stalls_speedup"), "{:.2f}×"),
+                     "the step minus the stalls' idle, plus the same ops' usual host time"])
     out = ["**What-ifs**", "", *_table(["scenario", "ms/step", "speed-up", "model"], rows, "lrrl")]
     if w.get("note"):
         out += ["", f"CUDA Graphs what-if: {md_text(w['note'])}."]
@@ -176,8 +249,13 @@ def _categories(doc: dict) -> list[str]:
         return []
     rows = [[md_text(c.get("category")), _f(c.get("ms_per_step")), _f(c.get("share"), "{:.1%}"),
              _f(c.get("ops_per_step"), "{:.0f}")] for c in cats]
+    headers, align = ["category", "ms", "share", "ops"], "lrrr"
+    if any(category_bytes(c) for c in cats):  # a byte column only where the trace has bytes
+        for row, c in zip(rows, cats):
+            row.append(md_text(category_bytes(c) or "—"))
+        headers, align = headers + ["bytes / step (recorded)"], align + "l"
     return ["**Kernel categories** — per decode step (sum of op durations)", "",
-            *_table(["category", "ms", "share", "ops"], rows, "lrrr")]
+            *_table(headers, rows, align)]
 
 
 def _top_kernels(doc: dict, n: int = 5) -> list[str]:
@@ -192,7 +270,7 @@ def _top_kernels(doc: dict, n: int = 5) -> list[str]:
 
 def _environment(doc: dict) -> list[str]:
     g, m, src = doc.get("gpu") or {}, doc.get("model") or {}, doc.get("source") or {}
-    gpu = md_text(g.get("name") or "unknown GPU")
+    gpu = md_text(gpu_label(doc))
     if g.get("matched"):
         gpu += (f" — datasheet entry `{md_text(g['matched'])}`"
                 f"{' (' + md_text(g['arch']) + ')' if g.get('arch') else ''}")
@@ -203,11 +281,12 @@ def _environment(doc: dict) -> list[str]:
     out = ["**Environment**", "", f"- GPU: {gpu}"]
     if m.get("name"):
         params = f"{m['params'] / 1e9:.2f} B params, " if m.get("params") else ""
-        out.append(f"- model: {md_text(m['name'])} ({params}{md_text(m.get('dtype'))}, "
-                   f"ctx {_f(m.get('ctx'), '{}')}; from {md_text(m.get('source') or '—')})")
+        out.append(f"- model: {md_text(m['name'])} ({params}{md_text(m.get('dtype'))}; "
+                   f"from {md_text(m.get('source') or '—')})")
     else:
         out.append("- model: not given")
-    versions = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in (src.get("versions") or {}).items())
+    versions = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in (src.get("versions") or {}).items()
+                         if v is not None)
     out.append(f"- versions: {versions or '—'}; tracekit {md_text(doc.get('tracekit_version'))}")
     out.append(f"- steps: {md_text(src.get('detection_method'))} — {md_text(src.get('detection_detail'))}")
     flagged = src.get("flagged_steps") or {}

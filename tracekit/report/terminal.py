@@ -6,8 +6,10 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from tracekit.report.safe import clean, clean_text
+from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
 
 
 def _f(v, fmt: str = "{:.3f}") -> str:
@@ -20,20 +22,70 @@ def _rng(summary: dict, key: str, fmt: str = "{:.3f}") -> str:
 
 
 def render(d: dict, console: Console | None = None) -> None:
-    """Print the compact summary of an ``Explanation.to_dict()`` document."""
+    """Print the compact summary of an ``Explanation.to_dict()`` document.
+
+    Laid out for terminals from 80 columns up: section headings are lines of their own (a table
+    title would wrap with its table), long names are cut with "…" rather than wrapped.
+    """
     console = console or Console()
-    console.print(_group(clean(d)))  # no control or bidi character from the trace reaches the tty
+    console.print(_group(clean(d), console.width))  # no control or bidi character from the trace
 
 
-def _group(d: dict) -> Group:
-    src, s, dec, w = d["source"], d["summary"], d["decomposition"], d["whatif"]
-    head = (
-        f"[bold]{escape(str(src.get('file')))}[/]  ({escape(str(src.get('format')))}, "
-        f"GPU: {escape(str(d['gpu'].get('name')))})\n"
-        f"steps: {src['decode_steps']} decode of {src['steps_found']} found, "
-        f"by {escape(src['detection_method'])} — {escape(src['detection_detail'])}"
-    )
-    steps = Table(title="Per decode step (median, min–max)", title_justify="left")
+def _heading(title: str) -> Text:
+    return Text(title, style="bold")
+
+
+def _group(d: dict, width: int = 120) -> Group:
+    parts: list = [_head(d)]
+    parts += _capture(d)
+    parts += [_heading("Per decode step (median, min–max)"), _steps_table(d)]
+    dec = d["decomposition"]
+    parts += [_heading(f"Decomposition ({dec['basis']}, {dec['convention']} bytes)"),
+              _decomposition_table(d)]
+    parts += _host_parts(d)
+    parts += _unprofiled_parts(d)
+    parts += [_heading("What-ifs"), _whatif_table(d)]
+    w = d["whatif"]
+    if w.get("note"):
+        parts.append(Text(f"what-if: {w['note']}", style="dim"))
+    if d.get("floor", {}).get("missing"):
+        parts.append(Text(f"floor: {d['floor']['missing']}", style="dim"))
+    parts += _categories(d)
+    parts += _top_kernels(d, width)
+    parts.append(Panel(escape(d["verdict"]), title="verdict", expand=False))
+    for msg in d.get("warnings") or []:
+        parts.append(Text.assemble(("warning: ", "yellow"), msg))
+    return Group(*parts)
+
+
+def _head(d: dict) -> Text:
+    src = d["source"]
+    t = Text(str(src.get("file")), style="bold", overflow="fold")
+    t.append(f"\n{src.get('format')} trace · GPU: {gpu_label(d)}", style="")
+    t.append(f"\nsteps: {src['decode_steps']} decode of {src['steps_found']} found, by "
+             f"{src['detection_method']} — {src['detection_detail']}")
+    ctx = context_line(d)
+    if ctx:
+        t.append(f"\ncontext: {ctx}")
+    return t
+
+
+def _capture(d: dict) -> list:
+    rows = capture_rows(d)
+    if not rows:
+        return []
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="dim", no_wrap=True)
+    t.add_column(overflow="fold")
+    for label, value in rows:
+        if label not in ("context",):  # said in the head already
+            t.add_row(label, value)
+    return [_heading(f"Capture ({(d['source'].get('capture') or {}).get('mode')})"), t]
+
+
+def _steps_table(d: dict) -> Table:
+    s = d["summary"]
+    steps = Table()
     steps.add_column("metric")
     steps.add_column("median", justify="right")
     steps.add_column("min–max", justify="right")
@@ -46,9 +98,12 @@ def _group(d: dict) -> Group:
     steps.add_row("graph launches", _f(s.get("graph_launches"), "{:.0f}"), "")
     steps.add_row("host ms in launch calls", _f(s.get("launch_host_ms")), "")
     steps.add_row("tokens/s", _f(s.get("tokens_per_s"), "{:.1f}"), "")
+    return steps
 
-    dt = Table(title=f"Decomposition ({escape(dec['basis'])}, {escape(dec['convention'])} bytes)",
-               title_justify="left")
+
+def _decomposition_table(d: dict) -> Table:
+    dec = d["decomposition"]
+    dt = Table()
     dt.add_column("term")
     dt.add_column("ms", justify="right")
     dt.add_column("share", justify="right")
@@ -63,42 +118,133 @@ def _group(d: dict) -> Group:
                share(dec.get("launch_overhead_ms")))
     for c, v in (dec.get("launch_overhead_by_class_ms") or {}).items():
         if v:
-            dt.add_row(f"  {c}", _f(v), share(v))
+            dt.add_row(f"  {escape(c)}", _f(v), share(v))
     dt.add_row("[bold]latency[/]", _f(lat), "100%" if lat else "—")
+    return dt
 
-    parts = [head, steps, dt]
-    cap = src.get("capture") or {}
-    timing = cap.get("timing") or {}
-    if timing.get("median_ms") is not None:
-        parts.insert(1, (
-            f"capture ({escape(str(cap.get('mode')))}): unprofiled {timing['median_ms']:.3f} ms/step "
-            f"(median of {timing.get('steps')}; p10 {_f(timing.get('p10_ms'))}, p90 "
-            f"{_f(timing.get('p90_ms'))}), profiler overhead "
-            f"{_f(cap.get('profiler_overhead_ratio'), '{:.2f}×')}"))
-    wt = Table(title="What-ifs", title_justify="left")
-    wt.add_column("scenario")
-    wt.add_column("ms/step", justify="right")
-    wt.add_column("speed-up", justify="right")
-    wt.add_row("CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"))
-    wt.add_row("at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"))
-    parts.append(wt)
-    if w.get("note"):
-        parts.append(f"[dim]what-if: {escape(w['note'])}[/]")
-    if d.get("floor", {}).get("missing"):
-        parts.append(f"[dim]floor: {escape(d['floor']['missing'])}[/]")
 
-    if d.get("kernels_by_category"):
-        kt = Table(title="Kernel categories (per decode step)", title_justify="left")
-        for col in ("category", "ms", "share", "ops"):
-            kt.add_column(col, justify="left" if col == "category" else "right")
-        for k in d["kernels_by_category"][:8]:
-            kt.add_row(escape(k["category"]), _f(k["ms_per_step"]), _f(k["share"], "{:.0%}"),
-                       _f(k["ops_per_step"], "{:.0f}"))
-        parts.append(kt)
-    parts.append(Panel(escape(d["verdict"]), title="verdict", expand=False))
-    for msg in d.get("warnings") or []:
-        parts.append(f"[yellow]warning:[/] {escape(msg)}")
-    return Group(*parts)
+def _whatif_table(d: dict) -> Table:
+    """Each what-if with the model and calibration behind it, in the same row."""
+    w = d["whatif"]
+    wt = Table()
+    wt.add_column("scenario", no_wrap=True)
+    wt.add_column("ms/step", justify="right", no_wrap=True)
+    wt.add_column("speed-up", justify="right", no_wrap=True)
+    wt.add_column("model and calibration", overflow="fold")
+    wt.add_row("CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"),
+               escape(w.get("cuda_graphs_model") or "—"))
+    wt.add_row("at the memory floor", _f(w.get("at_floor_ms")),
+               _f(w.get("at_floor_speedup"), "{:.2f}×"), escape(w.get("at_floor_model") or "—"))
+    if w.get("no_stalls_ms") is not None:
+        wt.add_row("without the stalls", _f(w.get("no_stalls_ms")),
+                   _f(w.get("no_stalls_speedup"), "{:.2f}×"),
+                   "the step minus the stalls' idle, plus the same ops' usual host time")
+    return wt
+
+
+def _categories(d: dict) -> list:
+    cats = d.get("kernels_by_category") or []
+    if not cats:
+        return []
+    with_bytes = any(category_bytes(k) for k in cats)
+    kt = Table()
+    for col in ("category", "ms", "share", "ops") + (("bytes/step",) if with_bytes else ()):
+        kt.add_column(col, justify="left" if col in ("category", "bytes/step") else "right")
+    for k in cats[:8]:
+        row = [escape(k["category"]), _f(k["ms_per_step"]), _f(k["share"], "{:.0%}"),
+               _f(k["ops_per_step"], "{:.0f}")]
+        if with_bytes:
+            row.append(escape(category_bytes(k) or "—"))
+        kt.add_row(*row)
+    return [_heading("Kernel categories (per decode step; time is the sum of op durations)"), kt]
+
+
+def _top_kernels(d: dict, width: int, n: int = 8) -> list:
+    top = (d.get("top_kernels") or [])[:n]
+    if not top:
+        return []
+    t = Table()
+    # the other columns and the borders take 50 characters; the name gets the rest, cut with "…"
+    t.add_column("kernel", overflow="ellipsis", no_wrap=True, max_width=max(16, width - 50))
+    t.add_column("category", no_wrap=True)
+    t.add_column("ms/step", justify="right", no_wrap=True)
+    t.add_column("calls", justify="right", no_wrap=True)
+    t.add_column("median µs", justify="right", no_wrap=True)
+    for k in top:
+        t.add_row(escape(str(k.get("name"))), escape(str(k.get("category"))),
+                  _f(k.get("ms_per_step")), _f(k.get("calls_per_step"), "{:.0f}"),
+                  _f(k.get("median_us"), "{:.2f}"))
+    return [_heading(f"Top {len(top)} kernels (per decode step)"), t]
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _host_parts(d: dict) -> list:
+    """Launch issue vs stalls: what the host was doing while the GPU waited."""
+    h = d.get("host")
+    if not h:
+        return []
+    per = f" ({h['us_per_launch']:.1f} µs of host time per launch)" if h.get("us_per_launch") else ""
+    out: list = [_heading("Host (what the launching thread did while the GPU waited)"),
+                 Text(f"launch issue {_f(h.get('launch_issue_ms'))} ms{per}, stalls "
+                      f"{_f(h.get('stall_ms'))} ms per step (profiled)")]
+    if h.get("stalls"):
+        out.append(_heading("Host stalls (one CPU op held the launching thread)"))
+        t = Table()
+        for col in ("op", "ms/step", "per step", "share", "where", "cause → advice"):
+            t.add_column(col, justify="right" if col in ("ms/step", "per step", "share") else "left",
+                         overflow="fold")
+        for st in h["stalls"][:5]:
+            where = (f"{_ordinal(st['occurrence'])} of {st['of_per_step']}"
+                     if st.get("occurrence") else "—")
+            why = (f"{escape(st['short_cause'])} → {escape(st['short_advice'])}"
+                   if st.get("short_cause") else "unknown cause")
+            t.add_row(escape(st["op"]), _f(st["ms_per_step"]), _f(st["per_step"], "{:.1f}"),
+                      _f(st.get("share"), "{:.0%}"), where, why)
+        out.append(t)
+    return out
+
+
+def _unprofiled_parts(d: dict) -> list:
+    """The real step: profiled vs unprofiled latency and the unprofiled decomposition."""
+    u = d.get("unprofiled")
+    if not u:
+        return []
+    head = _heading(f"The real step (unprofiled, from the {u['source']}; profiler overhead "
+                    f"{_f(u.get('profiler_overhead'), '{:.2f}×')})")
+    t = Table()
+    t.add_column("term")
+    t.add_column("profiled ms", justify="right")
+    t.add_column("unprofiled ms", justify="right")
+    dec, prof = u.get("decomposition") or {}, d.get("decomposition") or {}
+    host = d.get("host") or {}
+    classes = prof.get("launch_overhead_by_class_ms") or {}
+    other_p = sum(v or 0 for c, v in classes.items() if c != "host_bound") if classes else None
+    rows = [("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
+            ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
+            ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
+            ("  launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
+            ("  stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
+            ("  other idle", other_p, dec.get("other_idle_ms")),
+            ("[bold]latency[/]", u.get("profiled_latency_ms"), u.get("latency_ms"))]
+    for label, a, b in rows:
+        t.add_row(label, _f(a), _f(b))
+    out: list = [head, t]
+    uw = u.get("whatif") or {}
+    bits = []
+    if uw.get("cuda_graphs_speedup"):
+        bits.append(f"CUDA Graphs ≈{_f(uw.get('cuda_graphs_ms'))} ms ({uw['cuda_graphs_speedup']:.2f}×)")
+    if uw.get("no_stalls_speedup"):
+        bits.append(f"without the stalls ≈{_f(uw.get('no_stalls_ms'))} ms "
+                    f"({uw['no_stalls_speedup']:.2f}×)")
+    if bits:
+        out.append(Text("what-ifs against the unprofiled step: " + "; ".join(bits)))
+    note = u.get("model") or u.get("calibration")
+    if note:
+        out.append(Text(f"split model: {note}", style="dim"))
+    return out
 
 
 def render_floor(spec, ctx: int, dtype: str, rows: list[dict], console: Console | None = None) -> None:
@@ -116,3 +262,24 @@ def render_floor(spec, ctx: int, dtype: str, rows: list[dict], console: Console 
     console.print(t)
     console.print("[dim]exact: weights read (one embedding row, lm_head in full) + KV read + KV "
                   "written; W+K: the study's all weights + KV. Datasheet peak bandwidth.[/]")
+    ref = next((r["study_reference"] for r in rows if r.get("study_reference")), None)
+    if ref:
+        _render_reference(ref, console)
+
+
+def _render_reference(ref: list[dict], console: Console) -> None:
+    """The study's measured L4 decode paths against the floor of each path's weight format."""
+    t = Table(title=f"Reference rows — the study's measured decode paths on {escape(ref[0]['gpu'])} "
+                    f"(Qwen-2.5-7B, ctx {ref[0]['ctx']})", title_justify="left")
+    for col in ("path", "ms/step", "R_floor", "R (W+K)", "vs bf16", "floor allows"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    for r in ref:
+        t.add_row(f"{escape(r['path'])} ({escape(r['dtype'])})", f"{r['ms_per_step']:.2f}",
+                  f"{r['r_floor_exact']:.0%}", f"{r['r_floor_all_weights']:.0%}",
+                  f"{r['speedup_vs_bf16']:.2f}×", f"{r['floor_speedup_vs_bf16']:.2f}×")
+    console.print(t)
+    console.print("[dim]R_floor: floor of the path's own weight format (exact bytes; W+K: the study's "
+                  "all weights + KV) ÷ ms/step; vs bf16: the speed-up the path achieved; floor "
+                  "allows: bf16 floor ÷ its floor. Quantized paths keep the embedding, lm_head and "
+                  "KV cache in bf16; int4 = group 128 with fp16 scales and 4-bit zeros, nf4 = bitsandbytes blocks of 64 with "
+                  "double-quantized absmax. R_floor above 100% means the step beat that floor.[/]")

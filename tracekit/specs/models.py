@@ -21,20 +21,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tracekit.errors import BadInput
+from tracekit.specs.quant import UNQUANTIZED_DTYPE, is_quantized, weight_format
 
 #: bytes per element of the dtypes tracekit knows
 DTYPE_BYTES: dict[str, int] = {
     "fp32": 4, "float32": 4, "tf32": 4,
     "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "half": 2,
-    "fp8": 1, "float8": 1, "int8": 1,
-}
+}  # int8, fp8, int4, nf4: weight-only quantized formats, tracekit/specs/quant.py
 
 
 def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of a plain dtype (quantized formats: see :mod:`tracekit.specs.quant`)."""
     try:
         return DTYPE_BYTES[dtype.lower().removeprefix("torch.")]
     except KeyError:
-        raise BadInput(f"unknown dtype {dtype!r}; known: {', '.join(sorted(DTYPE_BYTES))}") from None
+        raise BadInput(f"unknown dtype {dtype!r}; known: {', '.join(sorted(DTYPE_BYTES))}, "
+                       "and the weight-only formats int8, fp8, int4 (--group-size), nf4") from None
 
 
 #: the largest value each shape may take (ten times the largest models of 2026), as a sanity bound
@@ -83,6 +85,13 @@ class ModelSpec:
         norms = 2 * self.hidden
         return q + kv + o + bias + mlp + norms
 
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(out_features, in_features) of each linear weight of one layer: q, k, v, o, gate, up,
+        down — the matrices a weight-only quantized format stores."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        h, i = self.hidden, self.intermediate
+        return [(q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i)]
+
     def embedding_params(self) -> int:
         return self.vocab * self.hidden
 
@@ -99,20 +108,49 @@ class ModelSpec:
 
     # -- bytes ------------------------------------------------------------------------------
     def kv_bytes_per_token(self, dtype: str = "bf16") -> int:
-        return self.layers * 2 * self.kv_heads * self.head_dim * dtype_bytes(dtype)
+        """K and V of one token, all layers. A weight-only quantized ``dtype`` keeps a bf16 cache."""
+        kv = UNQUANTIZED_DTYPE if is_quantized(dtype) else dtype
+        return self.layers * 2 * self.kv_heads * self.head_dim * dtype_bytes(kv)
+
+    def _layer_bytes(self, dtype: str) -> int:
+        """One layer's weights: quantized linear matrices (with their scales and zeros) plus the
+        rest (norms, biases) at bf16; or every parameter at a plain dtype."""
+        if not is_quantized(dtype):
+            return self.layer_params() * dtype_bytes(dtype)
+        fmt = weight_format(dtype)
+        linear = sum(fmt.matrix_bytes(o, i) for o, i in self.linear_shapes())
+        rest = self.layer_params() - sum(o * i for o, i in self.linear_shapes())
+        return round(linear) + rest * dtype_bytes(UNQUANTIZED_DTYPE)
+
+    def _plain(self, dtype: str) -> int:
+        """Bytes per element of what a quantized format leaves unquantized (or of ``dtype``)."""
+        return dtype_bytes(UNQUANTIZED_DTYPE if is_quantized(dtype) else dtype)
 
     def weight_bytes(self, dtype: str = "bf16") -> int:
         """All weights, the embedding table counted once even when tied."""
-        return self.param_count() * dtype_bytes(dtype)
+        b = self._plain(dtype)
+        return (self.layers * self._layer_bytes(dtype)
+                + (self.embedding_params() + self.hidden + self.lm_head_params()) * b)
 
     def weight_bytes_read_per_step(self, dtype: str = "bf16") -> int:
         """What one decode step really reads: one embedding row; lm_head (or the tied table) in full."""
-        b = dtype_bytes(dtype)
-        body = self.layers * self.layer_params() + self.hidden
+        b = self._plain(dtype)
+        body = self.layers * self._layer_bytes(dtype) + self.hidden * b  # + the final norm
         if self.tied_embeddings:
             # the tied table is read in full by the output projection; the lookup row is inside it
-            return (body + self.embedding_params()) * b
-        return (body + self.hidden + self.lm_head_params()) * b
+            return body + self.embedding_params() * b
+        return body + (self.hidden + self.lm_head_params()) * b
+
+    def gemm_bytes(self, dtype: str = "bf16") -> int:
+        """Weight bytes the GEMM/GEMV kernels of one step read: every layer's linear weights
+        (quantized formats with their metadata) and the vocab × hidden output projection."""
+        b = self._plain(dtype)
+        if is_quantized(dtype):
+            fmt = weight_format(dtype)
+            linear = round(sum(fmt.matrix_bytes(o, i) for o, i in self.linear_shapes()))
+        else:
+            linear = sum(o * i for o, i in self.linear_shapes()) * b
+        return self.layers * linear + self.vocab * self.hidden * b
 
     def step_bytes(self, ctx: int, dtype: str = "bf16", convention: str = "exact") -> dict[str, int]:
         """Bytes moved by one decode step at context length ``ctx``.

@@ -23,7 +23,9 @@ Events of unknown categories are skipped and counted in ``meta["skipped_categori
 from __future__ import annotations
 
 import functools
+import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.errors import TraceFormatError
+from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.model import (
     ANNOTATIONS_SCHEMA,
     CPU_OPS_SCHEMA,
@@ -40,6 +43,7 @@ from tracekit.trace.model import (
     SYNCS_SCHEMA,
     Trace,
 )
+from tracekit.trace.source import Source, mib
 
 _GPU_CATS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "memcpy": "memcpy",
              "gpu_memset": "memset", "memset": "memset"}
@@ -86,7 +90,18 @@ def is_sync_call(name: str) -> bool:
     return bool(_SYNC.match(_VERSION_SUFFIX.sub("", name)))
 
 
-class _Event(msgspec.Struct):
+# --- typed decoding ----------------------------------------------------------------------------
+# One pass of msgspec over each slice decodes exactly the fields tracekit reads into these structs
+# (gc=False: no cycles, so the collector never scans them). Types are as permissive as the data in
+# the wild and no more: a value tracekit cannot represent is normalised below or rejected there.
+class _Args(msgspec.Struct, gc=False):
+    correlation: int | float | str | bool | None = None
+    stream: int | float | str | bool | None = None
+    device: int | float | str | bool | None = None
+    bytes: int | float | str | bool | None = None
+
+
+class _Event(msgspec.Struct, gc=False):
     ph: str = ""
     cat: str | None = None
     name: str = ""
@@ -94,20 +109,13 @@ class _Event(msgspec.Struct):
     tid: int | str | None = None
     ts: float | None = None
     dur: float | None = None
-    # decoded lazily: most events (cpu ops, flows) never need their args
-    args: msgspec.Raw = msgspec.Raw(b"null")
+    # args that are not an object (a list, a string) are read as "no args" and counted
+    args: _Args | list | str | int | float | bool | None = None
 
 
-class _PreciseEvent(_Event):
+class _PreciseEvent(_Event, gc=False):
     # for timestamps too large for a float to hold their nanosecond fraction (see _needs_decimal)
     ts: Decimal | None = None
-
-
-class _Args(msgspec.Struct):
-    correlation: int | None = None
-    stream: int | str | None = None
-    device: int | str | None = None
-    bytes: int | float | None = None
 
 
 class _File(msgspec.Struct):
@@ -119,52 +127,84 @@ class _File(msgspec.Struct):
     cuda_runtime_version: int | None = None
     cuda_driver_version: int | None = None
     cupti_version: int | None = None
-    tracekit: dict | None = None
+    tracekit: Any = None
 
 
 class _PreciseFile(_File):
     traceEvents: list[_PreciseEvent] | None = None  # noqa: N815
 
 
+class _Meta(_File):
+    # the document with traceEvents read separately (streaming): anything there is ignored
+    traceEvents: msgspec.Raw = msgspec.Raw(b"null")  # noqa: N815
+
+
 _DECODERS = {False: msgspec.json.Decoder(_File), True: msgspec.json.Decoder(_PreciseFile)}
 _LIST_DECODERS = {False: msgspec.json.Decoder(list[_Event]),
                   True: msgspec.json.Decoder(list[_PreciseEvent])}
-_ARGS_DECODER = msgspec.json.Decoder(list[_Args | None])
+_META_DECODER = msgspec.json.Decoder(_Meta)
 
 #: below 2**43 µs (~100 days of clock) a float64 µs value still pins the nanosecond: its error is
 #: under half a ns, so rounding recovers the exact integer (see _start_ns)
 _FLOAT_EXACT_US = float(2**43)
+#: times and durations must fit int64 nanoseconds with room for start + dur: |t| < 2**62 ns
+_MAX_NS = 2**62
+_MAX_US = _MAX_NS / 1000
 
 
-def _int_or_none(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
+def _int_or_none(v: Any, bits: int = 64) -> int | None:
+    """An id as an int: ints, integral floats and digit strings; anything else (or outside the
+    signed ``bits`` range) is unknown."""
+    if type(v) is float:
+        v = int(v) if v.is_integer() else None
+    elif type(v) is str and v.lstrip("-").isdigit():
+        v = int(v)
+    if type(v) is int and -(2 ** (bits - 1)) <= v < 2 ** (bits - 1):
         return v
-    if isinstance(v, str) and v.lstrip("-").isdigit():
-        return int(v)
     return None
 
 
-def _decode(data: bytes, path: str, precise: bool) -> _File:
+def _decode_error(exc: Exception, path: str, where: str = "") -> TraceFormatError:
+    """One clean error for whatever msgspec raises on a document (or a slice of one)."""
+    if isinstance(exc, RecursionError):
+        return TraceFormatError(
+            f"{path} nests JSON deeper than tracekit reads{where}; a profiler trace is a few "
+            "levels deep, so the file is corrupt or not a trace"
+        )
+    if isinstance(exc, UnicodeDecodeError):
+        return TraceFormatError(
+            f"{path} has a string that is not valid UTF-8{where} ({exc.reason}); the file is "
+            "corrupt: copy or export it again"
+        )
+    if isinstance(exc, msgspec.ValidationError):
+        return TraceFormatError(
+            f"{path} is JSON but not a torch.profiler trace ({exc}{where}); expected an object "
+            "with a 'traceEvents' list, as written by torch.profiler's export_chrome_trace"
+        )
+    return TraceFormatError(
+        f"{path} is not valid JSON ({exc}{where}); expected a torch.profiler trace "
+        "(.json or .json.gz) or an Nsight Systems SQLite export (.sqlite)"
+    )
+
+
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+
+
+def _decode(data, path: str, precise: bool) -> _File:
     try:
         return _DECODERS[precise].decode(data)
     except msgspec.ValidationError as exc:
         # A bare Chrome JSON array of events is a valid trace too.
-        if data.lstrip()[:1] == b"[":
+        if bytes(data[:64]).lstrip()[:1] == b"[":
             try:
                 return _File(traceEvents=_LIST_DECODERS[precise].decode(data))
-            except msgspec.DecodeError as exc2:
+            except _DECODE_ERRORS as exc2:
+                if isinstance(exc2, msgspec.ValidationError | RecursionError | UnicodeDecodeError):
+                    raise _decode_error(exc2, path) from None
                 raise TraceFormatError(f"{path} is not a profiler trace: {exc2}") from None
-        raise TraceFormatError(
-            f"{path} is JSON but not a torch.profiler trace ({exc}); expected an object with a "
-            "'traceEvents' list, as written by torch.profiler's export_chrome_trace"
-        ) from None
-    except msgspec.DecodeError as exc:
-        raise TraceFormatError(
-            f"{path} is not valid JSON ({exc}); expected a torch.profiler trace "
-            "(.json or .json.gz) or an Nsight Systems SQLite export (.sqlite)"
-        ) from None
+        raise _decode_error(exc, path) from None
+    except _DECODE_ERRORS as exc:
+        raise _decode_error(exc, path) from None
 
 
 def _needs_decimal(events: list[_Event]) -> bool:
@@ -174,42 +214,268 @@ def _needs_decimal(events: list[_Event]) -> bool:
 
 
 def parse_kineto(data: bytes, path: str = "<trace>") -> Trace:
-    """Parse the bytes of a Kineto JSON trace (already decompressed)."""
+    """Parse the bytes of a whole Kineto JSON trace (already decompressed) in one decode."""
     f = _decode(data, path, precise=False)
     if f.traceEvents is None:
         raise TraceFormatError(
             f"{path} is JSON but not a torch.profiler trace: it has no 'traceEvents' list"
         )
-    if not f.traceEvents:
-        raise TraceFormatError(f"{path} has no events: the profiler recorded nothing")
-    gpu, api, ann, cpu, skipped, no_ts = _split(f.traceEvents)
-    precise = any(_needs_decimal(x) for x in (gpu, api, ann, cpu))
-    if precise:
-        f = _decode(data, path, precise=True)
-        gpu, api, ann, cpu, skipped, no_ts = _split(f.traceEvents)
+    b = _Builder(path)
+    b.add(f.traceEvents, lambda: _decode(data, path, precise=True).traceEvents)
+    return b.finish(f)
 
-    trace = Trace(
-        gpu_ops=_gpu_ops(gpu, precise),
-        launches=_launches(api, precise),
-        annotations=_annotations(ann, precise),
-        syncs=_syncs(api, precise),
-        cpu_ops=_cpu_ops(cpu, precise),
-        meta=_meta(f, path, skipped),
-    )
-    if skipped:
-        trace.warnings.append(
-            "skipped events of unknown categories: "
-            + ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
+
+# --- streaming ---------------------------------------------------------------------------------
+#: inflated bytes decoded per slice (msgspec decodes a slice into structs, the builder keeps only
+#: columns, the structs are dropped): memory is a few slices, whatever the trace's size
+SLICE_BYTES = 8 << 20
+#: the most bytes one event may take (a "JSON bomb": one endless string) before the slicer gives up
+MAX_EVENT_BYTES = 64 << 20
+#: the most inflated bytes read as a stream (a gzip bomb stops here)
+MAX_STREAM_BYTES = 16 << 30
+#: the most inflated bytes read whole, when the slicer cannot cut a layout
+MAX_WHOLE_BYTES = 512 << 20
+#: how many candidate cuts a slice tries before the reader falls back to one whole decode
+_MAX_TRIES = 16
+
+#: a cut between two events of the traceEvents array: ``}`` , ``{`` with any whitespace
+_CUT = re.compile(rb"\}[ \t\r\n]*(,)[ \t\r\n]*\{")
+#: the end of the traceEvents array: ``}`` ``]``
+_END = re.compile(rb"\}[ \t\r\n]*\]")
+_WS = re.compile(rb"[ \t\r\n]*")
+#: the next structural character of the document (outside strings)
+_TOKEN = re.compile(rb'["{}\[\]]')
+#: the rest of a string after its opening quote (unrolled loop: no backtracking)
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_EVENTS_KEY = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*\[')
+
+
+class _Fallback(Exception):
+    """The slicer cannot cut this layout: decode the whole document instead (says why)."""
+
+
+def _find_events(buf: bytearray, state: list) -> int | None:
+    """Where the ``traceEvents`` array's content starts (just after its ``[``), found by walking
+    the top-level object's tokens (strings skipped whole, so a key spelled inside a string never
+    matches). ``state`` = [position, depth] carries the walk across calls as ``buf`` grows;
+    None means "read more". A top-level array is the events array itself."""
+    pos, depth = state
+    if depth == 0:
+        m = _WS.match(buf, pos)
+        if m.end() >= len(buf):
+            return None
+        c = buf[m.end()]
+        if c == 0x5B:  # '[': a bare array of events
+            return m.end() + 1
+        if c != 0x7B:
+            raise _Fallback("the document is not a JSON object or array")
+        pos, depth = m.end() + 1, 1
+    while True:
+        m = _TOKEN.search(buf, pos)
+        if m is None:
+            state[:] = [len(buf), depth]
+            return None
+        c = buf[m.start()]
+        if c == 0x22:  # '"'
+            s = _STRING_REST.match(buf, m.start() + 1)
+            if s is None:
+                state[:] = [m.start(), depth]
+                return None
+            if (depth == 1 and s.end() - m.start() == 13
+                    and buf[m.start() + 1:s.end() - 1] == b"traceEvents"):
+                k = _EVENTS_KEY.match(buf, s.end())
+                if k is not None:
+                    return k.end()
+                if len(buf) - s.end() < 64:
+                    state[:] = [m.start(), depth]
+                    return None
+            pos = s.end()
+            continue
+        depth += 1 if c in (0x7B, 0x5B) else -1
+        if depth <= 0:
+            raise _Fallback("the document has no top-level 'traceEvents' list")
+        pos = m.end()
+
+
+class _Slicer:
+    """Cuts the inflated stream at event boundaries of ``traceEvents`` and decodes each slice.
+
+    A cut is a ``}``, ``,``, ``{`` match (whitespace allowed). A match inside a string or a nested
+    object is possible (a name spelling ``},{``) but harmless: the slice before a wrong cut always
+    ends inside a string or an unclosed object, so ``[`` + slice + ``]`` is never valid JSON and its
+    decode fails; the slicer then tries the previous match. Every slice that decodes is therefore
+    a run of whole events. Slices are decoded in place: the byte before the slice becomes ``[``,
+    the byte after its last ``}`` becomes ``]`` (both were ``,``/whitespace/``[``), no copy.
+    """
+
+    def __init__(self, path: str, builder: _Builder, slice_bytes: int) -> None:
+        self.path = path
+        self.b = builder
+        self.slice_bytes = slice_bytes
+        self.slices = 0
+
+    def _decode_slice(self, buf: bytearray, lead: int, end: int) -> list[_Event] | None:
+        """Decode buf[lead+1:end] (whole events, ``end`` just past a ``}``) or None if it fails
+        to parse (a wrong cut). ``buf[lead]`` and ``buf[end]`` are overwritten."""
+        buf[lead] = 0x5B
+        saved = buf[end]
+        buf[end] = 0x5D
+        view = memoryview(buf)[lead:end + 1]
+        try:
+            try:
+                events = _LIST_DECODERS[False].decode(view)
+            except msgspec.ValidationError as exc:
+                raise self._error(exc) from None
+            except msgspec.DecodeError:
+                buf[end] = saved  # it was inside a string, perhaps: put it back
+                return None
+            except (RecursionError, UnicodeDecodeError) as exc:
+                raise self._error(exc) from None
+
+            def precise() -> list[_PreciseEvent]:
+                return _LIST_DECODERS[True].decode(view)
+
+            self.b.add(events, precise)
+            self.slices += 1
+            return events
+        finally:
+            view.release()
+
+    def _error(self, exc: Exception) -> TraceFormatError:
+        # $[i] of a slice is $.traceEvents[first + i] of the document
+        msg = re.sub(r"`\$\[(\d+)\]",
+                     lambda m: f"`$.traceEvents[{self.b.events + int(m.group(1))}]", str(exc))
+        return _decode_error(type(exc)(msg) if isinstance(exc, msgspec.ValidationError)
+                             else exc, self.path)
+
+    def cut(self, buf: bytearray, lead: int) -> int:
+        """Decode the events in buf[lead+1:] up to the last cut that parses; return the new lead
+        (the index of the ``,`` before the next event) or ``lead`` if nothing could be cut."""
+        cuts: list[tuple[int, int]] = []
+        window = max(lead + 1, len(buf) - (1 << 20))
+        while not cuts:
+            cuts = [(m.start(), m.start(1)) for m in _CUT.finditer(buf, window)]
+            if cuts or window == lead + 1:
+                break
+            window = lead + 1
+        for end, comma in reversed(cuts[-_MAX_TRIES:]):
+            if self._decode_slice(buf, lead, end + 1) is not None:
+                return comma
+        if len(cuts) > 0:
+            raise _Fallback("no cut between events decoded")
+        return lead
+
+    def finish(self, buf: bytearray, lead: int) -> bytes:
+        """The last events (up to the array's ``]``); returns what follows the array."""
+        first = _WS.match(buf, lead + 1).end()
+        if first < len(buf) and buf[first] == 0x5D:  # an empty array
+            return bytes(buf[first + 1:])
+        tries = 0
+        for m in _END.finditer(buf, lead + 1):
+            after = m.end()  # before _decode_slice writes its ']' (perhaps over this one)
+            if self._decode_slice(buf, lead, m.start() + 1) is not None:
+                return bytes(buf[after:])
+            tries += 1
+            if tries >= _MAX_TRIES:
+                break
+        raise _Fallback("the end of the traceEvents list was not found")
+
+
+def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str] | None = None,
+                progress: Callable[[int], None] | None = None) -> Trace:
+    """Read a Kineto trace from an opened :class:`~tracekit.trace.source.Source` as a stream.
+
+    Small documents (one slice) are decoded whole. Larger ones are cut into slices at event
+    boundaries (see :class:`_Slicer`); a layout the slicer cannot cut is decoded whole when the
+    input can be read again and is at most :data:`MAX_WHOLE_BYTES` (``notes`` says so)."""
+    notes = notes if notes is not None else []
+    path = src.name
+    chunks = src.chunks(limit=MAX_STREAM_BYTES)
+    buf = bytearray()
+    eof = False
+
+    def more() -> bool:
+        nonlocal eof
+        chunk = next(chunks, None)
+        if chunk is None:
+            eof = True
+            return False
+        buf.extend(chunk)
+        if progress is not None:
+            progress(src.consumed)
+        return True
+
+    while not eof and len(buf) <= slice_bytes:
+        more()
+    if eof:
+        if not bytes(buf[:4096]).strip():
+            raise TraceFormatError(f"{path} is empty")
+        notes.append(f"read {len(buf) / 1e6:.1f} MB of JSON in one decode (smaller than a slice)")
+        return parse_kineto(bytes(buf), path)
+
+    b = _Builder(path)
+    slicer = _Slicer(path, b, slice_bytes)
+    try:
+        state = [0, 0]
+        while (start := _find_events(buf, state)) is None:
+            if eof or len(buf) > MAX_EVENT_BYTES:
+                raise _Fallback("no 'traceEvents' list within the first "
+                                f"{mib(MAX_EVENT_BYTES)}")
+            more()
+        head = bytes(buf[:start - 1])  # the document up to the array's '['
+        bare = not head.strip()
+        lead = start - 1  # buf[lead] is '[' (or whitespace/',' later): the slice's opener
+        while not eof:
+            while not eof and len(buf) - lead <= slice_bytes:
+                more()
+            if eof:
+                break
+            new = slicer.cut(buf, lead)
+            if new == lead:
+                if len(buf) - lead > MAX_EVENT_BYTES:
+                    raise TraceFormatError(
+                        f"{path} has an event larger than {mib(MAX_EVENT_BYTES)} at inflated "
+                        f"byte ~{src.consumed}, or its traceEvents are not a list of objects; "
+                        "the file is corrupt or not a profiler trace"
+                    )
+                more()
+                continue
+            del buf[:new]
+            lead = 0
+        tail = slicer.finish(buf, lead)
+    except _Fallback as why:
+        del buf
+        return _whole_after_fallback(src, path, str(why), notes)
+    try:
+        if bare:
+            if tail.strip():
+                raise msgspec.DecodeError("trailing characters after the array")
+            meta = _Meta()
+        else:
+            meta = _META_DECODER.decode(head + b"[]" + tail)
+    except _DECODE_ERRORS as exc:
+        raise _decode_error(exc, path, " (outside traceEvents)") from None
+    notes.append(f"streamed {b.events} events in {slicer.slices} slices of "
+                 f"~{slice_bytes / 1e6:.0f} MB")
+    return b.finish(meta)
+
+
+def _whole_after_fallback(src: Source, path: str, why: str, notes: list[str]) -> Trace:
+    from tracekit.trace.source import open_source
+
+    if not src.regular:
+        raise TraceFormatError(
+            f"{path}: tracekit cannot read this layout as a stream ({why}) and a pipe cannot be "
+            "read twice; save the trace to a file and pass its path"
         )
-    no_dur = sum(e.dur is None for e in gpu)
-    if no_dur:
-        trace.warnings.append(f"{no_dur} GPU ops had no duration and were read as instants")
-    if no_ts:
-        trace.warnings.append(f"{no_ts} complete events had no timestamp and were skipped")
-    return trace
+    notes.append(f"whole-document decode: the slicer cannot cut this layout ({why})")
+    with open_source(path) as again:
+        data = again.read_all(limit=MAX_WHOLE_BYTES)
+    return parse_kineto(data, path)
 
 
-#: where each category's events go (checked before lower-casing: the common spellings are exact)
+# --- columns -------------------------------------------------------------------------------
+#: what each category's events become (checked before lower-casing: the common spellings are exact)
 _ROUTE: dict[str, str] = {
     **{c: "gpu" for c in _GPU_CATS}, **{c: "api" for c in _API_CATS}, "cuda_sync": "api",
     **{c: "ann" for c in _ANNOTATION_CATS}, **{c: "cpu" for c in _CPU_OP_CATS},
@@ -226,113 +492,222 @@ def _route(cat: str | None) -> str:
     return r
 
 
-def _split(events: list[_Event]):
-    """Sort events into GPU ops, API calls, annotations and CPU ops; count what is skipped."""
-    gpu, api, ann, cpu, skipped = [], [], [], [], {}
-    out = {"gpu": gpu, "api": api, "ann": ann, "cpu": cpu}
-    route: dict[str | None, str] = {}
-    no_ts = 0
-    for e in events:
-        if e.ph != "X":
-            continue
-        if e.ts is None:
-            no_ts += 1
-            continue
-        r = route.get(e.cat)
-        if r is None:
-            r = route[e.cat] = _route(e.cat)
-        if r == "skip":
-            continue
-        if r == "cpu" and e.name.startswith("ProfilerStep#"):
-            ann.append(e)  # before ~2023 ProfilerStep#N was a cpu_op (PyTorch 1.8-1.9: Operator)
-            continue
-        if r == "unknown":
-            skipped[e.cat] = skipped.get(e.cat, 0) + 1
-            continue
-        out[r].append(e)
-    return gpu, api, ann, cpu, skipped, no_ts
-
-
-def _start_ns(events: list[_Event], precise: bool) -> np.ndarray:
-    if precise:
-        return np.array([int(e.ts.scaleb(3).to_integral_value()) for e in events], dtype=np.int64)
-    ts = np.array([e.ts for e in events], dtype=np.float64)
-    # whole µs and fraction separately: the fraction's error is < 0.5 ns, so rint is exact
-    whole = np.floor(ts)
-    return whole.astype(np.int64) * 1000 + np.rint((ts - whole) * 1000).astype(np.int64)
-
-
-def _dur_ns(events: list[_Event]) -> np.ndarray:
-    dur = np.array([e.dur if e.dur is not None else 0.0 for e in events], dtype=np.float64)
-    return np.rint(np.maximum(dur, 0.0) * 1000).astype(np.int64)
-
-
-def _args(events: list[_Event]) -> list[_Args | None]:
-    return _ARGS_DECODER.decode(b"[" + b",".join(e.args for e in events) + b"]") if events else []
-
-
-def _times(events: list[_Event], precise: bool) -> dict:
-    start = _start_ns(events, precise) if events else np.empty(0, dtype=np.int64)
-    return {"start_ns": start, "end_ns": start + (_dur_ns(events) if events else 0)}
-
-
-def _gpu_ops(events: list[_Event], precise: bool) -> pl.DataFrame:
-    args = [a or _NO_ARGS for a in _args(events)]
-    cols = {
-        "kind": [_GPU_CATS[e.cat.lower()] for e in events],
-        "name": [e.name for e in events],
-        **_times(events, precise),
-        "device": [_int_or_none(a.device) if a.device is not None else _int_or_none(e.pid)
-                   for e, a in zip(events, args)],
-        "stream": [_int_or_none(a.stream) if a.stream is not None else _int_or_none(e.tid)
-                   for e, a in zip(events, args)],
-        "correlation": [a.correlation for a in args],
-        "bytes": [int(a.bytes) if a.bytes is not None else None for a in args],
-        "grid": [None] * len(events),
-        "block": [None] * len(events),
-    }
-    return pl.DataFrame(cols, schema=GPU_OPS_SCHEMA)
-
-
 _NO_ARGS = _Args()
 
 
-def _launches(events: list[_Event], precise: bool) -> pl.DataFrame:
-    kinds = [launch_kind(e.name) if e.cat.lower() != "cuda_sync" else None for e in events]
-    keep = [e for e, k in zip(events, kinds) if k is not None]
-    args = [a or _NO_ARGS for a in _args(keep)]
-    cols = {
-        "kind": [k for k in kinds if k is not None],
-        "api": [_API_CATS[e.cat.lower()] for e in keep],
-        "name": [e.name for e in keep],
-        **_times(keep, precise),
-        "tid": [_int_or_none(e.tid) for e in keep],
-        "correlation": [a.correlation for a in args],
-    }
-    return pl.DataFrame(cols, schema=LAUNCHES_SCHEMA)
+class _Builder:
+    """Keeps only columns: each slice's events become small polars frames (names as codes into
+    one dictionary of distinct names), concatenated once at the end."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.events = 0
+        self.skipped: dict[str, int] = {}
+        self.no_ts = 0
+        self.no_dur = 0
+        self.bad_args = 0
+        self.route: dict[str | None, str] = {}
+        self.codes: dict[str, int] = {}
+        self.parts: dict[str, list[pl.DataFrame]] = {k: [] for k in _SCHEMAS}
+
+    def add(self, events: list[_Event], precise_events: Callable[[], list]) -> None:
+        self.events += len(events)
+        split = self._split(events)
+        precise = any(_needs_decimal(x) for x in split[:4])
+        if precise:
+            split = self._split(precise_events(), count=False)
+        gpu, api, ann, cpu = split[:4]
+        self.no_dur += sum(e.dur is None for e in gpu)
+        for key, frame in (("gpu", self._gpu_ops(gpu, precise)),
+                           ("launch", self._launches(api, precise)),
+                           ("sync", self._syncs(api, precise)),
+                           ("ann", self._annotations(ann, precise)),
+                           ("cpu", self._cpu_ops(cpu, precise))):
+            if frame.height:
+                self.parts[key].append(frame)
+
+    def _split(self, events: list[_Event], count: bool = True):
+        """Sort events into GPU ops, API calls, annotations and CPU ops; count what is skipped."""
+        gpu, api, ann, cpu = [], [], [], []
+        out = {"gpu": gpu, "api": api, "ann": ann, "cpu": cpu}
+        route = self.route
+        skipped = self.skipped
+        for e in events:
+            if e.ph != "X":
+                continue
+            if e.ts is None:
+                if count:
+                    self.no_ts += 1
+                continue
+            r = route.get(e.cat)
+            if r is None:
+                r = route[e.cat] = _route(e.cat)
+            if r == "skip":
+                continue
+            if r == "cpu" and e.name.startswith("ProfilerStep#"):
+                ann.append(e)  # before ~2023 ProfilerStep#N was a cpu_op (PyTorch 1.8-1.9: Operator)
+                continue
+            if r == "unknown":
+                if count:
+                    skipped[e.cat] = skipped.get(e.cat, 0) + 1
+                continue
+            out[r].append(e)
+        return gpu, api, ann, cpu
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _names(self, events: list) -> pl.Series:
+        codes = self.codes
+        return pl.Series([codes.setdefault(e.name, len(codes)) for e in events], dtype=pl.UInt32)
+
+    def _times(self, events: list, precise: bool) -> dict:
+        if not events:
+            return {"start_ns": np.empty(0, np.int64), "end_ns": np.empty(0, np.int64)}
+        start = self._start_ns(events, precise)
+        dur = np.array([e.dur if e.dur is not None else 0.0 for e in events], dtype=np.float64)
+        if not np.all(dur < _MAX_US):
+            self._range_error("dur", float(dur.max()))
+        return {"start_ns": start,
+                "end_ns": start + np.rint(np.maximum(dur, 0.0) * 1000).astype(np.int64)}
+
+    def _start_ns(self, events: list, precise: bool) -> np.ndarray:
+        if precise:
+            out = []
+            for e in events:
+                ns = int(e.ts.scaleb(3).to_integral_value())
+                if not -_MAX_NS < ns < _MAX_NS:
+                    self._range_error("ts", e.ts)
+                out.append(ns)
+            return np.array(out, dtype=np.int64)
+        ts = np.array([e.ts for e in events], dtype=np.float64)
+        if not np.all(np.abs(ts) < _MAX_US):
+            self._range_error("ts", float(ts[np.argmax(np.abs(ts))]))
+        # whole µs and fraction separately: the fraction's error is < 0.5 ns, so rint is exact
+        whole = np.floor(ts)
+        return whole.astype(np.int64) * 1000 + np.rint((ts - whole) * 1000).astype(np.int64)
+
+    def _range_error(self, field: str, value) -> None:
+        raise TraceFormatError(
+            f"{self.path} has an event with {field} {value} µs, outside the range tracekit "
+            f"represents (±{_MAX_US:.3g} µs as 64-bit nanoseconds); the trace is corrupt"
+        )
+
+    def _args(self, events: list) -> list[_Args]:
+        out = []
+        for e in events:
+            a = e.args
+            if type(a) is not _Args:
+                if a is not None:
+                    self.bad_args += 1
+                a = _NO_ARGS
+            out.append(a)
+        return out
+
+    @staticmethod
+    def _ints(values: list, bits: int = 64) -> pl.Series:
+        """Ids as integers; what is not one, or does not fit ``bits``, is null (unknown)."""
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1)
+        return pl.Series([v if type(v) is int and lo <= v < hi else _int_or_none(v, bits)
+                          for v in values], dtype=pl.Int64 if bits == 64 else pl.Int32)
+
+    # -- tables -----------------------------------------------------------------------------
+    def _gpu_ops(self, events: list, precise: bool) -> pl.DataFrame:
+        args = self._args(events)
+        n = len(events)
+        device = self._ints([a.device if a.device is not None else e.pid
+                             for e, a in zip(events, args)], bits=32)
+        return pl.DataFrame({
+            "kind": pl.Series([_GPU_CATS[e.cat.lower()] for e in events], dtype=pl.Utf8),
+            "name": self._names(events),
+            **self._times(events, precise),
+            "device": device,
+            "stream": self._ints([a.stream if a.stream is not None else e.tid
+                                  for e, a in zip(events, args)]),
+            "correlation": self._ints([a.correlation for a in args]),
+            "bytes": self._ints([_bytes(a.bytes) for a in args]),
+            "grid": pl.Series([None] * n, dtype=pl.Utf8),
+            "block": pl.Series([None] * n, dtype=pl.Utf8),
+        })
+
+    def _launches(self, events: list, precise: bool) -> pl.DataFrame:
+        kinds = [launch_kind(e.name) if e.cat.lower() != "cuda_sync" else None for e in events]
+        keep = [e for e, k in zip(events, kinds) if k is not None]
+        args = self._args(keep)
+        return pl.DataFrame({
+            "kind": pl.Series([k for k in kinds if k is not None], dtype=pl.Utf8),
+            "api": pl.Series([_API_CATS[e.cat.lower()] for e in keep], dtype=pl.Utf8),
+            "name": self._names(keep),
+            **self._times(keep, precise),
+            "tid": self._ints([e.tid for e in keep]),
+            "correlation": self._ints([a.correlation for a in args]),
+        })
+
+    def _syncs(self, events: list, precise: bool) -> pl.DataFrame:
+        keep = [e for e in events if e.cat.lower() == "cuda_sync" or is_sync_call(e.name)]
+        return pl.DataFrame({"name": self._names(keep), **self._times(keep, precise),
+                             "tid": self._ints([e.tid for e in keep])})
+
+    def _cpu_ops(self, events: list, precise: bool) -> pl.DataFrame:
+        return pl.DataFrame({"name": self._names(events), **self._times(events, precise),
+                             "tid": self._ints([e.tid for e in events])})
+
+    def _annotations(self, events: list, precise: bool) -> pl.DataFrame:
+        return pl.DataFrame({
+            "name": self._names(events), **self._times(events, precise),
+            "on_gpu": pl.Series([_ANNOTATION_CATS.get(e.cat.lower(), False) for e in events],
+                                dtype=pl.Boolean),
+            "tid": self._ints([e.tid for e in events]),
+        })
+
+    # -- the trace --------------------------------------------------------------------------
+    def finish(self, f: _File) -> Trace:
+        if not self.events:
+            raise TraceFormatError(f"{self.path} has no events: the profiler recorded nothing")
+        names = pl.Series(list(self.codes), dtype=pl.Utf8)
+        tables = {}
+        for key, schema in _SCHEMAS.items():
+            parts = self.parts[key]
+            if not parts:
+                tables[key] = pl.DataFrame(schema=schema)
+                continue
+            df = pl.concat(parts) if len(parts) > 1 else parts[0]
+            self.parts[key] = []
+            df = df.with_columns(name=names.gather(df["name"]))
+            tables[key] = df.select(list(schema)).cast(schema)
+        capture, capture_warnings = clean_capture(f.tracekit)
+        trace = Trace(
+            gpu_ops=tables["gpu"], launches=tables["launch"], annotations=tables["ann"],
+            syncs=tables["sync"], cpu_ops=tables["cpu"],
+            meta=_meta(f, self.path, self.skipped, self.events, capture),
+        )
+        if self.skipped:
+            trace.warnings.append(
+                "skipped events of unknown categories: "
+                + ", ".join(f"{k} ({v})" for k, v in sorted(self.skipped.items()))
+            )
+        if self.no_dur:
+            trace.warnings.append(f"{self.no_dur} GPU ops had no duration and were read as instants")
+        if self.no_ts:
+            trace.warnings.append(f"{self.no_ts} complete events had no timestamp and were skipped")
+        if self.bad_args:
+            trace.warnings.append(f"{self.bad_args} events had 'args' that is not an object; "
+                                  "read as no args")
+        trace.warnings.extend(capture_warnings)
+        return trace
 
 
-def _syncs(events: list[_Event], precise: bool) -> pl.DataFrame:
-    keep = [e for e in events if e.cat.lower() == "cuda_sync" or is_sync_call(e.name)]
-    cols = {"name": [e.name for e in keep], **_times(keep, precise),
-            "tid": [_int_or_none(e.tid) for e in keep]}
-    return pl.DataFrame(cols, schema=SYNCS_SCHEMA)
+def _bytes(v) -> int | None:
+    if v is None or type(v) is bool:
+        return None
+    if type(v) is float:
+        return int(v) if math.isfinite(v) and abs(v) < 2**63 else None
+    return _int_or_none(v)
 
 
-def _cpu_ops(events: list[_Event], precise: bool) -> pl.DataFrame:
-    cols = {"name": [e.name for e in events], **_times(events, precise),
-            "tid": [_int_or_none(e.tid) for e in events]}
-    return pl.DataFrame(cols, schema=CPU_OPS_SCHEMA)
+_SCHEMAS = {"gpu": GPU_OPS_SCHEMA, "launch": LAUNCHES_SCHEMA, "sync": SYNCS_SCHEMA,
+            "ann": ANNOTATIONS_SCHEMA, "cpu": CPU_OPS_SCHEMA}
 
 
-def _annotations(events: list[_Event], precise: bool) -> pl.DataFrame:
-    cols = {"name": [e.name for e in events], **_times(events, precise),
-            "on_gpu": [_ANNOTATION_CATS.get(e.cat.lower(), False) for e in events],
-            "tid": [_int_or_none(e.tid) for e in events]}
-    return pl.DataFrame(cols, schema=ANNOTATIONS_SCHEMA)
-
-
-def _meta(f: _File, path: str, skipped: dict) -> dict:
+def _meta(f: _File, path: str, skipped: dict, events: int, capture: dict | None) -> dict:
     devices = {}
     for d in f.deviceProperties or []:
         if isinstance(d, dict) and isinstance(d.get("name"), str):
@@ -357,7 +732,7 @@ def _meta(f: _File, path: str, skipped: dict) -> dict:
         "devices": devices,
         "versions": versions,
         "base_time_ns": f.baseTimeNanoseconds,
-        "tracekit": f.tracekit if isinstance(f.tracekit, dict) else None,
+        "tracekit": capture,
         "skipped_categories": skipped,
-        "events": len(f.traceEvents or []),
+        "events": events,
     }

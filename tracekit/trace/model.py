@@ -85,6 +85,8 @@ class Trace:
     #: ``skipped_categories`` ({category: count}), ``events`` (total events read)
     meta: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: how the reader read the file (streamed in N slices, decoded whole and why): ``--verbose``
+    notes: list[str] = field(default_factory=list)
 
     @property
     def has_gpu(self) -> bool:

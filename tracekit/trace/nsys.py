@@ -27,13 +27,16 @@ correlation id of their ``cudaGraphLaunch``, as in Kineto. Times are integer nan
 
 from __future__ import annotations
 
-import gzip
+import functools
 import json
 import os
 import re
+import signal
 import sqlite3
 import tempfile
-import zlib
+import threading
+import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -41,6 +44,7 @@ from pathlib import Path
 import polars as pl
 
 from tracekit.errors import TraceFormatError
+from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.kineto import is_sync_call, launch_kind
 from tracekit.trace.model import (
     ANNOTATIONS_SCHEMA,
@@ -49,11 +53,13 @@ from tracekit.trace.model import (
     SYNCS_SCHEMA,
     Trace,
 )
+from tracekit.trace.source import Source, open_source
 
-#: a gzipped export is never inflated past this (a gzip bomb stops here)
+#: a gzipped (or piped) export is never copied to disk past this (a gzip bomb stops here)
 MAX_SQLITE_BYTES = 2 << 30
+#: the most time the queries of one export may take (a recursive view stops here)
+QUERY_SECONDS = 120.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
 MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
@@ -94,68 +100,90 @@ _API_SUFFIX = re.compile(r"(_v\d+)?(_pt(sz|ds))?(_v\d+)?$")
 _TID_MASK = 0xFFFFFF
 
 
+@functools.lru_cache(maxsize=4096)
 def api_name(name: str) -> str:
     """``cudaLaunchKernel_ptsz_v7000`` → ``cudaLaunchKernel``."""
     return _API_SUFFIX.sub("", name) or name
 
 
-def load_nsys(path: str | Path, *, limit: int = MAX_SQLITE_BYTES) -> Trace:
-    """Read an Nsight Systems SQLite export, plain or gzipped, into the normalized trace."""
-    p = Path(path)
-    with _sqlite_file(p, limit=limit) as db:
+def load_nsys(path: str | Path | Source, *, limit: int = MAX_SQLITE_BYTES) -> Trace:
+    """Read an Nsight Systems SQLite export, plain or gzipped, into the normalized trace.
+
+    ``path`` may be an opened :class:`~tracekit.trace.source.Source` (a pipe, standard input)."""
+    if isinstance(path, Source):
+        return _load(path, limit)
+    with open_source(path) as src:
+        return _load(src, limit)
+
+
+def _load(src: Source, limit: int) -> Trace:
+    p = Path(src.name)
+    with _sqlite_file(src, limit=limit) as db:
         try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            con = sqlite3.connect(_ro_uri(db), uri=True)
         except sqlite3.Error as exc:
             raise TraceFormatError(f"{p} cannot be opened as SQLite: {exc}") from None
         with closing(con):
+            deadline = time.monotonic() + QUERY_SECONDS
+            # a hostile file (a recursive view, a huge join) cannot run for ever
+            con.set_progress_handler(lambda: time.monotonic() > deadline, 100_000)
             try:
                 return _read(con, p)
             except sqlite3.DatabaseError as exc:
+                if time.monotonic() > deadline:
+                    raise TraceFormatError(
+                        f"{p}: reading it took longer than {QUERY_SECONDS:.0f} s; it is not an "
+                        "Nsight Systems export tracekit can read"
+                    ) from None
                 raise TraceFormatError(
                     f"{p} is not a readable Nsight Systems SQLite export ({exc}); "
                     "re-export it with `nsys export --type sqlite`"
                 ) from None
 
 
+def _ro_uri(db: Path) -> str:
+    """A read-only ``file:`` URI for ``db``, percent-encoded: ``%``, ``#``, ``?`` in a name are
+    the file's own characters, not URI syntax."""
+    return "file:" + urllib.parse.quote(str(Path(db).resolve())) + "?mode=ro"
+
+
 @contextmanager
-def _sqlite_file(p: Path, *, limit: int) -> Iterator[Path]:
-    """The path of a plain SQLite file: ``p`` itself, or ``p`` gunzipped to a temp file."""
-    try:
-        with open(p, "rb") as f:
-            magic = f.read(16)
-    except FileNotFoundError:
-        raise TraceFormatError(f"{p} does not exist") from None
-    except OSError as exc:
-        raise TraceFormatError(f"cannot read {p}: {exc.strerror or exc}") from None
-    if magic[:2] != _GZIP_MAGIC:
-        _check_magic(magic, p)
-        yield p
+def _sqlite_file(src: Source, *, limit: int) -> Iterator[Path]:
+    """The path of a plain SQLite file: the input itself, or its content (gunzipped, or read from
+    a pipe) copied to a temp file that is removed on every exit, SIGTERM and SIGINT included."""
+    if src.regular and not src.is_gzip:
+        _check_magic(src.peek(16), Path(src.name))
+        yield Path(src.name)
         return
-    fd, tmp = tempfile.mkstemp(prefix="tracekit-nsys-", suffix=".sqlite")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _gunzip_bounded(p, out, limit=limit)
-        with open(tmp, "rb") as f:
-            _check_magic(f.read(16), p)
-        yield Path(tmp)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _gunzip_bounded(p: Path, out, *, limit: int) -> None:
-    written = 0
-    try:
-        with gzip.open(p, "rb") as src:
-            while chunk := src.read(1 << 20):
-                written += len(chunk)
-                if written > limit:
-                    raise TraceFormatError(
-                        f"{p} inflates to more than {limit >> 20} MiB; refusing to read it "
-                        "(profile a shorter window)"
-                    )
+    with removed_on_exit(prefix="tracekit-nsys-", suffix=".sqlite") as tmp:
+        with open(tmp, "wb") as out:
+            for chunk in src.chunks(limit=limit):
                 out.write(chunk)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise TraceFormatError(f"{p} is a corrupt or truncated gzip file ({exc})") from None
+        with open(tmp, "rb") as f:
+            _check_magic(f.read(16), Path(src.name))
+        yield tmp
+
+
+@contextmanager
+def removed_on_exit(*, prefix: str, suffix: str) -> Iterator[Path]:
+    """A temp file path that is unlinked when the block ends however it ends: an exception, or
+    SIGTERM (turned into ``SystemExit(143)`` for the block's duration, so ``finally`` runs)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    previous = None
+
+    def _terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_magic(magic: bytes, p: Path) -> None:
@@ -169,7 +197,7 @@ def _check_magic(magic: bytes, p: Path) -> None:
 # --- reading -----------------------------------------------------------------------------------
 def _tables(con: sqlite3.Connection) -> set[str]:
     return {
-        r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type IN ('table','view')")
+        r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     }
 
 
@@ -196,6 +224,8 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     if NVTX not in tables:
         warnings.append("no NVTX_EVENTS table: steps must be found without markers")
     devices = _devices(con, tables)
+    capture, capture_warnings = clean_capture(_capture_meta(con, tables))
+    warnings.extend(capture_warnings)
     trace = Trace(
         gpu_ops=gpu_ops,
         launches=_launches(api_rows),
@@ -207,7 +237,7 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
             "devices": devices,
             "gpu_name": _gpu_name(gpu_ops, devices),
             "versions": {},
-            "tracekit": _capture_meta(con, tables),
+            "tracekit": capture,
             "skipped_categories": {},
             "events": gpu_ops.height + len(api_rows) + annotations.height,
         },
@@ -216,6 +246,21 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     if trace.meta["tracekit"]:
         trace.meta["versions"] = dict(trace.meta["tracekit"].get("versions") or {})
     return trace
+
+
+def _int(col: str, bits: int = 64) -> str:
+    """SQL for ``col`` when it holds an integer (of ``bits``), else NULL: a TEXT or BLOB where
+    an id belongs is unknown, never a crash later."""
+    if bits == 64:
+        return f"(CASE WHEN typeof({col}) = 'integer' THEN {col} END)"
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return f"(CASE WHEN typeof({col}) = 'integer' AND {col} BETWEEN {lo} AND {hi} THEN {col} END)"
+
+
+def _timed(alias: str = "") -> str:
+    """SQL condition: the row has integer start and end (others are dropped)."""
+    a = f"{alias}." if alias else ""
+    return f"typeof({a}start) = 'integer' AND typeof({a}end) = 'integer'"
 
 
 def _strings_join(col: str, alias: str) -> str:
@@ -230,13 +275,14 @@ def _kernels(con: sqlite3.Connection) -> pl.DataFrame:
         raise TraceFormatError(f"{KERNEL} has no kernel name column (demangledName/shortName)")
     has_dims = {"gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"} <= cols
     dims = (
-        "k.gridX, k.gridY, k.gridZ, k.blockX, k.blockY, k.blockZ"
+        ", ".join(_int(f"k.{c}") for c in ("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"))
         if has_dims
         else "NULL, NULL, NULL, NULL, NULL, NULL"
     )
     rows = con.execute(
-        f"SELECT s.value, k.start, k.end, k.deviceId, k.streamId, k.correlationId, {dims} "
-        f"FROM {KERNEL} k {_strings_join('k.' + name_col, 's')}"
+        f"SELECT CAST(s.value AS TEXT), k.start, k.end, {_int('k.deviceId', 32)}, "
+        f"{_int('k.streamId')}, {_int('k.correlationId')}, {dims} "
+        f"FROM {KERNEL} k {_strings_join('k.' + name_col, 's')} WHERE {_timed('k')}"
     ).fetchall()
     return _frame(
         GPU_OPS_SCHEMA,
@@ -269,8 +315,9 @@ def _memcpys(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
     src = "srcKind" if "srcKind" in cols else "NULL"
     dst = "dstKind" if "dstKind" in cols else "NULL"
     rows = con.execute(
-        f"SELECT start, end, deviceId, streamId, correlationId, bytes, copyKind, {src}, {dst} "
-        f"FROM {MEMCPY}"
+        f"SELECT start, end, {_int('deviceId', 32)}, {_int('streamId')}, "
+        f"{_int('correlationId')}, {_int('bytes')}, copyKind, {src}, {dst} "
+        f"FROM {MEMCPY} WHERE {_timed()}"
     ).fetchall()
     return _frame(
         GPU_OPS_SCHEMA,
@@ -293,7 +340,8 @@ def _memsets(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
         return _frame(GPU_OPS_SCHEMA, [])
     mem = "memKind" if "memKind" in _columns(con, MEMSET) else "NULL"
     rows = con.execute(
-        f"SELECT start, end, deviceId, streamId, correlationId, bytes, {mem} FROM {MEMSET}"
+        f"SELECT start, end, {_int('deviceId', 32)}, {_int('streamId')}, "
+        f"{_int('correlationId')}, {_int('bytes')}, {mem} FROM {MEMSET} WHERE {_timed()}"
     ).fetchall()
     return _frame(
         GPU_OPS_SCHEMA,
@@ -322,8 +370,9 @@ def _api_rows(con: sqlite3.Connection, tables: set[str]) -> list[tuple]:
         if table not in tables:
             continue
         for name, s, e, gtid, corr in con.execute(
-            f"SELECT s.value, a.start, a.end, a.globalTid, a.correlationId "
-            f"FROM {table} a {_strings_join('a.nameId', 's')}"
+            f"SELECT CAST(s.value AS TEXT), a.start, a.end, {_int('a.globalTid')}, "
+            f"{_int('a.correlationId')} "
+            f"FROM {table} a {_strings_join('a.nameId', 's')} WHERE {_timed('a')}"
         ):
             if name:
                 rows.append((api_name(name), s, e, _tid(gtid), corr))
@@ -351,7 +400,10 @@ def _syncs(api_rows: list[tuple], con: sqlite3.Connection, tables: set[str]) -> 
         cols = _columns(con, SYNC_TABLE)
         kind = "syncType" if "syncType" in cols else "NULL"
         tid = "globalTid" if "globalTid" in cols else "NULL"
-        for s, e, k, gtid in con.execute(f"SELECT start, end, {kind}, {tid} FROM {SYNC_TABLE}"):
+        tid = _int(tid) if tid != "NULL" else tid
+        for s, e, k, gtid in con.execute(
+            f"SELECT start, end, {kind}, {tid} FROM {SYNC_TABLE} WHERE {_timed()}"
+        ):
             out.append((SYNC_KINDS.get(k, "Sync"), s, e, _tid(gtid)))
     out.sort(key=lambda r: r[1])
     return _frame(SYNCS_SCHEMA, out)
@@ -361,7 +413,8 @@ def _nvtx(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
     if NVTX not in tables:
         return _frame(ANNOTATIONS_SCHEMA, [])
     cols = _columns(con, NVTX)
-    text = "COALESCE(n.text, s.value)" if "textId" in cols else "n.text"
+    text = ("CAST(COALESCE(n.text, s.value) AS TEXT)" if "textId" in cols
+            else "CAST(n.text AS TEXT)")
     join = _strings_join("n.textId", "s") if "textId" in cols else ""
     types = (
         f"AND (n.eventType IS NULL OR n.eventType NOT IN {_NVTX_NOT_RANGES})"
@@ -369,8 +422,8 @@ def _nvtx(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
         else ""
     )
     rows = con.execute(
-        f"SELECT {text}, n.start, n.end, n.globalTid FROM {NVTX} n {join} "
-        f"WHERE n.end IS NOT NULL AND n.end >= n.start {types} ORDER BY n.start"
+        f"SELECT {text}, n.start, n.end, {_int('n.globalTid')} FROM {NVTX} n {join} "
+        f"WHERE {_timed('n')} AND n.end >= n.start {types} ORDER BY n.start"
     ).fetchall()
     return _frame(
         ANNOTATIONS_SCHEMA,
@@ -401,17 +454,21 @@ def _devices(con: sqlite3.Connection, tables: set[str]) -> dict[int, dict]:
         if not g.get("name"):
             continue
         cuda_id, cc = ordinal.get(g.get("id"), (g.get("cuDevice", g.get("id")), None))
-        key = int(cuda_id) if cuda_id is not None else len(devices)
+        key = cuda_id if type(cuda_id) is int else len(devices)
         devices.setdefault(
             key,
             {
                 "name": str(g["name"]),
-                "total_memory_bytes": g.get("totalMemory"),
-                "sm_count": g.get("smCount"),
+                "total_memory_bytes": _int_value(g.get("totalMemory")),
+                "sm_count": _int_value(g.get("smCount")),
                 "cc": f"{cc[0]}.{cc[1]}" if cc and len(cc) == 2 else None,
             },
         )
     return devices
+
+
+def _int_value(v) -> int | None:
+    return v if type(v) is int else None
 
 
 def _gpu_name(gpu_ops: pl.DataFrame, devices: dict[int, dict]) -> str | None:

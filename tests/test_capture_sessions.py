@@ -1,0 +1,133 @@
+"""Multi-session captures (``--sessions N``) and ``--attention``, on the CPU with the tiny model.
+
+Each session is a fresh process; the tests check what one output must hold — every session's
+own timings, which session profiled, a summary over sessions that an independent median of the
+sessions' medians reproduces — and that the profiled session's trace survives the metadata
+rewrite event for event.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tracekit.capture.write import read_capture_meta, replace_meta, write_trace
+from tracekit.cli import app
+
+TINY = ["capture", "--model", "tiny", "--device", "cpu", "--ctx", "24", "--steps", "4",
+        "--warmup", "1", "--profile-steps", "2", "--quiet"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def _doc(path: Path) -> dict:
+    with gzip.open(path, "rt") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def two_sessions(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    out = tmp_path_factory.mktemp("sess") / "two.json.gz"
+    r = invoke(*TINY, "--sessions", "2", "--profile-session", "1", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_every_session_is_recorded(two_sessions: Path) -> None:
+    meta = _doc(two_sessions)["tracekit"]
+    s = meta["sessions"]
+    assert s["n"] == 2 and s["profiled_session"] == 1
+    assert [r["session"] for r in s["runs"]] == [0, 1]
+    assert [r["profiled"] for r in s["runs"]] == [False, True]
+    for run in s["runs"]:
+        ms = run["timing"]["unprofiled_ms"]
+        assert len(ms) == 4 and all(x > 0 for x in ms)
+        assert run["timing"]["median_ms"] == pytest.approx(statistics.median(ms), abs=1e-6)
+    # only the profiled session times steps after its profiled window
+    assert s["runs"][0]["timing_after"] is None and len(s["runs"][1]["timing_after"]["unprofiled_ms"]) == 4
+    medians = [r["timing"]["median_ms"] for r in s["runs"]]
+    assert meta["timing_sessions"]["median_ms"] == pytest.approx(statistics.median(medians), abs=1e-6)
+    # the top-level metadata is the profiled session's own
+    assert meta["timing"] == s["runs"][1]["timing"] and meta["session"] == 1
+
+
+def test_the_profiled_session_trace_is_kept(two_sessions: Path) -> None:
+    doc = _doc(two_sessions)
+    steps = {e["name"] for e in doc["traceEvents"] if e.get("cat") == "user_annotation"}
+    assert steps == {"tracekit.step#0", "tracekit.step#1"}
+    assert read_capture_meta(two_sessions) == doc["tracekit"]  # still the first key
+
+
+def test_no_profiled_session(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    out = tmp_path / "none.json.gz"
+    r = invoke(*TINY, "--sessions", "2", "--profile-session", "none", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    doc = _doc(out)
+    assert doc["traceEvents"] == []
+    assert doc["tracekit"]["profiled"] is None and doc["tracekit"]["sessions"]["profiled_session"] is None
+    assert not any(run["profiled"] for run in doc["tracekit"]["sessions"]["runs"])
+    assert [p.name for p in tmp_path.iterdir()] == ["none.json.gz"]  # no temporaries left
+
+
+def test_replace_meta_keeps_every_event(tmp_path: Path) -> None:
+    events = [{"ph": "X", "cat": "kernel", "name": f"k{i}", "ts": i, "dur": 1} for i in range(50)]
+    src = tmp_path / "a.json.gz"
+    write_trace(lambda p: Path(p).write_text(json.dumps({"traceEvents": events})), {"x": 1}, src)
+    dst = tmp_path / "b.json.gz"
+    replace_meta(src, {"x": 2, "sessions": {"n": 3}}, dst)
+    doc = _doc(dst)
+    assert doc["tracekit"] == {"x": 2, "sessions": {"n": 3}} and doc["traceEvents"] == events
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--sessions", "0"], "--sessions must be at least 1, got 0"),
+        (["--sessions", "2", "--profile-session", "2"], "--profile-session must be 'none' or a session index from 0 to 1"),
+        (["--profile-session", "first"], "--profile-session must be a session index"),
+        (["--attention", "flashy"], "unknown --attention 'flashy'"),
+    ],
+)
+def test_bad_session_and_attention_options(args: list[str], needle: str) -> None:
+    r = invoke("capture", "--model", "tiny", "--device", "cpu", *args)
+    assert r.exit_code == 2
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], r.output
+
+
+def test_an_sdpa_backend_the_device_lacks_is_one_error(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    r = invoke(*TINY, "--attention", "sdpa-cudnn", "-o", str(tmp_path / "x.json.gz"))
+    assert r.exit_code == 1
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert lines[-1].startswith("Error: --attention sdpa-cudnn: PyTorch has no such SDPA kernel")
+    assert "Traceback" not in r.output and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("attention", "op"), [
+    ("sdpa-math", "aten::_scaled_dot_product_attention_math"),
+    ("eager", None),
+])
+def test_attention_that_ran_is_recorded(tmp_path: Path, attention: str, op: str | None) -> None:
+    pytest.importorskip("transformers")
+    out = tmp_path / "a.json.gz"
+    r = invoke(*TINY, "--attention", attention, "-o", str(out))
+    assert r.exit_code == 0, r.output
+    doc = _doc(out)
+    names = {e["name"] for e in doc["traceEvents"] if e.get("cat") == "cpu_op"}
+    ran = doc["tracekit"]["attention"]
+    assert ran["requested"] == attention
+    if op is None:  # transformers' eager attention: matmul + softmax, no SDPA op at all
+        assert ran["ops"] == {} and not any(n.startswith("aten::_scaled_dot_product") for n in names)
+        assert "aten::softmax" in names or "aten::_softmax" in names
+    else:
+        assert op in ran["ops"] and op in names

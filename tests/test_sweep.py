@@ -1,0 +1,204 @@
+"""``tracekit sweep``: recipes and their errors, and end to end on the CPU with the tiny model —
+rows against the captures' own metadata, resume, the budget, and a sweep killed mid-cell."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from tracekit.cli import app
+from tracekit.sweep import cell_id, load_recipe, read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+ISSUE_COLUMNS = ["gpu", "model", "ctx", "mode", "attention", "sessions", "median_ms", "p10_ms",
+                 "p90_ms", "ci_low_ms", "ci_high_ms", "floor_ms", "floor_all_weights_ms",
+                 "r_floor", "tokens_per_s", "gpu_busy_ms", "launch_overhead_ms", "stall_ms",
+                 "profiler_overhead", "versions"]
+CPU = """
+[sweep]
+min_start_s = 5
+[defaults]
+device = "cpu"
+steps = {steps}
+warmup = 1
+profile_steps = 3
+[[matrix]]
+model = "tiny"
+ctx = {ctx}
+"""
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def error_line(r) -> str:
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+def recipe(tmp: Path, text: str, name: str = "r.toml") -> Path:
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def _meta(path: Path) -> dict:
+    with gzip.open(path, "rt") as f:
+        return json.load(f)["tracekit"]
+
+
+# --- recipes -----------------------------------------------------------------------------------
+def test_matrix_expands_in_order_and_ids_name_the_cell(tmp_path):
+    r = load_recipe(ROOT / "capture" / "paper_matrix.toml")
+    grid = [c for c in r.cells if c.options.get("sessions", 1) == 1]
+    assert len(grid) == 3 * 4 * 2  # the study's 24 cells per GPU
+    assert {(c.options["model"], c.options["ctx"], c.options["mode"]) for c in grid} == {
+        (m, x, mode) for m in ("qwen2.5-7b", "llama-3.1-8b", "mistral-7b")
+        for x in (2048, 4096, 8192, 16384) for mode in ("eager", "cuda-graphs")}
+    assert all(c.options["ctx"] == 2048 for c in r.cells[:9])  # ctx 2048 (and the A/B) first
+    ab = [c for c in r.cells if c.options.get("sessions") == 10]
+    assert sorted((c.options["mode"], c.options["attention"]) for c in ab) == [
+        ("cuda-graphs", "sdpa"), ("eager", "sdpa"), ("eager", "sdpa-flash")]
+    assert r.cells[0].id == "qwen2.5-7b_ctx2048_eager_sdpa_s1"
+    assert len({c.id for c in r.cells}) == len(r.cells)
+    assert cell_id({"model": "tiny", "ctx": 8, "steps": 3}) != cell_id({"model": "tiny", "ctx": 8})
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('[[matrix]]\nmodel = ["qwen2.5-7b", "gpt-9"]\nctx = 2048\n',
+     "matrix[0].model: unknown model 'gpt-9'; known: qwen2.5-7b"),
+    ('[[matrix]]\nmodel = "tiny"\nctx = [64, -5]\n', "matrix[0].ctx: must be a positive integer, got -5"),
+    ('[defaults]\nctx = 64\n[[matrix]]\nmode = "eager"\n', "matrix[0]: missing key 'model'"),
+    ('[[matrix]]\nmodel = "tiny"\n', "matrix[0]: missing key 'ctx'"),
+    ("[sweep]\nbudget_s = 10\n", "missing key 'matrix'"),
+    ('[[matrix]]\nmodel = "tiny"\nctx = 64\nstepz = 3\n', "matrix[0].stepz: unknown key"),
+    ('[[matrix]]\nmodel = "tiny"\nctx = 64\nmode = "fast"\n', "matrix[0]: unknown --mode 'fast'"),
+    ("[sweep]\nbudget_s = -1\n[[matrix]]\nmodel='tiny'\nctx=8\n", "sweep.budget_s: must be a positive"),
+    ("[[matrix]\n", "not valid TOML"),
+])
+def test_bad_recipes_name_the_file_and_the_key(tmp_path, text, needle):
+    p = recipe(tmp_path, text)
+    r = run("sweep", p, "--out", tmp_path / "out")
+    assert r.exit_code == 1
+    line = error_line(r)
+    assert line.startswith(f"Error: {p}: ") and needle in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_recipe():
+    r = run("sweep", "nope.toml")
+    assert r.exit_code == 1 and error_line(r) == "Error: nope.toml does not exist"
+
+
+# --- end to end on the CPU ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    tmp = tmp_path_factory.mktemp("sweep")
+    rec = recipe(tmp, CPU.format(steps=4, ctx="[32, 48]"))
+    r = run("sweep", rec, "--out", tmp / "out")
+    assert r.exit_code == 0, r.output
+    return tmp, rec, tmp / "out", r.output
+
+
+def test_rows_match_each_captures_metadata(swept):
+    _, rec, out, _ = swept
+    df = pl.read_parquet(out / "results.parquet")
+    assert df.columns[: len(ISSUE_COLUMNS)] == ISSUE_COLUMNS
+    assert df.height == 2 and sorted(df["ctx"].to_list()) == [32, 48]
+    for row in df.iter_rows(named=True):
+        meta = _meta(out / row["trace"])
+        ms = meta["timing"]["unprofiled_ms"]
+        assert row["median_ms"] == pytest.approx(statistics.median(ms), rel=1e-12)
+        assert row["p10_ms"] == pytest.approx(meta["timing"]["p10_ms"], abs=1e-6)
+        assert row["p90_ms"] == pytest.approx(meta["timing"]["p90_ms"], abs=1e-6)
+        assert row["ci_low_ms"] <= row["median_ms"] <= row["ci_high_ms"]
+        assert row["tokens_per_s"] == pytest.approx(1e3 / row["median_ms"])
+        assert row["session_steps_ms"] == [ms]
+        assert (row["gpu"], row["model"], row["mode"], row["attention"], row["sessions"]) == (
+            "cpu", "tiny", "eager", "sdpa", 1)
+        assert row["floor_ms"] is None  # a CPU has no datasheet DRAM bandwidth
+        assert json.loads(row["versions"])["torch"] == meta["versions"]["torch"]
+    assert read_results(out).equals(df)
+
+
+def test_resume_redoes_nothing(swept):
+    _, rec, out, _ = swept
+    parts = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
+    r = run("sweep", rec, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "2 cells: 2 done before, 0 to run" in r.output
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()} == parts
+    listing = run("sweep", rec, "--out", out, "--list").output
+    assert listing.count("done") == 2
+
+
+def test_budget_stops_a_cell_and_leaves_the_table_valid(swept, tmp_path):
+    _, _, out, _ = swept
+    rec = recipe(tmp_path, CPU.format(steps=100000, ctx="64"))
+    # beside finished eager cells that took longer than 8 s, it is not even started
+    r = run("sweep", rec, "--out", out, "--budget-s", "8")
+    assert r.exit_code == 0 and "not started" in r.output
+    assert "1 cells left for lack of budget" in r.output
+    # in a fresh folder it starts, cannot finish in the budget, is stopped and leaves no part
+    fresh = tmp_path / "fresh"
+    r = run("sweep", rec, "--out", fresh, "--budget-s", "8")
+    assert r.exit_code == 1
+    assert "stopped at the time limit" in r.output
+    assert list((fresh / "parts").iterdir()) == []
+    assert pl.read_parquet(fresh / "results.parquet").columns == read_results(out).columns
+    assert [p.name for p in (fresh / "traces").iterdir() if not p.name.startswith(".")] == []
+    assert read_results(out).height == 2
+
+
+def _processes_with(text: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_sweep_killed_mid_cell_then_resumed(swept, tmp_path):
+    _, _, out, _ = swept
+    rec = recipe(tmp_path, CPU.format(steps=4, ctx="[32, 48, 40]"))
+    cell = load_recipe(rec).cells[2]
+    sweep = subprocess.Popen([sys.executable, "-m", "tracekit.cli", "sweep", str(rec), "--out",
+                              str(out), "--quiet"], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 60
+    while not _processes_with(f"--cell\0{cell.id}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_with(f"--cell\0{cell.id}"), "the cell never started"
+    time.sleep(1.0)
+    sweep.send_signal(signal.SIGKILL)  # the sweep dies mid-cell, no chance to clean up
+    sweep.wait()
+    deadline = time.monotonic() + 60  # the cell's process gets SIGTERM from the kernel
+    while _processes_with(f"--cell\0{cell.id}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_with(f"--cell\0{cell.id}")
+    assert read_results(out).height == 2  # the table is valid and the cell unfinished
+    assert not (out / "parts" / f"{cell.id}.parquet").exists()
+    r = run("sweep", rec, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "3 cells: 2 done before, 1 to run" in r.output
+    assert pl.read_parquet(out / "results.parquet").height == 3

@@ -1,0 +1,144 @@
+"""The unprofiled step: where its latency comes from, the split model, warnings and bad input."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from synth import decode_steps, write_trace
+from test_host import _stall_trace
+
+from tracekit.errors import BadInput
+from tracekit.explain import explain
+from tracekit.unprofiled import bimodal, split
+
+
+def _capture(before, after=None, sessions=None):
+    cap = {"schema": "tracekit.capture/1", "mode": "eager",
+           "timing": {"steps": len(before), "warmup": 5, "unprofiled_ms": before}}
+    if after is not None:
+        cap["timing_after"] = {"steps": len(after), "warmup": 5, "unprofiled_ms": after}
+    if sessions is not None:
+        cap["sessions"] = sessions
+    return {"tracekit": cap}
+
+
+def test_flag_explains_the_real_step(tmp_path):
+    e = explain(write_trace(tmp_path / "e.json.gz", decode_steps(5, kernel_us=2)),
+                unprofiled_ms=0.05)
+    u, busy = e.unprofiled, e.summary["gpu_busy_ms"]
+    assert u["source"] == "flag" and u["latency_ms"] == 0.05
+    assert u["profiler_overhead"] == pytest.approx(0.1 / 0.05)
+    assert u["decomposition"]["launch_overhead_ms"] == pytest.approx(0.05 - busy)
+    assert u["whatif"]["cuda_graphs_speedup"] == pytest.approx(0.05 / e.whatif["cuda_graphs_ms"])
+    # the profiled decomposition stays as it was
+    assert e.decomposition["latency_ms"] == pytest.approx(0.1)
+
+
+def test_no_unprofiled_latency_is_null(tmp_path):
+    e = explain(write_trace(tmp_path / "e.json.gz", decode_steps(3)))
+    assert e.unprofiled is None and e.to_dict()["unprofiled"] is None
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_flag_must_be_a_positive_number(tmp_path, bad):
+    with pytest.raises(BadInput, match="--unprofiled-ms"):
+        explain(write_trace(tmp_path / "e.json.gz", decode_steps(3)), unprofiled_ms=bad)
+
+
+def test_flag_below_gpu_busy_is_an_error(tmp_path):
+    # GPU busy is 3 × 5 µs per step: 0.01 ms is shorter than the step's own kernels
+    with pytest.raises(BadInput, match="--unprofiled-ms .*GPU busy"):
+        explain(write_trace(tmp_path / "e.json.gz", decode_steps(3)), unprofiled_ms=0.01)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "nan", "0.001"])
+def test_cli_bad_flag_is_one_error_line(tmp_path, value):
+    path = write_trace(tmp_path / "e.json.gz", decode_steps(3))
+    r = subprocess.run([sys.executable, "-m", "tracekit", "explain", str(path),
+                        f"--unprofiled-ms={value}", "--html", str(tmp_path / "r.html")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "--unprofiled-ms" in lines[0]
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_capture_before_and_after_are_pooled_and_drift_warns(tmp_path):
+    before, after = [0.060] * 9, [0.080] * 9
+    e = explain(write_trace(tmp_path / "e.json.gz", decode_steps(5, kernel_us=2),
+                            extra=_capture(before, after)))
+    u = e.unprofiled
+    assert u["source"] == "capture" and u["latency_ms"] == pytest.approx(0.070)
+    assert u["samples"]["before_ms"] == 0.060 and u["samples"]["after_ms"] == 0.080
+    assert any("before the profiled window" in w for w in e.warnings)
+
+
+def test_sessions_median_is_reported(tmp_path):
+    runs = [{"session": i, "timing": {"unprofiled_ms": [0.05 + 0.01 * i] * 5},
+             "timing_after": {"unprofiled_ms": [0.05 + 0.01 * i] * 5}, "profiled": i == 0}
+            for i in range(5)]
+    e = explain(write_trace(tmp_path / "e.json.gz", decode_steps(5, kernel_us=2),
+                            extra=_capture([0.05] * 5, [0.05] * 5,
+                                           {"n": 5, "profiled_session": 0, "runs": runs})))
+    assert e.unprofiled["samples"]["sessions"] == 5
+    assert e.unprofiled["samples"]["sessions_median_ms"] == pytest.approx(0.07)
+    assert e.unprofiled["latency_ms"] == pytest.approx(0.05)  # the profiled session's own
+
+
+def test_overhead_below_one_warns(tmp_path):
+    e = explain(write_trace(tmp_path / "e.json.gz", decode_steps(5, kernel_us=2),
+                            extra=_capture([0.2] * 10)))
+    assert e.unprofiled["profiler_overhead"] == pytest.approx(0.5)
+    assert not e.unprofiled["reliable"]
+    assert any("faster than the unprofiled one" in w for w in e.warnings)
+
+
+def test_bimodal_samples_warn(tmp_path):
+    rng = random.Random(0)
+    samples = [0.065 + rng.uniform(-0.002, 0.002) for _ in range(10)] + \
+              [0.100 + rng.uniform(-0.004, 0.004) for _ in range(20)]
+    e = explain(write_trace(tmp_path / "e.json.gz", decode_steps(5, kernel_us=2),
+                            extra=_capture(samples)))
+    assert any("bimodal" in w for w in e.warnings)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(50, 52), min_size=10, max_size=60))
+def test_one_narrow_mode_is_not_bimodal(xs):
+    assert bimodal(xs) is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(60, 62), min_size=6, max_size=30),
+       st.lists(st.floats(95, 100), min_size=6, max_size=30))
+def test_two_separated_modes_are_bimodal(lo, hi):
+    m = bimodal(lo + hi)
+    assert m is not None and 60 <= m[0] <= 62 and 95 <= m[1] <= 100
+
+
+def test_split_model_arithmetic():
+    # an H100-like eager step: 93 ms profiled (49 of it one stall), 55 ms unprofiled, 7 ms busy,
+    # 5000 recorded events at 5 µs each: issue 43.8 → 18.8 ms, the stall is the rest
+    sp = split(u=55.0, p=93.0, busy=7.0, other=0.2, stall_p=49.0, events=5000, cost_ns=5000.0)
+    assert sp["host_issue_ms"] == pytest.approx(43.8 - 25.0)
+    assert sp["stall_ms"] == pytest.approx(55.0 - 18.8 - 0.2)
+    assert sp["launch_issue_ms"] == pytest.approx(55.0 - 7.0 - 0.2 - 36.0)
+    # no calibration: the split is unknown, not guessed
+    assert split(u=55.0, p=93.0, busy=7.0, other=0.2, stall_p=49.0, events=5000,
+                 cost_ns=None)["stall_ms"] is None
+    # no stall: everything above the busy time and other idle is launch issue
+    free = split(u=20.0, p=46.0, busy=7.0, other=0.2, stall_p=0.0, events=5200, cost_ns=None)
+    assert free["stall_ms"] == 0 and free["launch_issue_ms"] == pytest.approx(12.8)
+    assert free["cost_us_per_event"] == pytest.approx(26.0 / 5200 * 1e3)
+
+
+def test_stall_trace_with_flag_but_no_calibration_keeps_profiled_numbers(tmp_path):
+    e = explain(_stall_trace(tmp_path), unprofiled_ms=0.8)
+    assert e.unprofiled["decomposition"]["stall_ms"] is None
+    assert "unknown" in e.unprofiled["calibration"]
+    assert "(profiled; the unprofiled step is 0.80 ms)" in e.verdict

@@ -1,0 +1,161 @@
+"""Render a comparison (``Comparison.to_dict()``, schema tracekit.compare/1): terminal, Markdown.
+
+Renders only: every number comes from the document. Strings from the traces (file names, GPU and
+model names, warnings) are escaped for each medium: rich markup for the terminal, Markdown table
+syntax for Markdown. The HTML page is :mod:`tracekit.report.compare_html`.
+
+    $ tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+#: the rows of the terms table, in order; groups the document has but this list lacks still print
+TERM_GROUPS = ("decomposition", "launch_overhead", "host", "unprofiled", "gpu", "counts",
+               "categories")
+COUNT_TERMS = {"kernels", "launches", "graph_launches"}
+
+
+def _f(v, fmt: str = "{:.3f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def _fmt_term(key: str, v) -> str:
+    if v is None:
+        return "—"
+    if key in COUNT_TERMS:
+        return f"{v:.0f}"
+    if key == "r_floor":
+        return f"{v:.1%}"
+    return f"{v:.3f}"
+
+
+def _delta(key: str, v) -> str:
+    if v is None:
+        return "—"
+    if key in COUNT_TERMS:
+        return f"{v:+.0f}"
+    if key == "r_floor":
+        return f"{v * 100:+.1f} pt"
+    return f"{v:+.3f}"
+
+
+def _ci(doc: dict) -> str:
+    ci = doc.get("ci95")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "—"
+
+
+def _side_line(s: dict) -> str:
+    bits = [s.get("model") or "model ?", f"ctx {s['ctx']}" if s.get("ctx") is not None else None,
+            s.get("mode"), s.get("attention"), s.get("dtype"), s.get("gpu")]
+    return ", ".join(str(b) for b in bits if b)
+
+
+def _files(s: dict) -> str:
+    f = s["files"]
+    return f[0] if len(f) == 1 else f"{f[0]} (+{len(f) - 1} more)"
+
+
+def ordered_terms(doc: dict) -> list[tuple[str, dict]]:
+    t = doc.get("terms") or {}
+    groups = list(TERM_GROUPS) + [g for g in {v["group"] for v in t.values()} if g not in TERM_GROUPS]
+    return [(k, v) for g in groups for k, v in t.items() if v["group"] == g]
+
+
+def _indent(v: dict) -> str:
+    return ("  " + v["label"]) if v["group"] == "launch_overhead" else v["label"]
+
+
+# -- terminal -----------------------------------------------------------------------------------
+def render_terminal(doc: dict, console: Console | None = None) -> None:
+    """Print the comparison: the speed-up with its interval, both sides, the term deltas."""
+    console = console or Console()
+    console.print(_group(doc))
+
+
+def _group(doc: dict) -> Group:
+    a, b = doc["a"], doc["b"]
+    head = Table.grid(padding=(0, 1))
+    head.add_column(style="bold")
+    head.add_column()
+    for s in (a, b):
+        head.add_row(s["label"], escape(f"{_files(s)}  ({_side_line(s)})"))
+    lat = Table(title="Step latency (ms)", title_justify="left")
+    for col, j in (("side", "left"), ("latency", "right"), ("95% CI", "right"),
+                   ("p10–p90", "right"), ("sessions", "right"), ("steps", "right"),
+                   ("tokens/s", "right")):
+        lat.add_column(col, justify=j)
+    for s in (a, b):
+        ci = s.get("latency_ci95_ms")
+        lat.add_row(s["label"], _f(s["latency_ms"]),
+                    f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
+                    f"{_f(s['p10_ms'])}–{_f(s['p90_ms'])}", str(s["sessions"]), str(s["steps"]),
+                    _f(s.get("tokens_per_s"), "{:.1f}"))
+    src = doc["latency_source"]
+    speed = (f"[bold]speed-up B vs A: {doc['speedup']:.3f}×[/]  95% CI {_ci(doc)}  "
+             f"(basis: {doc['basis']}, n_a={doc['n_a']}, n_b={doc['n_b']}, "
+             f"{'unprofiled' if src == 'unprofiled' else '[bold red]PROFILED[/]'} latency; "
+             f"{escape(doc['statistic'])})")
+    terms = Table(title="What moved (per step; profiled trace of each side)", title_justify="left")
+    for col, j in (("term", "left"), ("A", "right"), ("B", "right"), ("B − A", "right")):
+        terms.add_column(col, justify=j)
+    for key, v in ordered_terms(doc):
+        terms.add_row(escape(_indent(v)), _fmt_term(key, v["a"]),
+                      _fmt_term(key, v["b"]), _delta(key, v["delta"]))
+    parts = [Panel(escape(doc["verdict"]), title="compare", border_style="cyan"), head, speed, lat]
+    if doc.get("terms"):
+        parts.append(terms)
+    if doc.get("warnings"):
+        parts.append("[yellow]" + "\n".join("warning: " + escape(w) for w in doc["warnings"]) + "[/]")
+    return Group(*parts)
+
+
+# -- Markdown -----------------------------------------------------------------------------------
+def md_escape(value: object) -> str:
+    """Text safe inside a Markdown table cell: no pipes, no newlines, no HTML, no backticks."""
+    s = "—" if value is None else str(value)
+    for a, b in (("\\", "\\\\"), ("|", "\\|"), ("`", "'"), ("<", "&lt;"), (">", "&gt;"),
+                 ("\r", " "), ("\n", " "), ("*", "\\*"), ("_", "\\_"), ("[", "\\["), ("]", "\\]")):
+        s = s.replace(a, b)
+    return s
+
+
+def render_markdown(doc: dict) -> str:
+    """A Markdown summary to paste into an issue or a pull request."""
+    a, b = doc["a"], doc["b"]
+    src = doc["latency_source"]
+    lines = [
+        "## tracekit compare", "",
+        f"**{md_escape(doc['verdict'])}**", "",
+        f"Speed-up of B over A: **{doc['speedup']:.3f}×**, 95% CI {_ci(doc)} (bootstrap over "
+        f"{doc['basis']}: n_a = {doc['n_a']}, n_b = {doc['n_b']}; "
+        f"{'unprofiled' if src == 'unprofiled' else '**profiled**'} latency; "
+        f"{md_escape(doc['statistic'])}).", "",
+        "| side | trace | setup | latency ms | 95% CI | p10–p90 ms | sessions | steps |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in (a, b):
+        ci = s.get("latency_ci95_ms")
+        lines.append(
+            f"| {s['label']} | {md_escape(_files(s))} | {md_escape(_side_line(s))} | "
+            f"{_f(s['latency_ms'])} | {f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '—'} | "
+            f"{_f(s['p10_ms'])}–{_f(s['p90_ms'])} | {s['sessions']} | {s['steps']} |")
+    if doc.get("terms"):
+        lines += ["", "What moved, per step (from each side's profiled trace):", "",
+                  "| term | A | B | B − A |", "|---|---:|---:|---:|"]
+        for key, v in ordered_terms(doc):
+            label = ("&nbsp;&nbsp;" if v["group"] == "launch_overhead" else "") + md_escape(
+                v["label"])
+            lines.append(f"| {label} | {_fmt_term(key, v['a'])} | {_fmt_term(key, v['b'])} | "
+                         f"{_delta(key, v['delta'])} |")
+    if doc.get("warnings"):
+        lines += ["", "Warnings:", ""] + [f"- {md_escape(w)}" for w in doc["warnings"]]
+    lines += ["", f"<sub>tracekit {md_escape(doc.get('tracekit_version'))} · schema "
+                  f"{doc['schema']} · {doc['bootstrap']['method']} bootstrap, "
+                  f"{doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}</sub>",
+              ""]
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""Phrases every renderer shares, so the terminal, Markdown and HTML say the same thing in the
+same words: the context story, the GPU label, the capture table, byte amounts.
+
+Plain text only (each renderer escapes for its own medium); formatting, never computing.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+
+def fmt(v, spec: str = "{:.3f}") -> str:
+    return "—" if v is None else spec.format(v)
+
+
+def fmt_bytes(b) -> str:
+    """1.23 GB, 4.00 kB, 8 B; "—" when unknown."""
+    if b is None:
+        return "—"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+def gpu_label(doc: dict) -> str:
+    """The GPU the trace ran on, or why there is none."""
+    name = (doc.get("gpu") or {}).get("name") or (doc.get("source") or {}).get("gpu")
+    if name:
+        return str(name)
+    cap = (doc.get("source") or {}).get("capture") or {}
+    if cap.get("device") == "cpu":
+        return "none (CPU capture)"
+    return "none (no GPU activity in the trace)"
+
+
+def context_line(doc: dict) -> str | None:
+    """One sentence for the context lengths behind the numbers (None when no context is known).
+
+    e.g. "prompt 2048 tokens; KV context 2083–2092 tokens over the 10 profiled decode steps
+    (floor at 2087, the median step's)".
+    """
+    c = doc.get("context") or {}
+    first, last = c.get("first_step"), c.get("last_step")
+    if first is None and c.get("prompt_tokens") is None:
+        ctx = (doc.get("model") or {}).get("ctx")
+        return None if ctx is None else f"KV context {ctx} tokens at the first profiled step"
+    parts = []
+    if c.get("prompt_tokens") is not None:
+        parts.append(f"prompt {c['prompt_tokens']} tokens")
+    if first is not None:
+        n = (doc.get("source") or {}).get("decode_steps")
+        span = f"{first}" if first == last else f"{first}–{last}"
+        over = f" over the {n} profiled decode steps" if n else " over the profiled steps"
+        floor = (f" (floor at {c['floor_ctx']}, the median step's)"
+                 if c.get("floor_ctx") is not None and first != last else "")
+        parts.append(f"KV context {span} tokens{over}{floor}")
+    return "; ".join(parts)
+
+
+def _clocks(c: dict | None) -> str | None:
+    if not c:
+        return None
+    bits = [f"SM {c['sm_mhz']:.0f}" + (f"/{c['max_sm_mhz']:.0f}" if c.get("max_sm_mhz") else "")
+            + " MHz" if c.get("sm_mhz") else None,
+            f"memory {c['mem_mhz']:.0f} MHz" if c.get("mem_mhz") else None,
+            f"{c['temperature_c']:.0f} °C" if c.get("temperature_c") is not None else None,
+            f"{c['power_w']:.0f} W" if c.get("power_w") is not None else None]
+    return ", ".join(b for b in bits if b) or None
+
+
+def _timing(t: dict | None, what: str = "steps") -> str | None:
+    if not t or t.get("median_ms") is None:
+        return None
+    n = t.get("steps", t.get("sessions"))
+    return (f"{t['median_ms']:.3f} ms/step (median of {n} {what}; p10 {fmt(t.get('p10_ms'))}, "
+            f"p90 {fmt(t.get('p90_ms'))})")
+
+
+def capture_rows(doc: dict) -> list[tuple[str, str]]:
+    """The capture section as (label, value) rows; empty when tracekit capture did not make the
+    trace. The unprofiled ground truth comes first: it is the number a user's step really takes."""
+    src = doc.get("source") or {}
+    cap = src.get("capture") or {}
+    if not cap:
+        return []
+    rows: list[tuple[str, str | None]] = [
+        ("unprofiled step", _timing(cap.get("timing"))),
+        ("unprofiled, after the profiled window", _timing(cap.get("timing_after"))),
+        ("unprofiled, over sessions", _timing(cap.get("timing_sessions"), "session medians")),
+    ]
+    prof = cap.get("profiled") or {}
+    if prof.get("wall_ms_per_step") is not None:
+        rows.append(("profiled step", f"{prof['wall_ms_per_step']:.3f} ms/step wall clock over "
+                                      f"{prof.get('steps')} steps"))
+    if cap.get("profiler_overhead_ratio") is not None:
+        rows.append(("profiler overhead", f"{cap['profiler_overhead_ratio']:.2f}× "
+                                          "(profiled ÷ unprofiled step)"))
+    mode = cap.get("mode")
+    att = cap.get("attention")
+    if isinstance(att, dict):  # since --attention: what was asked for and what ran
+        ops = att.get("ops") if isinstance(att.get("ops"), dict) else {}
+        ran = ", ".join(f"{k} ×{v}" for k, v in ops.items())
+        mode = f"{mode}; attention {att.get('requested')}" + (f" (ran {ran})" if ran else "")
+    elif att:  # older captures: the name only
+        mode = f"{mode}; attention {att}"
+    rows.append(("mode", mode))
+    rows.append(("context", context_line(doc)))
+    devices = src.get("devices") or []
+    gpu = gpu_label(doc)
+    if devices and devices[0].get("sm_count"):
+        d = devices[0]
+        gpu += (f" ({fmt_bytes(d.get('total_memory_bytes'))}, {d.get('sm_count')} SMs, "
+                f"cc {d.get('cc')})")
+    rows.append(("GPU", gpu))
+    before, after = _clocks(cap.get("gpu_clocks_before")), _clocks(cap.get("gpu_clocks_after"))
+    if before or after:
+        rows.append(("GPU clocks", f"before {before or '—'}; after {after or '—'}"))
+    versions = src.get("versions") or {}
+    keep = [k for k in ("torch", "transformers", "cuda", "triton", "python")
+            if versions.get(k) is not None]
+    if keep:
+        rows.append(("versions", ", ".join(f"{k} {versions[k]}" for k in keep)))
+    cmd = cap.get("command")
+    if cmd:
+        rows.append(("command", shlex.join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)))
+    if cap.get("created"):
+        rows.append(("created", str(cap["created"])))
+    return [(k, v) for k, v in rows if v]
+
+
+def category_bytes(c: dict) -> str | None:
+    """The bytes a kernel category moved per step where the trace records them for all its ops,
+    "8 B on 2 of 233 ops" where only some ops carry a count, None where none do."""
+    b, ops, with_b = c.get("bytes_per_step"), c.get("ops_per_step"), c.get("ops_with_bytes_per_step")
+    if not b:
+        return None
+    if with_b is not None and ops and with_b < ops:
+        return f"{fmt_bytes(b)} on {with_b:.0f} of {ops:.0f} ops"
+    per_op = f" ({fmt_bytes(b / ops)}/op)" if ops and ops > 1 else ""
+    return f"{fmt_bytes(b)}{per_op}"
