@@ -119,7 +119,8 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
         "ops": [{"start_ns": r["start_ns"] - t0, "end_ns": r["end_ns"] - t0, "name": r["name"],
                  "category": cats[(r["name"], r["kind"])], "stream": r["stream"]}
                 for r in g.iter_rows(named=True)],
-        "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c} for a, b, c, *_ in gaps],
+        "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c, "ended_by": op}
+                 for a, b, c, _, op in gaps],
     }
 
 
@@ -138,7 +139,7 @@ def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",
     sel = timed & wanted
     m = _Windows(ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps=True)
     idx = ids[sel]
-    rows.extend((int(idx[wi]), a, b, c) for a, b, c, wi in m["gaps"])
+    rows.extend((int(idx[wi]), a, b, c) for a, b, c, wi, _ in m["gaps"])
     for i in np.nonzero(has_ops & ~timed & wanted)[0]:
         gaps: list = []
         _own_metrics(ops.filter(pl.col("step") == int(ids[i])), syncs, gaps)
@@ -282,8 +283,10 @@ class _Windows:
                                          minlength=nw).astype(np.int64)
         if with_gaps:
             order = np.lexsort((gap_start, gwin))
+            names = self.ops["name"].to_list()
+            ended_by = [names[i] if i >= 0 else None for i in ender[order].tolist()]
             out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
-                                   classes[order].tolist(), gwin[order].tolist()))
+                                   classes[order].tolist(), gwin[order].tolist(), ended_by))
         return out
 
 
@@ -388,35 +391,44 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
 
     Time here is the sum of op durations (overlapping ops count twice; GPU busy counts the union).
     ``bytes_per_step`` are the bytes the trace records (copies and memsets only; null when none),
-    and ``trace_gbps`` their rate over the ops that carry them.
+    ``trace_gbps`` their rate over the ops that carry them, and ``ops_with_bytes_per_step`` how
+    many of the category's ops carry a byte count (copy *kernels* do not: bytes then cover only
+    part of the category, and the reports say so).
     """
     ops, n_steps = _decode_ops_with_category(steps)
     if ops.height == 0:
         return pl.DataFrame(schema={"category": pl.Utf8, "ms_per_step": pl.Float64,
                                     "share": pl.Float64, "ops_per_step": pl.Float64,
-                                    "bytes_per_step": pl.Float64, "trace_gbps": pl.Float64})
+                                    "bytes_per_step": pl.Float64, "trace_gbps": pl.Float64,
+                                    "ops_with_bytes_per_step": pl.Float64})
     dur = pl.col("end_ns") - pl.col("start_ns")
     known = pl.col("bytes").is_not_null()
     agg = ops.group_by("category").agg(
         (dur.sum() / n_steps / 1e6).alias("ms_per_step"),
         (pl.len() / n_steps).alias("ops_per_step"),
         pl.when(known.any()).then(pl.col("bytes").sum() / n_steps).alias("bytes_per_step"),
+        (known.sum() / n_steps).alias("ops_with_bytes_per_step"),
         pl.when(known.any() & (dur.filter(known).sum() > 0))
         .then(pl.col("bytes").filter(known).sum() / dur.filter(known).sum()).alias("trace_gbps"),
     )
+    agg = agg.sort("category")  # group order varies run to run; a float sum must not
     total = agg["ms_per_step"].sum() or 1.0
     return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
-        "ms_per_step", descending=True).select(
-        "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step", "trace_gbps")
+        ["ms_per_step", "category"], descending=[True, False]).select(
+        "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step", "trace_gbps",
+        "ops_with_bytes_per_step")
 
 
-def top_kernels(steps: Steps, n: int = 10) -> pl.DataFrame:
-    """The kernels that take the most time per decode step."""
+def top_kernels(steps: Steps, n: int | None = 10) -> pl.DataFrame:
+    """The ``n`` kernels that take the most time per decode step (``None``: all of them)."""
     ops, n_steps = _decode_ops_with_category(steps)
     if ops.height == 0:
-        return pl.DataFrame()
+        return pl.DataFrame(schema={"name": pl.Utf8, "kind": pl.Utf8, "category": pl.Utf8,
+                                    "ms_per_step": pl.Float64, "calls_per_step": pl.Float64,
+                                    "median_us": pl.Float64})
     return ops.group_by("name", "kind", "category").agg(
         ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
         (pl.len() / n_steps).alias("calls_per_step"),
         ((pl.col("end_ns") - pl.col("start_ns")).median() / 1e3).alias("median_us"),
-    ).sort("ms_per_step", descending=True).head(n)
+    ).sort(["ms_per_step", "name"], descending=[True, False]).head(
+        n if n is not None else ops.height)
