@@ -36,7 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 AS_LIMIT = 3 << 30  # bytes of address space per child: polars alone reserves ~1.5 GB
 
 #: cases whose defence belongs to the streaming reader (tracekit/trace/*) and is not on main yet
-READER_PENDING: set[str] = set()
+READER_PENDING: set[str] = {
+    "nsys_gz_truncated",  # a truncated .sqlite.gz is analysed as if whole
+}
 
 #: control characters a terminal acts on, and bidi overrides/isolates (Trojan Source)
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -53,7 +55,7 @@ class Result:
     timed_out: bool
     left_in_tmp: list[str]
     new_files: list[str]
-    outputs: dict[str, str]
+    outputs: dict[str, list[str]]  # report name → what is wrong with it
     argv: list[str]
 
 
@@ -118,10 +120,20 @@ def run_case(c: Case, mode: str, base: Path) -> Result:
     if c.stdin:
         stdin.close()
     after = _files(work)
+    # what is wrong with the reports, not the reports: keeping 5 MB of HTML per run in this process
+    # would grow it, and a forked child's peak RSS counts the parent's pages before exec
     outputs = {}
     for name in ("out.html", "out.md"):
         if (work / name).is_file():
-            outputs[name] = (work / name).read_text(errors="replace")
+            text = (work / name).read_text(errors="replace")
+            problems = []
+            if BIDI.search(text):
+                problems.append(f"raw bidi control in {name}")
+            if "\x1b" in text:
+                problems.append(f"raw ESC in {name}")
+            if name == "out.html" and "<script>alert(1)" in text:
+                problems.append("unescaped <script> payload in out.html")
+            outputs[name] = problems
     return Result(
         rc=p.returncode, stdout=out_chunks.get("out", b"").decode(errors="replace"),
         stderr=out_chunks.get("err", b"").decode(errors="replace"), seconds=seconds,
@@ -186,10 +198,7 @@ def check(c: Case, mode: str, r: Result) -> None:
     assert "Error:" not in r.stderr
     if "out.html" in r.argv:
         assert sorted(r.new_files) == ["out.html", "out.md"], r.new_files
-        for name, text in r.outputs.items():
-            assert not BIDI.search(text), f"raw bidi control in {name}"
-            assert "\x1b" not in text, f"raw ESC in {name}"
-        assert "<script>alert(1)" not in r.outputs["out.html"]
+        assert not [p for problems in r.outputs.values() for p in problems], r.outputs
     else:
         assert r.new_files == [], f"left behind: {r.new_files}"
     if mode == "text":

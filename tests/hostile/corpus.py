@@ -162,9 +162,9 @@ add("invalid_utf8_name", "json-decode", R, lambda d: trace_bytes(
 add("invalid_utf8_cat", "json-decode", R, lambda d: trace_bytes(
     d, _dumps(doc(good_events())).encode().replace(b'"kernel"', b'"ker\xc3nel"', 1)))
 add("invalid_utf8_key", "json-decode", R, lambda d: trace_bytes(
-    d, _dumps(doc(good_events())).encode().replace(b'"args"', b'"ar\x80gs"', 1)))
+    d, _dumps(doc(good_events())).encode().replace(b'"args"', b'"ar\x80gs"', 1)), expect=-1)
 add("lone_surrogate_name", "json-decode", R, lambda d: trace_bytes(
-    d, _dumps(doc(good_events())).encode().replace(b'"k0"', b'"k\\ud800"', 1)), expect=0,
+    d, _dumps(doc(good_events())).encode().replace(b'"k0"', b'"k\\ud800"', 1)), expect=-1,
     check=step_checks)
 add("nul_in_name", "json-decode", R, lambda d: trace_bytes(
     d, _dumps(doc(good_events())).encode().replace(b'"k0"', b'"k\\u00000"')), expect=0,
@@ -199,7 +199,7 @@ add("whitespace_only", "json-decode", R, lambda d: trace_bytes(d, b" \n\t" * 10_
 add("device_properties_junk", "json-decode", R, trace_doc(doc(
     good_events(), deviceProperties="gpu")))
 add("device_properties_items_junk", "json-decode", R, trace_doc(doc(
-    good_events(), deviceProperties=[1, None, {"name": 5}, {"id": "x", "name": "A"}])), expect=0,
+    good_events(), deviceProperties=[1, None, {"name": 5}, {"id": "x", "name": "A"}])), expect=-1,
     check=step_checks)
 add("many_unknown_categories", "json-decode", R, trace_doc(doc(good_events() + [
     {"ph": "X", "cat": f"c{i}", "name": "x", "ts": 1, "dur": 1} for i in range(20_000)])),
@@ -525,7 +525,7 @@ def _fifo(d: Path) -> list[str]:
 
 add("fifo_without_writer", INP, R, _fifo, timeout_s=20)
 add("dev_zero", INP, R, lambda d: ["explain", "/dev/zero"], timeout_s=20)
-add("dev_null", INP, R, lambda d: ["explain", "/dev/null"], error="empty")
+add("dev_null", INP, R, lambda d: ["explain", "/dev/null"])
 add("directory", INP, R, lambda d: (d.joinpath("t.json").mkdir(), ["explain", "t.json"])[1],
     error="directory")
 add("missing_file", INP, R, lambda d: ["explain", "nope.json"], error="does not exist")

@@ -277,8 +277,8 @@ def spec_from_hf_config(path: Path) -> ModelSpec:
             hidden=hidden,
             intermediate=_whole(cfg["intermediate_size"]),
             heads=heads,
-            kv_heads=_whole(cfg.get("num_key_value_heads") or heads),
-            head_dim=_whole(cfg.get("head_dim") or (hidden // heads if heads > 0 else 0)),
+            kv_heads=_whole(_given(cfg, "num_key_value_heads", heads)),
+            head_dim=_whole(_given(cfg, "head_dim", hidden // heads if heads > 0 else 0)),
             vocab=_whole(cfg["vocab_size"]),
             tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             qkv_bias=bool(cfg.get("attention_bias", family == "qwen2")),
@@ -303,3 +303,9 @@ def _whole(v) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"expected a whole number, got {v!r}")
     return v
+
+
+def _given(cfg: dict, key: str, default):
+    """``cfg[key]`` unless it is absent or null (HF's meaning of "derive it"); 0 stays 0."""
+    v = cfg.get(key)
+    return default if v is None else v
