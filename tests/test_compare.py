@@ -77,6 +77,20 @@ def test_speedup_is_the_ratio_of_the_unprofiled_medians(eager_vs_graphs):
     assert d["a"]["latency_ms"] == pytest.approx(statistics.median(a["unprofiled_ms"]))
 
 
+def test_real_multi_session_captures_resample_sessions():
+    a = SAMPLES / "h100" / "qwen2.5-7b_ctx2048_eager_sdpa-flash.json.gz"
+    b = SAMPLES / "h100" / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz"
+    d = compare(a, b).to_dict()
+    ma, mb = ([statistics.median(r["timing"]["unprofiled_ms"]) for r in _meta(p)["sessions"]["runs"]]
+              for p in (a, b))
+    assert len(ma) >= 2 and len(mb) >= 2
+    assert d["speedup"] == pytest.approx(statistics.mean(ma) / statistics.mean(mb), rel=1e-12)
+    assert (d["basis"], d["n_a"], d["n_b"]) == ("sessions", len(ma), len(mb))
+    assert d["ci95"][0] < d["speedup"] < d["ci95"][1]
+    assert d["a"]["attention"] == "sdpa-flash" and d["b"]["mode"] == "cuda-graphs"
+    assert not any("CI over steps" in w for w in d["warnings"])
+
+
 def test_terms_are_each_sides_explanation(eager_vs_graphs):
     from tracekit.explain import explain
 
@@ -231,3 +245,30 @@ def test_bad_arguments(args, needle):
 def test_compare_help_has_an_example():
     r = run("compare", "--help")
     assert r.exit_code == 0 and "Example: tracekit compare" in r.output
+
+
+def test_html_is_self_contained_and_escapes_trace_strings(tmp_path):
+    import html as htmllib
+    import re
+
+    evil = "GPU</script><img src=x onerror=alert(1)>"
+    pa = write_capture(tmp_path / "a<b>.json.gz", [[10.0, 10.1], [10.2, 10.3]], gpu=evil)
+    out = tmp_path / "ab.html"
+    r = run("compare", pa, GRAPHS, "--html", out)
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "<img" not in page and "a<b>" not in page
+    assert htmllib.escape(evil) in page
+    assert not re.search(r"<script[^>]+src=", page)  # plotly.js inline: opens offline
+    doc = json.loads(re.search(r'<script type="application/json" id="tracekit-doc">(.*?)</script>',
+                               page, re.S).group(1))
+    assert doc["a"]["gpu"] == evil and doc["schema"] == "tracekit.compare/1"
+    assert 'id="waterfall-ab"' in page and "different GPUs" in page
+
+
+def test_html_side_by_side_waterfalls_of_two_profiled_traces(tmp_path):
+    from tracekit.report.compare_html import render_compare_html
+
+    page = render_compare_html(compare(EAGER, GRAPHS).to_dict(), plotlyjs="cdn")
+    assert page.count('"type":"bar"') == 2  # one waterfall per side
+    assert "unprofiled latency" in page and "host-bound" in page

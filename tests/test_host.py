@@ -34,7 +34,7 @@ NAMES = ["aten::mm", "aten::mul", "aten::add", "aten::_cudnn_attention_forward",
 PERIOD = 1000
 
 
-def _stall_trace(tmp_path, n_steps=4, dur=DUR, names=NAMES):
+def _stall_trace(tmp_path, n_steps=4, dur=DUR, names=NAMES, gpu_name="NVIDIA H100 80GB HBM3"):
     events, corr = [], 1
     for i in range(n_steps):
         t0 = i * PERIOD
@@ -50,7 +50,7 @@ def _stall_trace(tmp_path, n_steps=4, dur=DUR, names=NAMES):
             events.append(kernel(f"k_{name}", s + d - 2, 2, corr))
             corr += 1
             s += d
-    return write_trace(tmp_path / "stall.json.gz", events)
+    return write_trace(tmp_path / "stall.json.gz", events, gpu_name=gpu_name)
 
 
 def test_gaps_are_attributed_to_the_op_that_held_the_host(tmp_path):
@@ -215,3 +215,16 @@ def test_reports_show_the_stall_and_escape_its_name(tmp_path):
     render(doc, console)
     text = console.export_text()
     assert "Host stalls" in text and "alert(1)" in text and "The real step" in text
+
+
+def test_readme_verdict_is_the_samples():
+    """The README's example says what `tracekit explain --sample` says (issue 7: it used to blame
+    ~1300 slowly issued kernels for a step dominated by one cuDNN plan-build stall)."""
+    import tracekit
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    box = readme.split("─ verdict ─")[1].split("╰")[0]
+    said = " ".join(line.strip(" │\n") for line in box.splitlines()[1:] if line.strip(" │"))
+    verdict = tracekit.explain(tracekit.sample_path()).verdict
+    assert " ".join(said.split()) == " ".join(verdict.split())
+    assert "aten::_cudnn_attention_forward" in readme and "1300 kernels a step far more" not in readme

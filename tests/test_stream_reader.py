@@ -345,3 +345,32 @@ def test_sqlite_temp_copy_removed_on_sigterm(tmp_path) -> None:
     time.sleep(0.1)
     assert proc.returncode == 143 and "Traceback" not in proc.stderr.read()
     assert list(tmpdir.iterdir()) == []
+
+
+def test_verbose_says_how_the_trace_was_read(tmp_path) -> None:
+    p = tmp_path / "t.json"
+    p.write_bytes(_tiny())
+    code = ("import sys, tracekit.trace.kineto as k; k.SLICE_BYTES = 500; "
+            "from tracekit.cli import main; main(sys.argv[1:])")
+    r = subprocess.run([sys.executable, "-c", code, "explain", str(p), "--json", "-v"],
+                       capture_output=True, text=True)
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("tracekit: ")]
+    assert notes and notes[0].startswith("tracekit: streamed 8 events in ")
+    r = subprocess.run([sys.executable, "-m", "tracekit", "explain", str(p), "--json"],
+                       capture_output=True, text=True)
+    assert "tracekit: " not in r.stderr
+
+
+def test_a_name_full_of_braces_reads_in_bounded_time(tmp_path) -> None:
+    """A cut search over 3 M '}' inside one name is bounded, and the events still read right."""
+    import time
+
+    name = "}" * (3 << 20)
+    ev = [{"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": 1, "ts": 1, "dur": 1},
+          {"ph": "X", "cat": "cpu_op", "name": "b},{", "pid": 1, "tid": 1, "ts": 2, "dur": 1}]
+    p = tmp_path / "t.json"
+    p.write_bytes(json.dumps({"traceEvents": ev}).encode())
+    t0 = time.monotonic()
+    t = load(p, slice_bytes=1 << 20)
+    assert time.monotonic() - t0 < 30
+    assert t.cpu_ops["name"].to_list() == [name, "b},{"]

@@ -166,6 +166,27 @@ def test_budget_stops_a_cell_and_leaves_the_table_valid(swept, tmp_path):
     assert read_results(out).height == 2
 
 
+def test_captured_cells_get_their_rows_where_polars_is(swept, tmp_path, monkeypatch):
+    import shutil
+
+    import tracekit.sweep as sw
+
+    _, rec, out, _ = swept
+    box = tmp_path / "gpu_box"
+    shutil.copytree(out / "traces", box / "traces")  # what a GPU box without polars leaves
+    monkeypatch.setattr(sw, "missing_row_module", lambda: "polars")
+    res = sw.run_sweep(load_recipe(rec), box, say=lambda m: None)
+    assert len(res.captured) == 2 and res.results is None and res.failed == {}
+    assert list((box / "parts").iterdir()) == []
+    assert run("sweep", rec, "--out", box, "--list").output.count("captured") == 2
+    monkeypatch.undo()
+    r = run("sweep", rec, "--out", box)  # back where polars is: rows from the traces, no capture
+    assert r.exit_code == 0, r.output
+    assert r.output.count("row written from its capture") == 2 and "running" not in r.output
+    cols = ["cell", "median_ms", "p10_ms", "session_steps_ms"]
+    assert read_results(box).select(cols).equals(read_results(out).select(cols))
+
+
 def _processes_with(text: str) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():

@@ -171,13 +171,15 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 @click.argument("b")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.compare/1).")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue or PR.")
+@click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML page (side-by-side waterfalls).")
+@click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
 @click.option("--basis", default="auto", show_default=True, help="What the bootstrap resamples: auto (sessions when both sides have >= 2) | sessions | steps.")
 @click.option("--resamples", type=int, default=_BOOT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=_BOOT_SEED, show_default=True, help="Bootstrap seed (the same inputs and seed give the same interval).")
 @click.option("--model", help="Model name or config.json path, for both sides' floors.")
 @click.option("--gpu", help="GPU name, overriding the traces' device names.")
 @click.option("--dtype", help="Weight dtype for the floor (bf16, int8, fp8, int4, nf4, ...).")
-def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) -> None:
+def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, model, gpu, dtype) -> None:
     """Speed-up of B over A with a 95% bootstrap CI, and what moved (per-term deltas).
 
     A and B are each a trace, a directory of traces, a quoted glob ('runs/eager_*.json.gz') or a
@@ -188,12 +190,18 @@ def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) 
     from tracekit.compare import compare as run_compare
 
     kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
+    if plotlyjs not in ("inline", "cdn"):
+        _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
         doc = run_compare(a, b, basis=basis, resamples=resamples, seed=seed, **kw).to_dict()
         if markdown is not None:
             from tracekit.report.compare import render_markdown
 
             atomic_write_text(markdown, render_markdown(doc))
+        if html is not None:
+            from tracekit.report.compare_html import render_compare_html
+
+            atomic_write_text(html, render_compare_html(doc, plotlyjs=plotlyjs))
     except TracekitError as exc:
         _fail(exc)
     if as_json:
@@ -204,6 +212,37 @@ def compare(a, b, as_json, markdown, basis, resamples, seed, model, gpu, dtype) 
         from tracekit.report.compare import render_terminal
 
         render_terminal(doc)
+
+
+# --- annotate --------------------------------------------------------------------------------
+@app.command()
+@click.argument("trace", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="The annotated trace to write (.json.gz, or .json for plain JSON).")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@click.option("--model", help="Model name or config.json path (adds the floor to each step).")
+@click.option("--ctx", type=int, help="Context length at the first profiled step.")
+@click.option("--gpu", help="GPU name, overriding the trace's device name.")
+@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> None:
+    """Write TRACE back with tracekit's findings as tracks Perfetto and chrome://tracing show.
+
+    A process named "tracekit" gains three tracks: one slice per decode step with its breakdown in
+    args, one slice per GPU idle gap named by its class (and by the host op for stalls), and a
+    GPU busy % counter. The original events are kept byte for byte. Kineto (torch.profiler) JSON
+    only.
+
+    Example: tracekit annotate trace.json.gz -o trace.tracekit.json.gz
+    """
+    from tracekit.annotate import annotate as run_annotate
+
+    try:
+        out = run_annotate(trace, output, force=force, step_marker=step_marker, model=model,
+                           ctx=ctx, gpu=gpu, bandwidth_gbps=bandwidth)
+    except TracekitError as exc:
+        _fail(exc)
+    click.echo(f"wrote {out}: open it in https://ui.perfetto.dev or chrome://tracing")
 
 
 # --- floor -----------------------------------------------------------------------------------
@@ -319,7 +358,7 @@ def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
 
     Example: tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540
     """
-    from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep
+    from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep, trace_path
 
     try:
         if budget_s is not None and budget_s <= 0:
@@ -328,13 +367,17 @@ def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
         out = out or Path("sweeps") / recipe.name.removesuffix(".toml")
         if list_cells:
             for i, c in enumerate(rec.cells):
-                click.echo(f"{i:3d}  {'done   ' if is_done(out, c) else 'pending'}  {c.id}")
+                state = ("done" if is_done(out, c) else "captured" if trace_path(out, c).is_file()
+                         else "pending")
+                click.echo(f"{i:3d}  {state:<8}  {c.id}")
             return
         if cell is not None:
             from tracekit.capture.progress import Progress, RichProgress
 
-            part = run_cell(find_cell(rec, cell), out, progress=Progress() if quiet else RichProgress())
-            click.echo(f"wrote {part}")
+            one = find_cell(rec, cell)
+            part = run_cell(one, out, progress=Progress() if quiet else RichProgress())
+            click.echo(f"wrote {part}" if part else
+                       f"captured {trace_path(out, one)}; its row is written where polars is installed")
             return
         res = run_sweep(rec, out, budget_s=budget_s, say=(lambda _m: None) if quiet else click.echo)
     except TracekitError as exc:
@@ -344,7 +387,10 @@ def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
                    err=True)
         sys.exit(130)
     click.echo(f"{len(res.skipped) + len(res.done)} of {len(rec.cells)} cells done "
-               f"({len(res.done)} now); results: {res.results}")
+               f"({len(res.done)} now); results: {res.results or 'not written here (no polars)'}")
+    if res.captured:
+        click.echo(f"{len(res.captured)} cells captured, rows pending: run the same command where "
+                   "polars is installed (with OUT copied there) to write them")
     if res.pending:
         click.echo(f"{len(res.pending)} cells left for lack of budget: run the same command to continue")
     if res.failed:

@@ -555,8 +555,8 @@ def _no_stalls(whatif: dict, summary: dict, host: dict | None) -> None:
     issuing those ops normally costs (the same op's median host time when it does not stall)."""
     lat, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
     whatif.update(no_stalls_ms=None, no_stalls_speedup=None)
-    if host is None or lat is None or not host["stalls"]:
-        return
+    if host is None or lat is None or not host["stalls"] or not host["stall_ms"]:
+        return  # no stall in the median step: nothing to take away
     ms = max(lat - host["stall_ms"] + _stall_normal_ms(host), busy or 0.0)
     whatif.update(no_stalls_ms=ms, no_stalls_speedup=lat / ms if ms else None)
 
@@ -577,7 +577,7 @@ def _unprofiled(tr: Trace, gspec, flag_ms, summary, decomp, host, whatif, warnin
                       "no_stalls_ms": None, "no_stalls_speedup": None},
            "model": None, "calibration": None, "estimate": True, "reliable": True, "host": None}
     if cap is not None and source == "capture":
-        out["samples"] = {k: cap[k] for k in ("before_ms", "after_ms", "sessions",
+        out["samples"] = {k: cap[k] for k in ("basis", "before_ms", "after_ms", "sessions",
                                               "sessions_median_ms")}
         out["samples"]["n"] = len(cap["samples"])
         out["reliable"] = _sample_warnings(cap, warnings)
@@ -617,7 +617,7 @@ def _unprofiled(tr: Trace, gspec, flag_ms, summary, decomp, host, whatif, warnin
     out["host"] = {"launch_issue_ms": sp["launch_issue_ms"], "stall_ms": sp["stall_ms"],
                    "host_issue_ms": sp["host_issue_ms"],
                    "cost_us_per_event": sp["cost_us_per_event"]}
-    if sp["stall_ms"] is not None and host["stalls"]:
+    if sp["stall_ms"] and host["stalls"] and host["stall_ms"]:
         scale = (sp["host_issue_ms"] / (p - host["stall_ms"] - other)
                  if sp["host_issue_ms"] and p - host["stall_ms"] - other > 0 else 1.0)
         ms = max(u - sp["stall_ms"] + _stall_normal_ms(host) * scale, busy)
@@ -628,6 +628,13 @@ def _unprofiled(tr: Trace, gspec, flag_ms, summary, decomp, host, whatif, warnin
 def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
     """Warn about unprofiled samples no single number summarizes; True when none applies."""
     modes = unprof.bimodal(cap["samples"])
+    spread = cap.get("sessions_range_ms")
+    if spread and spread[0] > 0 and spread[1] / spread[0] > unprof.SESSION_SPREAD:
+        warnings.append(
+            f"the {cap['sessions']} fresh sessions disagree: their unprofiled medians range from "
+            f"{spread[0]:.1f} to {spread[1]:.1f} ms (the host's speed varies between processes); "
+            f"tracekit uses their median, {cap['sessions_median_ms']:.1f} ms — treat single-session "
+            "numbers from this machine with care")
     if modes:
         warnings.append(
             f"the unprofiled samples are bimodal (clusters near {modes[0]:.1f} and {modes[1]:.1f} "
@@ -638,8 +645,11 @@ def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
     if b and a and abs(a - b) > unprof.DRIFT_TOLERANCE * min(a, b):
         warnings.append(
             f"the unprofiled step was {b:.1f} ms before the profiled window and {a:.1f} ms after "
-            "it: the host drifted during the capture; the trace sits between the two")
-    return not modes
+            "it: the host's speed changed during the capture (it often stays slower after "
+            "torch.profiler stops in the same process); tracekit uses the steps timed before "
+            "the window — compare sessions (tracekit capture --sessions N) before trusting one")
+    # with several sessions the latency is their median, which one noisy session cannot move
+    return not modes or (cap.get("sessions") or 0) >= 3
 
 
 # -- sections ---------------------------------------------------------------------------------

@@ -17,9 +17,14 @@ cell killed mid-way leaves no part (the capture deletes its temporary files on S
 may leave a hidden ``.CELL.json.gz.*`` temporary, which nothing reads). A finished capture whose
 row was not yet written is reused, not re-measured.
 
+**A GPU box with only the capture dependencies** (torch, transformers; no polars, scipy or
+msgspec) captures the cells and leaves their rows pending; ``tracekit sweep`` run again where those
+are installed, on a copy of ``OUT``, writes the rows from the traces without capturing again.
+Capture durations go to ``OUT/cells.jsonl`` (plain JSON lines) for the budget's estimates.
+
 **Device-time budget** (``[sweep] budget_s`` or ``--budget-s``): a cell starts only if its
-estimated duration fits in what is left — the longest finished cell of the same mode and session
-count, else ``min_start_s`` — and is stopped (SIGTERM, then SIGKILL) when the budget runs out.
+estimated duration fits in what is left — the longest capture so far of the same mode and
+session count, else ``min_start_s`` — and is stopped (SIGTERM, then SIGKILL) when the budget runs out.
 
 The recipe::
 
@@ -74,7 +79,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -284,24 +289,75 @@ def _atomic_parquet(df, dst: Path) -> None:
 
 
 # -- one cell -----------------------------------------------------------------------------------
-def run_cell(cell: Cell, out: str | Path, *, progress=None) -> Path:
-    """Capture one cell (unless its trace already exists) and write its part. Returns the part."""
-    from tracekit.capture import run_capture
+#: what making a results row needs beyond capture (a GPU box may have only torch & co.)
+ROW_MODULES = ("polars", "numpy", "scipy", "msgspec")
 
+
+def missing_row_module() -> str | None:
+    """The first module a results row needs that is not installed here, or None."""
+    import importlib.util
+
+    return next((m for m in ROW_MODULES if importlib.util.find_spec(m) is None), None)
+
+
+def run_cell(cell: Cell, out: str | Path, *, progress=None) -> Path | None:
+    """Capture one cell (unless its trace already exists) and write its part.
+
+    Returns the part, or None when this machine cannot make rows (``polars`` and co. missing,
+    as on a GPU box with only the capture dependencies): the trace is kept, and ``tracekit
+    sweep`` run again where they are installed writes the row without capturing again."""
     out = Path(out)
     trace = trace_path(out, cell)
     t0 = time.monotonic()
     if not trace.is_file():
+        from tracekit.capture import run_capture
+
         opts = CaptureOptions(**cell.options, output=trace,
                               command=["tracekit", "sweep", "--cell", cell.id])
         with _sigterm_as_interrupt():  # SIGTERM unwinds: session processes stopped, temps removed
             run_capture(opts, progress=progress)
-    row = cell_row(cell, trace, seconds=time.monotonic() - t0)
+        _log_cell(out, cell, time.monotonic() - t0)
+    return write_part(cell, out, seconds=_logged_seconds(out, cell))
+
+
+def write_part(cell: Cell, out: Path, *, seconds: float | None = None) -> Path | None:
+    """The row of a captured cell, written atomically as its part (None: no polars here)."""
+    if missing_row_module():
+        return None
     import polars as pl
 
+    row = cell_row(cell, trace_path(out, cell), seconds=seconds)
     part = part_path(out, cell)
     _atomic_parquet(pl.DataFrame([row], schema=row_schema()), part)
     return part
+
+
+def _log_cell(out: Path, cell: Cell, seconds: float) -> None:
+    """Append how long the capture took to ``OUT/cells.jsonl`` (stdlib: readable on any box)."""
+    d = CaptureOptions()
+    rec = {"cell": cell.id, "mode": cell.options.get("mode", d.mode),
+           "sessions": cell.options.get("sessions", d.sessions), "seconds": round(seconds, 1)}
+    with open(Path(out) / "cells.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _logged(out: Path) -> list[dict]:
+    try:
+        lines = (Path(out) / "cells.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    out_ = []
+    for ln in lines:
+        try:
+            out_.append(json.loads(ln))
+        except ValueError:
+            continue  # a line cut short by a kill
+    return out_
+
+
+def _logged_seconds(out: Path, cell: Cell) -> float | None:
+    secs = [r["seconds"] for r in _logged(out) if r.get("cell") == cell.id]
+    return secs[-1] if secs else None
 
 
 def row_schema() -> dict:
@@ -313,6 +369,28 @@ def row_schema() -> dict:
     text = {"gpu", "model", "mode", "attention", "versions", "cell", "trace", "dtype",
             "attention_kernels", "gpu_clocks", "created"}
     return {c: types.get(c, s if c in text else f) for c in COLUMNS}
+
+
+def row_from_capture(path: str | Path, *, label: str | None = None) -> dict:
+    """The results row of any ``tracekit capture`` file, as if a sweep cell had made it (for
+    captures made by hand, e.g. ``sample_traces/``). ``label`` is what the ``trace`` column says."""
+    from tracekit.capture.write import read_capture_meta
+
+    p = Path(path)
+    try:
+        meta = read_capture_meta(p) or {}
+    except (OSError, ValueError, EOFError) as exc:
+        raise BadInput(f"{p}: cannot read its capture metadata ({exc})") from None
+    missing = [k for k in ("model_name", "ctx", "mode") if k not in meta]
+    if missing:
+        raise BadInput(f"{p}: not a tracekit capture (no tracekit.{missing[0]})")
+    attn = meta.get("attention")
+    opts = {"model": meta["model_name"], "ctx": meta["ctx"], "mode": meta["mode"],
+            "attention": (attn.get("requested") if isinstance(attn, dict) else attn) or "sdpa",
+            "sessions": (meta.get("sessions") or {}).get("n") or 1}
+    row = cell_row(Cell(cell_id(opts), opts, DEFAULT_TIMEOUT_S), p)
+    row["trace"] = label or str(p)
+    return row
 
 
 def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
@@ -388,11 +466,12 @@ def _explained(trace: Path, meta: dict) -> tuple[float | None, float | None]:
 # -- the sweep ----------------------------------------------------------------------------------
 @dataclass
 class SweepResult:
-    done: list[str]  # cells finished in this run
+    done: list[str]  # cells finished (row written) in this run
     skipped: list[str]  # cells already finished before it
     failed: dict[str, str]  # cell -> why
     pending: list[str]  # cells not run (budget)
     results: Path | None
+    captured: list[str] = field(default_factory=list)  # captured, row pending (no polars here)
 
 
 def run_sweep(recipe: Recipe, out: str | Path, *, budget_s: float | None = None,
@@ -428,50 +507,60 @@ def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say) -> SweepR
     budget = budget_s if budget_s is not None else recipe.budget_s
     start = time.monotonic()
     res = SweepResult([], [], {}, [], None)
+    no_rows = missing_row_module()
     todo = [c for c in recipe.cells if not is_done(out, c)]
     res.skipped = [c.id for c in recipe.cells if is_done(out, c)]
     say(f"{len(recipe.cells)} cells: {len(res.skipped)} done before, {len(todo)} to run"
         + (f", budget {budget:.0f} s" if budget else ""))
+    if no_rows:
+        say(f"note: {no_rows} is not installed here: cells are captured, and their rows are "
+            "written when this command runs again where it is (the traces are reused)")
     for n, cell in enumerate(todo, 1):
+        tag = f"[{n}/{len(todo)}] {cell.id}"
+        if trace_path(out, cell).is_file():  # captured before: only its row is missing
+            if no_rows:
+                res.captured.append(cell.id)
+                say(f"{tag}: captured before; row pending ({no_rows} missing)")
+                continue
+            write_part(cell, out, seconds=_logged_seconds(out, cell))
+            res.done.append(cell.id)
+            say(f"{tag}: row written from its capture")
+            continue
         timeout = cell.timeout_s
         if budget is not None:
             left = budget - (time.monotonic() - start)
             need = max(_estimate(out, cell) or 0.0, recipe.min_start_s)
             if left < need:
-                say(f"[{n}/{len(todo)}] {cell.id}: not started ({left:.0f} s of budget left, "
-                    f"needs about {need:.0f} s)")
+                say(f"{tag}: not started ({left:.0f} s of budget left, needs about {need:.0f} s)")
                 res.pending.append(cell.id)
                 continue
             timeout = min(timeout, left)
-        say(f"[{n}/{len(todo)}] {cell.id}: running (limit {timeout:.0f} s)")
+        say(f"{tag}: running (limit {timeout:.0f} s)")
         t0 = time.monotonic()
         rc, tail = _run_child(recipe.path, out, cell, timeout)
         secs = time.monotonic() - t0
         if rc == 0 and is_done(out, cell):
             res.done.append(cell.id)
-            res.results = write_results(out)
-            say(f"[{n}/{len(todo)}] {cell.id}: done in {secs:.0f} s")
+            say(f"{tag}: done in {secs:.0f} s")
+        elif rc == 0 and trace_path(out, cell).is_file():
+            res.captured.append(cell.id)
+            say(f"{tag}: captured in {secs:.0f} s (row pending)")
         else:
             why = "stopped at the time limit" if rc is None else f"exit {rc}: {tail}"
             res.failed[cell.id] = why
-            say(f"[{n}/{len(todo)}] {cell.id}: FAILED ({why})")
-    if res.results is None and (out / "parts").is_dir():
+            say(f"{tag}: FAILED ({why})")
+    if not no_rows:
         res.results = write_results(out)
     return res
 
 
 def _estimate(out: Path, cell: Cell) -> float | None:
-    """The longest finished cell of the same mode and session count, in seconds."""
-    df = read_results(out)
-    if df.height == 0:
-        return None
-    import polars as pl
-
+    """The longest capture so far of the same mode and session count, in seconds."""
     d = CaptureOptions()
-    same = df.filter((pl.col("mode") == cell.options.get("mode", d.mode))
-                     & (pl.col("sessions") == cell.options.get("sessions", d.sessions))
-                     & pl.col("seconds").is_not_null())
-    return float(same["seconds"].max()) if same.height else None
+    key = (cell.options.get("mode", d.mode), cell.options.get("sessions", d.sessions))
+    secs = [r["seconds"] for r in _logged(out)
+            if (r.get("mode"), r.get("sessions")) == key and r.get("seconds") is not None]
+    return max(secs) if secs else None
 
 
 def _run_child(recipe: Path, out: Path, cell: Cell, timeout: float) -> tuple[int | None, str]:
@@ -536,4 +625,4 @@ def find_cell(recipe: Recipe, key: str) -> Cell:
 
 
 __all__ = ["COLUMNS", "Cell", "Recipe", "SweepResult", "cell_row", "load_recipe", "read_results",
-           "run_cell", "run_sweep", "write_results"]
+           "row_from_capture", "row_schema", "run_cell", "run_sweep", "write_results"]

@@ -18,8 +18,20 @@ Importing this package imports neither torch nor polars; torch is needed only to
 from __future__ import annotations
 
 from tracekit.capture.options import MODES, CaptureOptions
-from tracekit.capture.run import CaptureResult, run_capture, summary_rows
-from tracekit.capture.write import read_capture_meta
+
+#: loaded on first use: the command line imports CaptureOptions for its defaults, and
+#: ``tracekit --help`` must not pay for the capture machinery (~0.1 s)
+_LAZY = {"CaptureResult": "run", "run_capture": "run", "summary_rows": "run",
+         "read_capture_meta": "write"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"tracekit.capture.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tracekit.capture' has no attribute {name!r}")
+
 
 __all__ = [
     "MODES",

@@ -59,12 +59,14 @@ _TIMING = {
 _PROFILED = {"steps": _INT, "wall_ms_per_step": _NUM}
 _TOP = {
     "schema": _STR, "tracekit_version": _STR, "model_name": _STR, "ctx": _INT,
-    "ctx_first_step": _INT, "mode": _STR, "dtype": _STR, "attention": _STR, "device": _STR,
+    "ctx_first_step": _INT, "mode": _STR, "dtype": _STR, "device": _STR,
+    # a string before issue 7's capture work; now {"requested": ..., "kernels": [...]}
+    "attention": (lambda v: type(v) in (str, dict), "a string or an object"),
     "profiler_overhead_ratio": _NUM, "copy_bandwidth_gbps": (lambda v: _is_num(v) and v > 0,
                                                            "a finite number > 0"),
     "command": (_str_list, "a list of strings"), "created": _STR, "profiler": _STR,
 }
-_NESTED = {"model": _MODEL, "timing": _TIMING, "profiled": _PROFILED}
+_NESTED = {"model": _MODEL, "timing": _TIMING, "timing_after": _TIMING, "profiled": _PROFILED}
 
 
 def _describe(v: Any) -> str:

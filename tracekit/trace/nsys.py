@@ -217,8 +217,8 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     warnings: list[str] = []
     gpu_ops = pl.concat([_kernels(con), _memcpys(con, tables), _memsets(con, tables)])
     gpu_ops = gpu_ops.sort("start_ns")
-    api_rows = _api_rows(con, tables)
-    if not api_rows:
+    calls, named = _api_calls(con, tables)
+    if not named:
         warnings.append("no CUDA API table (CUPTI_ACTIVITY_KIND_RUNTIME): launches are unknown")
     annotations = _nvtx(con, tables)
     if NVTX not in tables:
@@ -228,9 +228,9 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     warnings.extend(capture_warnings)
     trace = Trace(
         gpu_ops=gpu_ops,
-        launches=_launches(api_rows),
+        launches=_launches(calls),
         annotations=annotations,
-        syncs=_syncs(api_rows, con, tables),
+        syncs=_syncs(calls, con, tables),
         meta={
             "format": "nsys",
             "path": str(p),
@@ -239,7 +239,7 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
             "versions": {},
             "tracekit": capture,
             "skipped_categories": {},
-            "events": gpu_ops.height + len(api_rows) + annotations.height,
+            "events": gpu_ops.height + named + annotations.height,
         },
         warnings=warnings,
     )
@@ -267,6 +267,21 @@ def _strings_join(col: str, alias: str) -> str:
     return f"LEFT JOIN StringIds {alias} ON {alias}.id = {col}"
 
 
+def _ids(values, bits: int = 64) -> pl.Series:
+    """An id column: integers kept, anything else (TEXT, BLOB, out of range) null."""
+    col = pl.Series(values, dtype=pl.Int64, strict=False)
+    if bits == 32:
+        col = col.set(~col.is_between(-(2**31), 2**31 - 1).fill_null(True), None)
+        col = col.cast(pl.Int32)
+    return col
+
+
+def _dims(x, y, z) -> pl.Series:
+    """``"XxYxZ"`` per row (null where a dimension is unknown)."""
+    return pl.DataFrame({"x": _ids(x), "y": _ids(y), "z": _ids(z)}).select(
+        pl.concat_str(["x", "y", "z"], separator="x"))["x"]
+
+
 def _kernels(con: sqlite3.Connection) -> pl.DataFrame:
     cols = _columns(con, KERNEL)
     # demangledName is what Kineto shows; older exports may only have shortName
@@ -274,38 +289,30 @@ def _kernels(con: sqlite3.Connection) -> pl.DataFrame:
     if name_col is None:
         raise TraceFormatError(f"{KERNEL} has no kernel name column (demangledName/shortName)")
     has_dims = {"gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"} <= cols
-    dims = (
-        ", ".join(_int(f"k.{c}") for c in ("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"))
-        if has_dims
-        else "NULL, NULL, NULL, NULL, NULL, NULL"
-    )
+    dims = ", gridX, gridY, gridZ, blockX, blockY, blockZ" if has_dims else ""
     rows = con.execute(
-        f"SELECT CAST(s.value AS TEXT), k.start, k.end, {_int('k.deviceId', 32)}, "
-        f"{_int('k.streamId')}, {_int('k.correlationId')}, {dims} "
-        f"FROM {KERNEL} k {_strings_join('k.' + name_col, 's')} WHERE {_timed('k')}"
+        f"SELECT {name_col}, start, end, deviceId, streamId, correlationId{dims} "
+        f"FROM {KERNEL} WHERE {_timed()}"
     ).fetchall()
-    return _frame(
-        GPU_OPS_SCHEMA,
-        [
-            (
-                "kernel",
-                name or f"<kernel {name_col} unknown>",
-                s,
-                e,
-                dev,
-                stream,
-                corr,
-                None,
-                _dim(gx, gy, gz),
-                _dim(bx, by, bz),
-            )
-            for name, s, e, dev, stream, corr, gx, gy, gz, bx, by, bz in rows
-        ],
-    )
-
-
-def _dim(x, y, z) -> str | None:
-    return None if x is None else f"{x}x{y}x{z}"
+    if not rows:
+        return _frame(GPU_OPS_SCHEMA, [])
+    c = list(zip(*rows))
+    # each distinct name once, not a join per row
+    names = dict(con.execute(
+        f"SELECT id, CAST(value AS TEXT) FROM StringIds WHERE id IN "
+        f"(SELECT DISTINCT {name_col} FROM {KERNEL})"
+    ).fetchall())
+    unknown = f"<kernel {name_col} unknown>"
+    n = len(rows)
+    return pl.DataFrame({
+        "kind": pl.repeat("kernel", n, dtype=pl.Utf8, eager=True),
+        "name": [names.get(i) or unknown for i in c[0]],
+        "start_ns": c[1], "end_ns": c[2],
+        "device": _ids(c[3], 32), "stream": _ids(c[4]), "correlation": _ids(c[5]),
+        "bytes": pl.Series([None] * n, dtype=pl.Int64),
+        "grid": _dims(*c[6:9]) if has_dims else pl.Series([None] * n, dtype=pl.Utf8),
+        "block": _dims(*c[9:12]) if has_dims else pl.Series([None] * n, dtype=pl.Utf8),
+    }, schema=GPU_OPS_SCHEMA)
 
 
 def _memcpys(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
@@ -363,39 +370,66 @@ def _memsets(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
     )
 
 
-def _api_rows(con: sqlite3.Connection, tables: set[str]) -> list[tuple]:
-    """(name without suffix, start, end, tid, correlation) of every CUDA API call."""
-    rows: list[tuple] = []
+_API_COLUMNS = {"name": pl.Utf8, "start_ns": pl.Int64, "end_ns": pl.Int64, "tid": pl.Int64,
+                "correlation": pl.Int64, "kind": pl.Utf8, "api": pl.Utf8, "sync": pl.Boolean}
+
+
+def _api_calls(con: sqlite3.Connection, tables: set[str]) -> tuple[pl.DataFrame, int]:
+    """The CUDA API calls that launch work or wait for the device, in start order, and how many
+    named API calls there are in all.
+
+    The few hundred distinct API names are classified once (``api_name``, ``launch_kind``,
+    ``is_sync_call``); SQL then returns only the rows of the names that matter, as columns."""
+    frames, named = [], 0
     for table in API_TABLES:
         if table not in tables:
             continue
-        for name, s, e, gtid, corr in con.execute(
-            f"SELECT CAST(s.value AS TEXT), a.start, a.end, {_int('a.globalTid')}, "
-            f"{_int('a.correlationId')} "
-            f"FROM {table} a {_strings_join('a.nameId', 's')} WHERE {_timed('a')}"
+        names: dict[int, tuple] = {}
+        for nid, name, n in con.execute(
+            f"SELECT a.nameId, CAST(s.value AS TEXT), count(*) FROM {table} a "
+            f"{_strings_join('a.nameId', 's')} WHERE {_timed('a')} GROUP BY a.nameId"
         ):
-            if name:
-                rows.append((api_name(name), s, e, _tid(gtid), corr))
-    rows.sort(key=lambda r: r[1])
-    return rows
+            if not name:
+                continue
+            named += n
+            clean = api_name(name)
+            kind, sync = launch_kind(clean), is_sync_call(clean)
+            if (kind is not None or sync) and type(nid) is int:
+                api = "runtime" if clean.startswith("cuda") else "driver"
+                names[nid] = (clean, kind, api, sync)
+        if not names:
+            continue
+        rows = con.execute(
+            f"SELECT a.nameId, a.start, a.end, {_int('a.globalTid')}, {_int('a.correlationId')} "
+            f"FROM {table} a WHERE {_timed('a')} AND a.nameId IN "
+            f"({', '.join(str(i) for i in names)})"
+        ).fetchall()
+        if not rows:
+            continue
+        nid, start, end, gtid, corr = zip(*rows)
+        info = [names[i] for i in nid]
+        frames.append(pl.DataFrame({
+            "name": [x[0] for x in info], "start_ns": start, "end_ns": end,
+            "tid": [None if g is None else g & _TID_MASK for g in gtid], "correlation": corr,
+            "kind": [x[1] for x in info], "api": [x[2] for x in info],
+            "sync": [x[3] for x in info],
+        }, schema=_API_COLUMNS))
+    calls = pl.concat(frames) if frames else pl.DataFrame(schema=_API_COLUMNS)
+    # a stable sort: equal starts keep table order, runtime before driver (as the rows came)
+    return calls.sort("start_ns", maintain_order=True), named
 
 
 def _tid(global_tid) -> int | None:
     return None if global_tid is None else int(global_tid) & _TID_MASK
 
 
-def _launches(api_rows: list[tuple]) -> pl.DataFrame:
+def _launches(calls: pl.DataFrame) -> pl.DataFrame:
+    return calls.filter(pl.col("kind").is_not_null()).select(list(LAUNCHES_SCHEMA))
+
+
+def _syncs(calls: pl.DataFrame, con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
+    api = calls.filter(pl.col("sync")).select(list(SYNCS_SCHEMA))
     out = []
-    for name, s, e, tid, corr in api_rows:
-        kind = launch_kind(name)
-        if kind is not None:
-            api = "runtime" if name.startswith("cuda") else "driver"
-            out.append((kind, api, name, s, e, tid, corr))
-    return _frame(LAUNCHES_SCHEMA, out)
-
-
-def _syncs(api_rows: list[tuple], con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
-    out = [(name, s, e, tid) for name, s, e, tid, _ in api_rows if is_sync_call(name)]
     if SYNC_TABLE in tables:
         cols = _columns(con, SYNC_TABLE)
         kind = "syncType" if "syncType" in cols else "NULL"
@@ -405,8 +439,10 @@ def _syncs(api_rows: list[tuple], con: sqlite3.Connection, tables: set[str]) -> 
             f"SELECT start, end, {kind}, {tid} FROM {SYNC_TABLE} WHERE {_timed()}"
         ):
             out.append((SYNC_KINDS.get(k, "Sync"), s, e, _tid(gtid)))
-    out.sort(key=lambda r: r[1])
-    return _frame(SYNCS_SCHEMA, out)
+    if not out:
+        return api
+    both = pl.concat([api, _frame(SYNCS_SCHEMA, out)])
+    return both.sort("start_ns", maintain_order=True)
 
 
 def _nvtx(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:

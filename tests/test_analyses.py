@@ -1,0 +1,63 @@
+"""analyses/: every script, re-run on the committed results table, reproduces the committed outputs
+byte for byte; and the A/B numbers agree with a plain recomputation from the table's raw timings."""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "analyses" / "results"
+SCRIPTS = {
+    "study_table.py": ["study_table.md", "study_table.html", "study_table.svg"],
+    "cuda_graphs_ab.py": ["cuda_graphs_ab.csv", "cuda_graphs_ab.md"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_rerun_reproduces_committed_outputs_byte_for_byte(script, tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "analyses" / script), "--out", str(tmp_path)],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr
+    for name in SCRIPTS[script]:
+        assert (tmp_path / name).read_bytes() == (RESULTS / name).read_bytes(), name
+
+
+def test_ab_table_matches_a_plain_recomputation():
+    df = pl.read_parquet(RESULTS / "study.parquet")
+    with open(RESULTS / "cuda_graphs_ab.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and list(rows[0])[:9] == ["gpu", "model", "ctx", "eager_attention", "sessions_a",
+                                          "sessions_b", "speedup", "ci_low", "ci_high"]
+    for r in rows:
+        cells = df.filter((pl.col("model") == r["model"]) & (pl.col("ctx") == int(r["ctx"])))
+        cells = cells.filter(pl.col("gpu").str.contains(r["gpu"].split()[0]))
+        a = cells.filter((pl.col("mode") == "eager") & (pl.col("attention") == r["eager_attention"]))
+        b = cells.filter(pl.col("mode") == "cuda-graphs").sort("sessions", descending=True)
+        sa, sb = a["session_steps_ms"][0].to_list(), b["session_steps_ms"][0].to_list()
+        assert (len(sa), len(sb)) == (int(r["sessions_a"]), int(r["sessions_b"]))
+        if r["basis"] == "sessions":
+            want = (statistics.mean(statistics.median(s) for s in sa)
+                    / statistics.mean(statistics.median(s) for s in sb))
+        else:
+            want = statistics.median(x for s in sa for x in s) / statistics.median(
+                x for s in sb for x in s)
+        assert float(r["speedup"]) == pytest.approx(want, abs=6e-5)
+        assert float(r["ci_low"]) <= float(r["speedup"]) <= float(r["ci_high"])
+
+
+def test_study_csv_is_a_copy_of_the_parquet():
+    df = pl.read_parquet(RESULTS / "study.parquet")
+    with open(RESULTS / "study.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == df.height
+    assert [r["cell"] for r in rows] == df["cell"].to_list()
+    for r, m in zip(rows, df["median_ms"].to_list()):
+        assert float(r["median_ms"]) == pytest.approx(m, rel=1e-6)

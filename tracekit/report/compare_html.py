@@ -1,0 +1,173 @@
+"""Render a comparison (schema tracekit.compare/1) as one self-contained HTML page.
+
+The page: the verdict, the speed-up with its interval, a side-by-side waterfall of each side's
+profiled step (floor → kernel excess → each launch-overhead class → profiled latency, with the
+unprofiled latency beside it), the latency table, the per-term deltas, the warnings, and the JSON
+document itself. It renders only: every number comes from the document.
+
+Nothing from a trace is trusted: file, model and GPU names and warnings are ``html.escape``d, labels
+handed to plotly are escaped too, and the embedded JSON has ``<``, ``>`` and ``&`` written as
+``\\u003c``…, as in the explain report (:mod:`tracekit.report.html`, whose house style this shares).
+
+    $ tracekit compare eager.json.gz graphs.json.gz --html ab.html
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tracekit.errors import BadUsage
+from tracekit.report.compare import _ci, _delta, _files, _fmt_term, _side_line, ordered_terms
+from tracekit.report.html import (
+    CSS,
+    GAP_COLORS,
+    GAP_LABELS,
+    PLOT_CONFIG,
+    TERM_COLORS,
+    Html,
+    _doc_json,
+    _layout,
+    _plotly_script,
+    _section,
+    _table,
+    esc,
+)
+
+GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
+UNPROFILED_COLOR = "#38a169"
+
+
+def render_compare_html(doc: dict, *, plotlyjs: str = "inline") -> str:
+    """The HTML page of a ``Comparison.to_dict()`` document."""
+    if plotlyjs not in ("inline", "cdn"):
+        raise BadUsage(f"plotlyjs must be 'inline' or 'cdn', not {plotlyjs!r}")
+    a, b = doc["a"], doc["b"]
+    title = esc(f"tracekit compare — {a.get('mode') or 'A'} vs {b.get('mode') or 'B'}")
+    sections = [_header(doc), _speedup(doc), _warnings(doc), _waterfalls(doc), _latency(doc),
+                _terms(doc), _method(doc)]
+    return (
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{title}</title>\n<style>{CSS}</style>\n{_plotly_script(plotlyjs)}\n</head>\n"
+        f"<body>\n<main>\n{''.join(s for s in sections if s)}\n</main>\n"
+        f"{_doc_json(doc)}\n</body>\n</html>\n"
+    )
+
+
+def _header(doc: dict) -> Html:
+    rows = "<br>".join(f"<b>{esc(s['label'])}</b> {esc(_files(s))} · {esc(_side_line(s))}"
+                       for s in (doc["a"], doc["b"]))
+    return Html('<header><div class="eyebrow">tracekit · A/B of batch-1 decode</div>'
+                f"<h1>Speed-up of B over A: {doc['speedup']:.3f}×</h1>"
+                f'<p class="sub">{rows}</p></header>')
+
+
+def _speedup(doc: dict) -> Html:
+    src = doc["latency_source"]
+    note = (f"95% CI {esc(_ci(doc))} · bootstrap over {esc(doc['basis'])} "
+            f"(n_a = {doc['n_a']}, n_b = {doc['n_b']}) · "
+            f"{'unprofiled' if src == 'unprofiled' else '<b>PROFILED</b>'} latency · "
+            f"{esc(doc['statistic'])}")
+    return Html('<section class="verdict"><div class="eyebrow">Verdict</div>'
+                f'<p id="verdict">{esc(doc["verdict"])}</p><p class="lead">{note}</p></section>')
+
+
+def _warnings(doc: dict) -> Html:
+    if not doc.get("warnings"):
+        return Html("")
+    items = "".join(f"<li>{esc(w)}</li>" for w in doc["warnings"])
+    return _section("Warnings", f'<ul class="warnings">{items}</ul>', sid="warnings")
+
+
+def _segments(side: dict) -> list[tuple[str, float, str]]:
+    d = side.get("decomposition") or {}
+    out = []
+    if d.get("floor_ms") is not None:
+        out.append(("floor", d["floor_ms"], TERM_COLORS["floor"]))
+        out.append(("kernel excess", d.get("kernel_excess_ms") or 0.0, TERM_COLORS["kernel_excess"]))
+    elif side.get("summary") and side["summary"].get("gpu_busy_ms") is not None:
+        out.append(("GPU busy", side["summary"]["gpu_busy_ms"], TERM_COLORS["gpu_busy"]))
+    for c in GAP_CLASSES:
+        v = (d.get("launch_overhead_by_class_ms") or {}).get(c)
+        if v:
+            out.append((GAP_LABELS[c], v, GAP_COLORS[c]))
+    return out
+
+
+def _waterfalls(doc: dict) -> Html:
+    sides = [s for s in (doc["a"], doc["b"]) if s.get("decomposition")]
+    if not sides:
+        return _section("Where the time goes", "<p>Neither side has a profiled trace to "
+                        "decompose: the speed-up above comes from unprofiled timings only.</p>",
+                        sid="waterfall")
+    fig = make_subplots(rows=1, cols=len(sides), shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=[esc(f"{s['label']}: {_side_line(s)}") for s in sides])
+    top = 0.0
+    for col, s in enumerate(sides, 1):
+        level, labels, bases, heights, colors = 0.0, [], [], [], []
+        for label, v, color in _segments(s):
+            labels.append(label)
+            bases.append(level)
+            heights.append(v)
+            colors.append(color)
+            level += v
+        lat = (s.get("decomposition") or {}).get("latency_ms") or level
+        labels += ["profiled latency", "unprofiled latency"]
+        bases += [0.0, 0.0]
+        heights += [lat, s["latency_ms"] if s["latency_source"] == "unprofiled" else 0.0]
+        colors += [TERM_COLORS["latency"], UNPROFILED_COLOR]
+        top = max([top] + [x + h for x, h in zip(bases, heights)])
+        fig.add_trace(go.Bar(
+            x=[esc(x) for x in labels], y=heights, base=bases, marker={"color": colors},
+            text=[f"{h:.3f} ms" if h else "" for h in heights], textposition="outside",
+            cliponaxis=False, width=0.62, showlegend=False,
+            hovertemplate="%{x}: %{text}<extra></extra>"), row=1, col=col)
+    _layout(fig, height=420, xtitle="", ytitle="ms per decode step (median)", top=60)
+    fig.update_yaxes(range=[0, top * 1.15])
+    for ann in fig.layout.annotations:
+        ann.font = {"size": 12}
+    body = Html(fig.to_html(full_html=False, include_plotlyjs=False, div_id="waterfall-ab",
+                            config=PLOT_CONFIG))
+    return _section("Where the time goes, side by side", body, sid="waterfall",
+                    lead="Each side's profiled decode step split into memory floor, kernel excess "
+                         "and launch overhead by gap class (medians over steps); the green bar is "
+                         "the unprofiled step that decides the speed-up.")
+
+
+def _latency(doc: dict) -> Html:
+    rows = []
+    for s in (doc["a"], doc["b"]):
+        ci = s.get("latency_ci95_ms")
+        rows.append([s["label"], f"{s['latency_ms']:.3f}",
+                     f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
+                     f"{s['p10_ms']:.3f}–{s['p90_ms']:.3f}" if s.get("p10_ms") is not None else "—",
+                     s["sessions"], s["steps"],
+                     ", ".join(f"{m:.3f}" for m in s.get("session_medians_ms") or [])])
+    t = _table(["side", "latency ms", "95% CI", "p10–p90 ms", "sessions", "steps",
+                "session medians ms"], rows, num={1, 2, 3, 4, 5})
+    return _section("Step latency", t, sid="latency",
+                    lead=f"{esc(doc['latency_source'])} step times; {esc(doc['statistic'])}.")
+
+
+def _terms(doc: dict) -> Html:
+    terms = ordered_terms(doc)
+    if not terms:
+        return Html("")
+    rows = [[Html(("&nbsp;&nbsp;" if v["group"] == "launch_overhead" else "") + esc(v["label"])),
+             _fmt_term(k, v["a"]), _fmt_term(k, v["b"]), _delta(k, v["delta"])]
+            for k, v in terms]
+    return _section("What moved", _table(["term", "A", "B", "B − A"], rows, num={1, 2, 3}),
+                    sid="terms", lead="Per decode step, from each side's profiled trace.")
+
+
+def _method(doc: dict) -> Html:
+    bs = doc["bootstrap"]
+    return _section("Method", (
+        f"<p>Speed-up = latency(A) ÷ latency(B). A session (one fresh process) is the unit of "
+        f"evidence: its latency is the median of its unprofiled steps; with at least two sessions "
+        f"per side a side's latency is the mean of its session medians and the bootstrap "
+        f"resamples sessions, otherwise steps. Interval: {esc(bs['method'])} bootstrap, "
+        f"{esc(bs['resamples'])} resamples, level {esc(bs['level'])}, seed {esc(bs['seed'])}.</p>"
+        f"<p>tracekit {esc(doc.get('tracekit_version'))} · schema {esc(doc['schema'])}</p>"),
+        sid="method")
