@@ -223,3 +223,17 @@ def test_sweep_killed_mid_cell_then_resumed(swept, tmp_path):
     assert r.exit_code == 0, r.output
     assert "3 cells: 2 done before, 1 to run" in r.output
     assert pl.read_parquet(out / "results.parquet").height == 3
+
+
+def test_estimates_scale_per_session(tmp_path):
+    from tracekit.sweep import Cell, _estimate
+
+    (tmp_path / "cells.jsonl").write_text(
+        '{"cell": "a", "mode": "eager", "sessions": 1, "seconds": 30.0}\n'
+        '{"cell": "b", "mode": "cuda-graphs", "sessions": 2, "seconds": 100.0}\n{"cut sho')
+    cell = Cell("x", {"model": "tiny", "ctx": 8, "mode": "eager", "sessions": 10}, 60.0)
+    assert _estimate(tmp_path, cell) == 300.0  # 30 s per eager session × 10
+    cell = Cell("y", {"model": "tiny", "ctx": 8, "mode": "compile", "sessions": 3}, 60.0)
+    assert _estimate(tmp_path, cell) == 150.0  # no compile yet: the slowest session × 3
+    cell = Cell("z", {"model": "tiny", "ctx": 8, "mode": "cuda-graphs", "sessions": 2}, 60.0)
+    assert _estimate(tmp_path, cell) == 100.0

@@ -13,6 +13,7 @@ It parses arguments, calls the library, renders, and maps :mod:`tracekit.errors`
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -36,8 +37,6 @@ def _on_sigterm(signum, frame) -> None:
 
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
-    import os
-
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError):
@@ -54,7 +53,8 @@ class _Group(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
-        if not args:
+        completing = os.environ.get(complete_var or "_TRACEKIT_COMPLETE")
+        if not args and not completing:
             click.echo(self.get_help(click.Context(self, info_name=prog_name or "tracekit")))
             sys.exit(0)
         previous = signal.getsignal(signal.SIGTERM)
@@ -82,7 +82,30 @@ class _Group(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=_Group, help="Explain where the time of batch-1 LLM decode goes on NVIDIA GPUs.",
+GROUP_HELP = """Explain where the time of batch-1 LLM decode goes on NVIDIA GPUs.
+
+tracekit reads a torch.profiler (Kineto) trace or an Nsight Systems export of decode, finds the
+decode steps and splits each into the memory floor, kernel excess and launch-side overhead, with
+what-ifs and a one-line verdict. `tracekit COMMAND --help` shows each command's examples.
+
+\b
+Examples:
+  $ tracekit explain --sample
+  $ tracekit --version
+
+\b
+Shell completion (bash, zsh, fish), click's mechanism:
+  bash  eval "$(_TRACEKIT_COMPLETE=bash_source tracekit)"    # in ~/.bashrc
+  zsh   eval "$(_TRACEKIT_COMPLETE=zsh_source tracekit)"     # in ~/.zshrc
+  fish  _TRACEKIT_COMPLETE=fish_source tracekit | source     # in ~/.config/fish/completions/tracekit.fish
+
+\b
+Exit status: 0 success; 1 bad input (one `Error:` line says what and how to fix it);
+2 bad usage; 130 interrupted.
+"""
+
+
+@click.group(cls=_Group, help=GROUP_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", "-V", prog_name="tracekit",
                       message="%(prog)s %(version)s")
@@ -98,6 +121,25 @@ def _fail(exc: TracekitError) -> None:
 _BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
 
 
+def _complete_models(ctx, param, incomplete: str) -> list:
+    """Shell completion for --model: registry names (a config.json path completes as a file)."""
+    from click.shell_completion import CompletionItem
+
+    from tracekit.specs.models import known_models
+
+    names = [n for n in known_models() if n.startswith(incomplete)]
+    return [CompletionItem(n) for n in names] or [CompletionItem(incomplete, type="file")]
+
+
+def _complete_gpus(ctx, param, incomplete: str) -> list:
+    """Shell completion for --gpu: the datasheet table's names."""
+    from click.shell_completion import CompletionItem
+
+    from tracekit.specs.gpus import known_gpus
+
+    return [CompletionItem(n) for n in known_gpus() if n.lower().startswith(incomplete.lower())]
+
+
 # --- explain ---------------------------------------------------------------------------------
 @app.command()
 @click.argument("trace", required=False, type=click.Path(path_type=Path))
@@ -107,9 +149,9 @@ _BOOT_RESAMPLES, _BOOT_SEED = 10_000, 0
 @click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML report.")
 @click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
 @click.option("--step-marker", help="Regex naming the annotation around each step.")
-@click.option("--model", help="Model name or config.json path (for the floor).")
+@click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (for the floor).")
 @click.option("--ctx", type=int, help="Context length at the first profiled step.")
-@click.option("--gpu", help="GPU name, overriding the trace's device name.")
+@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
 @click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
 @click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor.")
 @click.option("--group-size", type=int, help="int4 group size (default 128).")
@@ -121,7 +163,20 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
             bandwidth, dtype, group_size, convention, graph_trace, unprofiled_ms, verbose) -> None:
     """Break each decode step into memory floor, kernel excess and launch overhead.
 
-    Example: tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --html report.html
+    Reads TRACE (a torch.profiler JSON or .json.gz, or an Nsight Systems .sqlite export), finds the
+    decode steps and prints the per-step breakdown, the decomposition latency = floor + kernel
+    excess + launch overhead, the what-ifs (CUDA Graphs, at the floor) with their calibration, the
+    top kernels and a one-line verdict. A trace from `tracekit capture` needs no flags; for any
+    other trace --model and --ctx complete the floor. Numbers are defined in docs/architecture.md.
+
+    \b
+    Examples:
+      $ tracekit explain --sample
+      $ tracekit explain trace.json.gz --json
+      $ tracekit explain trace.json.gz --markdown issue.md --html report.html --plotlyjs cdn
+      $ tracekit explain trace.json.gz --graph-trace graphs.json.gz
+      $ tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --gpu "H100 SXM5"
+      $ tracekit explain trace.json.gz --unprofiled-ms 55.0
     """
     from tracekit.explain import explain as run_explain
 
@@ -176,8 +231,8 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 @click.option("--basis", default="auto", show_default=True, help="What the bootstrap resamples: auto (sessions when both sides have >= 2) | sessions | steps.")
 @click.option("--resamples", type=int, default=_BOOT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=_BOOT_SEED, show_default=True, help="Bootstrap seed (the same inputs and seed give the same interval).")
-@click.option("--model", help="Model name or config.json path, for both sides' floors.")
-@click.option("--gpu", help="GPU name, overriding the traces' device names.")
+@click.option("--model", shell_complete=_complete_models, help="Model name or config.json path, for both sides' floors.")
+@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the traces' device names.")
 @click.option("--dtype", help="Weight dtype for the floor (bf16, int8, fp8, int4, nf4, ...).")
 def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, model, gpu, dtype) -> None:
     """Speed-up of B over A with a 95% bootstrap CI, and what moved (per-term deltas).
@@ -185,7 +240,11 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
     A and B are each a trace, a directory of traces, a quoted glob ('runs/eager_*.json.gz') or a
     multi-session capture (tracekit capture --sessions N).
 
-    Example: tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
+    \b
+    Examples:
+      $ tracekit compare eager.json.gz graphs.json.gz
+      $ tracekit compare eager.json.gz graphs.json.gz --json --seed 1
+      $ tracekit compare eager.json.gz graphs.json.gz --markdown ab.md --basis steps
     """
     from tracekit.compare import compare as run_compare
 
@@ -221,9 +280,9 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
               help="The annotated trace to write (.json.gz, or .json for plain JSON).")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--step-marker", help="Regex naming the annotation around each step.")
-@click.option("--model", help="Model name or config.json path (adds the floor to each step).")
+@click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (adds the floor to each step).")
 @click.option("--ctx", type=int, help="Context length at the first profiled step.")
-@click.option("--gpu", help="GPU name, overriding the trace's device name.")
+@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
 @click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
 def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> None:
     """Write TRACE back with tracekit's findings as tracks Perfetto and chrome://tracing show.
@@ -233,7 +292,10 @@ def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> N
     GPU busy % counter. The original events are kept byte for byte. Kineto (torch.profiler) JSON
     only.
 
-    Example: tracekit annotate trace.json.gz -o trace.tracekit.json.gz
+    \b
+    Examples:
+      $ tracekit annotate trace.json.gz -o trace.tracekit.json.gz
+      $ tracekit annotate trace.json.gz -o seen.json.gz --force --model qwen2.5-7b --ctx 2048
     """
     from tracekit.annotate import annotate as run_annotate
 
@@ -247,16 +309,24 @@ def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> N
 
 # --- floor -----------------------------------------------------------------------------------
 @app.command()
-@click.option("--model", required=True, help="Model name or config.json path.")
+@click.option("--model", shell_complete=_complete_models, required=True, help="Model name or config.json path.")
 @click.option("--ctx", type=int, default=2048, show_default=True, help="Context length (tokens in the KV cache).")
-@click.option("--gpu", help="One GPU (default: every known GPU).")
+@click.option("--gpu", shell_complete=_complete_gpus, help="One GPU (default: every known GPU).")
 @click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp32, or a weight-only format: int8 | fp8 | int4 | nf4 (scales and zeros counted; KV stays bf16).")
 @click.option("--group-size", type=int, help="int4 group size (default 128): one fp16 scale + 4-bit zero per group.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
 def floor(model, ctx, gpu, dtype, group_size, as_json) -> None:
     """The analytic memory floor of one decode step — no trace needed.
 
-    Example: tracekit floor --model qwen2.5-7b --ctx 2048 --gpu H100
+    Bytes one decode step must move (weights, KV cache read at --ctx, one token's K/V written) ÷
+    each GPU's datasheet peak bandwidth, in both conventions: exact, and the study's all weights +
+    KV (W + K).
+
+    \b
+    Examples:
+      $ tracekit floor --model qwen2.5-7b --ctx 2048
+      $ tracekit floor --model llama-3.1-8b --ctx 8192 --gpu "H100 SXM5" --json
+      $ tracekit floor --model qwen2.5-7b --dtype int4 --gpu L4
     """
     from tracekit.floor import floor_table
     from tracekit.specs.gpus import get_gpu
@@ -312,9 +382,16 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
             nsys_kineto, seed, attention, sessions, profile_session, output, quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
-    Example: tracekit capture --model qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz
+    The unprofiled steps are timed with CUDA events first (the ground truth), then a short window
+    is profiled with one `tracekit.step#i` range per step; the trace carries the model, context,
+    GPU, versions and timings, so `tracekit explain` needs no flags. Needs the capture extra
+    (torch, transformers); --device cpu runs small models anywhere.
 
-    Example: tracekit capture --model qwen2.5-7b --attention sdpa-flash --sessions 10 -o flash.json.gz
+    \b
+    Examples ("# GPU": needs an NVIDIA GPU):
+      $ tracekit capture -m tiny --device cpu --ctx 32 --steps 3 --profile-steps 2 -o tiny.json.gz
+      $ tracekit capture -m qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz   # GPU
+      $ tracekit capture -m qwen2.5-7b --attention sdpa-flash --sessions 10 -o flash.json.gz  # GPU
     """
     from tracekit.capture import run_capture, summary_rows
     from tracekit.capture.progress import Progress, RichProgress
@@ -356,7 +433,10 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
     """Run a model x ctx x mode x attention matrix; resumable, one Parquet row per cell.
 
-    Example: tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540
+    \b
+    Examples ("# GPU": needs an NVIDIA GPU):
+      $ tracekit sweep capture/paper_matrix.toml --list
+      $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540   # GPU
     """
     from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep, trace_path
 

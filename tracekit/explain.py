@@ -587,7 +587,7 @@ def _unprofiled(tr: Trace, gspec, flag_ms, summary, decomp, host, whatif, warnin
             f"the profiled step ({p:.1f} ms) is faster than the unprofiled one ({u:.1f} ms; "
             f"profiler overhead {p / u:.2f}x < 1): the host's speed drifted between timing and "
             "profiling, so the unprofiled numbers are unreliable — re-capture on a quiet host "
-            "(tracekit capture times unprofiled steps before and after the window) or pass "
+            "with several fresh sessions (tracekit capture --sessions N) or pass "
             "--unprofiled-ms from a stable run")
     if busy is None or p is None:
         return out
@@ -646,8 +646,11 @@ def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
         warnings.append(
             f"the unprofiled step was {b:.1f} ms before the profiled window and {a:.1f} ms after "
             "it: the host's speed changed during the capture (it often stays slower after "
-            "torch.profiler stops in the same process); tracekit uses the steps timed before "
-            "the window — compare sessions (tracekit capture --sessions N) before trusting one")
+            "torch.profiler stops in the same process); "
+            + (f"tracekit uses the median of the {cap['sessions']} sessions' steps timed before "
+               "their windows" if (cap.get("sessions") or 0) >= 2 else
+               "tracekit uses the steps timed before the window — capture several fresh "
+               "sessions (tracekit capture --sessions N) before trusting one"))
     # with several sessions the latency is their median, which one noisy session cannot move
     return not modes or (cap.get("sessions") or 0) >= 3
 

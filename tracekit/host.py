@@ -105,17 +105,19 @@ def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
     ann = trace.annotations.filter(~pl.col("on_gpu") & (pl.col("tid") == tid)).select(
         "name", "start_ns", "end_ns")
     f = pl.concat([ops, ann]).sort(["start_ns", "end_ns"], descending=[False, True])
-    start, end = f["start_ns"].to_numpy(), f["end_ns"].to_numpy()
-    parent = np.full(f.height, -1, dtype=np.int64)
+    st, en = f["start_ns"].to_list(), f["end_ns"].to_list()  # Python ints: a fast scan
+    parent = [-1] * f.height
     stack: list[int] = []
-    for i in range(f.height):
-        while stack and end[stack[-1]] <= start[i]:
+    for i, s in enumerate(st):
+        while stack and en[stack[-1]] <= s:
             stack.pop()
-        parent[i] = stack[-1] if stack else -1
+        if stack:
+            parent[i] = stack[-1]
         stack.append(i)
-    ranges = {(int(a), int(b)) for a, b in steps.table.select("cpu_start_ns", "cpu_end_ns").iter_rows()}
-    is_step = np.array([(int(a), int(b)) in ranges for a, b in zip(start, end)], dtype=bool)
-    return _Frames(f["name"].to_list(), start, end, parent, is_step)
+    ranges = set(steps.table.select("cpu_start_ns", "cpu_end_ns").iter_rows())
+    is_step = np.fromiter(((a, b) in ranges for a, b in zip(st, en)), dtype=bool, count=f.height)
+    return _Frames(f["name"].to_list(), np.asarray(st, dtype=np.int64),
+                   np.asarray(en, dtype=np.int64), np.asarray(parent, dtype=np.int64), is_step)
 
 
 def _attribute_gaps(fr: _Frames, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,8 @@ Capture durations go to ``OUT/cells.jsonl`` (plain JSON lines) for the budget's 
 
 **Device-time budget** (``[sweep] budget_s`` or ``--budget-s``): a cell starts only if its
 estimated duration fits in what is left — the longest capture so far of the same mode and
-session count, else ``min_start_s`` — and is stopped (SIGTERM, then SIGKILL) when the budget runs out.
+session count, else the longest per-session time so far × its sessions, else ``min_start_s`` —
+and is stopped (SIGTERM, then SIGKILL) when the budget runs out.
 
 The recipe::
 
@@ -555,12 +556,19 @@ def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say) -> SweepR
 
 
 def _estimate(out: Path, cell: Cell) -> float | None:
-    """The longest capture so far of the same mode and session count, in seconds."""
+    """Seconds this cell should take: the longest capture so far of the same mode and session
+    count; else the longest per-session time of the same mode (then of any mode) × its sessions
+    (a session is a fresh process: start, model build, prefill and steps each time)."""
     d = CaptureOptions()
-    key = (cell.options.get("mode", d.mode), cell.options.get("sessions", d.sessions))
-    secs = [r["seconds"] for r in _logged(out)
-            if (r.get("mode"), r.get("sessions")) == key and r.get("seconds") is not None]
-    return max(secs) if secs else None
+    mode, n = cell.options.get("mode", d.mode), cell.options.get("sessions", d.sessions)
+    logged = [r for r in _logged(out) if r.get("seconds") is not None and r.get("sessions")]
+    same = [r["seconds"] for r in logged if (r.get("mode"), r["sessions"]) == (mode, n)]
+    if same:
+        return max(same)
+    for pool in ([r for r in logged if r.get("mode") == mode], logged):
+        if pool:
+            return max(r["seconds"] / r["sessions"] for r in pool) * n
+    return None
 
 
 def _run_child(recipe: Path, out: Path, cell: Cell, timeout: float) -> tuple[int | None, str]:
