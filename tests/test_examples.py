@@ -34,7 +34,8 @@ def _help_examples() -> list[str]:
     out = []
     for command in app.commands.values():  # the docstring as written, before click wraps it
         out += re.findall(r"Example:\s*(tracekit [^\n]+)", command.help or "")
-    return out
+        out += re.findall(r"^\s*\$ (tracekit [^\n]+)", command.help or "", re.M)
+    return [e.strip() for e in out]
 
 
 def _readme_examples() -> list[str]:
@@ -64,8 +65,10 @@ def test_example_runs(example, tmp_path):
         shutil.copy(SAMPLES / src, tmp_path / name)
     if (REPO / "capture").is_dir():  # recipes the sweep examples name
         shutil.copytree(REPO / "capture", tmp_path / "capture")
-    argv = shlex.split(example)[1:]
-    if argv[0] == "sweep" and not Path("/dev/nvidia0").exists():
+    (tmp_path / "sample_traces").symlink_to(SAMPLES)  # examples that name a committed trace
+    gpu = example.rstrip().endswith("# GPU")  # the help marks what needs an NVIDIA GPU
+    argv = shlex.split(example, comments=True)[1:]
+    if argv[0] == "sweep" and gpu and not Path("/dev/nvidia0").exists():
         pytest.skip("sweep needs a GPU: without one it runs every cell to its own CUDA error "
                     "(minutes) and reports them all, not one Error line")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -73,7 +76,7 @@ def test_example_runs(example, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tracekit", *argv], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    if argv[0] in GPU_COMMANDS and r.returncode != 0:
+    if (gpu or argv[0] in GPU_COMMANDS) and r.returncode != 0:
         # capture may print progress lines first (``session 1/10…``); the failure is one Error line
         lines = r.stderr.strip().splitlines()
         errors = [ln for ln in lines if ln.startswith("Error: ")]
