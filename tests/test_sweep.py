@@ -218,6 +218,7 @@ def test_sweep_killed_mid_cell_then_resumed(swept, tmp_path):
         time.sleep(0.1)
     assert not _processes_with(f"--cell\0{cell.id}")
     assert read_results(out).height == 2  # the table is valid and the cell unfinished
+    assert pl.read_parquet(out / "results.parquet").height == 2
     assert not (out / "parts" / f"{cell.id}.parquet").exists()
     r = run("sweep", rec, "--out", out)
     assert r.exit_code == 0, r.output

@@ -548,6 +548,7 @@ def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say,
                 continue
             write_part(cell, out, seconds=_logged_seconds(out, cell))
             res.done.append(cell.id)
+            res.results = write_results(out)
             say(f"{tag}: row written from its capture")
             continue
         timeout = cell.timeout_s
@@ -565,6 +566,7 @@ def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say,
         secs = time.monotonic() - t0
         if rc == 0 and is_done(out, cell):
             res.done.append(cell.id)
+            res.results = write_results(out)  # after every cell: a killed sweep keeps its table
             say(f"{tag}: done in {secs:.0f} s")
         elif rc == 0 and trace_path(out, cell).is_file():
             res.captured.append(cell.id)
