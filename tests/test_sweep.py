@@ -151,7 +151,9 @@ def test_resume_redoes_nothing(swept):
 def test_budget_stops_a_cell_and_leaves_the_table_valid(swept, tmp_path):
     _, _, out, _ = swept
     rec = recipe(tmp_path, CPU.format(steps=100000, ctx="64"))
-    # beside finished eager cells that took longer than 8 s, it is not even started
+    # beside an eager capture that took longer than the budget, it is not even started
+    with open(out / "cells.jsonl", "a") as f:
+        f.write(json.dumps({"cell": "slow", "mode": "eager", "sessions": 1, "seconds": 1000.0}) + "\n")
     r = run("sweep", rec, "--out", out, "--budget-s", "8")
     assert r.exit_code == 0 and "not started" in r.output
     assert "1 cells left for lack of budget" in r.output
