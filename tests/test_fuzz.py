@@ -54,13 +54,11 @@ def _seeds(target: str, tmp: Path) -> dict[str, bytes]:
 
 
 #: crashers whose fix belongs to the reader (tracekit/trace/*) and is not on main yet
-READER_PENDING = {"nsys/invalid-utf8-table-name"}
+READER_PENDING: set[str] = set()
 
 
 @pytest.mark.parametrize("target", [
-    "kineto", "gzip",
-    # finds READER_PENDING's crasher within seconds; not strict: a fuzzer's run is not repeatable
-    pytest.param("nsys", marks=pytest.mark.xfail(reason="reader: invalid UTF-8 in sqlite_master")),
+    "kineto", "gzip", "nsys",
 ])
 def test_atheris(target, tmp_path):
     pytest.importorskip("atheris")
