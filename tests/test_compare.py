@@ -134,6 +134,13 @@ def test_several_traces_per_side_are_sessions(tmp_path):
     assert d["speedup"] == pytest.approx(10.3 / 5.1)
 
 
+def test_a_side_mixing_setups_is_warned_about():
+    a = str(SAMPLES / "h100" / "qwen2.5-7b_ctx2048_eager*.json.gz")  # default and flash SDPA
+    d = compare(a, SAMPLES / "h100" / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz").to_dict()
+    assert d["a"]["sessions"] == 10 and d["basis"] == "sessions"
+    assert "side A mixes attentions: sdpa, sdpa-flash" in d["warnings"]
+
+
 def test_one_session_side_falls_back_to_steps_and_says_so(tmp_path):
     pa = write_capture(tmp_path / "a.json.gz", [[10.0, 11.0, 12.0], [20.0, 21.0, 22.0]])
     pb = write_capture(tmp_path / "b.json.gz", [[5.0, 6.0, 7.0]])

@@ -374,3 +374,16 @@ def test_a_name_full_of_braces_reads_in_bounded_time(tmp_path) -> None:
     t = load(p, slice_bytes=1 << 20)
     assert time.monotonic() - t0 < 30
     assert t.cpu_ops["name"].to_list() == [name, "b},{"]
+
+
+def test_sqlite_text_that_is_not_utf8_reads_with_replacement_characters(tmp_path) -> None:
+    import sqlite3
+
+    p = _export(tmp_path / "r.sqlite")
+    con = sqlite3.connect(p)
+    con.execute("UPDATE StringIds SET value = CAST(x'6b5fff5f6b' AS TEXT) WHERE id = "
+                "(SELECT demangledName FROM CUPTI_ACTIVITY_KIND_KERNEL LIMIT 1)")
+    con.commit()
+    con.close()
+    t = load(p)
+    assert "k_\ufffd_k" in t.gpu_ops["name"].to_list()

@@ -237,3 +237,17 @@ def test_estimates_scale_per_session(tmp_path):
     assert _estimate(tmp_path, cell) == 150.0  # no compile yet: the slowest session × 3
     cell = Cell("z", {"model": "tiny", "ctx": 8, "mode": "cuda-graphs", "sessions": 2}, 60.0)
     assert _estimate(tmp_path, cell) == 100.0
+
+
+def test_a_failed_cell_is_not_retried_unless_asked(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA (the cell must fail)")
+    rec = recipe(tmp_path, '[[matrix]]\nmodel = "tiny"\nctx = 16\ndevice = "cuda"\n')
+    r = run("sweep", rec, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "no CUDA device found" in r.output
+    r = run("sweep", rec, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "not retried (--retry-failed" in r.output
+    assert "running" not in r.output
+    r = run("sweep", rec, "--out", tmp_path / "o", "--retry-failed")
+    assert r.exit_code == 1 and "running" in r.output

@@ -394,8 +394,9 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 @click.option("--budget-s", type=float, help="Device-time budget in seconds (overrides the recipe's [sweep] budget_s).")
 @click.option("--cell", help="Run only this cell (id or 0-based index) in this process: one job of a fanned-out sweep.")
 @click.option("--list", "list_cells", is_flag=True, help="List the cells and whether each is done; run nothing.")
+@click.option("--retry-failed", is_flag=True, help="Run again the cells whose capture failed in an earlier run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
+def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, quiet) -> None:
     """Run a model x ctx x mode x attention matrix; resumable, one Parquet row per cell.
 
     \b
@@ -424,7 +425,8 @@ def sweep(recipe, out, budget_s, cell, list_cells, quiet) -> None:
             click.echo(f"wrote {part}" if part else
                        f"captured {trace_path(out, one)}; its row is written where polars is installed")
             return
-        res = run_sweep(rec, out, budget_s=budget_s, say=(lambda _m: None) if quiet else click.echo)
+        res = run_sweep(rec, out, budget_s=budget_s, retry_failed=retry_failed,
+                        say=(lambda _m: None) if quiet else click.echo)
     except TracekitError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -131,6 +131,12 @@ def load_side(label: str, spec, **explain_kw) -> Side:
     explanation, meta, profiled_steps, notes = None, None, [], []
     for path in files:
         name = str(path)
+        if explanation is not None:  # later files only add sessions: read their metadata alone
+            m = _read_meta(path)
+            got = _capture_sessions(m, name) if m else None
+            if got is not None:
+                sessions.extend(got)
+                continue
         try:
             tr = load(path)
         except TraceFormatError as exc:
@@ -332,7 +338,9 @@ def _within_side(s: Side) -> list[str]:
         m = m or {}
         for key in ("model_name", "ctx", "mode"):
             seen.setdefault(key, set()).add(str(m.get(key)))
-    return [f"side {s.label} mixes {key}s: {', '.join(sorted(v))}"
+        seen.setdefault("attention", set()).add(str(_attention(m.get("attention"))))
+    names = {"model_name": "models", "ctx": "contexts", "mode": "modes", "attention": "attentions"}
+    return [f"side {s.label} mixes {names[key]}: {', '.join(sorted(v))}"
             for key, v in seen.items() if len(v) > 1]
 
 

@@ -342,6 +342,20 @@ def _log_cell(out: Path, cell: Cell, seconds: float) -> None:
         f.write(json.dumps(rec) + "\n")
 
 
+def _log_failure(out: Path, cell: Cell, why: str) -> None:
+    with open(Path(out) / "cells.jsonl", "a") as f:
+        f.write(json.dumps({"cell": cell.id, "failed": why}) + "\n")
+
+
+def _failed_before(out: Path) -> dict[str, str]:
+    """Cells whose last record is a failure (a later capture clears it)."""
+    last: dict[str, dict] = {}
+    for r in _logged(out):
+        if "cell" in r:
+            last[r["cell"]] = r
+    return {c: r["failed"] for c, r in last.items() if "failed" in r}
+
+
 def _logged(out: Path) -> list[dict]:
     try:
         lines = (Path(out) / "cells.jsonl").read_text().splitlines()
@@ -476,14 +490,17 @@ class SweepResult:
 
 
 def run_sweep(recipe: Recipe, out: str | Path, *, budget_s: float | None = None,
-              say: Callable[[str], None] = print) -> SweepResult:
+              retry_failed: bool = False, say: Callable[[str], None] = print) -> SweepResult:
     """Run every unfinished cell, each in its own process, within the budget.
+
+    A cell whose capture failed (an error, not the time limit) is not tried again by later runs
+    — device time is scarce and the error is in ``OUT/sweep.log`` — unless ``retry_failed``.
 
     SIGTERM (a scheduler, a device lease ending) unwinds like Ctrl-C: the running cell is stopped
     and the finished ones stay. If the sweep itself is SIGKILLed, the cell's process is sent
     SIGTERM by the kernel (Linux parent-death signal) and unwinds the same way."""
     with _sigterm_as_interrupt():
-        return _run_sweep(recipe, Path(out), budget_s, say)
+        return _run_sweep(recipe, Path(out), budget_s, say, retry_failed)
 
 
 @contextmanager
@@ -502,7 +519,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say) -> SweepResult:
+def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say,
+               retry_failed: bool = False) -> SweepResult:
     (out / "parts").mkdir(parents=True, exist_ok=True)
     (out / "traces").mkdir(parents=True, exist_ok=True)
     budget = budget_s if budget_s is not None else recipe.budget_s
@@ -516,8 +534,13 @@ def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say) -> SweepR
     if no_rows:
         say(f"note: {no_rows} is not installed here: cells are captured, and their rows are "
             "written when this command runs again where it is (the traces are reused)")
+    failed_before = {} if retry_failed else _failed_before(out)
     for n, cell in enumerate(todo, 1):
         tag = f"[{n}/{len(todo)}] {cell.id}"
+        if cell.id in failed_before and not trace_path(out, cell).is_file():
+            res.failed[cell.id] = f"failed before, not retried ({failed_before[cell.id]})"
+            say(f"{tag}: failed in an earlier run; not retried (--retry-failed to run it)")
+            continue
         if trace_path(out, cell).is_file():  # captured before: only its row is missing
             if no_rows:
                 res.captured.append(cell.id)
@@ -549,6 +572,8 @@ def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say) -> SweepR
         else:
             why = "stopped at the time limit" if rc is None else f"exit {rc}: {tail}"
             res.failed[cell.id] = why
+            if rc is not None:
+                _log_failure(out, cell, why)
             say(f"{tag}: FAILED ({why})")
     if not no_rows:
         res.results = write_results(out)

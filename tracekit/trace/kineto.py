@@ -434,6 +434,7 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
                                 f"{mib(MAX_EVENT_BYTES)}")
             more()
         head = bytes(buf[:start - 1])  # the document up to the array's '['
+        dropped = 0  # bytes of the document before buf[0]
         bare = not head.strip()
         lead = start - 1  # buf[lead] is '[' (or whitespace/',' later): the slice's opener
         while not eof:
@@ -445,13 +446,15 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
             if new == lead:
                 if len(buf) - lead > MAX_EVENT_BYTES:
                     raise TraceFormatError(
-                        f"{path} has an event larger than {mib(MAX_EVENT_BYTES)} at inflated "
-                        f"byte ~{src.consumed}, or its traceEvents are not a list of objects; "
+                        f"{path} has an event larger than {mib(MAX_EVENT_BYTES)} from byte "
+                        f"{dropped + lead + 1} of its JSON on, or its traceEvents are not a list "
+                        "of objects; "
                         "the file is corrupt or not a profiler trace"
                     )
                 more()
                 continue
             del buf[:new]
+            dropped += new
             lead = 0
         tail = slicer.finish(buf, lead)
     except _Fallback as why:

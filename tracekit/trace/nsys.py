@@ -124,12 +124,14 @@ def _load(src: Source, limit: int) -> Trace:
         except sqlite3.Error as exc:
             raise TraceFormatError(f"{p} cannot be opened as SQLite: {exc}") from None
         with closing(con):
+            # TEXT that is not UTF-8 (a corrupt or hostile file) reads with U+FFFD, not a crash
+            con.text_factory = _text
             deadline = time.monotonic() + QUERY_SECONDS
             # a hostile file (a recursive view, a huge join) cannot run for ever
             con.set_progress_handler(lambda: time.monotonic() > deadline, 100_000)
             try:
                 return _read(con, p)
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
                 if time.monotonic() > deadline:
                     raise TraceFormatError(
                         f"{p}: reading it took longer than {QUERY_SECONDS:.0f} s; it is not an "
@@ -139,6 +141,10 @@ def _load(src: Source, limit: int) -> Trace:
                     f"{p} is not a readable Nsight Systems SQLite export ({exc}); "
                     "re-export it with `nsys export --type sqlite`"
                 ) from None
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 def _ro_uri(db: Path) -> str:
