@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,16 @@ FILES = ["triton_example.json.gz", "benchmark_result_2869224_1695835535_trace.js
          "nccl_data.json.gz", "rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz", "rank0.json.gz"]
 
 
+def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for x, y in sorted(intervals):
+        if out and x <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], y)
+        else:
+            out.append([x, y])
+    return [(x, y) for x, y in out]
+
+
 def _union_ns(start: np.ndarray, end: np.ndarray) -> int:
     order = np.argsort(start, kind="stable")
     s, e = start[order], end[order]
@@ -44,12 +55,26 @@ def test_every_peer_trace_loads_and_is_sane(name):
     assert trace.gpu_ops.height == sum(e.get("cat") in gpu_cats for e in raw)
     assert (trace.gpu_ops["end_ns"] >= trace.gpu_ops["start_ns"]).all()
     assert trace.meta["gpu_name"]
-    e = explain(trace) if name != "benchmark_result_2869224_1695835535_trace.json.gz" \
-        else explain(trace, step_marker=r"^\[param\|pytorch\.model")
+    marker = (r"^\[param\|pytorch\.model" if name == "benchmark_result_2869224_1695835535_trace.json.gz"
+              else None)
+    e = explain(trace, step_marker=marker)
     d = e.to_dict()
     json.dumps(d, allow_nan=False)  # the contract: never NaN or Infinity
     assert d["source"]["steps_found"] >= 1
     assert d["floor"]["missing"]  # no model information: the floor says which flags complete it
+    # the values: per step, GPU busy is what the GPU ran inside the step's window, computed here
+    # from the raw events (every GPU op clipped to [first op, next step's first op))
+    exact = json.load(gzip.open(PEER / name), parse_float=Decimal)["traceEvents"]  # ns-exact
+    ops = [(int(e["ts"] * 1000), int((e["ts"] + max(e.get("dur", 0), 0)) * 1000))
+           for e in exact if e.get("cat") in gpu_cats]
+    table = step_table(trace, detect_steps(trace, step_marker=marker))
+    timed = table.filter(pl.col("latency_ns").is_not_null() & pl.col("gpu_busy_ns").is_not_null())
+    for s in timed.iter_rows(named=True):
+        a, b = s["start_ns"], s["start_ns"] + s["latency_ns"]
+        assert 0 <= s["gpu_busy_ns"] <= s["latency_ns"]
+        clipped = [(max(x, a), min(y, b)) for x, y in ops if x < b and y > a]
+        want = sum(y - x for x, y in _merge(clipped))
+        assert abs(s["gpu_busy_ns"] - want) <= len(clipped), (s["step"], s["gpu_busy_ns"], want)
 
 
 def test_triton_example_busy_is_the_kernel_not_the_launcher():

@@ -84,10 +84,13 @@ def test_eager_is_host_bound_and_graph_is_not(plain):
         assert (t["launches"] >= t["kernels"]).all()
 
 
-def test_graph_replay_kernels_map_to_their_launch(plain):
-    _, method, trace, steps, _ = plain
-    if method != "graph_launch":
-        pytest.skip("graph trace only")
+@pytest.mark.parametrize("name", ["plain_qwen2.5-7b_ctx2048_graph_replay.json.gz",
+                                  "plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz",
+                                  "qwen2.5-7b_ctx8192_cuda-graphs.json.gz"])
+def test_graph_replay_kernels_map_to_their_launch(name):
+    """Every graph-replay trace (no eager trace: there is nothing to map)."""
+    trace = load(SAMPLES / name)
+    steps = detect_steps(trace)
     graph_corr = trace.launches.filter(pl.col("kind") == "graph")["correlation"]
     mapped = trace.gpu_ops.filter(pl.col("correlation").is_in(graph_corr.implode()))
     assert mapped.height == trace.gpu_ops.height  # every replayed op found its cudaGraphLaunch

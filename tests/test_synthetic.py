@@ -47,8 +47,10 @@ def test_two_overlapping_streams_counted_once(tmp_path):
     assert row["latency_ns"] == 100_000
     assert row["gpu_busy_ns"] == 15_000  # union 10..25, not 10 + 10
     assert row["idle_ns"] == 85_000
-    # the launches were long over: the 85 µs tail waited on nothing the host was doing
-    assert row["idle_host_bound_ns"] == 85_000 or row["idle_launch_latency_ns"] == 0
+    # the tail gap 25..110 ends at step 1's first kernel, whose launch (101..102) had not ended
+    # when the GPU went idle at 25: the GPU waited for the host
+    assert row["idle_host_bound_ns"] == 85_000
+    assert row["idle_launch_latency_ns"] == row["idle_sync_ns"] == row["idle_other_ns"] == 0
 
 
 def test_gap_classes(tmp_path):

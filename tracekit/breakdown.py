@@ -54,26 +54,37 @@ def step_table(trace: Trace, steps: Steps) -> pl.DataFrame:
     """One row per detected step (all kinds; filter ``kind == 'decode'`` for the summary)."""
     syncs = _sync_intervals(trace)
     launch_counts = _launch_counts(trace, steps)
-    rows = []
     table = steps.table.sort("step")
-    ops = steps.ops.filter(pl.col("step").is_not_null())
-    by_step = {k[0]: g.sort("start_ns") for k, g in ops.group_by("step")} if ops.height else {}
-    starts = {s: int(g["start_ns"].min()) for s, g in by_step.items()}
-    step_ids = table["step"].to_list()
-    for i, rec in enumerate(table.iter_rows(named=True)):
+    ops = steps.ops.sort("start_ns")
+    t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
+    win = _Windows(ops)
+    metrics = win.measure(t0[timed], nxt_t0[timed], syncs)
+    timed_idx = {int(i): j for j, i in enumerate(np.nonzero(timed)[0])}
+    rows = []
+    for i, rec in enumerate(t.iter_rows(named=True)):
         s = rec["step"]
-        g = by_step.get(s)
-        nxt = _next_with_ops(step_ids, i, starts)
         row = {
             "step": s, "name": rec["name"], "kind": rec["kind"],
             "cpu_ns": rec["cpu_end_ns"] - rec["cpu_start_ns"],
             **launch_counts.get(s, {"launches": 0, "graph_launches": 0, "launch_host_ns": 0}),
         }
-        if g is None:
+        if not has_ops[i]:
             row.update(_host_only(rec, table, i))
+            rows.append(row)
+            continue
+        row.update(kernels=rec["kernels"], memcpys=rec["memcpys"], memsets=rec["memsets"])
+        j = timed_idx.get(i)
+        if j is not None:
+            span = int(nxt_t0[i] - t0[i])
+            idle = {c: int(metrics["idle"][c][j]) for c in GAP_CLASSES}
+            row.update(start_ns=int(t0[i]), latency_ns=span, span_ns=span,
+                       gpu_busy_ns=int(metrics["busy"][j]), idle_ns=sum(idle.values()),
+                       **{f"idle_{c}_ns": v for c, v in idle.items()})
         else:
-            nxt_op = by_step[nxt].row(0, named=True) if nxt is not None else None
-            row.update(_gpu_metrics(g, nxt_op, syncs))
+            # no successor to end the window (the last step, or the next one ran no GPU work or ran
+            # it before this one): no latency; busy is the union of the step's own ops
+            g = ops.filter(pl.col("step") == s)
+            row.update(_own_metrics(g, syncs))
         rows.append(row)
     schema = {c: pl.Int64 for c in STEP_COLUMNS}
     schema.update(name=pl.Utf8, kind=pl.Utf8)
@@ -82,28 +93,34 @@ def step_table(trace: Trace, steps: Steps) -> pl.DataFrame:
 
 def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
     """One step's GPU ops and classified idle gaps, times in ns from the step's start."""
-    ops = steps.ops.filter(pl.col("step").is_not_null())
-    g = ops.filter(pl.col("step") == step).sort("start_ns")
+    ops = steps.ops.sort("start_ns")
+    g = ops.filter(pl.col("step") == step)
     if g.height == 0:
         return {}
     ids = steps.table.sort("step")["step"].to_list()
     i = ids.index(step)
-    nxt = ops.filter(pl.col("step") == ids[i + 1]).sort("start_ns") if i + 1 < len(ids) else None
-    nxt_op = nxt.row(0, named=True) if nxt is not None and nxt.height else None
-    gaps: list = []
-    metrics = _gpu_metrics(g, nxt_op, _sync_intervals(trace), gaps)
-    t0 = metrics["start_ns"]
+    t0 = int(g["start_ns"].min())
+    nxt = ops.filter(pl.col("step") == ids[i + 1]) if i + 1 < len(ids) else None
+    w = int(nxt["start_ns"].min()) if nxt is not None and nxt.height else None
+    syncs = _sync_intervals(trace)
+    if w is not None and w > t0:
+        m = _Windows(ops).measure(np.array([t0]), np.array([w]), syncs, with_gaps=True)
+        gaps, latency = m["gaps"], w - t0
+    else:
+        gaps = []
+        _own_metrics(g, syncs, gaps)
+        latency = None
     names = g.select("name", "kind").unique()
     cats = {(n, k): categorize(n, k).value for n, k in names.iter_rows()}
     return {
         "step": step,
         "t0_ns": t0,  # on the trace's clock; ops and gaps below are relative to it
-        "latency_ns": metrics["latency_ns"],
+        "latency_ns": latency,
         "ops": [{"start_ns": r["start_ns"] - t0, "end_ns": r["end_ns"] - t0, "name": r["name"],
                  "category": cats[(r["name"], r["kind"])], "stream": r["stream"]}
                 for r in g.iter_rows(named=True)],
         "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c, "ended_by": op}
-                 for a, b, c, op in gaps],
+                 for a, b, c, _, op in gaps],
     }
 
 
@@ -114,28 +131,41 @@ def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",
     """Every classified idle gap of the steps of ``kinds``, absolute ns (the same gaps, cut the
     same way, as :func:`step_table` sums). The op that ends a gap starts at its ``end_ns``."""
     syncs = _sync_intervals(trace)
-    table = steps.table.sort("step")
-    ops = steps.ops.filter(pl.col("step").is_not_null())
-    by_step = {k[0]: g.sort("start_ns") for k, g in ops.group_by("step")} if ops.height else {}
-    starts = {s: 0 for s in by_step}
-    step_ids = table["step"].to_list()
+    ops = steps.ops.sort("start_ns")
+    t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
+    wanted = t["kind"].is_in(list(kinds)).to_numpy()
+    ids = t["step"].to_numpy()
     rows: list[tuple] = []
-    for i, (s, kind) in enumerate(zip(step_ids, table["kind"].to_list())):
-        if kind not in kinds or s not in by_step:
-            continue
-        nxt = _next_with_ops(step_ids, i, starts)
-        nxt_op = by_step[nxt].row(0, named=True) if nxt is not None else None
+    sel = timed & wanted
+    m = _Windows(ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps=True)
+    idx = ids[sel]
+    rows.extend((int(idx[wi]), a, b, c) for a, b, c, wi, _ in m["gaps"])
+    for i in np.nonzero(has_ops & ~timed & wanted)[0]:
         gaps: list = []
-        _gpu_metrics(by_step[s], nxt_op, syncs, gaps)
-        rows.extend((s, a, b, c) for a, b, c, *_ in gaps)
+        _own_metrics(ops.filter(pl.col("step") == int(ids[i])), syncs, gaps)
+        rows.extend((int(ids[i]), a, b, c) for a, b, c, *_ in gaps)
+    rows.sort(key=lambda r: (r[0], r[1]))
     return pl.DataFrame(rows, schema=GAPS_SCHEMA, orient="row")
 
 
-def _next_with_ops(step_ids: list[int], i: int, starts: dict[int, int]) -> int | None:
-    """The next step, if it ran GPU work (its first op ends this step's window)."""
-    if i + 1 < len(step_ids) and step_ids[i + 1] in starts:
-        return step_ids[i + 1]
-    return None
+def _windows_of(steps: Steps):
+    """Each step's first op, the next step's first op, and which steps have a window between."""
+    ops = steps.ops
+    own = ops.filter(pl.col("step").is_not_null()).group_by("step").agg(
+        pl.col("start_ns").min().alias("t0"),
+        pl.max_horizontal("start_ns", "end_ns").max().alias("own_end"),
+        (pl.col("kind") == "kernel").sum().alias("kernels"),
+        (pl.col("kind") == "memcpy").sum().alias("memcpys"),
+        (pl.col("kind") == "memset").sum().alias("memsets"),
+    )
+    t = steps.table.join(own, on="step", how="left").sort("step")
+    has_ops = ~t["t0"].is_null().to_numpy()
+    t0 = np.where(has_ops, t["t0"].fill_null(0).to_numpy(), 0).astype(np.int64)
+    # the window of step i runs to the next step's first op, when that step ran GPU work after it
+    nxt_t0 = np.append(t0[1:], 0)
+    nxt_ok = np.append(has_ops[1:], False)
+    timed = has_ops & nxt_ok & (nxt_t0 > t0)
+    return t, t0, nxt_t0, has_ops, timed
 
 
 def _host_only(rec: dict, table: pl.DataFrame, i: int) -> dict:
@@ -150,76 +180,151 @@ def _host_only(rec: dict, table: pl.DataFrame, i: int) -> dict:
     }
 
 
-def _gpu_metrics(g: pl.DataFrame, nxt_op: dict | None, syncs: np.ndarray,
-                 gaps_out: list | None = None) -> dict:
-    end = g["end_ns"].to_numpy()
-    t0 = int(g["start_ns"][0])
-    window_end = int(nxt_op["start_ns"]) if nxt_op is not None else int(end.max())
-    # ops of this step that start after the next step's first op (other streams, overlapping
-    # steps) count up to the window's end only: idle can never exceed the step's span
-    start = np.minimum(g["start_ns"].to_numpy(), window_end)
-    run_end = np.maximum.accumulate(np.minimum(end, window_end))
-    # a gap ends at op j (j >= 1) when it starts after everything before it has finished; the
-    # tail gap ends at the next step's first op
-    j = np.nonzero(start[1:] > run_end[:-1])[0] + 1
-    gap_start, gap_end = run_end[j - 1], start[j]
-    nxt = _gap_enders(g, j)
-    prev_dtoh = _is_dtoh(g, j - 1)
-    tail = nxt_op is not None and window_end > run_end[-1]
-    if tail:
-        gap_start = np.append(gap_start, run_end[-1])
-        gap_end = np.append(gap_end, window_end)
-        last = g.row(g.height - 1, named=True)
-        nxt = {k: np.append(v, _op_value(k, nxt_op, last)) for k, v in nxt.items()}
-        prev_dtoh = np.append(prev_dtoh, _is_dtoh(g, np.array([g.height - 1])))
-    classes = classify_gaps(gap_start, gap_end, syncs=syncs, prev_dtoh=prev_dtoh, **nxt)
-    lengths = gap_end - gap_start
-    idle = {c: int(lengths[classes == c].sum()) for c in GAP_CLASSES}
+class _Windows:
+    """GPU busy and idle gaps inside time windows, over every GPU op of the trace.
+
+    A step's window runs from its first op to the next step's first op. Whatever the GPU ran in it
+    counts as busy — also an op launched by an earlier step that is still running, or one from
+    another stream — and every op is clipped to the window at both ends, so per step
+    ``0 <= busy <= latency``. The ops are merged once into disjoint busy intervals::
+
+        ops     ████  ███████            ████   █
+                  ██████                   ██████
+        merged  ███████████░░░░░░░░░░░░░████████░█
+                           ^ gap, ended by the first op of the next interval
+
+    Each gap is classified by the op that ends it (the first op of the next busy interval) and the
+    op that ended the busy interval before it (a device-to-host copy means a sync round trip).
+    """
+
+    def __init__(self, ops: pl.DataFrame) -> None:
+        self.ops = ops
+        s = ops["start_ns"].to_numpy().astype(np.int64)
+        e = np.maximum(ops["end_ns"].to_numpy().astype(np.int64), s)
+        n = s.size
+        run = np.maximum.accumulate(e) if n else e
+        new = np.ones(n, dtype=bool)
+        new[1:] = s[1:] > run[:-1]
+        first = np.nonzero(new)[0]
+        last = np.append(first[1:] - 1, n - 1) if n else first
+        self.mstart, self.mend = s[first], run[last]
+        self.mfirst = first
+        # the op that ends each interval: the one whose end set the running maximum last
+        self.mlast = np.maximum.accumulate(np.where(e == run, np.arange(n), 0))[last] if n else last
+        self.enders = _gap_enders(ops)
+        self.dtoh = _is_dtoh(ops)
+
+    def measure(self, t0: np.ndarray, w: np.ndarray, syncs: np.ndarray, *,
+                with_gaps: bool = False) -> dict:
+        """Busy ns and idle ns by class for each window ``[t0[i], w[i])``."""
+        nw = t0.size
+        out: dict = {"busy": np.zeros(nw, dtype=np.int64),
+                     "idle": {c: np.zeros(nw, dtype=np.int64) for c in GAP_CLASSES}, "gaps": []}
+        if nw == 0:
+            return out
+        m = self.mstart.size
+        klo = np.searchsorted(self.mend, t0, side="right")  # first interval ending after t0
+        khi = np.searchsorted(self.mstart, w, side="left")  # intervals starting before w
+        cnt = np.maximum(khi - klo, 0)
+        rep = np.repeat(np.arange(nw), cnt)
+        offs = np.arange(rep.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        k = np.repeat(klo, cnt) + offs
+        cs = np.maximum(self.mstart[k], t0[rep])
+        ce = np.minimum(self.mend[k], w[rep])
+        out["busy"] = np.bincount(rep, weights=ce - cs, minlength=nw).astype(np.int64)
+        # gaps: before the first interval, between intervals, after the last one
+        gs, ge, gw, ender, prev = [], [], [], [], []
+        same = rep[1:] == rep[:-1]
+        gs.append(ce[:-1][same])
+        ge.append(cs[1:][same])
+        gw.append(rep[1:][same])
+        ender.append(self.mfirst[k[1:][same]])
+        prev.append(self.mlast[k[:-1][same]])
+        has = cnt > 0
+        first_pair = np.cumsum(cnt) - cnt
+        last_pair = np.cumsum(cnt) - 1
+        lead = has & (cs[np.where(has, first_pair, 0)] > t0) if rep.size else np.zeros(nw, bool)
+        gs.append(t0[lead])
+        ge.append(cs[first_pair[lead]])
+        gw.append(np.nonzero(lead)[0])
+        ender.append(self.mfirst[k[first_pair[lead]]])
+        prev.append(np.full(int(lead.sum()), -1))
+        empty = ~has  # nothing ran in the window (only zero-length ops): all of it is one gap
+        gs.append(t0[empty])
+        ge.append(w[empty])
+        gw.append(np.nonzero(empty)[0])
+        ender.append(np.where(khi[empty] < m, self.mfirst[np.minimum(khi[empty], m - 1)], -1))
+        prev.append(np.full(int(empty.sum()), -1))
+        tail = has & (ce[np.where(has, last_pair, 0)] < w) if rep.size else np.zeros(nw, bool)
+        gs.append(ce[last_pair[tail]])
+        ge.append(w[tail])
+        gw.append(np.nonzero(tail)[0])
+        ender.append(np.where(khi[tail] < m, self.mfirst[np.minimum(khi[tail], m - 1)], -1))
+        prev.append(self.mlast[k[last_pair[tail]]])
+        gap_start, gap_end, gwin = (np.concatenate(x).astype(np.int64) for x in (gs, ge, gw))
+        ender, prev = np.concatenate(ender).astype(np.int64), np.concatenate(prev).astype(np.int64)
+        keep = gap_end > gap_start
+        gap_start, gap_end, gwin, ender, prev = (x[keep] for x in (gap_start, gap_end, gwin,
+                                                                    ender, prev))
+        has_ender = ender >= 0
+        e = np.maximum(ender, 0)
+        classes = classify_gaps(
+            gap_start, gap_end, syncs=syncs,
+            prev_dtoh=(prev >= 0) & self.dtoh[np.maximum(prev, 0)],
+            launch_start=np.where(has_ender, self.enders["launch_start"][e], _NO_LAUNCH),
+            launch_end=np.where(has_ender, self.enders["launch_end"][e], _NO_LAUNCH),
+            is_graph=has_ender & self.enders["is_graph"][e],
+            first_of_graph=has_ender & self.enders["first_of_graph"][e],
+        )
+        lengths = gap_end - gap_start
+        for c in GAP_CLASSES:
+            sel = classes == c
+            out["idle"][c] = np.bincount(gwin[sel], weights=lengths[sel],
+                                         minlength=nw).astype(np.int64)
+        if with_gaps:
+            order = np.lexsort((gap_start, gwin))
+            names = self.ops["name"].to_list()
+            ended_by = [names[i] if i >= 0 else None for i in ender[order].tolist()]
+            out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
+                                   classes[order].tolist(), gwin[order].tolist(), ended_by))
+        return out
+
+
+def _own_metrics(g: pl.DataFrame, syncs: np.ndarray, gaps_out: list | None = None) -> dict:
+    """A step without a successor: the union of its own ops, from its first op to its last end."""
+    g = g.sort("start_ns")
+    t0 = int(g["start_ns"].min())
+    end = int(np.maximum(g["end_ns"].to_numpy(), g["start_ns"].to_numpy()).max())
+    m = _Windows(g).measure(np.array([t0]), np.array([end]), syncs,
+                            with_gaps=gaps_out is not None)
     if gaps_out is not None:
-        enders = g["name"].to_numpy()[j].tolist() + ([nxt_op.get("name")] if tail else [])
-        gaps_out.extend(zip(gap_start.tolist(), gap_end.tolist(), classes.tolist(), enders))
-    idle_total = sum(idle.values())
-    span = window_end - t0
-    kinds = g["kind"]
+        gaps_out.extend(m["gaps"])
+    idle = {c: int(m["idle"][c][0]) for c in GAP_CLASSES}
     return {
-        "start_ns": t0,
-        "latency_ns": span if nxt_op is not None else None,
-        "span_ns": span,
-        "gpu_busy_ns": span - idle_total,
-        "idle_ns": idle_total,
+        "start_ns": t0, "latency_ns": None, "span_ns": end - t0,
+        "gpu_busy_ns": int(m["busy"][0]), "idle_ns": sum(idle.values()),
         **{f"idle_{c}_ns": v for c, v in idle.items()},
-        "kernels": int((kinds == "kernel").sum()),
-        "memcpys": int((kinds == "memcpy").sum()),
-        "memsets": int((kinds == "memset").sum()),
     }
 
 
 _NO_LAUNCH = -1  # launch times are absolute ns on a positive clock; -1 marks "no launch record"
 
 
-def _gap_enders(g: pl.DataFrame, j: np.ndarray) -> dict[str, np.ndarray]:
-    """What the classifier needs of the op that ends each gap (at row j; its predecessor j-1)."""
+def _gap_enders(g: pl.DataFrame) -> dict[str, np.ndarray]:
+    """What the classifier needs of each op, were it to end a gap (its predecessor: the op before
+    it in start order)."""
     corr = g["correlation"].fill_null(-1).to_numpy()
+    prev = np.append([-2], corr[:-1]) if corr.size else corr
     return {
-        "launch_start": g["launch_start_ns"].fill_null(_NO_LAUNCH).to_numpy()[j],
-        "launch_end": g["launch_end_ns"].fill_null(_NO_LAUNCH).to_numpy()[j],
-        "is_graph": (g["launch_kind"] == "graph").fill_null(False).to_numpy()[j],
-        "first_of_graph": corr[j] != corr[j - 1],
+        "launch_start": g["launch_start_ns"].fill_null(_NO_LAUNCH).to_numpy(),
+        "launch_end": g["launch_end_ns"].fill_null(_NO_LAUNCH).to_numpy(),
+        "is_graph": (g["launch_kind"] == "graph").fill_null(False).to_numpy(),
+        "first_of_graph": corr != prev,
     }
 
 
-def _op_value(key: str, op: dict, prev: dict):
-    if key == "first_of_graph":
-        return op.get("correlation") != prev.get("correlation")
-    if key == "is_graph":
-        return op.get("launch_kind") == "graph"
-    v = op.get("launch_start_ns" if key == "launch_start" else "launch_end_ns")
-    return _NO_LAUNCH if v is None else v
-
-
-def _is_dtoh(g: pl.DataFrame, rows: np.ndarray) -> np.ndarray:
-    dtoh = ((g["kind"] == "memcpy") & g["name"].str.contains("DtoH")).fill_null(False).to_numpy()
-    return dtoh[rows]
+def _is_dtoh(g: pl.DataFrame) -> np.ndarray:
+    return ((g["kind"] == "memcpy") & g["name"].str.contains("DtoH")).fill_null(False).to_numpy()
 
 
 def classify_gaps(gap_start: np.ndarray, gap_end: np.ndarray, *, syncs: np.ndarray,

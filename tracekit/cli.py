@@ -14,6 +14,7 @@ It parses arguments, calls the library, renders, and maps :mod:`tracekit.errors`
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,8 +22,30 @@ import click
 
 from tracekit import __version__, sample_path
 from tracekit.capture.options import CaptureOptions
-from tracekit.errors import BadInput, BadUsage, TracekitError
-from tracekit.fileio import atomic_write_text
+from tracekit.errors import BadUsage, TracekitError
+from tracekit.fileio import atomic_write_text, write_all
+from tracekit.report.safe import clean_text
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is so that cleanup (temp files) runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _error(message: str, code: int) -> None:
+    click.echo(f"Error: {clean_text(' '.join(str(message).splitlines()))}", err=True)
+    sys.exit(code)
 
 
 class _Group(click.Group):
@@ -34,18 +57,28 @@ class _Group(click.Group):
         if not args and not completing:
             click.echo(self.get_help(click.Context(self, info_name=prog_name or "tracekit")))
             sys.exit(0)
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             rv = super().main(args, prog_name or "tracekit", complete_var, standalone_mode=False,
                               **extra)
+            sys.stdout.flush()
         except click.UsageError as exc:
-            click.echo(f"Error: {exc.format_message()}", err=True)
-            sys.exit(2)
-        except click.Abort:
-            click.echo("Error: interrupted", err=True)
-            sys.exit(130)
+            _error(exc.format_message(), 2)
+        except (click.Abort, KeyboardInterrupt):
+            _error("interrupted", 130)
+        except Terminated:
+            _error("terminated", 143)
         except TracekitError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            _error(str(exc), exc.exit_code)
+        except BrokenPipeError:
+            _quiet_stdout()  # `tracekit explain --json | head`: the reader left, not an error
+            sys.exit(141)
+        except OSError as exc:  # stdout itself failed (a full disk behind `> file`)
+            _quiet_stdout()
+            _error(f"cannot write the output: {exc.strerror or exc}", 1)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -81,8 +114,7 @@ def app() -> None:
 
 
 def _fail(exc: TracekitError) -> None:
-    click.echo(f"Error: {exc}", err=True)
-    sys.exit(exc.exit_code)
+    _error(str(exc), exc.exit_code)
 
 
 #: bootstrap defaults, written here as in tracekit/bootstrap.py (importing it would pull in numpy)
@@ -166,14 +198,16 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
             graph_trace=graph_trace, unprofiled_ms=unprofiled_ms,
         )
         doc = result.to_dict()
+        outputs = []
         if markdown is not None:
             from tracekit.report.markdown import render_markdown
 
-            atomic_write_text(markdown, render_markdown(doc))
+            outputs.append((markdown, render_markdown(doc).encode()))
         if html is not None:
             from tracekit.report.html import render_html
 
-            atomic_write_text(html, render_html(doc, result.timeline, plotlyjs=plotlyjs))
+            outputs.append((html, render_html(doc, result.timeline, plotlyjs=plotlyjs).encode()))
+        write_all(outputs)  # both reports or neither
     except TracekitError as exc:
         _fail(exc)
     if as_json:
@@ -300,8 +334,9 @@ def floor(model, ctx, gpu, dtype, group_size, as_json) -> None:
     from tracekit.specs.quant import with_group_size
 
     try:
-        if ctx < 0:
-            raise BadInput(f"--ctx must be >= 0, got {ctx}")
+        from tracekit.explain import check_ctx
+
+        check_ctx(ctx)
         dtype = with_group_size(dtype, group_size)
         spec = get_model(model)
         rows = floor_table(spec, ctx, gpus=[get_gpu(gpu)] if gpu else None, dtype=dtype)

@@ -38,11 +38,20 @@ from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_k
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
-from tracekit.specs.models import ModelSpec, get_model
-from tracekit.steps import Steps, detect_steps
+from tracekit.specs.models import MAX_CTX, ModelSpec, get_model, known_models
+from tracekit.steps import Steps, detect_steps, training_evidence
 from tracekit.trace import Trace, load
 
 SCHEMA = "tracekit.explain/1"
+
+#: the DRAM bandwidths --bandwidth accepts (GB/s): a Jetson has ~68, a B200 8000
+MIN_GBPS, MAX_GBPS = 1.0, 100_000.0
+
+
+def check_ctx(ctx: int | None) -> None:
+    """A context length must be a token count a KV cache can hold."""
+    if ctx is not None and not 0 <= ctx <= MAX_CTX:
+        raise BadInput(f"--ctx must be a number of tokens from 0 to {MAX_CTX}, got {ctx}")
 
 #: Per-GPU-op gap left by a CUDA graph replay, by architecture (ns). Measured, not assumed: the
 #: eager Qwen2.5-7B-shaped decode step (bf16, ctx 2053, 1312 GPU ops) captured as one CUDA graph and
@@ -226,10 +235,10 @@ def explain(
     """Explain a decode trace. Flags override what the trace's capture metadata says."""
     if convention not in CONVENTIONS:
         raise BadInput(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
-    if ctx is not None and ctx < 0:
-        raise BadInput(f"--ctx must be >= 0, got {ctx}")
-    if bandwidth_gbps is not None and not bandwidth_gbps > 0:
-        raise BadInput(f"--bandwidth must be a positive number of GB/s, got {bandwidth_gbps}")
+    check_ctx(ctx)
+    if bandwidth_gbps is not None and not MIN_GBPS <= bandwidth_gbps <= MAX_GBPS:
+        raise BadInput(f"--bandwidth must be a number of GB/s from {MIN_GBPS:g} to {MAX_GBPS:g}, "
+                       f"got {bandwidth_gbps}")
     unprof.check_flag(unprofiled_ms, None)
     tr = trace if isinstance(trace, Trace) else load(trace)
     steps = detect_steps(tr, step_marker=step_marker)
@@ -246,6 +255,11 @@ def explain(
     rows = _step_rows(table, spec, ctx0, dtype, peak, convention)
     decode = [r for r in rows if r["kind"] == "decode"]
     summary = _summary(decode)
+    training = training_evidence(tr, steps)
+    if training:
+        summary["tokens_per_s"] = None
+        warnings.append(f"the steps look like training iterations, not decode steps ({training}): "
+                        "tokens/s is not reported and the memory floor of decode does not apply")
     floor = _floor_section(spec, ctx0, decode, dtype, peak, measured, convention)
     decomp = _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings)
     gap_ns, gap_src = _graph_gap(graph_trace, gspec, tr, step_marker)
@@ -298,9 +312,12 @@ def _spec_from_capture(d: dict) -> ModelSpec | None:
     names = {f.name for f in fields(ModelSpec)} - {"extra"}
     try:
         return ModelSpec(**{k: v for k, v in d.items() if k in names})
-    except TypeError:
+    except (TypeError, BadInput):
+        # an older or damaged block: fall back on the registry entry it names, never on a path
         name = d.get("name")
-        return get_model(name) if name else None
+        if isinstance(name, str) and name.strip().lower() in known_models():
+            return get_model(name)
+        return None
 
 
 def _resolve_gpu(tr: Trace, gpu, bandwidth):
@@ -796,7 +813,7 @@ def verdict(e: Explanation) -> str:
     """One sentence with the numbers that matter: the dominant cause first."""
     s, d, w = e.summary, e.decomposition, e.whatif
     lat, busy = s.get("latency_ms"), s.get("gpu_busy_ms")
-    if lat is None:
+    if not lat:
         return "No step latency: the trace has fewer than two decode steps with GPU work."
     if busy is None:
         return (f"Host-side only: each step takes {_fmt_ms(lat)} on the CPU; the trace has no GPU "

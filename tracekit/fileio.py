@@ -1,31 +1,128 @@
-"""Write output files atomically: a reader never sees half a file, a failure leaves none."""
+"""Write output files so that a reader never sees half a file and a failure leaves none.
+
+The rules, as ``cp`` and editors follow them:
+
+* a regular file (new, or one to replace) is written to a temp file beside it and renamed into
+  place; the temp file is removed on every exception, Ctrl-C and SIGTERM (the CLI turns SIGTERM
+  into an exception, so ``finally`` runs);
+* the new file gets the mode the umask gives (``0644`` under umask 022), not ``mkstemp``'s
+  ``0600``; a replaced file keeps its mode;
+* a symlink is written *through*: the file it points to is replaced and the link stays. A path
+  that is not a regular file — ``/dev/stdout``, a pipe, a terminal, ``/dev/full`` — is opened and
+  written in place, never replaced by a file;
+* every ``OSError`` (read-only directory, ``/proc``, a name too long, a full disk) becomes one
+  :class:`~tracekit.errors.BadInput` naming the path and the reason.
+
+    >>> atomic_write_text("report.md", "# hi\\n")   # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from tracekit.errors import BadInput
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
-    p = Path(path)
-    if p.is_dir():
-        raise BadInput(f"{p} is a directory; name an output file")
-    if not p.parent.exists():
-        raise BadInput(f"cannot write {p}: directory {p.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+def _target(p: Path) -> tuple[Path, os.stat_result | None, bool]:
+    """Where to write for the path the user named, what is there now (None: nothing), and whether
+    to write in place (a device, a pipe, or a link into ``/proc``/``/dev`` such as ``/dev/stdout``)
+    rather than by a temp file and a rename."""
     try:
+        st = os.stat(p)  # follows symlinks
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        return p, st, True
+    if p.is_symlink():
+        hop = os.readlink(p)
+        if hop.startswith(("/proc/", "/dev/")):
+            return p, st, True  # /dev/stdout and friends: the descriptor, not a file to replace
+        return Path(os.path.realpath(p)), st, False  # write through to the file the link names
+    return p, st, False
+
+
+@contextmanager
+def open_output(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through; see the module docstring for the rules."""
+    p = Path(path)
+    target, st, in_place = _target(p)
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"{p} is a directory; name an output file")
+    if in_place:
+        try:
+            f = open(target, "wb")  # noqa: SIM115 - a device or pipe: write in place
+        except OSError as exc:
+            raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+        try:
+            with f:
+                yield f
+        except OSError as exc:
+            raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+        return
+    parent = target.parent
+    if not parent.exists():
+        raise BadInput(f"cannot write {p}: directory {parent} does not exist")
+    tmp = None
+    try:
+        for _ in range(100):
+            tmp = parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+            try:
+                # 0o666 minus the umask, as open(..., "w") would create it
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise BadInput(f"cannot write {p}: no free temp-file name in {parent}")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+            if st is not None:
+                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))  # a replaced file keeps its mode
+            yield f
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as exc:
+        raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` (see the module docstring)."""
+    with open_output(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_all(outputs: list[tuple[str | Path, bytes]]) -> None:
+    """Write several outputs, all or none: if one fails, those already written that did not exist
+    before are removed again (a file that was replaced cannot be brought back)."""
+    done: list[Path] = []
+    try:
+        for path, data in outputs:
+            existed = os.path.lexists(path)
+            atomic_write_bytes(path, data)
+            if not existed:
+                done.append(Path(path))
+    except BaseException:
+        for p in done:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise

@@ -76,12 +76,7 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
     found: tuple[pl.DataFrame, str, str] | None = None
 
     if step_marker is not None:
-        try:
-            rx = re.compile(step_marker)
-        except re.error as exc:
-            raise BadUsage(f"--step-marker {step_marker!r} is not a valid regular expression: {exc}") from None
-        ranges = _top_level(cpu_ann.filter(pl.col("name").map_elements(
-            lambda n: bool(rx.search(n)), return_dtype=pl.Boolean)))
+        ranges = _top_level(cpu_ann.filter(_marker_matches(step_marker, cpu_ann)))
         if ranges.height == 0:
             raise NoStepsError(
                 f"--step-marker {step_marker!r} matched no annotation; annotations in the trace: "
@@ -109,6 +104,23 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
     ops = _assign(ops, table)
     table, warnings = _flag(table, ops, has_gpu=trace.has_gpu)
     return Steps(table=table, ops=ops, method=method, detail=detail, warnings=warnings)
+
+
+def _marker_matches(step_marker: str, ann: pl.DataFrame) -> pl.Series:
+    """Which annotations the user's ``--step-marker`` matches.
+
+    The pattern runs in polars' regex engine (Rust's ``regex`` crate, the RE2 design): matching
+    takes time linear in the name whatever the pattern, so ``(a+)+$`` cannot hang on a long
+    annotation name the way it does in Python's backtracking ``re``. The price: no look-around and
+    no backreferences, which a step marker does not need; such a pattern gets a usage error.
+    """
+    try:
+        return ann.select(pl.col("name").str.contains(step_marker).fill_null(False))["name"]
+    except pl.exceptions.PolarsError as exc:
+        why = str(exc).split("This error occurred")[0].strip().replace("\n", " ")
+        why = " ".join(why.split())
+        raise BadUsage(f"--step-marker {step_marker!r} is not a regular expression tracekit can "
+                       f"run ({why}); look-around and backreferences are not supported") from None
 
 
 # -- membership -------------------------------------------------------------------------------
@@ -174,9 +186,9 @@ def _repeating_annotation(ann: pl.DataFrame, ops: pl.DataFrame):
     ann = ann.filter(~pl.col("name").str.contains(PROFILER_STEP.pattern))
     if ann.height < 2:
         return None
-    ann = ann.with_columns(
-        pl.col("name").map_elements(lambda n: _DIGITS.sub("#", n), return_dtype=pl.Utf8)
-        .alias("family"))
+    ann = ann.with_columns(pl.col("name").str.replace_all(_DIGITS.pattern, "#").alias("family"))
+    # a family needs two ranges at least: drop the one-off names before the per-family work
+    ann = ann.filter(pl.len().over("family") >= 2)
     at = np.sort(ops.select(pl.coalesce("launch_start_ns", "start_ns")).to_series().to_numpy())
     best = None
     for family, group in ann.group_by("family"):
@@ -199,11 +211,24 @@ def _repeating_annotation(ann: pl.DataFrame, ops: pl.DataFrame):
 
 
 def _smallest_period(sig: list) -> int:
+    """The smallest ``p`` with ``sig[i] == sig[i + p]`` for every ``i`` (``len(sig)`` if none).
+
+    That is ``n`` minus the longest proper border (prefix that is also a suffix), which the
+    Knuth-Morris-Pratt prefix function gives in linear time.
+    """
     n = len(sig)
-    for p in range(1, n // 2 + 1):
-        if all(sig[i] == sig[i + p] for i in range(n - p)):
-            return p
-    return n
+    if n == 0:
+        return 0
+    pi = [0] * n
+    k = 0
+    for i in range(1, n):
+        while k and sig[i] != sig[k]:
+            k = pi[k - 1]
+        if sig[i] == sig[k]:
+            k += 1
+        pi[i] = k
+    p = n - pi[-1]
+    return p if p <= n // 2 else n
 
 
 def _graph_launches(trace: Trace, ops: pl.DataFrame):
@@ -241,16 +266,48 @@ def kernel_period(names: np.ndarray, *, min_period: int = 2) -> tuple[int, float
     it breaks at every step boundary — while the step period matches almost exactly. So: score every
     shift, and take the smallest whose score is within a hair of the best.
     """
+    names = names[:MAX_PERIOD_KERNELS]
     n = names.size
     if n < 2 * min_period:
         return 0, 0.0
     shifts = np.arange(min_period, n // 2 + 1)
-    scores = np.array([np.mean(names[p:] == names[:-p]) for p in shifts])
+    if shifts.size * n <= EXACT_PERIOD_WORK:
+        scores = np.array([np.mean(names[p:] == names[:-p]) for p in shifts])
+    else:
+        scores = _sampled_then_exact(names, shifts)
     best = scores.max()
     ok = np.nonzero(scores >= max(best - 0.002, PERIOD_MATCH))[0]
     if ok.size == 0:
         return 0, float(best)
     return int(shifts[ok[0]]), float(scores[ok[0]])
+
+
+#: kernel_period looks at no more than this many kernels (a step period shows long before)
+MAX_PERIOD_KERNELS = 200_000
+#: up to this many element comparisons every shift is scored exactly; beyond, sampled first
+EXACT_PERIOD_WORK = 200_000_000
+_SAMPLE = 4096
+_CANDIDATES = 256
+
+
+def _sampled_then_exact(names: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Scores of every shift, exact only where a sampled score says it could be near the best.
+
+    Each shift is first scored on the same 4096 random positions (standard error under 1%); the
+    256 best (at least 0.9) are then scored exactly. Shifts that cannot reach ``PERIOD_MATCH`` keep
+    their sampled score, far below it. Linear in the number of kernels times a constant.
+    """
+    n = names.size
+    rng = np.random.default_rng(0)
+    pos = np.sort(rng.integers(0, n - shifts[-1], size=_SAMPLE))
+    sampled = np.array([np.mean(names[pos + p] == names[pos]) for p in shifts])
+    order = np.argsort(-sampled, kind="stable")[:_CANDIDATES]
+    order = order[sampled[order] >= 0.9]
+    scores = np.minimum(sampled, 0.5)
+    for i in order:
+        p = shifts[i]
+        scores[i] = np.mean(names[p:] == names[:-p])
+    return scores
 
 
 def _kernel_period(ops: pl.DataFrame):
@@ -318,6 +375,40 @@ def _phase(kernels: pl.DataFrame, p: int) -> int:
         if (~in_layer).any():
             score[in_layer] = -np.inf
     return int(np.argmax(score))
+
+
+# -- what the steps are ---------------------------------------------------------------------
+#: kernels of a backward pass (cuDNN/cuBLAS/PyTorch name them so), and the CPU ops of autograd and
+#: of an optimizer step: none of them runs in a decode step
+BACKWARD_KERNEL = r"(?i)backward|_bwd|bwd_|wgrad|dgrad"
+TRAINING_CPU_OP = r"^autograd::engine::|^Optimizer\.(step|zero_grad)|Backward\d*$"
+
+
+def training_evidence(trace: Trace, steps: Steps) -> str | None:
+    """Why the decode steps look like training iterations, or None.
+
+    A training iteration runs a backward pass and an optimizer step; decode runs neither. Evidence:
+    the steps' GPU ops include backward kernels, or their CPU ranges hold autograd or
+    ``Optimizer.step`` ops.
+    """
+    decode = steps.decode
+    if decode.height == 0:
+        return None
+    ops = steps.ops.filter(pl.col("step").is_in(decode["step"].implode()))
+    bwd = ops.filter(pl.col("name").str.contains(BACKWARD_KERNEL))
+    reasons = []
+    if bwd.height:
+        reasons.append(f"{bwd.height} backward kernels such as {bwd['name'][0][:60]!r}")
+    cpu = trace.cpu_ops.filter(pl.col("name").str.contains(TRAINING_CPU_OP)).sort("start_ns")
+    if cpu.height:
+        ranges = decode.select("cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns")
+        inside = cpu.join_asof(ranges, left_on="start_ns", right_on="cpu_start_ns",
+                               strategy="backward").filter(
+            pl.col("cpu_end_ns").is_not_null() & (pl.col("start_ns") < pl.col("cpu_end_ns")))
+        if inside.height:
+            reasons.append(f"{inside.height} autograd/optimizer ops such as "
+                           f"{inside['name'][0][:60]!r}")
+    return "; ".join(reasons) or None
 
 
 # -- flagging ---------------------------------------------------------------------------------

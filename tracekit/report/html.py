@@ -29,6 +29,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from tracekit.errors import BadUsage
+from tracekit.report.safe import clean
 from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
 
 GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
@@ -80,6 +81,7 @@ def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inl
     """The HTML report of an ``Explanation.to_dict()`` document and its ``timeline``."""
     if plotlyjs not in ("inline", "cdn"):
         raise BadUsage(f"plotlyjs must be 'inline' or 'cdn', not {plotlyjs!r}")
+    doc, timeline = clean(doc), clean(timeline)  # no control or bidi character from the trace
     sections = [
         _header(doc), _verdict(doc), _kpis(doc), _warnings(doc), _decomposition(doc),
         _host(doc), _unprofiled(doc), _capture(doc), _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 
+from tracekit.report.safe import clean
 from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
 
 #: characters that start Markdown/GFM syntax anywhere in a line (``_`` is handled separately:
@@ -77,6 +78,7 @@ def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
 # -- sections ---------------------------------------------------------------------------------
 def render_markdown(doc: dict) -> str:
     """The Markdown summary of an ``Explanation.to_dict()`` document."""
+    doc = clean(doc)  # no control or bidi character from the trace reaches the reader
     parts = [
         _title(doc), _verdict(doc), _context(doc), _decomposition(doc), _host(doc),
         _unprofiled(doc), _per_step(doc),

@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from tracekit.report.safe import clean, clean_text
 from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
 
 
@@ -27,7 +28,7 @@ def render(d: dict, console: Console | None = None) -> None:
     title would wrap with its table), long names are cut with "…" rather than wrapped.
     """
     console = console or Console()
-    console.print(_group(d, console.width))
+    console.print(_group(clean(d), console.width))  # no control or bidi character from the trace
 
 
 def _heading(title: str) -> Text:
@@ -249,7 +250,7 @@ def _unprofiled_parts(d: dict) -> list:
 def render_floor(spec, ctx: int, dtype: str, rows: list[dict], console: Console | None = None) -> None:
     """The analytic floor table (``tracekit floor``)."""
     console = console or Console()
-    t = Table(title=f"Memory floor of one decode step: {escape(spec.name)}, ctx {ctx}, {escape(dtype)}",
+    t = Table(title=f"Memory floor of one decode step: {escape(clean_text(spec.name))}, ctx {ctx}, {escape(dtype)}",
               title_justify="left")
     for col in ("GPU", "peak GB/s", "exact GB", "floor ms (exact)", "all-weights GB",
                 "floor ms (W+K)", "max tok/s"):

@@ -23,6 +23,7 @@ class GpuSpec:
     peak_gbps: float  # datasheet peak DRAM bandwidth, GB/s (1e9 bytes/s)
     arch: str  # "hopper", "ampere", "ada", "blackwell", "volta", "turing"
     pattern: str  # regex over the device name, case-insensitive
+    aliases: tuple[str, ...] = ()  # how people write it on a command line (``--gpu H100``)
 
 
 #: most specific first; the first match wins
@@ -32,11 +33,11 @@ GPUS: list[GpuSpec] = [
     GpuSpec("H200", 4800, "hopper", r"H200"),
     GpuSpec("H100 NVL", 3900, "hopper", r"H100.*NVL"),
     GpuSpec("H100 PCIe", 2000, "hopper", r"H100.*(PCIe|HBM2e)"),
-    GpuSpec("H100 SXM5", 3350, "hopper", r"H100.*(SXM|HBM3)"),
+    GpuSpec("H100 SXM5", 3350, "hopper", r"H100.*(SXM|HBM3)", ("H100", "H100 SXM", "H100 80GB")),
     GpuSpec("B200", 8000, "blackwell", r"B200"),
     GpuSpec("A100 80GB PCIe", 1935, "ampere", r"A100.*(80GB.*PCIe|PCIe.*80GB)"),
-    GpuSpec("A100 80GB SXM", 2039, "ampere", r"A100.*80GB"),
-    GpuSpec("A100 40GB", 1555, "ampere", r"A100"),
+    GpuSpec("A100 80GB SXM", 2039, "ampere", r"A100.*80GB", ("A100 80GB", "A100 SXM4 80GB")),
+    GpuSpec("A100 40GB", 1555, "ampere", r"A100", ("A100 SXM4 40GB", "A100 PCIe 40GB")),
     GpuSpec("L40S", 864, "ada", r"L40S"),
     GpuSpec("L40", 864, "ada", r"L40\b"),
     GpuSpec("L4", 300, "ada", r"\bL4\b"),
@@ -51,10 +52,16 @@ GPUS: list[GpuSpec] = [
 _COMPILED = [(g, re.compile(g.pattern, re.IGNORECASE)) for g in GPUS]
 
 
+#: device names are short ("NVIDIA H100 80GB HBM3"); a longer one is cut before matching, so a
+#: hostile name cannot make the patterns' ``.*`` backtrack for long
+MAX_DEVICE_NAME = 256
+
+
 def match_gpu(device_name: str | None) -> GpuSpec | None:
     """The datasheet entry for a device name as the driver reports it, or None if unknown."""
     if not device_name:
         return None
+    device_name = device_name[:MAX_DEVICE_NAME]
     for spec, rx in _COMPILED:
         if rx.search(device_name):
             return spec
@@ -65,11 +72,38 @@ def known_gpus() -> list[str]:
     return [g.name for g in GPUS]
 
 
+_NOISE = {"nvidia", "geforce", "tesla"}
+
+
+def _tokens(name: str) -> tuple[str, ...]:
+    return tuple(t for t in re.findall(r"[a-z0-9]+", name.lower()) if t not in _NOISE)
+
+
 def get_gpu(name: str) -> GpuSpec:
-    """A GPU by table name or device name (``--gpu``); BadInput listing the known names if none."""
-    for g in GPUS:
-        if g.name.lower() == name.strip().lower():
-            return g
+    """A GPU as people write it on a command line (``--gpu``).
+
+    In order: a table name or alias, ignoring case, spaces, dashes and the word NVIDIA
+    (``H100``, ``h100-sxm``, ``A100 80GB``, ``L4``); the table entries whose name holds every word
+    of ``name`` — exactly one, or an error listing them (``A100`` is a 40 GB or an 80 GB part, with
+    different bandwidths: tracekit does not guess); else a device name as the driver reports it
+    (``NVIDIA A100-SXM4-80GB``). BadInput, listing the known names, if nothing matches.
+    """
+    q = _tokens(name[:MAX_DEVICE_NAME])
+    if q:
+        compact = "".join(q)
+        for g in GPUS:
+            for label in (g.name, *g.aliases):
+                if "".join(_tokens(label)) == compact:
+                    return g
+        words = set(q)
+        cands = [g for g in GPUS
+                 if words <= {t for label in (g.name, *g.aliases) for t in _tokens(label)}]
+        if len(cands) == 1:
+            return cands[0]
+        if len(cands) > 1:
+            raise BadInput(f"GPU {name!r} is ambiguous: it could be "
+                           f"{', '.join(g.name for g in cands)}; name one (--gpu "
+                           f"{cands[0].name!r}) or pass --bandwidth GBPS")
     spec = match_gpu(name)
     if spec is None:
         raise BadInput(f"unknown GPU {name!r}; known: {', '.join(known_gpus())} "

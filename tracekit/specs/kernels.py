@@ -39,15 +39,71 @@ RULES: list[tuple[KernelCategory, str]] = [
                                  r"|neg|where|clamp|cast|arange"),
 ]
 
-_COMPILED = [(cat, re.compile(rx, re.IGNORECASE)) for cat, rx in RULES]
+def _split_top(rx: str, sep: str) -> list[str]:
+    """``rx`` split at ``sep`` where it is outside every group."""
+    parts, depth, cur, i = [], 0, "", 0
+    while i < len(rx):
+        if rx[i] == "\\":
+            cur += rx[i:i + 2]
+            i += 2
+            continue
+        if rx[i] == "(":
+            depth += 1
+        elif rx[i] == ")":
+            depth -= 1
+        if depth == 0 and rx.startswith(sep, i):
+            parts.append(cur)
+            cur, i = "", i + len(sep)
+            continue
+        cur += rx[i]
+        i += 1
+    return [*parts, cur]
+
+
+class _Rule:
+    """One rule, matched in time linear in the name.
+
+    Python's ``re`` backtracks: ``cutlass.*kernel.*(mha|attn)`` searched over a 100 KB name of
+    repeated ``kernel`` takes quadratic time (42 s). So the alternatives without ``.*`` run as one
+    regex — each of them a literal with at most a bounded class, which cannot backtrack far — and
+    an alternative ``a.*b.*c`` runs as successive searches, each from where the previous match
+    ended: the leftmost match of each part leaves the most room for the next, so this finds a
+    match exactly when the regex would, and reads the name once per part.
+    """
+
+    def __init__(self, rx: str) -> None:
+        alts = _split_top(rx, "|")
+        plain = [a for a in alts if ".*" not in a]
+        self.plain = re.compile("|".join(plain)) if plain else None
+        self.ordered = [[re.compile(p) for p in _split_top(a, ".*")]
+                        for a in alts if ".*" in a]
+
+    def search(self, name: str) -> bool:
+        """Whether the rule matches ``name`` (already lower-cased)."""
+        if self.plain is not None and self.plain.search(name):
+            return True
+        for parts in self.ordered:
+            pos = 0
+            for part in parts:
+                m = part.search(name, pos)
+                if m is None:
+                    break
+                pos = m.end()
+            else:
+                return True
+        return False
+
+
+_COMPILED = [(cat, _Rule(rx)) for cat, rx in RULES]
 
 
 def categorize(name: str, kind: str = "kernel") -> KernelCategory:
     """The category of one GPU op."""
     if kind in ("memcpy", "memset"):
         return KernelCategory.COPY
-    for cat, rx in _COMPILED:
-        if rx.search(name):
+    name = name.lower()  # the rules are lower case: cheaper than matching with IGNORECASE
+    for cat, rule in _COMPILED:
+        if rule.search(name):
             return cat
     return KernelCategory.OTHER
 

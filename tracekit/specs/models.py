@@ -39,6 +39,13 @@ def dtype_bytes(dtype: str) -> int:
                        "and the weight-only formats int8, fp8, int4 (--group-size), nf4") from None
 
 
+#: the largest value each shape may take (ten times the largest models of 2026), as a sanity bound
+_SHAPE_LIMITS = {"layers": 10_000, "hidden": 1 << 20, "intermediate": 1 << 22, "heads": 1 << 14,
+                 "kv_heads": 1 << 14, "head_dim": 1 << 14, "vocab": 1 << 26}
+#: the longest context tracekit computes a floor for (tokens)
+MAX_CTX = 1 << 30
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A decoder-only GQA transformer (Llama/Qwen2/Mistral family), by its shapes."""
@@ -58,6 +65,15 @@ class ModelSpec:
     max_position: int = 32768
     published_params: float | None = None  # for the record; never used in arithmetic
     extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        # shapes come from files (config.json, a trace's metadata): 0 heads, Infinity or a negative
+        # layer count would give a nonsense floor or divide by zero, so they are refused here
+        for name, hi in _SHAPE_LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+                raise BadInput(f"model config {self.name!r}: {name} must be a whole number from 1 "
+                               f"to {hi}, got {v!r}")
 
     # -- parameter counts -------------------------------------------------------------------
     def layer_params(self) -> int:
@@ -247,30 +263,49 @@ def spec_from_hf_config(path: Path) -> ModelSpec:
     if not isinstance(cfg, dict):
         raise BadInput(f"{str(path)!r} is not a Hugging Face config.json (expected a JSON object)")
     cfg = cfg.get("text_config", cfg)
+    if not isinstance(cfg, dict):
+        raise BadInput(f"{str(path)!r} is not a Hugging Face config.json (text_config is not an object)")
+
     try:
-        heads = int(cfg["num_attention_heads"])
-        hidden = int(cfg["hidden_size"])
+        heads = _whole(cfg["num_attention_heads"])
+        hidden = _whole(cfg["hidden_size"])
         family = str(cfg.get("model_type", "llama"))
         return ModelSpec(
             name=str(cfg.get("_name_or_path") or Path(path).parent.name or family),
             family=family,
-            layers=int(cfg["num_hidden_layers"]),
+            layers=_whole(cfg["num_hidden_layers"]),
             hidden=hidden,
-            intermediate=int(cfg["intermediate_size"]),
+            intermediate=_whole(cfg["intermediate_size"]),
             heads=heads,
-            kv_heads=int(cfg.get("num_key_value_heads") or heads),
-            head_dim=int(cfg.get("head_dim") or hidden // heads),
-            vocab=int(cfg["vocab_size"]),
+            kv_heads=_whole(_given(cfg, "num_key_value_heads", heads)),
+            head_dim=_whole(_given(cfg, "head_dim", hidden // heads if heads > 0 else 0)),
+            vocab=_whole(cfg["vocab_size"]),
             tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             qkv_bias=bool(cfg.get("attention_bias", family == "qwen2")),
             rope_theta=float(cfg.get("rope_theta", 10000.0)),
-            max_position=int(cfg.get("max_position_embeddings", 32768)),
+            max_position=_whole(cfg.get("max_position_embeddings", 32768)),
             # capture builds the model from this file, so details the spec does not model
             # (rope scaling, norm epsilon, ...) stay as the checkpoint has them
             extra={"hf_config_path": str(Path(path).resolve())},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(
-            f"{str(path)!r} lacks a field tracekit needs ({exc}); it needs num_hidden_layers, "
-            "hidden_size, intermediate_size, num_attention_heads and vocab_size"
+            f"model config {str(path)!r} lacks a field tracekit needs or holds a bad value "
+            f"({exc}); it needs whole numbers num_hidden_layers, hidden_size, intermediate_size, "
+            "num_attention_heads and vocab_size"
         ) from None
+
+
+def _whole(v) -> int:
+    """A count from a config file: 4.0 is 4; 4.5, "4", true, Infinity and NaN are refused."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"expected a whole number, got {v!r}")
+    return v
+
+
+def _given(cfg: dict, key: str, default):
+    """``cfg[key]`` unless it is absent or null (HF's meaning of "derive it"); 0 stays 0."""
+    v = cfg.get(key)
+    return default if v is None else v

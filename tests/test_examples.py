@@ -1,0 +1,91 @@
+"""Every example command printed by ``--help`` and in the README runs, as written.
+
+The examples are read from the help text (``Example: tracekit …``) and from the README's shell
+blocks (lines starting with ``tracekit`` or ``$ tracekit``), then run in a directory holding the
+files they name (``trace.json.gz`` and ``eager.json.gz``: an eager sample trace; ``graphs.json.gz``:
+a CUDA-graph one). An example must exit 0 with no ``Error:``, or, where it needs a GPU (``capture``,
+``sweep`` on a machine without CUDA), fail with exactly one ``Error:`` line that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tracekit.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_traces"
+FILES = {"trace.json.gz": "qwen2.5-7b_ctx2048_eager.json.gz",
+         "eager.json.gz": "qwen2.5-7b_ctx2048_eager.json.gz",
+         "graphs.json.gz": "qwen2.5-7b_ctx2048_cuda-graphs.json.gz"}
+GPU_COMMANDS = {"capture", "sweep"}  # they run models on a GPU
+NEEDS_GPU = re.compile(r"CUDA|GPU|torch", re.IGNORECASE)
+
+
+def _help_examples() -> list[str]:
+    out = []
+    for command in app.commands.values():  # the docstring as written, before click wraps it
+        out += re.findall(r"Example:\s*(tracekit [^\n]+)", command.help or "")
+        out += re.findall(r"^\s*\$ (tracekit [^\n]+)", command.help or "", re.M)
+    return [e.strip() for e in out]
+
+
+def _readme_examples() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            line = line.strip().removeprefix("$ ")
+            if line.startswith("pip install . && "):
+                line = line.removeprefix("pip install . && ")
+            if line.startswith("tracekit "):
+                out.append(line.split("  #")[0].split(" # ")[0].strip())
+    return out
+
+
+EXAMPLES = sorted(set(_help_examples()) | set(_readme_examples()))
+
+
+def test_examples_were_found():
+    commands = {e.split()[1] for e in EXAMPLES}
+    assert {"explain", "floor", "capture"} <= commands, EXAMPLES
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_example_runs(example, tmp_path):
+    for name, src in FILES.items():
+        shutil.copy(SAMPLES / src, tmp_path / name)
+    if (REPO / "capture").is_dir():  # recipes the sweep examples name
+        shutil.copytree(REPO / "capture", tmp_path / "capture")
+    (tmp_path / "sample_traces").symlink_to(SAMPLES)  # examples that name a committed trace
+    gpu = example.rstrip().endswith("# GPU")  # the help marks what needs an NVIDIA GPU
+    argv = shlex.split(example, comments=True)[1:]
+    if argv[0] == "sweep" and gpu and not Path("/dev/nvidia0").exists():
+        pytest.skip("sweep needs a GPU: without one it runs every cell to its own CUDA error "
+                    "(minutes) and reports them all, not one Error line")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    r = subprocess.run([sys.executable, "-m", "tracekit", *argv], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    if (gpu or argv[0] in GPU_COMMANDS) and r.returncode != 0:
+        # capture may print progress lines first (``session 1/10…``); the failure is one Error line
+        lines = r.stderr.strip().splitlines()
+        errors = [ln for ln in lines if ln.startswith("Error: ")]
+        assert len(errors) == 1 and lines[-1] == errors[0], r.stderr[-2000:]
+        assert NEEDS_GPU.search(errors[0]), errors[0]
+        return
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Error:" not in r.stderr
+    for flag in ("--html", "--markdown", "-o"):
+        if flag in argv:
+            out = tmp_path / argv[argv.index(flag) + 1]
+            assert out.is_file() and out.stat().st_size > 0, out
