@@ -36,9 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 AS_LIMIT = 3 << 30  # bytes of address space per child: polars alone reserves ~1.5 GB
 
 #: cases whose defence belongs to the streaming reader (tracekit/trace/*) and is not on main yet
-READER_PENDING: set[str] = {
-    "nsys_gz_truncated",  # a truncated .sqlite.gz is analysed as if whole
-}
+READER_PENDING: set[str] = set()
 
 #: control characters a terminal acts on, and bidi overrides/isolates (Trojan Source)
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
