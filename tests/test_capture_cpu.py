@@ -269,10 +269,10 @@ def test_interrupt_mid_capture_through_the_cli(tmp_path: Path, monkeypatch) -> N
 
 
 def test_sigterm_unwinds_like_ctrl_c() -> None:
-    from tracekit.capture.run import _sigterm_as_interrupt
+    from tracekit.capture.run import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt), _sigterm_as_interrupt():
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(1000):  # the handler runs between bytecodes of the main thread
             pass

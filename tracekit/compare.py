@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tracekit import __version__
 from tracekit.bootstrap import LEVEL, RESAMPLES, SEED, latency_ci, pooled, ratio_ci, session_medians
+from tracekit.capture.write import json_safe
 from tracekit.errors import BadInput, BadUsage, TraceFormatError
 
 SCHEMA = "tracekit.compare/1"
@@ -245,7 +246,7 @@ def compare(a, b, *, basis: str = "auto", resamples: int = RESAMPLES, seed: int 
         "warnings": warnings,
     }
     doc["verdict"] = verdict(doc)
-    return Comparison(_clean(doc))
+    return Comparison(json_safe(doc))
 
 
 def _plural(n: int, word: str) -> str:
@@ -444,12 +445,3 @@ def _biggest_move(t: dict) -> str | None:
     return f"{v['label']} ({v['delta']:+.3f} ms)"
 
 
-def _clean(v):
-    """JSON-safe: NaN and infinities become None (unknown is null)."""
-    if isinstance(v, float):
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import sys
 import types
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from tracekit import __version__
 from tracekit import host as host_attr
 from tracekit import unprofiled as unprof
 from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_kernels
+from tracekit.capture.write import json_safe
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
@@ -117,7 +117,7 @@ class Explanation:
         d = {"schema": SCHEMA, "tracekit_version": __version__}
         for f in fields(self):
             if not f.name.startswith("_"):
-                d[f.metadata.get("json", f.name)] = _clean(getattr(self, f.name))
+                d[f.metadata.get("json", f.name)] = json_safe(getattr(self, f.name))
         return d
 
     # -- DataFrames (tracekit/frames.py) --------------------------------------------------------
@@ -207,15 +207,6 @@ class Explanation:
                 f"{f', {lat:.3f} ms/step' if lat is not None else ''} — {self.verdict}>")
 
 
-def _clean(v):
-    """JSON-safe: NaN and infinities become None (the contract: unknown is null)."""
-    if isinstance(v, float):
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
 
 
 # -- entry point ------------------------------------------------------------------------------

@@ -76,15 +76,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tracekit.capture.options import CaptureOptions
+from tracekit.capture.run import sigterm_as_interrupt
 from tracekit.errors import BadInput, BadUsage, CaptureError
 
 #: capture options a recipe may set (the rest are internal to capture)
@@ -315,7 +314,7 @@ def run_cell(cell: Cell, out: str | Path, *, progress=None) -> Path | None:
 
         opts = CaptureOptions(**cell.options, output=trace,
                               command=["tracekit", "sweep", "--cell", cell.id])
-        with _sigterm_as_interrupt():  # SIGTERM unwinds: session processes stopped, temps removed
+        with sigterm_as_interrupt():  # SIGTERM unwinds: session processes stopped, temps removed
             run_capture(opts, progress=progress)
         _log_cell(out, cell, time.monotonic() - t0)
     return write_part(cell, out, seconds=_logged_seconds(out, cell))
@@ -499,24 +498,10 @@ def run_sweep(recipe: Recipe, out: str | Path, *, budget_s: float | None = None,
     SIGTERM (a scheduler, a device lease ending) unwinds like Ctrl-C: the running cell is stopped
     and the finished ones stay. If the sweep itself is SIGKILLed, the cell's process is sent
     SIGTERM by the kernel (Linux parent-death signal) and unwinds the same way."""
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         return _run_sweep(recipe, Path(out), budget_s, say, retry_failed)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say,

@@ -78,7 +78,7 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
     _require_torch()
     if opts.device == "cuda":
         check_cuda()
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         return _capture(opts, spec, progress)
 
 
@@ -94,7 +94,7 @@ def _require_torch() -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (``timeout``, a batch scheduler) unwinds like Ctrl-C, so temp files are removed."""
     if threading.current_thread() is not threading.main_thread():
         yield
