@@ -173,115 +173,99 @@ def _phases(
             attention=opts.attention,
         )
     stepper = make_stepper(mode, model, device=device, kv_len=kv_len)
+    # the SDPA backend is forced around every model call: prefill, capture or compile, steps
     with attention_backend(opts.attention):
-        return _decode_phases(opts, spec, progress, stepper, dtype=dtype, kv_len=kv_len,
-                              kinds=kinds, memory=memory)
-
-
-def _decode_phases(
-    opts: CaptureOptions,
-    spec: ModelSpec,
-    progress: Progress,
-    stepper,
-    *,
-    dtype: str,
-    kv_len: int,
-    kinds: list[str],
-    memory: dict,
-) -> CaptureResult:
-    device, mode = opts.device, opts.mode
-    model = stepper.model
-    with progress.phase(f"prefilling {opts.ctx} tokens"):
-        stepper.prefill(prompt(model.config.vocab_size, opts.ctx, device=device, seed=opts.seed))
-        sync(device)
-    early_kineto = "cuda" in kinds and mode != "eager"
-    if early_kineto:
-        init_for_graphs(kinds)  # before capture/compile, or replayed kernels go unrecorded
-    prepare_steps = 0
-    if mode != "eager":
-        what = (
-            "capturing the CUDA graph" if mode == "cuda-graphs" else "compiling (reduce-overhead)"
-        )
-        with progress.phase(what):
-            prepare_steps = stepper.prepare()
-    with progress.phase(f"warming up ({_plural(opts.warmup, 'step')})", live=False):
-        warm_up(stepper.step, opts.warmup, device=device)
-    clocks_before = gpu_clocks() if device == "cuda" else None
-    with progress.phase(f"timing {_plural(opts.steps, 'step')} without the profiler", live=False):
-        ms = time_steps(stepper.step, opts.steps, device=device)
-    copy_gbps = None
-    ctx_first_step = stepper.position
-    nvtx = Nvtx(device)
-    prof = None
-    wall_ms = ms_after = None
-    if opts.profile:
-        if device == "cuda":
-            with progress.phase("probing copy bandwidth"):
-                copy_gbps = copy_bandwidth_gbps(device)
-        ctx_first_step = stepper.position
-        with progress.phase(f"profiling {_plural(opts.profile_steps, 'step')}", live=False):
-            prof, wall_ms = profile_steps(
-                stepper.step, opts.profile_steps, device=device, kinds=kinds, nvtx=nvtx
+        with progress.phase(f"prefilling {opts.ctx} tokens"):
+            stepper.prefill(prompt(model.config.vocab_size, opts.ctx, device=device, seed=opts.seed))
+            sync(device)
+        early_kineto = "cuda" in kinds and mode != "eager"
+        if early_kineto:
+            init_for_graphs(kinds)  # before capture/compile, or replayed kernels go unrecorded
+        prepare_steps = 0
+        if mode != "eager":
+            what = (
+                "capturing the CUDA graph" if mode == "cuda-graphs" else "compiling (reduce-overhead)"
             )
-        with progress.phase(
-            f"timing {_plural(opts.steps, 'step')} after the profiled window", live=False
-        ):
-            ms_after = time_steps(stepper.step, opts.steps, device=device)
-    clocks_after = gpu_clocks() if device == "cuda" else None
-    timing = summarize(ms, warmup=opts.warmup)
-    timing_after = summarize(ms_after, warmup=0) if ms_after else None
-    meta = {
-        "schema": SCHEMA,
-        "tracekit_version": tracekit.__version__,
-        "model": spec.to_dict(),
-        "model_name": spec.name,
-        "ctx": opts.ctx,
-        "ctx_first_step": ctx_first_step,
-        "mode": mode,
-        "dtype": dtype,
-        "attention": attention_info(opts.attention, prof),
-        "device": device,
-        "gpu": gpu_info() if device == "cuda" else None,
-        "versions": versions(),
-        "timing": timing,
-        "timing_after": timing_after,
-        "gpu_clocks_before": clocks_before,
-        "gpu_clocks_after": clocks_after,
-        "session": opts.session_index,
-        "profiled": {"steps": opts.profile_steps, "wall_ms_per_step": round(wall_ms, 6)}
-        if wall_ms is not None
-        else None,
-        "profiler_overhead_ratio": round(wall_ms / timing["median_ms"], 4)
-        if wall_ms is not None and timing["median_ms"]
-        else None,
-        "copy_bandwidth_gbps": copy_gbps,
-        "command": list(opts.command or sys.argv),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        # beyond the contract: what a reader needs to trust or reproduce the numbers
-        "weights": str(opts.weights) if opts.weights else "random",
-        "seed": opts.seed,
-        "kv_cache": {
-            "kind": "dynamic" if mode == "eager" else "static",
-            "max_len": None if mode == "eager" else kv_len,
-        },
-        "prepare_steps": prepare_steps,
-        "next_token": "greedy argmax kept on the device (no host sync per step)",
-        "profiler": "nsys" if opts.under_nsys else "torch",
-        "profiler_activities": kinds,
-        "kineto_initialised_before_timing": early_kineto,
-        "nvtx": nvtx.backend,
-        "memory_bytes": {
-            "weights": memory["weights"],
-            "kv_cache": memory["kv"],
-            "device_total": memory["device_total"],
-        },
-        "compile": stepper.diagnostics() if mode == "compile" else None,
-    }
-    if prof is None:
-        return CaptureResult(path=None, meta=meta, bytes=0)
-    with progress.phase(f"writing {opts.output}"):
-        size = write_trace(prof.export_chrome_trace, meta, opts.output)
-    return CaptureResult(path=Path(opts.output), meta=meta, bytes=size)
+            with progress.phase(what):
+                prepare_steps = stepper.prepare()
+        with progress.phase(f"warming up ({_plural(opts.warmup, 'step')})", live=False):
+            warm_up(stepper.step, opts.warmup, device=device)
+        clocks_before = gpu_clocks() if device == "cuda" else None
+        with progress.phase(f"timing {_plural(opts.steps, 'step')} without the profiler", live=False):
+            ms = time_steps(stepper.step, opts.steps, device=device)
+        copy_gbps = None
+        ctx_first_step = stepper.position
+        nvtx = Nvtx(device)
+        prof = None
+        wall_ms = ms_after = None
+        if opts.profile:
+            if device == "cuda":
+                with progress.phase("probing copy bandwidth"):
+                    copy_gbps = copy_bandwidth_gbps(device)
+            ctx_first_step = stepper.position
+            with progress.phase(f"profiling {_plural(opts.profile_steps, 'step')}", live=False):
+                prof, wall_ms = profile_steps(
+                    stepper.step, opts.profile_steps, device=device, kinds=kinds, nvtx=nvtx
+                )
+            with progress.phase(
+                f"timing {_plural(opts.steps, 'step')} after the profiled window", live=False
+            ):
+                ms_after = time_steps(stepper.step, opts.steps, device=device)
+        clocks_after = gpu_clocks() if device == "cuda" else None
+        timing = summarize(ms, warmup=opts.warmup)
+        timing_after = summarize(ms_after, warmup=0) if ms_after else None
+        meta = {
+            "schema": SCHEMA,
+            "tracekit_version": tracekit.__version__,
+            "model": spec.to_dict(),
+            "model_name": spec.name,
+            "ctx": opts.ctx,
+            "ctx_first_step": ctx_first_step,
+            "mode": mode,
+            "dtype": dtype,
+            "attention": attention_info(opts.attention, prof),
+            "device": device,
+            "gpu": gpu_info() if device == "cuda" else None,
+            "versions": versions(),
+            "timing": timing,
+            "timing_after": timing_after,
+            "gpu_clocks_before": clocks_before,
+            "gpu_clocks_after": clocks_after,
+            "session": opts.session_index,
+            "profiled": {"steps": opts.profile_steps, "wall_ms_per_step": round(wall_ms, 6)}
+            if wall_ms is not None
+            else None,
+            "profiler_overhead_ratio": round(wall_ms / timing["median_ms"], 4)
+            if wall_ms is not None and timing["median_ms"]
+            else None,
+            "copy_bandwidth_gbps": copy_gbps,
+            "command": list(opts.command or sys.argv),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # beyond the contract: what a reader needs to trust or reproduce the numbers
+            "weights": str(opts.weights) if opts.weights else "random",
+            "seed": opts.seed,
+            "kv_cache": {
+                "kind": "dynamic" if mode == "eager" else "static",
+                "max_len": None if mode == "eager" else kv_len,
+            },
+            "prepare_steps": prepare_steps,
+            "next_token": "greedy argmax kept on the device (no host sync per step)",
+            "profiler": "nsys" if opts.under_nsys else "torch",
+            "profiler_activities": kinds,
+            "kineto_initialised_before_timing": early_kineto,
+            "nvtx": nvtx.backend,
+            "memory_bytes": {
+                "weights": memory["weights"],
+                "kv_cache": memory["kv"],
+                "device_total": memory["device_total"],
+            },
+            "compile": stepper.diagnostics() if mode == "compile" else None,
+        }
+        if prof is None:
+            return CaptureResult(path=None, meta=meta, bytes=0)
+        with progress.phase(f"writing {opts.output}"):
+            size = write_trace(prof.export_chrome_trace, meta, opts.output)
+        return CaptureResult(path=Path(opts.output), meta=meta, bytes=size)
 
 
 def _count(n: int) -> str:
