@@ -22,13 +22,9 @@ import click
 
 from tracekit import __version__, sample_path
 from tracekit.capture.options import CaptureOptions
-from tracekit.errors import BadUsage, TracekitError
+from tracekit.errors import BadUsage, Terminated, TracekitError
 from tracekit.fileio import atomic_write_text, write_all
 from tracekit.report.safe import clean_text
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised where the program is so that cleanup (temp files) runs."""
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -57,8 +53,9 @@ class _Group(click.Group):
         if not args and not completing:
             click.echo(self.get_help(click.Context(self, info_name=prog_name or "tracekit")))
             sys.exit(0)
-        previous = signal.getsignal(signal.SIGTERM)
+        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt
         try:
             rv = super().main(args, prog_name or "tracekit", complete_var, standalone_mode=False,
                               **extra)
@@ -78,7 +75,8 @@ class _Group(click.Group):
             _quiet_stdout()
             _error(f"cannot write the output: {exc.strerror or exc}", 1)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

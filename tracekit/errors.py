@@ -32,3 +32,7 @@ class BadUsage(TracekitError):
 
 class CaptureError(TracekitError):
     """Capture could not run (no GPU, out of memory, missing profiler)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is (the CLI's handler) so that cleanup runs."""

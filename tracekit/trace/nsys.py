@@ -43,7 +43,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tracekit.errors import TraceFormatError
+from tracekit.errors import Terminated, TraceFormatError
 from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.kineto import is_sync_call, launch_kind
 from tracekit.trace.model import (
@@ -137,6 +137,10 @@ def _load(src: Source, limit: int) -> Trace:
                         f"{p}: reading it took longer than {QUERY_SECONDS:.0f} s; it is not an "
                         "Nsight Systems export tracekit can read"
                     ) from None
+                if str(exc) == "interrupted":
+                    # nothing but the deadline and a signal interrupts a query: SIGTERM's handler
+                    # raised inside SQLite's progress callback, which SQLite reports like this
+                    raise Terminated() from None
                 raise TraceFormatError(
                     f"{p} is not a readable Nsight Systems SQLite export ({exc}); "
                     "re-export it with `nsys export --type sqlite`"
