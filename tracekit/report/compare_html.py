@@ -20,18 +20,16 @@ from plotly.subplots import make_subplots
 from tracekit.errors import BadUsage
 from tracekit.report.compare import _ci, _delta, _files, _fmt_term, _side_line, ordered_terms
 from tracekit.report.html import (
-    CSS,
     GAP_COLORS,
     GAP_LABELS,
     PLOT_CONFIG,
     TERM_COLORS,
     Html,
-    _doc_json,
     _layout,
-    _plotly_script,
     _section,
     _table,
     esc,
+    page,
 )
 
 GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
@@ -46,13 +44,7 @@ def render_compare_html(doc: dict, *, plotlyjs: str = "inline") -> str:
     title = esc(f"tracekit compare — {a.get('mode') or 'A'} vs {b.get('mode') or 'B'}")
     sections = [_header(doc), _speedup(doc), _warnings(doc), _waterfalls(doc), _latency(doc),
                 _terms(doc), _method(doc)]
-    return (
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{title}</title>\n<style>{CSS}</style>\n{_plotly_script(plotlyjs)}\n</head>\n"
-        f"<body>\n<main>\n{''.join(s for s in sections if s)}\n</main>\n"
-        f"{_doc_json(doc)}\n</body>\n</html>\n"
-    )
+    return page(title, sections, doc, plotlyjs)
 
 
 def _header(doc: dict) -> Html:

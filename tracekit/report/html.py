@@ -77,6 +77,18 @@ def _clip(s: object, n: int) -> str:
 
 
 # -- entry point ------------------------------------------------------------------------------
+def page(title: str, sections: list[str | None], doc: dict, plotlyjs: str) -> str:
+    """One self-contained HTML page: ``title`` (escaped already), the non-empty ``sections``, and
+    the document itself as embedded JSON. The explain and compare reports share it."""
+    return (
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{title}</title>\n<style>{CSS}</style>\n{_plotly_script(plotlyjs)}\n</head>\n"
+        f"<body>\n<main>\n{''.join(s for s in sections if s)}\n</main>\n"
+        f"{_doc_json(doc)}\n</body>\n</html>\n"
+    )
+
+
 def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inline") -> str:
     """The HTML report of an ``Explanation.to_dict()`` document and its ``timeline``."""
     if plotlyjs not in ("inline", "cdn"):
@@ -88,13 +100,7 @@ def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inl
         _floor(doc), _environment(doc), _definitions(doc), _footer(doc),
     ]
     title = esc(f"tracekit report — {_subject(doc)}")
-    return (
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{title}</title>\n<style>{CSS}</style>\n{_plotly_script(plotlyjs)}\n</head>\n"
-        f"<body>\n<main>\n{''.join(s for s in sections if s)}\n</main>\n"
-        f"{_doc_json(doc)}\n</body>\n</html>\n"
-    )
+    return page(title, sections, doc, plotlyjs)
 
 
 def _plotly_script(mode: str) -> str:
