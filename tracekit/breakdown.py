@@ -135,17 +135,23 @@ def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",
     t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
     wanted = t["kind"].is_in(list(kinds)).to_numpy()
     ids = t["step"].to_numpy()
-    rows: list[tuple] = []
     sel = timed & wanted
-    m = _Windows(ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps=True)
-    idx = ids[sel]
-    rows.extend((int(idx[wi]), a, b, c) for a, b, c, wi, _ in m["gaps"])
+    m = _Windows(ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
+    a, b, c, wi = m.get("gap_arrays", (np.empty(0, np.int64),) * 2 + (np.empty(0, str),)
+                        + (np.empty(0, np.int64),))
+    cols = [[ids[sel][wi].astype(np.int64)], [a], [b], [c]]
     for i in np.nonzero(has_ops & ~timed & wanted)[0]:
         gaps: list = []
         _own_metrics(ops.filter(pl.col("step") == int(ids[i])), syncs, gaps)
-        rows.extend((int(ids[i]), a, b, c) for a, b, c, *_ in gaps)
-    rows.sort(key=lambda r: (r[0], r[1]))
-    return pl.DataFrame(rows, schema=GAPS_SCHEMA, orient="row")
+        cols[0].append(np.full(len(gaps), int(ids[i]), dtype=np.int64))
+        for col, k in zip(cols[1:], range(3)):
+            col.append(np.array([g[k] for g in gaps], dtype=np.int64 if k < 2 else object))
+    step, a, b = (np.concatenate(x).astype(np.int64) for x in cols[:3])
+    c = np.concatenate([x.astype(object) for x in cols[3]])
+    order = np.lexsort((a, step))  # stable: (step, start), as the steps' gaps come
+    return pl.DataFrame({"step": step[order], "start_ns": a[order], "end_ns": b[order],
+                         "class": pl.Series(c[order].tolist(), dtype=pl.Utf8)},
+                        schema=GAPS_SCHEMA)
 
 
 def _windows_of(steps: Steps):
@@ -283,10 +289,13 @@ class _Windows:
                                          minlength=nw).astype(np.int64)
         if with_gaps:
             order = np.lexsort((gap_start, gwin))
-            names = self.ops["name"].to_list()
-            ended_by = [names[i] if i >= 0 else None for i in ender[order].tolist()]
-            out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
-                                   classes[order].tolist(), gwin[order].tolist(), ended_by))
+            out["gap_arrays"] = (gap_start[order], gap_end[order], classes[order], gwin[order])
+            if with_gaps != "arrays":
+                ender = ender[order]
+                names = self.ops["name"].gather(np.maximum(ender, 0)).to_list() if ender.size else []
+                ended_by = [n if i >= 0 else None for n, i in zip(names, ender.tolist())]
+                out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
+                                       classes[order].tolist(), gwin[order].tolist(), ended_by))
         return out
 
 
