@@ -28,7 +28,6 @@ import operator
 import re
 from collections.abc import Callable
 from decimal import Decimal
-from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -509,38 +508,9 @@ def _route(cat: str | None) -> str:
 _NO_ARGS = _Args()
 
 
-#: route codes (small ints, so that one pass over a slice classifies every event)
-_R_NONE, _R_GPU, _R_API, _R_ANN, _R_CPU, _R_UNKNOWN, _R_NO_TS = range(7)
-_ROUTE_CODE = {"skip": _R_NONE, "gpu": _R_GPU, "api": _R_API, "ann": _R_ANN, "cpu": _R_CPU,
-               "unknown": _R_UNKNOWN}
-_get_ph = operator.attrgetter("ph")
-_get_cat = operator.attrgetter("cat")
-_get_name = operator.attrgetter("name")
-_get_dur = operator.attrgetter("dur")
-_get_tid = operator.attrgetter("tid")
-_get_pid = operator.attrgetter("pid")
-_get_args = operator.attrgetter("args")
-_get_corr = operator.attrgetter("correlation")
-_get_stream = operator.attrgetter("stream")
-_get_device = operator.attrgetter("device")
-_get_bytes = operator.attrgetter("bytes")
-_INT = {int}
-_INT_OR_NONE = {int, type(None)}
-_NONE = type(None)
-
-
-def _pick(seq: list, idx: np.ndarray) -> list:
-    """``[seq[i] for i in idx]`` at C speed."""
-    return list(map(seq.__getitem__, idx.tolist()))
-
-
 class _Builder:
     """Keeps only columns: each slice's events become small polars frames (names as codes into
-    one dictionary of distinct names), concatenated once at the end.
-
-    Each slice is classified in one pass (a route code per event); every column is then pulled
-    out of its events with ``map`` over an attribute getter, and checked as a whole (types, ranges,
-    nulls) — per-event Python runs only where a check fails (odd ids, missing args)."""
+    one dictionary of distinct names), concatenated once at the end."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -549,9 +519,8 @@ class _Builder:
         self.no_ts = 0
         self.no_dur = 0
         self.bad_args = 0
-        self.route: dict[str | None, int] = {}
+        self.route: dict[str | None, str] = {}
         self.codes: dict[str, int] = {}
-        self._ps = np.zeros(0, dtype=bool)  # per name code: a ProfilerStep#N name
         self.parts: dict[str, list[pl.DataFrame]] = {k: [] for k in _SCHEMAS}
 
     def add(self, events: list[_Event], precise_events: Callable[[], list]) -> None:
@@ -560,79 +529,58 @@ class _Builder:
         precise = any(_needs_decimal(x) for x in split[:4])
         if precise:
             split = self._split(precise_events(), count=False)
-        gpu, api, ann, cpu, cpu_names = split
-        self.no_dur += sum(e.dur is None for e in gpu) if None in map(_get_dur, gpu) else 0
+        gpu, api, ann, cpu = split[:4]
+        self.no_dur += sum(e.dur is None for e in gpu)
         for key, frame in (("gpu", self._gpu_ops(gpu, precise)),
                            ("launch", self._launches(api, precise)),
                            ("sync", self._syncs(api, precise)),
                            ("ann", self._annotations(ann, precise)),
-                           ("cpu", self._cpu_ops(cpu, precise, cpu_names))):
+                           ("cpu", self._cpu_ops(cpu, precise))):
             if frame.height:
                 self.parts[key].append(frame)
 
     def _split(self, events: list[_Event], count: bool = True):
-        """Sort events into GPU ops, API calls, annotations and CPU ops (event order kept in
-        each); count what is skipped. Also returns the CPU ops' name codes."""
-        route = self.route
-        for cat in set(map(_get_cat, events)):
-            if cat not in route:
-                route[cat] = _ROUTE_CODE[_route(cat)]
-        n = len(events)
-        code = np.fromiter(map(route.__getitem__, map(_get_cat, events)), np.int8, n)
-        untimed = np.fromiter(map(operator.is_, map(_get_ts, events), repeat(None)), bool, n)
-        if untimed.any():
-            code[untimed] = _R_NO_TS
-        if list(map(_get_ph, events)).count("X") != n:
-            code[~np.fromiter(map("X".__eq__, map(_get_ph, events)), bool, n)] = _R_NONE
+        """Sort events into GPU ops, API calls, annotations and CPU ops; count what is skipped.
+
+        One comprehension per destination (C-speed passes; event order kept in each)."""
+        timed = [e for e in events if e.ph == "X" and e.ts is not None]
         if count:
-            self.no_ts += int(np.count_nonzero(code == _R_NO_TS))
-            unknown = np.nonzero(code == _R_UNKNOWN)[0]
-            if unknown.size:
-                skipped = self.skipped
-                for cat in map(_get_cat, _pick(events, unknown)):
-                    skipped[cat] = skipped.get(cat, 0) + 1
-        cpu_idx = np.nonzero(code == _R_CPU)[0]
-        cpu = _pick(events, cpu_idx)
-        cpu_names = self._codes(list(map(_get_name, cpu)))
+            self.no_ts += sum(1 for e in events if e.ph == "X" and e.ts is None)
+        route = self.route
+        for cat in {e.cat for e in timed}:
+            if cat not in route:
+                route[cat] = _route(cat)
+        by = {r: {c for c, rr in route.items() if rr == r} for r in ("gpu", "api", "ann", "cpu")}
+        gpu_c, api_c, ann_c, cpu_c = by["gpu"], by["api"], by["ann"], by["cpu"]
+        gpu = [e for e in timed if e.cat in gpu_c]
+        api = [e for e in timed if e.cat in api_c]
         # before ~2023 ProfilerStep#N was a cpu_op (PyTorch 1.8-1.9: Operator): an annotation
-        ps = self._ps_flags()[cpu_names] if cpu_names.size else np.zeros(0, dtype=bool)
-        ann_idx = np.nonzero(code == _R_ANN)[0]
-        if ps.any():
-            ann_idx = np.sort(np.concatenate([ann_idx, cpu_idx[ps]]))
-            cpu = _pick(cpu, np.nonzero(~ps)[0])
-            cpu_names = cpu_names[~ps]
-        return (_pick(events, np.nonzero(code == _R_GPU)[0]),
-                _pick(events, np.nonzero(code == _R_API)[0]),
-                _pick(events, ann_idx), cpu, cpu_names)
+        ann = [e for e in timed if e.cat in ann_c
+               or (e.cat in cpu_c and e.name.startswith("ProfilerStep#"))]
+        cpu = [e for e in timed if e.cat in cpu_c and not e.name.startswith("ProfilerStep#")]
+        unknown = {c for c, r in route.items() if r == "unknown"}
+        if count and unknown:
+            skipped = self.skipped
+            for e in timed:
+                if e.cat in unknown:
+                    skipped[e.cat] = skipped.get(e.cat, 0) + 1
+        return gpu, api, ann, cpu
 
     # -- helpers ----------------------------------------------------------------------------
-    def _codes(self, names: list[str]) -> np.ndarray:
+    def _names(self, events: list) -> pl.Series:
         """Name codes into the one dictionary of distinct names (a few hundred per trace)."""
         codes = self.codes
-        out = list(map(codes.get, names))
-        if None in out:  # new names (in order of first appearance): rare after the first slice
-            for name in dict.fromkeys(names):
-                if name not in codes:
-                    codes[name] = len(codes)
-            out = list(map(codes.__getitem__, names))
-        return np.fromiter(out, np.uint32, len(out))
-
-    def _ps_flags(self) -> np.ndarray:
-        if self._ps.size != len(self.codes):
-            self._ps = np.array([n.startswith("ProfilerStep#") for n in self.codes], dtype=bool)
-        return self._ps
-
-    def _names(self, events: list) -> pl.Series:
-        return pl.Series(self._codes(list(map(_get_name, events))), dtype=pl.UInt32)
+        get = codes.get
+        out = [get(e.name) for e in events]
+        if None in out:  # new names: rare after the first slice
+            out = [codes.setdefault(e.name, len(codes)) for e in events]
+        return pl.Series(out, dtype=pl.UInt32)
 
     def _times(self, events: list, precise: bool) -> dict:
         if not events:
             return {"start_ns": np.empty(0, np.int64), "end_ns": np.empty(0, np.int64)}
         start = self._start_ns(events, precise)
-        dur = list(map(_get_dur, events))
-        if None in dur:
-            dur = [d if d is not None else 0.0 for d in dur]
-        dur = np.array(dur, dtype=np.float64)
+        dur = np.array([e.dur if e.dur is not None else 0.0 for e in events], dtype=np.float64)
         if not np.all(dur < _MAX_US):
             self._range_error("dur", float(dur.max()))
         return {"start_ns": start,
@@ -647,7 +595,7 @@ class _Builder:
                     self._range_error("ts", e.ts)
                 out.append(ns)
             return np.array(out, dtype=np.int64)
-        ts = np.fromiter(map(_get_ts, events), dtype=np.float64, count=len(events))
+        ts = np.array([e.ts for e in events], dtype=np.float64)
         if not np.all(np.abs(ts) < _MAX_US):
             self._range_error("ts", float(ts[np.argmax(np.abs(ts))]))
         # whole µs and fraction separately: the fraction's error is < 0.5 ns, so rint is exact
@@ -661,118 +609,70 @@ class _Builder:
         )
 
     def _args(self, events: list) -> list[_Args]:
-        out = list(map(_get_args, events))
-        if set(map(type, out)) <= {_Args}:
-            return out
-        for i, a in enumerate(out):
+        out = []
+        for e in events:
+            a = e.args
             if type(a) is not _Args:
                 if a is not None:
                     self.bad_args += 1
-                out[i] = _NO_ARGS
+                a = _NO_ARGS
+            out.append(a)
         return out
 
     @staticmethod
     def _ints(values: list, bits: int = 64) -> pl.Series:
         """Ids as integers; what is not one, or does not fit ``bits``, is null (unknown)."""
-        dtype = pl.Int64 if bits == 64 else pl.Int32
-        types = set(map(type, values))
-        if types <= _INT:  # the common case: checked as a whole
-            try:
-                arr = np.array(values, dtype=np.int64)
-            except OverflowError:
-                arr = None
-            if arr is not None and (bits == 64 or not arr.size or (
-                    int(arr.min()) >= -(2 ** (bits - 1)) and int(arr.max()) < 2 ** (bits - 1))):
-                return pl.Series(arr if bits == 64 else arr.astype(np.int32), dtype=dtype)
-        elif types == {_NONE}:
-            return pl.Series([None] * len(values), dtype=dtype)
-        elif types == _INT_OR_NONE:  # ids where some events have none (kernels' bytes)
-            null = np.fromiter(map(operator.is_, values, repeat(None)), bool, len(values))
-            known = _Builder._ints([v for v in values if v is not None], bits)
-            if known.null_count() == 0:
-                full = np.zeros(len(values), dtype=np.int64 if bits == 64 else np.int32)
-                full[~null] = known.to_numpy()
-                return pl.Series(full, dtype=dtype).set(pl.Series(null), None)
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1)
         return pl.Series([v if type(v) is int and lo <= v < hi else _int_or_none(v, bits)
-                          for v in values], dtype=dtype)
-
-    @staticmethod
-    def _or(first: list, events: list, getter) -> list:
-        """``first`` with each None replaced by the event's own field (``args.stream`` else
-        ``tid``)."""
-        if None not in first:
-            return first
-        return [v if v is not None else getter(e) for v, e in zip(first, events)]
-
-    @staticmethod
-    def _lower(cats: list, table: dict) -> list:
-        out = list(map(table.get, cats))
-        if None in out:
-            out = [table[c.lower()] for c in cats]
-        return out
+                          for v in values], dtype=pl.Int64 if bits == 64 else pl.Int32)
 
     # -- tables -----------------------------------------------------------------------------
     def _gpu_ops(self, events: list, precise: bool) -> pl.DataFrame:
         args = self._args(events)
         n = len(events)
-        device = self._ints(self._or(list(map(_get_device, args)), events, _get_pid), bits=32)
-        byts = list(map(_get_bytes, args))
-        types = set(map(type, byts))
+        device = self._ints([a.device if a.device is not None else e.pid
+                             for e, a in zip(events, args)], bits=32)
         return pl.DataFrame({
-            "kind": pl.Series(self._lower(list(map(_get_cat, events)), _GPU_CATS), dtype=pl.Utf8),
+            "kind": pl.Series([_GPU_CATS[e.cat.lower()] for e in events], dtype=pl.Utf8),
             "name": self._names(events),
             **self._times(events, precise),
             "device": device,
-            "stream": self._ints(self._or(list(map(_get_stream, args)), events, _get_tid)),
-            "correlation": self._ints(list(map(_get_corr, args))),
-            "bytes": self._ints(byts if types <= _INT_OR_NONE else [_bytes(v) for v in byts]),
+            "stream": self._ints([a.stream if a.stream is not None else e.tid
+                                  for e, a in zip(events, args)]),
+            "correlation": self._ints([a.correlation for a in args]),
+            "bytes": self._ints([_bytes(a.bytes) for a in args]),
             "grid": pl.Series([None] * n, dtype=pl.Utf8),
             "block": pl.Series([None] * n, dtype=pl.Utf8),
         })
 
     def _launches(self, events: list, precise: bool) -> pl.DataFrame:
-        cats = list(map(_get_cat, events))
-        kinds = list(map(launch_kind, map(_get_name, events)))
-        if any(c.lower() == "cuda_sync" for c in set(cats)):
-            kinds = [k if c.lower() != "cuda_sync" else None for k, c in zip(kinds, cats)]
-        if None in kinds:
-            idx = np.array([k is not None for k in kinds], dtype=bool).nonzero()[0]
-            keep, kinds, cats = _pick(events, idx), _pick(kinds, idx), _pick(cats, idx)
-        else:
-            keep = events
+        kinds = [launch_kind(e.name) if e.cat.lower() != "cuda_sync" else None for e in events]
+        keep = [e for e, k in zip(events, kinds) if k is not None]
         args = self._args(keep)
         return pl.DataFrame({
-            "kind": pl.Series(kinds, dtype=pl.Utf8),
-            "api": pl.Series(self._lower(cats, _API_CATS), dtype=pl.Utf8),
+            "kind": pl.Series([k for k in kinds if k is not None], dtype=pl.Utf8),
+            "api": pl.Series([_API_CATS[e.cat.lower()] for e in keep], dtype=pl.Utf8),
             "name": self._names(keep),
             **self._times(keep, precise),
-            "tid": self._ints(list(map(_get_tid, keep))),
-            "correlation": self._ints(list(map(_get_corr, args))),
+            "tid": self._ints([e.tid for e in keep]),
+            "correlation": self._ints([a.correlation for a in args]),
         })
 
     def _syncs(self, events: list, precise: bool) -> pl.DataFrame:
-        cats = set(map(_get_cat, events))
-        if any(c.lower() == "cuda_sync" for c in cats):
-            keep = [e for e in events if e.cat.lower() == "cuda_sync" or is_sync_call(e.name)]
-        else:
-            flags = np.fromiter(map(is_sync_call, map(_get_name, events)), dtype=bool,
-                                count=len(events))
-            keep = _pick(events, np.nonzero(flags)[0])
+        keep = [e for e in events if e.cat.lower() == "cuda_sync" or is_sync_call(e.name)]
         return pl.DataFrame({"name": self._names(keep), **self._times(keep, precise),
-                             "tid": self._ints(list(map(_get_tid, keep)))})
+                             "tid": self._ints([e.tid for e in keep])})
 
-    def _cpu_ops(self, events: list, precise: bool, names: np.ndarray) -> pl.DataFrame:
-        return pl.DataFrame({"name": pl.Series(names, dtype=pl.UInt32),
-                             **self._times(events, precise),
-                             "tid": self._ints(list(map(_get_tid, events)))})
+    def _cpu_ops(self, events: list, precise: bool) -> pl.DataFrame:
+        return pl.DataFrame({"name": self._names(events), **self._times(events, precise),
+                             "tid": self._ints([e.tid for e in events])})
 
     def _annotations(self, events: list, precise: bool) -> pl.DataFrame:
         return pl.DataFrame({
             "name": self._names(events), **self._times(events, precise),
             "on_gpu": pl.Series([_ANNOTATION_CATS.get(e.cat.lower(), False) for e in events],
                                 dtype=pl.Boolean),
-            "tid": self._ints(list(map(_get_tid, events))),
+            "tid": self._ints([e.tid for e in events]),
         })
 
     # -- the trace --------------------------------------------------------------------------
