@@ -40,7 +40,6 @@ of gaps, e.g. an op that launches a tiny kernel in the middle of its stall) adds
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -82,20 +81,30 @@ class HostAttribution:
     #: the launching threads' frames, and the decode steps' CPU ranges (for ``position``)
     _frames: dict = field(default_factory=dict, repr=False)
     _decode: pl.DataFrame | None = field(default=None, repr=False)
-
-    @functools.cached_property
-    def _order(self) -> dict:
-        """Per step, the op instances of each name in order: {(step, name): [frame ids]}; built
-        on first use (only stalls need a position)."""
-        return _order(self._decode, self._frames) if self._decode is not None else {}
+    _positions: dict = field(default_factory=dict, repr=False)
 
     def position(self, step: int, op: str, frame: int | None) -> tuple[int | None, int]:
         """1-based occurrence of this op instance among the step's ops of the same name, and how
         many there are (e.g. (1, 28): the first of 28 attention calls — layer 0)."""
-        frames = self._order.get((step, op), [])
+        frames = self._same_name(step, op)
         if frame is None or frame not in frames:
             return None, len(frames)
         return frames.index(frame) + 1, len(frames)
+
+    def _same_name(self, step: int, op: str) -> list[int]:
+        """The step's frames named ``op`` in time order (thread by thread), as frame ids."""
+        key = (step, op)
+        if key not in self._positions:
+            out: list[int] = []
+            rng = self._decode.filter(pl.col("step") == step) if self._decode is not None else None
+            if rng is not None and rng.height:
+                s, e = rng["cpu_start_ns"][0], rng["cpu_end_ns"][0]
+                for tid, fr in self._frames.items():
+                    lo, hi = (int(x) for x in np.searchsorted(fr.start, [s, e]))
+                    hits = (fr.name.slice(lo, hi - lo) == op).arg_true().to_numpy()
+                    out.extend(tid * 10**9 + lo + k for k in hits.tolist())
+            self._positions[key] = out
+        return self._positions[key]
 
 
 # -- the thread's frames (ops nest on one thread) ---------------------------------------------
@@ -113,27 +122,20 @@ def _parents(st: np.ndarray, en: np.ndarray) -> np.ndarray:
 
     A scan with a stack (pop while the top ended at or before this start; the top left is the
     parent) leaves as parent the *latest* earlier frame still open at this start, ``max{j < i :
-    en[j] > st[i]}``: a frame popped earlier ended before an earlier start. That is found for all
-    frames at once by binary lifting over a sparse table of range maxima of ``en``."""
+    en[j] > st[i]}``: a frame popped earlier ended before an earlier start. Found for all frames at
+    once by pointer jumping: each frame's candidate starts at the frame before it; a candidate that
+    ended by the frame's start is replaced by the candidate's own candidate. Everything a jump
+    skips ended by the candidate's start, hence by this one's (starts ascend), so the first
+    candidate still open is the answer. Rounds: about log2 of the longest run skipped."""
     n = st.size
-    if n == 0:
-        return np.empty(0, np.int64)
-    # table[k][j] = max(en[j - 2**k + 1 .. j]): the 2**k ends up to and including j
-    table = [en]
-    k = 1
-    while k < n:
-        prev = table[-1]
-        table.append(np.concatenate([prev[:k], np.maximum(prev[k:], prev[:-k])]))
-        k *= 2
-    # j: one past the candidate; move j down over blocks whose frames all ended by st[i]
-    j = np.arange(n, dtype=np.int64)
-    for lvl in range(len(table) - 1, -1, -1):
-        size = 1 << lvl
-        can = j >= size
-        idx = np.where(can, j - 1, 0)
-        closed = can & (table[lvl][idx] <= st)
-        j = np.where(closed, j - size, j)
-    return j - 1  # the frame before j is open at st[i] (or j == 0: none)
+    cand = np.arange(-1, n - 1, dtype=np.int64)
+    active = np.arange(1, n, dtype=np.int64)
+    while active.size:
+        c = cand[active]
+        closed = (c >= 0) & (en[np.maximum(c, 0)] <= st[active])
+        active, c = active[closed], c[closed]
+        cand[active] = cand[c]
+    return cand
 
 
 def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
@@ -195,13 +197,26 @@ def _stacks(fr: _Frames, ks: np.ndarray) -> pl.Series:
         cur = cur[~fr.is_step[cur] & ~inchain[cur]]
         inchain[cur] = True
         cur = fr.parent[cur]
-    ids = np.nonzero(inchain)[0]
-    memo: dict[int, str] = {}
-    parent = fr.parent[ids].tolist()
-    for x, p, name in zip(ids.tolist(), parent, fr.name.gather(ids).to_list()):
-        base = memo.get(p)  # None: no parent, or the step annotation
-        memo[x] = f"{base}{SEP}{name}" if base is not None else name
-    return pl.Series([memo[k] for k in need.tolist()], dtype=pl.Utf8).gather(inverse.ravel())
+    ids = np.nonzero(inchain)[0]  # ascending: a parent before its children
+    pos = np.full(fr.start.size, -1, dtype=np.int64)
+    pos[ids] = np.arange(ids.size)
+    ppos = pos[np.maximum(fr.parent[ids], 0)]
+    ppos[fr.parent[ids] < 0] = -1  # -1: the outermost frame below the step annotation
+    depth = np.where(ppos < 0, 0, -1)
+    while (depth < 0).any():  # one round per nesting level
+        todo = np.nonzero(depth < 0)[0]
+        ready = depth[ppos[todo]] >= 0
+        depth[todo[ready]] = depth[ppos[todo[ready]]] + 1
+    names = fr.name.gather(ids)
+    out = pl.Series([None] * ids.size, dtype=pl.Utf8)
+    for d in range(int(depth.max()) + 1 if ids.size else 0):  # stacks built level by level
+        at = np.nonzero(depth == d)[0]
+        level = names.gather(at)
+        if d:
+            level = pl.select(pl.concat_str([out.gather(ppos[at]), level], separator=SEP)
+                              ).to_series()
+        out = out.scatter(at, level)
+    return out.gather(pos[need]).gather(inverse.ravel())
 
 
 def _first_row(keys: np.ndarray, valid: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -341,17 +356,6 @@ def _stall_sums(g: pl.DataFrame) -> pl.DataFrame:
         pl.col("op_end_ns") - pl.col("op_start_ns")).otherwise(pl.col("gap_sum"))
     return inst.group_by("step").agg(pl.col("idle").sum().alias("stall_ns"),
                                      host.sum().alias("stall_host_ns"))
-
-
-def _order(decode: pl.DataFrame, frames: dict[int, _Frames]) -> dict:
-    """For each decode step and op name, the step's frames of that name in time order."""
-    out: dict = {}
-    for step, s, e in decode.iter_rows():
-        for tid, fr in frames.items():
-            lo, hi = (int(x) for x in np.searchsorted(fr.start, [s, e]))
-            for k, name in zip(range(lo, hi), fr.name.slice(lo, hi - lo).to_list()):
-                out.setdefault((step, name), []).append(tid * 10**9 + k)
-    return out
 
 
 # -- summaries for the JSON contract ----------------------------------------------------------
