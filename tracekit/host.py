@@ -48,7 +48,7 @@ import polars as pl
 
 from tracekit.breakdown import GapClass, gap_table
 from tracekit.specs.stalls import match_cause
-from tracekit.steps import Steps
+from tracekit.steps import Steps, first_row
 from tracekit.trace.model import Trace
 
 #: a stall holds the host at least this many times the step's median launch-to-launch interval …
@@ -219,18 +219,6 @@ def _stacks(fr: _Frames, ks: np.ndarray) -> pl.Series:
     return out.gather(pos[need]).gather(inverse.ravel())
 
 
-def _first_row(keys: np.ndarray, valid: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """For each query value, the first row (in table order) whose key equals it, else -1 (a
-    vectorized ``unique(keep="first")`` + left join)."""
-    rows = np.nonzero(valid)[0]
-    order = rows[np.argsort(keys[rows], kind="stable")]
-    sk = keys[order]
-    at = np.searchsorted(sk, query, side="left")
-    hit = at < sk.size
-    hit[hit] = sk[at[hit]] == query[hit]
-    return np.where(hit, order[np.minimum(at, max(sk.size - 1, 0))], -1)
-
-
 _GAP_SCHEMA = {c: t for c, t in GAP_COLUMNS.items() if c != "stall"}
 
 
@@ -244,7 +232,7 @@ def attribute(trace: Trace, steps: Steps) -> HostAttribution | None:
     a, b = gaps["start_ns"].to_numpy(), gaps["end_ns"].to_numpy()
     # the op that ends each gap (the first op of the step table starting there), its launch's tid
     ops = steps.ops
-    ender = _first_row(ops["start_ns"].to_numpy(), np.ones(ops.height, bool), b)
+    ender = first_row(ops["start_ns"].to_numpy(), np.ones(ops.height, bool), b)
     corr = ops["correlation"]
     corr_ok = corr.is_not_null().to_numpy()
     corr = corr.fill_null(0).to_numpy()
@@ -252,7 +240,7 @@ def attribute(trace: Trace, steps: Steps) -> HostAttribution | None:
     has[has] = corr_ok[ender[has]]
     lc = trace.launches["correlation"]
     launch = np.full(a.size, -1)
-    launch[has] = _first_row(lc.fill_null(0).to_numpy(), lc.is_not_null().to_numpy(),
+    launch[has] = first_row(lc.fill_null(0).to_numpy(), lc.is_not_null().to_numpy(),
                              corr[ender[has]])
     ltid = trace.launches["tid"]
     tid_ok = np.zeros(a.size, bool)

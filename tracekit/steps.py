@@ -125,31 +125,52 @@ def _marker_matches(step_marker: str, ann: pl.DataFrame) -> pl.Series:
 
 # -- membership -------------------------------------------------------------------------------
 def _ops_with_launch(trace: Trace) -> pl.DataFrame:
-    """GPU ops sorted by start, with the start/end/kind of the call that launched them."""
-    launches = trace.launches.filter(pl.col("correlation").is_not_null()).unique(
-        "correlation", keep="first").select(
-        "correlation",
-        pl.col("start_ns").alias("launch_start_ns"),
-        pl.col("end_ns").alias("launch_end_ns"),
-        pl.col("kind").alias("launch_kind"),
-    )
-    return trace.gpu_ops.join(launches, on="correlation", how="left").sort("start_ns")
+    """GPU ops sorted by start, with the start/end/kind of the call that launched them (the first
+    launch call with the op's correlation id)."""
+    ops, calls = trace.gpu_ops, trace.launches
+    corr = ops["correlation"]
+    row = first_row(calls["correlation"].fill_null(0).to_numpy(),
+                    calls["correlation"].is_not_null().to_numpy(), corr.fill_null(0).to_numpy())
+    row[corr.is_null().to_numpy()] = -1
+    miss = pl.Series(row < 0)
+    take = pl.Series(np.maximum(row, 0))
+
+    def pick(col: str, name: str) -> pl.Series:
+        s = calls[col].gather(take) if calls.height else pl.Series([None] * ops.height,
+                                                                  dtype=calls[col].dtype)
+        return (s.set(miss, None) if calls.height and miss.any() else s).alias(name)
+
+    return ops.with_columns(pick("start_ns", "launch_start_ns"), pick("end_ns", "launch_end_ns"),
+                            pick("kind", "launch_kind")).sort("start_ns")
+
+
+def first_row(keys: np.ndarray, valid: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """For each query value, the first row (in table order) among the ``valid`` ones whose key
+    equals it, else -1: a vectorized ``unique(keep="first")`` + left join."""
+    rows = np.nonzero(valid)[0]
+    order = rows[np.argsort(keys[rows], kind="stable")]
+    sk = keys[order]
+    at = np.searchsorted(sk, query, side="left")
+    hit = at < sk.size
+    hit[hit] = sk[at[hit]] == query[hit]
+    return np.where(hit, order[np.minimum(at, max(sk.size - 1, 0))], -1)
 
 
 def _assign(ops: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
-    """Add ``step``: the step whose CPU range holds the op's launch (its own start if unmatched)."""
+    """Add ``step``: the step whose CPU range holds the op's launch (its own start if unmatched).
+
+    The range is the last one starting at or before that time (a backward as-of match, found by
+    binary search on the sorted starts); the op is in it if the time is before the range's end."""
     if ops.height == 0:
         return ops.with_columns(pl.lit(None, dtype=pl.Int64).alias("step"))
-    key = ops.with_columns(
-        pl.coalesce("launch_start_ns", "start_ns").alias("_at")).with_row_index("_i")
+    at = ops["launch_start_ns"].fill_null(ops["start_ns"]).to_numpy()
     ranges = table.select("step", "cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns")
-    joined = key.sort("_at").join_asof(ranges, left_on="_at", right_on="cpu_start_ns",
-                                       strategy="backward")
-    joined = joined.with_columns(
-        pl.when(pl.col("_at") < pl.col("cpu_end_ns")).then(pl.col("step")).otherwise(None)
-        .alias("step")
-    )
-    return joined.sort("_i").drop("_i", "_at", "cpu_start_ns", "cpu_end_ns").sort("start_ns")
+    starts = ranges["cpu_start_ns"].to_numpy()
+    i = np.searchsorted(starts, at, side="right") - 1
+    j = np.maximum(i, 0)
+    inside = (i >= 0) & (at < ranges["cpu_end_ns"].to_numpy()[j]) if starts.size else i >= 0
+    step = pl.Series("step", ranges["step"].to_numpy()[j] if starts.size else i, dtype=pl.Int64)
+    return ops.with_columns(step.set(pl.Series(~inside), None) if not inside.all() else step)
 
 
 # -- methods ----------------------------------------------------------------------------------
