@@ -38,8 +38,19 @@ HTA = ("import sys, logging; logging.disable(logging.CRITICAL)\n"
        "TraceAnalysis(trace_dir=sys.argv[1])\n")
 
 
-def run(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one child process."""
+def child_env(*, tracekit: bool = False) -> dict:
+    """The environment of each contender. Bytecode caching is on whatever the caller's shell
+    says (PYTHONDONTWRITEBYTECODE would make every run compile tracekit from source, ~0.04 s an
+    installed package never pays); ``tracekit`` puts this checkout first on the path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if tracekit:
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return env
+
+
+def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MB, CPU seconds user + system) of one child process. CPU time is
+    what to compare on a shared machine: other processes stretch wall time, not CPU time."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(p.pid, 0)
@@ -48,44 +59,53 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     err = p.stderr.read().decode(errors="replace")
     if p.returncode != 0:
         sys.exit(f"{cmd[:4]} failed ({p.returncode}): {err.strip()[-2000:]}")
-    return dt, usage.ru_maxrss / 1024
+    return dt, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def med(xs: list[tuple[float, float]]) -> tuple[float, float]:
-    return statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs)
+def med(xs: list[tuple[float, ...]]) -> tuple[float, ...]:
+    return tuple(statistics.median(x[i] for x in xs) for i in range(len(xs[0])))
 
 
 def sweep(sizes: list[int], n: int, hta: bool) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env, plain = child_env(tracekit=True), child_env()
     from scale import write_scaled
 
-    print(f"cpu: {os.cpu_count()} cores, python {sys.version.split()[0]}, n={n} (medians)")
-    print(f"{'JSON MB':>8} {'tracekit s':>10} {'stdlib s':>9} {'tk/std':>7} {'HTA s':>7} "
-          f"{'HTA/tk':>7} {'tk RSS MB':>9} {'RSS/JSON':>8} {'std RSS':>8} {'HTA RSS':>8}")
+    print(f"cpu: {os.cpu_count()} cores, python {sys.version.split()[0]}, n={n} (medians), "
+          f"load average {os.getloadavg()[0]:.2f} at start")
+    print("wall s and CPU s (user + system) per contender; ratios of both; RSS = peak RSS")
+    print(f"{'JSON MB':>8} {'tk s':>6} {'tk cpu':>6} {'std s':>6} {'std cpu':>7} {'tk/std':>6} "
+          f"{'cpu/cpu':>7} {'HTA s':>6} {'HTA/tk':>6} {'tk RSS':>6} {'RSS/JSON':>8} "
+          f"{'std RSS':>7} {'HTA RSS':>7}")
     with tempfile.TemporaryDirectory(prefix="tracekit-bench-") as tmp:
         for k in sizes:
             d = Path(tmp) / f"x{k}"
             d.mkdir()
             trace = d / "rank0.json.gz"
             size = write_scaled(SAMPLE, k, trace)
+            tk_cmd = [sys.executable, "-m", "tracekit", "explain", str(trace), "--json"]
+            std_cmd = [sys.executable, "-c", STDLIB, str(trace)]
+            if k == sizes[0]:  # warm-up: bytecode caches written, files in the page cache
+                run(tk_cmd, env)
+                run(std_cmd, plain)
             tk, std, ht = [], [], []
             for _ in range(n):
-                tk.append(run([sys.executable, "-m", "tracekit", "explain", str(trace), "--json"],
-                              env))
-                std.append(run([sys.executable, "-c", STDLIB, str(trace)]))
+                tk.append(run(tk_cmd, env))
+                std.append(run(std_cmd, plain))
                 if hta:
-                    ht.append(run([sys.executable, "-c", HTA, str(d)]))
-            (tk_s, tk_rss), (std_s, std_rss) = med(tk), med(std)
-            hta_s, hta_rss = med(ht) if ht else (float("nan"), float("nan"))
+                    ht.append(run([sys.executable, "-c", HTA, str(d)], plain))
+            (tk_s, tk_rss, tk_cpu), (std_s, std_rss, std_cpu) = med(tk), med(std)
+            hta_s, hta_rss, _ = med(ht) if ht else (float("nan"),) * 3
             mb = size / 1e6
-            print(f"{mb:8.1f} {tk_s:10.2f} {std_s:9.2f} {tk_s / std_s:7.2f} {hta_s:7.2f} "
-                  f"{hta_s / tk_s:7.1f} {tk_rss:9.0f} {tk_rss / mb:8.2f} {std_rss:8.0f} "
-                  f"{hta_rss:8.0f}", flush=True)
+            print(f"{mb:8.1f} {tk_s:6.2f} {tk_cpu:6.2f} {std_s:6.2f} {std_cpu:7.2f} "
+                  f"{tk_s / std_s:6.2f} {tk_cpu / std_cpu:7.2f} {hta_s:6.2f} {hta_s / tk_s:6.1f} "
+                  f"{tk_rss:6.0f} {tk_rss / mb:8.2f} {std_rss:7.0f} {hta_rss:7.0f}", flush=True)
             trace.unlink()
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
 def startup(n: int) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = child_env(tracekit=True)
+    run([sys.executable, "-m", "tracekit", "--help"], env)  # warm-up: bytecode caches
     runs = [run([sys.executable, "-m", "tracekit", "--help"], env)[0] for _ in range(max(n, 5))]
     print(f"tracekit --help: median {statistics.median(runs):.3f} s (target <= 0.15 s)")
 
