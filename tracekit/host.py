@@ -101,7 +101,7 @@ class HostAttribution:
                 s, e = rng["cpu_start_ns"][0], rng["cpu_end_ns"][0]
                 for tid, fr in self._frames.items():
                     lo, hi = (int(x) for x in np.searchsorted(fr.start, [s, e]))
-                    hits = (fr.name.slice(lo, hi - lo) == op).arg_true().to_numpy()
+                    hits = (fr.names(np.arange(lo, hi)) == op).arg_true().to_numpy()
                     out.extend(tid * 10**9 + lo + k for k in hits.tolist())
             self._positions[key] = out
         return self._positions[key]
@@ -110,11 +110,21 @@ class HostAttribution:
 # -- the thread's frames (ops nest on one thread) ---------------------------------------------
 @dataclass
 class _Frames:
-    name: pl.Series
+    """One thread's frames (CPU ops and CPU annotations) sorted by (start, -end): numpy columns,
+    names fetched on demand from the trace's own name columns (no sorted copy of them)."""
+
+    #: every name of the thread's frames, in source order: its CPU ops, then its annotations
+    source_names: pl.Series
+    #: the frame's row in ``source_names``
+    row: np.ndarray
     start: np.ndarray
     end: np.ndarray
     parent: np.ndarray
     is_step: np.ndarray
+
+    def names(self, ks: np.ndarray) -> pl.Series:
+        """The names of frames ``ks`` (all >= 0)."""
+        return self.source_names.gather(self.row[ks])
 
 
 def _parents(st: np.ndarray, en: np.ndarray) -> np.ndarray:
@@ -139,12 +149,14 @@ def _parents(st: np.ndarray, en: np.ndarray) -> np.ndarray:
 
 
 def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
-    ops = trace.cpu_ops.filter(pl.col("tid") == tid).select("name", "start_ns", "end_ns")
-    ann = trace.annotations.filter(~pl.col("on_gpu") & (pl.col("tid") == tid)).select(
-        "name", "start_ns", "end_ns")
-    f = pl.concat([ops, ann]).sort(["start_ns", "end_ns"], descending=[False, True])
-    st = f["start_ns"].to_numpy().astype(np.int64, copy=False)
-    en = f["end_ns"].to_numpy().astype(np.int64, copy=False)
+    ops, ann = trace.cpu_ops, trace.annotations
+    mine = np.nonzero((ops["tid"] == tid).fill_null(False).to_numpy())[0]
+    mine_ann = np.nonzero((~ann["on_gpu"] & (ann["tid"] == tid)).fill_null(False).to_numpy())[0]
+    st = np.concatenate([ops["start_ns"].to_numpy()[mine], ann["start_ns"].to_numpy()[mine_ann]])
+    en = np.concatenate([ops["end_ns"].to_numpy()[mine], ann["end_ns"].to_numpy()[mine_ann]])
+    order = np.lexsort((-en, st))  # by start, the longer first (an enclosing frame first)
+    st, en = st[order].astype(np.int64, copy=False), en[order].astype(np.int64, copy=False)
+    names = pl.concat([ops["name"].gather(mine), ann["name"].gather(mine_ann)], rechunk=False)
     ranges = steps.table.select("cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns", "cpu_end_ns")
     rs = ranges["cpu_start_ns"].to_numpy()
     re_ = ranges["cpu_end_ns"].to_numpy()
@@ -155,7 +167,7 @@ def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
         at = lo + d
         ok = at < hi
         is_step[ok] |= re_[at[ok]] == en[ok]
-    return _Frames(f["name"], st, en, _parents(st, en), is_step)
+    return _Frames(names, order, st, en, _parents(st, en), is_step)
 
 
 def _attribute_gaps(fr: _Frames, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -187,8 +199,11 @@ SEP = "\x1f"
 
 def _stacks(fr: _Frames, ks: np.ndarray) -> pl.Series:
     """For each frame in ``ks`` (all >= 0): the names from the outermost frame below the step
-    annotation down to it, joined by :data:`SEP`. Each frame's stack is built once, from its
-    parent's (a parent comes before its children in the frames' order)."""
+    annotation down to it, joined by :data:`SEP`.
+
+    A stack is a code into a dictionary of the distinct stacks (a few hundred: the same calls
+    repeat every layer and step), built level by level from the parent's code and the frame's
+    name code; only the distinct stacks are ever spelled out."""
     need, inverse = np.unique(ks, return_inverse=True)
     inchain = np.zeros(fr.start.size, dtype=bool)
     cur = need
@@ -202,21 +217,31 @@ def _stacks(fr: _Frames, ks: np.ndarray) -> pl.Series:
     pos[ids] = np.arange(ids.size)
     ppos = pos[np.maximum(fr.parent[ids], 0)]
     ppos[fr.parent[ids] < 0] = -1  # -1: the outermost frame below the step annotation
-    depth = np.where(ppos < 0, 0, -1)
-    while (depth < 0).any():  # one round per nesting level
-        todo = np.nonzero(depth < 0)[0]
-        ready = depth[ppos[todo]] >= 0
-        depth[todo[ready]] = depth[ppos[todo[ready]]] + 1
-    names = fr.name.gather(ids)
-    out = pl.Series([None] * ids.size, dtype=pl.Utf8)
-    for d in range(int(depth.max()) + 1 if ids.size else 0):  # stacks built level by level
-        at = np.nonzero(depth == d)[0]
-        level = names.gather(at)
-        if d:
-            level = pl.select(pl.concat_str([out.gather(ppos[at]), level], separator=SEP)
-                              ).to_series()
-        out = out.scatter(at, level)
-    return out.gather(pos[need]).gather(inverse.ravel())
+    names = fr.names(ids)
+    distinct_names = names.unique(maintain_order=True)
+    name_code = names.cast(pl.Enum(distinct_names)).to_physical().to_numpy().astype(np.int64)
+    code = np.full(ids.size, -1, dtype=np.int64)  # the stack's code in `spelled`
+    spelled: list[str] = []
+    todo = ppos < 0
+    parent_code = np.full(ids.size, -1, dtype=np.int64)
+    while todo.any():  # one round per nesting level
+        at = np.nonzero(todo)[0]
+        key = parent_code[at] * (distinct_names.len() + 1) + name_code[at]
+        uniq, back = np.unique(key, return_inverse=True)
+        base = len(spelled)
+        names_list = distinct_names.to_list()
+        for k in uniq.tolist():
+            pc, nc = divmod(k, distinct_names.len() + 1)
+            spelled.append(f"{spelled[pc]}{SEP}{names_list[nc]}" if pc >= 0 else names_list[nc])
+        code[at] = base + back.ravel()
+        nxt = np.zeros(ids.size, dtype=bool)
+        child = (ppos >= 0) & (code < 0)
+        ready = child.copy()
+        ready[child] = code[ppos[child]] >= 0
+        parent_code[ready] = code[ppos[ready]]
+        nxt[ready] = True
+        todo = nxt
+    return pl.Series(spelled, dtype=pl.Utf8).gather(code[pos[need]][inverse.ravel()])
 
 
 _GAP_SCHEMA = {c: t for c, t in GAP_COLUMNS.items() if c != "stall"}
@@ -267,7 +292,7 @@ def attribute(trace: Trace, steps: Steps) -> HostAttribution | None:
         frame[rows] = t * 10**9 + kk
         op_start[rows], op_end[rows] = fr.start[safe], fr.end[safe]
         if hit.any():
-            names[rows[hit]] = fr.name.gather(kk[hit]).to_list()
+            names[rows[hit]] = fr.names(kk[hit]).to_list()
         top = np.where(hit, kk, inner)
         some = top >= 0
         if some.any():
@@ -301,28 +326,45 @@ def _per_step(trace: Trace, steps: Steps, g: pl.DataFrame) -> pl.DataFrame:
     """Per decode step: host-bound idle, the launch-to-launch median, the stall threshold, the
     span of the step's launches and how many host events the profiler recorded in the step."""
     decode = steps.decode.select("step", "cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns")
-    tids = g["tid"].drop_nulls().unique().to_list()
+    n = decode.height
+    cs, ce = decode["cpu_start_ns"].to_numpy(), decode["cpu_end_ns"].to_numpy()
+    tids = g["tid"].drop_nulls().unique()
 
-    def in_step(df: pl.DataFrame) -> pl.DataFrame:
-        df = df.filter(pl.col("tid").is_in(tids)) if tids else df
-        return df.sort("start_ns").join_asof(
-            decode, left_on="start_ns", right_on="cpu_start_ns", strategy="backward").filter(
-            pl.col("step").is_not_null() & (pl.col("start_ns") < pl.col("cpu_end_ns")))
+    def in_step(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(the decode step's position, start) of each row on the launching threads that starts
+        inside a decode step, by start: the last step starting at or before it, if not ended."""
+        start = (df["start_ns"].filter(df["tid"].is_in(tids.implode()).fill_null(False))
+                 if tids.len() else df["start_ns"]).drop_nulls().to_numpy()
+        start = np.sort(start)
+        i = np.searchsorted(cs, start, side="right") - 1
+        ok = (i >= 0) & (start < ce[np.maximum(i, 0)]) if n else np.zeros(start.size, bool)
+        return i[ok], start[ok]
 
-    launches = in_step(trace.launches)
-    issue = launches.group_by("step").agg(
-        pl.col("start_ns").diff().median().alias("issue_median_ns"), pl.len().alias("launches"),
-        (pl.col("start_ns").max() - pl.col("start_ns").min()).alias("launch_span_ns"))
-    ops = in_step(trace.cpu_ops).group_by("step").agg(pl.len().alias("cpu_ops"))
-    hb = g.group_by("step").agg((pl.col("end_ns") - pl.col("start_ns")).sum().alias("host_bound_ns"))
-    out = (decode.join(hb, on="step", how="left").join(issue, on="step", how="left")
-           .join(ops, on="step", how="left").with_columns(
-        pl.col("host_bound_ns", "launches", "cpu_ops", "launch_span_ns").fill_null(0),
-        (pl.col("cpu_end_ns") - pl.col("cpu_start_ns")).alias("cpu_ns")))
+    pos, at = in_step(trace.launches)
+    launches = np.bincount(pos, minlength=n)
+    cut = np.searchsorted(pos, np.arange(n + 1))  # pos ascends with start: steps are runs
+    median = [float(np.median(np.diff(at[a:b]))) if b - a > 1 else None
+              for a, b in zip(cut[:-1].tolist(), cut[1:].tolist())]
+    span = [int(at[b - 1] - at[a]) if b > a else 0 for a, b in zip(cut[:-1].tolist(),
+                                                                   cut[1:].tolist())]
+    cpu_ops = np.bincount(in_step(trace.cpu_ops)[0], minlength=n)
+    order = np.argsort(decode["step"].to_numpy(), kind="stable")
+    gpos = order[np.searchsorted(decode["step"].to_numpy()[order], g["step"].to_numpy())]
+    hb = np.zeros(n, dtype=np.int64)
+    np.add.at(hb, gpos, (g["end_ns"] - g["start_ns"]).to_numpy())
+    out = pl.DataFrame({
+        "step": decode["step"],
+        "host_bound_ns": pl.Series(hb, dtype=pl.Int64),
+        "issue_median_ns": pl.Series(median, dtype=pl.Float64),
+        "launches": pl.Series(launches, dtype=pl.UInt32),
+        "launch_span_ns": pl.Series(span, dtype=pl.Int64),
+        "cpu_ops": pl.Series(cpu_ops, dtype=pl.UInt32),
+        "cpu_ns": pl.Series(ce - cs, dtype=pl.Int64),
+    })
     out = out.with_columns((pl.col("launches") + pl.col("cpu_ops")).alias("events"))
     return out.with_columns(pl.max_horizontal(
         pl.col("issue_median_ns").fill_null(0) * STALL_FACTOR, pl.lit(STALL_MIN_NS)
-    ).cast(pl.Int64).alias("threshold_ns")).drop("cpu_start_ns", "cpu_end_ns")
+    ).cast(pl.Int64).alias("threshold_ns"))
 
 
 def _mark_stalls(g: pl.DataFrame, per_step: pl.DataFrame) -> pl.DataFrame:
