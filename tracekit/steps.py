@@ -148,12 +148,14 @@ def first_row(keys: np.ndarray, valid: np.ndarray, query: np.ndarray) -> np.ndar
     """For each query value, the first row (in table order) among the ``valid`` ones whose key
     equals it, else -1: a vectorized ``unique(keep="first")`` + left join."""
     rows = np.nonzero(valid)[0]
+    if rows.size == 0:  # nothing to match (a trace without launch records)
+        return np.full(query.shape, -1, dtype=np.int64)
     order = rows[np.argsort(keys[rows], kind="stable")]
     sk = keys[order]
     at = np.searchsorted(sk, query, side="left")
     hit = at < sk.size
     hit[hit] = sk[at[hit]] == query[hit]
-    return np.where(hit, order[np.minimum(at, max(sk.size - 1, 0))], -1)
+    return np.where(hit, order[np.minimum(at, sk.size - 1)], -1)
 
 
 def _assign(ops: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
