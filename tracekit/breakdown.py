@@ -57,7 +57,7 @@ def step_table(trace: Trace, steps: Steps) -> pl.DataFrame:
     table = steps.table.sort("step")
     ops = steps.ops.sort("start_ns")
     t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
-    win = _Windows(ops)
+    win = _windows(steps, ops)
     metrics = win.measure(t0[timed], nxt_t0[timed], syncs)
     timed_idx = {int(i): j for j, i in enumerate(np.nonzero(timed)[0])}
     rows = []
@@ -104,7 +104,7 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
     w = int(nxt["start_ns"].min()) if nxt is not None and nxt.height else None
     syncs = _sync_intervals(trace)
     if w is not None and w > t0:
-        m = _Windows(ops).measure(np.array([t0]), np.array([w]), syncs, with_gaps=True)
+        m = _windows(steps, ops).measure(np.array([t0]), np.array([w]), syncs, with_gaps=True)
         gaps, latency = m["gaps"], w - t0
     else:
         gaps = []
@@ -136,7 +136,7 @@ def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",
     wanted = t["kind"].is_in(list(kinds)).to_numpy()
     ids = t["step"].to_numpy()
     sel = timed & wanted
-    m = _Windows(ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
+    m = _windows(steps, ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
     a, b, c, wi = m.get("gap_arrays", (np.empty(0, np.int64),) * 2 + (np.empty(0, str),)
                         + (np.empty(0, np.int64),))
     cols = [[ids[sel][wi].astype(np.int64)], [a], [b], [c]]
@@ -184,6 +184,14 @@ def _host_only(rec: dict, table: pl.DataFrame, i: int) -> dict:
         "gpu_busy_ns": None, "idle_ns": None, **{f"idle_{c}_ns": None for c in GAP_CLASSES},
         "kernels": 0, "memcpys": 0, "memsets": 0,
     }
+
+
+def _windows(steps: Steps, ops: pl.DataFrame) -> _Windows:
+    """The merged busy intervals of ``steps.ops`` (sorted by start as ``ops``), built once per
+    :class:`Steps` and shared by the step table, the gap table and the timeline."""
+    if "windows" not in steps.derived:
+        steps.derived["windows"] = _Windows(ops)
+    return steps.derived["windows"]
 
 
 class _Windows:

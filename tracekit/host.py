@@ -96,9 +96,12 @@ class HostAttribution:
         key = (step, op)
         if key not in self._positions:
             out: list[int] = []
-            rng = self._decode.filter(pl.col("step") == step) if self._decode is not None else None
-            if rng is not None and rng.height:
-                s, e = rng["cpu_start_ns"][0], rng["cpu_end_ns"][0]
+            if "ranges" not in self._positions and self._decode is not None:
+                self._positions["ranges"] = {
+                    st: (a, b) for st, a, b in self._decode.iter_rows()}
+            rng = self._positions.get("ranges", {}).get(step)
+            if rng is not None:
+                s, e = rng
                 for tid, fr in self._frames.items():
                     lo, hi = (int(x) for x in np.searchsorted(fr.start, [s, e]))
                     hits = (fr.names(np.arange(lo, hi)) == op).arg_true().to_numpy()
@@ -113,7 +116,7 @@ class _Frames:
     """One thread's frames (CPU ops and CPU annotations) sorted by (start, -end): numpy columns,
     names fetched on demand from the trace's own name columns (no sorted copy of them)."""
 
-    #: every name of the thread's frames, in source order: its CPU ops, then its annotations
+    #: the trace's CPU op names, then its annotation names (the columns themselves, not copies)
     source_names: pl.Series
     #: the frame's row in ``source_names``
     row: np.ndarray
@@ -156,7 +159,8 @@ def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
     en = np.concatenate([ops["end_ns"].to_numpy()[mine], ann["end_ns"].to_numpy()[mine_ann]])
     order = np.lexsort((-en, st))  # by start, the longer first (an enclosing frame first)
     st, en = st[order].astype(np.int64, copy=False), en[order].astype(np.int64, copy=False)
-    names = pl.concat([ops["name"].gather(mine), ann["name"].gather(mine_ann)], rechunk=False)
+    row = np.concatenate([mine, ops.height + mine_ann])[order].astype(np.int32)
+    names = pl.concat([ops["name"], ann["name"]], rechunk=False)
     ranges = steps.table.select("cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns", "cpu_end_ns")
     rs = ranges["cpu_start_ns"].to_numpy()
     re_ = ranges["cpu_end_ns"].to_numpy()
@@ -167,7 +171,7 @@ def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
         at = lo + d
         ok = at < hi
         is_step[ok] |= re_[at[ok]] == en[ok]
-    return _Frames(names, order, st, en, _parents(st, en), is_step)
+    return _Frames(names, row, st, en, _parents(st, en).astype(np.int32), is_step)
 
 
 def _attribute_gaps(fr: _Frames, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -62,6 +62,8 @@ class Steps:
     method: str
     detail: str
     warnings: list[str] = field(default_factory=list)
+    #: what later stages derive from ``ops`` once and share (breakdown's merged busy intervals)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def decode(self) -> pl.DataFrame:
