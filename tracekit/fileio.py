@@ -19,7 +19,6 @@ The rules, as ``cp`` and editors follow them:
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,7 +72,8 @@ def open_output(path: str | Path) -> Iterator[BinaryIO]:
     tmp = None
     try:
         for _ in range(100):
-            tmp = parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+            # os.urandom, not secrets: secrets loads OpenSSL, ~10 ms of every CLI start-up
+            tmp = parent / f".{target.name}.{os.urandom(4).hex()}.tmp"
             try:
                 # 0o666 minus the umask, as open(..., "w") would create it
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
