@@ -393,13 +393,19 @@ def _launch_counts(trace: Trace, steps: Steps) -> dict[int, dict]:
 
 
 def _decode_ops(steps: Steps) -> tuple[pl.DataFrame, int]:
+    """The decode steps' ops, only the columns the kernel tables read, names as categorical (a
+    group-by on 100-character kernel names would otherwise copy every one of them into its keys:
+    ~200 MB at 1 GB of trace)."""
     decode = steps.decode["step"]
-    return steps.ops.filter(pl.col("step").is_in(decode.implode())), max(decode.len(), 1)
+    ops = steps.ops.select("name", "kind", "start_ns", "end_ns", "bytes", "step").filter(
+        pl.col("step").is_in(decode.implode()))
+    return ops.with_columns(pl.col("name").cast(pl.Categorical)), max(decode.len(), 1)
 
 
 def _with_category(groups: pl.DataFrame) -> pl.DataFrame:
     """``category`` for rows of distinct (name, kind): categorized once per kernel name, not per
     op (the aggregations before it are per (name, kind), which the category is a function of)."""
+    groups = groups.with_columns(pl.col("name").cast(pl.Utf8))
     return groups.with_columns(pl.Series(
         "category", [categorize(n, k).value for n, k in groups.select("name", "kind").iter_rows()],
         dtype=pl.Utf8))

@@ -37,6 +37,7 @@ from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_k
 from tracekit.capture.write import json_safe
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
+from tracekit.memory import release
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
 from tracekit.specs.models import MAX_CTX, ModelSpec, get_model, known_models
 from tracekit.steps import Steps, detect_steps, training_evidence
@@ -232,8 +233,10 @@ def explain(
                        f"got {bandwidth_gbps}")
     unprof.check_flag(unprofiled_ms, None)
     tr = trace if isinstance(trace, Trace) else load(trace)
+    release()  # what the streaming reader freed
     steps = detect_steps(tr, step_marker=step_marker)
     table = step_table(tr, steps)
+    release()
     warnings = list(tr.warnings) + list(steps.warnings)
 
     spec, ctx0, dtype, model_src = _resolve_model(tr, model, ctx, dtype)

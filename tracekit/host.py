@@ -47,6 +47,7 @@ import numpy as np
 import polars as pl
 
 from tracekit.breakdown import GapClass, gap_table
+from tracekit.memory import release
 from tracekit.specs.stalls import match_cause
 from tracekit.steps import Steps, first_row
 from tracekit.trace.model import Trace
@@ -171,7 +172,9 @@ def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
         at = lo + d
         ok = at < hi
         is_step[ok] |= re_[at[ok]] == en[ok]
-    return _Frames(names, row, st, en, _parents(st, en).astype(np.int32), is_step)
+    frames = _Frames(names, row, st, en, _parents(st, en).astype(np.int32), is_step)
+    release()  # the sort and the parent search freed several times what the frames keep
+    return frames
 
 
 def _attribute_gaps(fr: _Frames, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
