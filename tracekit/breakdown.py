@@ -137,20 +137,21 @@ def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",
     ids = t["step"].to_numpy()
     sel = timed & wanted
     m = _windows(steps, ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
-    a, b, c, wi = m.get("gap_arrays", (np.empty(0, np.int64),) * 2 + (np.empty(0, str),)
+    a, b, c, wi = m.get("gap_arrays", (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int8),)
                         + (np.empty(0, np.int64),))
     cols = [[ids[sel][wi].astype(np.int64)], [a], [b], [c]]
     for i in np.nonzero(has_ops & ~timed & wanted)[0]:
         gaps: list = []
         _own_metrics(ops.filter(pl.col("step") == int(ids[i])), syncs, gaps)
         cols[0].append(np.full(len(gaps), int(ids[i]), dtype=np.int64))
-        for col, k in zip(cols[1:], range(3)):
-            col.append(np.array([g[k] for g in gaps], dtype=np.int64 if k < 2 else object))
+        cols[1].append(np.array([g[0] for g in gaps], dtype=np.int64))
+        cols[2].append(np.array([g[1] for g in gaps], dtype=np.int64))
+        cols[3].append(np.array([GAP_CLASSES.index(g[2]) for g in gaps], dtype=np.int8))
     step, a, b = (np.concatenate(x).astype(np.int64) for x in cols[:3])
-    c = np.concatenate([x.astype(object) for x in cols[3]])
+    c = np.concatenate(cols[3]).astype(np.int64)
     order = np.lexsort((a, step))  # stable: (step, start), as the steps' gaps come
     return pl.DataFrame({"step": step[order], "start_ns": a[order], "end_ns": b[order],
-                         "class": pl.Series(c[order].tolist(), dtype=pl.Utf8)},
+                         "class": pl.Series(GAP_CLASSES, dtype=pl.Utf8).gather(c[order])},
                         schema=GAPS_SCHEMA)
 
 
@@ -291,8 +292,8 @@ class _Windows:
             first_of_graph=has_ender & self.enders["first_of_graph"][e],
         )
         lengths = gap_end - gap_start
-        for c in GAP_CLASSES:
-            sel = classes == c
+        for i, c in enumerate(GAP_CLASSES):
+            sel = classes == i
             out["idle"][c] = np.bincount(gwin[sel], weights=lengths[sel],
                                          minlength=nw).astype(np.int64)
         if with_gaps:
@@ -303,7 +304,8 @@ class _Windows:
                 names = self.ops["name"].gather(np.maximum(ender, 0)).to_list() if ender.size else []
                 ended_by = [n if i >= 0 else None for n, i in zip(names, ender.tolist())]
                 out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
-                                       classes[order].tolist(), gwin[order].tolist(), ended_by))
+                                       [GAP_CLASSES[c] for c in classes[order].tolist()],
+                                       gwin[order].tolist(), ended_by))
         return out
 
 
@@ -347,7 +349,8 @@ def _is_dtoh(g: pl.DataFrame) -> np.ndarray:
 def classify_gaps(gap_start: np.ndarray, gap_end: np.ndarray, *, syncs: np.ndarray,
                   prev_dtoh: np.ndarray, launch_start: np.ndarray, launch_end: np.ndarray,
                   is_graph: np.ndarray, first_of_graph: np.ndarray) -> np.ndarray:
-    """The class of each gap (see the module docstring), first matching rule wins."""
+    """The class of each gap as its index in :data:`GAP_CLASSES` (see the module docstring),
+    first matching rule wins."""
     if syncs.size:
         # The host was released inside the gap: it had waited for the device to drain, so the
         # GPU idles for the round trip. (A wait that spans the whole gap proves work was queued.)
@@ -359,13 +362,14 @@ def classify_gaps(gap_start: np.ndarray, gap_end: np.ndarray, *, syncs: np.ndarr
     no_launch = launch_start == _NO_LAUNCH
     # Kernels of one graph replay are queued by a single call; only the first can wait on the host.
     graph_host = is_graph & first_of_graph & (launch_start >= gap_start)
+    code = {c: np.int8(i) for i, c in enumerate(GAP_CLASSES)}
     return np.select(
         [released | prev_dtoh, no_launch, is_graph & graph_host, is_graph,
          launch_end > gap_start],
-        [GapClass.SYNC.value, GapClass.OTHER.value, GapClass.HOST_BOUND.value,
-         GapClass.LAUNCH_LATENCY.value, GapClass.HOST_BOUND.value],
-        default=GapClass.LAUNCH_LATENCY.value,
-    )
+        [code["sync"], code["other"], code["host_bound"], code["launch_latency"],
+         code["host_bound"]],
+        default=code["launch_latency"],
+    ).astype(np.int8)
 
 
 def _sync_intervals(trace: Trace) -> np.ndarray:
