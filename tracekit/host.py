@@ -142,8 +142,8 @@ def _parents(st: np.ndarray, en: np.ndarray) -> np.ndarray:
     skips ended by the candidate's start, hence by this one's (starts ascend), so the first
     candidate still open is the answer. Rounds: about log2 of the longest run skipped."""
     n = st.size
-    cand = np.arange(-1, n - 1, dtype=np.int64)
-    active = np.arange(1, n, dtype=np.int64)
+    cand = np.arange(-1, n - 1, dtype=np.int32)
+    active = np.arange(1, n, dtype=np.int32)
     while active.size:
         c = cand[active]
         closed = (c >= 0) & (en[np.maximum(c, 0)] <= st[active])
@@ -154,25 +154,26 @@ def _parents(st: np.ndarray, en: np.ndarray) -> np.ndarray:
 
 def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
     ops, ann = trace.cpu_ops, trace.annotations
-    mine = np.nonzero((ops["tid"] == tid).fill_null(False).to_numpy())[0]
+    mine = np.nonzero((ops["tid"] == tid).fill_null(False).to_numpy())[0].astype(np.int32)
     mine_ann = np.nonzero((~ann["on_gpu"] & (ann["tid"] == tid)).fill_null(False).to_numpy())[0]
-    st = np.concatenate([ops["start_ns"].to_numpy()[mine], ann["start_ns"].to_numpy()[mine_ann]])
-    en = np.concatenate([ops["end_ns"].to_numpy()[mine], ann["end_ns"].to_numpy()[mine_ann]])
-    order = np.lexsort((-en, st))  # by start, the longer first (an enclosing frame first)
-    st, en = st[order].astype(np.int64, copy=False), en[order].astype(np.int64, copy=False)
-    row = np.concatenate([mine, ops.height + mine_ann])[order].astype(np.int32)
+
+    def column(name: str) -> np.ndarray:
+        a = ops[name].to_numpy()
+        return np.concatenate([a if mine.size == a.size else a[mine],
+                               ann[name].to_numpy()[mine_ann]]).astype(np.int64, copy=False)
+
+    st, en = column("start_ns"), column("end_ns")
+    order = np.lexsort((-en, st)).astype(np.int32)  # by start, the longer first (encloser first)
+    st, en = st[order], en[order]
+    row = np.concatenate([mine, (ops.height + mine_ann).astype(np.int32)])[order]
+    del order
     names = pl.concat([ops["name"], ann["name"]], rechunk=False)
-    ranges = steps.table.select("cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns", "cpu_end_ns")
-    rs = ranges["cpu_start_ns"].to_numpy()
-    re_ = ranges["cpu_end_ns"].to_numpy()
-    lo = np.searchsorted(rs, st, side="left")
-    hi = np.searchsorted(rs, st, side="right")
-    is_step = np.zeros(st.size, dtype=bool)
-    for d in range(int((hi - lo).max()) if st.size else 0):  # ranges with this start: ~1
-        at = lo + d
-        ok = at < hi
-        is_step[ok] |= re_[at[ok]] == en[ok]
-    frames = _Frames(names, row, st, en, _parents(st, en).astype(np.int32), is_step)
+    ranges = steps.table.select("cpu_start_ns", "cpu_end_ns")
+    step_ranges = set(ranges.iter_rows())
+    is_step = np.isin(st, ranges["cpu_start_ns"].to_numpy())  # a step's start: check its end
+    for k in np.nonzero(is_step)[0].tolist():
+        is_step[k] = (int(st[k]), int(en[k])) in step_ranges
+    frames = _Frames(names, row, st, en, _parents(st, en), is_step)
     release()  # the sort and the parent search freed several times what the frames keep
     return frames
 
