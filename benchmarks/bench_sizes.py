@@ -68,8 +68,6 @@ def med(xs: list[tuple[float, ...]]) -> tuple[float, ...]:
 
 def sweep(sizes: list[int], n: int, hta: bool) -> None:
     env, plain = child_env(tracekit=True), child_env()
-    from scale import write_scaled
-
     print(f"cpu: {os.cpu_count()} cores, python {sys.version.split()[0]}, n={n} (medians), "
           f"load average {os.getloadavg()[0]:.2f} at start")
     print("wall s and CPU s (user + system) per contender; ratios of both; RSS = peak RSS")
@@ -81,7 +79,7 @@ def sweep(sizes: list[int], n: int, hta: bool) -> None:
             d = Path(tmp) / f"x{k}"
             d.mkdir()
             trace = d / "rank0.json.gz"
-            size = write_scaled(SAMPLE, k, trace)
+            size = scaled(k, trace)
             tk_cmd = [sys.executable, "-m", "tracekit", "explain", str(trace), "--json"]
             std_cmd = [sys.executable, "-c", STDLIB, str(trace)]
             if k == sizes[0]:  # warm-up: bytecode caches written, files in the page cache
@@ -100,14 +98,41 @@ def sweep(sizes: list[int], n: int, hta: bool) -> None:
                   f"{tk_s / std_s:6.2f} {tk_cpu / std_cpu:7.2f} {hta_s:6.2f} {hta_s / tk_s:6.1f} "
                   f"{tk_rss:6.0f} {tk_rss / mb:8.2f} {std_rss:7.0f} {hta_rss:7.0f}", flush=True)
             trace.unlink()
-    print(f"load average {os.getloadavg()[0]:.2f} at end")
+    print(f"load average {os.getloadavg()[0]:.2f} at end; this process's own peak RSS "
+          f"{own_peak_mb():.0f} MB (a floor under each child's: see scaled())")
+
+
+def scaled(k: int, out: Path) -> int:
+    """Write the ×k trace in a child process; returns its JSON size.
+
+    Not in this process: on Linux a child's peak RSS (``wait4``) starts from its parent's RSS at
+    the fork, so a parent that had held a scaled trace would put that floor under every number
+    this script prints (round one's RSS figures at ×1 were this floor, not tracekit's)."""
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from scale import write_scaled; "
+            "print(write_scaled(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])))")
+    out_ = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent),
+                           str(SAMPLE), str(k), str(out)], check=True, capture_output=True,
+                          text=True, env=child_env()).stdout
+    return int(out_.strip().splitlines()[-1])
+
+
+def own_peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def startup(n: int) -> None:
     env = child_env(tracekit=True)
     run([sys.executable, "-m", "tracekit", "--help"], env)  # warm-up: bytecode caches
-    runs = [run([sys.executable, "-m", "tracekit", "--help"], env)[0] for _ in range(max(n, 5))]
-    print(f"tracekit --help: median {statistics.median(runs):.3f} s (target <= 0.15 s)")
+    runs, bare = [], []
+    for _ in range(max(n, 5)):  # alternating with a bare interpreter: the machine's own pace
+        runs.append(run([sys.executable, "-m", "tracekit", "--help"], env))
+        bare.append(run([sys.executable, "-c", "pass"], env))
+    (w, _, c), (bw, _, bc) = med(runs), med(bare)
+    print(f"tracekit --help: median {w:.3f} s wall, {c:.3f} s CPU (target <= 0.15 s); "
+          f"python -c pass: {bw:.3f} s wall, {bc:.3f} s CPU")
 
 
 def nsys(n: int) -> None:
@@ -153,10 +178,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.only in (None, "startup"):
         startup(args.n)
-    if args.only in (None, "nsys"):
-        nsys(args.n)
     if args.only in (None, "sweep"):
         sweep(args.sizes, args.n, not args.no_hta)
+    if args.only in (None, "nsys"):  # last: it loads tracekit here (see scaled())
+        nsys(args.n)
 
 
 if __name__ == "__main__":
