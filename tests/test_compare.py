@@ -9,10 +9,9 @@ import statistics
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import error_line, run
 from synth import decode_steps, write_trace
 
-from tracekit.cli import app
 from tracekit.compare import compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,17 +21,6 @@ GRAPHS = SAMPLES / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz"
 LLAMA = SAMPLES / "llama-3.1-8b_ctx4096_eager.json.gz"
 PLAIN = SAMPLES / "plain_qwen2.5-7b_ctx2048_eager_annotated.json.gz"
 PLAIN_GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_replay.json.gz"
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(r) -> str:
-    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
-    assert "Traceback" not in r.output
-    return lines[0]
 
 
 def _meta(path: Path) -> dict:

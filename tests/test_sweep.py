@@ -15,9 +15,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from click.testing import CliRunner
+from helpers import error_line, run
 
-from tracekit.cli import app
 from tracekit.sweep import cell_id, load_recipe, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,17 +36,6 @@ profile_steps = 3
 model = "tiny"
 ctx = {ctx}
 """
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(r) -> str:
-    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
-    assert "Traceback" not in r.output
-    return lines[0]
 
 
 def recipe(tmp: Path, text: str, name: str = "r.toml") -> Path:
@@ -244,14 +232,83 @@ def test_estimates_scale_per_session(tmp_path):
 
 
 def test_a_failed_cell_is_not_retried_unless_asked(tmp_path):
-    torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        pytest.skip("needs a machine without CUDA (the cell must fail)")
-    rec = recipe(tmp_path, '[[matrix]]\nmodel = "tiny"\nctx = 16\ndevice = "cuda"\n')
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    # a CPU cell that fails at once: a KV cache of 10^12 tokens fits no machine's RAM
+    rec = recipe(tmp_path, '[defaults]\ndevice = "cpu"\n[[matrix]]\nmodel = "tiny"\n'
+                           "ctx = 1000000000000\n")
     r = run("sweep", rec, "--out", tmp_path / "o")
-    assert r.exit_code == 1 and "no CUDA device found" in r.output
+    assert r.exit_code == 1 and "needs" in r.output and "RAM" in r.output, r.output
     r = run("sweep", rec, "--out", tmp_path / "o")
     assert r.exit_code == 1 and "not retried (--retry-failed" in r.output
     assert "running" not in r.output
     r = run("sweep", rec, "--out", tmp_path / "o", "--retry-failed")
     assert r.exit_code == 1 and "running" in r.output
+
+
+# --- a machine that cannot capture: one error before any cell runs ----------------------------
+GPU_RECIPE = '[defaults]\nsteps = 3\n[[matrix]]\nmodel = "tiny"\nctx = [16, 24]\n'
+
+
+def _no_cuda_here():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a CUDA device")
+
+
+def test_no_cuda_fails_before_any_cell(tmp_path):
+    _no_cuda_here()
+    rec = recipe(tmp_path, GPU_RECIPE)
+    t0 = time.monotonic()
+    r = run("sweep", rec, "--out", tmp_path / "out")
+    took = time.monotonic() - t0
+    assert r.exit_code == 1
+    line = error_line(r)
+    assert line.startswith(f"Error: {rec}: no CUDA device found (torch "), line
+    assert "2 cells to capture need one" in line and "--list" in line, line
+    assert "--rows-only" not in line  # nothing was captured before: nothing to offer
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+    assert took < 60, f"{took:.0f} s: the check must not start the cells"
+    assert run("sweep", rec, "--out", tmp_path / "out", "--list").exit_code == 0
+
+
+def test_torch_missing_fails_before_any_cell(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    rec = recipe(tmp_path, CPU.format(steps=3, ctx=16))  # even a CPU cell needs torch
+    r = run("sweep", rec, "--out", tmp_path / "out")
+    assert r.exit_code == 1
+    line = error_line(r)
+    assert line.startswith(f"Error: {rec}: torch is not installed here"), line
+    assert "pip install 'tracekit[capture]'" in line and "--list" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_rows_only_writes_the_captured_cells_where_there_is_no_gpu(swept, tmp_path):
+    """The traces of a GPU box copied to a laptop, some cells not captured yet: the plain sweep
+    refuses at once and points at --rows-only, which writes the rows it can and captures nothing."""
+    import shutil
+
+    _no_cuda_here()
+    _, _, out, _ = swept
+    rec = recipe(tmp_path, CPU.format(steps=4, ctx="[32, 48]")
+                 + '[[matrix]]\nmodel = "tiny"\nctx = 16\ndevice = "cuda"\n')
+    box = tmp_path / "copied"
+    shutil.copytree(out / "traces", box / "traces")
+    r = run("sweep", rec, "--out", box)
+    assert r.exit_code == 1
+    line = error_line(r)
+    assert "1 cell to capture needs one" in line and "--rows-only writes the rows of the 2 cells" in line
+    assert not (box / "parts").exists()
+    r = run("sweep", rec, "--out", box, "--rows-only")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("row written from its capture") == 2 and "running" not in r.output
+    assert "1 cells not captured yet" in r.output
+    cols = ["cell", "median_ms", "session_steps_ms"]
+    got = read_results(box).select(cols)
+    assert got.height == 2
+    assert got.equals(read_results(out).select(cols).filter(pl.col("cell").is_in(got["cell"])))
+    assert not (box / "cells.jsonl").exists()  # nothing was run, so nothing is logged as failed
