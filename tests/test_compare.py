@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from helpers import error_line, run
+from helpers import error_line, run, write_capture
 from synth import decode_steps, write_trace
 
 from tracekit.compare import compare
@@ -27,24 +27,6 @@ PLAIN_GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_replay.json.gz"
 def _meta(path: Path) -> dict:
     with gzip.open(path, "rt") as f:
         return json.load(f)["tracekit"]
-
-
-def write_capture(path: Path, sessions: list[list[float]], *, model="qwen2.5-7b", ctx=2048,
-                  gpu="NVIDIA H100 80GB HBM3", mode="eager", legacy=False) -> Path:
-    """A timing-only capture (``--profile-session none``): metadata, no events."""
-    def timing(ms):
-        return {"steps": len(ms), "warmup": 5, "unprofiled_ms": ms,
-                "median_ms": statistics.median(ms)}
-    meta = {"schema": "tracekit.capture/1", "model_name": model, "ctx": ctx, "mode": mode,
-            "dtype": "bf16", "gpu": {"name": gpu}, "timing": timing(sessions[0]),
-            "attention": {"requested": "sdpa", "kernels": []}}
-    if not legacy:
-        meta["sessions"] = {"n": len(sessions), "profiled_session": None, "runs": [
-            {"session": i, "timing": timing(s), "timing_after": None, "profiled": False}
-            for i, s in enumerate(sessions)]}
-    with gzip.open(path, "wt") as f:
-        json.dump({"tracekit": meta, "schemaVersion": 1, "traceEvents": []}, f)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import error_line, run
+from helpers import error_line, run, write_capture
 
-from tracekit.sweep import cell_id, load_recipe, read_results
+from tracekit.errors import BadInput
+from tracekit.sweep import cell_id, load_recipe, read_results, row_from_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUE_COLUMNS = ["gpu", "model", "ctx", "mode", "attention", "sessions", "median_ms", "p10_ms",
@@ -217,6 +218,42 @@ def test_sweep_killed_mid_cell_then_resumed(swept, tmp_path):
     assert pl.read_parquet(out / "results.parquet").height == 3
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_sweep_terminated_mid_cell_says_so_and_keeps_the_table(swept, tmp_path):
+    """SIGTERM (a scheduler, a device lease ending) mid-cell: the cell is stopped, the finished
+    cells and the table stay, and the sweep says so in one Error line."""
+    import shutil
+
+    _, _, out, _ = swept
+    rec = recipe(tmp_path, CPU.format(steps=4, ctx="[32, 48]")
+                 + '[[matrix]]\nmodel = "tiny"\nctx = 56\nsteps = 100000\n')  # never finishes
+    done, cell = load_recipe(rec).cells[:2], load_recipe(rec).cells[2]
+    box = tmp_path / "out"
+    (box / "parts").mkdir(parents=True)
+    for c in done:  # the fixture's finished cells (the same options, so the same ids)
+        shutil.copy(out / "parts" / f"{c.id}.parquet", box / "parts")
+    sweep = subprocess.Popen([sys.executable, "-m", "tracekit.cli", "sweep", str(rec), "--out",
+                              str(box), "--quiet"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _processes_with(f"--cell\0{cell.id}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_with(f"--cell\0{cell.id}"), "the cell never started"
+    time.sleep(1.0)
+    sweep.send_signal(signal.SIGTERM)
+    stdout, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert lines == ["Error: interrupted; finished cells are kept, run the same command to continue"]
+    assert "Traceback" not in stdout + stderr
+    assert not _processes_with(f"--cell\0{cell.id}")  # the cell's process was stopped too
+    assert not (box / "parts" / f"{cell.id}.parquet").exists()
+    assert [p.name for p in (box / "traces").iterdir() if not p.name.startswith(".")] == []
+    assert pl.read_parquet(box / "results.parquet").height == 2  # valid, the two finished cells
+    listing = run("sweep", rec, "--out", box, "--list").output
+    assert listing.count("done") == 2 and "pending" in listing
+
+
 def test_estimates_scale_per_session(tmp_path):
     from tracekit.sweep import Cell, _estimate
 
@@ -312,3 +349,29 @@ def test_rows_only_writes_the_captured_cells_where_there_is_no_gpu(swept, tmp_pa
     assert got.height == 2
     assert got.equals(read_results(out).select(cols).filter(pl.col("cell").is_in(got["cell"].to_list())))
     assert not (box / "cells.jsonl").exists()  # nothing was run, so nothing is logged as failed
+
+
+# --- rows from captures made by hand (analyses/collect.py): their metadata is untrusted ----------
+def test_row_from_a_capture_with_metadata_of_another_shape(tmp_path):
+    p = write_capture(tmp_path / "c.json.gz", [[10.0, 12.0, 11.0], [13.0, 12.0, 14.0]])
+    doc = json.loads(gzip.decompress(p.read_bytes()))
+    doc["tracekit"]["gpu"] = "H100"  # a string, not {"name": ...}
+    p.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    row = row_from_capture(p)
+    assert row["median_ms"] == pytest.approx(statistics.mean([11.0, 13.0]))  # mean of medians
+    assert row["gpu"] == "unknown" and row["floor_ms"] is None and row["sessions"] == 2
+
+
+@pytest.mark.parametrize(("key", "value", "needle"), [
+    ("ctx", "2048", "key tracekit.ctx must be a positive integer, got '2048'"),
+    ("model_name", ["qwen"], "key tracekit.model_name must be a string"),
+    ("model_name", "gpt-9", "unknown model 'gpt-9'"),
+])
+def test_row_from_a_bad_capture_names_the_file_and_the_key(tmp_path, key, value, needle):
+    p = write_capture(tmp_path / "c.json.gz", [[10.0, 12.0]])
+    doc = json.loads(gzip.decompress(p.read_bytes()))
+    doc["tracekit"][key] = value
+    p.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    with pytest.raises(BadInput) as exc:
+        row_from_capture(p)
+    assert str(exc.value).startswith(f"{p}: ") and needle in str(exc.value), str(exc.value)

@@ -395,20 +395,34 @@ def row_from_capture(path: str | Path, *, label: str | None = None) -> dict:
     """The results row of any ``tracekit capture`` file, as if a sweep cell had made it (for
     captures made by hand, e.g. ``sample_traces/``). ``label`` is what the ``trace`` column says."""
     from tracekit.capture.write import read_capture_meta
+    from tracekit.compare import _get
 
     p = Path(path)
     try:
         meta = read_capture_meta(p) or {}
     except (OSError, ValueError, EOFError) as exc:
         raise BadInput(f"{p}: cannot read its capture metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise BadInput(f"{p}: not a tracekit capture (tracekit is not an object)")
     missing = [k for k in ("model_name", "ctx", "mode") if k not in meta]
     if missing:
         raise BadInput(f"{p}: not a tracekit capture (no tracekit.{missing[0]})")
+    for key, kind, ok in (("model_name", "a string", isinstance(meta["model_name"], str)),
+                          ("mode", "a string", isinstance(meta["mode"], str)),
+                          ("ctx", "a positive integer", type(meta["ctx"]) is int and meta["ctx"] > 0)):
+        if not ok:
+            raise BadInput(f"{p}: key tracekit.{key} must be {kind}, got {meta[key]!r}")
     attn = meta.get("attention")
+    attn = attn.get("requested") if isinstance(attn, dict) else attn
+    n = _get(meta, "sessions", "n")
     opts = {"model": meta["model_name"], "ctx": meta["ctx"], "mode": meta["mode"],
-            "attention": (attn.get("requested") if isinstance(attn, dict) else attn) or "sdpa",
-            "sessions": (meta.get("sessions") or {}).get("n") or 1}
-    row = cell_row(Cell(cell_id(opts), opts, DEFAULT_TIMEOUT_S), p)
+            "attention": attn if isinstance(attn, str) and attn else "sdpa",
+            "sessions": n if type(n) is int and n > 0 else 1}
+    try:
+        row = cell_row(Cell(cell_id(opts), opts, DEFAULT_TIMEOUT_S), p)
+    except BadInput as exc:  # e.g. an unknown model: say which file
+        msg = str(exc)
+        raise BadInput(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
     row["trace"] = label or str(p)
     return row
 
@@ -419,7 +433,7 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
 
     from tracekit.bootstrap import latency_ci, pooled
     from tracekit.capture.write import read_capture_meta
-    from tracekit.compare import _capture_sessions
+    from tracekit.compare import _capture_sessions, _get
     from tracekit.floor import step_floor
     from tracekit.specs.gpus import match_gpu
     from tracekit.specs.models import get_model
@@ -430,7 +444,7 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
         raise CaptureError(f"{trace}: the capture holds no unprofiled step timings")
     lat = latency_ci(sessions)
     steps = pooled(sessions)
-    gpu_name = (meta.get("gpu") or {}).get("name") or meta.get("device") or "unknown"
+    gpu_name = str(_get(meta, "gpu", "name") or meta.get("device") or "unknown")
     gspec = match_gpu(gpu_name)
     spec = get_model(cell.options["model"])
     dtype = meta.get("dtype") or "bf16"
@@ -439,7 +453,7 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
               if gspec else None for c in ("exact", "all-weights")}
     busy, stall = _explained(trace, meta)
     attn = meta.get("attention")
-    runs = (meta.get("sessions") or {}).get("runs") or [meta]
+    runs = _get(meta, "sessions", "runs") or [meta]  # dicts: _capture_sessions checked them
     clocks = [{"before": r.get("gpu_clocks_before"), "after": r.get("gpu_clocks_after")}
               for r in runs]
     med = lat.value
@@ -604,6 +618,8 @@ def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say,
                if captured and not no_rows else ""))
     (out / "parts").mkdir(parents=True, exist_ok=True)
     (out / "traces").mkdir(parents=True, exist_ok=True)
+    if not no_rows:  # the table is there, and valid, from the start: whatever stops this run
+        write_results(out)
     start = time.monotonic()
     res = SweepResult([], [], {}, [], None)
     res.skipped = [c.id for c in recipe.cells if is_done(out, c)]
