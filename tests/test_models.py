@@ -127,3 +127,19 @@ def test_hf_config_builds_with_transformers() -> None:
     kw = get_model("qwen2.5-7b").hf_config()
     cfg = transformers.AutoConfig.for_model(kw.pop("model_type"), **kw)
     assert (cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.vocab_size) == (28, 4, 152064)
+
+
+@pytest.mark.parametrize("name", ["mistral-7b", "qwen2.5-7b", "llama-3.1-8b"])
+def test_hf_config_attends_over_the_whole_context(name: str) -> None:
+    """The study's checkpoints use full attention (Mistral-7B v0.3's config.json says
+    "sliding_window": null; Qwen2.5-7B's says use_sliding_window: false), and the floor counts the
+    whole KV cache. transformers' own MistralConfig defaults to a 4096-token window, so a random-
+    weights Mistral built from bare shapes must say otherwise, or ctx >= 4096 reads a capped cache
+    (and CUDA Graphs capture fails in the sliding-window cache)."""
+    transformers = pytest.importorskip("transformers")
+    kw = get_model(name).hf_config()
+    cfg = transformers.AutoConfig.for_model(kw.pop("model_type"), **kw)
+    assert getattr(cfg, "sliding_window", None) is None or not getattr(cfg, "use_sliding_window", True)
+    if name == "mistral-7b":
+        assert cfg.sliding_window is None
+        assert transformers.AutoConfig.for_model("mistral").sliding_window == 4096  # why it is set

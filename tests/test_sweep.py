@@ -179,6 +179,24 @@ def test_captured_cells_get_their_rows_where_polars_is(swept, tmp_path, monkeypa
     assert read_results(box).select(cols).equals(read_results(out).select(cols))
 
 
+def test_rows_from_captures_made_after_a_failure(swept, tmp_path):
+    """As on the H100: a cell failed (its failure is logged), was captured again by a rerun with
+    ``--cell`` elsewhere, and its trace copied in; the rows must come from the traces, not a
+    traceback over the failure record that carries no seconds."""
+    import shutil
+
+    _, rec, out, _ = swept
+    box = tmp_path / "merged"
+    shutil.copytree(out / "traces", box / "traces")
+    first = load_recipe(rec).cells[0].id
+    (box / "cells.jsonl").write_text(json.dumps({"cell": first, "failed": "exit 1: boom"}) + "\n"
+                                     + "42\n" + '{"cell": "x", "seconds": "soon"}\n')
+    r = run("sweep", rec, "--out", box)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("row written from its capture") == 2 and "running" not in r.output
+    assert read_results(box).height == 2
+
+
 def _processes_with(text: str) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():

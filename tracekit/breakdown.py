@@ -135,17 +135,23 @@ def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",
     t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
     wanted = t["kind"].is_in(list(kinds)).to_numpy()
     ids = t["step"].to_numpy()
-    rows: list[tuple] = []
     sel = timed & wanted
-    m = _Windows(ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps=True)
-    idx = ids[sel]
-    rows.extend((int(idx[wi]), a, b, c) for a, b, c, wi, _ in m["gaps"])
+    m = _Windows(ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
+    a, b, c, wi = m.get("gap_arrays", (np.empty(0, np.int64),) * 2 + (np.empty(0, str),)
+                        + (np.empty(0, np.int64),))
+    cols = [[ids[sel][wi].astype(np.int64)], [a], [b], [c]]
     for i in np.nonzero(has_ops & ~timed & wanted)[0]:
         gaps: list = []
         _own_metrics(ops.filter(pl.col("step") == int(ids[i])), syncs, gaps)
-        rows.extend((int(ids[i]), a, b, c) for a, b, c, *_ in gaps)
-    rows.sort(key=lambda r: (r[0], r[1]))
-    return pl.DataFrame(rows, schema=GAPS_SCHEMA, orient="row")
+        cols[0].append(np.full(len(gaps), int(ids[i]), dtype=np.int64))
+        for col, k in zip(cols[1:], range(3)):
+            col.append(np.array([g[k] for g in gaps], dtype=np.int64 if k < 2 else object))
+    step, a, b = (np.concatenate(x).astype(np.int64) for x in cols[:3])
+    c = np.concatenate([x.astype(object) for x in cols[3]])
+    order = np.lexsort((a, step))  # stable: (step, start), as the steps' gaps come
+    return pl.DataFrame({"step": step[order], "start_ns": a[order], "end_ns": b[order],
+                         "class": pl.Series(c[order].tolist(), dtype=pl.Utf8)},
+                        schema=GAPS_SCHEMA)
 
 
 def _windows_of(steps: Steps):
@@ -283,10 +289,13 @@ class _Windows:
                                          minlength=nw).astype(np.int64)
         if with_gaps:
             order = np.lexsort((gap_start, gwin))
-            names = self.ops["name"].to_list()
-            ended_by = [names[i] if i >= 0 else None for i in ender[order].tolist()]
-            out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
-                                   classes[order].tolist(), gwin[order].tolist(), ended_by))
+            out["gap_arrays"] = (gap_start[order], gap_end[order], classes[order], gwin[order])
+            if with_gaps != "arrays":
+                ender = ender[order]
+                names = self.ops["name"].gather(np.maximum(ender, 0)).to_list() if ender.size else []
+                ended_by = [n if i >= 0 else None for n, i in zip(names, ender.tolist())]
+                out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
+                                       classes[order].tolist(), gwin[order].tolist(), ended_by))
         return out
 
 
@@ -375,15 +384,17 @@ def _launch_counts(trace: Trace, steps: Steps) -> dict[int, dict]:
             for r in agg.iter_rows(named=True)}
 
 
-def _decode_ops_with_category(steps: Steps) -> tuple[pl.DataFrame, int]:
+def _decode_ops(steps: Steps) -> tuple[pl.DataFrame, int]:
     decode = steps.decode["step"]
-    ops = steps.ops.filter(pl.col("step").is_in(decode.implode()))
-    if ops.height:
-        names = ops.select("name", "kind").unique()
-        names = names.with_columns(pl.Series(
-            "category", [categorize(n, k).value for n, k in names.iter_rows()], dtype=pl.Utf8))
-        ops = ops.join(names, on=["name", "kind"], how="left")
-    return ops, max(decode.len(), 1)
+    return steps.ops.filter(pl.col("step").is_in(decode.implode())), max(decode.len(), 1)
+
+
+def _with_category(groups: pl.DataFrame) -> pl.DataFrame:
+    """``category`` for rows of distinct (name, kind): categorized once per kernel name, not per
+    op (the aggregations before it are per (name, kind), which the category is a function of)."""
+    return groups.with_columns(pl.Series(
+        "category", [categorize(n, k).value for n, k in groups.select("name", "kind").iter_rows()],
+        dtype=pl.Utf8))
 
 
 def kernel_categories(steps: Steps) -> pl.DataFrame:
@@ -395,7 +406,7 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
     many of the category's ops carry a byte count (copy *kernels* do not: bytes then cover only
     part of the category, and the reports say so).
     """
-    ops, n_steps = _decode_ops_with_category(steps)
+    ops, n_steps = _decode_ops(steps)
     if ops.height == 0:
         return pl.DataFrame(schema={"category": pl.Utf8, "ms_per_step": pl.Float64,
                                     "share": pl.Float64, "ops_per_step": pl.Float64,
@@ -403,13 +414,18 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
                                     "ops_with_bytes_per_step": pl.Float64})
     dur = pl.col("end_ns") - pl.col("start_ns")
     known = pl.col("bytes").is_not_null()
-    agg = ops.group_by("category").agg(
-        (dur.sum() / n_steps / 1e6).alias("ms_per_step"),
-        (pl.len() / n_steps).alias("ops_per_step"),
-        pl.when(known.any()).then(pl.col("bytes").sum() / n_steps).alias("bytes_per_step"),
-        (known.sum() / n_steps).alias("ops_with_bytes_per_step"),
-        pl.when(known.any() & (dur.filter(known).sum() > 0))
-        .then(pl.col("bytes").filter(known).sum() / dur.filter(known).sum()).alias("trace_gbps"),
+    # integer sums per (name, kind), then per category: the same integers as one pass per category
+    per_name = _with_category(ops.group_by("name", "kind").agg(
+        dur.sum().alias("dur"), pl.len().alias("n"), pl.col("bytes").sum().alias("bytes"),
+        known.sum().alias("known"), dur.filter(known).sum().alias("dur_known")))
+    some = pl.col("known").sum() > 0
+    agg = per_name.group_by("category").agg(
+        (pl.col("dur").sum() / n_steps / 1e6).alias("ms_per_step"),
+        (pl.col("n").sum() / n_steps).alias("ops_per_step"),
+        pl.when(some).then(pl.col("bytes").sum() / n_steps).alias("bytes_per_step"),
+        (pl.col("known").sum() / n_steps).alias("ops_with_bytes_per_step"),
+        pl.when(some & (pl.col("dur_known").sum() > 0))
+        .then(pl.col("bytes").sum() / pl.col("dur_known").sum()).alias("trace_gbps"),
     )
     agg = agg.sort("category")  # group order varies run to run; a float sum must not
     total = agg["ms_per_step"].sum() or 1.0
@@ -421,14 +437,17 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
 
 def top_kernels(steps: Steps, n: int | None = 10) -> pl.DataFrame:
     """The ``n`` kernels that take the most time per decode step (``None``: all of them)."""
-    ops, n_steps = _decode_ops_with_category(steps)
+    ops, n_steps = _decode_ops(steps)
     if ops.height == 0:
         return pl.DataFrame(schema={"name": pl.Utf8, "kind": pl.Utf8, "category": pl.Utf8,
                                     "ms_per_step": pl.Float64, "calls_per_step": pl.Float64,
                                     "median_us": pl.Float64})
-    return ops.group_by("name", "kind", "category").agg(
+    per_name = ops.group_by("name", "kind").agg(
         ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
         (pl.len() / n_steps).alias("calls_per_step"),
         ((pl.col("end_ns") - pl.col("start_ns")).median() / 1e3).alias("median_us"),
+    )
+    return _with_category(per_name).select(
+        "name", "kind", "category", "ms_per_step", "calls_per_step", "median_us",
     ).sort(["ms_per_step", "name"], descending=[True, False]).head(
         n if n is not None else ops.height)

@@ -41,7 +41,7 @@ of gaps, e.g. an op that launches a tiny kernel in the middle of its stall) adds
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -78,26 +78,64 @@ class HostAttribution:
     #: (median launch-to-launch interval), threshold_ns, launches, launch_span_ns (first to last
     #: launch), cpu_ops, events (cpu_ops + launches: what the profiler recorded), cpu_ns
     steps: pl.DataFrame
-    #: per step, the op instances of each name in order: {(step, name): [frame ids]} (positions)
-    _order: dict
+    #: the launching threads' frames, and the decode steps' CPU ranges (for ``position``)
+    _frames: dict = field(default_factory=dict, repr=False)
+    _decode: pl.DataFrame | None = field(default=None, repr=False)
+    _positions: dict = field(default_factory=dict, repr=False)
 
     def position(self, step: int, op: str, frame: int | None) -> tuple[int | None, int]:
         """1-based occurrence of this op instance among the step's ops of the same name, and how
         many there are (e.g. (1, 28): the first of 28 attention calls — layer 0)."""
-        frames = self._order.get((step, op), [])
+        frames = self._same_name(step, op)
         if frame is None or frame not in frames:
             return None, len(frames)
         return frames.index(frame) + 1, len(frames)
+
+    def _same_name(self, step: int, op: str) -> list[int]:
+        """The step's frames named ``op`` in time order (thread by thread), as frame ids."""
+        key = (step, op)
+        if key not in self._positions:
+            out: list[int] = []
+            rng = self._decode.filter(pl.col("step") == step) if self._decode is not None else None
+            if rng is not None and rng.height:
+                s, e = rng["cpu_start_ns"][0], rng["cpu_end_ns"][0]
+                for tid, fr in self._frames.items():
+                    lo, hi = (int(x) for x in np.searchsorted(fr.start, [s, e]))
+                    hits = (fr.name.slice(lo, hi - lo) == op).arg_true().to_numpy()
+                    out.extend(tid * 10**9 + lo + k for k in hits.tolist())
+            self._positions[key] = out
+        return self._positions[key]
 
 
 # -- the thread's frames (ops nest on one thread) ---------------------------------------------
 @dataclass
 class _Frames:
-    name: list[str]
+    name: pl.Series
     start: np.ndarray
     end: np.ndarray
     parent: np.ndarray
     is_step: np.ndarray
+
+
+def _parents(st: np.ndarray, en: np.ndarray) -> np.ndarray:
+    """The enclosing frame of each frame (-1: none), for frames sorted by (start, -end).
+
+    A scan with a stack (pop while the top ended at or before this start; the top left is the
+    parent) leaves as parent the *latest* earlier frame still open at this start, ``max{j < i :
+    en[j] > st[i]}``: a frame popped earlier ended before an earlier start. Found for all frames at
+    once by pointer jumping: each frame's candidate starts at the frame before it; a candidate that
+    ended by the frame's start is replaced by the candidate's own candidate. Everything a jump
+    skips ended by the candidate's start, hence by this one's (starts ascend), so the first
+    candidate still open is the answer. Rounds: about log2 of the longest run skipped."""
+    n = st.size
+    cand = np.arange(-1, n - 1, dtype=np.int64)
+    active = np.arange(1, n, dtype=np.int64)
+    while active.size:
+        c = cand[active]
+        closed = (c >= 0) & (en[np.maximum(c, 0)] <= st[active])
+        active, c = active[closed], c[closed]
+        cand[active] = cand[c]
+    return cand
 
 
 def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
@@ -105,19 +143,19 @@ def _frames(trace: Trace, steps: Steps, tid: int) -> _Frames:
     ann = trace.annotations.filter(~pl.col("on_gpu") & (pl.col("tid") == tid)).select(
         "name", "start_ns", "end_ns")
     f = pl.concat([ops, ann]).sort(["start_ns", "end_ns"], descending=[False, True])
-    st, en = f["start_ns"].to_list(), f["end_ns"].to_list()  # Python ints: a fast scan
-    parent = [-1] * f.height
-    stack: list[int] = []
-    for i, s in enumerate(st):
-        while stack and en[stack[-1]] <= s:
-            stack.pop()
-        if stack:
-            parent[i] = stack[-1]
-        stack.append(i)
-    ranges = set(steps.table.select("cpu_start_ns", "cpu_end_ns").iter_rows())
-    is_step = np.fromiter(((a, b) in ranges for a, b in zip(st, en)), dtype=bool, count=f.height)
-    return _Frames(f["name"].to_list(), np.asarray(st, dtype=np.int64),
-                   np.asarray(en, dtype=np.int64), np.asarray(parent, dtype=np.int64), is_step)
+    st = f["start_ns"].to_numpy().astype(np.int64, copy=False)
+    en = f["end_ns"].to_numpy().astype(np.int64, copy=False)
+    ranges = steps.table.select("cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns", "cpu_end_ns")
+    rs = ranges["cpu_start_ns"].to_numpy()
+    re_ = ranges["cpu_end_ns"].to_numpy()
+    lo = np.searchsorted(rs, st, side="left")
+    hi = np.searchsorted(rs, st, side="right")
+    is_step = np.zeros(st.size, dtype=bool)
+    for d in range(int((hi - lo).max()) if st.size else 0):  # ranges with this start: ~1
+        at = lo + d
+        ok = at < hi
+        is_step[ok] |= re_[at[ok]] == en[ok]
+    return _Frames(f["name"], st, en, _parents(st, en), is_step)
 
 
 def _attribute_gaps(fr: _Frames, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,17 +185,53 @@ def _attribute_gaps(fr: _Frames, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarr
 SEP = "\x1f"
 
 
-def _stack(fr: _Frames, k: int, cache: dict) -> str:
-    """Names from the outermost frame below the step annotation down to frame ``k``, joined by
-    :data:`SEP`."""
-    if k not in cache:
-        chain = []
-        j = k
-        while j >= 0 and not fr.is_step[j]:
-            chain.append(fr.name[j])
-            j = int(fr.parent[j])
-        cache[k] = SEP.join(chain[::-1])
-    return cache[k]
+def _stacks(fr: _Frames, ks: np.ndarray) -> pl.Series:
+    """For each frame in ``ks`` (all >= 0): the names from the outermost frame below the step
+    annotation down to it, joined by :data:`SEP`. Each frame's stack is built once, from its
+    parent's (a parent comes before its children in the frames' order)."""
+    need, inverse = np.unique(ks, return_inverse=True)
+    inchain = np.zeros(fr.start.size, dtype=bool)
+    cur = need
+    while cur.size:  # every frame on the way up, below the step annotation
+        cur = cur[(cur >= 0)]
+        cur = cur[~fr.is_step[cur] & ~inchain[cur]]
+        inchain[cur] = True
+        cur = fr.parent[cur]
+    ids = np.nonzero(inchain)[0]  # ascending: a parent before its children
+    pos = np.full(fr.start.size, -1, dtype=np.int64)
+    pos[ids] = np.arange(ids.size)
+    ppos = pos[np.maximum(fr.parent[ids], 0)]
+    ppos[fr.parent[ids] < 0] = -1  # -1: the outermost frame below the step annotation
+    depth = np.where(ppos < 0, 0, -1)
+    while (depth < 0).any():  # one round per nesting level
+        todo = np.nonzero(depth < 0)[0]
+        ready = depth[ppos[todo]] >= 0
+        depth[todo[ready]] = depth[ppos[todo[ready]]] + 1
+    names = fr.name.gather(ids)
+    out = pl.Series([None] * ids.size, dtype=pl.Utf8)
+    for d in range(int(depth.max()) + 1 if ids.size else 0):  # stacks built level by level
+        at = np.nonzero(depth == d)[0]
+        level = names.gather(at)
+        if d:
+            level = pl.select(pl.concat_str([out.gather(ppos[at]), level], separator=SEP)
+                              ).to_series()
+        out = out.scatter(at, level)
+    return out.gather(pos[need]).gather(inverse.ravel())
+
+
+def _first_row(keys: np.ndarray, valid: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """For each query value, the first row (in table order) whose key equals it, else -1 (a
+    vectorized ``unique(keep="first")`` + left join)."""
+    rows = np.nonzero(valid)[0]
+    order = rows[np.argsort(keys[rows], kind="stable")]
+    sk = keys[order]
+    at = np.searchsorted(sk, query, side="left")
+    hit = at < sk.size
+    hit[hit] = sk[at[hit]] == query[hit]
+    return np.where(hit, order[np.minimum(at, max(sk.size - 1, 0))], -1)
+
+
+_GAP_SCHEMA = {c: t for c, t in GAP_COLUMNS.items() if c != "stall"}
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -166,42 +240,73 @@ def attribute(trace: Trace, steps: Steps) -> HostAttribution | None:
     if not trace.has_cpu_ops or not trace.has_gpu:
         return None
     gaps = gap_table(trace, steps).filter(pl.col("class") == GapClass.HOST_BOUND.value)
-    ender = steps.ops.select("start_ns", "correlation").unique("start_ns", keep="first")
-    tids = trace.launches.filter(pl.col("correlation").is_not_null()).unique(
-        "correlation", keep="first").select("correlation", "tid")
-    gaps = gaps.join(ender, left_on="end_ns", right_on="start_ns", how="left").join(
-        tids, on="correlation", how="left").sort("start_ns")
+    gaps = gaps.sort("start_ns")
+    a, b = gaps["start_ns"].to_numpy(), gaps["end_ns"].to_numpy()
+    # the op that ends each gap (the first op of the step table starting there), its launch's tid
+    ops = steps.ops
+    ender = _first_row(ops["start_ns"].to_numpy(), np.ones(ops.height, bool), b)
+    corr = ops["correlation"]
+    corr_ok = corr.is_not_null().to_numpy()
+    corr = corr.fill_null(0).to_numpy()
+    has = ender >= 0
+    has[has] = corr_ok[ender[has]]
+    lc = trace.launches["correlation"]
+    launch = np.full(a.size, -1)
+    launch[has] = _first_row(lc.fill_null(0).to_numpy(), lc.is_not_null().to_numpy(),
+                             corr[ender[has]])
+    ltid = trace.launches["tid"]
+    tid_ok = np.zeros(a.size, bool)
+    tid = np.zeros(a.size, np.int64)
+    got = launch >= 0
+    tid_ok[got] = ltid.is_not_null().to_numpy()[launch[got]]
+    tid[got] = ltid.fill_null(0).to_numpy()[launch[got]]
+    tid_ok &= got
 
     frames: dict[int, _Frames] = {}
-    parts = []
-    for (tid,), sub in gaps.group_by("tid", maintain_order=True):
-        a, b = sub["start_ns"].to_numpy(), sub["end_ns"].to_numpy()
-        if tid is None:
-            k = inner = np.full(a.size, -1)
-            names, stacks, starts, ends = [NO_OP] * a.size, [""] * a.size, [None] * a.size, [None] * a.size
-        else:
-            fr = frames[tid] = _frames(trace, steps, tid)
-            k, inner = _attribute_gaps(fr, a, b)
-            cache: dict = {}
-            names = [fr.name[x] if x >= 0 else NO_OP for x in k.tolist()]
-            stacks = [_stack(fr, x if x >= 0 else y, cache) if max(x, y) >= 0 else ""
-                      for x, y in zip(k.tolist(), inner.tolist())]
-            starts = [int(fr.start[x]) if x >= 0 else None for x in k.tolist()]
-            ends = [int(fr.end[x]) if x >= 0 else None for x in k.tolist()]
-        parts.append(pl.DataFrame({
-            "step": sub["step"], "start_ns": sub["start_ns"], "end_ns": sub["end_ns"],
-            "tid": sub["tid"], "op": names, "stack": stacks,
-            "frame": [tid * 10**9 + x if x >= 0 and tid is not None else None for x in k.tolist()],
-            "op_start_ns": starts, "op_end_ns": ends,
-        }, schema={c: t for c, t in GAP_COLUMNS.items() if c != "stall"}))
-    g = pl.concat(parts).sort("start_ns") if parts else pl.DataFrame(
-        schema={c: t for c, t in GAP_COLUMNS.items() if c != "stall"})
+    k = np.full(a.size, -1)
+    frame = np.zeros(a.size, np.int64)
+    op_start = np.zeros(a.size, np.int64)
+    op_end = np.zeros(a.size, np.int64)
+    names = np.full(a.size, None, dtype=object)
+    stacks = pl.Series([""] * a.size, dtype=pl.Utf8)
+    for t in dict.fromkeys(tid[tid_ok].tolist()):  # threads in order of their first gap
+        rows = np.nonzero(tid_ok & (tid == t))[0]
+        fr = frames[t] = _frames(trace, steps, t)
+        kk, inner = _attribute_gaps(fr, a[rows], b[rows])
+        k[rows] = kk
+        hit = kk >= 0
+        safe = np.maximum(kk, 0)
+        frame[rows] = t * 10**9 + kk
+        op_start[rows], op_end[rows] = fr.start[safe], fr.end[safe]
+        if hit.any():
+            names[rows[hit]] = fr.name.gather(kk[hit]).to_list()
+        top = np.where(hit, kk, inner)
+        some = top >= 0
+        if some.any():
+            stacks = stacks.scatter(rows[some], _stacks(fr, top[some]))
+    hit = k >= 0
+    names[~hit] = NO_OP
+    g = pl.DataFrame({
+        "step": gaps["step"], "start_ns": gaps["start_ns"], "end_ns": gaps["end_ns"],
+        "tid": pl.Series(tid, dtype=pl.Int64).set(pl.Series(~tid_ok), None)
+        if (~tid_ok).any() else pl.Series(tid, dtype=pl.Int64),
+        "op": pl.Series(names.tolist(), dtype=pl.Utf8),
+        "stack": stacks,
+        "frame": _nullable(frame, hit), "op_start_ns": _nullable(op_start, hit),
+        "op_end_ns": _nullable(op_end, hit),
+    }, schema=_GAP_SCHEMA)
     per_step = _per_step(trace, steps, g)
     g = _mark_stalls(g, per_step)
     per_step = per_step.join(_stall_sums(g), on="step", how="left").with_columns(
         pl.col("stall_ns", "stall_host_ns").fill_null(0)).with_columns(
         (pl.col("host_bound_ns") - pl.col("stall_ns")).alias("launch_issue_ns"))
-    return HostAttribution(gaps=g, steps=per_step, _order=_order(trace, steps, frames))
+    return HostAttribution(gaps=g, steps=per_step, _frames=frames, _decode=steps.decode.select(
+        "step", "cpu_start_ns", "cpu_end_ns"))
+
+
+def _nullable(values: np.ndarray, ok: np.ndarray) -> pl.Series:
+    s = pl.Series(values, dtype=pl.Int64)
+    return s if ok.all() else s.set(pl.Series(~ok), None)
 
 
 def _per_step(trace: Trace, steps: Steps, g: pl.DataFrame) -> pl.DataFrame:
@@ -251,18 +356,6 @@ def _stall_sums(g: pl.DataFrame) -> pl.DataFrame:
         pl.col("op_end_ns") - pl.col("op_start_ns")).otherwise(pl.col("gap_sum"))
     return inst.group_by("step").agg(pl.col("idle").sum().alias("stall_ns"),
                                      host.sum().alias("stall_host_ns"))
-
-
-def _order(trace: Trace, steps: Steps, frames: dict[int, _Frames]) -> dict:
-    """For each decode step and op name, the step's frames of that name in time order."""
-    out: dict = {}
-    decode = steps.decode.select("step", "cpu_start_ns", "cpu_end_ns").iter_rows()
-    for step, s, e in decode:
-        for tid, fr in frames.items():
-            lo, hi = np.searchsorted(fr.start, [s, e])
-            for k in range(int(lo), int(hi)):
-                out.setdefault((step, fr.name[k]), []).append(tid * 10**9 + k)
-    return out
 
 
 # -- summaries for the JSON contract ----------------------------------------------------------

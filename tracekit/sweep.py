@@ -369,14 +369,18 @@ def _logged(out: Path) -> list[dict]:
     out_ = []
     for ln in lines:
         try:
-            out_.append(json.loads(ln))
+            rec = json.loads(ln)
         except ValueError:
             continue  # a line cut short by a kill
+        if isinstance(rec, dict):
+            out_.append(rec)
     return out_
 
 
 def _logged_seconds(out: Path, cell: Cell) -> float | None:
-    secs = [r["seconds"] for r in _logged(out) if r.get("cell") == cell.id]
+    """How long the cell's last successful capture took (failure records carry no seconds)."""
+    secs = [r["seconds"] for r in _logged(out) if r.get("cell") == cell.id
+            and isinstance(r.get("seconds"), (int, float)) and not isinstance(r["seconds"], bool)]
     return secs[-1] if secs else None
 
 

@@ -192,6 +192,15 @@ class ModelSpec:
         )
         if self.family == "llama":
             cfg["attention_bias"] = self.qkv_bias
+        if self.family in ("mistral", "qwen2"):
+            # full attention over the whole context, as the published checkpoints (Mistral-7B
+            # v0.3's config.json has "sliding_window": null; Qwen2.5 has use_sliding_window false)
+            # and as the floor counts it. transformers' MistralConfig defaults to a 4096-token
+            # window, which would cap the KV read and, from ctx 4096 on, make CUDA Graphs capture
+            # fail in its sliding-window cache.
+            cfg["sliding_window"] = None
+            if self.family == "qwen2":
+                cfg["use_sliding_window"] = False
         return cfg
 
     def to_dict(self) -> dict:
