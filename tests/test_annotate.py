@@ -10,19 +10,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run
 
 import tracekit
-from tracekit.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 EAGER = ROOT / "sample_traces" / "qwen2.5-7b_ctx2048_eager.json.gz"
 NSYS = ROOT / "sample_traces" / "qwen2.5-7b_ctx2048_eager_nsys.sqlite.gz"
 PEER = ROOT / "sample_traces" / "peer" / "hta"
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def _events(path: Path) -> tuple[dict, list[dict]]:

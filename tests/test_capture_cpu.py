@@ -19,11 +19,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import error_line, run
 
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.write import read_capture_meta, write_trace
-from tracekit.cli import app
 from tracekit.errors import BadUsage, CaptureError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,25 +44,12 @@ TINY = [
 ]
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
-def error_line(result) -> str:
-    """The single line a failed command prints: ``Error: …``, and no traceback."""
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def tiny_trace(tmp_path_factory) -> tuple[Path, object]:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     out = tmp_path_factory.mktemp("cap") / "tmp" / "x.json.gz"
-    result = invoke(*TINY, "-o", str(out))
+    result = run(*TINY, "-o", str(out))
     assert result.exit_code == 0, result.output
     return out, result
 
@@ -201,18 +187,18 @@ def test_weights_dir_and_config_json(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     build_model(get_model("tiny"), device="cpu", dtype="fp32").save_pretrained(ckpt)
     out = tmp_path / "w.json.gz"
-    r = invoke(*TINY[:1], "--weights", str(ckpt), *TINY[3:], "-o", str(out))
+    r = run(*TINY[:1], "--weights", str(ckpt), *TINY[3:], "-o", str(out))
     assert r.exit_code == 0, r.output
     meta = read_capture_meta(out)
     assert meta["weights"] == str(ckpt)
     assert meta["model"]["params"] == get_model("tiny").param_count()
 
     out2 = tmp_path / "c.json.gz"
-    r = invoke("capture", "--model", str(ckpt / "config.json"), *TINY[3:], "-o", str(out2))
+    r = run("capture", "--model", str(ckpt / "config.json"), *TINY[3:], "-o", str(out2))
     assert r.exit_code == 0, r.output
     assert read_capture_meta(out2)["weights"] == "random"
 
-    r = invoke(*TINY[:1], "--model", "qwen2.5-7b", "--weights", str(ckpt), *TINY[3:])
+    r = run(*TINY[:1], "--model", "qwen2.5-7b", "--weights", str(ckpt), *TINY[3:])
     assert r.exit_code == 2
     assert "does not match the checkpoint" in error_line(r)
 
@@ -262,7 +248,7 @@ def test_interrupt_mid_capture_through_the_cli(tmp_path: Path, monkeypatch) -> N
     # is off (-p no:warnings); the assertion is about the Error line, not about them
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = invoke(*TINY, "-o", str(out))
+        r = run(*TINY, "-o", str(out))
     assert r.exit_code == 130
     assert error_line(r) == "Error: interrupted; no trace was written"
     assert list(tmp_path.iterdir()) == []
@@ -281,7 +267,7 @@ def test_sigterm_unwinds_like_ctrl_c() -> None:
 
 # --- bad arguments: one Error line, a non-zero exit, no traceback --------------------------------
 def test_unknown_model() -> None:
-    r = invoke("capture", "--model", "qwen2.5-7B-typo", "--device", "cpu")
+    r = run("capture", "--model", "qwen2.5-7B-typo", "--device", "cpu")
     assert r.exit_code == 1
     line = error_line(r)
     assert "unknown model 'qwen2.5-7B-typo'" in line and "qwen2.5-7b" in line and "tiny" in line
@@ -299,13 +285,13 @@ def test_unknown_model() -> None:
     ],
 )
 def test_bad_usage(args: list[str], needle: str) -> None:
-    r = invoke("capture", "--model", "tiny", "--device", "cpu", *args)
+    r = run("capture", "--model", "tiny", "--device", "cpu", *args)
     assert r.exit_code == 2
     assert needle in error_line(r)
 
 
 def test_model_required() -> None:
-    r = invoke("capture", "--device", "cpu")
+    r = run("capture", "--device", "cpu")
     assert r.exit_code == 2
     assert "name a model" in error_line(r)
 
@@ -314,7 +300,7 @@ def test_cuda_requested_without_cuda(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    r = invoke("capture", "--model", "tiny", "-o", str(tmp_path / "x.json.gz"))
+    r = run("capture", "--model", "tiny", "-o", str(tmp_path / "x.json.gz"))
     assert r.exit_code == 1
     assert "no CUDA device found; use --device cpu for small models such as tiny" in error_line(r)
     assert list(tmp_path.iterdir()) == []
@@ -325,7 +311,7 @@ def test_context_that_does_not_fit(monkeypatch, tmp_path: Path) -> None:
     import tracekit.capture.model as m
 
     monkeypatch.setattr(m, "device_memory", lambda device: (8_000_000_000, "the GPU (test)"))
-    r = invoke(
+    r = run(
         "capture",
         "--model",
         "qwen2.5-7b",
@@ -389,12 +375,12 @@ con.commit()
 def test_nsys_missing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr("tracekit.capture.nsys.NSYS_GLOBS", ())
-    r = invoke(
+    r = run(
         "capture", "--model", "tiny", "--profiler", "nsys", "-o", str(tmp_path / "x.json.gz")
     )
     assert r.exit_code == 1
     assert "Nsight Systems (nsys) not found" in error_line(r)
-    r = invoke("capture", "--model", "tiny", "--nsys", str(tmp_path / "nope"))
+    r = run("capture", "--model", "tiny", "--nsys", str(tmp_path / "nope"))
     assert r.exit_code == 1
     assert "is not an executable nsys" in error_line(r)
 

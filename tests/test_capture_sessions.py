@@ -1,8 +1,8 @@
 """Multi-session captures (``--sessions N``) and ``--attention``, on the CPU with the tiny model.
 
 Each session is a fresh process; the tests check what one output must hold — every session's
-own timings, which session profiled, a summary over sessions that an independent median of the
-sessions' medians reproduces — and that the profiled session's trace survives the metadata
+own timings, which session profiled, a summary over sessions that an independent mean and median
+of the sessions' medians reproduce — and that the profiled session's trace survives the metadata
 rewrite event for event.
 """
 
@@ -14,17 +14,12 @@ import statistics
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import run
 
 from tracekit.capture.write import read_capture_meta, replace_meta, write_trace
-from tracekit.cli import app
 
 TINY = ["capture", "--model", "tiny", "--device", "cpu", "--ctx", "24", "--steps", "4",
         "--warmup", "1", "--profile-steps", "2", "--quiet"]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def _doc(path: Path) -> dict:
@@ -33,12 +28,17 @@ def _doc(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def two_sessions(tmp_path_factory) -> Path:
+def two_sessions_run(tmp_path_factory) -> tuple[Path, str]:
     pytest.importorskip("transformers")
     out = tmp_path_factory.mktemp("sess") / "two.json.gz"
-    r = invoke(*TINY, "--sessions", "2", "--profile-session", "1", "-o", str(out))
+    r = run(*TINY, "--sessions", "2", "--profile-session", "1", "-o", str(out))
     assert r.exit_code == 0, r.output
-    return out
+    return out, r.output
+
+
+@pytest.fixture(scope="module")
+def two_sessions(two_sessions_run) -> Path:
+    return two_sessions_run[0]
 
 
 def test_every_session_is_recorded(two_sessions: Path) -> None:
@@ -47,16 +47,49 @@ def test_every_session_is_recorded(two_sessions: Path) -> None:
     assert s["n"] == 2 and s["profiled_session"] == 1
     assert [r["session"] for r in s["runs"]] == [0, 1]
     assert [r["profiled"] for r in s["runs"]] == [False, True]
-    for run in s["runs"]:
-        ms = run["timing"]["unprofiled_ms"]
+    for one in s["runs"]:
+        ms = one["timing"]["unprofiled_ms"]
         assert len(ms) == 4 and all(x > 0 for x in ms)
-        assert run["timing"]["median_ms"] == pytest.approx(statistics.median(ms), abs=1e-6)
+        assert one["timing"]["median_ms"] == pytest.approx(statistics.median(ms), abs=1e-6)
     # only the profiled session times steps after its profiled window
     assert s["runs"][0]["timing_after"] is None and len(s["runs"][1]["timing_after"]["unprofiled_ms"]) == 4
     medians = [r["timing"]["median_ms"] for r in s["runs"]]
     assert meta["timing_sessions"]["median_ms"] == pytest.approx(statistics.median(medians), abs=1e-6)
+    assert meta["timing_sessions"]["mean_ms"] == pytest.approx(statistics.mean(medians), abs=1e-6)
     # the top-level metadata is the profiled session's own
     assert meta["timing"] == s["runs"][1]["timing"] and meta["session"] == 1
+
+
+def test_the_summary_prints_the_latency_compare_reports(two_sessions_run) -> None:
+    """The capture's summary leads with the mean of the session medians: the number `tracekit
+    compare` and `tracekit sweep` give for the same capture."""
+    from tracekit.compare import compare
+
+    path, output = two_sessions_run
+    line = next(ln for ln in output.splitlines() if ln.startswith("unprofiled"))
+    latency = compare(path, path, resamples=200).to_dict()["a"]["latency_ms"]
+    assert f"{latency:.2f} ms/step (mean of 2 session medians" in line, line
+
+
+def test_summary_over_sessions_mean_and_median() -> None:
+    from tracekit.capture.sessions import session_summary
+
+    runs = [{"timing": {"median_ms": m}} for m in (10.0, 15.0, 11.0)]
+    t = session_summary(runs)
+    assert (t["mean_ms"], t["median_ms"], t["session_medians_ms"]) == (12.0, 11.0, [10.0, 15.0, 11.0])
+
+
+@pytest.mark.parametrize(("mean", "head"), [
+    (12.0, "12.000 ms/step (mean of 3 session medians, as compare and sweep report it; median 11.000"),
+    (None, "11.000 ms/step (median of 3 session medians; p10"),  # captures made before mean_ms
+])
+def test_reports_name_the_statistic_over_sessions(mean, head) -> None:
+    from tracekit.report.text import capture_rows
+
+    t = {"sessions": 3, "session_medians_ms": [10.0, 11.0, 15.0], "median_ms": 11.0,
+         "p10_ms": 10.2, "p90_ms": 14.2, **({"mean_ms": mean} if mean is not None else {})}
+    rows = dict(capture_rows({"source": {"capture": {"mode": "eager", "timing_sessions": t}}}))
+    assert rows["unprofiled, over sessions"].startswith(head), rows
 
 
 def test_the_profiled_session_trace_is_kept(two_sessions: Path) -> None:
@@ -69,7 +102,7 @@ def test_the_profiled_session_trace_is_kept(two_sessions: Path) -> None:
 def test_no_profiled_session(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     out = tmp_path / "none.json.gz"
-    r = invoke(*TINY, "--sessions", "2", "--profile-session", "none", "-o", str(out))
+    r = run(*TINY, "--sessions", "2", "--profile-session", "none", "-o", str(out))
     assert r.exit_code == 0, r.output
     doc = _doc(out)
     assert doc["traceEvents"] == []
@@ -98,7 +131,7 @@ def test_replace_meta_keeps_every_event(tmp_path: Path) -> None:
     ],
 )
 def test_bad_session_and_attention_options(args: list[str], needle: str) -> None:
-    r = invoke("capture", "--model", "tiny", "--device", "cpu", *args)
+    r = run("capture", "--model", "tiny", "--device", "cpu", *args)
     assert r.exit_code == 2
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], r.output
@@ -106,7 +139,7 @@ def test_bad_session_and_attention_options(args: list[str], needle: str) -> None
 
 def test_an_sdpa_backend_the_device_lacks_is_one_error(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    r = invoke(*TINY, "--attention", "sdpa-cudnn", "-o", str(tmp_path / "x.json.gz"))
+    r = run(*TINY, "--attention", "sdpa-cudnn", "-o", str(tmp_path / "x.json.gz"))
     assert r.exit_code == 1
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert lines[-1].startswith("Error: --attention sdpa-cudnn: PyTorch has no such SDPA kernel")
@@ -120,7 +153,7 @@ def test_an_sdpa_backend_the_device_lacks_is_one_error(tmp_path: Path) -> None:
 def test_attention_that_ran_is_recorded(tmp_path: Path, attention: str, op: str | None) -> None:
     pytest.importorskip("transformers")
     out = tmp_path / "a.json.gz"
-    r = invoke(*TINY, "--attention", attention, "-o", str(out))
+    r = run(*TINY, "--attention", attention, "-o", str(out))
     assert r.exit_code == 0, r.output
     doc = _doc(out)
     names = {e["name"] for e in doc["traceEvents"] if e.get("cat") == "cpu_op"}

@@ -8,17 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
+from helpers import run
 from synth import decode_steps, write_trace
-
-from tracekit.cli import app
-
-runner = CliRunner()
-
-
-def run(*args: str):
-    return runner.invoke(app, list(args))
-
 
 BAD_INPUTS = {
     "notjson.json": (b"hello", "is not valid JSON"),

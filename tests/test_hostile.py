@@ -14,6 +14,7 @@ multi-GB bombs are ``slow`` (``pytest -m slow``; CI runs them too).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -72,7 +73,7 @@ MODE_ARGS = {"text": ["--html", "out.html", "--markdown", "out.md"], "json": ["-
 def _extra(args: list[str], mode: str) -> list[str]:
     if mode == "json":
         return MODE_ARGS["json"]
-    if args[0] == "explain" and "--html" not in args and "--markdown" not in args:
+    if args[0] in ("explain", "compare") and "--html" not in args and "--markdown" not in args:
         return MODE_ARGS["text"]
     return []
 
@@ -129,15 +130,48 @@ def run_case(c: Case, mode: str, base: Path) -> Result:
                 problems.append(f"raw bidi control in {name}")
             if "\x1b" in text:
                 problems.append(f"raw ESC in {name}")
-            if name == "out.html" and "<script>alert(1)" in text:
-                problems.append("unescaped <script> payload in out.html")
+            if name == "out.html" and ("<script>alert(1)" in text or "<img src=x" in text):
+                problems.append("unescaped HTML payload in out.html")
+            if name == "out.md":
+                problems += _markdown_tables(text)
             outputs[name] = problems
+    if (work / "out.json.gz").is_file() and args[0] == "annotate":
+        outputs["out.json.gz"] = _annotated_names(work / "out.json.gz")
     return Result(
         rc=p.returncode, stdout=out_chunks.get("out", b"").decode(errors="replace"),
         stderr=out_chunks.get("err", b"").decode(errors="replace"), seconds=seconds,
         max_rss_mb=usage.ru_maxrss / 1024, timed_out=timed_out.is_set(),
         left_in_tmp=sorted(_files(tmp)), new_files=sorted(after - before), outputs=outputs,
         argv=[*args, *extra])
+
+
+def _markdown_tables(text: str) -> list[str]:
+    """A cell holding an unescaped ``|`` splits the row: every row of a table must have as many
+    unescaped pipes as its header."""
+    problems, width = [], None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            width = None
+            continue
+        n = len(re.findall(r"(?<!\\)\|", line))
+        if width is None:
+            width = n
+        elif n != width:
+            problems.append(f"table row with {n} cells' pipes, header {width}: {line[:120]!r}")
+    return problems
+
+
+def _annotated_names(path: Path) -> list[str]:
+    """The slices annotate adds are shown by name in Perfetto: no raw control or bidi character."""
+    try:
+        events = json.loads(gzip.decompress(path.read_bytes()))["traceEvents"]
+    except (OSError, ValueError, KeyError) as exc:
+        return [f"annotated trace unreadable: {exc}"]
+    ours = [e for e in events if isinstance(e, dict) and e.get("cat") == "tracekit"]
+    if not any(e.get("ph") == "X" for e in ours):
+        return ["annotate added no slices"]
+    return [f"raw control/bidi in annotate's slice name {e['name'][:80]!r}" for e in ours
+            if UNSAFE.search(str(e.get("name", "")).replace("\n", ""))]
 
 
 # -- scheduling: every selected case starts at once, on a pool of one worker per core ----------
@@ -194,11 +228,9 @@ def check(c: Case, mode: str, r: Result) -> None:
         assert r.new_files == [], f"left behind: {r.new_files}"
         return
     assert "Error:" not in r.stderr
-    if "out.html" in r.argv:
-        assert sorted(r.new_files) == ["out.html", "out.md"], r.new_files
-        assert not [p for problems in r.outputs.values() for p in problems], r.outputs
-    else:
-        assert r.new_files == [], f"left behind: {r.new_files}"
+    expected = sorted([*(["out.html", "out.md"] if "out.html" in r.argv else []), *c.writes])
+    assert sorted(r.new_files) == expected, f"written: {r.new_files}, expected {expected}"
+    assert not [p for problems in r.outputs.values() for p in problems], r.outputs
     if mode == "text":
         assert not UNSAFE.search(r.stdout.replace("\n", "")), \
             f"raw control/bidi character on the terminal: {UNSAFE.search(r.stdout.replace(chr(10), ''))!r}"
@@ -227,4 +259,4 @@ def test_corpus_covers_every_class():
     assert len(CASES) >= 150, len(CASES)
     assert {"json-decode", "int-overflow", "args-types", "tracekit-metadata", "wrong-numbers",
             "old-format-training", "hang", "input-files", "gzip", "sqlite", "output-files",
-            "strings", "options"} <= classes
+            "strings", "options", "compare", "annotate"} <= classes

@@ -7,9 +7,8 @@ import json
 from fractions import Fraction
 
 import pytest
-from click.testing import CliRunner
+from helpers import run
 
-from tracekit.cli import app
 from tracekit.specs.models import get_model
 from tracekit.specs.quant import weight_format
 
@@ -18,10 +17,6 @@ from tracekit.specs.quant import weight_format
 L, H, INTER, NH, KVH, HD, V = 28, 3584, 18944, 28, 4, 128, 152064
 MATS = [(NH * HD, H), (KVH * HD, H), (KVH * HD, H), (H, NH * HD), (INTER, H), (INTER, H), (H, INTER)]
 BIAS_NORMS = (NH + 2 * KVH) * HD + 2 * H  # stays bf16
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def _int4_matrix(o: int, i: int, g: int) -> Fraction:

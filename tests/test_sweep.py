@@ -15,10 +15,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from click.testing import CliRunner
+from helpers import error_line, run, write_capture
 
-from tracekit.cli import app
-from tracekit.sweep import cell_id, load_recipe, read_results
+from tracekit.errors import BadInput
+from tracekit.sweep import cell_id, load_recipe, read_results, row_from_capture
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUE_COLUMNS = ["gpu", "model", "ctx", "mode", "attention", "sessions", "median_ms", "p10_ms",
@@ -37,17 +37,6 @@ profile_steps = 3
 model = "tiny"
 ctx = {ctx}
 """
-
-
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def error_line(r) -> str:
-    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
-    assert "Traceback" not in r.output
-    return lines[0]
 
 
 def recipe(tmp: Path, text: str, name: str = "r.toml") -> Path:
@@ -247,6 +236,42 @@ def test_sweep_killed_mid_cell_then_resumed(swept, tmp_path):
     assert pl.read_parquet(out / "results.parquet").height == 3
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_sweep_terminated_mid_cell_says_so_and_keeps_the_table(swept, tmp_path):
+    """SIGTERM (a scheduler, a device lease ending) mid-cell: the cell is stopped, the finished
+    cells and the table stay, and the sweep says so in one Error line."""
+    import shutil
+
+    _, _, out, _ = swept
+    rec = recipe(tmp_path, CPU.format(steps=4, ctx="[32, 48]")
+                 + '[[matrix]]\nmodel = "tiny"\nctx = 56\nsteps = 100000\n')  # never finishes
+    done, cell = load_recipe(rec).cells[:2], load_recipe(rec).cells[2]
+    box = tmp_path / "out"
+    (box / "parts").mkdir(parents=True)
+    for c in done:  # the fixture's finished cells (the same options, so the same ids)
+        shutil.copy(out / "parts" / f"{c.id}.parquet", box / "parts")
+    sweep = subprocess.Popen([sys.executable, "-m", "tracekit.cli", "sweep", str(rec), "--out",
+                              str(box), "--quiet"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _processes_with(f"--cell\0{cell.id}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_with(f"--cell\0{cell.id}"), "the cell never started"
+    time.sleep(1.0)
+    sweep.send_signal(signal.SIGTERM)
+    stdout, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert lines == ["Error: interrupted; finished cells are kept, run the same command to continue"]
+    assert "Traceback" not in stdout + stderr
+    assert not _processes_with(f"--cell\0{cell.id}")  # the cell's process was stopped too
+    assert not (box / "parts" / f"{cell.id}.parquet").exists()
+    assert [p.name for p in (box / "traces").iterdir() if not p.name.startswith(".")] == []
+    assert pl.read_parquet(box / "results.parquet").height == 2  # valid, the two finished cells
+    listing = run("sweep", rec, "--out", box, "--list").output
+    assert listing.count("done") == 2 and "pending" in listing
+
+
 def test_estimates_scale_per_session(tmp_path):
     from tracekit.sweep import Cell, _estimate
 
@@ -262,14 +287,109 @@ def test_estimates_scale_per_session(tmp_path):
 
 
 def test_a_failed_cell_is_not_retried_unless_asked(tmp_path):
-    torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        pytest.skip("needs a machine without CUDA (the cell must fail)")
-    rec = recipe(tmp_path, '[[matrix]]\nmodel = "tiny"\nctx = 16\ndevice = "cuda"\n')
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    # a CPU cell that fails at once: a KV cache of 10^12 tokens fits no machine's RAM
+    rec = recipe(tmp_path, '[defaults]\ndevice = "cpu"\n[[matrix]]\nmodel = "tiny"\n'
+                           "ctx = 1000000000000\n")
     r = run("sweep", rec, "--out", tmp_path / "o")
-    assert r.exit_code == 1 and "no CUDA device found" in r.output
+    assert r.exit_code == 1 and "needs" in r.output and "RAM" in r.output, r.output
     r = run("sweep", rec, "--out", tmp_path / "o")
     assert r.exit_code == 1 and "not retried (--retry-failed" in r.output
     assert "running" not in r.output
     r = run("sweep", rec, "--out", tmp_path / "o", "--retry-failed")
     assert r.exit_code == 1 and "running" in r.output
+
+
+# --- a machine that cannot capture: one error before any cell runs ----------------------------
+GPU_RECIPE = '[defaults]\nsteps = 3\n[[matrix]]\nmodel = "tiny"\nctx = [16, 24]\n'
+
+
+def _no_cuda_here():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a CUDA device")
+
+
+def test_no_cuda_fails_before_any_cell(tmp_path):
+    _no_cuda_here()
+    rec = recipe(tmp_path, GPU_RECIPE)
+    t0 = time.monotonic()
+    r = run("sweep", rec, "--out", tmp_path / "out")
+    took = time.monotonic() - t0
+    assert r.exit_code == 1
+    line = error_line(r)
+    assert line.startswith(f"Error: {rec}: no CUDA device found (torch "), line
+    assert "2 cells to capture need one" in line and "--list" in line, line
+    assert "--rows-only" not in line  # nothing was captured before: nothing to offer
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+    assert took < 60, f"{took:.0f} s: the check must not start the cells"
+    assert run("sweep", rec, "--out", tmp_path / "out", "--list").exit_code == 0
+
+
+def test_torch_missing_fails_before_any_cell(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    rec = recipe(tmp_path, CPU.format(steps=3, ctx=16))  # even a CPU cell needs torch
+    r = run("sweep", rec, "--out", tmp_path / "out")
+    assert r.exit_code == 1
+    line = error_line(r)
+    assert line.startswith(f"Error: {rec}: torch is not installed here"), line
+    assert "pip install 'tracekit[capture]'" in line and "--list" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_rows_only_writes_the_captured_cells_where_there_is_no_gpu(swept, tmp_path):
+    """The traces of a GPU box copied to a laptop, some cells not captured yet: the plain sweep
+    refuses at once and points at --rows-only, which writes the rows it can and captures nothing."""
+    import shutil
+
+    _no_cuda_here()
+    _, _, out, _ = swept
+    rec = recipe(tmp_path, CPU.format(steps=4, ctx="[32, 48]")
+                 + '[[matrix]]\nmodel = "tiny"\nctx = 16\ndevice = "cuda"\n')
+    box = tmp_path / "copied"
+    shutil.copytree(out / "traces", box / "traces")
+    r = run("sweep", rec, "--out", box)
+    assert r.exit_code == 1
+    line = error_line(r)
+    assert "1 cell to capture needs one" in line and "--rows-only writes the rows of the 2 cells" in line
+    assert not (box / "parts").exists()
+    r = run("sweep", rec, "--out", box, "--rows-only")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("row written from its capture") == 2 and "running" not in r.output
+    assert "1 cells not captured yet" in r.output
+    cols = ["cell", "median_ms", "session_steps_ms"]
+    got = read_results(box).select(cols)
+    assert got.height == 2
+    assert got.equals(read_results(out).select(cols).filter(pl.col("cell").is_in(got["cell"].to_list())))
+    assert not (box / "cells.jsonl").exists()  # nothing was run, so nothing is logged as failed
+
+
+# --- rows from captures made by hand (analyses/collect.py): their metadata is untrusted ----------
+def test_row_from_a_capture_with_metadata_of_another_shape(tmp_path):
+    p = write_capture(tmp_path / "c.json.gz", [[10.0, 12.0, 11.0], [13.0, 12.0, 14.0]])
+    doc = json.loads(gzip.decompress(p.read_bytes()))
+    doc["tracekit"]["gpu"] = "H100"  # a string, not {"name": ...}
+    p.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    row = row_from_capture(p)
+    assert row["median_ms"] == pytest.approx(statistics.mean([11.0, 13.0]))  # mean of medians
+    assert row["gpu"] == "unknown" and row["floor_ms"] is None and row["sessions"] == 2
+
+
+@pytest.mark.parametrize(("key", "value", "needle"), [
+    ("ctx", "2048", "key tracekit.ctx must be a positive integer, got '2048'"),
+    ("model_name", ["qwen"], "key tracekit.model_name must be a string"),
+    ("model_name", "gpt-9", "unknown model 'gpt-9'"),
+])
+def test_row_from_a_bad_capture_names_the_file_and_the_key(tmp_path, key, value, needle):
+    p = write_capture(tmp_path / "c.json.gz", [[10.0, 12.0]])
+    doc = json.loads(gzip.decompress(p.read_bytes()))
+    doc["tracekit"][key] = value
+    p.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    with pytest.raises(BadInput) as exc:
+        row_from_capture(p)
+    assert str(exc.value).startswith(f"{p}: ") and needle in str(exc.value), str(exc.value)

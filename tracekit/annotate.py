@@ -13,7 +13,10 @@ process and its tracks. They carry the category ``tracekit``, which Kineto reade
 itself, HTA) do not take for GPU work, so the annotated trace gives the same numbers as the input.
 
 The original bytes are kept: the new events are spliced in after the last original event, never
-re-serialized (a float round trip can move a nanosecond timestamp). Only Kineto (torch.profiler)
+re-serialized (a float round trip can move a nanosecond timestamp). Host op names come from the
+trace and are untrusted: in the slice names tracekit writes (what the viewer shows on the track)
+every control or bidi character becomes a visible escape (:func:`tracekit.report.safe.clean_text`);
+``args.host_op`` keeps the name as data, as ``--json`` does. Only Kineto (torch.profiler)
 JSON can be annotated; an Nsight Systems export is a database, not an event list.
 
     $ tracekit annotate trace.json.gz -o trace.tracekit.json.gz
@@ -26,8 +29,9 @@ from pathlib import Path
 import msgspec
 from isal import igzip
 
-from tracekit.errors import BadInput, BadUsage
+from tracekit.errors import BadInput, BadUsage, NoStepsError
 from tracekit.fileio import atomic_write_bytes
+from tracekit.report.safe import clean_text
 
 CATEGORY = "tracekit"
 #: the top-level key that marks an annotated trace (and what annotated it)
@@ -113,7 +117,8 @@ def events(explanation) -> list[dict]:
     for g in explanation.gaps.iter_rows(named=True):
         cls, op = g["class"], g["host_op"]
         stall = (g["step"], g["start_ns"]) in stalls
-        name = f"stall: {op}" if stall else (f"{cls}: {op}" if op else cls)
+        shown = clean_text(op) if op else op  # a slice name is shown: no raw control/bidi
+        name = f"stall: {shown}" if stall else (f"{cls}: {shown}" if op else cls)
         out.append({"ph": "X", "cat": CATEGORY, "name": name, "pid": pid,
                     "tid": TRACKS["gaps"][0], "ts": _us(g["start_ns"]),
                     "dur": _us(round(g["duration_us"] * 1e3)), "cname": GAP_CNAME.get(cls, "grey"),
@@ -156,7 +161,11 @@ def annotate(trace: str | Path, output: str | Path, *, force: bool = False, **op
     data = read_bytes(src)
     top = _top_level(data, src)
     pids = _event_pids(top["traceEvents"])
-    e = explain(src, **options)
+    try:
+        e = explain(src, **options)
+    except NoStepsError as exc:  # say which file: the error line is all the user sees
+        msg = str(exc)
+        raise NoStepsError(msg if msg.startswith(str(src)) else f"{src}: {msg}") from None
     e.trace.meta["pids"] = sorted(pids)
     added = events(e)
     body = bytes(top["traceEvents"]).rstrip()

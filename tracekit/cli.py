@@ -428,14 +428,20 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 @click.option("--cell", help="Run only this cell (id or 0-based index) in this process: one job of a fanned-out sweep.")
 @click.option("--list", "list_cells", is_flag=True, help="List the cells and whether each is done; run nothing.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cells whose capture failed in an earlier run.")
+@click.option("--rows-only", is_flag=True, help="Capture nothing: write the rows of cells captured already (traces copied from a GPU box).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, quiet) -> None:
+def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quiet) -> None:
     """Run a model x ctx x mode x attention matrix; resumable, one Parquet row per cell.
+
+    Cells run on device = "cuda" unless the recipe says device = "cpu" (tiny models); where the
+    cells to capture cannot run (no CUDA device, torch not installed) the sweep stops before the
+    first cell with one error.
 
     \b
     Examples ("# GPU": needs an NVIDIA GPU):
       $ tracekit sweep capture/paper_matrix.toml --list
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540   # GPU
+      $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --rows-only
     """
     from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep, trace_path
 
@@ -459,7 +465,7 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, quiet) -> None:
                        f"captured {trace_path(out, one)}; its row is written where polars is installed")
             return
         res = run_sweep(rec, out, budget_s=budget_s, retry_failed=retry_failed,
-                        say=(lambda _m: None) if quiet else click.echo)
+                        rows_only=rows_only, say=(lambda _m: None) if quiet else click.echo)
     except TracekitError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -473,6 +479,9 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, quiet) -> None:
                    "polars is installed (with OUT copied there) to write them")
     if res.pending:
         click.echo(f"{len(res.pending)} cells left for lack of budget: run the same command to continue")
+    if res.uncaptured:
+        click.echo(f"{len(res.uncaptured)} cells not captured yet: run the same command without "
+                   "--rows-only on a GPU box to capture them")
     if res.failed:
         click.echo(f"{len(res.failed)} cells failed (details in {out / 'sweep.log'}):", err=True)
         for cid, why in res.failed.items():

@@ -87,15 +87,18 @@ def _capture_sessions(meta: dict, file: str) -> list[list[float]] | None:
     ``timing.unprofiled_ms`` (captures made before sessions existed)."""
     sess = meta.get("sessions")
     if isinstance(sess, dict) and sess.get("runs"):
+        if not isinstance(sess["runs"], list):
+            raise BadInput(f"{file}: key tracekit.sessions.runs is not a list; re-capture with "
+                           "tracekit capture --sessions N")
         out = []
         for i, run in enumerate(sess["runs"]):
-            ms = ((run or {}).get("timing") or {}).get("unprofiled_ms")
+            ms = _get(run, "timing", "unprofiled_ms")
             if not _numbers(ms):
                 raise BadInput(f"{file}: key tracekit.sessions.runs[{i}].timing.unprofiled_ms is "
                                "missing or not a list of numbers; re-capture with tracekit capture")
             out.append([float(x) for x in ms])
         return out
-    ms = (meta.get("timing") or {}).get("unprofiled_ms")
+    ms = _get(meta, "timing", "unprofiled_ms")
     if ms is None:
         return None
     if not _numbers(ms):
@@ -267,15 +270,14 @@ def _require_sessions(s: Side) -> None:
 
 def _identity(s: Side) -> dict:
     """Model, GPU, context, mode, dtype and attention of a side: capture metadata first."""
-    e = s.explanation or {}
-    m = s.meta or {}
+    e, m = s.explanation, s.meta  # m: a file's own metadata, any JSON at all
     return {
-        "model": m.get("model_name") or (e.get("model") or {}).get("name"),
-        "gpu": (m.get("gpu") or {}).get("name") or (e.get("gpu") or {}).get("name"),
-        "ctx": m.get("ctx", (e.get("model") or {}).get("ctx")),
-        "mode": m.get("mode"),
-        "dtype": m.get("dtype") or (e.get("model") or {}).get("dtype"),
-        "attention": _attention(m.get("attention")),
+        "model": _get(m, "model_name") or _get(e, "model", "name"),
+        "gpu": _get(m, "gpu", "name") or _get(e, "gpu", "name"),
+        "ctx": m.get("ctx") if isinstance(m, dict) and "ctx" in m else _get(e, "model", "ctx"),
+        "mode": _get(m, "mode"),
+        "dtype": _get(m, "dtype") or _get(e, "model", "dtype"),
+        "attention": _attention(_get(m, "attention")),
     }
 
 

@@ -17,6 +17,12 @@ cell killed mid-way leaves no part (the capture deletes its temporary files on S
 may leave a hidden ``.CELL.json.gz.*`` temporary, which nothing reads). A finished capture whose
 row was not yet written is reused, not re-measured.
 
+**Checked first.** Before any cell runs, the sweep checks that this machine can capture the
+cells it would capture (torch and transformers importable; a CUDA device for ``device = "cuda"``,
+capture's default; ``nsys`` for Nsight cells) and otherwise stops with one error, writing nothing
+(:func:`capture_blocker`). ``device = "cpu"`` cells (the tiny model: the tests) need no GPU;
+``--rows-only`` writes the rows of cells captured already and captures nothing.
+
 **A GPU box with only the capture dependencies** (torch, transformers; no polars, scipy or
 msgspec) captures the cells and leaves their rows pending; ``tracekit sweep`` run again where those
 are installed, on a copy of ``OUT``, writes the rows from the traces without capturing again.
@@ -393,20 +399,34 @@ def row_from_capture(path: str | Path, *, label: str | None = None) -> dict:
     """The results row of any ``tracekit capture`` file, as if a sweep cell had made it (for
     captures made by hand, e.g. ``sample_traces/``). ``label`` is what the ``trace`` column says."""
     from tracekit.capture.write import read_capture_meta
+    from tracekit.compare import _get
 
     p = Path(path)
     try:
         meta = read_capture_meta(p) or {}
     except (OSError, ValueError, EOFError) as exc:
         raise BadInput(f"{p}: cannot read its capture metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise BadInput(f"{p}: not a tracekit capture (tracekit is not an object)")
     missing = [k for k in ("model_name", "ctx", "mode") if k not in meta]
     if missing:
         raise BadInput(f"{p}: not a tracekit capture (no tracekit.{missing[0]})")
+    for key, kind, ok in (("model_name", "a string", isinstance(meta["model_name"], str)),
+                          ("mode", "a string", isinstance(meta["mode"], str)),
+                          ("ctx", "a positive integer", type(meta["ctx"]) is int and meta["ctx"] > 0)):
+        if not ok:
+            raise BadInput(f"{p}: key tracekit.{key} must be {kind}, got {meta[key]!r}")
     attn = meta.get("attention")
+    attn = attn.get("requested") if isinstance(attn, dict) else attn
+    n = _get(meta, "sessions", "n")
     opts = {"model": meta["model_name"], "ctx": meta["ctx"], "mode": meta["mode"],
-            "attention": (attn.get("requested") if isinstance(attn, dict) else attn) or "sdpa",
-            "sessions": (meta.get("sessions") or {}).get("n") or 1}
-    row = cell_row(Cell(cell_id(opts), opts, DEFAULT_TIMEOUT_S), p)
+            "attention": attn if isinstance(attn, str) and attn else "sdpa",
+            "sessions": n if type(n) is int and n > 0 else 1}
+    try:
+        row = cell_row(Cell(cell_id(opts), opts, DEFAULT_TIMEOUT_S), p)
+    except BadInput as exc:  # e.g. an unknown model: say which file
+        msg = str(exc)
+        raise BadInput(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
     row["trace"] = label or str(p)
     return row
 
@@ -417,7 +437,7 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
 
     from tracekit.bootstrap import latency_ci, pooled
     from tracekit.capture.write import read_capture_meta
-    from tracekit.compare import _capture_sessions
+    from tracekit.compare import _capture_sessions, _get
     from tracekit.floor import step_floor
     from tracekit.specs.gpus import match_gpu
     from tracekit.specs.models import get_model
@@ -428,7 +448,7 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
         raise CaptureError(f"{trace}: the capture holds no unprofiled step timings")
     lat = latency_ci(sessions)
     steps = pooled(sessions)
-    gpu_name = (meta.get("gpu") or {}).get("name") or meta.get("device") or "unknown"
+    gpu_name = str(_get(meta, "gpu", "name") or meta.get("device") or "unknown")
     gspec = match_gpu(gpu_name)
     spec = get_model(cell.options["model"])
     dtype = meta.get("dtype") or "bf16"
@@ -437,7 +457,7 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
               if gspec else None for c in ("exact", "all-weights")}
     busy, stall = _explained(trace, meta)
     attn = meta.get("attention")
-    runs = (meta.get("sessions") or {}).get("runs") or [meta]
+    runs = _get(meta, "sessions", "runs") or [meta]  # dicts: _capture_sessions checked them
     clocks = [{"before": r.get("gpu_clocks_before"), "after": r.get("gpu_clocks_after")}
               for r in runs]
     med = lat.value
@@ -481,6 +501,75 @@ def _explained(trace: Path, meta: dict) -> tuple[float | None, float | None]:
     return doc["summary"].get("gpu_busy_ms"), host.get("stall_ms")
 
 
+# -- can this machine capture? ------------------------------------------------------------------
+#: what capturing needs beyond tracekit itself (``pip install 'tracekit[capture]'``)
+CAPTURE_MODULES = ("torch", "transformers")
+#: run in a child: the sweep itself never imports torch nor touches the GPU
+_CUDA_PROBE = ("import json, torch; print(json.dumps({'cuda': torch.cuda.is_available(), "
+               "'torch': torch.__version__, 'build': torch.version.cuda}))")
+
+
+def capture_blocker(cells: list[Cell]) -> str | None:
+    """Why this machine cannot capture ``cells`` (a sentence), or None when it can.
+
+    Checked once, before any cell runs, so that a sweep started where it cannot work (a laptop, a
+    CI runner, an environment without torch) stops in seconds with one error instead of starting
+    every cell — each a process that imports torch, fails, and is then logged as failed. A cell
+    needs torch and transformers; one on ``device = "cuda"`` (capture's default) a CUDA device;
+    one with ``profiler = "nsys"`` an Nsight Systems ``nsys``. ``device = "cpu"`` cells (tiny
+    models: the tests, ``capture/cpu_smoke.toml``) need no GPU."""
+    import importlib.util
+
+    if not cells:
+        return None
+    missing = next((m for m in CAPTURE_MODULES if importlib.util.find_spec(m) is None), None)
+    if missing:
+        return (f"{missing} is not installed here and capturing needs torch and transformers "
+                f"({_cells(len(cells))} to capture); run the sweep on a GPU box with "
+                "pip install 'tracekit[capture]'")
+    d = CaptureOptions()
+    gpu = [c for c in cells if c.options.get("device", d.device) == "cuda"]
+    if gpu:
+        why = _no_cuda()
+        if why:
+            verb = "needs" if len(gpu) == 1 else "need"
+            return (f"{why}, and {_cells(len(gpu))} to capture {verb} one (device = \"cuda\", "
+                    "the default); run the sweep on a machine with an NVIDIA GPU")
+    for c in cells:
+        if c.options.get("profiler") == "nsys" or c.options.get("nsys"):
+            from tracekit.capture.nsys import find_nsys
+
+            try:
+                find_nsys(c.options.get("nsys"))
+            except CaptureError as exc:
+                return f"cell {c.id}: {exc}"
+    return None
+
+
+def _cells(n: int) -> str:
+    return "1 cell" if n == 1 else f"{n} cells"
+
+
+def _no_cuda() -> str | None:
+    """None when torch sees a CUDA device here, else what is wrong (probed in a child process)."""
+    from tracekit.capture.nsys import child_env
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CUDA_PROBE], capture_output=True, text=True,
+                              env=child_env(), timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"torch could not be checked here ({exc})"
+    try:
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        return f"torch cannot be imported here ({err[-1] if err else f'exit {proc.returncode}'})"
+    if info.get("cuda"):
+        return None
+    build = "a CPU-only build" if info.get("build") is None else f"CUDA {info['build']}"
+    return f"no CUDA device found (torch {info.get('torch')}, {build})"
+
+
 # -- the sweep ----------------------------------------------------------------------------------
 @dataclass
 class SweepResult:
@@ -490,11 +579,18 @@ class SweepResult:
     pending: list[str]  # cells not run (budget)
     results: Path | None
     captured: list[str] = field(default_factory=list)  # captured, row pending (no polars here)
+    uncaptured: list[str] = field(default_factory=list)  # not captured (--rows-only)
 
 
 def run_sweep(recipe: Recipe, out: str | Path, *, budget_s: float | None = None,
-              retry_failed: bool = False, say: Callable[[str], None] = print) -> SweepResult:
+              retry_failed: bool = False, rows_only: bool = False,
+              say: Callable[[str], None] = print) -> SweepResult:
     """Run every unfinished cell, each in its own process, within the budget.
+
+    Before any cell runs, the machine is checked (:func:`capture_blocker`): where the cells that
+    need capturing cannot be captured (no torch, no CUDA device) this raises :class:`CaptureError`
+    and writes nothing. ``rows_only`` captures nothing: it writes the rows of cells captured
+    already (traces copied from a GPU box) and leaves the others pending.
 
     A cell whose capture failed (an error, not the time limit) is not tried again by later runs
     — device time is scarce and the error is in ``OUT/sweep.log`` — unless ``retry_failed``.
@@ -503,27 +599,40 @@ def run_sweep(recipe: Recipe, out: str | Path, *, budget_s: float | None = None,
     and the finished ones stay. If the sweep itself is SIGKILLed, the cell's process is sent
     SIGTERM by the kernel (Linux parent-death signal) and unwinds the same way."""
     with sigterm_as_interrupt():
-        return _run_sweep(recipe, Path(out), budget_s, say, retry_failed)
-
-
+        return _run_sweep(recipe, Path(out), budget_s, say, retry_failed, rows_only)
 
 
 def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say,
-               retry_failed: bool = False) -> SweepResult:
+               retry_failed: bool = False, rows_only: bool = False) -> SweepResult:
+    budget = budget_s if budget_s is not None else recipe.budget_s
+    no_rows = missing_row_module()
+    if rows_only and no_rows:
+        raise BadUsage(f"--rows-only writes results rows, which need {no_rows}; run it where "
+                       "tracekit's analysis dependencies are installed (pip install tracekit)")
+    todo = [c for c in recipe.cells if not is_done(out, c)]
+    failed_before = {} if retry_failed else _failed_before(out)
+    to_capture = [c for c in todo
+                  if not trace_path(out, c).is_file() and c.id not in failed_before]
+    blocker = None if rows_only else capture_blocker(to_capture)
+    if blocker:
+        captured = len(todo) - len(to_capture)
+        raise CaptureError(
+            f"{recipe.path}: {blocker}; `tracekit sweep {recipe.path} --list` shows the cells"
+            + (f"; --rows-only writes the rows of the {_cells(captured)} captured already"
+               if captured and not no_rows else ""))
     (out / "parts").mkdir(parents=True, exist_ok=True)
     (out / "traces").mkdir(parents=True, exist_ok=True)
-    budget = budget_s if budget_s is not None else recipe.budget_s
+    if not no_rows:  # the table is there, and valid, from the start: whatever stops this run
+        write_results(out)
     start = time.monotonic()
     res = SweepResult([], [], {}, [], None)
-    no_rows = missing_row_module()
-    todo = [c for c in recipe.cells if not is_done(out, c)]
     res.skipped = [c.id for c in recipe.cells if is_done(out, c)]
     say(f"{len(recipe.cells)} cells: {len(res.skipped)} done before, {len(todo)} to run"
-        + (f", budget {budget:.0f} s" if budget else ""))
+        + (f", budget {budget:.0f} s" if budget else "")
+        + (" (--rows-only: rows of captured cells only)" if rows_only else ""))
     if no_rows:
         say(f"note: {no_rows} is not installed here: cells are captured, and their rows are "
             "written when this command runs again where it is (the traces are reused)")
-    failed_before = {} if retry_failed else _failed_before(out)
     for n, cell in enumerate(todo, 1):
         tag = f"[{n}/{len(todo)}] {cell.id}"
         if cell.id in failed_before and not trace_path(out, cell).is_file():
@@ -539,6 +648,10 @@ def _run_sweep(recipe: Recipe, out: Path, budget_s: float | None, say,
             res.done.append(cell.id)
             res.results = write_results(out)
             say(f"{tag}: row written from its capture")
+            continue
+        if rows_only:
+            res.uncaptured.append(cell.id)
+            say(f"{tag}: not captured yet (--rows-only)")
             continue
         timeout = cell.timeout_s
         if budget is not None:
@@ -648,5 +761,6 @@ def find_cell(recipe: Recipe, key: str) -> Cell:
                    f"ids such as {recipe.cells[0].id} (tracekit sweep RECIPE --list)")
 
 
-__all__ = ["COLUMNS", "Cell", "Recipe", "SweepResult", "cell_row", "load_recipe", "read_results",
-           "row_from_capture", "row_schema", "run_cell", "run_sweep", "write_results"]
+__all__ = ["COLUMNS", "Cell", "Recipe", "SweepResult", "capture_blocker", "cell_row", "load_recipe",
+           "read_results", "row_from_capture", "row_schema", "run_cell", "run_sweep",
+           "write_results"]

@@ -12,6 +12,9 @@ address-space limit and a timeout, and checks the contract of ``tracekit explain
   no temp file beside it, nothing in ``$TMPDIR``), never a raw control or bidi character in what a
   terminal, a Markdown viewer or a browser shows.
 
+``tracekit compare`` and ``tracekit annotate`` are held to the same contract (section 14): trace
+strings in every medium they write, and their bad inputs.
+
 Classes (the ``cls`` of a case) follow issue 10; ``owner`` says which part of the code the defence
 lives in (``reader``: tracekit/trace/*, ``analysis``: steps/breakdown/explain/specs, ``cli``: the
 command line, output files and rendering).
@@ -33,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth import BASE_US, Raw, _dumps, annotation, decode_steps, kernel, launch  # noqa: E402
+from synth import BASE_US, Raw, _dumps, annotation, cpu_op, decode_steps, kernel, launch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 H100 = "NVIDIA H100 80GB HBM3"
@@ -55,6 +58,7 @@ class Case:
     slow: bool = False
     root_skip: bool = False  # meaningless as root (permissions do not apply)
     tags: set[str] = field(default_factory=set)
+    writes: tuple[str, ...] = ()  # files a valid run writes besides --html/--markdown (annotate -o)
 
 
 CASES: list[Case] = []
@@ -821,6 +825,156 @@ add("convention_unknown", OPT, A, lambda d: ["explain", good_trace(d), "--conven
     error="convention")
 add("model_unknown", OPT, A, lambda d: ["explain", good_trace(d), "--model", "gpt-9"],
     error="unknown model")
+
+
+# == 14. compare and annotate (cli) ============================================================
+CMP = "compare"
+ANN = "annotate"
+#: every payload at once, so one case checks them all in each medium
+ALL_PAYLOADS = "".join(PAYLOADS.values())
+LONG_NAME = "void gemv_kernel<" + "float, " * 2000 + ALL_PAYLOADS + ">"
+
+
+def _side(d: Path, name: str, *, names: list[str] | None = None, gpu: str = H100,
+          ann: str = "step#{i}", host_op: str | None = None, meta: dict | None = None,
+          events: list | None = None) -> str:
+    """A small decode trace (4 steps, 3 kernels each); ``host_op``: a CPU op over each step's gap,
+    which names that gap in host attribution and in annotate's gap slices."""
+    ev = events if events is not None else decode_steps(4, kernels_per_step=3, names=names,
+                                                        annotate=ann)
+    if host_op is not None:
+        ev = ev + [cpu_op(host_op, i * 100.0 + 20, 75) for i in range(4)]
+    extra = {"deviceProperties": [{"id": 0, "name": gpu}]}
+    if meta is not None:
+        extra["tracekit"] = meta
+    write_json(d, doc(ev, **extra), name, gz=True)
+    return name
+
+
+def _hostile_side(where: str, payload: str) -> dict:
+    if where == "kernel":
+        return {"names": ["k0", "gemv_" + payload, "k2"]}
+    if where == "gpu":
+        return {"gpu": "NVIDIA H100 " + payload}
+    if where == "annotation":
+        return {"ann": "step" + payload.replace("{", "(").replace("}", ")") + "#{i}"}
+    if where == "host_op":
+        return {"host_op": "aten::" + payload}
+    # capture metadata: the strings compare prints about each side
+    return {"meta": {"model_name": payload, "mode": payload, "dtype": payload, "ctx": 64,
+                     "attention": {"requested": payload}, "gpu": {"name": payload},
+                     "timing": {"unprofiled_ms": [0.1, 0.11, 0.1, 0.12, 0.1]}}}
+
+
+def compare_checks(d: dict) -> None:
+    assert d["schema"] == "tracekit.compare/1"
+    assert d["speedup"] is not None and d["speedup"] > 0
+    if d["ci95"]:
+        assert d["ci95"][0] <= d["speedup"] <= d["ci95"][1]
+    for side in (d["a"], d["b"]):
+        assert side["latency_ms"] > 0
+        sm = side.get("summary") or {}
+        if sm.get("gpu_busy_ms") is not None and sm.get("latency_ms") is not None:
+            assert -1e-9 <= sm["gpu_busy_ms"] <= sm["latency_ms"] + 1e-9, sm
+
+
+def _compare_strings(where: str, payload: str):
+    def make(d: Path) -> list[str]:
+        return ["compare", _side(d, "a.json.gz", **_hostile_side(where, payload)),
+                _side(d, "b.json.gz")]
+    return make
+
+
+def _annotate_strings(where: str, payload: str):
+    def make(d: Path) -> list[str]:
+        return ["annotate", _side(d, "t.json.gz", **_hostile_side(where, payload)),
+                "-o", "out.json.gz"]
+    return make
+
+
+for _where in ("kernel", "gpu", "annotation", "host_op", "metadata"):
+    add(f"compare_str_{_where}", STR, C, _compare_strings(_where, ALL_PAYLOADS), expect=0,
+        check=compare_checks, tags={"strings"})
+    add(f"annotate_str_{_where}", STR, C, _annotate_strings(_where, ALL_PAYLOADS), expect=0,
+        modes=("text",), writes=("out.json.gz",), tags={"strings"})
+add("compare_str_long_kernel_name", STR, C, _compare_strings("kernel", LONG_NAME), expect=0,
+    check=compare_checks, tags={"strings"})
+add("annotate_str_long_host_op", STR, C, _annotate_strings("host_op", LONG_NAME), expect=0,
+    modes=("text",), writes=("out.json.gz",), tags={"strings"})
+add("compare_error_line_path_escape", STR, C,
+    lambda d: ["compare", "bad\x1b[2J\u202e.json", _side(d, "b.json.gz")],
+    error="matches no files", tags={"strings"})  # "[" makes it a pattern
+
+_NO_STEPS = [annotation("not a step", 0, 10)]
+_TIMING = {"timing": {"unprofiled_ms": [0.1, 0.11, 0.1]}}
+for _id, _make, _err in (
+    ("compare_no_decode_steps",
+     lambda d: ["compare", _side(d, "a.json.gz", events=_NO_STEPS), _side(d, "b.json.gz")],
+     "a.json.gz: no decode steps found"),
+    ("compare_b_no_decode_steps",
+     lambda d: ["compare", _side(d, "a.json.gz"), _side(d, "b.json.gz", events=_NO_STEPS)],
+     "b.json.gz: no decode steps found"),
+    ("compare_basis_sessions_without_timings",
+     lambda d: ["compare", _side(d, "a.json.gz"), _side(d, "b.json.gz"), "--basis", "sessions"],
+     "a.json.gz: --basis sessions needs unprofiled step timings"),
+    ("compare_basis_sessions_one_session",
+     lambda d: ["compare", _side(d, "a.json.gz", meta=_TIMING), _side(d, "b.json.gz", meta=_TIMING),
+                "--basis", "sessions"], "needs at least 2 sessions"),
+    ("compare_sessions_runs_not_a_list",
+     lambda d: ["compare", _side(d, "a.json.gz", meta={"sessions": {"runs": "x"}}),
+                _side(d, "b.json.gz")], "a.json.gz: key tracekit.sessions.runs is not a list"),
+    ("compare_sessions_run_not_an_object",
+     lambda d: ["compare", _side(d, "a.json.gz", meta={"sessions": {"runs": ["x", 3]}}),
+                _side(d, "b.json.gz")], "tracekit.sessions.runs[0].timing.unprofiled_ms"),
+    ("compare_side_missing", lambda d: ["compare", "nope.json.gz", _side(d, "b.json.gz")],
+     "nope.json.gz does not exist"),
+    ("compare_glob_matches_nothing", lambda d: ["compare", "runs/*.json.gz", _side(d, "b.json.gz")],
+     "matches no files"),
+    ("compare_junk_side", lambda d: (trace_bytes(d, b"junk", "a.json"),
+                                     ["compare", "a.json", _side(d, "b.json.gz")])[1],
+     "a.json: is not valid JSON"),
+):
+    add(_id, CMP, C, _make, error=_err)
+add("compare_gpu_metadata_not_an_object", CMP, C,
+    lambda d: ["compare", _side(d, "a.json.gz", meta={"gpu": "H100", **_TIMING}),
+               _side(d, "b.json.gz", meta=_TIMING)], expect=0, check=compare_checks)
+add("compare_basis_unknown", CMP, C,
+    lambda d: ["compare", _side(d, "a.json.gz"), _side(d, "b.json.gz"), "--basis", "x"],
+    expect=2, error="unknown --basis")
+for _id, _make, _err, _code in (
+    ("annotate_no_decode_steps",
+     lambda d: ["annotate", _side(d, "t.json.gz", events=_NO_STEPS), "-o", "out.json.gz"],
+     "t.json.gz: no decode steps found", 1),
+    ("annotate_not_an_object", lambda d: (trace_bytes(d, b"[1]", "t.json"),
+                                          ["annotate", "t.json", "-o", "out.json.gz"])[1],
+     "t.json is not a JSON object", 1),
+    ("annotate_no_trace_events", lambda d: (trace_bytes(d, b'{"a": 1}', "t.json"),
+                                            ["annotate", "t.json", "-o", "out.json.gz"])[1],
+     "no 'traceEvents'", 1),
+    ("annotate_sqlite", lambda d: (_export(d), ["annotate", "t.sqlite", "-o", "out.json.gz"])[1],
+     "Nsight Systems export", 1),
+    ("annotate_output_is_input",
+     lambda d: ["annotate", _side(d, "t.json.gz"), "-o", "t.json.gz"], "is the input trace", 2),
+    ("annotate_output_exists",
+     lambda d: ["annotate", _side(d, "t.json.gz"), "-o", _side(d, "other.json.gz")],
+     "exists; pass --force", 2),
+    ("annotate_output_dir_missing",
+     lambda d: ["annotate", _side(d, "t.json.gz"), "-o", "nodir/out.json.gz"], "does not exist", 1),
+    ("annotate_missing", lambda d: ["annotate", "nope.json.gz", "-o", "out.json.gz"],
+     "nope.json.gz does not exist", 1),
+):
+    add(_id, ANN, C, _make, error=_err, expect=_code, modes=("text",))
+
+
+def _annotated(d: Path) -> list[str]:
+    _side(d, "t.json.gz")
+    from tracekit.annotate import annotate  # the corpus runs from the repository root
+
+    annotate(d / "t.json.gz", d / "seen.json.gz")
+    return ["annotate", "seen.json.gz", "-o", "out.json.gz"]
+
+
+add("annotate_already_annotated", ANN, C, _annotated, error="already annotated", modes=("text",))
 
 
 def by_id() -> dict[str, Case]:

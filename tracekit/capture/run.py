@@ -396,8 +396,9 @@ def summary_rows(result: CaptureResult) -> list[tuple[str, str]]:
         s = m["timing_sessions"]
         rows.append((
             "unprofiled",
-            f"{s['median_ms']:.2f} ms/step (median over {s['sessions']} sessions of each "
-            f"session's median; p10 {s['p10_ms']:.2f}, p90 {s['p90_ms']:.2f})",
+            f"{s['mean_ms']:.2f} ms/step (mean of {s['sessions']} session medians, as tracekit "
+            f"compare and sweep report it; median {s['median_ms']:.2f}, p10 {s['p10_ms']:.2f}, "
+            f"p90 {s['p90_ms']:.2f})",
         ))
     else:
         rows.append(("unprofiled", f"{_timing_text(t)} = {t['tokens_per_s'] or 0:.1f} tokens/s"))

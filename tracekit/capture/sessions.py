@@ -13,7 +13,10 @@ more steps after it; ``none`` profiles no session. The output is one ``.json.gz`
 session's trace (or an empty ``traceEvents`` list) whose ``tracekit`` metadata is that session's,
 plus ``sessions`` = {``n``, ``profiled_session``, ``runs``: [{``session``, ``timing``,
 ``timing_after``, ``gpu_clocks_before``, ``gpu_clocks_after``, ``profiled``}]} and
-``timing_sessions`` (the median, p10 and p90 over sessions of each session's median).
+``timing_sessions``: over the sessions' medians, their ``mean_ms`` — the latency of the setup as
+``tracekit compare`` and ``tracekit sweep`` report it (:mod:`tracekit.bootstrap` says why the
+mean) and the number the capture's summary prints first — and their ``median_ms``, ``p10_ms`` and
+``p90_ms`` (the median is what ``tracekit explain`` decomposes as the unprofiled step).
 
     tracekit capture --model qwen2.5-7b --mode eager --sessions 10 -o eager.json.gz
 """
@@ -21,6 +24,7 @@ plus ``sessions`` = {``n``, ``profiled_session``, ``runs``: [{``session``, ``tim
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,11 +98,12 @@ def run_sessions(opts: CaptureOptions, *, progress: Progress):
 
 
 def session_summary(runs: list[dict]) -> dict:
-    """Median, p10 and p90 over sessions of each session's median unprofiled step."""
+    """Mean, median, p10 and p90 over sessions of each session's median unprofiled step."""
     medians = [r["timing"]["median_ms"] for r in runs]
     return {
         "sessions": len(medians),
         "session_medians_ms": medians,
+        "mean_ms": round(statistics.fmean(medians), 6),
         "median_ms": round(percentile(medians, 50), 6),
         "p10_ms": round(percentile(medians, 10), 6),
         "p90_ms": round(percentile(medians, 90), 6),

@@ -1,8 +1,11 @@
 """Render a comparison (``Comparison.to_dict()``, schema tracekit.compare/1): terminal, Markdown.
 
 Renders only: every number comes from the document. Strings from the traces (file names, GPU and
-model names, warnings) are escaped for each medium: rich markup for the terminal, Markdown table
-syntax for Markdown. The HTML page is :mod:`tracekit.report.compare_html`.
+model names, modes, warnings) are untrusted and handled as the explain renderers handle them:
+first :func:`tracekit.report.safe.clean` (every control or bidi character becomes a visible
+escape), then the medium's own escaping — rich markup for the terminal,
+:func:`tracekit.report.markdown.md_text` for Markdown. The HTML page is
+:mod:`tracekit.report.compare_html`.
 
     $ tracekit compare eager.json.gz graphs.json.gz --markdown ab.md
 """
@@ -13,6 +16,9 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+
+from tracekit.report.markdown import md_text
+from tracekit.report.safe import clean
 
 #: the rows of the terms table, in order; groups the document has but this list lacks still print
 TERM_GROUPS = ("decomposition", "launch_overhead", "host", "unprofiled", "gpu", "counts",
@@ -74,7 +80,7 @@ def _indent(v: dict) -> str:
 def render_terminal(doc: dict, console: Console | None = None) -> None:
     """Print the comparison: the speed-up with its interval, both sides, the term deltas."""
     console = console or Console()
-    console.print(_group(doc))
+    console.print(_group(clean(doc)))  # no control or bidi character from a trace
 
 
 def _group(doc: dict) -> Group:
@@ -83,7 +89,7 @@ def _group(doc: dict) -> Group:
     head.add_column(style="bold")
     head.add_column()
     for s in (a, b):
-        head.add_row(s["label"], escape(f"{_files(s)}  ({_side_line(s)})"))
+        head.add_row(escape(s["label"]), escape(f"{_files(s)}  ({_side_line(s)})"))
     lat = Table(title="Step latency (ms)", title_justify="left")
     for col, j in (("side", "left"), ("latency", "right"), ("95% CI", "right"),
                    ("p10–p90", "right"), ("sessions", "right"), ("steps", "right"),
@@ -91,7 +97,7 @@ def _group(doc: dict) -> Group:
         lat.add_column(col, justify=j)
     for s in (a, b):
         ci = s.get("latency_ci95_ms")
-        lat.add_row(s["label"], _f(s["latency_ms"]),
+        lat.add_row(escape(s["label"]), _f(s["latency_ms"]),
                     f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
                     f"{_f(s['p10_ms'])}–{_f(s['p90_ms'])}", str(s["sessions"]), str(s["steps"]),
                     _f(s.get("tokens_per_s"), "{:.1f}"))
@@ -116,7 +122,10 @@ def _group(doc: dict) -> Group:
 
 # -- Markdown -----------------------------------------------------------------------------------
 def md_escape(value: object) -> str:
-    """Text safe inside a Markdown table cell: no pipes, no newlines, no HTML, no backticks."""
+    """Text safe inside a Markdown table cell: no pipes, no newlines, no HTML, no backticks.
+
+    The analyses' tables (``analyses/_common.py``) use it; reports from traces use
+    :func:`tracekit.report.markdown.md_text` after :func:`tracekit.report.safe.clean`."""
     s = "—" if value is None else str(value)
     for a, b in (("\\", "\\\\"), ("|", "\\|"), ("`", "'"), ("<", "&lt;"), (">", "&gt;"),
                  ("\r", " "), ("\n", " "), ("*", "\\*"), ("_", "\\_"), ("[", "\\["), ("]", "\\]")):
@@ -126,35 +135,37 @@ def md_escape(value: object) -> str:
 
 def render_markdown(doc: dict) -> str:
     """A Markdown summary to paste into an issue or a pull request."""
+    doc = clean(doc)  # no control or bidi character from a trace reaches the reader
     a, b = doc["a"], doc["b"]
     src = doc["latency_source"]
     lines = [
         "## tracekit compare", "",
-        f"**{md_escape(doc['verdict'])}**", "",
+        f"**{md_text(doc['verdict'])}**", "",
         f"Speed-up of B over A: **{doc['speedup']:.3f}×**, 95% CI {_ci(doc)} (bootstrap over "
         f"{doc['basis']}: n_a = {doc['n_a']}, n_b = {doc['n_b']}; "
         f"{'unprofiled' if src == 'unprofiled' else '**profiled**'} latency; "
-        f"{md_escape(doc['statistic'])}).", "",
+        f"{md_text(doc['statistic'])}).", "",
         "| side | trace | setup | latency ms | 95% CI | p10–p90 ms | sessions | steps |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in (a, b):
         ci = s.get("latency_ci95_ms")
         lines.append(
-            f"| {s['label']} | {md_escape(_files(s))} | {md_escape(_side_line(s))} | "
+            f"| {md_text(s['label'])} | {md_text(_files(s))} | {md_text(_side_line(s))} | "
             f"{_f(s['latency_ms'])} | {f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '—'} | "
             f"{_f(s['p10_ms'])}–{_f(s['p90_ms'])} | {s['sessions']} | {s['steps']} |")
     if doc.get("terms"):
         lines += ["", "What moved, per step (from each side's profiled trace):", "",
                   "| term | A | B | B − A |", "|---|---:|---:|---:|"]
         for key, v in ordered_terms(doc):
-            label = ("&nbsp;&nbsp;" if v["group"] == "launch_overhead" else "") + md_escape(
+            label = ("&nbsp;&nbsp;" if v["group"] == "launch_overhead" else "") + md_text(
                 v["label"])
             lines.append(f"| {label} | {_fmt_term(key, v['a'])} | {_fmt_term(key, v['b'])} | "
                          f"{_delta(key, v['delta'])} |")
     if doc.get("warnings"):
-        lines += ["", "Warnings:", ""] + [f"- {md_escape(w)}" for w in doc["warnings"]]
-    lines += ["", f"<sub>tracekit {md_escape(doc.get('tracekit_version'))} · schema "
+        lines += ["", "Warnings:", ""] + [f"- {md_text(w, line_start=True)}"
+                                          for w in doc["warnings"]]
+    lines += ["", f"<sub>tracekit {md_text(doc.get('tracekit_version'))} · schema "
                   f"{doc['schema']} · {doc['bootstrap']['method']} bootstrap, "
                   f"{doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}</sub>",
               ""]

@@ -5,9 +5,11 @@ profiled step (floor → kernel excess → each launch-overhead class → profil
 unprofiled latency beside it), the latency table, the per-term deltas, the warnings, and the JSON
 document itself. It renders only: every number comes from the document.
 
-Nothing from a trace is trusted: file, model and GPU names and warnings are ``html.escape``d, labels
-handed to plotly are escaped too, and the embedded JSON has ``<``, ``>`` and ``&`` written as
-``\\u003c``…, as in the explain report (:mod:`tracekit.report.html`, whose house style this shares).
+Nothing from a trace is trusted, as in the explain report (:mod:`tracekit.report.html`, whose
+house style this shares): the document first goes through :func:`tracekit.report.safe.clean`
+(control and bidi characters become visible escapes); file, model and GPU names and warnings are
+then escaped with ``html.escape``, labels handed to plotly are escaped too, and the embedded JSON
+has ``<``, ``>`` and ``&`` written as ``\\u003c``….
 
     $ tracekit compare eager.json.gz graphs.json.gz --html ab.html
 """
@@ -31,6 +33,7 @@ from tracekit.report.html import (
     esc,
     page,
 )
+from tracekit.report.safe import clean
 
 GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
 UNPROFILED_COLOR = "#38a169"
@@ -40,6 +43,7 @@ def render_compare_html(doc: dict, *, plotlyjs: str = "inline") -> str:
     """The HTML page of a ``Comparison.to_dict()`` document."""
     if plotlyjs not in ("inline", "cdn"):
         raise BadUsage(f"plotlyjs must be 'inline' or 'cdn', not {plotlyjs!r}")
+    doc = clean(doc)  # no control or bidi character from a trace reaches the page
     a, b = doc["a"], doc["b"]
     title = esc(f"tracekit compare — {a.get('mode') or 'A'} vs {b.get('mode') or 'B'}")
     sections = [_header(doc), _speedup(doc), _warnings(doc), _waterfalls(doc), _latency(doc),

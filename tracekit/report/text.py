@@ -77,6 +77,21 @@ def _timing(t: dict | None, what: str = "steps") -> str | None:
             f"p90 {fmt(t.get('p90_ms'))})")
 
 
+def _sessions_timing(t: dict | None) -> str | None:
+    """The capture's summary over sessions: the mean of the session medians first (the latency
+    ``tracekit compare`` and ``sweep`` report; captures made before it was recorded show their
+    median of session medians, labelled so)."""
+    if not t or t.get("median_ms") is None:
+        return None
+    n = t.get("sessions")
+    if t.get("mean_ms") is not None:
+        head = (f"{t['mean_ms']:.3f} ms/step (mean of {n} session medians, as compare and sweep "
+                f"report it; median {fmt(t['median_ms'])}")
+    else:
+        head = f"{t['median_ms']:.3f} ms/step (median of {n} session medians"
+    return f"{head}; p10 {fmt(t.get('p10_ms'))}, p90 {fmt(t.get('p90_ms'))})"
+
+
 def capture_rows(doc: dict) -> list[tuple[str, str]]:
     """The capture section as (label, value) rows; empty when tracekit capture did not make the
     trace. The unprofiled ground truth comes first: it is the number a user's step really takes."""
@@ -87,7 +102,7 @@ def capture_rows(doc: dict) -> list[tuple[str, str]]:
     rows: list[tuple[str, str | None]] = [
         ("unprofiled step", _timing(cap.get("timing"))),
         ("unprofiled, after the profiled window", _timing(cap.get("timing_after"))),
-        ("unprofiled, over sessions", _timing(cap.get("timing_sessions"), "session medians")),
+        ("unprofiled, over sessions", _sessions_timing(cap.get("timing_sessions"))),
     ]
     prof = cap.get("profiled") or {}
     if prof.get("wall_ms_per_step") is not None:
