@@ -78,6 +78,13 @@ def _extra(args: list[str], mode: str) -> list[str]:
     return []
 
 
+# The children's environment, copied once here on the main thread: run_case runs on pool threads
+# while pytest sets and unsets PYTEST_CURRENT_TEST in os.environ, and iterating os.environ then
+# races with it (KeyError: 'PYTEST_CURRENT_TEST').
+_BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}
+_BASE_ENV["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def run_case(c: Case, mode: str, base: Path) -> Result:
     work, tmp = base / "work", base / "tmp"
     work.mkdir(parents=True)
@@ -85,10 +92,8 @@ def run_case(c: Case, mode: str, base: Path) -> Result:
     args = c.make(work)
     before = _files(work)
     extra = _extra(args, mode)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}
-    env.update(TMPDIR=str(tmp), PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]), COLUMNS="120",
-        PYTHONWARNINGS="ignore")
+    env = dict(_BASE_ENV)
+    env.update(TMPDIR=str(tmp), COLUMNS="120", PYTHONWARNINGS="ignore")
     stdin = open(work / c.stdin, "rb") if c.stdin else subprocess.DEVNULL
     t0 = time.monotonic()
     p = subprocess.Popen([sys.executable, "-m", "tracekit", *args, *extra], cwd=work, env=env,
