@@ -23,9 +23,12 @@ Events of unknown categories are skipped and counted in ``meta["skipped_categori
 from __future__ import annotations
 
 import functools
+import io
 import math
 import operator
+import os
 import re
+from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -320,6 +323,7 @@ class _Slicer:
         self.b = builder
         self.slice_bytes = slice_bytes
         self.slices = 0
+        self.parallel: list[_Parallel] = []
 
     def _decode_slice(self, buf: bytearray, lead: int, end: int) -> list[_Event] | None:
         """Decode buf[lead+1:end] (whole events, ``end`` just past a ``}``) or None if it fails
@@ -355,10 +359,22 @@ class _Slicer:
         return _decode_error(type(exc)(msg) if isinstance(exc, msgspec.ValidationError)
                              else exc, self.path)
 
-    def cut(self, buf: bytearray, lead: int) -> int:
+    def cut(self, buf: bytearray, lead: int, cuts: list[tuple[int, int]] | None = None) -> int:
         """Decode the events in buf[lead+1:] up to the last cut that parses; return the new lead
         (the index of the ``,`` before the next event) or ``lead`` if nothing could be cut."""
-        cuts: list[tuple[int, int]] = []  # (index of '}', index of ','), last first
+        if cuts is None:
+            cuts = self.candidates(buf, lead)
+        for end, comma in cuts:
+            if self._decode_slice(buf, lead, end + 1) is not None:
+                return comma
+        if len(cuts) > 0:
+            raise _Fallback("no cut between events decoded")
+        return lead
+
+    @staticmethod
+    def candidates(buf: bytearray, lead: int) -> list[tuple[int, int]]:
+        """Candidate cuts in buf[lead+1:]: (index of '}', index of ','), last first."""
+        cuts: list[tuple[int, int]] = []
         pos = len(buf)
         for _ in range(_MAX_BRACES):  # bounded: a hostile run of '}' cannot stall the reader
             if len(cuts) >= _MAX_TRIES:
@@ -369,12 +385,7 @@ class _Slicer:
             m = _CUT.match(buf, pos)
             if m is not None:
                 cuts.append((pos, m.start(1)))
-        for end, comma in cuts:
-            if self._decode_slice(buf, lead, end + 1) is not None:
-                return comma
-        if len(cuts) > 0:
-            raise _Fallback("no cut between events decoded")
-        return lead
+        return cuts
 
     def finish(self, buf: bytearray, lead: int) -> bytes:
         """The last events (up to the array's ``]``); returns what follows the array."""
@@ -392,8 +403,149 @@ class _Slicer:
         raise _Fallback("the end of the traceEvents list was not found")
 
 
+#: with TRACEKIT_READER_WORKERS unset, a worker process is started after this many slices (64 MB):
+#: small traces never pay its start (~0.3 s of the other core)
+_AUTO_AFTER_SLICES = 8
+#: slices handed out and not yet merged, at most (memory: about this many slices)
+_MAX_PENDING = 4
+
+
+def _reader_workers(workers: int | None) -> int | None:
+    """0 (read in this process), 1 (a worker from the first slice) or None (auto: large inputs on
+    a machine with two cores or more). ``TRACEKIT_READER_WORKERS`` sets it when the caller did not."""
+    if workers is None:
+        value = os.environ.get("TRACEKIT_READER_WORKERS", "").strip()
+        workers = int(value) if value in ("0", "1", "2") else None
+    return None if workers is None else min(workers, 1)
+
+
+def _two_cores() -> bool:
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return (os.cpu_count() or 1) >= 2
+
+
+def decode_part(data, path: str) -> tuple:
+    """Decode one slice (``[`` whole events ``]``) into a fresh :class:`_Builder`'s columns.
+
+    Returns ``("ok", builder)``, ``("badcut",)`` when the bytes do not parse (a cut inside a
+    string), or an error to raise when the slice's turn comes: ``("verr", msg)``,
+    ``("recursion",)``, ``("unicode", reason)``, ``("tfe", msg)``. Runs in the worker process
+    (see :mod:`tracekit.trace.slice_worker`) or here."""
+    try:
+        events = _LIST_DECODERS[False].decode(data)
+    except msgspec.ValidationError as exc:
+        return ("verr", str(exc))
+    except msgspec.DecodeError:
+        return ("badcut",)
+    except RecursionError:
+        return ("recursion",)
+    except UnicodeDecodeError as exc:
+        return ("unicode", exc.reason)
+    b = _Builder(path)
+    try:
+        b.add(events, lambda: _LIST_DECODERS[True].decode(data))
+    except TraceFormatError as exc:
+        return ("tfe", str(exc))
+    return ("ok", b)
+
+
+class _Reply(msgspec.Struct):
+    s: str
+    m: str | None = None
+    events: int = 0
+    no_ts: int = 0
+    no_dur: int = 0
+    bad_args: int = 0
+    skipped: dict[str, int] = {}
+    names: list[str] = []
+    frames: dict[str, bytes] = {}
+
+
+_REPLY_DECODER = msgspec.msgpack.Decoder(_Reply)
+
+
+class _Parallel:
+    """Slices decoded in a worker process and here, merged into the slicer's builder in order.
+
+    :meth:`push` takes the last candidate cut without checking it (the worker's decode checks
+    it); a slice that does not parse comes back ``badcut`` and :meth:`settle` returns the bytes
+    from that slice on, which the caller reads on by itself (the slicer then tries earlier cuts,
+    as always)."""
+
+    def __init__(self, path: str, slicer: _Slicer) -> None:
+        from tracekit.trace.slice_worker import Worker
+
+        self.path = path
+        self.slicer = slicer
+        self.worker = Worker(path)
+        self.pending: deque[list] = deque()  # [slice, gap after it, offset, its first byte, result]
+
+    def push(self, buf: bytearray, lead: int, end: int, comma: int, offset: int) -> None:
+        data = buf[lead:end + 2]  # a copy: the opener, the events, the byte after the last '}'
+        data[0] = 0x5B
+        data[-1] = 0x5D
+        gap = bytes(buf[end + 1:comma])
+        opener = buf[lead]
+        w = self.worker
+        if not w.dead and w.outstanding < 2:
+            w.submit(data)
+            self.pending.append([data, gap, offset, opener, None])
+        else:
+            self.pending.append([data, gap, offset, opener, decode_part(data, self.path)])
+
+    def settle(self, block: bool, quiet: bool = False) -> tuple[int, bytearray] | None:
+        """Merge finished slices in order (all of them if ``block``). Returns (document offset,
+        bytes) to read on from after a wrong cut, else None. A slice's error is raised here, in
+        its turn. ``quiet``: stop at a wrong cut (an error is being raised anyway)."""
+        pending = self.pending
+        while pending:
+            data, gap, offset, opener, res = pending[0]
+            if res is None:
+                if not block and len(pending) < _MAX_PENDING and not self.worker.ready():
+                    return None
+                body = self.worker.get()
+                res = decode_part(data, self.path) if body is None else _REPLY_DECODER.decode(body)
+            pending.popleft()
+            status = res[0] if type(res) is tuple else res.s
+            if status == "badcut":
+                self.worker.close()
+                if quiet:
+                    pending.clear()
+                    return None
+                redo = bytearray()
+                for d, g, _, o, _ in [(data, gap, offset, opener, res), *pending]:
+                    d[0] = o  # the bytes as they were in the stream
+                    redo += d[:-1]
+                    redo += g
+                pending.clear()
+                return offset, redo
+            if status != "ok":
+                pending.clear()
+                self.worker.close()
+                raise self._error(status, res[1] if type(res) is tuple else res.m)
+            self.slicer.b.merge(res)
+            self.slicer.slices += 1
+        return None
+
+    def _error(self, status: str, msg: str | None) -> TraceFormatError:
+        if status == "verr":
+            return self.slicer._error(msgspec.ValidationError(msg))
+        if status == "recursion":
+            return _decode_error(RecursionError(), self.path)
+        if status == "unicode":
+            return _decode_error(UnicodeDecodeError("utf-8", b"", 0, 1, msg or ""), self.path)
+        return TraceFormatError(msg or f"{self.path}: the slice reader failed")
+
+    def close(self) -> None:
+        self.pending.clear()
+        self.worker.close()
+
+
 def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str] | None = None,
-                progress: Callable[[int], None] | None = None) -> Trace:
+                progress: Callable[[int], None] | None = None,
+                workers: int | None = None) -> Trace:
     """Read a Kineto trace from an opened :class:`~tracekit.trace.source.Source` as a stream.
 
     Small documents (one slice) are decoded whole. Larger ones are cut into slices at event
@@ -426,6 +578,8 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
 
     b = _Builder(path)
     slicer = _Slicer(path, b, slice_bytes)
+    workers = _reader_workers(workers)
+    par: _Parallel | None = None
     try:
         state = [0, 0]
         while (start := _find_events(buf, state)) is None:
@@ -437,13 +591,41 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
         dropped = 0  # bytes of the document before buf[0]
         bare = not head.strip()
         lead = start - 1  # buf[lead] is '[' (or whitespace/',' later): the slice's opener
-        while not eof:
+        redone = False  # after a wrong cut, the slices from there are read here (to the end)
+        while not eof or redone:
             while not eof and len(buf) - lead <= slice_bytes:
                 more()
-            if eof:
+            if eof and not (redone and len(buf) - lead > slice_bytes):
                 break
-            new = slicer.cut(buf, lead)
+            cuts = slicer.candidates(buf, lead)
+            if par is None and workers != 0 and cuts and (
+                    workers == 1 or (slicer.slices >= _AUTO_AFTER_SLICES and _two_cores())):
+                par = _Parallel(path, slicer)
+                slicer.parallel.append(par)
+                workers = 0  # once: after a redo the rest is read here
+            if par is not None:
+                if cuts:
+                    end, comma = cuts[0]
+                    par.push(buf, lead, end, comma, dropped + lead)
+                    del buf[:comma]
+                    dropped += comma
+                    lead = 0
+                    redo = par.settle(block=False)
+                    if redo is not None:  # a wrong cut: read on from that slice, here
+                        par = None
+                        dropped, buf[:0] = redo
+                        redone = True
+                    continue
+                redo = par.settle(block=True)
+                par = None
+                if redo is not None:
+                    dropped, buf[:0] = redo
+                    redone = True
+                    continue
+            new = slicer.cut(buf, lead, cuts)
             if new == lead:
+                if eof:
+                    break
                 if len(buf) - lead > MAX_EVENT_BYTES:
                     raise TraceFormatError(
                         f"{path} has an event larger than {mib(MAX_EVENT_BYTES)} from byte "
@@ -456,10 +638,27 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
             del buf[:new]
             dropped += new
             lead = 0
+        if par is not None:
+            redo = par.settle(block=True)
+            par = None
+            if redo is not None:  # the last slices, read here
+                dropped, buf[:0] = redo
+                while len(buf) > slice_bytes and (new := slicer.cut(buf, 0)) != 0:
+                    del buf[:new]
+                    dropped += new
         tail = slicer.finish(buf, lead)
     except _Fallback as why:
+        if par is not None:  # what a slice before this point raises comes first, as in order
+            par.settle(block=True, quiet=True)
         del buf
         return _whole_after_fallback(src, path, str(why), notes)
+    except TraceFormatError:
+        if par is not None:
+            par.settle(block=True, quiet=True)
+        raise
+    finally:
+        for p in slicer.parallel:
+            p.close()
     try:
         if bare:
             if tail.strip():
@@ -538,6 +737,31 @@ class _Builder:
                            ("cpu", self._cpu_ops(cpu, precise))):
             if frame.height:
                 self.parts[key].append(frame)
+
+    def merge(self, part) -> None:
+        """Add a slice decoded elsewhere (``("ok", builder)`` or a worker's reply), in order:
+        its counters, and its columns with its local name codes remapped into this dictionary."""
+        if type(part) is tuple:
+            o = part[1]
+            names, frames = list(o.codes), {k: v[0] for k, v in o.parts.items() if v}
+        else:
+            o = part
+            names = o.names
+            frames = {k: pl.read_ipc(io.BytesIO(v)) for k, v in o.frames.items()}
+        self.events += o.events
+        self.no_ts += o.no_ts
+        self.no_dur += o.no_dur
+        self.bad_args += o.bad_args
+        for k, v in o.skipped.items():
+            self.skipped[k] = self.skipped.get(k, 0) + v
+        codes = self.codes
+        remap = np.fromiter((codes.setdefault(n, len(codes)) for n in names), np.uint32, len(names))
+        for key in _SCHEMAS:
+            frame = frames.get(key)
+            if frame is not None and frame.height:
+                local = frame["name"].to_numpy()
+                self.parts[key].append(frame.with_columns(
+                    name=pl.Series("name", remap[local], dtype=pl.UInt32)))
 
     def _split(self, events: list[_Event], count: bool = True):
         """Sort events into GPU ops, API calls, annotations and CPU ops; count what is skipped.

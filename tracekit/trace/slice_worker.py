@@ -1,0 +1,163 @@
+"""Decode Kineto slices in a second process, so reading uses two cores.
+
+The streaming reader (:mod:`tracekit.trace.kineto`) spends most of its time in msgspec's decode of
+each ~8 MB slice and the Python pass that turns that slice's events into columns. Inflating and
+cutting the stream is cheap, so the main process keeps doing that, and hands slices to one worker
+process (``python -c ...``, a fresh interpreter: no ``fork`` of a process whose polars thread pool
+is already running). While the worker is busy the main process decodes the next slice itself.
+
+Protocol, over the worker's stdin/stdout: each message is an 8-byte little-endian length and a
+payload. A request is one slice as a JSON array (``[`` + whole events + ``]``); a reply is a
+msgpack map: the status (``ok``, ``badcut`` when the slice does not parse — a cut inside a string,
+which the main process then redoes itself — or an error to raise in slice order), the slice's
+counters, its *local* name dictionary and its column tables as Arrow IPC. The main process merges
+replies strictly in slice order and remaps the local name codes into its one dictionary, so the
+result is identical to reading in one process.
+
+The worker ignores Ctrl-C (the main process handles it and kills the worker) and exits when its
+stdin closes, so it never outlives the reader. ``TRACEKIT_READER_WORKERS=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import msgspec
+
+_LEN = 8
+_CODE = "from tracekit.trace.slice_worker import main; main()"
+
+
+def encode_part(part: tuple) -> bytes:
+    """The reply for what :func:`tracekit.trace.kineto.decode_part` returned."""
+    status = part[0]
+    if status != "ok":
+        return msgspec.msgpack.encode({"s": status, "m": part[1] if len(part) > 1 else None})
+    b = part[1]
+    frames = {}
+    for key, parts in b.parts.items():
+        if parts:
+            sink = io.BytesIO()
+            parts[0].write_ipc(sink, compression="uncompressed")
+            frames[key] = sink.getvalue()
+    return msgspec.msgpack.encode({
+        "s": "ok", "events": b.events, "no_ts": b.no_ts, "no_dur": b.no_dur,
+        "bad_args": b.bad_args, "skipped": b.skipped, "names": list(b.codes), "frames": frames,
+    })
+
+
+def main() -> None:  # pragma: no cover - runs in the worker process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from tracekit.trace.kineto import decode_part
+
+    path = sys.argv[1]
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    try:
+        while True:
+            head = inp.read(_LEN)
+            if len(head) < _LEN:
+                return
+            n = int.from_bytes(head, "little")
+            data = inp.read(n)
+            if len(data) < n:
+                return
+            reply = encode_part(decode_part(data, path))
+            out.write(len(reply).to_bytes(_LEN, "little"))
+            out.write(reply)
+            out.flush()
+    except (OSError, ValueError):  # the main process went away
+        return
+
+
+class Worker:
+    """The main process's handle on one worker: :meth:`submit` slices, :meth:`get` replies in the
+    same order (None once the worker has died), :meth:`close` always (kills it)."""
+
+    def __init__(self, path: str) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CODE, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=env, close_fds=True,
+        )
+        self.outstanding = 0
+        self.dead = False
+        self._send: queue.SimpleQueue = queue.SimpleQueue()
+        self._recv: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._writer, daemon=True),
+                         threading.Thread(target=self._reader, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _writer(self) -> None:
+        w = self.proc.stdin
+        try:
+            while (data := self._send.get()) is not None:
+                w.write(len(data).to_bytes(_LEN, "little"))
+                w.write(data)
+                w.flush()
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                w.close()
+            except (OSError, ValueError):
+                pass
+
+    def _reader(self) -> None:
+        r = self.proc.stdout
+        try:
+            while True:
+                head = r.read(_LEN)
+                if len(head) < _LEN:
+                    break
+                n = int.from_bytes(head, "little")
+                body = r.read(n)
+                if len(body) < n:
+                    break
+                self._recv.put(body)
+        except (OSError, ValueError):
+            pass
+        self._recv.put(None)
+
+    def submit(self, data) -> None:
+        self.outstanding += 1
+        self._send.put(data)
+
+    def ready(self) -> bool:
+        return not self._recv.empty()
+
+    def get(self) -> bytes | None:
+        """The next reply (blocks); None if the worker died before sending it."""
+        body = None if self.dead else self._recv.get()
+        if body is None:
+            self.dead = True
+            return None
+        self.outstanding -= 1
+        return body
+
+    def close(self) -> None:
+        self.dead = True
+        self._send.put(None)
+        try:
+            self.proc.kill()
+        except OSError:  # pragma: no cover
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a kill is not refused
+            pass
+        for t in self._threads:
+            t.join(timeout=5)
+        try:
+            self.proc.stdout.close()
+        except (OSError, ValueError):  # pragma: no cover
+            pass
