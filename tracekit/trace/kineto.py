@@ -403,9 +403,11 @@ class _Slicer:
         raise _Fallback("the end of the traceEvents list was not found")
 
 
-#: with TRACEKIT_READER_WORKERS unset, a worker process is started after this many slices (64 MB):
-#: small traces never pay its start (~0.3 s of the other core)
+#: with TRACEKIT_READER_WORKERS unset, a worker process is started after this many slices (64 MB)
+#: (small traces never pay its start, ~0.3 s of the other core) ...
 _AUTO_AFTER_SLICES = 8
+#: ... or at the first slice when the file on disk is this large (gzip: ~100 MB of JSON or more)
+_AUTO_DISK_BYTES = 16 << 20
 #: slices handed out and not yet merged, at most (memory: about this many slices)
 _MAX_PENDING = 4
 
@@ -599,10 +601,14 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
                 break
             cuts = slicer.candidates(buf, lead)
             if par is None and workers != 0 and cuts and (
-                    workers == 1 or (slicer.slices >= _AUTO_AFTER_SLICES and _two_cores())):
-                par = _Parallel(path, slicer)
-                slicer.parallel.append(par)
+                    workers == 1 or (_two_cores() and (slicer.slices >= _AUTO_AFTER_SLICES
+                                                       or (src.size or 0) >= _AUTO_DISK_BYTES))):
                 workers = 0  # once: after a redo the rest is read here
+                try:
+                    par = _Parallel(path, slicer)
+                    slicer.parallel.append(par)
+                except (OSError, ValueError):  # no interpreter to start: read here
+                    par = None
             if par is not None:
                 if cuts:
                     end, comma = cuts[0]
