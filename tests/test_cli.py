@@ -40,8 +40,8 @@ def test_no_steps_error_names_the_fix(tmp_path):
     r = run("explain", str(path))
     assert r.exit_code == 1
     assert r.output.strip() == (
-        "Error: no decode steps found: no annotations, graph launches or repeating kernel "
-        "sequence; pass --step-marker REGEX naming the annotation around each step")
+        f"Error: {path}: no decode steps found: no annotations, graph launches or repeating "
+        "kernel sequence; pass --step-marker REGEX naming the annotation around each step")
 
 
 def test_usage_errors_exit_2():

@@ -22,7 +22,7 @@ import click
 
 from tracekit import __version__, sample_path
 from tracekit.capture.options import CaptureOptions
-from tracekit.errors import BadUsage, Terminated, TracekitError
+from tracekit.errors import BadUsage, NoStepsError, Terminated, TracekitError
 from tracekit.fileio import atomic_write_text, write_all
 from tracekit.report.safe import clean_text
 
@@ -206,6 +206,8 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 
             outputs.append((html, render_html(doc, result.timeline, plotlyjs=plotlyjs).encode()))
         write_all(outputs)  # both reports or neither
+    except NoStepsError as exc:  # say which file: the error line is all the user sees
+        _fail(NoStepsError(f"{sample_path() if sample else trace}: {exc}"))
     except TracekitError as exc:
         _fail(exc)
     if as_json:
