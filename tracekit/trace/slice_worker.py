@@ -53,6 +53,16 @@ def encode_part(part: tuple) -> bytes:
     })
 
 
+def read_frame(stream) -> bytes | None:
+    """One length-prefixed frame from ``stream``; None at the end of the stream or a cut frame."""
+    head = stream.read(_LEN)
+    if len(head) < _LEN:
+        return None
+    n = int.from_bytes(head, "little")
+    body = stream.read(n)
+    return body if len(body) == n else None
+
+
 def main() -> None:  # pragma: no cover - runs in the worker process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from tracekit.trace.kineto import decode_part
@@ -60,14 +70,7 @@ def main() -> None:  # pragma: no cover - runs in the worker process
     path = sys.argv[1]
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     try:
-        while True:
-            head = inp.read(_LEN)
-            if len(head) < _LEN:
-                return
-            n = int.from_bytes(head, "little")
-            data = inp.read(n)
-            if len(data) < n:
-                return
+        while (data := read_frame(inp)) is not None:
             reply = encode_part(decode_part(data, path))
             out.write(len(reply).to_bytes(_LEN, "little"))
             out.write(reply)
@@ -115,14 +118,7 @@ class Worker:
     def _reader(self) -> None:
         r = self.proc.stdout
         try:
-            while True:
-                head = r.read(_LEN)
-                if len(head) < _LEN:
-                    break
-                n = int.from_bytes(head, "little")
-                body = r.read(n)
-                if len(body) < n:
-                    break
+            while (body := read_frame(r)) is not None:
                 self._recv.put(body)
         except (OSError, ValueError):
             pass
