@@ -1,4 +1,5 @@
-"""What the CLI tests share: run a command in-process, and read its one ``Error:`` line.
+"""What the tests share: run a command in-process, read its one ``Error:`` line, and a plain
+interval union for the oracles.
 
     from helpers import error_line, run
     r = run("compare", a, b)
@@ -47,3 +48,14 @@ def write_capture(path: Path, sessions: list[list[float]], *, model="qwen2.5-7b"
     with gzip.open(path, "wt") as f:
         json.dump({"tracekit": meta, "schemaVersion": 1, "traceEvents": []}, f)
     return path
+
+
+def merge_intervals(intervals):
+    """The union of [start, end) intervals as sorted disjoint pairs: a plain loop, for oracles."""
+    out: list[list] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]

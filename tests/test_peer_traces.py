@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from helpers import merge_intervals
 
 from tracekit.breakdown import step_table
 from tracekit.explain import explain
@@ -27,16 +28,6 @@ pytestmark = pytest.mark.skipif(not PEER.is_dir(), reason=f"peer traces not foun
 
 FILES = ["triton_example.json.gz", "benchmark_result_2869224_1695835535_trace.json.gz",
          "nccl_data.json.gz", "rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz", "rank0.json.gz"]
-
-
-def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for x, y in sorted(intervals):
-        if out and x <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], y)
-        else:
-            out.append([x, y])
-    return [(x, y) for x, y in out]
 
 
 def _union_ns(start: np.ndarray, end: np.ndarray) -> int:
@@ -73,7 +64,7 @@ def test_every_peer_trace_loads_and_is_sane(name):
         a, b = s["start_ns"], s["start_ns"] + s["latency_ns"]
         assert 0 <= s["gpu_busy_ns"] <= s["latency_ns"]
         clipped = [(max(x, a), min(y, b)) for x, y in ops if x < b and y > a]
-        want = sum(y - x for x, y in _merge(clipped))
+        want = sum(y - x for x, y in merge_intervals(clipped))
         assert abs(s["gpu_busy_ns"] - want) <= len(clipped), (s["step"], s["gpu_busy_ns"], want)
 
 

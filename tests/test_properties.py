@@ -21,6 +21,7 @@ import json
 import os
 from pathlib import Path
 
+from helpers import merge_intervals
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synth import Raw, _dumps
@@ -75,16 +76,6 @@ def _ns(v: str | float) -> int:
     return int(whole) * 1000 + int((frac + "000")[:3])
 
 
-def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for a, b in sorted(intervals):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
 def oracle(path: Path) -> list[dict]:
     """Per step: busy, idle (by a gap walk) and latency in ns, from the file alone."""
     events = json.loads(path.read_text(), parse_float=str)["traceEvents"]
@@ -104,7 +95,7 @@ def oracle(path: Path) -> list[dict]:
         w = min(s for s, _ in nxt) if nxt else None
         if w is not None and w > t0:
             clipped = [(max(s, t0), min(e, w)) for s, e, _ in ops if s < w and e > t0]
-            merged = _union([iv for iv in clipped if iv[1] > iv[0]])
+            merged = merge_intervals([iv for iv in clipped if iv[1] > iv[0]])
             busy = sum(b - a for a, b in merged)
             cursor, idle = t0, 0  # the gap walk
             for a, b in merged:
@@ -113,7 +104,7 @@ def oracle(path: Path) -> list[dict]:
             idle += w - cursor
             out.append({"busy": busy, "idle": idle, "latency": w - t0})
         else:
-            merged = _union(mine)
+            merged = merge_intervals(mine)
             end = max(e for _, e in mine)
             out.append({"busy": sum(b - a for a, b in merged), "latency": None,
                         "idle": end - t0 - sum(b - a for a, b in merged)})
