@@ -34,6 +34,7 @@ import polars as pl
 
 from tracekit.errors import BadUsage, NoStepsError
 from tracekit.trace.model import Trace
+from tracekit.trace.table import Table
 
 TRACEKIT_STEP = re.compile(r"^tracekit\.step#\d+$")
 PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
@@ -68,6 +69,29 @@ class Steps:
     @property
     def decode(self) -> pl.DataFrame:
         return self.table.filter(pl.col("kind") == "decode")
+
+    # -- the same tables as numpy columns (see tracekit.trace.table), what the analysis reads --
+    @property
+    def ops_t(self) -> Table:
+        """``ops`` as columns: the GPU ops sorted by start, with ``launch_start_ns``,
+        ``launch_end_ns``, ``launch_kind`` (null: no launch record) and ``step`` (null: in no
+        step)."""
+        if "ops_t" not in self.derived:
+            self.derived["ops_t"] = Table.from_polars(self.ops)
+        return self.derived["ops_t"]
+
+    @property
+    def table_t(self) -> Table:
+        """``table`` as columns: step, name, cpu_start_ns, cpu_end_ns, kind; sorted by step."""
+        if "table_t" not in self.derived:
+            self.derived["table_t"] = Table.from_polars(self.table.sort("step"))
+        return self.derived["table_t"]
+
+    @property
+    def decode_t(self) -> Table:
+        """The decode steps' rows of ``table_t``."""
+        t = self.table_t
+        return t.take(np.nonzero(t["kind"].eq("decode"))[0])
 
 
 # -- entry point ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The normalized trace every reader produces and every later stage consumes.
 
 Readers (``kineto.py`` for torch.profiler JSON, ``nsys.py`` for Nsight Systems SQLite) differ in
-everything but this: four polars tables with **integer nanosecond** times and one ``meta`` dict.
+everything but this: five tables with **integer nanosecond** times and one ``meta`` dict.
 
 ``gpu_ops``      one row per kernel, memcpy or memset executed on a GPU
                  (``kind``: kernel | memcpy | memset; ``correlation`` links it to its launch; kernels
@@ -20,81 +20,147 @@ Times are absolute on the trace's own clock; only differences mean anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from tracekit.trace.table import Table
 
-import polars as pl
+# The schemas as polars type names: the polars tables users see have exactly these columns.
+GPU_OPS = {
+    "kind": "Utf8",
+    "name": "Utf8",
+    "start_ns": "Int64",
+    "end_ns": "Int64",
+    "device": "Int32",
+    "stream": "Int64",
+    "correlation": "Int64",
+    "bytes": "Int64",
+    "grid": "Utf8",  # "x×y×z" where the reader has it (Nsight); Kineto's are not read, for speed
+    "block": "Utf8",
+}
+LAUNCHES = {
+    "kind": "Utf8",
+    "api": "Utf8",
+    "name": "Utf8",
+    "start_ns": "Int64",
+    "end_ns": "Int64",
+    "tid": "Int64",
+    "correlation": "Int64",
+}
+ANNOTATIONS = {
+    "name": "Utf8",
+    "start_ns": "Int64",
+    "end_ns": "Int64",
+    "on_gpu": "Boolean",
+    "tid": "Int64",
+}
+CPU_OPS = {
+    "name": "Utf8",
+    "start_ns": "Int64",
+    "end_ns": "Int64",
+    "tid": "Int64",
+}
+SYNCS = {
+    "name": "Utf8",
+    "start_ns": "Int64",
+    "end_ns": "Int64",
+    "tid": "Int64",
+}
+_SCHEMAS = {"gpu_ops": GPU_OPS, "launches": LAUNCHES, "annotations": ANNOTATIONS,
+            "syncs": SYNCS, "cpu_ops": CPU_OPS}
 
-GPU_OPS_SCHEMA = {
-    "kind": pl.Utf8,
-    "name": pl.Utf8,
-    "start_ns": pl.Int64,
-    "end_ns": pl.Int64,
-    "device": pl.Int32,
-    "stream": pl.Int64,
-    "correlation": pl.Int64,
-    "bytes": pl.Int64,
-    "grid": pl.Utf8,  # "x×y×z" where the reader has it (Nsight); Kineto's are not read, for speed
-    "block": pl.Utf8,
-}
-LAUNCHES_SCHEMA = {
-    "kind": pl.Utf8,
-    "api": pl.Utf8,
-    "name": pl.Utf8,
-    "start_ns": pl.Int64,
-    "end_ns": pl.Int64,
-    "tid": pl.Int64,
-    "correlation": pl.Int64,
-}
-ANNOTATIONS_SCHEMA = {
-    "name": pl.Utf8,
-    "start_ns": pl.Int64,
-    "end_ns": pl.Int64,
-    "on_gpu": pl.Boolean,
-    "tid": pl.Int64,
-}
-CPU_OPS_SCHEMA = {
-    "name": pl.Utf8,
-    "start_ns": pl.Int64,
-    "end_ns": pl.Int64,
-    "tid": pl.Int64,
-}
-SYNCS_SCHEMA = {
-    "name": pl.Utf8,
-    "start_ns": pl.Int64,
-    "end_ns": pl.Int64,
-    "tid": pl.Int64,
-}
+
+def polars_schema(schema: dict[str, str]) -> dict:
+    import polars as pl
+
+    return {k: getattr(pl, v) for k, v in schema.items()}
 
 
-def empty(schema: dict) -> pl.DataFrame:
+def __getattr__(name: str):
+    # GPU_OPS_SCHEMA & co.: the polars form, built on first use (importing polars costs 0.13 s)
+    if name.endswith("_SCHEMA") and name[:-7] in globals():
+        return polars_schema(globals()[name[:-7]])
+    raise AttributeError(name)
+
+
+def empty(schema: dict):
+    import polars as pl
+
     return pl.DataFrame(schema=schema)
 
 
-@dataclass
 class Trace:
-    """A decode trace, normalized. Build it with :func:`tracekit.trace.load`."""
+    """A decode trace, normalized. Build it with :func:`tracekit.trace.load`.
 
-    gpu_ops: pl.DataFrame
-    launches: pl.DataFrame
-    annotations: pl.DataFrame
-    syncs: pl.DataFrame
-    #: host-side framework ops (see the module docstring); empty when the trace has none
-    cpu_ops: pl.DataFrame = field(default_factory=lambda: empty(CPU_OPS_SCHEMA))
-    #: ``format`` (kineto | nsys), ``path``, ``gpu_name``, ``devices`` (list of names),
-    #: ``versions`` (dict), ``tracekit`` (capture metadata dict or None),
-    #: ``skipped_categories`` ({category: count}), ``events`` (total events read)
-    meta: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    #: how the reader read the file (streamed in N slices, decoded whole and why): ``--verbose``
-    notes: list[str] = field(default_factory=list)
+    The five tables are polars DataFrames (``trace.gpu_ops`` …), built on first use from the
+    numpy columns the readers produce and the analysis runs on (``trace.table("gpu_ops")``, see
+    :mod:`tracekit.trace.table`). Either form may be passed in.
+    """
+
+    def __init__(self, gpu_ops, launches, annotations, syncs, cpu_ops=None, meta: dict | None = None,
+                 warnings: list[str] | None = None, notes: list[str] | None = None) -> None:
+        given = {"gpu_ops": gpu_ops, "launches": launches, "annotations": annotations,
+                 "syncs": syncs, "cpu_ops": cpu_ops}
+        self._tables: dict[str, Table] = {}
+        self._frames: dict = {}
+        for key, value in given.items():
+            if value is None:
+                self._tables[key] = Table.empty(_SCHEMAS[key])
+            elif isinstance(value, Table):
+                self._tables[key] = value
+            else:
+                self._frames[key] = value
+        #: ``format`` (kineto | nsys), ``path``, ``gpu_name``, ``devices`` (list of names),
+        #: ``versions`` (dict), ``tracekit`` (capture metadata dict or None),
+        #: ``skipped_categories`` ({category: count}), ``events`` (total events read)
+        self.meta: dict = meta if meta is not None else {}
+        self.warnings: list[str] = warnings if warnings is not None else []
+        #: how the reader read the file (streamed in N slices, decoded whole and why): ``--verbose``
+        self.notes: list[str] = notes if notes is not None else []
+
+    def table(self, key: str) -> Table:
+        """One of the five tables as numpy columns."""
+        t = self._tables.get(key)
+        if t is None:
+            t = self._tables[key] = Table.from_polars(self._frames[key])
+        return t
+
+    def _frame(self, key: str):
+        f = self._frames.get(key)
+        if f is None:
+            f = self._frames[key] = self._tables[key].to_polars()
+        return f
+
+    @property
+    def gpu_ops(self):
+        """One row per kernel, memcpy or memset executed on a GPU (a polars DataFrame)."""
+        return self._frame("gpu_ops")
+
+    @property
+    def launches(self):
+        return self._frame("launches")
+
+    @property
+    def annotations(self):
+        return self._frame("annotations")
+
+    @property
+    def syncs(self):
+        return self._frame("syncs")
+
+    @property
+    def cpu_ops(self):
+        """Host-side framework ops (see the module docstring); empty when the trace has none."""
+        return self._frame("cpu_ops")
+
+    def _height(self, key: str) -> int:
+        t = self._tables.get(key)
+        return t.height if t is not None else self._frames[key].height
 
     @property
     def has_gpu(self) -> bool:
-        return self.gpu_ops.height > 0
+        return self._height("gpu_ops") > 0
 
     @property
     def has_cpu_ops(self) -> bool:
-        return self.cpu_ops.height > 0
+        return self._height("cpu_ops") > 0
 
     @property
     def capture(self) -> dict | None:
