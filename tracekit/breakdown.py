@@ -130,6 +130,16 @@ GAPS_SCHEMA = {"step": pl.Int64, "start_ns": pl.Int64, "end_ns": pl.Int64, "clas
 def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",)) -> pl.DataFrame:
     """Every classified idle gap of the steps of ``kinds``, absolute ns (the same gaps, cut the
     same way, as :func:`step_table` sums). The op that ends a gap starts at its ``end_ns``."""
+    g = gap_columns(trace, steps, kinds=kinds)
+    return pl.DataFrame({"step": g["step"], "start_ns": g["start_ns"], "end_ns": g["end_ns"],
+                         "class": pl.Series(GAP_CLASSES, dtype=pl.Utf8).gather(g["cls"])},
+                        schema=GAPS_SCHEMA)
+
+
+def gap_columns(trace: Trace, steps: Steps, *,
+                kinds: tuple[str, ...] = ("decode",)) -> dict[str, np.ndarray]:
+    """:func:`gap_table` as numpy columns: ``step``, ``start_ns``, ``end_ns`` (int64) and ``cls``
+    (the class as its index in :data:`GAP_CLASSES`), sorted by (step, start)."""
     syncs = _sync_intervals(trace)
     ops = steps.ops.sort("start_ns")
     t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
@@ -150,9 +160,7 @@ def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",
     step, a, b = (np.concatenate(x).astype(np.int64) for x in cols[:3])
     c = np.concatenate(cols[3]).astype(np.int64)
     order = np.lexsort((a, step))  # stable: (step, start), as the steps' gaps come
-    return pl.DataFrame({"step": step[order], "start_ns": a[order], "end_ns": b[order],
-                         "class": pl.Series(GAP_CLASSES, dtype=pl.Utf8).gather(c[order])},
-                        schema=GAPS_SCHEMA)
+    return {"step": step[order], "start_ns": a[order], "end_ns": b[order], "cls": c[order]}
 
 
 def _windows_of(steps: Steps):

@@ -30,14 +30,13 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import polars as pl
 
 from tracekit.errors import BadUsage, NoStepsError
 from tracekit.trace.model import Trace
-from tracekit.trace.table import Table
+from tracekit.trace.table import Strings, Table
 
-TRACEKIT_STEP = re.compile(r"^tracekit\.step#\d+$")
-PROFILER_STEP = re.compile(r"^ProfilerStep#\d+$")
+TRACEKIT_STEP = re.compile(r"^tracekit\.step#\d+\Z")
+PROFILER_STEP = re.compile(r"^ProfilerStep#\d+\Z")
 _DIGITS = re.compile(r"\d+")
 
 #: a step with more than this many times the median GPU time is prefill, not decode
@@ -45,21 +44,32 @@ PREFILL_FACTOR = 3.0
 #: a step with fewer than this fraction of the median kernel count is partial
 PARTIAL_FRACTION = 0.8
 
-STEPS_SCHEMA = {
-    "step": pl.Int64,
-    "name": pl.Utf8,
-    "cpu_start_ns": pl.Int64,
-    "cpu_end_ns": pl.Int64,
-    "kind": pl.Utf8,
-}
+#: the step table's columns (polars type names; see tracekit.trace.table)
+STEPS = {"step": "Int64", "name": "Utf8", "cpu_start_ns": "Int64", "cpu_end_ns": "Int64",
+         "kind": "Utf8"}
+_RANGES = {k: v for k, v in STEPS.items() if k != "step"}
+#: what membership adds to the GPU ops
+_OPS_EXTRA = {"launch_start_ns": "Int64", "launch_end_ns": "Int64", "launch_kind": "Utf8",
+              "step": "Int64"}
+
+
+def __getattr__(name: str):
+    if name == "STEPS_SCHEMA":  # the polars form, for users (importing polars costs 0.13 s)
+        from tracekit.trace.model import polars_schema
+
+        return polars_schema(STEPS)
+    raise AttributeError(name)
 
 
 @dataclass
 class Steps:
-    """Detected steps plus the GPU ops with their step (``ops.step`` null when outside every step)."""
+    """Detected steps plus the GPU ops with their step (``step`` null when outside every step).
 
-    table: pl.DataFrame
-    ops: pl.DataFrame
+    ``table_t``/``ops_t`` are the tables as numpy columns (what the analysis reads);
+    ``table``/``ops``/``decode`` the same as polars DataFrames, built on first use."""
+
+    table_t: Table
+    ops_t: Table
     method: str
     detail: str
     warnings: list[str] = field(default_factory=list)
@@ -67,25 +77,24 @@ class Steps:
     derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def decode(self) -> pl.DataFrame:
+    def table(self):
+        """One row per step (step, name, cpu_start_ns, cpu_end_ns, kind), by step."""
+        if "table" not in self.derived:
+            self.derived["table"] = self.table_t.to_polars()
+        return self.derived["table"]
+
+    @property
+    def ops(self):
+        """The GPU ops sorted by start, with their launch call and ``step``."""
+        if "ops" not in self.derived:
+            self.derived["ops"] = self.ops_t.to_polars()
+        return self.derived["ops"]
+
+    @property
+    def decode(self):
+        import polars as pl
+
         return self.table.filter(pl.col("kind") == "decode")
-
-    # -- the same tables as numpy columns (see tracekit.trace.table), what the analysis reads --
-    @property
-    def ops_t(self) -> Table:
-        """``ops`` as columns: the GPU ops sorted by start, with ``launch_start_ns``,
-        ``launch_end_ns``, ``launch_kind`` (null: no launch record) and ``step`` (null: in no
-        step)."""
-        if "ops_t" not in self.derived:
-            self.derived["ops_t"] = Table.from_polars(self.ops)
-        return self.derived["ops_t"]
-
-    @property
-    def table_t(self) -> Table:
-        """``table`` as columns: step, name, cpu_start_ns, cpu_end_ns, kind; sorted by step."""
-        if "table_t" not in self.derived:
-            self.derived["table_t"] = Table.from_polars(self.table.sort("step"))
-        return self.derived["table_t"]
 
     @property
     def decode_t(self) -> Table:
@@ -98,11 +107,12 @@ class Steps:
 def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
     """Detect the decode steps of ``trace`` (see the module docstring for the order)."""
     ops = _ops_with_launch(trace)
-    cpu_ann = trace.annotations.filter(~pl.col("on_gpu"))
-    found: tuple[pl.DataFrame, str, str] | None = None
+    ann = trace.table("annotations")
+    cpu_ann = ann.take(np.nonzero(~ann.filled("on_gpu", True))[0])
+    found: tuple[Table, str, str] | None = None
 
     if step_marker is not None:
-        ranges = _top_level(cpu_ann.filter(_marker_matches(step_marker, cpu_ann)))
+        ranges = _top_level(cpu_ann.take(np.nonzero(_marker_matches(step_marker, cpu_ann))[0]))
         if ranges.height == 0:
             raise NoStepsError(
                 f"--step-marker {step_marker!r} matched no annotation; annotations in the trace: "
@@ -125,49 +135,59 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
             "pass --step-marker REGEX naming the annotation around each step"
         )
     ranges, method, detail = found
-    table = ranges.sort("cpu_start_ns").with_row_index("step").with_columns(
-        pl.col("step").cast(pl.Int64))
+    ranges = ranges.take(np.argsort(ranges["cpu_start_ns"], kind="stable"))
+    table = Table({"step": np.arange(ranges.height, dtype=np.int64), **ranges.cols}, STEPS)
     ops = _assign(ops, table)
     table, warnings = _flag(table, ops, has_gpu=trace.has_gpu)
-    return Steps(table=table, ops=ops, method=method, detail=detail, warnings=warnings)
+    return Steps(table_t=table, ops_t=ops, method=method, detail=detail, warnings=warnings)
 
 
-def _marker_matches(step_marker: str, ann: pl.DataFrame) -> pl.Series:
+def _marker_matches(step_marker: str, ann: Table) -> np.ndarray:
     """Which annotations the user's ``--step-marker`` matches.
 
     The pattern runs in polars' regex engine (Rust's ``regex`` crate, the RE2 design): matching
     takes time linear in the name whatever the pattern, so ``(a+)+$`` cannot hang on a long
     annotation name the way it does in Python's backtracking ``re``. The price: no look-around and
     no backreferences, which a step marker does not need; such a pattern gets a usage error.
+    It runs once per distinct name (polars is imported only for this flag).
     """
+    import polars as pl
+
+    names: Strings = ann["name"]
     try:
-        return ann.select(pl.col("name").str.contains(step_marker).fill_null(False))["name"]
+        per_value = pl.Series(names.values, dtype=pl.Utf8).str.contains(step_marker)
     except pl.exceptions.PolarsError as exc:
         why = str(exc).split("This error occurred")[0].strip().replace("\n", " ")
         why = " ".join(why.split())
         raise BadUsage(f"--step-marker {step_marker!r} is not a regular expression tracekit can "
                        f"run ({why}); look-around and backreferences are not supported") from None
+    hit = per_value.fill_null(False).to_numpy().astype(bool)
+    return hit[names.codes] if hit.size else np.zeros(names.codes.size, dtype=bool)
 
 
 # -- membership -------------------------------------------------------------------------------
-def _ops_with_launch(trace: Trace) -> pl.DataFrame:
+def _ops_with_launch(trace: Trace) -> Table:
     """GPU ops sorted by start, with the start/end/kind of the call that launched them (the first
     launch call with the op's correlation id)."""
-    ops, calls = trace.gpu_ops, trace.launches
-    corr = ops["correlation"]
-    row = first_row(calls["correlation"].fill_null(0).to_numpy(),
-                    calls["correlation"].is_not_null().to_numpy(), corr.fill_null(0).to_numpy())
-    row[corr.is_null().to_numpy()] = -1
-    miss = pl.Series(row < 0)
-    take = pl.Series(np.maximum(row, 0))
-
-    def pick(col: str, name: str) -> pl.Series:
-        s = calls[col].gather(take) if calls.height else pl.Series([None] * ops.height,
-                                                                  dtype=calls[col].dtype)
-        return (s.set(miss, None) if calls.height and miss.any() else s).alias(name)
-
-    return ops.with_columns(pick("start_ns", "launch_start_ns"), pick("end_ns", "launch_end_ns"),
-                            pick("kind", "launch_kind")).sort("start_ns")
+    ops, calls = trace.table("gpu_ops"), trace.table("launches")
+    row = first_row(calls.filled("correlation", 0), calls.valid("correlation"),
+                    ops.filled("correlation", 0))
+    row[~ops.valid("correlation")] = -1
+    hit = row >= 0
+    take = np.maximum(row, 0)
+    if calls.height:
+        ls, le = calls["start_ns"][take], calls["end_ns"][take]
+        kinds = calls["kind"]
+        lk = Strings(np.where(hit, kinds.codes[take], len(kinds.values)).astype(np.uint32),
+                     [*kinds.values, None])
+    else:
+        ls = le = np.zeros(ops.height, np.int64)
+        lk = Strings.full(None, ops.height)
+    out = ops.with_columns(
+        {"launch_start_ns": "Int64", "launch_end_ns": "Int64", "launch_kind": "Utf8"},
+        masks={"launch_start_ns": hit, "launch_end_ns": hit},
+        launch_start_ns=np.where(hit, ls, 0), launch_end_ns=np.where(hit, le, 0), launch_kind=lk)
+    return out.take(np.argsort(out["start_ns"], kind="stable"))
 
 
 def first_row(keys: np.ndarray, valid: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -184,75 +204,80 @@ def first_row(keys: np.ndarray, valid: np.ndarray, query: np.ndarray) -> np.ndar
     return np.where(hit, order[np.minimum(at, sk.size - 1)], -1)
 
 
-def _assign(ops: pl.DataFrame, table: pl.DataFrame) -> pl.DataFrame:
+def launch_or_start(ops: Table) -> np.ndarray:
+    """Each op's launch start, or its own start where no launch is known."""
+    return np.where(ops.valid("launch_start_ns"), ops["launch_start_ns"], ops["start_ns"])
+
+
+def _assign(ops: Table, table: Table) -> Table:
     """Add ``step``: the step whose CPU range holds the op's launch (its own start if unmatched).
 
     The range is the last one starting at or before that time (a backward as-of match, found by
     binary search on the sorted starts); the op is in it if the time is before the range's end."""
-    if ops.height == 0:
-        return ops.with_columns(pl.lit(None, dtype=pl.Int64).alias("step"))
-    at = ops["launch_start_ns"].fill_null(ops["start_ns"]).to_numpy()
-    ranges = table.select("step", "cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns")
-    starts = ranges["cpu_start_ns"].to_numpy()
+    at = launch_or_start(ops)
+    starts = table["cpu_start_ns"]  # sorted: steps are numbered in start order
     i = np.searchsorted(starts, at, side="right") - 1
     j = np.maximum(i, 0)
-    inside = (i >= 0) & (at < ranges["cpu_end_ns"].to_numpy()[j]) if starts.size else i >= 0
-    step = pl.Series("step", ranges["step"].to_numpy()[j] if starts.size else i, dtype=pl.Int64)
-    return ops.with_columns(step.set(pl.Series(~inside), None) if not inside.all() else step)
+    inside = (i >= 0) & (at < table["cpu_end_ns"][j]) if starts.size else i >= 0
+    step = table["step"][j] if starts.size else np.zeros(at.size, np.int64)
+    return ops.with_columns({"step": "Int64"}, masks={"step": inside},
+                            step=np.where(inside, step, 0).astype(np.int64))
 
 
 # -- methods ----------------------------------------------------------------------------------
-def _as_ranges(df: pl.DataFrame) -> pl.DataFrame:
-    return df.select(
-        "name",
-        pl.col("start_ns").alias("cpu_start_ns"),
-        pl.col("end_ns").alias("cpu_end_ns"),
-        pl.lit("decode").alias("kind"),
-    )
+def _ranges(names: list[str] | Strings, starts, ends, kinds: list[str] | str = "decode") -> Table:
+    n = len(starts)
+    return Table({
+        "name": names if isinstance(names, Strings) else Strings.of(names),
+        "cpu_start_ns": np.asarray(starts, dtype=np.int64).reshape(n),
+        "cpu_end_ns": np.asarray(ends, dtype=np.int64).reshape(n),
+        "kind": Strings.full(kinds, n) if isinstance(kinds, str) else Strings.of(kinds),
+    }, _RANGES)
 
 
-def _top_level(ann: pl.DataFrame) -> pl.DataFrame:
+def _top_level(ann: Table) -> Table:
     """Matching ranges minus those nested inside another matching range."""
-    ann = ann.sort("start_ns")
+    ann = ann.take(np.argsort(ann["start_ns"], kind="stable"))
     keep, last_end = [], None
-    for s, e in zip(ann["start_ns"].to_list(), ann["end_ns"].to_list()):
+    for s, e in zip(ann["start_ns"].tolist(), ann["end_ns"].tolist()):
         keep.append(last_end is None or s >= last_end)
         if keep[-1]:
             last_end = e
-    return _as_ranges(ann.filter(pl.Series(keep, dtype=pl.Boolean)))
+    ann = ann.take(np.array(keep, dtype=bool))
+    return _ranges(ann["name"], ann["start_ns"], ann["end_ns"])
 
 
-def _by_name(ann: pl.DataFrame, rx: re.Pattern, method: str, label: str):
-    hits = ann.filter(pl.col("name").str.contains(rx.pattern))
+def _by_name(ann: Table, rx: re.Pattern, method: str, label: str):
+    hits = ann.take(np.nonzero(ann["name"].where(rx.search))[0])
     if hits.height == 0:
         return None
     ranges = _top_level(hits)
     return ranges, method, f"{ranges.height} {label} ranges"
 
 
-def _repeating_annotation(ann: pl.DataFrame, ops: pl.DataFrame):
+def _repeating_annotation(ann: Table, ops: Table):
     """The family of same-shaped names (digits ignored) that covers most launches in fewest ranges."""
-    ann = ann.filter(~pl.col("name").str.contains(PROFILER_STEP.pattern))
+    ann = ann.take(np.nonzero(~ann["name"].where(PROFILER_STEP.search))[0])
     if ann.height < 2:
         return None
-    ann = ann.with_columns(pl.col("name").str.replace_all(_DIGITS.pattern, "#").alias("family"))
-    # a family needs two ranges at least: drop the one-off names before the per-family work
-    ann = ann.filter(pl.len().over("family") >= 2)
-    at = np.sort(ops.select(pl.coalesce("launch_start_ns", "start_ns")).to_series().to_numpy())
+    fam, fam_names = Strings.of(ann["name"].map(lambda n: _DIGITS.sub("#", n))).dense()
+    counts = np.bincount(fam, minlength=len(fam_names))
+    at = np.sort(launch_or_start(ops))
     best = None
-    for family, group in ann.group_by("family"):
-        ranges = _top_level(group)
+    # families in order of first appearance; a family needs two ranges at least
+    for f in np.nonzero(counts >= 2)[0]:
+        ranges = _top_level(ann.take(np.nonzero(fam == f)[0]))
         if ranges.height < 2:
             continue
-        starts = ranges["cpu_start_ns"].to_numpy()
-        ends = ranges["cpu_end_ns"].to_numpy()
+        starts = ranges["cpu_start_ns"]
+        ends = ranges["cpu_end_ns"]
         per_range = np.searchsorted(at, ends) - np.searchsorted(at, starts)
         covered = int(per_range.sum())
         if at.size and (per_range > 0).sum() < 2:
             continue  # a repeating name that holds no GPU work is not a step
         score = (covered, -ranges.height)
         if best is None or score > best[0]:
-            best = (score, ranges, family[0])
+            best = (score, ranges, fam_names[f])
     if best is None:
         return None
     _, ranges, family = best
@@ -280,25 +305,29 @@ def _smallest_period(sig: list) -> int:
     return p if p <= n // 2 else n
 
 
-def _graph_launches(trace: Trace, ops: pl.DataFrame):
-    g = trace.launches.filter(pl.col("kind") == "graph").sort("start_ns")
+def _graph_launches(trace: Trace, ops: Table):
+    calls = trace.table("launches")
+    g = calls.take(np.nonzero(calls["kind"].eq("graph"))[0])
+    g = g.take(np.argsort(g["start_ns"], kind="stable"))
     if g.height < 2:
         return None
-    counts = ops.group_by("correlation").agg(pl.len().alias("n"), pl.col("name").first())
-    g = g.join(counts, on="correlation", how="left")
-    sig = list(zip(g["n"].fill_null(0).to_list(), g["name"].fill_null("").to_list()))
+    # per correlation id: how many ops it ran and the first one's name (ops are in start order)
+    ok = ops.valid("correlation")
+    corr = ops["correlation"][ok]
+    uniq, first, n = np.unique(corr, return_index=True, return_counts=True)
+    names = ops["name"].take(np.nonzero(ok)[0][first]).tolist()
+    at = np.searchsorted(uniq, g["correlation"])
+    hit = g.valid("correlation") & (at < uniq.size)
+    hit[hit] = uniq[at[hit]] == g["correlation"][hit]
+    sig = [(int(n[a]), names[a]) if h else (0, "") for a, h in zip(at.tolist(), hit.tolist())]
     p = _smallest_period(sig)
     if p == len(sig):
         p = 1  # no repetition: call every launch a step rather than invent a grouping
-    starts = g["start_ns"].to_list()[::p]
+    starts = g["start_ns"].tolist()[::p]
     n_full = len(sig) // p
     cpu_end = [starts[i + 1] for i in range(len(starts) - 1)] + [int(g["end_ns"].max()) + 1]
-    ranges = pl.DataFrame({
-        "name": [f"graph replay {i}" for i in range(len(starts))],
-        "cpu_start_ns": starts,
-        "cpu_end_ns": cpu_end,
-        "kind": ["decode"] * n_full + ["partial"] * (len(starts) - n_full),
-    }, schema={k: STEPS_SCHEMA[k] for k in ("name", "cpu_start_ns", "cpu_end_ns", "kind")})
+    ranges = _ranges([f"graph replay {i}" for i in range(len(starts))], starts, cpu_end,
+                     ["decode"] * n_full + ["partial"] * (len(starts) - n_full))
     per = "1 graph launch" if p == 1 else f"{p} graph launches"
     return ranges, "graph_launch", f"{n_full} steps of {per} each"
 
@@ -359,17 +388,17 @@ def _sampled_then_exact(names: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _kernel_period(ops: pl.DataFrame):
-    kernels = ops.filter(pl.col("kind") == "kernel")
+def _kernel_period(ops: Table):
+    kernels = ops.take(np.nonzero(ops["kind"].eq("kernel"))[0])
     if kernels.height < 4:
         return None
-    codes = kernels["name"].cast(pl.Categorical).to_physical().to_numpy()
+    codes = kernels["name"].codes
     p, score = kernel_period(codes)
     if p == 0 or kernels.height // p < 2:
         return None
     phase = _phase(kernels, p)
     first = np.arange(phase, kernels.height, p)
-    at = kernels.select(pl.coalesce("launch_start_ns", "start_ns")).to_series().to_numpy()
+    at = launch_or_start(kernels)
     bounds = at[first]
     # only whole cycles are steps; a complete final cycle has a successor or ends the trace
     n_steps = len(bounds) - 1 if len(bounds) * p + phase > kernels.height else len(bounds)
@@ -377,12 +406,7 @@ def _kernel_period(ops: pl.DataFrame):
         return None
     cpu_end = [int(bounds[i + 1]) if i + 1 < len(bounds) else int(at.max()) + 1
                for i in range(n_steps)]
-    ranges = pl.DataFrame({
-        "name": [f"period {i}" for i in range(n_steps)],
-        "cpu_start_ns": bounds[:n_steps].astype(np.int64),
-        "cpu_end_ns": cpu_end,
-        "kind": ["decode"] * n_steps,
-    }, schema={k: STEPS_SCHEMA[k] for k in ("name", "cpu_start_ns", "cpu_end_ns", "kind")})
+    ranges = _ranges([f"period {i}" for i in range(n_steps)], bounds[:n_steps], cpu_end)
     detail = f"{n_steps} periods of {p} kernels (self-match {score:.1%})"
     return ranges, "kernel_period", detail
 
@@ -391,31 +415,30 @@ def _kernel_period(ops: pl.DataFrame):
 EMBEDDING = re.compile(r"embedding|indexselect|index_select", re.IGNORECASE)
 
 
-def _phase(kernels: pl.DataFrame, p: int) -> int:
+def _phase(kernels: Table, p: int) -> int:
     """Where in the cycle a step starts.
 
     First choice: the embedding lookup, if exactly one kernel of the cycle looks like one. Else the
     position after the longest recurring pause — on the host (launch to launch: Python between
     steps) when launches are known, on the GPU otherwise.
     """
-    names = kernels["name"].head(p).to_list()
+    names = kernels["name"].take(np.arange(min(p, kernels.height))).tolist()
     emb = [i for i, n in enumerate(names) if EMBEDDING.search(n)]
     if len(emb) == 1:
         return emb[0]
     n_cycles = kernels.height // p
-    at = kernels["launch_start_ns"]
-    if at.null_count() == 0:
-        t = at.to_numpy()
+    if not kernels.has_nulls("launch_start_ns"):
+        t = kernels["launch_start_ns"]
         gaps = np.concatenate([[0], np.diff(t)])
     else:
-        starts = kernels["start_ns"].to_numpy()
-        ends = np.maximum.accumulate(kernels["end_ns"].to_numpy())
+        starts = kernels["start_ns"]
+        ends = np.maximum.accumulate(kernels["end_ns"])
         gaps = np.concatenate([[0], starts[1:] - ends[:-1]])
     g = gaps[: n_cycles * p].reshape(n_cycles, p)
     score = np.median(g[1:] if n_cycles > 1 else g, axis=0).astype(float)
     # A step boundary never falls inside the repeated layer block: only positions outside it
     # (embedding, final norm, head, sampling) are candidates.
-    codes = kernels["name"].head(2 * p).cast(pl.Categorical).to_physical().to_numpy()
+    codes = kernels["name"].codes[: 2 * p]
     q, _ = kernel_period(codes[:p])
     if 0 < q < p:
         cyc = np.concatenate([codes, codes])[: 2 * p]
@@ -429,8 +452,8 @@ def _phase(kernels: pl.DataFrame, p: int) -> int:
 # -- what the steps are ---------------------------------------------------------------------
 #: kernels of a backward pass (cuDNN/cuBLAS/PyTorch name them so), and the CPU ops of autograd and
 #: of an optimizer step: none of them runs in a decode step
-BACKWARD_KERNEL = r"(?i)backward|_bwd|bwd_|wgrad|dgrad"
-TRAINING_CPU_OP = r"^autograd::engine::|^Optimizer\.(step|zero_grad)|Backward\d*$"
+BACKWARD_KERNEL = re.compile(r"backward|_bwd|bwd_|wgrad|dgrad", re.IGNORECASE)
+TRAINING_CPU_OP = re.compile(r"^autograd::engine::|^Optimizer\.(step|zero_grad)|Backward\d*\Z")
 
 
 def training_evidence(trace: Trace, steps: Steps) -> str | None:
@@ -440,59 +463,61 @@ def training_evidence(trace: Trace, steps: Steps) -> str | None:
     the steps' GPU ops include backward kernels, or their CPU ranges hold autograd or
     ``Optimizer.step`` ops.
     """
-    decode = steps.decode
+    decode = steps.decode_t
     if decode.height == 0:
         return None
-    ops = steps.ops.filter(pl.col("step").is_in(decode["step"].implode()))
-    bwd = ops.filter(pl.col("name").str.contains(BACKWARD_KERNEL))
+    ops = steps.ops_t
+    in_decode = ops.valid("step") & np.isin(ops["step"], decode["step"])
+    bwd = np.nonzero(in_decode & ops["name"].where(BACKWARD_KERNEL.search))[0]
     reasons = []
-    if bwd.height:
-        reasons.append(f"{bwd.height} backward kernels such as {bwd['name'][0][:60]!r}")
-    cpu = trace.cpu_ops.filter(pl.col("name").str.contains(TRAINING_CPU_OP)).sort("start_ns")
-    if cpu.height:
-        ranges = decode.select("cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns")
-        inside = cpu.join_asof(ranges, left_on="start_ns", right_on="cpu_start_ns",
-                               strategy="backward").filter(
-            pl.col("cpu_end_ns").is_not_null() & (pl.col("start_ns") < pl.col("cpu_end_ns")))
-        if inside.height:
-            reasons.append(f"{inside.height} autograd/optimizer ops such as "
-                           f"{inside['name'][0][:60]!r}")
+    if bwd.size:
+        reasons.append(f"{bwd.size} backward kernels such as {ops['name'][bwd[0]][:60]!r}")
+    cpu = trace.table("cpu_ops")
+    hits = np.nonzero(cpu["name"].where(TRAINING_CPU_OP.search))[0]
+    if hits.size:
+        hits = hits[np.argsort(cpu["start_ns"][hits], kind="stable")]
+        at = cpu["start_ns"][hits]
+        order = np.argsort(decode["cpu_start_ns"], kind="stable")
+        starts, ends = decode["cpu_start_ns"][order], decode["cpu_end_ns"][order]
+        i = np.searchsorted(starts, at, side="right") - 1
+        inside = hits[(i >= 0) & (at < ends[np.maximum(i, 0)])]
+        if inside.size:
+            reasons.append(f"{inside.size} autograd/optimizer ops such as "
+                           f"{cpu['name'][inside[0]][:60]!r}")
     return "; ".join(reasons) or None
 
 
 # -- flagging ---------------------------------------------------------------------------------
-def _flag(table: pl.DataFrame, ops: pl.DataFrame, *, has_gpu: bool):
+def _flag(table: Table, ops: Table, *, has_gpu: bool):
     warnings: list[str] = []
     if not has_gpu:
         return table, warnings
-    per = ops.filter(pl.col("step").is_not_null()).group_by("step").agg(
-        (pl.col("kind") == "kernel").sum().alias("k"),
-        (pl.col("end_ns") - pl.col("start_ns")).sum().alias("t"),
-    )
-    t = table.join(per, on="step", how="left").with_columns(pl.col("k", "t").fill_null(0))
-    candidates = t.filter(pl.col("kind") == "decode")
-    med_k = candidates["k"].median() or 0
-    med_t = candidates["t"].median() or 0
-    kind = (
-        pl.when(pl.col("kind") != "decode").then(pl.col("kind"))
-        .when(pl.col("k") == 0).then(pl.lit("empty"))
-        .when(pl.col("t") > PREFILL_FACTOR * med_t).then(pl.lit("prefill"))
-        .when(pl.col("k") < PARTIAL_FRACTION * med_k).then(pl.lit("partial"))
-        .otherwise(pl.lit("decode"))
-    )
-    t = t.with_columns(kind.alias("kind"))
-    for k in ("prefill", "partial", "empty"):
-        idx = t.filter(pl.col("kind") == k)["step"].to_list()
+    n = table.height
+    ok = ops.valid("step")
+    step = ops["step"][ok]
+    k = np.bincount(step, weights=ops["kind"].eq("kernel")[ok], minlength=n).astype(np.int64)
+    t = np.zeros(n, np.int64)
+    np.add.at(t, step, (ops["end_ns"] - ops["start_ns"])[ok])
+    kind = table["kind"]
+    candidates = kind.eq("decode")
+    med_k = float(np.median(k[candidates])) if candidates.any() else 0
+    med_t = float(np.median(t[candidates])) if candidates.any() else 0
+    new = np.where(~candidates, kind.tolist(), np.where(
+        k == 0, "empty", np.where(t > PREFILL_FACTOR * med_t, "prefill", np.where(
+            k < PARTIAL_FRACTION * med_k, "partial", "decode"))))
+    new_kind = Strings.of(new.tolist())
+    for label in ("prefill", "partial", "empty"):
+        idx = table["step"][new == label].tolist()
         if idx:
-            warnings.append(f"{len(idx)} step(s) flagged {k} and left out of the summary: {idx}")
-    if t.filter(pl.col("kind") == "decode").height == 0:
+            warnings.append(f"{len(idx)} step(s) flagged {label} and left out of the summary: {idx}")
+    if not (new == "decode").any():
         raise NoStepsError(
-            f"found {t.height} step ranges but none holds a decode step's GPU work; "
+            f"found {n} step ranges but none holds a decode step's GPU work; "
             "pass --step-marker REGEX naming the annotation around each decode step"
         )
-    return t.drop("k", "t"), warnings
+    return table.with_columns({}, kind=new_kind), warnings
 
 
-def _some_names(ann: pl.DataFrame, n: int = 8) -> str:
-    names = ann["name"].unique(maintain_order=True).head(n).to_list()
+def _some_names(ann: Table, n: int = 8) -> str:
+    names = ann["name"].dense()[1][:n]
     return ", ".join(repr(x) for x in names) if names else "(none)"

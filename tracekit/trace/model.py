@@ -122,6 +122,15 @@ class Trace:
             t = self._tables[key] = Table.from_polars(self._frames[key])
         return t
 
+    def _set(self, key: str, value) -> None:
+        """Replace a table (a polars DataFrame or a Table); the other form is rebuilt on use."""
+        self._tables.pop(key, None)
+        self._frames.pop(key, None)
+        if isinstance(value, Table):
+            self._tables[key] = value
+        else:
+            self._frames[key] = value
+
     def _frame(self, key: str):
         f = self._frames.get(key)
         if f is None:
@@ -133,22 +142,42 @@ class Trace:
         """One row per kernel, memcpy or memset executed on a GPU (a polars DataFrame)."""
         return self._frame("gpu_ops")
 
+    @gpu_ops.setter
+    def gpu_ops(self, value) -> None:
+        self._set("gpu_ops", value)
+
     @property
     def launches(self):
         return self._frame("launches")
+
+    @launches.setter
+    def launches(self, value) -> None:
+        self._set("launches", value)
 
     @property
     def annotations(self):
         return self._frame("annotations")
 
+    @annotations.setter
+    def annotations(self, value) -> None:
+        self._set("annotations", value)
+
     @property
     def syncs(self):
         return self._frame("syncs")
+
+    @syncs.setter
+    def syncs(self, value) -> None:
+        self._set("syncs", value)
 
     @property
     def cpu_ops(self):
         """Host-side framework ops (see the module docstring); empty when the trace has none."""
         return self._frame("cpu_ops")
+
+    @cpu_ops.setter
+    def cpu_ops(self, value) -> None:
+        self._set("cpu_ops", value)
 
     def _height(self, key: str) -> int:
         t = self._tables.get(key)
