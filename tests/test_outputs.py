@@ -138,6 +138,8 @@ def test_sigterm_while_inflating_an_nsys_export(tmp_path, delay):
     time.sleep(delay)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
-    assert p.returncode in (0, 143), err
+    # 143: tracekit's handler ran; 0: the run ended first; -SIGTERM: the signal came while the
+    # interpreter was starting or exiting, outside the handler's reach (nothing is being written)
+    assert p.returncode in (0, 143, -signal.SIGTERM), err
     assert "Traceback" not in err.decode()
     assert list(tmp.iterdir()) == []

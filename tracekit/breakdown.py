@@ -27,11 +27,11 @@ from __future__ import annotations
 from enum import Enum
 
 import numpy as np
-import polars as pl
 
 from tracekit.specs.kernels import categorize
 from tracekit.steps import Steps
 from tracekit.trace.model import Trace
+from tracekit.trace.table import Table
 
 
 class GapClass(str, Enum):
@@ -50,29 +50,42 @@ STEP_COLUMNS = [
 ]
 
 
-def step_table(trace: Trace, steps: Steps) -> pl.DataFrame:
-    """One row per detected step (all kinds; filter ``kind == 'decode'`` for the summary)."""
+def step_table(trace: Trace, steps: Steps):
+    """One row per detected step (all kinds; filter ``kind == 'decode'`` for the summary), as a
+    polars DataFrame (:func:`step_records` gives the same rows as dicts)."""
+    import polars as pl
+
+    schema = {c: pl.Int64 for c in STEP_COLUMNS}
+    schema.update(name=pl.Utf8, kind=pl.Utf8)
+    return pl.DataFrame(step_records(trace, steps), schema=schema)
+
+
+def step_records(trace: Trace, steps: Steps) -> list[dict]:
+    """One dict per detected step, by step, with the :data:`STEP_COLUMNS` (null: unknown)."""
     syncs = _sync_intervals(trace)
     launch_counts = _launch_counts(trace, steps)
-    table = steps.table.sort("step")
-    ops = steps.ops.sort("start_ns")
-    t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
-    win = _windows(steps, ops)
-    metrics = win.measure(t0[timed], nxt_t0[timed], syncs)
+    table = steps.table_t
+    ops = steps.ops_t
+    own, t0, nxt_t0, has_ops, timed = _windows_of(steps)
+    metrics = _windows(steps).measure(t0[timed], nxt_t0[timed], syncs)
     timed_idx = {int(i): j for j, i in enumerate(np.nonzero(timed)[0])}
+    no_launch = {"launches": 0, "graph_launches": 0, "launch_host_ns": 0}
+    ids, names, kinds = table["step"].tolist(), table["name"].tolist(), table["kind"].tolist()
+    cpu_s, cpu_e = table["cpu_start_ns"].tolist(), table["cpu_end_ns"].tolist()
     rows = []
-    for i, rec in enumerate(t.iter_rows(named=True)):
-        s = rec["step"]
-        row = {
-            "step": s, "name": rec["name"], "kind": rec["kind"],
-            "cpu_ns": rec["cpu_end_ns"] - rec["cpu_start_ns"],
-            **launch_counts.get(s, {"launches": 0, "graph_launches": 0, "launch_host_ns": 0}),
-        }
+    for i, s in enumerate(ids):
+        row = dict.fromkeys(STEP_COLUMNS)
+        row.update(step=s, name=names[i], kind=kinds[i], cpu_ns=cpu_e[i] - cpu_s[i],
+                   **launch_counts.get(s, no_launch))
         if not has_ops[i]:
-            row.update(_host_only(rec, table, i))
+            # a step with no GPU op (CPU-only traces): host-side period only
+            row.update(start_ns=cpu_s[i],
+                       latency_ns=cpu_s[i + 1] - cpu_s[i] if i + 1 < len(ids) else None,
+                       span_ns=cpu_e[i] - cpu_s[i], kernels=0, memcpys=0, memsets=0)
             rows.append(row)
             continue
-        row.update(kernels=rec["kernels"], memcpys=rec["memcpys"], memsets=rec["memsets"])
+        row.update(kernels=int(own["kernels"][i]), memcpys=int(own["memcpys"][i]),
+                   memsets=int(own["memsets"][i]))
         j = timed_idx.get(i)
         if j is not None:
             span = int(nxt_t0[i] - t0[i])
@@ -83,57 +96,70 @@ def step_table(trace: Trace, steps: Steps) -> pl.DataFrame:
         else:
             # no successor to end the window (the last step, or the next one ran no GPU work or ran
             # it before this one): no latency; busy is the union of the step's own ops
-            g = ops.filter(pl.col("step") == s)
-            row.update(_own_metrics(g, syncs))
+            row.update(_own_metrics(_step_ops(ops, s), syncs))
         rows.append(row)
-    schema = {c: pl.Int64 for c in STEP_COLUMNS}
-    schema.update(name=pl.Utf8, kind=pl.Utf8)
-    return pl.DataFrame(rows, schema=schema).select(STEP_COLUMNS)
+    return rows
+
+
+def _step_ops(ops: Table, step: int) -> Table:
+    """The ops of one step, in start order."""
+    return ops.take(np.nonzero(ops.valid("step") & (ops["step"] == step))[0])
 
 
 def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
     """One step's GPU ops and classified idle gaps, times in ns from the step's start."""
-    ops = steps.ops.sort("start_ns")
-    g = ops.filter(pl.col("step") == step)
+    ops = steps.ops_t
+    g = _step_ops(ops, step)
     if g.height == 0:
         return {}
-    ids = steps.table.sort("step")["step"].to_list()
+    ids = steps.table_t["step"].tolist()
     i = ids.index(step)
     t0 = int(g["start_ns"].min())
-    nxt = ops.filter(pl.col("step") == ids[i + 1]) if i + 1 < len(ids) else None
+    nxt = _step_ops(ops, ids[i + 1]) if i + 1 < len(ids) else None
     w = int(nxt["start_ns"].min()) if nxt is not None and nxt.height else None
     syncs = _sync_intervals(trace)
     if w is not None and w > t0:
-        m = _windows(steps, ops).measure(np.array([t0]), np.array([w]), syncs, with_gaps=True)
+        m = _windows(steps).measure(np.array([t0]), np.array([w]), syncs, with_gaps=True)
         gaps, latency = m["gaps"], w - t0
     else:
         gaps = []
         _own_metrics(g, syncs, gaps)
         latency = None
-    names = g.select("name", "kind").unique()
-    cats = {(n, k): categorize(n, k).value for n, k in names.iter_rows()}
+    names, kinds = g["name"].tolist(), g["kind"].tolist()
+    cats = {(n, k): categorize(n, k).value for n, k in set(zip(names, kinds))}
+    stream = np.where(g.valid("stream"), g["stream"], 0).tolist()
+    stream_ok = g.valid("stream").tolist()
     return {
         "step": step,
         "t0_ns": t0,  # on the trace's clock; ops and gaps below are relative to it
         "latency_ns": latency,
-        "ops": [{"start_ns": r["start_ns"] - t0, "end_ns": r["end_ns"] - t0, "name": r["name"],
-                 "category": cats[(r["name"], r["kind"])], "stream": r["stream"]}
-                for r in g.iter_rows(named=True)],
+        "ops": [{"start_ns": a - t0, "end_ns": b - t0, "name": n, "category": cats[(n, k)],
+                 "stream": st if ok else None}
+                for a, b, n, k, st, ok in zip(g["start_ns"].tolist(), g["end_ns"].tolist(),
+                                              names, kinds, stream, stream_ok)],
         "gaps": [{"start_ns": a - t0, "end_ns": b - t0, "class": c, "ended_by": op}
                  for a, b, c, _, op in gaps],
     }
 
 
-GAPS_SCHEMA = {"step": pl.Int64, "start_ns": pl.Int64, "end_ns": pl.Int64, "class": pl.Utf8}
+def __getattr__(name: str):
+    if name == "GAPS_SCHEMA":  # the polars form (importing polars costs 0.13 s)
+        import polars as pl
+
+        return {"step": pl.Int64, "start_ns": pl.Int64, "end_ns": pl.Int64, "class": pl.Utf8}
+    raise AttributeError(name)
 
 
-def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",)) -> pl.DataFrame:
+def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",)):
     """Every classified idle gap of the steps of ``kinds``, absolute ns (the same gaps, cut the
-    same way, as :func:`step_table` sums). The op that ends a gap starts at its ``end_ns``."""
+    same way, as :func:`step_table` sums), a polars DataFrame. The op that ends a gap starts at
+    its ``end_ns``."""
+    import polars as pl
+
     g = gap_columns(trace, steps, kinds=kinds)
     return pl.DataFrame({"step": g["step"], "start_ns": g["start_ns"], "end_ns": g["end_ns"],
                          "class": pl.Series(GAP_CLASSES, dtype=pl.Utf8).gather(g["cls"])},
-                        schema=GAPS_SCHEMA)
+                        schema=__getattr__("GAPS_SCHEMA"))
 
 
 def gap_columns(trace: Trace, steps: Steps, *,
@@ -141,18 +167,19 @@ def gap_columns(trace: Trace, steps: Steps, *,
     """:func:`gap_table` as numpy columns: ``step``, ``start_ns``, ``end_ns`` (int64) and ``cls``
     (the class as its index in :data:`GAP_CLASSES`), sorted by (step, start)."""
     syncs = _sync_intervals(trace)
-    ops = steps.ops.sort("start_ns")
-    t, t0, nxt_t0, has_ops, timed = _windows_of(steps)
-    wanted = t["kind"].is_in(list(kinds)).to_numpy()
-    ids = t["step"].to_numpy()
+    ops = steps.ops_t
+    t = steps.table_t
+    _, t0, nxt_t0, has_ops, timed = _windows_of(steps)
+    wanted = t["kind"].isin(kinds)
+    ids = t["step"]
     sel = timed & wanted
-    m = _windows(steps, ops).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
+    m = _windows(steps).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
     a, b, c, wi = m.get("gap_arrays", (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int8),)
                         + (np.empty(0, np.int64),))
     cols = [[ids[sel][wi].astype(np.int64)], [a], [b], [c]]
     for i in np.nonzero(has_ops & ~timed & wanted)[0]:
         gaps: list = []
-        _own_metrics(ops.filter(pl.col("step") == int(ids[i])), syncs, gaps)
+        _own_metrics(_step_ops(ops, int(ids[i])), syncs, gaps)
         cols[0].append(np.full(len(gaps), int(ids[i]), dtype=np.int64))
         cols[1].append(np.array([g[0] for g in gaps], dtype=np.int64))
         cols[2].append(np.array([g[1] for g in gaps], dtype=np.int64))
@@ -164,42 +191,35 @@ def gap_columns(trace: Trace, steps: Steps, *,
 
 
 def _windows_of(steps: Steps):
-    """Each step's first op, the next step's first op, and which steps have a window between."""
-    ops = steps.ops
-    own = ops.filter(pl.col("step").is_not_null()).group_by("step").agg(
-        pl.col("start_ns").min().alias("t0"),
-        pl.max_horizontal("start_ns", "end_ns").max().alias("own_end"),
-        (pl.col("kind") == "kernel").sum().alias("kernels"),
-        (pl.col("kind") == "memcpy").sum().alias("memcpys"),
-        (pl.col("kind") == "memset").sum().alias("memsets"),
-    )
-    t = steps.table.join(own, on="step", how="left").sort("step")
-    has_ops = ~t["t0"].is_null().to_numpy()
-    t0 = np.where(has_ops, t["t0"].fill_null(0).to_numpy(), 0).astype(np.int64)
+    """Per step (in step order): its own ops' counts, its first op, the next step's first op,
+    and which steps have a window between."""
+    if "windows_of" in steps.derived:
+        return steps.derived["windows_of"]
+    ops, n = steps.ops_t, steps.table_t.height
+    ok = np.nonzero(ops.valid("step"))[0]
+    step = ops["step"][ok]
+    kind = ops["kind"]
+    own = {k: np.bincount(step, weights=kind.eq(v)[ok], minlength=n).astype(np.int64)
+           for k, v in (("kernels", "kernel"), ("memcpys", "memcpy"), ("memsets", "memset"))}
+    # ops are in start order: a step's first row is its first op
+    uniq, first = np.unique(step, return_index=True)
+    has_ops = np.zeros(n, dtype=bool)
+    has_ops[uniq] = True
+    t0 = np.zeros(n, dtype=np.int64)
+    t0[uniq] = ops["start_ns"][ok[first]]
     # the window of step i runs to the next step's first op, when that step ran GPU work after it
     nxt_t0 = np.append(t0[1:], 0)
     nxt_ok = np.append(has_ops[1:], False)
     timed = has_ops & nxt_ok & (nxt_t0 > t0)
-    return t, t0, nxt_t0, has_ops, timed
+    steps.derived["windows_of"] = out = (own, t0, nxt_t0, has_ops, timed)
+    return out
 
 
-def _host_only(rec: dict, table: pl.DataFrame, i: int) -> dict:
-    """A step with no GPU op (CPU-only traces): host-side period only."""
-    nxt = table["cpu_start_ns"][i + 1] if i + 1 < table.height else None
-    return {
-        "start_ns": rec["cpu_start_ns"],
-        "latency_ns": (nxt - rec["cpu_start_ns"]) if nxt is not None else None,
-        "span_ns": rec["cpu_end_ns"] - rec["cpu_start_ns"],
-        "gpu_busy_ns": None, "idle_ns": None, **{f"idle_{c}_ns": None for c in GAP_CLASSES},
-        "kernels": 0, "memcpys": 0, "memsets": 0,
-    }
-
-
-def _windows(steps: Steps, ops: pl.DataFrame) -> _Windows:
-    """The merged busy intervals of ``steps.ops`` (sorted by start as ``ops``), built once per
+def _windows(steps: Steps) -> _Windows:
+    """The merged busy intervals of ``steps.ops_t`` (in start order), built once per
     :class:`Steps` and shared by the step table, the gap table and the timeline."""
     if "windows" not in steps.derived:
-        steps.derived["windows"] = _Windows(ops)
+        steps.derived["windows"] = _Windows(steps.ops_t)
     return steps.derived["windows"]
 
 
@@ -220,10 +240,10 @@ class _Windows:
     op that ended the busy interval before it (a device-to-host copy means a sync round trip).
     """
 
-    def __init__(self, ops: pl.DataFrame) -> None:
+    def __init__(self, ops: Table) -> None:
         self.ops = ops
-        s = ops["start_ns"].to_numpy().astype(np.int64)
-        e = np.maximum(ops["end_ns"].to_numpy().astype(np.int64), s)
+        s = ops["start_ns"].astype(np.int64)
+        e = np.maximum(ops["end_ns"].astype(np.int64), s)
         n = s.size
         run = np.maximum.accumulate(e) if n else e
         new = np.ones(n, dtype=bool)
@@ -309,7 +329,7 @@ class _Windows:
             out["gap_arrays"] = (gap_start[order], gap_end[order], classes[order], gwin[order])
             if with_gaps != "arrays":
                 ender = ender[order]
-                names = self.ops["name"].gather(np.maximum(ender, 0)).to_list() if ender.size else []
+                names = self.ops["name"].take(np.maximum(ender, 0)).tolist() if ender.size else []
                 ended_by = [n if i >= 0 else None for n, i in zip(names, ender.tolist())]
                 out["gaps"] = list(zip(gap_start[order].tolist(), gap_end[order].tolist(),
                                        [GAP_CLASSES[c] for c in classes[order].tolist()],
@@ -317,11 +337,11 @@ class _Windows:
         return out
 
 
-def _own_metrics(g: pl.DataFrame, syncs: np.ndarray, gaps_out: list | None = None) -> dict:
+def _own_metrics(g: Table, syncs: np.ndarray, gaps_out: list | None = None) -> dict:
     """A step without a successor: the union of its own ops, from its first op to its last end."""
-    g = g.sort("start_ns")
+    g = g.take(np.argsort(g["start_ns"], kind="stable"))
     t0 = int(g["start_ns"].min())
-    end = int(np.maximum(g["end_ns"].to_numpy(), g["start_ns"].to_numpy()).max())
+    end = int(np.maximum(g["end_ns"], g["start_ns"]).max())
     m = _Windows(g).measure(np.array([t0]), np.array([end]), syncs,
                             with_gaps=gaps_out is not None)
     if gaps_out is not None:
@@ -337,21 +357,21 @@ def _own_metrics(g: pl.DataFrame, syncs: np.ndarray, gaps_out: list | None = Non
 _NO_LAUNCH = -1  # launch times are absolute ns on a positive clock; -1 marks "no launch record"
 
 
-def _gap_enders(g: pl.DataFrame) -> dict[str, np.ndarray]:
+def _gap_enders(g: Table) -> dict[str, np.ndarray]:
     """What the classifier needs of each op, were it to end a gap (its predecessor: the op before
     it in start order)."""
-    corr = g["correlation"].fill_null(-1).to_numpy()
+    corr = g.filled("correlation", -1)
     prev = np.append([-2], corr[:-1]) if corr.size else corr
     return {
-        "launch_start": g["launch_start_ns"].fill_null(_NO_LAUNCH).to_numpy(),
-        "launch_end": g["launch_end_ns"].fill_null(_NO_LAUNCH).to_numpy(),
-        "is_graph": (g["launch_kind"] == "graph").fill_null(False).to_numpy(),
+        "launch_start": g.filled("launch_start_ns", _NO_LAUNCH),
+        "launch_end": g.filled("launch_end_ns", _NO_LAUNCH),
+        "is_graph": g["launch_kind"].eq("graph"),
         "first_of_graph": corr != prev,
     }
 
 
-def _is_dtoh(g: pl.DataFrame) -> np.ndarray:
-    return ((g["kind"] == "memcpy") & g["name"].str.contains("DtoH")).fill_null(False).to_numpy()
+def _is_dtoh(g: Table) -> np.ndarray:
+    return g["kind"].eq("memcpy") & g["name"].where(lambda n: n is not None and "DtoH" in n)
 
 
 def classify_gaps(gap_start: np.ndarray, gap_end: np.ndarray, *, syncs: np.ndarray,
@@ -381,50 +401,114 @@ def classify_gaps(gap_start: np.ndarray, gap_end: np.ndarray, *, syncs: np.ndarr
 
 
 def _sync_intervals(trace: Trace) -> np.ndarray:
-    s = trace.syncs.sort("start_ns")
+    s = trace.table("syncs")
     if s.height == 0:
         return np.empty((0, 2), dtype=np.int64)
-    return np.stack([s["start_ns"].to_numpy(), s["end_ns"].to_numpy()], axis=1)
+    order = np.argsort(s["start_ns"], kind="stable")
+    return np.stack([s["start_ns"][order], s["end_ns"][order]], axis=1)
+
+
+def int_sums(keys: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Exact int64 sums of ``values`` per key in ``range(n)``."""
+    values = values.astype(np.int64, copy=False)
+    if values.size == 0 or np.abs(values).sum(dtype=np.float64) < 2.0**52:
+        # every partial sum is an integer a float64 holds exactly
+        return np.rint(np.bincount(keys, weights=values, minlength=n)).astype(np.int64)
+    out = np.zeros(n, np.int64)
+    np.add.at(out, keys, values)
+    return out
 
 
 def _launch_counts(trace: Trace, steps: Steps) -> dict[int, dict]:
     """Launch calls (runtime + driver + graph) that started inside each step's CPU range."""
-    if trace.launches.height == 0:
+    calls = trace.table("launches")
+    if calls.height == 0:
         return {}
-    ranges = steps.table.select("step", "cpu_start_ns", "cpu_end_ns").sort("cpu_start_ns")
-    calls = trace.launches.sort("start_ns").join_asof(
-        ranges, left_on="start_ns", right_on="cpu_start_ns", strategy="backward"
-    ).filter(pl.col("step").is_not_null() & (pl.col("start_ns") < pl.col("cpu_end_ns")))
-    agg = calls.group_by("step").agg(
-        pl.len().alias("launches"),
-        (pl.col("kind") == "graph").sum().alias("graph_launches"),
-        (pl.col("end_ns") - pl.col("start_ns")).sum().alias("launch_host_ns"),
-    )
-    return {r["step"]: {k: int(r[k]) for k in ("launches", "graph_launches", "launch_host_ns")}
-            for r in agg.iter_rows(named=True)}
+    r = steps.table_t
+    order = np.argsort(r["cpu_start_ns"], kind="stable")
+    starts, ends, ids = r["cpu_start_ns"][order], r["cpu_end_ns"][order], r["step"][order]
+    at = calls["start_ns"]
+    i = np.searchsorted(starts, at, side="right") - 1
+    inside = (i >= 0) & (at < ends[np.maximum(i, 0)])
+    k = i[inside]
+    n = starts.size
+    count = np.bincount(k, minlength=n)
+    graphs = np.bincount(k, weights=calls["kind"].eq("graph")[inside], minlength=n)
+    host = int_sums(k, (calls["end_ns"] - calls["start_ns"])[inside], n)
+    return {int(ids[j]): {"launches": int(count[j]), "graph_launches": int(graphs[j]),
+                          "launch_host_ns": int(host[j])} for j in np.nonzero(count)[0]}
 
 
-def _decode_ops(steps: Steps) -> tuple[pl.DataFrame, int]:
-    """The decode steps' ops, only the columns the kernel tables read, names as categorical (a
-    group-by on 100-character kernel names would otherwise copy every one of them into its keys:
-    ~200 MB at 1 GB of trace)."""
-    decode = steps.decode["step"]
-    ops = steps.ops.select("name", "kind", "start_ns", "end_ns", "bytes", "step").filter(
-        pl.col("step").is_in(decode.implode()))
-    return ops.with_columns(pl.col("name").cast(pl.Categorical)), max(decode.len(), 1)
+def _decode_ops(steps: Steps) -> tuple[Table, int]:
+    """The decode steps' ops."""
+    decode = steps.decode_t["step"]
+    ops = steps.ops_t
+    return (ops.take(np.nonzero(ops.valid("step") & np.isin(ops["step"], decode))[0]),
+            max(decode.size, 1))
 
 
-def _with_category(groups: pl.DataFrame) -> pl.DataFrame:
-    """``category`` for rows of distinct (name, kind): categorized once per kernel name, not per
-    op (the aggregations before it are per (name, kind), which the category is a function of)."""
-    groups = groups.with_columns(pl.col("name").cast(pl.Utf8))
-    return groups.with_columns(pl.Series(
-        "category", [categorize(n, k).value for n, k in groups.select("name", "kind").iter_rows()],
-        dtype=pl.Utf8))
+def _per_name(ops: Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Group ids of the ops by (name, kind), and each group's (name, kind)."""
+    name, kind = ops["name"], ops["kind"]
+    key = name.codes.astype(np.int64) * (len(kind.values) + 1) + kind.codes
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+    return group.ravel(), [(name[i], kind[i]) for i in first.tolist()]
 
 
-def kernel_categories(steps: Steps) -> pl.DataFrame:
-    """Time, count and recorded bytes per kernel category, per decode step.
+def _f(a: int, b: int) -> float:
+    return float(a) / float(b)  # as a dataframe divides two integer columns
+
+
+def _per(a: int | float, n: int | float) -> float:
+    return a / n
+
+
+CATEGORY_COLUMNS = ["category", "ms_per_step", "share", "ops_per_step", "bytes_per_step",
+                    "trace_gbps", "ops_with_bytes_per_step"]
+TOP_KERNEL_COLUMNS = ["name", "kind", "category", "ms_per_step", "calls_per_step", "median_us"]
+
+
+def kernel_category_rows(steps: Steps) -> list[dict]:
+    """:func:`kernel_categories` as dicts (the JSON contract's ``kernels_by_category``)."""
+    ops, n_steps = _decode_ops(steps)
+    if ops.height == 0:
+        return []
+    group, keys = _per_name(ops)
+    g = len(keys)
+    dur = ops["end_ns"] - ops["start_ns"]
+    known = ops.valid("bytes")
+    per = {"dur": int_sums(group, dur, g), "n": np.bincount(group, minlength=g),
+           "bytes": int_sums(group, ops.filled("bytes", 0), g),
+           "known": np.bincount(group, weights=known, minlength=g).astype(np.int64),
+           "dur_known": int_sums(group[known], dur[known], g)}
+    cats: dict[str, dict] = {}
+    for i, (n, k) in enumerate(keys):
+        c = cats.setdefault(categorize(n, k).value, dict.fromkeys(per, 0))
+        for f, v in per.items():
+            c[f] += int(v[i])
+    rows = []
+    for cat in sorted(cats):
+        c = cats[cat]
+        some = c["known"] > 0
+        rows.append({
+            "category": cat, "ms_per_step": _per(_per(c["dur"], n_steps), 1e6), "share": None,
+            "ops_per_step": _per(c["n"], n_steps),
+            "bytes_per_step": _per(c["bytes"], n_steps) if some else None,
+            "trace_gbps": _f(c["bytes"], c["dur_known"]) if some and c["dur_known"] > 0 else None,
+            "ops_with_bytes_per_step": _per(c["known"], n_steps),
+        })
+    total = 0.0
+    for r in rows:  # in category order, one after the other, as a dataframe sums a short column
+        total += r["ms_per_step"]
+    total = total or 1.0
+    for r in rows:
+        r["share"] = _per(r["ms_per_step"], total)
+    rows.sort(key=lambda r: (-r["ms_per_step"], r["category"]))
+    return rows
+
+
+def kernel_categories(steps: Steps):
+    """Time, count and recorded bytes per kernel category, per decode step (a polars DataFrame).
 
     Time here is the sum of op durations (overlapping ops count twice; GPU busy counts the union).
     ``bytes_per_step`` are the bytes the trace records (copies and memsets only; null when none),
@@ -432,48 +516,42 @@ def kernel_categories(steps: Steps) -> pl.DataFrame:
     many of the category's ops carry a byte count (copy *kernels* do not: bytes then cover only
     part of the category, and the reports say so).
     """
-    ops, n_steps = _decode_ops(steps)
-    if ops.height == 0:
-        return pl.DataFrame(schema={"category": pl.Utf8, "ms_per_step": pl.Float64,
-                                    "share": pl.Float64, "ops_per_step": pl.Float64,
-                                    "bytes_per_step": pl.Float64, "trace_gbps": pl.Float64,
-                                    "ops_with_bytes_per_step": pl.Float64})
-    dur = pl.col("end_ns") - pl.col("start_ns")
-    known = pl.col("bytes").is_not_null()
-    # integer sums per (name, kind), then per category: the same integers as one pass per category
-    per_name = _with_category(ops.group_by("name", "kind").agg(
-        dur.sum().alias("dur"), pl.len().alias("n"), pl.col("bytes").sum().alias("bytes"),
-        known.sum().alias("known"), dur.filter(known).sum().alias("dur_known")))
-    some = pl.col("known").sum() > 0
-    agg = per_name.group_by("category").agg(
-        (pl.col("dur").sum() / n_steps / 1e6).alias("ms_per_step"),
-        (pl.col("n").sum() / n_steps).alias("ops_per_step"),
-        pl.when(some).then(pl.col("bytes").sum() / n_steps).alias("bytes_per_step"),
-        (pl.col("known").sum() / n_steps).alias("ops_with_bytes_per_step"),
-        pl.when(some & (pl.col("dur_known").sum() > 0))
-        .then(pl.col("bytes").sum() / pl.col("dur_known").sum()).alias("trace_gbps"),
-    )
-    agg = agg.sort("category")  # group order varies run to run; a float sum must not
-    total = agg["ms_per_step"].sum() or 1.0
-    return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
-        ["ms_per_step", "category"], descending=[True, False]).select(
-        "category", "ms_per_step", "share", "ops_per_step", "bytes_per_step", "trace_gbps",
-        "ops_with_bytes_per_step")
+    import polars as pl
+
+    schema = {c: pl.Float64 for c in CATEGORY_COLUMNS}
+    schema["category"] = pl.Utf8
+    return pl.DataFrame(kernel_category_rows(steps), schema=schema)
 
 
-def top_kernels(steps: Steps, n: int | None = 10) -> pl.DataFrame:
-    """The ``n`` kernels that take the most time per decode step (``None``: all of them)."""
+def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
+    """:func:`top_kernels` as dicts."""
     ops, n_steps = _decode_ops(steps)
     if ops.height == 0:
-        return pl.DataFrame(schema={"name": pl.Utf8, "kind": pl.Utf8, "category": pl.Utf8,
-                                    "ms_per_step": pl.Float64, "calls_per_step": pl.Float64,
-                                    "median_us": pl.Float64})
-    per_name = ops.group_by("name", "kind").agg(
-        ((pl.col("end_ns") - pl.col("start_ns")).sum() / n_steps / 1e6).alias("ms_per_step"),
-        (pl.len() / n_steps).alias("calls_per_step"),
-        ((pl.col("end_ns") - pl.col("start_ns")).median() / 1e3).alias("median_us"),
-    )
-    return _with_category(per_name).select(
-        "name", "kind", "category", "ms_per_step", "calls_per_step", "median_us",
-    ).sort(["ms_per_step", "name"], descending=[True, False]).head(
-        n if n is not None else ops.height)
+        return []
+    group, keys = _per_name(ops)
+    dur = (ops["end_ns"] - ops["start_ns"]).astype(np.int64)
+    sums = int_sums(group, dur, len(keys))
+    counts = np.bincount(group, minlength=len(keys))
+    order = np.lexsort((dur, group))
+    sd = dur[order].tolist()
+    starts = (np.cumsum(counts) - counts).tolist()
+    rows = []
+    for i, (name, kind) in enumerate(keys):
+        c, s0 = int(counts[i]), starts[i]
+        m = c // 2
+        median = float(sd[s0 + m]) if c % 2 else (sd[s0 + m - 1] + sd[s0 + m]) / 2
+        rows.append({"name": name, "kind": kind, "category": categorize(name, kind).value,
+                     "ms_per_step": _per(_per(int(sums[i]), n_steps), 1e6),
+                     "calls_per_step": _per(c, n_steps), "median_us": _per(median, 1e3)})
+    rows.sort(key=lambda r: (-r["ms_per_step"], r["name"]))
+    return rows[:n] if n is not None else rows
+
+
+def top_kernels(steps: Steps, n: int | None = 10):
+    """The ``n`` kernels that take the most time per decode step (``None``: all of them), a
+    polars DataFrame."""
+    import polars as pl
+
+    schema = {c: pl.Float64 for c in TOP_KERNEL_COLUMNS}
+    schema.update(name=pl.Utf8, kind=pl.Utf8, category=pl.Utf8)
+    return pl.DataFrame(top_kernel_rows(steps, n), schema=schema)

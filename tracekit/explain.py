@@ -27,13 +27,12 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from tracekit import __version__
 from tracekit import host as host_attr
 from tracekit import unprofiled as unprof
-from tracekit.breakdown import GAP_CLASSES, kernel_categories, step_table, top_kernels
+from tracekit.breakdown import GAP_CLASSES, kernel_category_rows, step_records, top_kernel_rows
 from tracekit.capture.write import json_safe
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
@@ -42,6 +41,9 @@ from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
 from tracekit.specs.models import MAX_CTX, ModelSpec, get_model, known_models
 from tracekit.steps import Steps, detect_steps, training_evidence
 from tracekit.trace import Trace, load
+
+if TYPE_CHECKING:
+    import polars as pl
 
 SCHEMA = "tracekit.explain/1"
 
@@ -132,6 +134,8 @@ class Explanation:
     @functools.cached_property
     def gaps(self) -> pl.DataFrame:
         """One row per GPU idle gap: step, start, duration, class, the op that ended it, host op."""
+        import polars as pl
+
         from tracekit.frames import GAPS_SCHEMA, gaps_frame
 
         if self._trace is None or self._steps is None or not self._trace.has_gpu:
@@ -148,6 +152,8 @@ class Explanation:
         from tracekit.frames import kernels_frame
 
         if self._steps is None:
+            import polars as pl
+
             return pl.DataFrame(self.top_kernels)
         return kernels_frame(self._steps)
 
@@ -235,7 +241,7 @@ def explain(
     tr = trace if isinstance(trace, Trace) else load(trace)
     release()  # what the streaming reader freed
     steps = detect_steps(tr, step_marker=step_marker)
-    table = step_table(tr, steps)
+    table = step_records(tr, steps)
     release()
     warnings = list(tr.warnings) + list(steps.warnings)
 
@@ -278,7 +284,7 @@ def explain(
         },
         step_rows=rows, summary=summary, floor=floor, decomposition=decomp, whatif=whatif,
         kernels_by_category=kcat, context=_context(tr, decode, floor, model_src, ctx),
-        top_kernels=top_kernels(steps, 10).to_dicts() if tr.has_gpu else [],
+        top_kernels=top_kernel_rows(steps, 10) if tr.has_gpu else [],
         verdict="", warnings=warnings, host=host, unprofiled=real,
         _timeline=functools.partial(_timeline, tr, steps, table, attribution), _trace=tr, _steps=steps,
         _host=attribution,
@@ -328,9 +334,9 @@ def _ms(ns) -> float | None:
     return None if ns is None else ns / 1e6
 
 
-def _step_rows(table: pl.DataFrame, spec, ctx0, dtype, peak, convention) -> list[dict]:
+def _step_rows(table: list[dict], spec, ctx0, dtype, peak, convention) -> list[dict]:
     rows = []
-    for i, r in enumerate(table.iter_rows(named=True)):
+    for i, r in enumerate(table):
         row = {
             "step": r["step"], "name": r["name"], "kind": r["kind"],
             "latency_ms": _ms(r["latency_ns"]), "span_ms": _ms(r["span_ns"]),
@@ -457,12 +463,12 @@ def _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings
 def graph_gap_ns(graph: Trace, *, step_marker: str | None = None) -> float:
     """The per-GPU-op idle of a graph-replay trace: median over decode steps of idle ÷ ops."""
     steps = detect_steps(graph, step_marker=step_marker)
-    t = step_table(graph, steps).filter(
-        (pl.col("kind") == "decode") & pl.col("latency_ns").is_not_null())
-    if t.height == 0 or t["graph_launches"].sum() == 0:
+    t = [r for r in step_records(graph, steps)
+         if r["kind"] == "decode" and r["latency_ns"] is not None]
+    if not t or sum(r["graph_launches"] for r in t) == 0:
         raise BadInput("--graph-trace has no CUDA-graph decode steps to calibrate from "
                        "(it needs cudaGraphLaunch calls and at least two steps)")
-    per_op = (t["idle_ns"] / (t["kernels"] + t["memcpys"] + t["memsets"])).to_list()
+    per_op = [float(r["idle_ns"]) / float(r["kernels"] + r["memcpys"] + r["memsets"]) for r in t]
     return float(_median(per_op))
 
 
@@ -511,6 +517,8 @@ def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | No
         return None
     timed = [r["step"] for r in rows if r["kind"] == "decode" and r["latency_ms"] is not None]
     ids = timed or [r["step"] for r in rows if r["kind"] == "decode"]
+    import polars as pl  # (helper `host` moves this section onto columns)
+
     per = h.steps.filter(pl.col("step").is_in(ids))
     med = {c: _median(per[c].to_list()) for c in
            ("stall_ns", "stall_host_ns", "issue_median_ns", "threshold_ns", "events", "cpu_ops")}
@@ -655,7 +663,7 @@ def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -
     GEMM/GEMV read every linear weight (q/k/v/o, MLP, the vocab × hidden output projection) and
     attention reads the KV cache. ``achieved_gbps`` = those bytes ÷ the category's time per step;
     null for categories whose bytes neither the model nor the trace pins down."""
-    rows = kernel_categories(steps).to_dicts()
+    rows = kernel_category_rows(steps)
     model_bytes: dict[str, float] = {}
     if spec is not None and floor.get("kv_read_bytes") is not None:
         model_bytes = {
@@ -724,18 +732,20 @@ def _model_section(spec, ctx0, dtype, src) -> dict:
     }
 
 
-def _timeline(tr: Trace, steps: Steps, table: pl.DataFrame, h=None) -> dict:
+def _timeline(tr: Trace, steps: Steps, table: list[dict], h=None) -> dict:
     """Ops and gaps of the decode step with the median latency, for the HTML timeline; host-bound
     gaps carry the host op that held the CPU (``host_op``) and whether they are a stall."""
     from tracekit.breakdown import step_gaps
 
-    t = table.filter((pl.col("kind") == "decode") & pl.col("latency_ns").is_not_null())
-    if t.height == 0 or not tr.has_gpu:
+    t = [r for r in table if r["kind"] == "decode" and r["latency_ns"] is not None]
+    if not t or not tr.has_gpu:
         return {}
-    t = t.sort("latency_ns")
-    step = t["step"][t.height // 2]
+    t.sort(key=lambda r: r["latency_ns"])
+    step = t[len(t) // 2]["step"]
     tl = step_gaps(tr, steps, step)
     if h is not None and tl.get("gaps"):
+        import polars as pl
+
         t0 = tl.get("t0_ns", 0)
         held = {a: (op, stall) for a, op, stall in h.gaps.filter(pl.col("step") == step).select(
             "start_ns", "op", "stall").iter_rows()}
