@@ -65,12 +65,17 @@ def load(path: str | Path, *, slice_bytes: int | None = None,
 
 
 def _name_gpu(trace: Trace) -> None:
-    """meta['gpu_name']: the device that ran most GPU ops (traces may list several)."""
+    """meta['gpu_name']: the device that ran most GPU ops (traces may list several; a tie goes
+    to the lowest id, unknown devices last)."""
     devices = trace.meta.get("devices") or {}
     gpu_name = None
-    if trace.gpu_ops.height and devices:
-        counts = trace.gpu_ops.group_by("device").len().sort("len", descending=True)
-        busiest = counts["device"][0]
+    if trace.has_gpu and devices:
+        import numpy as np
+
+        ops = trace.table("gpu_ops")
+        ids, counts = np.unique(ops["device"][ops.valid("device")], return_counts=True)
+        unknown = ops.height - int(counts.sum())
+        busiest = int(ids[np.argmax(counts)]) if ids.size and counts.max() >= unknown else None
         gpu_name = (devices.get(busiest) or next(iter(devices.values())))["name"]
     elif devices:
         gpu_name = next(iter(devices.values()))["name"]

@@ -23,7 +23,6 @@ Events of unknown categories are skipped and counted in ``meta["skipped_categori
 from __future__ import annotations
 
 import functools
-import io
 import math
 import operator
 import os
@@ -35,19 +34,12 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import polars as pl
 
 from tracekit.errors import TraceFormatError
 from tracekit.trace.capture_meta import clean_capture
-from tracekit.trace.model import (
-    ANNOTATIONS_SCHEMA,
-    CPU_OPS_SCHEMA,
-    GPU_OPS_SCHEMA,
-    LAUNCHES_SCHEMA,
-    SYNCS_SCHEMA,
-    Trace,
-)
+from tracekit.trace.model import ANNOTATIONS, CPU_OPS, GPU_OPS, LAUNCHES, SYNCS, Trace
 from tracekit.trace.source import Source, mib
+from tracekit.trace.table import Strings, Table
 
 _GPU_CATS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "memcpy": "memcpy",
              "gpu_memset": "memset", "memset": "memset"}
@@ -462,7 +454,10 @@ class _Reply(msgspec.Struct):
     bad_args: int = 0
     skipped: dict[str, int] = {}
     names: list[str] = []
-    frames: dict[str, bytes] = {}
+    #: per table, per column: (numpy dtype string, the array's bytes); views into the reply
+    cols: dict[str, dict[str, tuple[str, memoryview]]] = {}
+    #: per table, the validity masks (bool bytes) of columns with unknowns
+    masks: dict[str, dict[str, memoryview]] = {}
 
 
 _REPLY_DECODER = msgspec.msgpack.Decoder(_Reply)
@@ -711,11 +706,27 @@ def _route(cat: str | None) -> str:
 
 
 _NO_ARGS = _Args()
+_get_name = operator.attrgetter("name")
+
+#: the values of the small string columns, coded as uint8 while reading
+_GPU_KINDS = ["kernel", "memcpy", "memset"]
+_LAUNCH_KINDS = ["kernel", "graph", "memcpy", "memset"]
+_APIS = ["runtime", "driver"]
+_GPU_KIND_CODE = {c: _GPU_KINDS.index(k) for c, k in _GPU_CATS.items()}
+_LAUNCH_KIND_CODE = {k: i for i, k in enumerate(_LAUNCH_KINDS)}
+_API_CODE = {c: _APIS.index(a) for c, a in _API_CATS.items()}
+_VALUES = {("gpu", "kind"): _GPU_KINDS, ("launch", "kind"): _LAUNCH_KINDS,
+           ("launch", "api"): _APIS}
+#: Utf8 columns no Kineto trace fills (Nsight's launch geometry): all null
+_NULL_STRINGS = ("grid", "block")
 
 
 class _Builder:
-    """Keeps only columns: each slice's events become small polars frames (names as codes into
-    one dictionary of distinct names), concatenated once at the end."""
+    """Keeps only columns: each slice's events become numpy arrays (names as uint32 codes into
+    one dictionary of distinct names, kinds as small codes, ids with a validity mask where some
+    are unknown), joined into :class:`~tracekit.trace.table.Table`\\ s once at the end.
+
+    A slice's columns for one table are a ``(columns, masks)`` pair of dicts of arrays."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -726,7 +737,7 @@ class _Builder:
         self.bad_args = 0
         self.route: dict[str | None, str] = {}
         self.codes: dict[str, int] = {}
-        self.parts: dict[str, list[pl.DataFrame]] = {k: [] for k in _SCHEMAS}
+        self.parts: dict[str, list[tuple[dict, dict]]] = {k: [] for k in _SCHEMAS}
 
     def add(self, events: list[_Event], precise_events: Callable[[], list]) -> None:
         self.events += len(events)
@@ -736,24 +747,27 @@ class _Builder:
             split = self._split(precise_events(), count=False)
         gpu, api, ann, cpu = split[:4]
         self.no_dur += sum(e.dur is None for e in gpu)
-        for key, frame in (("gpu", self._gpu_ops(gpu, precise)),
-                           ("launch", self._launches(api, precise)),
-                           ("sync", self._syncs(api, precise)),
-                           ("ann", self._annotations(ann, precise)),
-                           ("cpu", self._cpu_ops(cpu, precise))):
-            if frame.height:
-                self.parts[key].append(frame)
+        for key, part in (("gpu", self._gpu_ops(gpu, precise)),
+                          ("launch", self._launches(api, precise)),
+                          ("sync", self._syncs(api, precise)),
+                          ("ann", self._annotations(ann, precise)),
+                          ("cpu", self._cpu_ops(cpu, precise))):
+            if part[0]["start_ns"].size:
+                self.parts[key].append(part)
 
     def merge(self, part) -> None:
         """Add a slice decoded elsewhere (``("ok", builder)`` or a worker's reply), in order:
         its counters, and its columns with its local name codes remapped into this dictionary."""
         if type(part) is tuple:
             o = part[1]
-            names, frames = list(o.codes), {k: v[0] for k, v in o.parts.items() if v}
+            names = list(o.codes)
+            parts = {k: v[0] for k, v in o.parts.items() if v}
         else:
             o = part
             names = o.names
-            frames = {k: pl.read_ipc(io.BytesIO(v)) for k, v in o.frames.items()}
+            parts = {k: ({c: np.frombuffer(buf, np.dtype(dt)) for c, (dt, buf) in cols.items()},
+                         {c: np.frombuffer(buf, np.bool_) for c, buf in o.masks.get(k, {}).items()})
+                     for k, cols in o.cols.items()}
         self.events += o.events
         self.no_ts += o.no_ts
         self.no_dur += o.no_dur
@@ -763,11 +777,10 @@ class _Builder:
         codes = self.codes
         remap = np.fromiter((codes.setdefault(n, len(codes)) for n in names), np.uint32, len(names))
         for key in _SCHEMAS:
-            frame = frames.get(key)
-            if frame is not None and frame.height:
-                local = frame["name"].to_numpy()
-                self.parts[key].append(frame.with_columns(
-                    name=pl.Series("name", remap[local], dtype=pl.UInt32)))
+            part = parts.get(key)
+            if part is not None and part[0]["start_ns"].size:
+                cols, masks = part
+                self.parts[key].append(({**cols, "name": remap[cols["name"]]}, masks))
 
     def _split(self, events: list[_Event], count: bool = True):
         """Sort events into GPU ops, API calls, annotations and CPU ops; count what is skipped.
@@ -797,14 +810,15 @@ class _Builder:
         return gpu, api, ann, cpu
 
     # -- helpers ----------------------------------------------------------------------------
-    def _names(self, events: list) -> pl.Series:
+    def _names(self, events: list) -> np.ndarray:
         """Name codes into the one dictionary of distinct names (a few hundred per trace)."""
         codes = self.codes
-        get = codes.get
-        out = [get(e.name) for e in events]
-        if None in out:  # new names: rare after the first slice
-            out = [codes.setdefault(e.name, len(codes)) for e in events]
-        return pl.Series(out, dtype=pl.UInt32)
+        try:
+            return np.fromiter(map(codes.__getitem__, map(_get_name, events)), np.uint32,
+                               len(events))
+        except KeyError:  # new names: rare after the first slice
+            return np.fromiter((codes.setdefault(e.name, len(codes)) for e in events), np.uint32,
+                               len(events))
 
     def _times(self, events: list, precise: bool) -> dict:
         if not events:
@@ -850,78 +864,78 @@ class _Builder:
         return out
 
     @staticmethod
-    def _ints(values: list, bits: int = 64) -> pl.Series:
-        """Ids as integers; what is not one, or does not fit ``bits``, is null (unknown)."""
+    def _ints(values: list, name: str, cols: dict, masks: dict, bits: int = 64) -> None:
+        """Ids as integers into ``cols[name]``; what is not one, or does not fit ``bits``, is
+        null (unknown): 0 in the column, False in ``masks[name]``."""
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1)
-        return pl.Series([v if type(v) is int and lo <= v < hi else _int_or_none(v, bits)
-                          for v in values], dtype=pl.Int64 if bits == 64 else pl.Int32)
+        dtype = np.int64 if bits == 64 else np.int32
+        out = [v if type(v) is int and lo <= v < hi else _int_or_none(v, bits) for v in values]
+        try:
+            cols[name] = np.array(out, dtype=dtype)  # no unknowns (all ints, in range)
+        except TypeError:
+            masks[name] = np.fromiter((v is not None for v in out), np.bool_, len(out))
+            cols[name] = np.array([0 if v is None else v for v in out], dtype=dtype)
 
     # -- tables -----------------------------------------------------------------------------
-    def _gpu_ops(self, events: list, precise: bool) -> pl.DataFrame:
+    def _gpu_ops(self, events: list, precise: bool) -> tuple[dict, dict]:
         args = self._args(events)
-        n = len(events)
-        device = self._ints([a.device if a.device is not None else e.pid
-                             for e, a in zip(events, args)], bits=32)
-        return pl.DataFrame({
-            "kind": pl.Series([_GPU_CATS[e.cat.lower()] for e in events], dtype=pl.Utf8),
-            "name": self._names(events),
-            **self._times(events, precise),
-            "device": device,
-            "stream": self._ints([a.stream if a.stream is not None else e.tid
-                                  for e, a in zip(events, args)]),
-            "correlation": self._ints([a.correlation for a in args]),
-            "bytes": self._ints([_bytes(a.bytes) for a in args]),
-            "grid": pl.Series([None] * n, dtype=pl.Utf8),
-            "block": pl.Series([None] * n, dtype=pl.Utf8),
-        })
+        cols = {"kind": np.fromiter((_GPU_KIND_CODE[e.cat.lower()] for e in events), np.uint8,
+                                    len(events)),
+                "name": self._names(events), **self._times(events, precise)}
+        masks: dict = {}
+        self._ints([a.device if a.device is not None else e.pid for e, a in zip(events, args)],
+                   "device", cols, masks, bits=32)
+        self._ints([a.stream if a.stream is not None else e.tid for e, a in zip(events, args)],
+                   "stream", cols, masks)
+        self._ints([a.correlation for a in args], "correlation", cols, masks)
+        self._ints([_bytes(a.bytes) for a in args], "bytes", cols, masks)
+        return cols, masks
 
-    def _launches(self, events: list, precise: bool) -> pl.DataFrame:
+    def _launches(self, events: list, precise: bool) -> tuple[dict, dict]:
         kinds = [launch_kind(e.name) if e.cat.lower() != "cuda_sync" else None for e in events]
         keep = [e for e, k in zip(events, kinds) if k is not None]
         args = self._args(keep)
-        return pl.DataFrame({
-            "kind": pl.Series([k for k in kinds if k is not None], dtype=pl.Utf8),
-            "api": pl.Series([_API_CATS[e.cat.lower()] for e in keep], dtype=pl.Utf8),
-            "name": self._names(keep),
-            **self._times(keep, precise),
-            "tid": self._ints([e.tid for e in keep]),
-            "correlation": self._ints([a.correlation for a in args]),
-        })
+        cols = {"kind": np.fromiter((_LAUNCH_KIND_CODE[k] for k in kinds if k is not None),
+                                    np.uint8, len(keep)),
+                "api": np.fromiter((_API_CODE[e.cat.lower()] for e in keep), np.uint8, len(keep)),
+                "name": self._names(keep), **self._times(keep, precise)}
+        masks: dict = {}
+        self._ints([e.tid for e in keep], "tid", cols, masks)
+        self._ints([a.correlation for a in args], "correlation", cols, masks)
+        return cols, masks
 
-    def _syncs(self, events: list, precise: bool) -> pl.DataFrame:
+    def _syncs(self, events: list, precise: bool) -> tuple[dict, dict]:
         keep = [e for e in events if e.cat.lower() == "cuda_sync" or is_sync_call(e.name)]
-        return pl.DataFrame({"name": self._names(keep), **self._times(keep, precise),
-                             "tid": self._ints([e.tid for e in keep])})
+        cols = {"name": self._names(keep), **self._times(keep, precise)}
+        masks: dict = {}
+        self._ints([e.tid for e in keep], "tid", cols, masks)
+        return cols, masks
 
-    def _cpu_ops(self, events: list, precise: bool) -> pl.DataFrame:
-        return pl.DataFrame({"name": self._names(events), **self._times(events, precise),
-                             "tid": self._ints([e.tid for e in events])})
+    def _cpu_ops(self, events: list, precise: bool) -> tuple[dict, dict]:
+        cols = {"name": self._names(events), **self._times(events, precise)}
+        masks: dict = {}
+        self._ints([e.tid for e in events], "tid", cols, masks)
+        return cols, masks
 
-    def _annotations(self, events: list, precise: bool) -> pl.DataFrame:
-        return pl.DataFrame({
-            "name": self._names(events), **self._times(events, precise),
-            "on_gpu": pl.Series([_ANNOTATION_CATS.get(e.cat.lower(), False) for e in events],
-                                dtype=pl.Boolean),
-            "tid": self._ints([e.tid for e in events]),
-        })
+    def _annotations(self, events: list, precise: bool) -> tuple[dict, dict]:
+        cols = {"name": self._names(events), **self._times(events, precise),
+                "on_gpu": np.fromiter((_ANNOTATION_CATS.get(e.cat.lower(), False) for e in events),
+                                      np.bool_, len(events))}
+        masks: dict = {}
+        self._ints([e.tid for e in events], "tid", cols, masks)
+        return cols, masks
 
     # -- the trace --------------------------------------------------------------------------
     def finish(self, f: _File) -> Trace:
         if not self.events:
             raise TraceFormatError(f"{self.path} has no events: the profiler recorded nothing")
-        names = pl.Series(list(self.codes), dtype=pl.Utf8)
+        names = list(self.codes)
         tables = {}
         for key, schema in _SCHEMAS.items():
             parts = self.parts[key]
-            if not parts:
-                tables[key] = pl.DataFrame(schema=schema)
-                continue
-            df = pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
-            self.parts[key] = parts = []
-            df = df.with_columns(name=names.gather(df["name"])).select(list(schema))
-            if df.schema != schema:  # a cast copies: only where a column's type differs
-                df = df.cast(schema)
-            tables[key] = df
+            self.parts[key] = []
+            tables[key] = _table(key, schema, parts, names)
+            del parts
         capture, capture_warnings = clean_capture(f.tracekit)
         trace = Trace(
             gpu_ops=tables["gpu"], launches=tables["launch"], annotations=tables["ann"],
@@ -944,6 +958,33 @@ class _Builder:
         return trace
 
 
+def _table(key: str, schema: dict[str, str], parts: list[tuple[dict, dict]],
+           names: list[str]) -> Table:
+    """One table from its slices' columns: arrays joined, codes typed, masks kept where a slice
+    had unknowns (the other slices' rows are all known)."""
+    if not parts:
+        return Table.empty(schema)
+    n = sum(p[0]["start_ns"].size for p in parts)
+    cols, masks = {}, {}
+    for col, dtype in schema.items():
+        if col in _NULL_STRINGS:
+            cols[col] = Strings.full(None, n)
+            continue
+        arrs = [p[0][col] for p in parts]
+        arr = arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
+        del arrs
+        if dtype == "Utf8":
+            values = names if col == "name" else list(_VALUES[key, col])
+            cols[col] = Strings(arr.astype(np.uint32, copy=False), values)
+        else:
+            cols[col] = arr
+        if any(col in p[1] for p in parts):
+            masks[col] = np.concatenate([p[1][col] if col in p[1]
+                                         else np.ones(p[0]["start_ns"].size, np.bool_)
+                                         for p in parts])
+    return Table(cols, schema, masks)
+
+
 def _bytes(v) -> int | None:
     if v is None or type(v) is bool:
         return None
@@ -952,8 +993,8 @@ def _bytes(v) -> int | None:
     return _int_or_none(v)
 
 
-_SCHEMAS = {"gpu": GPU_OPS_SCHEMA, "launch": LAUNCHES_SCHEMA, "sync": SYNCS_SCHEMA,
-            "ann": ANNOTATIONS_SCHEMA, "cpu": CPU_OPS_SCHEMA}
+_SCHEMAS = {"gpu": GPU_OPS, "launch": LAUNCHES, "sync": SYNCS, "ann": ANNOTATIONS,
+            "cpu": CPU_OPS}
 
 
 def _meta(f: _File, path: str, skipped: dict, events: int, capture: dict | None) -> dict:

@@ -3,16 +3,18 @@
 The streaming reader (:mod:`tracekit.trace.kineto`) spends most of its time in msgspec's decode of
 each ~8 MB slice and the Python pass that turns that slice's events into columns. Inflating and
 cutting the stream is cheap, so the main process keeps doing that, and hands slices to one worker
-process (``python -c ...``, a fresh interpreter: no ``fork`` of a process whose polars thread pool
-is already running). While the worker is busy the main process decodes the next slice itself.
+process (``python -c ...``, a fresh interpreter: no ``fork`` of a process whose threads, a
+library's thread pool perhaps, are already running; it imports msgspec and numpy, never polars).
+While the worker is busy the main process decodes the next slice itself.
 
 Protocol, over the worker's stdin/stdout: each message is an 8-byte little-endian length and a
 payload. A request is one slice as a JSON array (``[`` + whole events + ``]``); a reply is a
 msgpack map: the status (``ok``, ``badcut`` when the slice does not parse — a cut inside a string,
 which the main process then redoes itself — or an error to raise in slice order), the slice's
-counters, its *local* name dictionary and its column tables as Arrow IPC. The main process merges
-replies strictly in slice order and remaps the local name codes into its one dictionary, so the
-result is identical to reading in one process.
+counters, its *local* name dictionary and its columns as raw numpy bytes (dtype string and
+buffer per column, validity masks as bool bytes; the main process reads them in place with
+``numpy.frombuffer``). The main process merges replies strictly in slice order and remaps the
+local name codes into its one dictionary, so the result is identical to reading in one process.
 
 The worker ignores Ctrl-C (the main process handles it and kills the worker) and exits when its
 stdin closes, so it never outlives the reader. ``TRACEKIT_READER_WORKERS=0`` turns it off.
@@ -20,7 +22,6 @@ stdin closes, so it never outlives the reader. ``TRACEKIT_READER_WORKERS=0`` tur
 
 from __future__ import annotations
 
-import io
 import os
 import queue
 import signal
@@ -41,15 +42,16 @@ def encode_part(part: tuple) -> bytes:
     if status != "ok":
         return msgspec.msgpack.encode({"s": status, "m": part[1] if len(part) > 1 else None})
     b = part[1]
-    frames = {}
+    cols, masks = {}, {}
     for key, parts in b.parts.items():
-        if parts:
-            sink = io.BytesIO()
-            parts[0].write_ipc(sink, compression="uncompressed")
-            frames[key] = sink.getvalue()
+        if parts:  # one slice: at most one part per table
+            c, m = parts[0]
+            cols[key] = {k: (v.dtype.str, memoryview(v)) for k, v in c.items()}
+            masks[key] = {k: memoryview(v) for k, v in m.items()}
     return msgspec.msgpack.encode({
         "s": "ok", "events": b.events, "no_ts": b.no_ts, "no_dur": b.no_dur,
-        "bad_args": b.bad_args, "skipped": b.skipped, "names": list(b.codes), "frames": frames,
+        "bad_args": b.bad_args, "skipped": b.skipped, "names": list(b.codes), "cols": cols,
+        "masks": masks,
     })
 
 
