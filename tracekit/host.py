@@ -100,6 +100,7 @@ class HostAttribution:
     #: the frames' name codes index this list
     _names: list = field(default_factory=list, repr=False)
     _positions: dict = field(default_factory=dict, repr=False)
+    _named: dict = field(default_factory=dict, repr=False)
     _polars: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -148,7 +149,10 @@ class HostAttribution:
             rng = self._positions["ranges"].get(step)
             if rng is not None:
                 s, e = rng
-                named = np.fromiter((v == op for v in self._names), bool, len(self._names))
+                named = self._named.get(op)
+                if named is None:  # which name codes spell ``op`` (once per op name)
+                    named = self._named[op] = np.fromiter(
+                        (v == op for v in self._names), bool, len(self._names))
                 for tid, fr in self._frames.items():
                     lo, hi = (int(x) for x in np.searchsorted(fr.start, [s, e]))
                     hits = np.nonzero(named[fr.code[lo:hi]])[0]
@@ -224,7 +228,11 @@ def _frames(trace: Trace, steps: Steps, tid: int, ops_map: np.ndarray,
     ranges = steps.table_t
     cs, ce = ranges["cpu_start_ns"], ranges["cpu_end_ns"]
     step_ranges = set(zip(cs.tolist(), ce.tolist()))
-    is_step = np.isin(st, cs)  # a step's start: check its end
+    # a step's start (then check its end); a binary search, not np.isin, which sorts a copy of
+    # every frame's start once there are more than a few dozen steps
+    starts = np.sort(cs)
+    is_step = (starts[np.minimum(np.searchsorted(starts, st), starts.size - 1)] == st
+               if starts.size else np.zeros(st.size, bool))
     for k in np.nonzero(is_step)[0].tolist():
         is_step[k] = (int(st[k]), int(en[k])) in step_ranges
     frames = _Frames(code, st, en, _parents(st, en), is_step)
