@@ -149,3 +149,22 @@ def test_host_summaries_match_the_polars_code(name):
     for some in (ids, ids[1:2], ids[::3]):
         assert by_op_table(h, some) == _by_op_polars(h.gaps, some)
         assert _normal_cost(h, some) == _normal_polars(h.gaps, some)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_runs_give_each_value_to_the_last_range_starting_before_it(seed):
+    from tracekit.host import _runs
+
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        m, n = int(rng.integers(0, 8)), int(rng.integers(0, 60))
+        cs = np.sort(rng.integers(0, 100, m))  # ties, overlaps, empty and inverted ranges
+        ce = cs + rng.integers(-5, 40, m)
+        start = np.sort(rng.integers(-10, 150, n))
+        want: list[list[int]] = [[] for _ in range(m)]
+        for v in start.tolist():  # the rule as written: the last range starting at or before v
+            k = max((i for i in range(m) if cs[i] <= v), default=None)
+            if k is not None and v < ce[k]:
+                want[k].append(v)
+        lo, hi = _runs(start, cs, ce)
+        assert [start[a:b].tolist() for a, b in zip(lo.tolist(), hi.tolist())] == want

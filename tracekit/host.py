@@ -342,6 +342,7 @@ def attribute(trace: Trace, steps: Steps) -> HostAttribution | None:
     tid[got] = calls.filled("tid", 0)[launch[got]]
     tid_ok &= got
     tid[~tid_ok] = 0
+    del ender, corr_ok, corr, has, launch, got
 
     ops_map, ann_map, index = _name_codes(trace)
     no_op = index.setdefault(NO_OP, len(index))
@@ -404,26 +405,26 @@ def _per_step(trace: Trace, steps: Steps, g: Table) -> tuple[dict[str, np.ndarra
     n = ids.size
     tids = np.unique(g["tid"][g.valid("tid")])
 
-    def in_step(t: Table) -> tuple[np.ndarray, np.ndarray]:
-        """(the decode step's position, start) of each row on the launching threads that starts
-        inside a decode step, by start: the last step starting at or before it, if not ended."""
+    def in_step(t: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The sorted starts of the rows on the launching threads, and each decode step's run of
+        them (``starts[lo[k]:hi[k]]``), by binary search on the sorted starts."""
         ok = t.valid("start_ns")
         if tids.size:
             ok = ok & t.valid("tid") & np.isin(t["tid"], tids)
-        start = np.sort(t["start_ns"][ok])
-        i = np.searchsorted(cs, start, side="right") - 1
-        inside = (i >= 0) & (start < ce[np.maximum(i, 0)]) if n else np.zeros(start.size, bool)
-        return i[inside], start[inside]
+        start = t["start_ns"][ok]  # a copy: sorted in place
+        start.sort()
+        return (start, *_runs(start, cs, ce))
 
-    pos, at = in_step(trace.table("launches"))
-    launches = np.bincount(pos, minlength=n)
-    cut = np.searchsorted(pos, np.arange(n + 1))  # pos ascends with start: steps are runs
-    bounds = list(zip(cut[:-1].tolist(), cut[1:].tolist()))
+    at, lo, hi = in_step(trace.table("launches"))
+    launches = hi - lo
+    bounds = list(zip(lo.tolist(), hi.tolist()))
     median = np.array([float(np.median(np.diff(at[a:b]))) if b - a > 1 else 0.0
                        for a, b in bounds], dtype=np.float64)
-    median_ok = np.array([b - a > 1 for a, b in bounds], dtype=bool)
+    median_ok = launches > 1
     span = np.array([int(at[b - 1] - at[a]) if b > a else 0 for a, b in bounds], dtype=np.int64)
-    cpu_ops = np.bincount(in_step(trace.table("cpu_ops"))[0], minlength=n)
+    del at
+    _, lo, hi = in_step(trace.table("cpu_ops"))
+    cpu_ops = hi - lo
     order = np.argsort(ids, kind="stable")
     gpos = order[np.searchsorted(ids[order], g["step"])] if n else np.zeros(g.height, np.int64)
     hb = np.zeros(n, dtype=np.int64)
@@ -436,6 +437,16 @@ def _per_step(trace: Trace, steps: Steps, g: Table) -> tuple[dict[str, np.ndarra
         "cpu_ns": (ce - cs).astype(np.int64),
         "events": (launches + cpu_ops).astype(np.uint32), "threshold_ns": threshold,
     }, gpos
+
+
+def _runs(start: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted ``start`` and ranges sorted by start ``cs`` (ends ``ce``): each range's run
+    ``start[lo[k]:hi[k]]`` of the values that belong to it — a value belongs to the last range
+    starting at or before it, if that range has not ended. So range k holds the values in
+    ``[cs[k], min(ce[k], cs[k + 1]))``: two binary searches, no per-value step index."""
+    upper = np.minimum(ce, np.append(cs[1:], np.iinfo(np.int64).max)) if cs.size else ce
+    lo = np.searchsorted(start, cs, side="left")
+    return lo, np.maximum(np.searchsorted(start, upper, side="left"), lo)
 
 
 def _mark_stalls(g: Table, gpos: np.ndarray, threshold: np.ndarray) -> np.ndarray:
