@@ -3,16 +3,21 @@
 The streaming reader (:mod:`tracekit.trace.kineto`) spends most of its time in msgspec's decode of
 each ~8 MB slice and the Python pass that turns that slice's events into columns. Inflating and
 cutting the stream is cheap, so the main process keeps doing that, and hands slices to one worker
-process (``python -c ...``, a fresh interpreter: no ``fork`` of a process whose threads, a
-library's thread pool perhaps, are already running; it imports msgspec and numpy, never polars).
-While the worker is busy the main process decodes the next slice itself.
+process. While the worker is busy the main process decodes the next slice itself.
+
+The worker is forked from the reader on Linux (:class:`_Forked`): it starts in milliseconds with
+msgspec, numpy and the reader already imported, and touches nothing else (no polars, no thread
+of the parent's), which is what makes a fork of a process with other threads safe. Elsewhere, or
+with ``TRACEKIT_READER_FORK=0``, it is a fresh interpreter (``python -c ...``, ~0.15 s of imports).
 
 Protocol, over the worker's stdin/stdout: each message is an 8-byte little-endian length and a
-payload. A request is one slice as a JSON array (``[`` + whole events + ``]``); a reply is a
+payload. A request is one slice as a JSON array (``[`` + whole events + ``]``), written with one
+``writev`` of the inflated chunks it is made of (no copy, and no GIL taken between pieces: the
+main thread may hold it for a whole decode, which used to leave the worker waiting); a reply is a
 msgpack map: the status (``ok``, ``badcut`` when the slice does not parse — a cut inside a string,
 which the main process then redoes itself — or an error to raise in slice order), the slice's
 counters, its *local* name dictionary and its columns as raw numpy bytes (dtype string and
-buffer per column, validity masks as bool bytes; the main process reads them in place with
+buffer per column, validity masks as bool bytes; the main process reads them with
 ``numpy.frombuffer``). The main process merges replies strictly in slice order and remaps the
 local name codes into its one dictionary, so the result is identical to reading in one process.
 
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import msgspec
@@ -105,7 +111,9 @@ class _Forked:
     def __init__(self, path: str) -> None:
         down_r, down_w = os.pipe()
         up_r, up_w = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():  # 3.12+ warns on fork() with threads running; the
+            warnings.simplefilter("ignore", DeprecationWarning)  # worker uses none of theirs
+            pid = os.fork()
         if pid == 0:  # pragma: no cover - the worker process
             code = 1
             try:
