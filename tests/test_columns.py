@@ -51,3 +51,101 @@ def test_first_row_is_the_first_valid_match(seed):
                 first.setdefault(k, i)
         want = [first.get(q, -1) for q in query.tolist()]
         assert first_row(keys, valid, query).tolist() == want
+
+
+# -- host attribution's summaries on numpy columns, against the polars code they replaced -----
+def test_polars_sum_adds_in_polars_order():
+    pl = pytest.importorskip("polars")
+    from tracekit.host import polars_sum
+
+    rng = np.random.default_rng(0)
+    for n in [*range(0, 260), 383, 384, 385, 512, 640, 1025, 4097]:
+        x = rng.random(n) * 10.0 ** rng.integers(-3, 7)
+        assert polars_sum(x) == pl.Series(x, dtype=pl.Float64).sum()
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 9])
+def test_polars_div_divides_a_column_as_polars_does(groups):
+    pl = pytest.importorskip("polars")
+    from tracekit.host import polars_div
+
+    rng = np.random.default_rng(groups)
+    for _ in range(50):
+        n = groups * 7
+        df = pl.DataFrame({"g": np.arange(n) % groups, "v": rng.integers(1, 10**9, n)})
+        k = int(rng.integers(2, 30))
+        agg = df.group_by("g").agg(pl.col("v").sum().alias("s"), (pl.col("v").sum() / k / 1e6)
+                                   .alias("q")).sort("g")
+        assert polars_div(polars_div([float(s) for s in agg["s"]], k), 1e6) == agg["q"].to_list()
+        tot = float(rng.random() * 7 + 0.1)
+        col = agg["q"].to_list()
+        assert polars_div(col, tot) == agg.with_columns(pl.col("q") / tot)["q"].to_list()
+
+
+def _by_op_polars(gaps, ids, n=15):
+    """host.by_op_table as it was written in polars (the oracle)."""
+    import polars as pl
+
+    k = max(len(ids), 1)
+    g = gaps.filter(pl.col("step").is_in(ids))
+    dur = pl.col("end_ns") - pl.col("start_ns")
+    agg = g.group_by("op").agg(
+        (dur.sum() / k / 1e6).alias("ms_per_step"), (pl.len() / k).alias("gaps_per_step"),
+        (dur.filter(pl.col("stall")).sum() / k / 1e6).alias("stall_ms_per_step"),
+        (dur.median() / 1e3).alias("median_gap_us")).sort("op")
+    total = agg["ms_per_step"].sum() or 1.0
+    return agg.with_columns((pl.col("ms_per_step") / total).alias("share")).sort(
+        ["ms_per_step", "op"], descending=[True, False]).head(n).to_dicts()
+
+
+def _normal_polars(gaps, ids):
+    import polars as pl
+
+    g = gaps.filter(~pl.col("stall") & pl.col("step").is_in(ids)
+                    & pl.col("frame").is_not_null()).unique("frame")
+    return dict(g.group_by("op").agg(((pl.col("op_end_ns") - pl.col("op_start_ns")).median()
+                                      / 1e3).alias("us")).iter_rows())
+
+
+def _steps_polars(gaps, steps):
+    """host's per-step stall sums as they were written in polars: a stall is an op instance
+    holding >= the step's threshold; its host time counts once, a lone gap's its own length."""
+    import polars as pl
+
+    dur = pl.col("end_ns") - pl.col("start_ns")
+    g = gaps.join(steps.select("step", "threshold_ns"), on="step", how="left")
+    key = pl.coalesce(pl.col("frame"), -pl.int_range(1, pl.len() + 1))
+    g = g.with_columns((dur.sum().over("step", key) >= pl.col("threshold_ns")).alias("stall"))
+    inst = g.filter(pl.col("stall")).group_by("step", "frame", "op_start_ns", "op_end_ns").agg(
+        dur.sum().alias("idle"))
+    host = pl.when(pl.col("frame").is_not_null()).then(
+        pl.col("op_end_ns") - pl.col("op_start_ns")).otherwise(pl.col("idle"))
+    sums = inst.group_by("step").agg(pl.col("idle").sum().alias("stall_ns"),
+                                     host.sum().alias("stall_host_ns"))
+    return g["stall"], steps.select("step").join(sums, on="step", how="left").with_columns(
+        pl.col("stall_ns", "stall_host_ns").fill_null(0))
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-7b_ctx2048_eager.json.gz",
+                                  "h100/qwen2.5-7b_ctx2048_eager_sdpa-flash.json.gz"])
+def test_host_summaries_match_the_polars_code(name):
+    from pathlib import Path
+
+    pl = pytest.importorskip("polars")
+    from tracekit.host import GAP_COLUMNS, STEP_COLUMNS, _normal_cost, attribute, by_op_table
+    from tracekit.steps import detect_steps
+    from tracekit.trace import load
+
+    tr = load(Path(__file__).parent.parent / "sample_traces" / name)
+    h = attribute(tr, detect_steps(tr))
+    assert h.gaps.schema == {c: getattr(pl, t) for c, t in GAP_COLUMNS.items()}
+    assert h.steps.schema == {c: getattr(pl, t) for c, t in STEP_COLUMNS.items()}
+    assert h.gaps["start_ns"].is_sorted() and h.gaps["stall"].any()
+    assert (h.gaps["frame"].is_null() == (h.gaps["op"] == "(no recorded op)")).all()
+    stall, sums = _steps_polars(h.gaps, h.steps)
+    assert stall.to_list() == h.gaps["stall"].to_list()
+    assert sums.equals(h.steps.select("step", "stall_ns", "stall_host_ns"))
+    ids = h.steps["step"].to_list()
+    for some in (ids, ids[1:2], ids[::3]):
+        assert by_op_table(h, some) == _by_op_polars(h.gaps, some)
+        assert _normal_cost(h, some) == _normal_polars(h.gaps, some)

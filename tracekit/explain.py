@@ -517,17 +517,15 @@ def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | No
         return None
     timed = [r["step"] for r in rows if r["kind"] == "decode" and r["latency_ms"] is not None]
     ids = timed or [r["step"] for r in rows if r["kind"] == "decode"]
-    import polars as pl  # (helper `host` moves this section onto columns)
-
-    per = h.steps.filter(pl.col("step").is_in(ids))
-    med = {c: _median(per[c].to_list()) for c in
-           ("stall_ns", "stall_host_ns", "issue_median_ns", "threshold_ns", "events", "cpu_ops")}
+    cols = ("stall_ns", "stall_host_ns", "issue_median_ns", "threshold_ns", "events", "cpu_ops")
+    per = h.step_columns(ids, [*cols, "launch_span_ns", "launches"])
+    med = {c: _median(per[c]) for c in cols}
     host_bound = (decomp.get("launch_overhead_by_class_ms") or {}).get("host_bound")
     stall_ms = med["stall_ns"] / 1e6 if med["stall_ns"] is not None else 0.0
     issue_ms = max(host_bound - stall_ms, 0.0) if host_bound is not None else None
     # host time per launch outside stalls: first to last launch of the step, minus stalls
     per_launch = [(sp - st) / (n - 1) / 1e3 for sp, st, n in
-                  per.select("launch_span_ns", "stall_host_ns", "launches").iter_rows() if n > 1]
+                  zip(per["launch_span_ns"], per["stall_host_ns"], per["launches"]) if n > 1]
     lat = summary.get("latency_ms")
     return {
         "basis": "profiled; medians over decode steps",
