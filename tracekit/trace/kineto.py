@@ -228,8 +228,10 @@ def parse_kineto(data: bytes, path: str = "<trace>") -> Trace:
 
 # --- streaming ---------------------------------------------------------------------------------
 #: inflated bytes decoded per slice (msgspec decodes a slice into structs, the builder keeps only
-#: columns, the structs are dropped): memory is a few slices, whatever the trace's size
-SLICE_BYTES = 8 << 20
+#: columns, the structs are dropped): memory is a few slices, whatever the trace's size. Small
+#: slices are also faster: the builder's passes over a slice's event objects stay in the core's
+#: cache (L2 is a few MiB): at 308 MB of JSON 2 MiB slices read in 1.62 s of CPU, 8 MiB in 1.86
+SLICE_BYTES = 2 << 20
 #: the most bytes one event may take (a "JSON bomb": one endless string) before the slicer gives up
 MAX_EVENT_BYTES = 64 << 20
 #: the most inflated bytes read as a stream (a gzip bomb stops here)
@@ -396,7 +398,7 @@ class _Slicer:
         raise _Fallback("the end of the traceEvents list was not found")
 
 
-#: with TRACEKIT_READER_WORKERS unset, a worker process is started after this many slices (64 MB)
+#: with TRACEKIT_READER_WORKERS unset, a worker process is started after this many slices (16 MB)
 #: (small traces never pay its start) ...
 _AUTO_AFTER_SLICES = 8
 #: ... or at the first slice when the file on disk is this large: a forked worker starts in a few

@@ -1,7 +1,7 @@
 """Decode Kineto slices in a second process, so reading uses two cores.
 
 The streaming reader (:mod:`tracekit.trace.kineto`) spends most of its time in msgspec's decode of
-each ~8 MB slice and the Python pass that turns that slice's events into columns. Inflating and
+each ~2 MB slice and the Python pass that turns that slice's events into columns. Inflating and
 cutting the stream is cheap, so the main process keeps doing that, and hands slices to one worker
 process. While the worker is busy the main process decodes the next slice itself.
 
@@ -91,7 +91,7 @@ def main() -> None:  # pragma: no cover - runs in the worker process
 
 
 def _widen(pipe) -> None:
-    """A 1 MiB pipe buffer instead of 64 KiB: an 8 MB slice then crosses in 8 writes, not 128
+    """A 1 MiB pipe buffer instead of 64 KiB: a 2 MB slice then crosses in 2 writes, not 32
     (each a switch between the processes). Linux only; elsewhere, or over the limit, as is."""
     try:
         import fcntl
