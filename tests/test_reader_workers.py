@@ -69,7 +69,7 @@ def test_cli_json_is_byte_identical_on_a_scaled_trace(tmp_path: Path) -> None:
 
     p = tmp_path / "x2.json.gz"
     write_scaled(ROOT / "sample_traces" / "llama-3.1-8b_ctx4096_eager.json.gz", 2, p)
-    assert _inflated(p) > 6 * (8 << 20)  # several 8 MB slices: the worker takes part
+    assert _inflated(p) > 6 * (8 << 20)  # many slices: the worker takes part
     out = {}
     for w in ("0", "1"):
         env = {**os.environ, "TRACEKIT_READER_WORKERS": w}
@@ -125,12 +125,14 @@ def test_truncated_stream_after_worker_slices(tmp_path, procs) -> None:
     _reaped(procs)
 
 
+@pytest.mark.parametrize("fork", ["1", "0"], ids=["forked", "fresh-interpreter"])
 @pytest.mark.parametrize("code", [
     "import sys; sys.exit(3)",  # dies at once
     "import sys; sys.stdin.buffer.read(100); sys.exit(3)",  # dies inside the first request
     "import os; os.kill(os.getpid(), 9)",
 ], ids=["exit", "mid-request", "killed"])
-def test_a_dead_worker_is_survived(tmp_path, monkeypatch, procs, code) -> None:
+def test_a_dead_worker_is_survived(tmp_path, monkeypatch, procs, code, fork) -> None:
+    monkeypatch.setenv("TRACEKIT_READER_FORK", fork)
     monkeypatch.setattr(slice_worker, "_CODE", code)
     data = _layouts(_events())["compact"]
     p = tmp_path / "t.json"
@@ -169,3 +171,18 @@ def test_environment_variable_turns_it_on_and_off(tmp_path, monkeypatch, procs) 
     monkeypatch.setenv("TRACEKIT_READER_WORKERS", "1")
     load(p, slice_bytes=2000)
     _reaped(procs)
+
+
+@pytest.mark.parametrize("fork", ["1", "0"], ids=["forked", "fresh-interpreter"])
+def test_both_ways_of_starting_the_worker_read_the_same(tmp_path, monkeypatch, procs,
+                                                        fork) -> None:
+    """The worker forked from this process (Linux) and one started as a fresh interpreter."""
+    monkeypatch.setenv("TRACEKIT_READER_FORK", fork)
+    data = _layouts(_events())["pretty"]
+    p = tmp_path / "t.json"
+    p.write_bytes(data)
+    alone = load(p, slice_bytes=2000, workers=0)
+    shared = load(p, slice_bytes=2000, workers=1)
+    _same(alone, shared)
+    _reaped(procs)
+    assert all(type(w).__name__ == ("_Forked" if fork == "1" else "Popen") for w in procs)

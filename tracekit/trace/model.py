@@ -86,6 +86,20 @@ def empty(schema: dict):
     return pl.DataFrame(schema=schema)
 
 
+class _PolarsTable:
+    """``trace.gpu_ops`` & co.: the polars DataFrame of one table, built from its columns on first
+    use; assigning a DataFrame or a :class:`Table` replaces the table."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __get__(self, trace, owner=None):
+        return self if trace is None else trace._frame(self.key)
+
+    def __set__(self, trace, value) -> None:
+        trace._set(self.key, value)
+
+
 class Trace:
     """A decode trace, normalized. Build it with :func:`tracekit.trace.load`.
 
@@ -137,47 +151,13 @@ class Trace:
             f = self._frames[key] = self._tables[key].to_polars()
         return f
 
-    @property
-    def gpu_ops(self):
-        """One row per kernel, memcpy or memset executed on a GPU (a polars DataFrame)."""
-        return self._frame("gpu_ops")
-
-    @gpu_ops.setter
-    def gpu_ops(self, value) -> None:
-        self._set("gpu_ops", value)
-
-    @property
-    def launches(self):
-        return self._frame("launches")
-
-    @launches.setter
-    def launches(self, value) -> None:
-        self._set("launches", value)
-
-    @property
-    def annotations(self):
-        return self._frame("annotations")
-
-    @annotations.setter
-    def annotations(self, value) -> None:
-        self._set("annotations", value)
-
-    @property
-    def syncs(self):
-        return self._frame("syncs")
-
-    @syncs.setter
-    def syncs(self, value) -> None:
-        self._set("syncs", value)
-
-    @property
-    def cpu_ops(self):
-        """Host-side framework ops (see the module docstring); empty when the trace has none."""
-        return self._frame("cpu_ops")
-
-    @cpu_ops.setter
-    def cpu_ops(self, value) -> None:
-        self._set("cpu_ops", value)
+    #: the five tables as polars DataFrames (see the module docstring); assigning one (a polars
+    #: DataFrame or a Table) replaces it
+    gpu_ops = _PolarsTable("gpu_ops")
+    launches = _PolarsTable("launches")
+    annotations = _PolarsTable("annotations")
+    syncs = _PolarsTable("syncs")
+    cpu_ops = _PolarsTable("cpu_ops")
 
     def _height(self, key: str) -> int:
         t = self._tables.get(key)

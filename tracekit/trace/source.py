@@ -40,8 +40,8 @@ from tracekit.errors import TraceFormatError
 GZIP_MAGIC = b"\x1f\x8b"
 #: compressed bytes read per system call
 RAW_BLOCK = 1 << 20
-#: inflated bytes per chunk handed to a reader
-CHUNK = 4 << 20
+#: inflated bytes per chunk handed to a reader (half a Kineto slice: see kineto.SLICE_BYTES)
+CHUNK = 1 << 20
 #: a pipe or FIFO that sends nothing for this long is an error ("no writer?")
 READ_TIMEOUT_S = 10.0
 _INFLATE_ERRORS = (zlib.error,) if _zlib is zlib else (zlib.error, _zlib.error)
