@@ -282,16 +282,20 @@ def _stacks(fr: _Frames, ks: np.ndarray, names: list) -> tuple[np.ndarray, list[
         cur = cur[~fr.is_step[cur] & ~inchain[cur]]
         inchain[cur] = True
         cur = fr.parent[cur]
-    ids = np.nonzero(inchain)[0]  # ascending: a parent before its children
-    pos = np.full(fr.start.size, -1, dtype=np.int64)
-    pos[ids] = np.arange(ids.size)
+    # positions are int32 (a thread's frames number far below 2**31): at 1 GB of trace this
+    # stage held ~1.5 M frames' worth of these arrays at once, the host stage's peak
+    ids = np.nonzero(inchain)[0].astype(np.int32)  # ascending: a parent before its children
+    del inchain
+    pos = np.full(fr.start.size, -1, dtype=np.int32)
+    pos[ids] = np.arange(ids.size, dtype=np.int32)
     ppos = pos[np.maximum(fr.parent[ids], 0)]
     ppos[fr.parent[ids] < 0] = -1  # -1: the outermost frame below the step annotation
-    distinct, name_code = np.unique(fr.code[ids], return_inverse=True)
-    name_code = name_code.ravel().astype(np.int64)
-    names_list = [names[c] for c in distinct.tolist()]
+    # a frame's name is already a code into `names`: keys (parent stack, name) sort as (parent
+    # stack, name code), so each level's new stacks come in that order
+    name_code = fr.code[ids].astype(np.int64)
+    names_list = names
     width = len(names_list) + 1
-    code = np.full(ids.size, -1, dtype=np.int64)  # the stack's code in `spelled`
+    code = np.full(ids.size, -1, dtype=np.int32)  # the stack's code in `spelled`
     spelled: list[str] = []
     todo = ppos < 0
     parent_code = np.full(ids.size, -1, dtype=np.int64)
@@ -325,6 +329,7 @@ def attribute(trace: Trace, steps: Steps) -> HostAttribution | None:
     gstep, a, b = (cols[c][sel].astype(np.int64, copy=False)
                    for c in ("step", "start_ns", "end_ns"))
     del cols, sel
+    release()  # the gap search's temporaries (~70 MB at 1 GB of trace) before the frames
     # the op that ends each gap (the first op of the step table starting there), its launch's tid
     ops = steps.ops_t
     ender = first_row(ops["start_ns"], np.ones(ops.height, bool), b)
@@ -370,6 +375,7 @@ def attribute(trace: Trace, steps: Steps) -> HostAttribution | None:
         top = np.where(hit, kk, inner)
         some = top >= 0
         if some.any():
+            release()  # the climb's temporaries, before the stacks' own
             local, spelled = _stacks(fr, top[some], names)
             to_global = np.fromiter((stack_index.setdefault(s, len(stack_index)) for s in spelled),
                                     np.uint32, len(spelled))
