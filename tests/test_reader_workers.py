@@ -134,12 +134,13 @@ def test_truncated_stream_after_worker_slices(tmp_path, procs) -> None:
 def test_a_dead_worker_is_survived(tmp_path, monkeypatch, procs, code, fork) -> None:
     monkeypatch.setenv("TRACEKIT_READER_FORK", fork)
     monkeypatch.setattr(slice_worker, "_CODE", code)
-    data = _layouts(_events())["compact"]
+    _alone_and_shared_agree(tmp_path, procs, "compact")
+
+
+def _alone_and_shared_agree(tmp_path, procs, layout: str) -> None:
     p = tmp_path / "t.json"
-    p.write_bytes(data)
-    alone = load(p, slice_bytes=2000, workers=0)
-    shared = load(p, slice_bytes=2000, workers=1)
-    _same(alone, shared)
+    p.write_bytes(_layouts(_events())[layout])
+    _same(load(p, slice_bytes=2000, workers=0), load(p, slice_bytes=2000, workers=1))
     _reaped(procs)
 
 
@@ -178,11 +179,5 @@ def test_both_ways_of_starting_the_worker_read_the_same(tmp_path, monkeypatch, p
                                                         fork) -> None:
     """The worker forked from this process (Linux) and one started as a fresh interpreter."""
     monkeypatch.setenv("TRACEKIT_READER_FORK", fork)
-    data = _layouts(_events())["pretty"]
-    p = tmp_path / "t.json"
-    p.write_bytes(data)
-    alone = load(p, slice_bytes=2000, workers=0)
-    shared = load(p, slice_bytes=2000, workers=1)
-    _same(alone, shared)
-    _reaped(procs)
+    _alone_and_shared_agree(tmp_path, procs, "pretty")
     assert all(type(w).__name__ == ("_Forked" if fork == "1" else "Popen") for w in procs)
