@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tracekit.host import _parents
 from tracekit.steps import first_row
@@ -168,3 +170,17 @@ def test_runs_give_each_value_to_the_last_range_starting_before_it(seed):
                 want[k].append(v)
         lo, hi = _runs(start, cs, ce)
         assert [start[a:b].tolist() for a, b in zip(lo.tolist(), hi.tolist())] == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-5, 40), max_size=60), st.integers(0, 2))
+def test_unique_inverse_is_numpys(keys, spread):
+    """host._unique_inverse (a presence table for keys of a small range) against np.unique,
+    on narrow keys (the table) and keys spread past its range (np.unique itself)."""
+    from tracekit.host import _unique_inverse
+
+    key = np.array(keys, dtype=np.int64) * (10 ** (6 * spread))
+    uniq, back = _unique_inverse(key)
+    want_u, want_b = np.unique(key, return_inverse=True)
+    assert uniq.tolist() == want_u.tolist()
+    assert back.tolist() == want_b.ravel().tolist()
