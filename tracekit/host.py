@@ -292,16 +292,16 @@ def _stacks(fr: _Frames, ks: np.ndarray, names: list) -> tuple[np.ndarray, list[
     ppos[fr.parent[ids] < 0] = -1  # -1: the outermost frame below the step annotation
     # a frame's name is already a code into `names`: keys (parent stack, name) sort as (parent
     # stack, name code), so each level's new stacks come in that order
-    name_code = fr.code[ids].astype(np.int64)
+    name_code = fr.code[ids]  # uint32
     names_list = names
     width = len(names_list) + 1
     code = np.full(ids.size, -1, dtype=np.int32)  # the stack's code in `spelled`
     spelled: list[str] = []
     todo = ppos < 0
-    parent_code = np.full(ids.size, -1, dtype=np.int64)
+    parent_code = np.full(ids.size, -1, dtype=np.int32)
     while todo.any():  # one round per nesting level
         at = np.nonzero(todo)[0]
-        key = parent_code[at] * width + name_code[at]
+        key = parent_code[at].astype(np.int64) * width + name_code[at]
         uniq, back = _unique_inverse(key)
         base = len(spelled)
         for k in uniq.tolist():
@@ -409,6 +409,7 @@ def attribute(trace: Trace, steps: Steps) -> HostAttribution | None:
                "op_start_ns": op_start, "op_end_ns": op_end},
               {c: t for c, t in GAP_COLUMNS.items() if c != "stall"},
               masks={"tid": tid_ok, "frame": hit, "op_start_ns": hit, "op_end_ns": hit})
+    release()  # the attribution's temporaries, before the per-step work
     per_step, gpos = _per_step(trace, steps, g)
     g = g.with_columns({"stall": "Boolean"}, stall=_mark_stalls(g, gpos, per_step["threshold_ns"]))
     stall_ns, stall_host_ns = _stall_sums(g, gpos, per_step["step"].size)
