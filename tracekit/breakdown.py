@@ -496,14 +496,6 @@ def _per_name(ops: Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return group.ravel(), [(name[i], kind[i]) for i in first.tolist()]
 
 
-def _f(a: int, b: int) -> float:
-    return float(a) / float(b)  # as a dataframe divides two integer columns
-
-
-def _per(a: int | float, n: int | float) -> float:
-    return a / n
-
-
 CATEGORY_COLUMNS = ["category", "ms_per_step", "share", "ops_per_step", "bytes_per_step",
                     "trace_gbps", "ops_with_bytes_per_step"]
 TOP_KERNEL_COLUMNS = ["name", "kind", "category", "ms_per_step", "calls_per_step", "median_us"]
@@ -532,18 +524,18 @@ def kernel_category_rows(steps: Steps) -> list[dict]:
         c = cats[cat]
         some = c["known"] > 0
         rows.append({
-            "category": cat, "ms_per_step": _per(_per(c["dur"], n_steps), 1e6), "share": None,
-            "ops_per_step": _per(c["n"], n_steps),
-            "bytes_per_step": _per(c["bytes"], n_steps) if some else None,
-            "trace_gbps": _f(c["bytes"], c["dur_known"]) if some and c["dur_known"] > 0 else None,
-            "ops_with_bytes_per_step": _per(c["known"], n_steps),
+            "category": cat, "ms_per_step": c["dur"] / n_steps / 1e6, "share": None,
+            "ops_per_step": c["n"] / n_steps,
+            "bytes_per_step": c["bytes"] / n_steps if some else None,
+            "trace_gbps": c["bytes"] / c["dur_known"] if some and c["dur_known"] > 0 else None,
+            "ops_with_bytes_per_step": c["known"] / n_steps,
         })
     total = 0.0
     for r in rows:  # in category order, one after the other, as a dataframe sums a short column
         total += r["ms_per_step"]
     total = total or 1.0
     for r in rows:
-        r["share"] = _per(r["ms_per_step"], total)
+        r["share"] = r["ms_per_step"] / total
     rows.sort(key=lambda r: (-r["ms_per_step"], r["category"]))
     return rows
 
@@ -582,8 +574,8 @@ def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
         m = c // 2
         median = float(sd[s0 + m]) if c % 2 else (sd[s0 + m - 1] + sd[s0 + m]) / 2
         rows.append({"name": name, "kind": kind, "category": categorize(name, kind).value,
-                     "ms_per_step": _per(_per(int(sums[i]), n_steps), 1e6),
-                     "calls_per_step": _per(c, n_steps), "median_us": _per(median, 1e3)})
+                     "ms_per_step": int(sums[i]) / n_steps / 1e6,
+                     "calls_per_step": c / n_steps, "median_us": median / 1e3})
     rows.sort(key=lambda r: (-r["ms_per_step"], r["name"]))
     return rows[:n] if n is not None else rows
 
