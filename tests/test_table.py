@@ -18,7 +18,7 @@ from polars.testing import assert_frame_equal
 
 from tracekit.trace import load
 from tracekit.trace.model import GPU_OPS_SCHEMA
-from tracekit.trace.table import Strings, Table, concat
+from tracekit.trace.table import Strings, Table
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_traces"
 TRACES = ["h100/qwen2.5-7b_ctx2048_eager.json.gz", "qwen2.5-7b_ctx2048_eager_nsys.sqlite.gz",
@@ -79,14 +79,3 @@ def test_strings(items):
     assert values == seen
     assert s.to_polars("x").to_list() == items
 
-
-def test_concat_keeps_order_and_nulls():
-    schema = {"a": "Int64", "s": "Utf8"}
-    vocab = ["x", "y"]
-    p1 = Table({"a": np.array([1, 0]), "s": Strings(np.array([0, 1], np.uint32), vocab)}, schema,
-               {"a": np.array([True, False])})
-    p2 = Table({"a": np.array([3]), "s": Strings(np.array([1], np.uint32), vocab)}, schema)
-    got = concat([p1, p2], schema).to_polars()
-    want = pl.DataFrame({"a": [1, None, 3], "s": ["x", "y", "y"]})
-    assert_frame_equal(got, want)
-    assert concat([], schema).height == 0

@@ -48,9 +48,6 @@ PARTIAL_FRACTION = 0.8
 STEPS = {"step": "Int64", "name": "Utf8", "cpu_start_ns": "Int64", "cpu_end_ns": "Int64",
          "kind": "Utf8"}
 _RANGES = {k: v for k, v in STEPS.items() if k != "step"}
-#: what membership adds to the GPU ops
-_OPS_EXTRA = {"launch_start_ns": "Int64", "launch_end_ns": "Int64", "launch_kind": "Utf8",
-              "step": "Int64"}
 
 
 def __getattr__(name: str):

@@ -197,21 +197,3 @@ class Table:
             schema[name] = type_name
         return cls(cols, schema, masks)
 
-
-def concat(parts: list[Table], schema: dict[str, str]) -> Table:
-    """Tables of one schema, one after the other. String columns must share their ``values``
-    list (the readers code every part into one dictionary)."""
-    if not parts:
-        return Table.empty(schema)
-    if len(parts) == 1:
-        return parts[0]
-    cols, masks = {}, {}
-    for name, dtype in schema.items():
-        if dtype == "Utf8":
-            values = parts[-1].cols[name].values
-            cols[name] = Strings(np.concatenate([p.cols[name].codes for p in parts]), values)
-        else:
-            cols[name] = np.concatenate([p.cols[name] for p in parts])
-        if any(p.has_nulls(name) for p in parts):
-            masks[name] = np.concatenate([p.valid(name) for p in parts])
-    return Table(cols, schema, masks)
