@@ -611,6 +611,16 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
         bare = not head.strip()
         lead = start - 1  # buf[lead] is '[' (or whitespace/',' later): the slice's opener
         redone = False  # after a wrong cut, the slices from there are read here (to the end)
+
+        def read_on(redo: tuple[int, bytearray] | None) -> bool:
+            """After the worker's wrong cut: put the slices from there back in front of ``buf``
+            and read on from them here. False when there was none."""
+            nonlocal dropped, redone
+            if redo is None:
+                return False
+            dropped, buf[:0] = redo
+            redone = True
+            return True
         while not eof or redone:
             if par is not None and len(buf) - lead <= slice_bytes:
                 # the worker's slice is the rest of buf and whole chunks as the inflater made
@@ -630,11 +640,8 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
                     buf = bytearray(last[comma:])
                     lead = 0
                     del ahead, last
-                    redo = par.settle(block=False)
-                    if redo is not None:  # a wrong cut: read on from that slice, here
+                    if read_on(par.settle(block=False)):
                         par = None
-                        dropped, buf[:0] = redo
-                        redone = True
                     continue
                 for chunk in ahead:  # no cut in the last chunk, or the end: as below
                     buf.extend(chunk)
@@ -660,18 +667,13 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
                     del buf[:comma]
                     dropped += comma
                     lead = 0
-                    redo = par.settle(block=False)
-                    if redo is not None:  # a wrong cut: read on from that slice, here
+                    if read_on(par.settle(block=False)):
                         par = None
-                        dropped, buf[:0] = redo
-                        redone = True
                     continue
-                redo = par.settle(block=True)
+                if read_on(par.settle(block=True)):
+                    par = None
+                    continue
                 par = None
-                if redo is not None:
-                    dropped, buf[:0] = redo
-                    redone = True
-                    continue
             new = slicer.cut(buf, lead, cuts)
             if new == lead:
                 if eof:
