@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracekit.host import _parents
+from tracekit.host import _count_in_runs, _parents
 from tracekit.steps import first_row
 
 
@@ -36,7 +36,40 @@ def test_parents_match_a_stack_scan(seed):
         en = st + rng.integers(0, int(rng.integers(1, 80)), n)
         order = np.lexsort((-en, st))
         st, en = st[order], en[order]
-        assert _parents(st, en).tolist() == _stack_scan(st.tolist(), en.tolist())
+        want = _stack_scan(st.tolist(), en.tolist())
+        assert _parents(st, en).tolist() == want
+        # in short runs: jumps land in earlier runs, whose parents are already final
+        for run in (1, 2, 7):
+            assert _parents(st, en, run=run).tolist() == want
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_count_in_runs_counts_each_row_in_its_range(seed):
+    """A row belongs to the last range starting at or before it, if that range has not ended
+    (ranges may overlap or share a start); only valid rows on the given threads count."""
+    from tracekit.trace.table import Table
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n, r = int(rng.integers(0, 60)), int(rng.integers(0, 8))
+        cs = np.sort(rng.integers(0, 100, r))
+        ce = cs + rng.integers(0, 30, r)
+        start = rng.integers(-5, 140, n)
+        tid = rng.integers(1, 4, n)
+        valid = rng.random(n) < 0.9
+        t = Table({"start_ns": start, "tid": tid}, {"start_ns": "Int64", "tid": "Int64"},
+                  masks={"start_ns": valid, "tid": rng.random(n) < 0.9})
+        tids = np.unique(rng.integers(1, 4, int(rng.integers(0, 3))))
+        want = [0] * r
+        for s, ok, th, tok in zip(start.tolist(), valid.tolist(), tid.tolist(),
+                                  t.valid("tid").tolist()):
+            if not ok or (tids.size and not (tok and th in tids.tolist())):
+                continue
+            k = max((i for i in range(r) if cs[i] <= s), default=-1)
+            if k >= 0 and s < ce[k]:
+                want[k] += 1
+        for run in (1, 3, 1 << 16):
+            assert _count_in_runs(t, tids, cs, ce, run=run).tolist() == want
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -174,7 +174,7 @@ class _Frames:
     is_step: np.ndarray
 
 
-def _parents(st: np.ndarray, en: np.ndarray) -> np.ndarray:
+def _parents(st: np.ndarray, en: np.ndarray, *, run: int = 1 << 16) -> np.ndarray:
     """The enclosing frame of each frame (-1: none), for frames sorted by (start, -end).
 
     A scan with a stack (pop while the top ended at or before this start; the top left is the
@@ -183,15 +183,21 @@ def _parents(st: np.ndarray, en: np.ndarray) -> np.ndarray:
     once by pointer jumping: each frame's candidate starts at the frame before it; a candidate that
     ended by the frame's start is replaced by the candidate's own candidate. Everything a jump
     skips ended by the candidate's start, hence by this one's (starts ascend), so the first
-    candidate still open is the answer. Rounds: about log2 of the longest run skipped."""
+    candidate still open is the answer. Rounds: about log2 of the longest run skipped.
+
+    Frames are taken in runs of ``run`` (in order), so the search's temporaries are bounded by the
+    run, not the thread (~45 MB for the 1.5 M frames of a 1 GB trace). A jump into an earlier run
+    lands on that frame's parent, which is already final and as valid a jump: everything between
+    a frame and its parent ended by the frame's start."""
     n = st.size
     cand = np.arange(-1, n - 1, dtype=np.int32)
-    active = np.arange(1, n, dtype=np.int32)
-    while active.size:
-        c = cand[active]
-        closed = (c >= 0) & (en[np.maximum(c, 0)] <= st[active])
-        active, c = active[closed], c[closed]
-        cand[active] = cand[c]
+    for lo in range(1, n, run):
+        active = np.arange(lo, min(lo + run, n), dtype=np.int32)
+        while active.size:
+            c = cand[active]
+            closed = (c >= 0) & (en[np.maximum(c, 0)] <= st[active])
+            active, c = active[closed], c[closed]
+            cand[active] = cand[c]
     return cand
 
 
@@ -274,18 +280,18 @@ def _stacks(fr: _Frames, ks: np.ndarray, names: list) -> tuple[np.ndarray, list[
     A stack is a code into a dictionary of the distinct stacks (a few hundred: the same calls
     repeat every layer and step), built level by level from the parent's code and the frame's
     name code; only the distinct stacks are ever spelled out."""
-    need, inverse = np.unique(ks, return_inverse=True)
     inchain = np.zeros(fr.start.size, dtype=bool)
-    cur = need
-    while cur.size:  # every frame on the way up, below the step annotation
-        cur = cur[(cur >= 0)]
+    cur = ks.astype(np.int32)
+    while cur.size:  # every frame on the way up, below the step annotation (`ks` may repeat a
+        cur = cur[(cur >= 0)]  # frame: the repeat only climbs along, no sort to drop it first)
         cur = cur[~fr.is_step[cur] & ~inchain[cur]]
         inchain[cur] = True
         cur = fr.parent[cur]
     # positions are int32 (a thread's frames number far below 2**31): at 1 GB of trace this
     # stage held ~1.5 M frames' worth of these arrays at once, the host stage's peak
     ids = np.nonzero(inchain)[0].astype(np.int32)  # ascending: a parent before its children
-    del inchain
+    del inchain, cur
+    release()  # the climb's temporaries (each of these steps adds to the host stage's peak)
     pos = np.full(fr.start.size, -1, dtype=np.int32)
     pos[ids] = np.arange(ids.size, dtype=np.int32)
     ppos = pos[np.maximum(fr.parent[ids], 0)]
@@ -297,25 +303,26 @@ def _stacks(fr: _Frames, ks: np.ndarray, names: list) -> tuple[np.ndarray, list[
     width = len(names_list) + 1
     code = np.full(ids.size, -1, dtype=np.int32)  # the stack's code in `spelled`
     spelled: list[str] = []
-    todo = ppos < 0
-    parent_code = np.full(ids.size, -1, dtype=np.int32)
-    while todo.any():  # one round per nesting level
-        at = np.nonzero(todo)[0]
-        key = parent_code[at].astype(np.int64) * width + name_code[at]
+    root = ppos < 0
+    at = np.flatnonzero(root).astype(np.int32)  # this level's frames (chain positions)
+    pending = np.flatnonzero(~root).astype(np.int32)  # the frames below it, not yet coded
+    del root
+    while at.size:  # one round per nesting level
+        up = ppos[at]
+        key = np.where(up >= 0, code[np.maximum(up, 0)], -1).astype(np.int64) * width
+        key += name_code[at]
         uniq, back = _unique_inverse(key)
+        del up, key
         base = len(spelled)
         for k in uniq.tolist():
             pc, nc = divmod(k, width)
             spelled.append(f"{spelled[pc]}{SEP}{names_list[nc]}" if pc >= 0 else names_list[nc])
         code[at] = base + back
-        nxt = np.zeros(ids.size, dtype=bool)
-        child = (ppos >= 0) & (code < 0)
-        ready = child.copy()
-        ready[child] = code[ppos[child]] >= 0
-        parent_code[ready] = code[ppos[ready]]
-        nxt[ready] = True
-        todo = nxt
-    return code[pos[need]][inverse.ravel()], spelled
+        ready = code[ppos[pending]] >= 0  # the parent got its code: the next level
+        at, pending = pending[ready], pending[~ready]
+        del ready, back, uniq
+        release()  # this level's temporaries, before the next level's
+    return code[pos[ks]], spelled
 
 
 def _unique_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -452,8 +459,7 @@ def _per_step(trace: Trace, steps: Steps, g: Table) -> tuple[dict[str, np.ndarra
     median_ok = launches > 1
     span = np.array([int(at[b - 1] - at[a]) if b > a else 0 for a, b in bounds], dtype=np.int64)
     del at
-    _, lo, hi = in_step(trace.table("cpu_ops"))
-    cpu_ops = hi - lo
+    cpu_ops = _count_in_runs(trace.table("cpu_ops"), tids, cs, ce)
     order = np.argsort(ids, kind="stable")
     gpos = order[np.searchsorted(ids[order], g["step"])] if n else np.zeros(g.height, np.int64)
     hb = np.zeros(n, dtype=np.int64)
@@ -476,6 +482,29 @@ def _runs(start: np.ndarray, cs: np.ndarray, ce: np.ndarray) -> tuple[np.ndarray
     upper = np.minimum(ce, np.append(cs[1:], np.iinfo(np.int64).max)) if cs.size else ce
     lo = np.searchsorted(start, cs, side="left")
     return lo, np.maximum(np.searchsorted(start, upper, side="left"), lo)
+
+
+def _count_in_runs(t: Table, tids: np.ndarray, cs: np.ndarray, ce: np.ndarray, *,
+                   run: int = 1 << 16) -> np.ndarray:
+    """How many rows of ``t`` on the threads ``tids`` (any thread if none) each range holds, by
+    the rule of :func:`_runs`: the last range starting at or before the row's start, if that
+    range has not ended. Counted ``run`` rows at a time, so a million CPU ops need no sorted
+    copy of their starts (~12 MB at 1 GB of trace, at the host stage's memory peak)."""
+    counts = np.zeros(cs.size, np.int64)
+    if cs.size == 0:
+        return counts
+    start, valid = t["start_ns"], t.valid("start_ns")
+    tid, tid_ok = t["tid"], t.valid("tid")
+    for a in range(0, t.height, run):
+        s = start[a:a + run]
+        ok = valid[a:a + run]
+        if tids.size:
+            ok = ok & tid_ok[a:a + run] & np.isin(tid[a:a + run], tids)
+        k = np.searchsorted(cs, s, side="right") - 1
+        inside = ok & (k >= 0)
+        inside[inside] = s[inside] < ce[k[inside]]
+        counts += np.bincount(k[inside], minlength=cs.size)
+    return counts
 
 
 def _mark_stalls(g: Table, gpos: np.ndarray, threshold: np.ndarray) -> np.ndarray:
