@@ -79,3 +79,20 @@ def test_strings(items):
     assert values == seen
     assert s.to_polars("x").to_list() == items
 
+
+
+@pytest.mark.parametrize("name", [TRACES[0], TRACES[2]])
+def test_gpu_ops_read_back_the_same_after_step_detection(name):
+    """Step detection keeps one copy of the GPU ops (sorted by start, shared with the trace);
+    the trace's own table must still read back row for row as the reader made it."""
+    from tracekit.steps import detect_steps
+
+    fresh, trace = load(SAMPLES / name), load(SAMPLES / name)
+    before = fresh.gpu_ops
+    assert not before["start_ns"].is_sorted()  # so the shared copy really is in another order
+    steps = detect_steps(trace)
+    assert steps.ops_t.height == before.height
+    assert_frame_equal(trace.gpu_ops, before)
+    assert trace.has_gpu and trace.table("gpu_ops").height == before.height
+    # and a second detection over the rebuilt table finds the same steps
+    assert_frame_equal(detect_steps(trace).table, steps.table)

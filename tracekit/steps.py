@@ -103,7 +103,7 @@ class Steps:
 # -- entry point ------------------------------------------------------------------------------
 def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
     """Detect the decode steps of ``trace`` (see the module docstring for the order)."""
-    ops = _ops_with_launch(trace)
+    ops, order = _ops_with_launch(trace)
     ann = trace.table("annotations")
     cpu_ann = ann.take(np.nonzero(~ann.filled("on_gpu", True))[0])
     found: tuple[Table, str, str] | None = None
@@ -135,6 +135,7 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
     ranges = ranges.take(np.argsort(ranges["cpu_start_ns"], kind="stable"))
     table = Table({"step": np.arange(ranges.height, dtype=np.int64), **ranges.cols}, STEPS)
     ops = _assign(ops, table)
+    trace._share("gpu_ops", ops, order)  # one copy of the GPU ops' columns, not two
     table, warnings = _flag(table, ops, has_gpu=trace.has_gpu)
     return Steps(table_t=table, ops_t=ops, method=method, detail=detail, warnings=warnings)
 
@@ -163,9 +164,9 @@ def _marker_matches(step_marker: str, ann: Table) -> np.ndarray:
 
 
 # -- membership -------------------------------------------------------------------------------
-def _ops_with_launch(trace: Trace) -> Table:
+def _ops_with_launch(trace: Trace) -> tuple[Table, np.ndarray]:
     """GPU ops sorted by start, with the start/end/kind of the call that launched them (the first
-    launch call with the op's correlation id)."""
+    launch call with the op's correlation id); and the order (rows of ``gpu_ops``) they are in."""
     ops, calls = trace.table("gpu_ops"), trace.table("launches")
     row = first_row(calls.filled("correlation", 0), calls.valid("correlation"),
                     ops.filled("correlation", 0))
@@ -184,7 +185,8 @@ def _ops_with_launch(trace: Trace) -> Table:
         {"launch_start_ns": "Int64", "launch_end_ns": "Int64", "launch_kind": "Utf8"},
         masks={"launch_start_ns": hit, "launch_end_ns": hit},
         launch_start_ns=np.where(hit, ls, 0), launch_end_ns=np.where(hit, le, 0), launch_kind=lk)
-    return out.take(np.argsort(out["start_ns"], kind="stable"))
+    order = np.argsort(out["start_ns"], kind="stable")
+    return out.take(order), order
 
 
 def first_row(keys: np.ndarray, valid: np.ndarray, query: np.ndarray) -> np.ndarray:
