@@ -565,17 +565,17 @@ def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
     dur = (ops["end_ns"] - ops["start_ns"]).astype(np.int64)
     sums = int_sums(group, dur, len(keys))
     counts = np.bincount(group, minlength=len(keys))
-    order = np.lexsort((dur, group))
-    sd = dur[order].tolist()
-    starts = (np.cumsum(counts) - counts).tolist()
+    sd = dur[np.lexsort((dur, group))]  # by group, then duration
+    first = np.cumsum(counts) - counts
+    # the median: the middle one, or the mean of the middle two (exact: ns sums stay below 2**53)
+    median = (sd[first + (counts - 1) // 2] + sd[first + counts // 2]) / 2
+    del sd
     rows = []
     for i, (name, kind) in enumerate(keys):
-        c, s0 = int(counts[i]), starts[i]
-        m = c // 2
-        median = float(sd[s0 + m]) if c % 2 else (sd[s0 + m - 1] + sd[s0 + m]) / 2
+        c = int(counts[i])
         rows.append({"name": name, "kind": kind, "category": categorize(name, kind).value,
                      "ms_per_step": int(sums[i]) / n_steps / 1e6,
-                     "calls_per_step": c / n_steps, "median_us": median / 1e3})
+                     "calls_per_step": c / n_steps, "median_us": float(median[i]) / 1e3})
     rows.sort(key=lambda r: (-r["ms_per_step"], r["name"]))
     return rows[:n] if n is not None else rows
 

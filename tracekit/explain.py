@@ -266,6 +266,7 @@ def explain(
     whatif = _whatif(summary, decomp, peak, gap_ns, gap_src)
     unprof.check_flag(unprofiled_ms, summary["gpu_busy_ms"])
     attribution = host_attr.attribute(tr, steps) if tr.has_gpu else None
+    release()  # the attribution's temporaries, before the kernel tables
     if attribution is None and tr.has_gpu:
         warnings.append("no CPU ops in this trace: host attribution (what the host was doing "
                         "while the GPU waited) needs CPU activity — profile with "
