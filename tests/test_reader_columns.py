@@ -22,8 +22,11 @@ import sys
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from tracekit.trace import load
@@ -179,6 +182,57 @@ def test_awkward_values_match_the_oracle(tmp_path: Path) -> None:
     assert whole.meta["skipped_categories"] == {"weird": 40}
 
 
+def _phases() -> list[dict]:
+    """Complete events among flow, instant, counter and metadata events, keys in any order, some
+    events with no ``ph`` or a phase outside the format, values only the plain decode checks."""
+    ev = []
+    t = 5_000_000
+    for i in range(60):
+        ev += [
+            {"name": f"k{i % 4}", "args": {"correlation": i, "stream": 7, "device": 0},
+             "dur": 2.5, "ts": t + 0.25, "tid": 7, "pid": 0, "cat": "kernel", "ph": "X"},
+            {"ph": "s", "id": 2**70 + i, "pid": 1, "tid": 2, "ts": t, "cat": "ac2g",
+             "name": "ac2g", "bp": "e"},
+            {"ph": "f", "id": i, "pid": 0, "tid": 7, "ts": t + 0.25, "cat": "ac2g",
+             "name": "ac2g", "bp": "e", "args": [1, {"x": None}]},
+            {"cat": "cuda_runtime", "ph": "X", "name": "cudaLaunchKernel", "ts": t, "dur": 1,
+             "pid": 1, "tid": 2, "args": {"correlation": i, "External id": 3}},
+            {"name": "aten::mm", "ph": "X", "cat": "cpu_op", "ts": t - 1, "dur": 3, "pid": 1,
+             "tid": 2, "args": {"Input Dims": [[1, 2], []], "Concrete Inputs": ["", "1"]}},
+            {"ph": "C", "name": "mem", "pid": 0, "ts": t, "args": {"bytes": 1.5}},
+            {"ph": "M", "name": "thread_name", "pid": 1, "tid": "x", "args": {"name": "t"}},
+            {"ph": "i", "s": "g", "name": "mark", "pid": "", "tid": "", "ts": t},
+        ]
+        if i % 20 == 7:  # a slice holding one of these is decoded the plain way
+            ev.append({"name": "no phase", "cat": "cpu_op", "ts": t, "dur": 1, "pid": 1,
+                       "tid": 2})
+            ev.append({"ph": "Z", "name": "unknown phase", "cat": "cpu_op", "ts": t, "dur": 1})
+        t += 100
+    return ev
+
+
+def test_events_of_every_phase_match_the_oracle(tmp_path: Path) -> None:
+    """Slices are decoded by phase (only complete events get fields); a slice with an event of
+    no or another phase is decoded plainly. Either way the tables are the oracle's."""
+    from tracekit.trace.kineto import _Complete, _decode_events
+
+    doc = {"traceEvents": _phases()}
+    data = json.dumps(doc).encode()
+    p = tmp_path / "t.json"
+    p.write_bytes(data)
+    want = _oracle(json.loads(data, parse_float=Decimal))
+    assert want["gpu_ops"].height == want["launches"].height == 60
+    _check(load(p), want)
+    for workers in (0, 1):
+        for size in (600, 5000):
+            _check(load(p, slice_bytes=size, workers=workers), want)
+    # which decode a slice got: by phase, unless an event has none or an unknown one
+    events = json.dumps(_phases()[:16]).encode()
+    assert {type(e) for e in _decode_events(events) if e.ph == "X"} == {_Complete}
+    plain = json.dumps([*_phases()[:8], {"name": "no phase", "ts": 1}]).encode()
+    assert _Complete not in {type(e) for e in _decode_events(plain)}
+
+
 @pytest.mark.parametrize("path", [
     ROOT / "tracekit" / "data" / "sample_qwen2.5-7b_ctx2048_eager.json.gz",
     ROOT / "sample_traces" / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz",
@@ -213,3 +267,26 @@ def test_reading_never_imports_polars(tmp_path: Path) -> None:
                         "import tracekit.trace.kineto; assert 'polars' not in sys.modules"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.integers(-(2**31) - 2, 2**31 + 1), st.integers(-(2**64), 2**64),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**31 - 1, 2**31, -(2**31)]),
+    st.none(), st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["12", "-3", "x", ""])), max_size=12), st.sampled_from([32, 64]),
+    st.booleans())
+def test_ids_are_ints_in_range_or_null(values, bits, ints_only):
+    """An id column: the value where it is an int in range (or an integral float, a digit
+    string), else null — whether the slice's ids are all plain ints (the quick path) or not."""
+    from tracekit.trace.kineto import _Builder
+
+    if ints_only:
+        values = [v for v in values if type(v) is int]
+    cols, masks = {}, {}
+    _Builder._ints(values, "id", cols, masks, bits=bits)
+    want = [_int(Decimal(v) if isinstance(v, float) else v, bits) for v in values]
+    valid = masks.get("id")
+    got = [int(x) if valid is None or valid[i] else None for i, x in enumerate(cols["id"])]
+    assert got == want
+    assert cols["id"].dtype == (np.int32 if bits == 32 else np.int64)

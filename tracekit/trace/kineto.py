@@ -30,7 +30,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar, Union
 
 import msgspec
 import numpy as np
@@ -141,6 +141,41 @@ _DECODERS = {False: msgspec.json.Decoder(_File), True: msgspec.json.Decoder(_Pre
 _LIST_DECODERS = {False: msgspec.json.Decoder(list[_Event]),
                   True: msgspec.json.Decoder(list[_PreciseEvent])}
 _META_DECODER = msgspec.json.Decoder(_Meta)
+
+
+# A slice's events decoded by their phase: msgspec picks the struct by ``ph`` (a tagged union),
+# so only complete events ("X": the ones tracekit reads) get their fields decoded; a flow, instant
+# or metadata event (a third of a Kineto trace) is skipped over to an empty struct. ``ph`` is a
+# class attribute on each, so the builder reads ``e.ph`` from either kind of event.
+class _Complete(msgspec.Struct, tag_field="ph", tag="X", gc=False):
+    ph: ClassVar[str] = "X"
+    cat: str | None = None
+    name: str = ""
+    pid: int | str | None = None
+    tid: int | str | None = None
+    ts: float | None = None
+    dur: float | None = None
+    args: _Args | list | str | int | float | bool | None = None
+
+
+def _phase(ph: str) -> type:
+    return msgspec.defstruct(f"_Phase{ord(ph)}", [], namespace={"ph": ph, "__annotations__":
+                             {"ph": ClassVar[str]}}, tag_field="ph", tag=ph, gc=False)
+
+
+#: the Trace Event Format's other phases (and the deprecated async ones)
+_PHASES = "BEiICbneStTpFfsPNODMVvRc()"
+_BY_PHASE = msgspec.json.Decoder(list[Union[(_Complete, *map(_phase, _PHASES))]])  # noqa: UP007
+
+
+def _decode_events(data) -> list:
+    """A slice's events (``[`` … ``]``), by phase; anything that does not decode that way (an
+    event with no or another ``ph``, a wrong cut, a bad value) is decoded as plain events, which
+    decide it as they always did: the same events, or the same error."""
+    try:
+        return _BY_PHASE.decode(data)
+    except Exception:  # noqa: BLE001 - the plain decode below raises what there is to raise
+        return _LIST_DECODERS[False].decode(data)
 
 #: below 2**43 µs (~100 days of clock) a float64 µs value still pins the nanosecond: its error is
 #: under half a ns, so rounding recovers the exact integer (see _start_ns)
@@ -329,7 +364,7 @@ class _Slicer:
         view = memoryview(buf)[lead:end + 1]
         try:
             try:
-                events = _LIST_DECODERS[False].decode(view)
+                events = _decode_events(view)
             except msgspec.ValidationError as exc:
                 raise self._error(exc) from None
             except msgspec.DecodeError:
@@ -438,7 +473,7 @@ def decode_part(data, path: str) -> tuple:
     ``("recursion",)``, ``("unicode", reason)``, ``("tfe", msg)``. Runs in the worker process
     (see :mod:`tracekit.trace.slice_worker`) or here."""
     try:
-        events = _LIST_DECODERS[False].decode(data)
+        events = _decode_events(data)
     except msgspec.ValidationError as exc:
         return ("verr", str(exc))
     except msgspec.DecodeError:
@@ -797,7 +832,7 @@ class _Builder:
         if precise:
             split = self._split(precise_events(), count=False)
         gpu, api, ann, cpu = split[:4]
-        self.no_dur += sum(e.dur is None for e in gpu)
+        self.no_dur += [e.dur for e in gpu].count(None)
         for key, part in (("gpu", self._gpu_ops(gpu, precise)),
                           ("launch", self._launches(api, precise)),
                           ("sync", self._syncs(api, precise)),
@@ -842,7 +877,7 @@ class _Builder:
         One comprehension per destination (C-speed passes; event order kept in each)."""
         timed = [e for e in events if e.ph == "X" and e.ts is not None]
         if count:
-            self.no_ts += sum(1 for e in events if e.ph == "X" and e.ts is None)
+            self.no_ts += [e.ph for e in events].count("X") - len(timed)
         route = self.route
         for cat in {e.cat for e in timed}:
             if cat not in route:
@@ -851,10 +886,15 @@ class _Builder:
         gpu_c, api_c, ann_c, cpu_c = by["gpu"], by["api"], by["ann"], by["cpu"]
         gpu = [e for e in timed if e.cat in gpu_c]
         api = [e for e in timed if e.cat in api_c]
-        # before ~2023 ProfilerStep#N was a cpu_op (PyTorch 1.8-1.9: Operator): an annotation
-        ann = [e for e in timed if e.cat in ann_c
-               or (e.cat in cpu_c and e.name.startswith("ProfilerStep#"))]
-        cpu = [e for e in timed if e.cat in cpu_c and not e.name.startswith("ProfilerStep#")]
+        cpu = [e for e in timed if e.cat in cpu_c]
+        # before ~2023 ProfilerStep#N was a cpu_op (PyTorch 1.8-1.9: Operator): an annotation.
+        # One search of the names joined answers "any here?" (no: every trace since) at C speed
+        if cpu and "\0ProfilerStep#" in "\0" + "\0".join([e.name for e in cpu]):
+            ann = [e for e in timed if e.cat in ann_c
+                   or (e.cat in cpu_c and e.name.startswith("ProfilerStep#"))]
+            cpu = [e for e in cpu if not e.name.startswith("ProfilerStep#")]
+        else:
+            ann = [e for e in timed if e.cat in ann_c]
         unknown = {c for c, r in route.items() if r == "unknown"}
         if count and unknown:
             skipped = self.skipped
@@ -867,7 +907,7 @@ class _Builder:
     def _names(self, events: list) -> np.ndarray:
         """Name codes into the one dictionary of distinct names (a few hundred per trace)."""
         codes = self.codes
-        names = list(map(_get_name, events))
+        names = [e.name for e in events]
         try:
             return np.fromiter(map(codes.__getitem__, names), np.uint32, len(names))
         except KeyError:  # new names (a few per slice): coded in order of first occurrence
@@ -880,7 +920,8 @@ class _Builder:
         if not events:
             return {"start_ns": np.empty(0, np.int64), "end_ns": np.empty(0, np.int64)}
         start = self._start_ns(events, precise)
-        dur = np.array([e.dur if e.dur is not None else 0.0 for e in events], dtype=np.float64)
+        dur = np.array([e.dur for e in events], dtype=np.float64)  # None: nan (JSON has no NaN)
+        dur[np.isnan(dur)] = 0.0
         if not np.all(dur < _MAX_US):
             self._range_error("dur", float(dur.max()))
         return {"start_ns": start,
@@ -909,6 +950,9 @@ class _Builder:
         )
 
     def _args(self, events: list) -> list[_Args]:
+        out = [e.args for e in events]
+        if set(map(type, out)) <= {_Args}:
+            return out
         out = []
         for e in events:
             a = e.args
@@ -925,6 +969,15 @@ class _Builder:
         null (unknown): 0 in the column, False in ``masks[name]``."""
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1)
         dtype = np.int64 if bits == 64 else np.int32
+        if set(map(type, values)) <= {int}:  # the usual case: plain ints, in range or not
+            try:
+                arr = np.array(values, dtype=np.int64)
+            except OverflowError:  # beyond 64 bits: the general path below nulls it
+                arr = None
+            if arr is not None and (bits == 64 or not arr.size
+                                    or (lo <= int(arr.min()) and int(arr.max()) < hi)):
+                cols[name] = arr.astype(dtype, copy=False)
+                return
         out = [v if type(v) is int and lo <= v < hi else _int_or_none(v, bits) for v in values]
         try:
             cols[name] = np.array(out, dtype=dtype)  # no unknowns (all ints, in range)
@@ -935,25 +988,34 @@ class _Builder:
     # -- tables -----------------------------------------------------------------------------
     def _gpu_ops(self, events: list, precise: bool) -> tuple[dict, dict]:
         args = self._args(events)
-        cols = {"kind": np.fromiter((_GPU_KIND_CODE[e.cat.lower()] for e in events), np.uint8,
-                                    len(events)),
+        cats = [e.cat for e in events]
+        kind = {c: _GPU_KIND_CODE[c.lower()] for c in set(cats)}
+        cols = {"kind": np.fromiter(map(kind.__getitem__, cats), np.uint8, len(events)),
                 "name": self._names(events), **self._times(events, precise)}
         masks: dict = {}
-        self._ints([a.device if a.device is not None else e.pid for e, a in zip(events, args)],
-                   "device", cols, masks, bits=32)
-        self._ints([a.stream if a.stream is not None else e.tid for e, a in zip(events, args)],
-                   "stream", cols, masks)
+        device, stream = [a.device for a in args], [a.stream for a in args]
+        if None in device:  # the process id stands in
+            device = [d if d is not None else e.pid for d, e in zip(device, events)]
+        if None in stream:  # the thread id stands in
+            stream = [s if s is not None else e.tid for s, e in zip(stream, events)]
+        self._ints(device, "device", cols, masks, bits=32)
+        self._ints(stream, "stream", cols, masks)
         self._ints([a.correlation for a in args], "correlation", cols, masks)
         self._ints([_bytes(a.bytes) for a in args], "bytes", cols, masks)
         return cols, masks
 
     def _launches(self, events: list, precise: bool) -> tuple[dict, dict]:
-        kinds = [launch_kind(e.name) if e.cat.lower() != "cuda_sync" else None for e in events]
+        # classified once per distinct name and category, not per call
+        names, cats = [e.name for e in events], [e.cat for e in events]
+        by_name = {n: launch_kind(n) for n in set(names)}
+        by_cat = {c: c.lower() != "cuda_sync" for c in set(cats)}
+        kinds = [by_name[n] if by_cat[c] else None for n, c in zip(names, cats)]
         keep = [e for e, k in zip(events, kinds) if k is not None]
         args = self._args(keep)
+        api = {c: _API_CODE.get(c.lower(), 0) for c in by_cat}
         cols = {"kind": np.fromiter((_LAUNCH_KIND_CODE[k] for k in kinds if k is not None),
                                     np.uint8, len(keep)),
-                "api": np.fromiter((_API_CODE[e.cat.lower()] for e in keep), np.uint8, len(keep)),
+                "api": np.fromiter((api[e.cat] for e in keep), np.uint8, len(keep)),
                 "name": self._names(keep), **self._times(keep, precise)}
         masks: dict = {}
         self._ints([e.tid for e in keep], "tid", cols, masks)
@@ -961,7 +1023,9 @@ class _Builder:
         return cols, masks
 
     def _syncs(self, events: list, precise: bool) -> tuple[dict, dict]:
-        keep = [e for e in events if e.cat.lower() == "cuda_sync" or is_sync_call(e.name)]
+        sync_name = {n: is_sync_call(n) for n in {e.name for e in events}}
+        sync_cat = {c: c.lower() == "cuda_sync" for c in {e.cat for e in events}}
+        keep = [e for e in events if sync_cat[e.cat] or sync_name[e.name]]
         cols = {"name": self._names(keep), **self._times(keep, precise)}
         masks: dict = {}
         self._ints([e.tid for e in keep], "tid", cols, masks)
@@ -976,7 +1040,7 @@ class _Builder:
     def _annotations(self, events: list, precise: bool) -> tuple[dict, dict]:
         cols = {"name": self._names(events), **self._times(events, precise),
                 "on_gpu": np.fromiter((_ANNOTATION_CATS.get(e.cat.lower(), False) for e in events),
-                                      np.bool_, len(events))}
+                                      np.bool_, len(events))}  # a few hundred rows
         masks: dict = {}
         self._ints([e.tid for e in events], "tid", cols, masks)
         return cols, masks
