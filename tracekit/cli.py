@@ -509,10 +509,28 @@ def _return_freed_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Run the CLI on ``argv`` (default: the command line); ends in ``SystemExit``."""
     _return_freed_memory()
     app.main(args=argv, prog_name="tracekit")
 
 
+def entry() -> None:
+    """The ``tracekit`` command (and ``python -m tracekit``): :func:`main`, and after a run that
+    succeeded, the process ends without tearing its heap down object by object: the kernel
+    frees it at once. Python's own teardown of a trace's arrays took ~25 ms after a 92 MB trace
+    (0.45 s in all). Output is flushed first; a failure still exits the ordinary way."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # the ordinary exit says what it says about a stream that cannot be written
+        raise SystemExit(0) from None
+    os._exit(0)
+
+
 if __name__ == "__main__":  # python -m tracekit.cli, as well as python -m tracekit
-    main()
+    entry()
