@@ -217,3 +217,18 @@ def test_unique_inverse_is_numpys(keys, spread):
     want_u, want_b = np.unique(key, return_inverse=True)
     assert uniq.tolist() == want_u.tolist()
     assert back.tolist() == want_b.ravel().tolist()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_frame_order_is_start_then_longer_first(seed):
+    """The frames' order is lexsort((-end, start)), with or without equal starts."""
+    from tracekit.host import _by_start_longer_first
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(0, 50))
+        st = rng.integers(0, [5, 1000][seed % 2], n)  # few distinct starts, or mostly distinct
+        if seed % 3 == 0:
+            st = rng.permutation(np.unique(st))  # no ties: the single-key path
+        en = st + rng.integers(0, 20, st.size)
+        assert _by_start_longer_first(st, en).tolist() == np.lexsort((-en, st)).tolist()

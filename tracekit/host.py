@@ -226,7 +226,7 @@ def _frames(trace: Trace, steps: Steps, tid: int, ops_map: np.ndarray,
                                ann[name][mine_ann]]).astype(np.int64, copy=False)
 
     st, en = column("start_ns"), column("end_ns")
-    order = np.lexsort((-en, st)).astype(np.int32)  # by start, the longer first (encloser first)
+    order = _by_start_longer_first(st, en)
     st, en = st[order], en[order]
     code = np.concatenate([ops_map[ops["name"].codes[mine]],
                            ann_map[ann["name"].codes[mine_ann]]])[order]
@@ -244,6 +244,18 @@ def _frames(trace: Trace, steps: Steps, tid: int, ops_map: np.ndarray,
     frames = _Frames(code, st, en, _parents(st, en), is_step)
     release()  # the sort and the parent search freed several times what the frames keep
     return frames
+
+
+def _by_start_longer_first(st: np.ndarray, en: np.ndarray) -> np.ndarray:
+    """The order by start, the longer first among equal starts (an encloser before what it holds):
+    ``lexsort((-en, st))``. A profiler writes a thread's ops nearly in start order, and a stable
+    sort of the starts alone is then a few times faster than the two-key sort (5 ms for the 140 k
+    ops of a 92 MB trace); the two-key sort runs only where two starts are equal."""
+    order = np.argsort(st, kind="stable")
+    s = st[order]
+    if s.size > 1 and bool((s[1:] == s[:-1]).any()):
+        order = np.lexsort((-en, st))
+    return order.astype(np.int32)
 
 
 def _attribute_gaps(fr: _Frames, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
