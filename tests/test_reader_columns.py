@@ -275,14 +275,15 @@ def test_reading_never_imports_polars(tmp_path: Path) -> None:
     st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**31 - 1, 2**31, -(2**31)]),
     st.none(), st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["12", "-3", "x", ""])), max_size=12), st.sampled_from([32, 64]),
-    st.booleans())
-def test_ids_are_ints_in_range_or_null(values, bits, ints_only):
+    st.sampled_from(["any", "ints", "ints and None"]))
+def test_ids_are_ints_in_range_or_null(values, bits, kinds):
     """An id column: the value where it is an int in range (or an integral float, a digit
-    string), else null — whether the slice's ids are all plain ints (the quick path) or not."""
+    string), else null — whether the slice's ids are plain ints, ints and None (the quick paths)
+    or anything."""
     from tracekit.trace.kineto import _Builder
 
-    if ints_only:
-        values = [v for v in values if type(v) is int]
+    if kinds != "any":
+        values = [v for v in values if type(v) is int or (kinds != "ints" and v is None)]
     cols, masks = {}, {}
     _Builder._ints(values, "id", cols, masks, bits=bits)
     want = [_int(Decimal(v) if isinstance(v, float) else v, bits) for v in values]

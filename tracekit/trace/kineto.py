@@ -792,6 +792,7 @@ def _route(cat: str | None) -> str:
 
 
 _NO_ARGS = _Args()
+_INT_OR_NONE = {int, type(None)}
 _get_name = operator.attrgetter("name")
 
 #: the values of the small string columns, coded as uint8 while reading
@@ -969,7 +970,12 @@ class _Builder:
         null (unknown): 0 in the column, False in ``masks[name]``."""
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1)
         dtype = np.int64 if bits == 64 else np.int32
-        if set(map(type, values)) <= {int}:  # the usual case: plain ints, in range or not
+        types = set(map(type, values))
+        if types <= _INT_OR_NONE:  # the usual cases: plain ints, or ints and None
+            known = None
+            if type(None) in types:
+                known = np.array([v is not None for v in values], dtype=np.bool_)
+                values = [0 if v is None else v for v in values]
             try:
                 arr = np.array(values, dtype=np.int64)
             except OverflowError:  # beyond 64 bits: the general path below nulls it
@@ -977,7 +983,11 @@ class _Builder:
             if arr is not None and (bits == 64 or not arr.size
                                     or (lo <= int(arr.min()) and int(arr.max()) < hi)):
                 cols[name] = arr.astype(dtype, copy=False)
+                if known is not None:
+                    masks[name] = known
                 return
+            if known is not None:
+                values = [v if ok else None for v, ok in zip(values, known.tolist())]
         out = [v if type(v) is int and lo <= v < hi else _int_or_none(v, bits) for v in values]
         try:
             cols[name] = np.array(out, dtype=dtype)  # no unknowns (all ints, in range)
@@ -1001,7 +1011,10 @@ class _Builder:
         self._ints(device, "device", cols, masks, bits=32)
         self._ints(stream, "stream", cols, masks)
         self._ints([a.correlation for a in args], "correlation", cols, masks)
-        self._ints([_bytes(a.bytes) for a in args], "bytes", cols, masks)
+        nbytes = [a.bytes for a in args]
+        if not set(map(type, nbytes)) <= _INT_OR_NONE:  # (for these _bytes is the identity)
+            nbytes = [_bytes(v) for v in nbytes]
+        self._ints(nbytes, "bytes", cols, masks)
         return cols, masks
 
     def _launches(self, events: list, precise: bool) -> tuple[dict, dict]:
