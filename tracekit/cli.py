@@ -532,5 +532,8 @@ def entry() -> None:
     os._exit(0)
 
 
-if __name__ == "__main__":  # python -m tracekit.cli, as well as python -m tracekit
-    entry()
+if __name__ == "__main__":  # python -m tracekit.cli (python -m tracekit: see __main__.py)
+    if sys.modules["__main__"].__dict__ is globals():
+        entry()
+    else:  # run by another program's code (runpy.run_module): end the ordinary way
+        main()
