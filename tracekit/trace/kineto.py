@@ -793,7 +793,6 @@ def _route(cat: str | None) -> str:
 
 _NO_ARGS = _Args()
 _INT_OR_NONE = {int, type(None)}
-_get_name = operator.attrgetter("name")
 
 #: the values of the small string columns, coded as uint8 while reading
 _GPU_KINDS = ["kernel", "memcpy", "memset"]
