@@ -101,3 +101,27 @@ def test_python_dash_m_and_no_traceback_in_a_real_process(tmp_path):
     assert p.returncode == 1
     assert p.stderr.startswith("Error: ") and "Traceback" not in p.stderr
     assert p.stdout == ""
+
+
+@pytest.mark.parametrize("argv, fast", [
+    (["explain", "--sample", "--json"], True),  # leaves without Python's teardown
+    (["floor", "--model", "qwen2.5-7b", "--ctx", "2048", "--gpu", "H100 SXM5", "--json"], False),
+    (["explain", "/nonexistent/trace.json.gz"], False),  # a failure exits the ordinary way
+])
+def test_the_command_skips_teardown_only_after_a_successful_explain(tmp_path, argv, fast):
+    """The console entry point ends an ``explain`` that succeeded with ``os._exit`` (its output
+    flushed first, whole); every other run keeps the ordinary exit, atexit handlers included."""
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, pathlib, sys\n"
+            "atexit.register(pathlib.Path(sys.argv[1]).write_text, 'ran')\n"
+            "from tracekit.cli import entry\n"
+            "sys.argv = ['tracekit', *sys.argv[2:]]\n"
+            "entry()\n")
+    p = subprocess.run([sys.executable, "-c", code, str(marker), *argv], capture_output=True,
+                       text=True, timeout=120)
+    assert marker.exists() != fast
+    if argv[-1] == "--json":
+        assert p.returncode == 0, p.stderr
+        json.loads(p.stdout)  # the whole document came out before the exit
+    else:
+        assert p.returncode == 1 and p.stderr.startswith("Error: ")
