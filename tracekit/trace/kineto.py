@@ -99,8 +99,9 @@ class _Args(msgspec.Struct, gc=False):
     bytes: int | float | str | bool | None = None
 
 
-class _Event(msgspec.Struct, gc=False):
-    ph: str = ""
+class _Fields(msgspec.Struct, gc=False):
+    """What tracekit reads of an event (besides its phase)."""
+
     cat: str | None = None
     name: str = ""
     pid: int | str | None = None
@@ -109,6 +110,10 @@ class _Event(msgspec.Struct, gc=False):
     dur: float | None = None
     # args that are not an object (a list, a string) are read as "no args" and counted
     args: _Args | list | str | int | float | bool | None = None
+
+
+class _Event(_Fields, gc=False):
+    ph: str = ""
 
 
 class _PreciseEvent(_Event, gc=False):
@@ -147,15 +152,8 @@ _META_DECODER = msgspec.json.Decoder(_Meta)
 # so only complete events ("X": the ones tracekit reads) get their fields decoded; a flow, instant
 # or metadata event (a third of a Kineto trace) is skipped over to an empty struct. ``ph`` is a
 # class attribute on each, so the builder reads ``e.ph`` from either kind of event.
-class _Complete(msgspec.Struct, tag_field="ph", tag="X", gc=False):
+class _Complete(_Fields, tag_field="ph", tag="X", gc=False):
     ph: ClassVar[str] = "X"
-    cat: str | None = None
-    name: str = ""
-    pid: int | str | None = None
-    tid: int | str | None = None
-    ts: float | None = None
-    dur: float | None = None
-    args: _Args | list | str | int | float | bool | None = None
 
 
 def _phase(ph: str) -> type:
