@@ -836,9 +836,9 @@ class _Builder:
             split = self._split(precise_events(), count=False)
         gpu, api, ann, cpu = split[:4]
         self.no_dur += [e.dur for e in gpu].count(None)
-        for key, part in (("gpu", self._gpu_ops(gpu, precise)),
-                          ("launch", self._launches(api, precise)),
-                          ("sync", self._syncs(api, precise)),
+        gpu_part = self._gpu_ops(gpu, precise)  # first: names are coded in table order
+        launch_part, sync_part = self._api_calls(api, precise)
+        for key, part in (("gpu", gpu_part), ("launch", launch_part), ("sync", sync_part),
                           ("ann", self._annotations(ann, precise)),
                           ("cpu", self._cpu_ops(cpu, precise))):
             if part[0]["start_ns"].size:
@@ -1019,15 +1019,16 @@ class _Builder:
         self._ints(nbytes, "bytes", cols, masks)
         return cols, masks
 
-    def _launches(self, events: list, precise: bool) -> tuple[dict, dict]:
-        # classified once per distinct name and category, not per call
+    def _api_calls(self, events: list, precise: bool) -> tuple[tuple[dict, dict], tuple[dict, dict]]:
+        """The launches and the syncs among the API calls (a ``cudaMemcpy`` is both), each call
+        classified once per distinct name and category."""
         names, cats = [e.name for e in events], [e.cat for e in events]
-        by_name = {n: launch_kind(n) for n in set(names)}
-        by_cat = {c: c.lower() != "cuda_sync" for c in set(cats)}
-        kinds = [by_name[n] if by_cat[c] else None for n, c in zip(names, cats)]
+        by_name = {n: (launch_kind(n), is_sync_call(n)) for n in set(names)}
+        sync_cat = {c: c.lower() == "cuda_sync" for c in set(cats)}
+        kinds = [None if sync_cat[c] else by_name[n][0] for n, c in zip(names, cats)]
         keep = [e for e, k in zip(events, kinds) if k is not None]
         args = self._args(keep)
-        api = {c: _API_CODE.get(c.lower(), 0) for c in by_cat}
+        api = {c: _API_CODE.get(c.lower(), 0) for c in sync_cat}
         cols = {"kind": np.fromiter((_LAUNCH_KIND_CODE[k] for k in kinds if k is not None),
                                     np.uint8, len(keep)),
                 "api": np.fromiter((api[e.cat] for e in keep), np.uint8, len(keep)),
@@ -1035,16 +1036,11 @@ class _Builder:
         masks: dict = {}
         self._ints([e.tid for e in keep], "tid", cols, masks)
         self._ints([a.correlation for a in args], "correlation", cols, masks)
-        return cols, masks
-
-    def _syncs(self, events: list, precise: bool) -> tuple[dict, dict]:
-        sync_name = {n: is_sync_call(n) for n in {e.name for e in events}}
-        sync_cat = {c: c.lower() == "cuda_sync" for c in {e.cat for e in events}}
-        keep = [e for e in events if sync_cat[e.cat] or sync_name[e.name]]
-        cols = {"name": self._names(keep), **self._times(keep, precise)}
-        masks: dict = {}
-        self._ints([e.tid for e in keep], "tid", cols, masks)
-        return cols, masks
+        synced = [e for e, n, c in zip(events, names, cats) if sync_cat[c] or by_name[n][1]]
+        sync_cols = {"name": self._names(synced), **self._times(synced, precise)}
+        sync_masks: dict = {}
+        self._ints([e.tid for e in synced], "tid", sync_cols, sync_masks)
+        return (cols, masks), (sync_cols, sync_masks)
 
     def _cpu_ops(self, events: list, precise: bool) -> tuple[dict, dict]:
         cols = {"name": self._names(events), **self._times(events, precise)}
