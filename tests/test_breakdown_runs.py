@@ -35,3 +35,22 @@ def test_runs_of_windows_give_the_one_run_result(name, monkeypatch):
         assert np.array_equal(one[1][k], runs[1][k]), k
     assert runs[2] == one[2]
     assert one[1]["step"].size > 100  # the gaps are many: the runs cut through them
+
+
+def test_gap_tuples_of_many_windows_keep_their_window_index(monkeypatch):
+    """Gaps as tuples over many windows, measured in runs: each tuple's window index counts from
+    the first window of all, not of its run, exactly as in one run."""
+    trace = load(SAMPLES / "h100/qwen2.5-7b_ctx2048_eager.json.gz")
+
+    def measure():
+        steps = detect_steps(trace)
+        _, t0, nxt, _, timed = breakdown._windows_of(steps)
+        return breakdown._windows(steps).measure(t0[timed], nxt[timed],
+                                                 breakdown._sync_intervals(trace), with_gaps=True)
+
+    one = measure()
+    monkeypatch.setattr(breakdown, "_PAIRS_PER_RUN", 7)
+    runs = measure()
+    assert len({g[3] for g in one["gaps"]}) > 5  # gaps in several windows, so in several runs
+    assert runs["gaps"] == one["gaps"]
+    assert all(np.array_equal(x, y) for x, y in zip(runs["gap_arrays"], one["gap_arrays"]))

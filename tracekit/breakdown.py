@@ -258,7 +258,7 @@ class _Windows:
         self.dtoh = _is_dtoh(ops)
 
     def measure(self, t0: np.ndarray, w: np.ndarray, syncs: np.ndarray, *,
-                with_gaps: bool = False) -> dict:
+                with_gaps: bool | str = False) -> dict:
         """Busy ns and idle ns by class for each window ``[t0[i], w[i])``.
 
         Windows go in runs of at most :data:`_PAIRS_PER_RUN` busy intervals: the vectorized
@@ -273,26 +273,23 @@ class _Windows:
         cuts = np.concatenate([[0], np.nonzero(np.diff(run))[0] + 1, [t0.size]])
         if cuts.size <= 2:
             return self._measure(t0, w, syncs, with_gaps=with_gaps)
+        offsets = cuts[:-1].tolist()  # each run's first window: its window indices start there
         parts = [self._measure(t0[a:b], w[a:b], syncs, with_gaps=with_gaps)
-                 for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist())]
+                 for a, b in zip(offsets, cuts[1:].tolist())]
         out: dict = {"busy": np.concatenate([p["busy"] for p in parts]),
                      "idle": {c: np.concatenate([p["idle"][c] for p in parts])
                               for c in GAP_CLASSES},
-                     "gaps": [g for p in parts for g in p["gaps"]]}
+                     "gaps": [(a, b, c, wi + off, op) for p, off in zip(parts, offsets)
+                              for a, b, c, wi, op in p["gaps"]]}
         if any("gap_arrays" in p for p in parts):
             empty = (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int8), np.empty(0, np.int64))
             arrays = [p.get("gap_arrays", empty) for p in parts]
             out["gap_arrays"] = (*(np.concatenate([a[i] for a in arrays]) for i in range(3)),
-                                 np.concatenate([a[3] + off for a, off in
-                                                 zip(arrays, cuts[:-1].tolist())]))
-        if with_gaps is True:  # the tuples' window index is global too
-            out["gaps"] = []
-            for p, off in zip(parts, cuts[:-1].tolist()):
-                out["gaps"] += [(a, b, c, wi + off, op) for a, b, c, wi, op in p["gaps"]]
+                                 np.concatenate([a[3] + off for a, off in zip(arrays, offsets)]))
         return out
 
     def _measure(self, t0: np.ndarray, w: np.ndarray, syncs: np.ndarray, *,
-                 with_gaps: bool = False) -> dict:
+                 with_gaps: bool | str = False) -> dict:
         nw = t0.size
         out: dict = {"busy": np.zeros(nw, dtype=np.int64),
                      "idle": {c: np.zeros(nw, dtype=np.int64) for c in GAP_CLASSES}, "gaps": []}
