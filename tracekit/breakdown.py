@@ -477,9 +477,7 @@ def _decode_ops(steps: Steps) -> tuple[Table, int]:
     of every column would be ~40 MB)."""
     decode = steps.decode_t["step"]
     ops = steps.ops_t
-    keep = ("name", "kind", "start_ns", "end_ns", "bytes")
-    ops = Table({k: ops[k] for k in keep}, {k: ops.schema[k] for k in keep},
-                {k: m for k, m in ops.masks.items() if k in keep})
+    ops = ops.select(("name", "kind", "start_ns", "end_ns", "bytes"))
     return (ops.take(np.nonzero(steps.ops_t.valid("step")
                                 & np.isin(steps.ops_t["step"], decode))[0]),
             max(decode.size, 1))

@@ -116,7 +116,7 @@ class Trace:
                  "syncs": syncs, "cpu_ops": cpu_ops}
         self._tables: dict[str, Table] = {}
         self._frames: dict = {}
-        self._permuted: dict[str, tuple[Table, object]] = {}  # see _share
+        self._permuted: dict[str, tuple[Table, np.ndarray]] = {}  # see _share
         for key, value in given.items():
             if value is None:
                 self._tables[key] = Table.empty(_SCHEMAS[key])
@@ -155,8 +155,7 @@ class Trace:
         if key not in self._tables or rows.height != self._tables[key].height:
             return
         del self._tables[key]
-        self._permuted[key] = (Table({c: rows[c] for c in _SCHEMAS[key]}, _SCHEMAS[key],
-                                     {c: rows.masks[c] for c in _SCHEMAS[key] if c in rows.masks}),
+        self._permuted[key] = (rows.select(_SCHEMAS[key]),
                                order.astype(np.int32 if order.size < 2**31 else np.int64))
 
     def _set(self, key: str, value) -> None:
