@@ -311,8 +311,7 @@ def _stacks(fr: _Frames, ks: np.ndarray, names: list) -> tuple[np.ndarray, list[
     # a frame's name is already a code into `names`: keys (parent stack, name) sort as (parent
     # stack, name code), so each level's new stacks come in that order
     name_code = fr.code[ids]  # uint32
-    names_list = names
-    width = len(names_list) + 1
+    width = len(names) + 1
     code = np.full(ids.size, -1, dtype=np.int32)  # the stack's code in `spelled`
     spelled: list[str] = []
     root = ppos < 0
@@ -328,7 +327,7 @@ def _stacks(fr: _Frames, ks: np.ndarray, names: list) -> tuple[np.ndarray, list[
         base = len(spelled)
         for k in uniq.tolist():
             pc, nc = divmod(k, width)
-            spelled.append(f"{spelled[pc]}{SEP}{names_list[nc]}" if pc >= 0 else names_list[nc])
+            spelled.append(f"{spelled[pc]}{SEP}{names[nc]}" if pc >= 0 else names[nc])
         code[at] = base + back
         ready = code[ppos[pending]] >= 0  # the parent got its code: the next level
         at, pending = pending[ready], pending[~ready]
@@ -528,9 +527,7 @@ def _mark_stalls(g: Table, gpos: np.ndarray, threshold: np.ndarray) -> np.ndarra
     key = np.where(g.valid("frame"), g["frame"], -np.arange(1, n + 1))  # NO_OP gaps: one each
     step = g["step"]
     o = np.lexsort((key, step))
-    sk, kk = step[o], key[o]
-    new = np.ones(n, bool)
-    new[1:] = (sk[1:] != sk[:-1]) | (kk[1:] != kk[:-1])
+    new = _run_starts(step[o], key[o])
     held = np.empty(n, np.int64)
     held[o] = np.add.reduceat((g["end_ns"] - g["start_ns"])[o], np.nonzero(new)[0])[
         np.cumsum(new) - 1]
@@ -548,9 +545,7 @@ def _stall_sums(g: Table, gpos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
     r = np.nonzero(stall & hit)[0]
     if r.size:  # each op instance once
         r = r[np.lexsort((g["frame"][r], gpos[r]))]
-        first = np.ones(r.size, bool)
-        first[1:] = (gpos[r][1:] != gpos[r][:-1]) | (g["frame"][r][1:] != g["frame"][r][:-1])
-        r = r[first]
+        r = r[_run_starts(gpos[r], g["frame"][r])]
         np.add.at(host, gpos[r], g["op_end_ns"][r] - g["op_start_ns"][r])
     lone = stall & ~hit
     np.add.at(host, gpos[lone], dur[lone])
@@ -623,10 +618,18 @@ def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     of each code's run in that order)."""
     order = np.argsort(codes, kind="stable")
     sc = codes[order]
-    new = np.ones(sc.size, bool)
-    new[1:] = sc[1:] != sc[:-1]
-    starts = np.nonzero(new)[0]
+    starts = np.nonzero(_run_starts(sc))[0]
     return sc[starts], order, starts
+
+
+def _run_starts(*keys: np.ndarray) -> np.ndarray:
+    """For rows sorted by ``keys``: which rows start a run of equal keys."""
+    new = np.ones(keys[0].size, bool)
+    if new.size:
+        new[1:] = False
+        for k in keys:
+            new[1:] |= k[1:] != k[:-1]
+    return new
 
 
 def _normal_cost(h: HostAttribution, step_ids: list[int]) -> dict[str, float]:
