@@ -16,9 +16,6 @@ def _early(signum, frame):
 signal.signal(signal.SIGINT, _early)
 signal.signal(signal.SIGTERM, _early)
 
-from tracekit.cli import entry, main  # noqa: E402
+from tracekit.cli import run_module  # noqa: E402
 
-if sys.modules["__main__"].__dict__ is globals():  # `python -m tracekit`: tracekit is the program
-    entry()
-else:  # this file run by another program's code (runpy.run_module): end the ordinary way
-    main()
+run_module(globals())

@@ -542,8 +542,15 @@ def entry() -> None:
     os._exit(0)
 
 
-if __name__ == "__main__":  # python -m tracekit.cli (python -m tracekit: see __main__.py)
-    if sys.modules["__main__"].__dict__ is globals():
+def run_module(namespace: dict) -> None:
+    """``python -m tracekit`` (or ``tracekit.cli``): :func:`entry` where the module run is the
+    program, :func:`main` where another program's code runs it (``runpy.run_module``), which
+    must get its ``SystemExit`` back."""
+    if sys.modules["__main__"].__dict__ is namespace:
         entry()
-    else:  # run by another program's code (runpy.run_module): end the ordinary way
+    else:
         main()
+
+
+if __name__ == "__main__":
+    run_module(globals())
