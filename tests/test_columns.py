@@ -43,6 +43,12 @@ def test_parents_match_a_stack_scan(seed):
             assert _parents(st, en, run=run).tolist() == want
 
 
+def _owner(v: int, cs, ce) -> int | None:
+    """The rule as written: the last range starting at or before ``v``, if it has not ended."""
+    k = max((i for i in range(len(cs)) if cs[i] <= v), default=None)
+    return k if k is not None and v < ce[k] else None
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_count_in_runs_counts_each_row_in_its_range(seed):
     """A row belongs to the last range starting at or before it, if that range has not ended
@@ -65,8 +71,8 @@ def test_count_in_runs_counts_each_row_in_its_range(seed):
                                   t.valid("tid").tolist()):
             if not ok or (tids.size and not (tok and th in tids.tolist())):
                 continue
-            k = max((i for i in range(r) if cs[i] <= s), default=-1)
-            if k >= 0 and s < ce[k]:
+            k = _owner(s, cs, ce)
+            if k is not None:
                 want[k] += 1
         for run in (1, 3, 1 << 16):
             assert _count_in_runs(t, tids, cs, ce, run=run).tolist() == want
@@ -197,9 +203,9 @@ def test_runs_give_each_value_to_the_last_range_starting_before_it(seed):
         ce = cs + rng.integers(-5, 40, m)
         start = np.sort(rng.integers(-10, 150, n))
         want: list[list[int]] = [[] for _ in range(m)]
-        for v in start.tolist():  # the rule as written: the last range starting at or before v
-            k = max((i for i in range(m) if cs[i] <= v), default=None)
-            if k is not None and v < ce[k]:
+        for v in start.tolist():
+            k = _owner(v, cs, ce)
+            if k is not None:
                 want[k].append(v)
         lo, hi = _runs(start, cs, ce)
         assert [start[a:b].tolist() for a, b in zip(lo.tolist(), hi.tolist())] == want
