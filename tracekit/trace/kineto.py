@@ -163,7 +163,8 @@ def _phase(ph: str) -> type:
 
 #: the Trace Event Format's other phases (and the deprecated async ones)
 _PHASES = "BEiICbneStTpFfsPNODMVvRc()"
-_BY_PHASE = msgspec.json.Decoder(list[Union[(_Complete, *map(_phase, _PHASES))]])  # noqa: UP007
+_PHASE_TYPES = tuple(map(_phase, _PHASES))
+_BY_PHASE = msgspec.json.Decoder(list[Union[(_Complete, *_PHASE_TYPES)]])  # noqa: UP007
 
 
 def _decode_events(data) -> list:
@@ -176,7 +177,7 @@ def _decode_events(data) -> list:
         return _LIST_DECODERS[False].decode(data)
 
 #: below 2**43 µs (~100 days of clock) a float64 µs value still pins the nanosecond: its error is
-#: under half a ns, so rounding recovers the exact integer (see _start_ns)
+#: under half a ns, so rounding recovers the exact integer (see _Builder._span)
 _FLOAT_EXACT_US = float(2**43)
 #: times and durations must fit int64 nanoseconds with room for start + dur: |t| < 2**62 ns
 _MAX_NS = 2**62
@@ -797,6 +798,16 @@ def _route(cat: str | None) -> str:
 _NO_ARGS = _Args()
 _INT_OR_NONE = {int, type(None)}
 
+# --- the compiled pass (optional) ---
+# tracekit/trace/_columns.c does the builder's per-event work for the common case, ~4x faster, and
+# declines (None) anything else; the Python builder below reads what it declines and is its oracle.
+try:
+    from tracekit.trace import _columns
+except ImportError:  # not built (no C compiler where tracekit was installed)
+    _columns = None
+if os.environ.get("TRACEKIT_PURE_PYTHON"):  # the Python builder only (for a comparison, a bug)
+    _columns = None
+
 #: the values of the small string columns, coded as uint8 while reading
 _GPU_KINDS = ["kernel", "memcpy", "memset"]
 _LAUNCH_KINDS = ["kernel", "graph", "memcpy", "memset"]
@@ -804,6 +815,48 @@ _APIS = ["runtime", "driver"]
 _GPU_KIND_CODE = {c: _GPU_KINDS.index(k) for c, k in _GPU_CATS.items()}
 _LAUNCH_KIND_CODE = {k: i for i, k in enumerate(_LAUNCH_KINDS)}
 _API_CODE = {c: _APIS.index(a) for c, a in _API_CATS.items()}
+#: the tables the compiled pass fills, in order, and their columns in its order (ids: with masks)
+_SCAN_COLUMNS = {
+    "gpu": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("kind", np.uint8),
+            ("device", np.int32), ("stream", None), ("correlation", None), ("bytes", None)),
+    "launch": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("kind", np.uint8),
+               ("api", np.uint8), ("tid", None), ("correlation", None)),
+    "sync": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("tid", None)),
+    "ann": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("on_gpu", np.bool_),
+            ("tid", None)),
+    "cpu": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("tid", None)),
+}
+
+
+def _cat_code(cat: str) -> int:
+    """A category as the compiled pass codes it (its CAT_* values): route and kind in one int."""
+    r, c = _route(cat), cat.lower()
+    if r == "gpu":
+        return 2 + _GPU_KIND_CODE[c]
+    if r == "api":
+        return 7 if c == "cuda_sync" else 5 + _API_CODE.get(c, 0)
+    if r == "ann":
+        return 9 if _ANNOTATION_CATS.get(c, False) else 8
+    return {"cpu": 10, "unknown": 1}.get(r, 0)
+
+
+def _api_name_code(name: str) -> int:
+    """An API call's name as the compiled pass codes it: launch kind + 1 (0: none) | 8 if a sync."""
+    kind = launch_kind(name)
+    return (0 if kind is None else 1 + _LAUNCH_KIND_CODE[kind]) | (8 if is_sync_call(name) else 0)
+
+
+_SCAN_SPEC = (
+    _Complete, _Event, _Event.__dict__["ph"], frozenset(_PHASE_TYPES),
+    tuple(_Fields.__dict__[f] for f in ("cat", "name", "pid", "tid", "ts", "dur", "args")),
+    _Args, tuple(_Args.__dict__[f] for f in ("correlation", "stream", "device", "bytes")),
+    _cat_code, _api_name_code,
+)
+#: the compiled pass's caches (pure functions of their keys), shared by every builder; emptied
+#: past this many entries (a trace with endless distinct API names)
+_SCAN_CACHE: tuple[dict, dict] = ({}, {})
+_SCAN_CACHE_MAX = 1 << 16
+
 _VALUES = {("gpu", "kind"): _GPU_KINDS, ("launch", "kind"): _LAUNCH_KINDS,
            ("launch", "api"): _APIS}
 #: Utf8 columns no Kineto trace fills (Nsight's launch geometry): all null
@@ -830,6 +883,8 @@ class _Builder:
 
     def add(self, events: list[_Event], precise_events: Callable[[], list]) -> None:
         self.events += len(events)
+        if _columns is not None and self._scan(events):
+            return
         split = self._split(events)
         precise = any(_needs_decimal(x) for x in split[:4])
         if precise:
@@ -843,6 +898,36 @@ class _Builder:
                           ("cpu", self._cpu_ops(cpu, precise))):
             if part[0]["start_ns"].size:
                 self.parts[key].append(part)
+
+    def _scan(self, events: list) -> bool:
+        """The compiled pass over a slice; False where it declines (the Python passes read it)."""
+        cats, api_names = _SCAN_CACHE
+        if len(cats) > _SCAN_CACHE_MAX or len(api_names) > _SCAN_CACHE_MAX:
+            cats.clear()
+            api_names.clear()
+        out = _columns.scan(events, _SCAN_SPEC, cats, api_names, self.codes)
+        if out is None:
+            return False
+        no_ts, unknown, no_dur, bad_args, tables = out
+        self.no_ts += no_ts
+        self.no_dur += no_dur
+        self.bad_args += bad_args
+        for cat, n in unknown.items():
+            self.skipped[cat] = self.skipped.get(cat, 0) + n
+        for key, columns in zip(_SCAN_COLUMNS, tables):
+            cols, masks = {}, {}
+            for (col, dtype), v in zip(_SCAN_COLUMNS[key], columns):
+                if dtype is None or dtype is np.int32:  # an id: (int64 values, mask or None)
+                    v, mask = v
+                    if mask is not None:
+                        masks[col] = np.frombuffer(mask, np.bool_)
+                    cols[col] = np.frombuffer(v, np.int64).astype(dtype or np.int64, copy=False)
+                else:
+                    cols[col] = np.frombuffer(v, dtype)
+            if cols["ts"].size:
+                cols.update(self._span(cols.pop("ts"), cols.pop("dur")))
+                self.parts[key].append((cols, masks))
+        return True
 
     def merge(self, part) -> None:
         """Add a slice decoded elsewhere (``("ok", builder)`` or a worker's reply), in order:
@@ -922,29 +1007,32 @@ class _Builder:
     def _times(self, events: list, precise: bool) -> dict:
         if not events:
             return {"start_ns": np.empty(0, np.int64), "end_ns": np.empty(0, np.int64)}
-        start = self._start_ns(events, precise)
         dur = np.array([e.dur for e in events], dtype=np.float64)  # None: nan (JSON has no NaN)
+        if not precise:
+            return self._span(np.array([e.ts for e in events], dtype=np.float64), dur)
+        start = []
+        for e in events:
+            ns = int(e.ts.scaleb(3).to_integral_value())
+            if not -_MAX_NS < ns < _MAX_NS:
+                self._range_error("ts", e.ts)
+            start.append(ns)
+        return self._ends(np.array(start, dtype=np.int64), dur)
+
+    def _span(self, ts: np.ndarray, dur: np.ndarray) -> dict:
+        """Start and end in ns from float64 µs (dur NaN where missing: an instant)."""
+        if not np.all(np.abs(ts) < _MAX_US):
+            self._range_error("ts", float(ts[np.argmax(np.abs(ts))]))
+        # whole µs and fraction separately: the fraction's error is < 0.5 ns, so rint is exact
+        whole = np.floor(ts)
+        return self._ends(whole.astype(np.int64) * 1000
+                          + np.rint((ts - whole) * 1000).astype(np.int64), dur)
+
+    def _ends(self, start: np.ndarray, dur: np.ndarray) -> dict:
         dur[np.isnan(dur)] = 0.0
         if not np.all(dur < _MAX_US):
             self._range_error("dur", float(dur.max()))
         return {"start_ns": start,
                 "end_ns": start + np.rint(np.maximum(dur, 0.0) * 1000).astype(np.int64)}
-
-    def _start_ns(self, events: list, precise: bool) -> np.ndarray:
-        if precise:
-            out = []
-            for e in events:
-                ns = int(e.ts.scaleb(3).to_integral_value())
-                if not -_MAX_NS < ns < _MAX_NS:
-                    self._range_error("ts", e.ts)
-                out.append(ns)
-            return np.array(out, dtype=np.int64)
-        ts = np.array([e.ts for e in events], dtype=np.float64)
-        if not np.all(np.abs(ts) < _MAX_US):
-            self._range_error("ts", float(ts[np.argmax(np.abs(ts))]))
-        # whole µs and fraction separately: the fraction's error is < 0.5 ns, so rint is exact
-        whole = np.floor(ts)
-        return whole.astype(np.int64) * 1000 + np.rint((ts - whole) * 1000).astype(np.int64)
 
     def _range_error(self, field: str, value) -> None:
         raise TraceFormatError(

@@ -1,0 +1,265 @@
+"""The compiled per-event pass (``tracekit/trace/_columns.c``) against the Python builder.
+
+The Kineto reader's builder has two implementations of its per-event work: Python comprehensions
+(the oracle, itself checked against a plain ``json.load`` reading in ``test_reader_columns.py``)
+and an optional C pass that handles the common case and declines the rest. Here the two must
+agree exactly — tables, dtypes, nulls, name codes in the same order, counters, warnings and errors:
+
+* on every committed Kineto trace, read whole-process both ways;
+* on generated slices of events with every awkward value (hypothesis), decoded as the reader
+  decodes them;
+* on slices the C pass must take (so the comparison is not vacuous) and ones it must decline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+import tracekit.trace.kineto as K
+from tracekit.errors import TraceFormatError
+from tracekit.trace import load
+
+ROOT = Path(__file__).resolve().parents[1]
+KINETO = sorted(p for p in (ROOT / "sample_traces").rglob("*.json.gz"))
+TABLES = ("gpu_ops", "launches", "annotations", "syncs", "cpu_ops")
+EXT = K._columns
+
+
+@contextlib.contextmanager
+def _pure():
+    """The Python builder only (what TRACEKIT_PURE_PYTHON=1 gives a user)."""
+    K._columns = None
+    try:
+        yield
+    finally:
+        K._columns = EXT
+
+
+class _Counting:
+    """The C pass with a tally of the slices it took and declined."""
+
+    def __init__(self) -> None:
+        self.took = self.declined = 0
+
+    def scan(self, *args):
+        out = EXT.scan(*args)
+        if out is None:
+            self.declined += 1
+        else:
+            self.took += 1
+        return out
+
+
+@contextlib.contextmanager
+def _counted():
+    c = _Counting()
+    K._columns = c
+    try:
+        yield c
+    finally:
+        K._columns = EXT
+
+
+def test_the_compiled_pass_is_built():
+    if os.environ.get("TRACEKIT_PURE_PYTHON"):
+        pytest.skip("TRACEKIT_PURE_PYTHON is set: the Python builder only")
+    assert EXT is not None, (
+        "tracekit.trace._columns is not built: `pip install -e .` compiles it where a C compiler "
+        "and Python's headers are present (without them tracekit runs, slower)")
+
+
+needs_ext = pytest.mark.skipif(EXT is None, reason="the compiled pass is not built")
+
+
+def _same_trace(a, b) -> None:
+    for key in TABLES:
+        assert_frame_equal(getattr(a, key), getattr(b, key), check_dtypes=True)
+    assert a.meta == b.meta
+    assert list(a.meta["skipped_categories"]) == list(b.meta["skipped_categories"])
+    assert a.warnings == b.warnings
+
+
+@needs_ext
+@pytest.mark.parametrize("path", KINETO, ids=lambda p: str(p.relative_to(ROOT / "sample_traces")))
+def test_committed_traces_read_the_same_both_ways(path):
+    with _counted() as c:
+        fast = load(str(path), workers=0)  # every slice in this process, so counted
+    with _pure():
+        slow = load(str(path), workers=0)
+    _same_trace(fast, slow)
+    # not vacuous: traces of today's profiler (float µs relative to a base time) are the C
+    # pass's, every slice; HTA's old peer traces (absolute µs) are read as decimals, in Python
+    if "peer" not in path.parts or "nccl_data" in path.name or "triton" in path.name:
+        assert c.took >= 1 and c.declined == 0
+
+
+# --- generated slices --------------------------------------------------------------------------
+_CATS = ["kernel", "Kernel", "gpu_memcpy", "Memset", "gpu_memset", "cuda_runtime", "Runtime",
+         "cuda_driver", "cuda_sync", "user_annotation", "gpu_user_annotation", "cpu_op",
+         "Operator", "python_function", "ac2g", "mystery", "Mystery2", ""]
+_NAMES = ["cudaLaunchKernel", "cuLaunchKernel_v2", "cudaLaunchCooperativeKernel",
+          "cudaGraphLaunch_v10000", "cudaMemcpy", "cudaMemcpyAsync", "cudaMemsetAsync",
+          "cudaStreamSynchronize", "cuCtxSynchronize", "cudaEventQuery", "ProfilerStep#4",
+          "aten::mm", "void gemv<float, 128>(…)", "名前 é", ""]
+_EDGE_INTS = st.sampled_from([0, 7, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**63 - 1, 2**63,
+                              -(2**63), -(2**63) - 1, 2**70])
+
+
+def _mostly(common, rare):
+    """``common``, and ``rare`` one draw in ten (so most slices are whole and readable)."""
+    return st.integers(0, 9).flatmap(lambda i: rare if i == 0 else common)
+
+
+_PLAIN_IDS = _mostly(st.integers(0, 50), st.one_of(st.none(), _EDGE_INTS))
+_ANY_IDS = _mostly(_PLAIN_IDS, st.one_of(st.booleans(), st.sampled_from(["12", "-3", "x", ""]),
+                                          st.floats(-1e20, 1e20), st.sampled_from([1.0, 1e19])))
+_TS = _mostly(st.floats(0, 4e12), st.one_of(st.none(), st.integers(0, 2**40), st.floats(-1e6, 0)))
+_ANY_TS = _mostly(_TS, st.one_of(st.floats(-1e18, 1e18), st.integers(0, 2**50),
+                                 st.sampled_from([2.0**43, 2.0**43 - 0.5, 4.7e18])))
+_DUR = _mostly(st.floats(0, 1e4), st.one_of(st.none(), st.floats(-10, 0),
+                                            st.sampled_from([4.6e15, 1e16])))
+
+
+@st.composite
+def _events(draw, plain: bool) -> list[dict]:
+    ids = _PLAIN_IDS if plain else _ANY_IDS
+    tids = _PLAIN_IDS if plain else _mostly(_PLAIN_IDS, st.sampled_from(["12", "t"]))
+    out = []
+    for _ in range(draw(st.integers(0, 25))):
+        e = {}
+        for key, value in (
+            ("ph", _mostly(st.just("X"), st.sampled_from(["i", "M", "f"]))),
+            ("cat", _mostly(st.sampled_from(_CATS), st.none())),
+            ("name", st.sampled_from(_NAMES)),
+            ("pid", tids), ("tid", tids),
+            ("ts", _TS if plain else _ANY_TS),
+            ("dur", _DUR),
+            ("args", _mostly(st.fixed_dictionaries({}, optional={
+                k: ids for k in ("correlation", "stream", "device", "bytes")}),
+                st.one_of(st.none(), st.sampled_from([[1], "x", 3])))),
+        ):
+            if draw(st.integers(0, 19)) > 0:  # each key missing one time in twenty
+                e[key] = draw(value)
+        out.append(e)
+    return out
+
+
+def _build(data: bytes, events: list) -> tuple:
+    b = K._Builder("slice.json")
+    try:
+        b.add(events, lambda: K._LIST_DECODERS[True].decode(data))
+    except (TraceFormatError, msgspec.ValidationError) as exc:  # (the latter: a decimal re-decode)
+        return None, f"{type(exc).__name__}: {exc}"
+    names = list(b.codes)
+    tables = {k: K._table(k, K._SCHEMAS[k], b.parts[k], names).to_polars() for k in K._SCHEMAS}
+    counters = (b.events, b.no_ts, b.no_dur, b.bad_args, list(b.skipped.items()), names)
+    return (counters, tables), None
+
+
+def _both(doc: list[dict]) -> tuple[_Counting, tuple, tuple]:
+    data = json.dumps(doc).encode()
+    try:
+        events = K._decode_events(data)
+    except Exception:  # noqa: BLE001 - a slice the reader rejects before building: not ours
+        return None, None, None
+    with _counted() as c:
+        fast = _build(data, events)
+    with _pure():
+        slow = _build(data, events)
+    return c, fast, slow
+
+
+def _assert_same(fast, slow) -> None:
+    (f, ferr), (s, serr) = fast, slow
+    assert ferr == serr
+    if f is None:
+        return
+    assert f[0] == s[0]  # counters, skipped categories in order, names in code order
+    for key in f[1]:
+        assert_frame_equal(f[1][key], s[1][key], check_dtypes=True)
+
+
+@needs_ext
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans().flatmap(_events))
+def test_generated_slices_read_the_same_both_ways(doc):
+    c, fast, slow = _both(doc)
+    if c is not None:
+        _assert_same(fast, slow)
+
+
+def _kernel(i: int, **kw) -> dict:
+    e = {"ph": "X", "cat": "kernel", "name": f"k{i % 2}", "pid": 0, "tid": 7, "ts": 10.0 + i,
+         "dur": 0.5, "args": {"device": 0, "stream": 7, "correlation": i, "bytes": None}}
+    e.update(kw)
+    return e
+
+
+def _launch(i: int, **kw) -> dict:
+    e = {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 0, "tid": 3,
+         "ts": 9.0 + i, "dur": 0.25, "args": {"correlation": i}}
+    e.update(kw)
+    return e
+
+
+TAKEN = {
+    "plain": [_kernel(0), _launch(0), {"ph": "i", "name": "x", "ts": 1}],
+    "nulls and unknowns": [_kernel(0, dur=None, args=None, pid=None),
+                           _launch(1, tid=None, args={"correlation": None}),
+                           {"ph": "X", "cat": "mystery", "name": "m", "ts": 3.0},
+                           {"ph": "X", "cat": "kernel", "name": "k", "ts": None}],
+    "args not an object": [_kernel(0, args=[1, 2]), _launch(0, args="x"),
+                           {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 5.0,
+                            "tid": 3, "args": 7}],
+    "ids out of range": [_kernel(0, args={"device": 2**31, "stream": 2**64,
+                                          "correlation": -(2**63) - 1, "bytes": 2**63}),
+                         _launch(0, tid=2**63)],
+    "a sync and a launch in one call": [_launch(0, name="cudaMemcpy"),
+                                        {"ph": "X", "cat": "cuda_sync", "name": "sync",
+                                         "ts": 4.0, "tid": 1}],
+    "no ph (plain decode)": [_kernel(0), {"cat": "kernel", "name": "k", "ts": 2.0}],
+    "a range error": [_kernel(0, dur=4.7e15)],
+}
+DECLINED = {
+    "a string tid": [_launch(0, tid="12")],
+    "a float correlation": [_kernel(0, args={"correlation": 1.0})],
+    "a boolean stream": [_kernel(0, args={"stream": True})],
+    "a timestamp that needs a decimal": [_kernel(0, ts=2.0**43)],
+    "ProfilerStep as a cpu_op": [{"ph": "X", "cat": "cpu_op", "name": "ProfilerStep#3",
+                                  "ts": 1.0, "tid": 1}],
+}
+
+
+@needs_ext
+@pytest.mark.parametrize("case", TAKEN)
+def test_slices_the_compiled_pass_takes(case):
+    c, fast, slow = _both(TAKEN[case])
+    assert (c.took, c.declined) == (1, 0)
+    _assert_same(fast, slow)
+
+
+@needs_ext
+@pytest.mark.parametrize("case", DECLINED)
+def test_slices_the_compiled_pass_declines(case):
+    c, fast, slow = _both(DECLINED[case])
+    assert (c.took, c.declined) == (0, 1)
+    _assert_same(fast, slow)
+
+
+@needs_ext
+def test_a_declined_slice_leaves_the_builder_as_it_was():
+    """Declining after the first pass has read half a slice must not have coded any name."""
+    data = json.dumps([_kernel(0, name="first"), _launch(0, tid="x")]).encode()
+    b = K._Builder("slice.json")
+    assert not b._scan(K._decode_events(data))
+    assert (b.codes, b.skipped, b.no_ts, b.no_dur, b.bad_args) == ({}, {}, 0, 0, 0)
+    assert all(not p for p in b.parts.values())
