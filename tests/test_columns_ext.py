@@ -156,7 +156,7 @@ def _events(draw, plain: bool) -> list[dict]:
 def _build(data: bytes, events: list) -> tuple:
     b = K._Builder("slice.json")
     try:
-        b.add(events, lambda: K._LIST_DECODERS[True].decode(data))
+        b.add(events, lambda: K._decode_events(data, precise=True))
     except (TraceFormatError, msgspec.ValidationError) as exc:  # (the latter: a decimal re-decode)
         return None, f"{type(exc).__name__}: {exc}"
     names = list(b.codes)
@@ -240,17 +240,17 @@ DECLINED = {
 
 
 @needs_ext
-@pytest.mark.parametrize("case", TAKEN)
-def test_slices_the_compiled_pass_takes(case):
-    c, fast, slow = _both(TAKEN[case])
+@pytest.mark.parametrize("kind", TAKEN)
+def test_slices_the_compiled_pass_takes(kind):
+    c, fast, slow = _both(TAKEN[kind])
     assert (c.took, c.declined) == (1, 0)
     _assert_same(fast, slow)
 
 
 @needs_ext
-@pytest.mark.parametrize("case", DECLINED)
-def test_slices_the_compiled_pass_declines(case):
-    c, fast, slow = _both(DECLINED[case])
+@pytest.mark.parametrize("kind", DECLINED)
+def test_slices_the_compiled_pass_declines(kind):
+    c, fast, slow = _both(DECLINED[kind])
     assert (c.took, c.declined) == (0, 1)
     _assert_same(fast, slow)
 

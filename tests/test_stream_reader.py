@@ -256,6 +256,36 @@ def test_hostile_values_give_one_clean_error_or_are_handled(tmp_path, slice_byte
     assert "Expected" in err(_with({"name": 5}))
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("ts", [20.5, 1712195495505543.237], ids=["float", "decimal"])
+def test_fields_of_events_tracekit_does_not_read_are_not_checked(tmp_path, ts, workers) -> None:
+    """An instant event with a boolean tid (tracekit reads complete events only) is skipped the
+    same way whether the document is decoded whole or in slices, and whether the slice's
+    timestamps need a second, decimal decode; a bad value in a complete event is one clean error
+    naming its index in the document, the same way in each of those readings."""
+    p = tmp_path / "t.json"
+    kernels = [{"ph": "X", "cat": "kernel", "name": f"k{i}", "pid": 0, "tid": 7, "ts": ts + i,
+                "dur": 1.5, "args": {"correlation": i}} for i in range(400)]
+    odd = {"ph": "i", "name": "marker", "tid": False, "pid": [1], "ts": "now", "s": "t"}
+    p.write_text(json.dumps({"traceEvents": kernels[:200] + [odd] + kernels[200:]}))
+    want = [(ts + i) for i in range(400)]
+    for slice_bytes in (1 << 30, 2000):
+        t = load(p, slice_bytes=slice_bytes, workers=workers)
+        assert t.meta["events"] == 401
+        assert len(t.gpu_ops) == 400 and t.gpu_ops["correlation"].to_list() == list(range(400))
+        assert t.gpu_ops["start_ns"].to_list() == [_oracle_ns(v) for v in want]
+    bad = {**kernels[0], "tid": False}
+    p.write_text(json.dumps({"traceEvents": kernels[:300] + [bad] + kernels[300:]}))
+    for slice_bytes in (1 << 30, 2000):
+        assert "`$.traceEvents[300].tid`" in _err(p, slice_bytes=slice_bytes, workers=workers)
+
+
+def _oracle_ns(us: float) -> int:
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    return int((Decimal(repr(us)) * 1000).to_integral_value(ROUND_HALF_EVEN))
+
+
 def test_capture_block_is_untrusted(tmp_path) -> None:
     p = tmp_path / "t.json"
     bad = {"ctx": "2048", "ctx_first_step": -5, "timing": {"median_ms": "fast", "steps": 3},

@@ -167,14 +167,31 @@ _PHASE_TYPES = tuple(map(_phase, _PHASES))
 _BY_PHASE = msgspec.json.Decoder(list[Union[(_Complete, *_PHASE_TYPES)]])  # noqa: UP007
 
 
-def _decode_events(data) -> list:
+class _PreciseComplete(_Complete, tag="X", gc=False):
+    ts: Decimal | None = None  # see _PreciseEvent
+
+
+_BY_PHASE_PRECISE = msgspec.json.Decoder(
+    list[Union[(_PreciseComplete, *_PHASE_TYPES)]])  # noqa: UP007
+
+
+_BY_PHASE_FILE = {
+    precise: msgspec.json.Decoder(msgspec.defstruct(
+        "_ByPhaseFile", [("traceEvents", list[Union[(c, *_PHASE_TYPES)]] | None, None)],  # noqa: UP007
+        bases=(_File,)))
+    for precise, c in ((False, _Complete), (True, _PreciseComplete))
+}
+
+
+def _decode_events(data, precise: bool = False) -> list:
     """A slice's events (``[`` … ``]``), by phase; anything that does not decode that way (an
     event with no or another ``ph``, a wrong cut, a bad value) is decoded as plain events, which
-    decide it as they always did: the same events, or the same error."""
+    decide it as they always did: the same events, or the same error. ``precise``: timestamps as
+    decimals (the slice's second decode, where a float cannot hold them)."""
     try:
-        return _BY_PHASE.decode(data)
+        return (_BY_PHASE_PRECISE if precise else _BY_PHASE).decode(data)
     except Exception:  # noqa: BLE001 - the plain decode below raises what there is to raise
-        return _LIST_DECODERS[False].decode(data)
+        return _LIST_DECODERS[precise].decode(data)
 
 #: below 2**43 µs (~100 days of clock) a float64 µs value still pins the nanosecond: its error is
 #: under half a ns, so rounding recovers the exact integer (see _Builder._span)
@@ -223,13 +240,19 @@ _DECODE_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
 def _decode(data, path: str, precise: bool) -> _File:
+    """The whole document; its events by phase (as a streamed slice's), else plainly: the plain
+    decode decides what does not decode by phase, as it always did."""
+    try:
+        return _BY_PHASE_FILE[precise].decode(data)
+    except Exception:  # noqa: BLE001 - the plain decode below raises what there is to raise
+        pass
     try:
         return _DECODERS[precise].decode(data)
     except msgspec.ValidationError as exc:
         # A bare Chrome JSON array of events is a valid trace too.
         if bytes(data[:64]).lstrip()[:1] == b"[":
             try:
-                return _File(traceEvents=_LIST_DECODERS[precise].decode(data))
+                return _File(traceEvents=_decode_events(data, precise))
             except _DECODE_ERRORS as exc2:
                 if isinstance(exc2, msgspec.ValidationError | RecursionError | UnicodeDecodeError):
                     raise _decode_error(exc2, path) from None
@@ -373,7 +396,14 @@ class _Slicer:
                 raise self._error(exc) from None
 
             def precise() -> list[_PreciseEvent]:
-                return _LIST_DECODERS[True].decode(view)
+                # every field of every event, where the first decode read complete events only:
+                # a bad value elsewhere is the same error a whole-document decode gives
+                try:
+                    return _decode_events(view, precise=True)
+                except _DECODE_ERRORS as exc:
+                    raise self._error(exc, first) from None
+
+            first = self.b.events
 
             self.b.add(events, precise)
             self.slices += 1
@@ -381,10 +411,12 @@ class _Slicer:
         finally:
             view.release()
 
-    def _error(self, exc: Exception) -> TraceFormatError:
-        # $[i] of a slice is $.traceEvents[first + i] of the document
+    def _error(self, exc: Exception, first: int | None = None) -> TraceFormatError:
+        # $[i] of a slice is $.traceEvents[first + i] of the document (first: the slice's first
+        # event; by default the next event the builder would count)
+        first = self.b.events if first is None else first
         msg = re.sub(r"`\$\[(\d+)\]",
-                     lambda m: f"`$.traceEvents[{self.b.events + int(m.group(1))}]", str(exc))
+                     lambda m: f"`$.traceEvents[{first + int(m.group(1))}]", str(exc))
         return _decode_error(type(exc)(msg) if isinstance(exc, msgspec.ValidationError)
                              else exc, self.path)
 
@@ -488,9 +520,15 @@ def decode_part(data, path: str) -> tuple:
         return ("unicode", exc.reason)
     b = _Builder(path)
     try:
-        b.add(events, lambda: _LIST_DECODERS[True].decode(data))
+        b.add(events, lambda: _decode_events(data, precise=True))
     except TraceFormatError as exc:
         return ("tfe", str(exc))
+    except msgspec.ValidationError as exc:  # the decimal re-decode reads every event's fields
+        return ("verr", str(exc))
+    except RecursionError:
+        return ("recursion",)
+    except UnicodeDecodeError as exc:
+        return ("unicode", exc.reason)
     return ("ok", b)
 
 
