@@ -16,7 +16,7 @@
  *   cat_codes  dict cat -> code (a cache; codes as CAT_* below)
  *   api_names  dict name -> launch kind + 1 (0: not a launch) | 8 if a sync call (a cache)
  *   codes      dict name -> uint32 code, extended in table order (gpu, launch, sync, ann, cpu)
- *   tables     five tuples of columns, in kineto._FAST_COLUMNS's order: a bytearray per column,
+ *   tables     five tuples of columns, in kineto._SCAN_COLUMNS's order: a bytearray per column,
  *              (bytearray, mask bytearray or None) per id column (the mask only when some id is
  *              unknown); ts and dur as float64 µs (dur NaN where missing)
  */
@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
 
 enum { CAT_SKIP = 0, CAT_UNKNOWN = 1, CAT_GPU = 2 /* 2..4: + gpu kind */, CAT_API = 5 /* 5, 6 */,
        CAT_API_SYNC = 7, CAT_ANN = 8, CAT_ANN_GPU = 9, CAT_CPU = 10, CAT_MAX = 10 };
@@ -39,18 +40,26 @@ enum { A_CORRELATION, A_STREAM, A_DEVICE, A_BYTES, N_ARGS };
 static PyObject *profiler_step; /* "ProfilerStep#" */
 
 typedef struct {
-    PyObject *complete_type, *event_type, *ph_descr, *phase_types, *args_type;
-    PyObject *fields[N_FIELDS], *arg_fields[N_ARGS];
-    PyObject *cat_code, *api_name_code;
+    PyTypeObject *complete_type, *event_type, *args_type;
+    PyObject *phase_types, *cat_code, *api_name_code;
+    Py_ssize_t ph, fields[N_FIELDS], arg_fields[N_ARGS]; /* the fields' slot offsets */
 } Spec;
 
-/* a field of a struct through its member descriptor (a new reference; NULL with no error set
- * when the slot is empty) */
-static PyObject *get(PyObject *descr, PyObject *obj) {
-    PyObject *v = Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
-    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError))
-        PyErr_Clear();
-    return v;
+/* A field of a struct, read from its slot (borrowed; NULL if the slot is empty). The offsets come
+ * from the structs' member descriptors (parse_spec checks each is a plain object slot of a base
+ * of the type read): what the descriptor's __get__ reads, without a call and a reference. */
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+static int slot_offset(PyObject *descr, PyTypeObject *type, Py_ssize_t *offset) {
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)
+        || (((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX
+            && ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT)
+        || !PyType_IsSubtype(type, PyDescr_TYPE(descr))) {
+        PyErr_SetString(PyExc_TypeError, "scan: a field is not an object slot of the struct");
+        return -1;
+    }
+    *offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    return 0;
 }
 
 /* the small int a cache dict holds for key, filling it from fn on a miss; -1 on error */
@@ -120,10 +129,10 @@ static PyObject *id_pack(IdColumn *c) {
 }
 
 static int parse_spec(PyObject *spec, Spec *s) {
-    PyObject *fields, *arg_fields;
-    if (!PyArg_ParseTuple(spec, "OOOOOOOOO", &s->complete_type, &s->event_type, &s->ph_descr,
-                          &s->phase_types, &fields, &s->args_type, &arg_fields, &s->cat_code,
-                          &s->api_name_code))
+    PyObject *ph, *fields, *arg_fields;
+    if (!PyArg_ParseTuple(spec, "O!O!OOOO!OOO", &PyType_Type, &s->complete_type, &PyType_Type,
+                          &s->event_type, &ph, &s->phase_types, &fields, &PyType_Type,
+                          &s->args_type, &arg_fields, &s->cat_code, &s->api_name_code))
         return -1;
     if (!PyTuple_Check(fields) || PyTuple_GET_SIZE(fields) != N_FIELDS
         || !PyTuple_Check(arg_fields) || PyTuple_GET_SIZE(arg_fields) != N_ARGS
@@ -131,119 +140,104 @@ static int parse_spec(PyObject *spec, Spec *s) {
         PyErr_SetString(PyExc_TypeError, "scan: malformed spec");
         return -1;
     }
+    if (slot_offset(ph, s->event_type, &s->ph) < 0)
+        return -1;
     for (int i = 0; i < N_FIELDS; i++)
-        s->fields[i] = PyTuple_GET_ITEM(fields, i);
-    for (int i = 0; i < N_ARGS; i++)
-        s->arg_fields[i] = PyTuple_GET_ITEM(arg_fields, i);
-    PyObject *all[N_FIELDS + N_ARGS + 1];
-    memcpy(all, s->fields, sizeof(s->fields));
-    memcpy(all + N_FIELDS, s->arg_fields, sizeof(s->arg_fields));
-    all[N_FIELDS + N_ARGS] = s->ph_descr;
-    for (int i = 0; i < N_FIELDS + N_ARGS + 1; i++)
-        if (Py_TYPE(all[i])->tp_descr_get == NULL) {
-            PyErr_SetString(PyExc_TypeError, "scan: a field is not a descriptor");
+        if (slot_offset(PyTuple_GET_ITEM(fields, i), s->complete_type, &s->fields[i]) < 0
+            || slot_offset(PyTuple_GET_ITEM(fields, i), s->event_type, &s->fields[i]) < 0)
             return -1;
-        }
+    for (int i = 0; i < N_ARGS; i++)
+        if (slot_offset(PyTuple_GET_ITEM(arg_fields, i), s->args_type, &s->arg_fields[i]) < 0)
+            return -1;
     return 0;
 }
 
-/* An event's args: the _Args struct, or NULL for none (None, or not an object: counted in *bad
- * when count is set). Borrowed from args_obj. */
-static PyObject *args_of(Spec *s, PyObject *args_obj, int count, long *bad) {
-    if (Py_TYPE(args_obj) == (PyTypeObject *)s->args_type)
-        return args_obj;
-    if (args_obj != Py_None && count)
+/* An event's args struct (borrowed), or NULL for none: None, or not an object (counted in *bad
+ * when bad is given, as the Python builder counts the GPU ops' and launches'). */
+static PyObject *args_of(Spec *s, PyObject *args, long *bad) {
+    if (Py_TYPE(args) == s->args_type)
+        return args;
+    if (args != Py_None && bad)
         (*bad)++;
     return NULL;
 }
 
-/* Pass 1: each event's tables (bits of T_*) into flags, the rows per table into counts, the
- * counters; 1 when the whole slice is the fast path's, 0 when it declines, -1 on error. */
+/* an args field (borrowed), None when there are no args; NULL for an empty slot */
+static PyObject *arg(Spec *s, PyObject *args, int field) {
+    return args ? SLOT(args, s->arg_fields[field]) : Py_None;
+}
+
+/* Pass 1: each event's tables (bits of T_*) into flags, its category code and launch kind into
+ * aux, the rows per table into counts, the counters; 1 when the whole slice is the fast path's,
+ * 0 when it declines, -1 on error. Nothing outside this call changes before it returns 1. */
 static int classify(Spec *s, PyObject *events, PyObject *cat_codes, PyObject *api_names,
-                    uint8_t *flags, uint8_t *aux, Py_ssize_t counts[5], long *no_ts, PyObject *unknown) {
+                    uint8_t *flags, uint8_t *aux, Py_ssize_t counts[5], long *no_ts,
+                    PyObject *unknown) {
     Py_ssize_t n = PyList_GET_SIZE(events);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *e = PyList_GET_ITEM(events, i);
         PyTypeObject *t = Py_TYPE(e);
-        flags[i] = 0;
-        if (t == (PyTypeObject *)s->event_type) {
-            PyObject *ph = get(s->ph_descr, e);
+        flags[i] = aux[i] = 0;
+        if (t == s->event_type) {
+            PyObject *ph = SLOT(e, s->ph);
             if (ph == NULL)
-                return PyErr_Occurred() ? -1 : 0;
-            int x = PyUnicode_Check(ph) && PyUnicode_CompareWithASCIIString(ph, "X") == 0;
-            Py_DECREF(ph);
-            if (!x)
-                continue;
-        } else if (t != (PyTypeObject *)s->complete_type) {
-            int phase = PySet_Contains(s->phase_types, (PyObject *)t);
-            if (phase < 0)
-                return -1;
-            if (!phase)
                 return 0;
+            if (!PyUnicode_Check(ph) || PyUnicode_CompareWithASCIIString(ph, "X") != 0)
+                continue;
+        } else if (t != s->complete_type) {
+            int phase = PySet_Contains(s->phase_types, (PyObject *)t);
+            if (phase <= 0)
+                return phase;
             continue;
         }
         PyObject *v[N_FIELDS];
-        for (int f = 0; f < N_FIELDS; f++) {
-            v[f] = get(s->fields[f], e);
-            if (v[f] == NULL) {
-                for (int g = 0; g < f; g++)
-                    Py_DECREF(v[g]);
-                return PyErr_Occurred() ? -1 : 0;
-            }
-        }
-        int r = 1; /* 1: on, 0: decline, -1: error */
-        uint8_t fl = 0;
-        long code = CAT_SKIP, launch = 0;
+        for (int f = 0; f < N_FIELDS; f++)
+            if ((v[f] = SLOT(e, s->fields[f])) == NULL)
+                return 0;
         if (v[F_TS] == Py_None) {
             (*no_ts)++;
-            goto done;
+            continue;
         }
         if (v[F_CAT] == Py_None)
-            goto done;
-        if ((code = cached(cat_codes, s->cat_code, v[F_CAT])) < 0 || code > CAT_MAX) {
-            r = PyErr_Occurred() ? -1 : 0;
-            goto done;
-        }
+            continue;
+        long code = cached(cat_codes, s->cat_code, v[F_CAT]), launch = 0;
+        if (code < 0)
+            return PyErr_Occurred() ? -1 : 0;
+        if (code > CAT_MAX)
+            return 0;
         if (code == CAT_UNKNOWN) {
             PyObject *c = PyDict_GetItemWithError(unknown, v[F_CAT]);
-            long k = c ? PyLong_AsLong(c) : 0;
-            PyObject *k1 = (c || !PyErr_Occurred()) ? PyLong_FromLong(k + 1) : NULL;
-            if (k1 == NULL || PyDict_SetItem(unknown, v[F_CAT], k1) < 0)
-                r = -1;
-            Py_XDECREF(k1);
-            goto done;
+            if (c == NULL && PyErr_Occurred())
+                return -1;
+            PyObject *k = PyLong_FromLong(c ? PyLong_AsLong(c) + 1 : 1);
+            int bad = k == NULL || PyDict_SetItem(unknown, v[F_CAT], k) < 0;
+            Py_XDECREF(k);
+            if (bad)
+                return -1;
+            continue;
         }
         if (code == CAT_SKIP)
-            goto done;
+            continue;
         /* a table's event: what the Python builder would read, checked to be the common case */
         if (!PyFloat_CheckExact(v[F_TS]) || !(PyFloat_AS_DOUBLE(v[F_TS]) < FLOAT_EXACT_US)
             || !(v[F_DUR] == Py_None || PyFloat_CheckExact(v[F_DUR]))
-            || !PyUnicode_CheckExact(v[F_NAME])) {
-            r = 0;
-            goto done;
-        }
+            || !PyUnicode_CheckExact(v[F_NAME]))
+            return 0;
+        uint8_t fl = 0;
         if (code < CAT_API) {
             fl = T_GPU;
-            PyObject *a = args_of(s, v[F_ARGS], 0, NULL);
-            PyObject *av[N_ARGS] = {NULL};
-            for (int f = 0; a && f < N_ARGS; f++)
-                if ((av[f] = get(s->arg_fields[f], a)) == NULL && PyErr_Occurred())
-                    r = -1;
-            if (r == 1 && ((av[A_CORRELATION] && !plain_id(av[A_CORRELATION]))
-                           || (av[A_BYTES] && !plain_id(av[A_BYTES]))
-                           || !plain_id(av[A_DEVICE] && av[A_DEVICE] != Py_None ? av[A_DEVICE]
-                                                                                : v[F_PID])
-                           || !plain_id(av[A_STREAM] && av[A_STREAM] != Py_None ? av[A_STREAM]
-                                                                                : v[F_TID])))
-                r = 0;
+            PyObject *a = args_of(s, v[F_ARGS], NULL), *av[N_ARGS];
             for (int f = 0; f < N_ARGS; f++)
-                Py_XDECREF(av[f]);
+                if ((av[f] = arg(s, a, f)) == NULL)
+                    return 0;
+            if (!plain_id(av[A_CORRELATION]) || !plain_id(av[A_BYTES])
+                || !plain_id(av[A_DEVICE] != Py_None ? av[A_DEVICE] : v[F_PID])
+                || !plain_id(av[A_STREAM] != Py_None ? av[A_STREAM] : v[F_TID]))
+                return 0;
         } else if (code <= CAT_API_SYNC) {
             long nm = cached(api_names, s->api_name_code, v[F_NAME]);
-            if (nm < 0) {
-                r = -1;
-                goto done;
-            }
+            if (nm < 0)
+                return PyErr_Occurred() ? -1 : 0;
             if (code != CAT_API_SYNC && (nm & 7)) {
                 fl |= T_LAUNCH;
                 launch = nm & 7;
@@ -251,34 +245,23 @@ static int classify(Spec *s, PyObject *events, PyObject *cat_codes, PyObject *ap
             if (code == CAT_API_SYNC || (nm & 8))
                 fl |= T_SYNC;
             if (fl && !plain_id(v[F_TID]))
-                r = 0;
-            if (r == 1 && (fl & T_LAUNCH)) {
-                PyObject *a = args_of(s, v[F_ARGS], 0, NULL);
-                if (a) {
-                    PyObject *c = get(s->arg_fields[A_CORRELATION], a);
-                    if (c == NULL)
-                        r = PyErr_Occurred() ? -1 : 0;
-                    else if (!plain_id(c))
-                        r = 0;
-                    Py_XDECREF(c);
-                }
+                return 0;
+            if (fl & T_LAUNCH) {
+                PyObject *c = arg(s, args_of(s, v[F_ARGS], NULL), A_CORRELATION);
+                if (c == NULL || !plain_id(c))
+                    return 0;
             }
         } else {
             fl = code == CAT_CPU ? T_CPU : T_ANN;
             if (!plain_id(v[F_TID]))
-                r = 0;
+                return 0;
             /* before ~2023 ProfilerStep#N was a cpu_op: the Python builder makes it an annotation */
-            if (r == 1 && code == CAT_CPU) {
+            if (code == CAT_CPU) {
                 Py_ssize_t old = PyUnicode_Tailmatch(v[F_NAME], profiler_step, 0, PY_SSIZE_T_MAX, -1);
                 if (old)
-                    r = old < 0 ? -1 : 0;
+                    return old < 0 ? -1 : 0;
             }
         }
-    done:
-        for (int f = 0; f < N_FIELDS; f++)
-            Py_DECREF(v[f]);
-        if (r != 1)
-            return r;
         flags[i] = fl;
         aux[i] = (uint8_t)(code | (launch << 4));
         for (int k = 0; k < 5; k++)
@@ -328,20 +311,9 @@ static PyObject *table(Spec *s, PyObject *events, const uint8_t *flags, const ui
     for (Py_ssize_t i = 0; ok && i < n; i++) {
         if (!(flags[i] & bit))
             continue;
-        PyObject *e = PyList_GET_ITEM(events, i);
-        PyObject *v[N_FIELDS];
-        int f = 0;
-        for (; f < N_FIELDS; f++)
-            if ((v[f] = get(s->fields[f], e)) == NULL)
-                break;
-        if (f < N_FIELDS) { /* pass 1 read these very slots */
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_RuntimeError, "scan: an event changed between passes");
-            while (f--)
-                Py_DECREF(v[f]);
-            ok = 0;
-            break;
-        }
+        PyObject *e = PyList_GET_ITEM(events, i), *v[N_FIELDS];
+        for (int f = 0; f < N_FIELDS; f++)
+            v[f] = SLOT(e, s->fields[f]); /* pass 1 found each set */
         uint32_t code = 0;
         ok = name_code(codes, v[F_NAME], &code) == 0;
         COL(name, uint32_t)[row] = code;
@@ -354,39 +326,27 @@ static PyObject *table(Spec *s, PyObject *events, const uint8_t *flags, const ui
             COL(dur, double)[row] = PyFloat_AS_DOUBLE(v[F_DUR]);
         }
         uint8_t cat = aux[i] & 15;
-        if (bit == T_GPU || bit == T_LAUNCH) {
-            PyObject *a = args_of(s, v[F_ARGS], 1, bad);
-            PyObject *av[N_ARGS];
-            for (int g = 0; g < N_ARGS; g++)
-                av[g] = a ? get(s->arg_fields[g], a) : Py_NewRef(Py_None);
-            for (int g = 0; g < N_ARGS; g++)
-                if (av[g] == NULL)
-                    ok = 0;
-            if (ok && bit == T_GPU) {
-                COL(kind, uint8_t)[row] = cat - CAT_GPU;
-                ok = id_put(&id[0], row, av[A_DEVICE] != Py_None ? av[A_DEVICE] : v[F_PID], I32) == 0
-                     && id_put(&id[1], row, av[A_STREAM] != Py_None ? av[A_STREAM] : v[F_TID], I64) == 0
-                     && id_put(&id[2], row, av[A_CORRELATION], I64) == 0
-                     && id_put(&id[3], row, av[A_BYTES], I64) == 0;
-            } else if (ok) {
-                COL(kind, uint8_t)[row] = (aux[i] >> 4) - 1;
-                COL(api, uint8_t)[row] = cat - CAT_API;
-                ok = id_put(&id[0], row, v[F_TID], I64) == 0
-                     && id_put(&id[1], row, av[A_CORRELATION], I64) == 0;
-            }
-            for (int g = 0; g < N_ARGS; g++)
-                Py_XDECREF(av[g]);
-        } else {
+        if (ok && bit == T_GPU) {
+            PyObject *a = args_of(s, v[F_ARGS], bad), *device = arg(s, a, A_DEVICE),
+                     *stream = arg(s, a, A_STREAM);
+            COL(kind, uint8_t)[row] = cat - CAT_GPU;
+            ok = id_put(&id[0], row, device != Py_None ? device : v[F_PID], I32) == 0
+                 && id_put(&id[1], row, stream != Py_None ? stream : v[F_TID], I64) == 0
+                 && id_put(&id[2], row, arg(s, a, A_CORRELATION), I64) == 0
+                 && id_put(&id[3], row, arg(s, a, A_BYTES), I64) == 0;
+        } else if (ok && bit == T_LAUNCH) {
+            PyObject *a = args_of(s, v[F_ARGS], bad);
+            COL(kind, uint8_t)[row] = (aux[i] >> 4) - 1;
+            COL(api, uint8_t)[row] = cat - CAT_API;
+            ok = id_put(&id[0], row, v[F_TID], I64) == 0
+                 && id_put(&id[1], row, arg(s, a, A_CORRELATION), I64) == 0;
+        } else if (ok) {
             COL(kind, uint8_t)[row] = cat == CAT_ANN_GPU;
-            ok = ok && id_put(&id[0], row, v[F_TID], I64) == 0;
+            ok = id_put(&id[0], row, v[F_TID], I64) == 0;
         }
-        for (f = 0; f < N_FIELDS; f++)
-            Py_DECREF(v[f]);
         row++;
     }
     if (!ok) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "scan: an event changed between passes");
         Py_XDECREF(name); Py_XDECREF(ts); Py_XDECREF(dur); Py_XDECREF(kind); Py_XDECREF(api);
         for (int k = 0; k < 4; k++) {
             Py_XDECREF(id[k].values);
