@@ -169,7 +169,8 @@ static PyObject *arg(Spec *s, PyObject *args, int field) {
 
 /* Pass 1: each event's tables (bits of T_*) into flags, its category code and launch kind into
  * aux, the rows per table into counts, the counters; 1 when the whole slice is the fast path's,
- * 0 when it declines, -1 on error. Nothing outside this call changes before it returns 1. */
+ * 0 when it declines, -1 on error. Nothing outside this call changes before it returns 1 but
+ * the two caches (pure functions of their keys): a declined slice leaves the builder as it was. */
 static int classify(Spec *s, PyObject *events, PyObject *cat_codes, PyObject *api_names,
                     uint8_t *flags, uint8_t *aux, Py_ssize_t counts[5], long *no_ts,
                     PyObject *unknown) {
