@@ -5,7 +5,7 @@ The Kineto reader's builder has two implementations of its per-event work: Pytho
 and an optional C pass that handles the common case and declines the rest. Here the two must
 agree exactly — tables, dtypes, nulls, name codes in the same order, counters, warnings and errors:
 
-* on every committed Kineto trace, read whole-process both ways;
+* on every committed Kineto trace, streamed both ways (every slice in this process, counted);
 * on generated slices of events with every awkward value (hypothesis), decoded as the reader
   decodes them;
 * on slices the C pass must take (so the comparison is not vacuous) and ones it must decline.
