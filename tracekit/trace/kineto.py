@@ -510,26 +510,31 @@ def decode_part(data, path: str) -> tuple:
     (see :mod:`tracekit.trace.slice_worker`) or here."""
     try:
         events = _decode_events(data)
-    except msgspec.ValidationError as exc:
-        return ("verr", str(exc))
+    except _SLICE_ERRORS as exc:
+        return _slice_error(exc)
     except msgspec.DecodeError:
         return ("badcut",)
-    except RecursionError:
-        return ("recursion",)
-    except UnicodeDecodeError as exc:
-        return ("unicode", exc.reason)
     b = _Builder(path)
     try:
         b.add(events, lambda: _decode_events(data, precise=True))
     except TraceFormatError as exc:
         return ("tfe", str(exc))
-    except msgspec.ValidationError as exc:  # the decimal re-decode reads every event's fields
-        return ("verr", str(exc))
-    except RecursionError:
-        return ("recursion",)
-    except UnicodeDecodeError as exc:
-        return ("unicode", exc.reason)
+    except _SLICE_ERRORS as exc:  # the decimal re-decode reads every event's fields
+        return _slice_error(exc)
     return ("ok", b)
+
+
+#: what a slice's decode raises that is the trace's fault (to raise in the slice's turn)
+_SLICE_ERRORS = (msgspec.ValidationError, RecursionError, UnicodeDecodeError)
+
+
+def _slice_error(exc: Exception) -> tuple:
+    """One of :data:`_SLICE_ERRORS` as :func:`decode_part`'s reply."""
+    if isinstance(exc, msgspec.ValidationError):
+        return ("verr", str(exc))
+    if isinstance(exc, RecursionError):
+        return ("recursion",)
+    return ("unicode", exc.reason)
 
 
 class _Reply(msgspec.Struct):
