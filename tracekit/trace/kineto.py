@@ -858,16 +858,18 @@ _APIS = ["runtime", "driver"]
 _GPU_KIND_CODE = {c: _GPU_KINDS.index(k) for c, k in _GPU_CATS.items()}
 _LAUNCH_KIND_CODE = {k: i for i, k in enumerate(_LAUNCH_KINDS)}
 _API_CODE = {c: _APIS.index(a) for c, a in _API_CATS.items()}
-#: the tables the compiled pass fills, in order, and their columns in its order (ids: with masks)
+#: the tables the compiled pass fills, in order, and their columns in its order with their
+#: dtypes (an id column comes as int64 values and a mask, and is kept as this dtype)
 _SCAN_COLUMNS = {
     "gpu": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("kind", np.uint8),
-            ("device", np.int32), ("stream", None), ("correlation", None), ("bytes", None)),
+            ("device", np.int32), ("stream", np.int64), ("correlation", np.int64),
+            ("bytes", np.int64)),
     "launch": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("kind", np.uint8),
-               ("api", np.uint8), ("tid", None), ("correlation", None)),
-    "sync": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("tid", None)),
+               ("api", np.uint8), ("tid", np.int64), ("correlation", np.int64)),
+    "sync": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("tid", np.int64)),
     "ann": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("on_gpu", np.bool_),
-            ("tid", None)),
-    "cpu": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("tid", None)),
+            ("tid", np.int64)),
+    "cpu": (("name", np.uint32), ("ts", np.float64), ("dur", np.float64), ("tid", np.int64)),
 }
 
 
@@ -960,11 +962,11 @@ class _Builder:
         for key, columns in zip(_SCAN_COLUMNS, tables):
             cols, masks = {}, {}
             for (col, dtype), v in zip(_SCAN_COLUMNS[key], columns):
-                if dtype is None or dtype is np.int32:  # an id: (int64 values, mask or None)
+                if type(v) is tuple:  # an id: (int64 values, mask or None)
                     v, mask = v
                     if mask is not None:
                         masks[col] = np.frombuffer(mask, np.bool_)
-                    cols[col] = np.frombuffer(v, np.int64).astype(dtype or np.int64, copy=False)
+                    cols[col] = np.frombuffer(v, np.int64).astype(dtype, copy=False)
                 else:
                     cols[col] = np.frombuffer(v, dtype)
             if cols["ts"].size:
