@@ -108,10 +108,12 @@ def _err(path: Path, **kw) -> str:
     (b'{"ph": "X", "cat": "kernel", "name": "k", "ts": 1, "args": {"a": '
      + b"[" * 100_000 + b"]" * 100_000 + b"}}", "nests JSON deeper"),
 ], ids=["utf8", "ts", "type", "deep"])
-def test_a_slice_error_is_the_same_line(tmp_path, procs, bad, says) -> None:
-    p = _big(tmp_path, bad)
+@pytest.mark.parametrize("at", [300, 479], ids=["mid", "last-slice"])
+def test_a_slice_error_is_the_same_line(tmp_path, procs, bad, says, at) -> None:
+    """In a slice the worker reads, and in the last one (read here while the worker finishes)."""
+    p = _big(tmp_path, bad, at)
     alone = _err(p, workers=0)
-    assert says in alone
+    assert says.replace("300", str(at)) in alone
     assert _err(p, workers=1) == alone
     _reaped(procs)
 
@@ -181,3 +183,25 @@ def test_both_ways_of_starting_the_worker_read_the_same(tmp_path, monkeypatch, p
     monkeypatch.setenv("TRACEKIT_READER_FORK", fork)
     _alone_and_shared_agree(tmp_path, procs, "pretty")
     assert all(type(w).__name__ == ("_Forked" if fork == "1" else "Popen") for w in procs)
+
+
+@pytest.mark.parametrize("layout", sorted(_layouts(_events())), ids=str)
+def test_every_layout_reads_the_same_with_the_worker(tmp_path, procs, layout) -> None:
+    """Each layout's last slice holds a ``}]`` before the array's end (an event's args end in a
+    list of objects), so the end taken first is a wrong one and the last events are read again;
+    the same events either way."""
+    _alone_and_shared_agree(tmp_path, procs, layout)
+
+
+def test_the_last_slice_ends_the_array_at_its_first_bracket(tmp_path, procs) -> None:
+    """Here the first ``}]`` is the array's end: the last slice is taken as decoded the first
+    time, and what follows the array is read as the document's rest."""
+    p = _big(tmp_path)
+    text = p.read_bytes()
+    assert text.count(b"}]") == 1
+    p.write_bytes(text[:-1] + b', "deviceProperties": [{"id": 0, "name": "NVIDIA H100"}]}')
+    alone, shared = load(p, slice_bytes=2000, workers=0), load(p, slice_bytes=2000, workers=1)
+    _same(alone, shared)
+    assert shared.meta["devices"][0]["name"] == "NVIDIA H100"
+    assert shared.notes == alone.notes
+    _reaped(procs)

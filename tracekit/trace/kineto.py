@@ -587,6 +587,22 @@ class _Parallel:
         else:
             self.pending.append([pieces, gap, offset, opener, self._decode_here(pieces)])
 
+    def push_last(self, buf: bytearray, lead: int, offset: int) -> bytes | None:
+        """The last events (buf[lead+1:] up to the first ``}]``), decoded here now and merged in
+        their turn. Returns what follows the array, and leaves in ``buf`` only the array's end and
+        that (read again after a wrong cut); None, buf untouched, if there is no such end (the
+        slicer's :meth:`~_Slicer.finish` then decides, as always)."""
+        first = _WS.match(buf, lead + 1).end()
+        m = None if first < len(buf) and buf[first] == 0x5D else _END.search(buf, lead + 1)
+        if m is None:
+            return None
+        end = m.start() + 1
+        pieces = [bytes(buf[lead + 1:end])]
+        self.pending.append([pieces, b"", offset, buf[lead], self._decode_here(pieces)])
+        tail = bytes(buf[m.end():])
+        del buf[lead:end]
+        return tail
+
     def _decode_here(self, pieces: list) -> tuple:
         """Decode a slice in this process."""
         return decode_part(b"".join([b"[", *pieces, b"]"]), self.path)
@@ -635,6 +651,10 @@ class _Parallel:
             return _decode_error(UnicodeDecodeError("utf-8", b"", 0, 1, msg or ""), self.path)
         return TraceFormatError(msg or f"{self.path}: the slice reader failed")
 
+    def stop(self) -> None:
+        """End the worker (its replies are all in); :meth:`close` reaps it."""
+        self.worker.stop()
+
     def close(self) -> None:
         self.pending.clear()
         self.worker.close()
@@ -681,6 +701,7 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
     slicer = _Slicer(path, b, slice_bytes)
     workers = _reader_workers(workers)
     par: _Parallel | None = None
+    done = False  # read to the end of the events: a worker is then stopped, and reaped last
     try:
         state = [0, 0]
         while (start := _find_events(buf, state)) is None:
@@ -772,15 +793,22 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
             del buf[:new]
             dropped += new
             lead = 0
+        tail = None
         if par is not None:
+            # the last events are decoded here while the worker finishes its slices (this
+            # process would otherwise wait for them, and then decode these alone)
+            tail = par.push_last(buf, lead, dropped + lead)
             redo = par.settle(block=True)
             par = None
             if redo is not None:  # the last slices, read here
                 dropped, buf[:0] = redo
+                tail = None
                 while len(buf) > slice_bytes and (new := slicer.cut(buf, 0)) != 0:
                     del buf[:new]
                     dropped += new
-        tail = slicer.finish(buf, lead)
+        if tail is None:
+            tail = slicer.finish(buf, lead)
+        done = True
     except _Fallback as why:
         if par is not None:  # what a slice before this point raises comes first, as in order
             par.settle(block=True, quiet=True)
@@ -791,19 +819,24 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
             par.settle(block=True, quiet=True)
         raise
     finally:
+        for p in slicer.parallel:  # on success the worker ends while the tables are built
+            p.stop() if done else p.close()
+    try:
+        try:
+            if bare:
+                if tail.strip():
+                    raise msgspec.DecodeError("trailing characters after the array")
+                meta = _Meta()
+            else:
+                meta = _META_DECODER.decode(head + b"[]" + tail)
+        except _DECODE_ERRORS as exc:
+            raise _decode_error(exc, path, " (outside traceEvents)") from None
+        notes.append(f"streamed {b.events} events in {slicer.slices} slices of "
+                     f"~{mib(slice_bytes)}")
+        return b.finish(meta)
+    finally:
         for p in slicer.parallel:
             p.close()
-    try:
-        if bare:
-            if tail.strip():
-                raise msgspec.DecodeError("trailing characters after the array")
-            meta = _Meta()
-        else:
-            meta = _META_DECODER.decode(head + b"[]" + tail)
-    except _DECODE_ERRORS as exc:
-        raise _decode_error(exc, path, " (outside traceEvents)") from None
-    notes.append(f"streamed {b.events} events in {slicer.slices} slices of ~{mib(slice_bytes)}")
-    return b.finish(meta)
 
 
 def _whole_after_fallback(src: Source, path: str, why: str, notes: list[str]) -> Trace:

@@ -248,13 +248,17 @@ class Worker:
         self.outstanding -= 1
         return body
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """End the worker now without waiting for it (:meth:`close` waits)."""
         self.dead = True
-        self._send.put(None)
+        self._send.put(None)  # the writer ends (a second None is never read)
         try:
             self.proc.kill()
         except OSError:  # pragma: no cover
             pass
+
+    def close(self) -> None:
+        self.stop()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - a kill is not refused
