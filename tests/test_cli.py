@@ -125,3 +125,29 @@ def test_the_command_skips_teardown_only_after_a_successful_explain(tmp_path, ar
         json.loads(p.stdout)  # the whole document came out before the exit
     else:
         assert p.returncode == 1 and p.stderr.startswith("Error: ")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+@pytest.mark.parametrize("setting, threads", [(None, 1), ("2", 2)], ids=["default", "user's"])
+def test_explain_starts_no_blas_threads(tmp_path, setting, threads):
+    """numpy's OpenBLAS would start a thread per core (spinning ~0.1 s) for an analysis that never
+    multiplies a matrix: explain leaves it at one thread, unless the user said otherwise. (A small
+    trace: the reader forks no worker, a fork would end OpenBLAS's threads.)"""
+    import os
+
+    if setting is not None and (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: OpenBLAS starts no thread to count")
+    trace = write_trace(tmp_path / "t.json.gz", decode_steps(8))
+    code = ("import os, sys\n"
+            "from tracekit.cli import main\n"
+            "sys.argv = ['tracekit', 'explain', '--json', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(len(os.listdir('/proc/self/task')), file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    p = subprocess.run([sys.executable, "-c", code, str(trace)], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["steps"]
+    assert int(p.stderr.split()[-1]) == threads

@@ -176,6 +176,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
       $ tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --gpu "H100 SXM5"
       $ tracekit explain trace.json.gz --unprofiled-ms 55.0
     """
+    _one_blas_thread()
     from tracekit.explain import explain as run_explain
 
     if (trace is None) == (not sample):
@@ -247,6 +248,7 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
       $ tracekit compare eager.json.gz graphs.json.gz --json --seed 1
       $ tracekit compare eager.json.gz graphs.json.gz --markdown ab.md --basis steps
     """
+    _one_blas_thread()
     from tracekit.compare import compare as run_compare
 
     kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
@@ -298,6 +300,7 @@ def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> N
       $ tracekit annotate trace.json.gz -o trace.tracekit.json.gz
       $ tracekit annotate trace.json.gz -o seen.json.gz --force --model qwen2.5-7b --ctx 2048
     """
+    _one_blas_thread()
     from tracekit.annotate import annotate as run_annotate
 
     try:
@@ -507,6 +510,16 @@ def _return_freed_memory() -> None:
     time)."""
     if "polars" not in sys.modules:
         os.environ.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
+
+
+def _one_blas_thread() -> None:
+    """numpy's OpenBLAS starts a thread per core that spins for ~0.1 s after the import, though
+    the analysis commands never multiply a matrix: ~70 ms of CPU of a 0.33 s run at 30 MB
+    (explain, 2 cores; benchmarks/bench_sizes.py prints CPU time), taken from the reader's worker
+    and the user's other work. Set before numpy's first import, by the commands that run no model
+    (capture's torch keeps its threads); a user's own setting wins."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def main(argv: list[str] | None = None) -> None:
