@@ -359,6 +359,13 @@ def _find_events(buf: bytearray, state: list) -> int | None:
         pos = m.end()
 
 
+def _after_empty(buf: bytearray, lead: int) -> int | None:
+    """Where what follows the array begins when no event is left in it (buf[lead+1:] is
+    whitespace and its ``]``); else None."""
+    first = _WS.match(buf, lead + 1).end()
+    return first + 1 if first < len(buf) and buf[first] == 0x5D else None
+
+
 class _Slicer:
     """Cuts the inflated stream at event boundaries of ``traceEvents`` and decodes each slice.
 
@@ -450,9 +457,8 @@ class _Slicer:
 
     def finish(self, buf: bytearray, lead: int) -> bytes:
         """The last events (up to the array's ``]``); returns what follows the array."""
-        first = _WS.match(buf, lead + 1).end()
-        if first < len(buf) and buf[first] == 0x5D:  # an empty array
-            return bytes(buf[first + 1:])
+        if (after := _after_empty(buf, lead)) is not None:
+            return bytes(buf[after:])
         tries = 0
         for m in _END.finditer(buf, lead + 1):
             after = m.end()  # before _decode_slice writes its ']' (perhaps over this one)
@@ -592,8 +598,7 @@ class _Parallel:
         their turn. Returns what follows the array, and leaves in ``buf`` only the array's end and
         that (read again after a wrong cut); None, buf untouched, if there is no such end (the
         slicer's :meth:`~_Slicer.finish` then decides, as always)."""
-        first = _WS.match(buf, lead + 1).end()
-        m = None if first < len(buf) and buf[first] == 0x5D else _END.search(buf, lead + 1)
+        m = None if _after_empty(buf, lead) is not None else _END.search(buf, lead + 1)
         if m is None:
             return None
         end = m.start() + 1
@@ -820,7 +825,10 @@ def read_kineto(src: Source, *, slice_bytes: int = SLICE_BYTES, notes: list[str]
         raise
     finally:
         for p in slicer.parallel:  # on success the worker ends while the tables are built
-            p.stop() if done else p.close()
+            if done:
+                p.stop()
+            else:
+                p.close()
     try:
         try:
             if bare:
