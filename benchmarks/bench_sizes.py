@@ -46,10 +46,9 @@ HTA = ("import sys, logging; logging.disable(logging.CRITICAL)\n"
 NO_READ = ("import os, pickle, sys\n"
            "import tracekit.cli as cli\n"
            "cli._one_blas_thread()\n"
-           "import msgspec, tracekit.explain, tracekit.trace.kineto, tracekit.trace.slice_worker\n"
+           "import tracekit.explain, tracekit.trace.kineto, tracekit.trace.slice_worker\n"
            "with open(sys.argv[1], 'rb') as f:\n"
-           "    doc = tracekit.explain.explain(pickle.load(f)).to_dict()\n"
-           "sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode())\n"
+           "    cli.print_json(tracekit.explain.explain(pickle.load(f)).to_dict())\n"
            "sys.stdout.flush()\n"
            "os._exit(0)\n")
 

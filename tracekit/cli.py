@@ -111,6 +111,13 @@ def app() -> None:
     pass
 
 
+def print_json(doc) -> None:
+    """A command's ``--json`` document on stdout: indented one space, one trailing newline."""
+    import msgspec
+
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
+
+
 def _fail(exc: TracekitError) -> None:
     _error(str(exc), exc.exit_code)
 
@@ -212,9 +219,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
     except TracekitError as exc:
         _fail(exc)
     if as_json:
-        import msgspec
-
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
+        print_json(doc)
     else:
         from tracekit.report.terminal import render
 
@@ -267,9 +272,7 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
     except TracekitError as exc:
         _fail(exc)
     if as_json:
-        import msgspec
-
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
+        print_json(doc)
     else:
         from tracekit.report.compare import render_terminal
 
@@ -347,9 +350,7 @@ def floor(model, ctx, gpu, dtype, group_size, as_json) -> None:
     except TracekitError as exc:
         _fail(exc)
     if as_json:
-        import msgspec
-
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(rows), indent=1).decode() + "\n")
+        print_json(rows)
         return
     from tracekit.report.terminal import render_floor
 
