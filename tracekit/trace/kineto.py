@@ -22,6 +22,7 @@ Events of unknown categories are skipped and counted in ``meta["skipped_categori
 
 from __future__ import annotations
 
+import codecs
 import functools
 import math
 import operator
@@ -191,7 +192,22 @@ def _decode_events(data, precise: bool = False) -> list:
     try:
         return (_BY_PHASE_PRECISE if precise else _BY_PHASE).decode(data)
     except Exception:  # noqa: BLE001 - the plain decode below raises what there is to raise
-        return _LIST_DECODERS[precise].decode(data)
+        return _plain_decode(_LIST_DECODERS[precise], data)
+
+
+def _plain_decode(decoder: msgspec.json.Decoder, data):
+    """``decoder.decode(data)``, with invalid UTF-8 always raised as a ``UnicodeDecodeError``.
+
+    Which exception msgspec raises for a string that is not UTF-8 is its own business (a
+    ``UnicodeDecodeError`` up to 0.22, a ``DecodeError`` from 0.23), and the reader must tell that
+    corruption from a wrong cut (also a ``DecodeError``). So on a ``DecodeError`` tracekit asks the
+    bytes themselves; the check runs only on that failure path. A cut is always just past a ``}``,
+    which never splits a multi-byte character, so a slice of a valid document is valid UTF-8."""
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError:
+        codecs.utf_8_decode(data, "strict", True)  # raises UnicodeDecodeError where invalid
+        raise
 
 #: below 2**43 µs (~100 days of clock) a float64 µs value still pins the nanosecond: its error is
 #: under half a ns, so rounding recovers the exact integer (see _Builder._span)
@@ -247,7 +263,7 @@ def _decode(data, path: str, precise: bool) -> _File:
     except Exception:  # noqa: BLE001 - the plain decode below raises what there is to raise
         pass
     try:
-        return _DECODERS[precise].decode(data)
+        return _plain_decode(_DECODERS[precise], data)
     except msgspec.ValidationError as exc:
         # A bare Chrome JSON array of events is a valid trace too.
         if bytes(data[:64]).lstrip()[:1] == b"[":
