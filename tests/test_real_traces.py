@@ -98,7 +98,7 @@ def test_graph_replay_kernels_map_to_their_launch(name):
 
 
 @pytest.mark.parametrize("key", ["eager_annotated", "graph_replay"])
-def test_kernel_period_finds_the_same_steps_without_markers(key):
+def test_forward_passes_are_the_same_steps_without_markers(key):
     name, _ = PLAIN[key]
     trace = load(SAMPLES / name)
     trace.annotations = trace.annotations.clear()
@@ -106,7 +106,7 @@ def test_kernel_period_finds_the_same_steps_without_markers(key):
     n_steps, per_step = _stdlib_counts(SAMPLES / name)
     steps = detect_steps(trace)
     table = step_table(trace, steps)
-    assert steps.method == "kernel_period"
+    assert steps.method == "forward_pass"
     # whole periods only: a cycle cut by the window's start is never invented into a step
     assert n_steps - 1 <= table.height <= n_steps
     assert set(table["kernels"].to_list()) == {per_step}

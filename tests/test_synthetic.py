@@ -186,7 +186,7 @@ def test_kernel_period_without_annotations(tmp_path):
     ev = decode_steps(5, kernel_us=1, launch_us=3, annotate=None, names=names, period=200)
     tr = load(write_trace(tmp_path / "k.json.gz", ev))
     steps = detect_steps(tr)
-    assert steps.method == "kernel_period"
+    assert steps.method == "forward_pass"
     t = step_table(tr, steps)
     assert t["kernels"].to_list() == [len(names)] * 5
     first = steps.ops.filter(pl.col("step") == 0).sort("start_ns")["name"][0]

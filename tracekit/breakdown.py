@@ -29,7 +29,7 @@ from enum import Enum
 import numpy as np
 
 from tracekit.specs.kernels import categorize
-from tracekit.steps import Steps
+from tracekit.steps import Steps, outside_per_step
 from tracekit.trace.model import Trace
 from tracekit.trace.table import Table
 
@@ -47,6 +47,7 @@ STEP_COLUMNS = [
     "step", "name", "kind", "start_ns", "latency_ns", "span_ns", "gpu_busy_ns", "idle_ns",
     *[f"idle_{g}_ns" for g in GAP_CLASSES],
     "kernels", "memcpys", "memsets", "launches", "graph_launches", "launch_host_ns", "cpu_ns",
+    "batch", "outside_ops",
 ]
 
 
@@ -72,10 +73,13 @@ def step_records(trace: Trace, steps: Steps) -> list[dict]:
     no_launch = {"launches": 0, "graph_launches": 0, "launch_host_ns": 0}
     ids, names, kinds = table["step"].tolist(), table["name"].tolist(), table["kind"].tolist()
     cpu_s, cpu_e = table["cpu_start_ns"].tolist(), table["cpu_end_ns"].tolist()
+    batch = np.where(table.valid("batch"), table["batch"], -1).tolist()
+    outside = outside_per_step(ops, table).tolist()
     rows = []
     for i, s in enumerate(ids):
         row = dict.fromkeys(STEP_COLUMNS)
         row.update(step=s, name=names[i], kind=kinds[i], cpu_ns=cpu_e[i] - cpu_s[i],
+                   batch=batch[i] if batch[i] >= 0 else None, outside_ops=outside[i],
                    **launch_counts.get(s, no_launch))
         if not has_ops[i]:
             # a step with no GPU op (CPU-only traces): host-side period only

@@ -240,12 +240,13 @@ def explain(
     unprof.check_flag(unprofiled_ms, None)
     tr = trace if isinstance(trace, Trace) else load(trace)
     release()  # what the streaming reader freed
-    steps = detect_steps(tr, step_marker=step_marker)
+    spec, ctx0, dtype, model_src = _resolve_model(tr, model, ctx, dtype)
+    steps = detect_steps(tr, step_marker=step_marker,
+                         layers=spec.layers if spec is not None else None)
     table = step_records(tr, steps)
     release()
     warnings = list(tr.warnings) + list(steps.warnings)
 
-    spec, ctx0, dtype, model_src = _resolve_model(tr, model, ctx, dtype)
     gspec, peak, peak_src = _resolve_gpu(tr, gpu, bandwidth_gbps)
     measured = (tr.capture or {}).get("copy_bandwidth_gbps")
     if not tr.has_gpu:
@@ -347,6 +348,7 @@ def _step_rows(table: list[dict], spec, ctx0, dtype, peak, convention) -> list[d
             "launches": r["launches"], "graph_launches": r["graph_launches"],
             "launch_host_ms": _ms(r["launch_host_ns"]), "cpu_ms": _ms(r["cpu_ns"]),
             "ctx": None, "floor_ms": None, "kernel_excess_ms": None, "r_floor": None,
+            "batch": r.get("batch"), "outside_ops": r.get("outside_ops"),
         }
         if ctx0 is not None:
             row["ctx"] = ctx0 + i
@@ -689,9 +691,11 @@ def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
         "gpu": tr.meta.get("gpu_name"), "devices": list((tr.meta.get("devices") or {}).values()),
         "versions": {**(tr.meta.get("versions") or {}), **((cap or {}).get("versions") or {})},
         "detection_method": steps.method, "detection_detail": steps.detail,
+        "step_contents": steps.contents,
         "steps_found": len(rows), "decode_steps": sum(r["kind"] == "decode" for r in rows),
         "flagged_steps": {k: [r["step"] for r in rows if r["kind"] == k]
-                          for k in ("prefill", "partial", "empty") if any(r["kind"] == k for r in rows)},
+                          for k in ("prefill", "mixed", "partial", "empty", "idle")
+                          if any(r["kind"] == k for r in rows)},
         "events": tr.meta.get("events"), "skipped_categories": tr.meta.get("skipped_categories"),
         "capture": {k: cap.get(k) for k in CAPTURE_KEYS if k in cap} if cap else None,
     }

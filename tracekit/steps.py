@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracekit.errors import BadUsage, NoStepsError
+from tracekit.specs.markers import MARKERS, kind_of
 from tracekit.trace.model import Trace
 from tracekit.trace.table import Strings, Table
 
@@ -46,7 +47,7 @@ PARTIAL_FRACTION = 0.8
 
 #: the step table's columns (polars type names; see tracekit.trace.table)
 STEPS = {"step": "Int64", "name": "Utf8", "cpu_start_ns": "Int64", "cpu_end_ns": "Int64",
-         "kind": "Utf8"}
+         "kind": "Utf8", "batch": "Int64"}
 _RANGES = {k: v for k, v in STEPS.items() if k != "step"}
 
 
@@ -70,6 +71,8 @@ class Steps:
     method: str
     detail: str
     warnings: list[str] = field(default_factory=list)
+    #: what one decode step contains, in words ("1 forward pass: 28 attention kernels, …")
+    contents: str | None = None
     #: what later stages derive from ``ops`` once and share (breakdown's merged busy intervals)
     derived: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -101,12 +104,18 @@ class Steps:
 
 
 # -- entry point ------------------------------------------------------------------------------
-def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
-    """Detect the decode steps of ``trace`` (see the module docstring for the order)."""
+def detect_steps(trace: Trace, *, step_marker: str | None = None,
+                 layers: int | None = None) -> Steps:
+    """Detect the steps of ``trace`` (see the module docstring for the order).
+
+    ``layers``: the model's layer count when it is known; a pass found from the kernels alone must
+    then hold that many attention kernels."""
     ops, order = _ops_with_launch(trace)
     ann = trace.table("annotations")
     cpu_ann = ann.take(np.nonzero(~ann.filled("on_gpu", True))[0])
-    found: tuple[Table, str, str] | None = None
+    found: tuple | None = None
+    notes: list[str] = []
+    passes = _LazyPasses(ops, layers)
 
     if step_marker is not None:
         ranges = _top_level(cpu_ann.take(np.nonzero(_marker_matches(step_marker, cpu_ann))[0]))
@@ -118,12 +127,13 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
         found = (ranges, "marker", f"{ranges.height} ranges matching {step_marker!r}")
     if found is None:
         found = _by_name(cpu_ann, TRACEKIT_STEP, "tracekit", "tracekit.step#N")
+    for method in (_stack_markers, _repeating_annotation):
+        if found is None:
+            found = _as_passes(method(cpu_ann, ops), ops, passes, notes)
     if found is None:
-        found = _by_name(cpu_ann, PROFILER_STEP, "profiler_step", "ProfilerStep#N")
-    if found is None:
-        found = _repeating_annotation(cpu_ann, ops)
-    if found is None:
-        found = _graph_launches(trace, ops)
+        found = _as_passes(_graph_launches(trace, ops), ops, passes, notes)
+    if found is None and passes.get() is not None and passes.get().whole:
+        found = _forward_passes(ops, passes.get())
     if found is None:
         found = _kernel_period(ops)
     if found is None:
@@ -133,11 +143,68 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None) -> Steps:
         )
     ranges, method, detail = found
     ranges = ranges.take(np.argsort(ranges["cpu_start_ns"], kind="stable"))
-    table = Table({"step": np.arange(ranges.height, dtype=np.int64), **ranges.cols}, STEPS)
-    ops = _assign(ops, table)
+    table = Table({"step": np.arange(ranges.height, dtype=np.int64), **ranges.cols}, STEPS,
+                  {"batch": ranges.masks.get("batch")})
+    ops = _assign(ops, table, trace.table("launches"))
     trace._share("gpu_ops", ops, order)  # one copy of the GPU ops' columns, not two
     table, warnings = _flag(table, ops, has_gpu=trace.has_gpu)
-    return Steps(table_t=table, ops_t=ops, method=method, detail=detail, warnings=warnings)
+    warnings = notes + warnings + _outside_warning(ops, table)
+    contents = _contents(ops, table, passes.get() if method in ("forward_pass", "graph_launch")
+                         else None)
+    if method == "kernel_period":
+        warnings.append(
+            "tracekit cannot tell a forward pass from a layer in this trace: the kernel sequence "
+            "repeats, but no kernel that runs once per pass (embedding lookup, argmax or "
+            "sampling) recurs at the step's period and no smaller block repeats inside it, so a "
+            "step may be a layer or several passes. Pass --step-marker REGEX, or profile with "
+            "record_function around each decode step")
+    return Steps(table_t=table, ops_t=ops, method=method, detail=detail, warnings=warnings,
+                 contents=contents)
+
+
+class _LazyPasses:
+    """:func:`find_passes` over the trace's kernels, computed on first use."""
+
+    def __init__(self, ops: Table, layers: int | None) -> None:
+        self.ops, self.layers, self._done, self._value = ops, layers, False, None
+
+    def get(self) -> Passes | None:
+        if not self._done:
+            self._done = True
+            kernels = _kernels_in_launch_order(self.ops)
+            self._value = find_passes(kernels, layers=self.layers) if kernels.height else None
+        return self._value
+
+
+def _kernels_in_launch_order(ops: Table) -> Table:
+    kernels = ops.take(np.nonzero(ops["kind"].eq("kernel"))[0])
+    return kernels.take(np.argsort(launch_or_start(kernels), kind="stable"))
+
+
+def _as_passes(found, ops: Table, passes: _LazyPasses, notes: list[str]):
+    """``found`` if its ranges are forward passes; None (with a note) where they are pieces of a
+    pass (a layer, a piecewise graph) or hold several passes each, as the kernels show."""
+    if found is None:
+        return None
+    ranges = found[0]
+    p = passes.get()
+    if p is None or not p.whole or ranges.height == 0 or not ops.height:
+        return found
+    at = np.sort(launch_or_start(ops.take(np.nonzero(ops["kind"].eq("kernel"))[0])))
+    per = np.searchsorted(at, ranges["cpu_end_ns"]) - np.searchsorted(at, ranges["cpu_start_ns"])
+    held = per[per > 0]
+    if held.size == 0:
+        return found
+    med = float(np.median(held))
+    if med < 0.6 * p.period:
+        notes.append(f"{found[1]} ranges ({found[2]}) hold ~{med:.0f} kernels each, a piece of "
+                     f"a {p.period}-kernel forward pass: steps are the passes instead")
+        return None
+    if med > 1.8 * p.period and found[1] not in ("marker",):
+        notes.append(f"{found[1]} ranges ({found[2]}) hold ~{med / p.period:.1f} forward passes "
+                     "each: steps are the passes inside them")
+        return None
+    return found
 
 
 def _marker_matches(step_marker: str, ann: Table) -> np.ndarray:
@@ -208,30 +275,81 @@ def launch_or_start(ops: Table) -> np.ndarray:
     return np.where(ops.valid("launch_start_ns"), ops["launch_start_ns"], ops["start_ns"])
 
 
-def _assign(ops: Table, table: Table) -> Table:
-    """Add ``step``: the step whose CPU range holds the op's launch (its own start if unmatched).
+def _assign(ops: Table, table: Table, calls: Table | None = None) -> Table:
+    """Add ``step``: the step whose CPU range holds the op's launch (its own start if unmatched),
+    and ``outside``: the op was launched before the window (see :func:`_launched_before`; only
+    when ``calls``, the trace's launch calls, are given).
 
     The range is the last one starting at or before that time (a backward as-of match, found by
-    binary search on the sorted starts); the op is in it if the time is before the range's end."""
+    binary search on the sorted starts); the op is in it if the time is before the range's end.
+    An op launched before the profiled window belongs to no step, whatever its GPU time: it is
+    counted apart, never folded into the step it happens to run in."""
     at = launch_or_start(ops)
     starts = table["cpu_start_ns"]  # sorted: steps are numbered in start order
     i = np.searchsorted(starts, at, side="right") - 1
     j = np.maximum(i, 0)
     inside = (i >= 0) & (at < table["cpu_end_ns"][j]) if starts.size else i >= 0
+    outside = _launched_before(ops, calls) if calls is not None else np.zeros(ops.height, bool)
+    inside &= ~outside
     step = table["step"][j] if starts.size else np.zeros(at.size, np.int64)
-    return ops.with_columns({"step": "Int64"}, masks={"step": inside},
-                            step=np.where(inside, step, 0).astype(np.int64))
+    return ops.with_columns({"step": "Int64", "outside": "Boolean"}, masks={"step": inside},
+                            step=np.where(inside, step, 0).astype(np.int64), outside=outside)
+
+
+def _launched_before(ops: Table, calls: Table) -> np.ndarray:
+    """Ops launched before the profiled window: no launch call of theirs is in the trace, and their
+    correlation id is below every launch call's (ids grow with each call a process makes)."""
+    ids = calls["correlation"][calls.valid("correlation")] if calls.height else np.empty(0)
+    if ids.size == 0:
+        return np.zeros(ops.height, bool)
+    return (~ops.valid("launch_start_ns") & ops.valid("correlation")
+            & (ops.filled("correlation", 0) < ids.min()))
+
+
+def outside_per_step(ops: Table, table: Table) -> np.ndarray:
+    """Per step: how many GPU ops launched outside the window (``outside``) started while the
+    step's CPU range was open or before the next step's began (the step they would have been
+    folded into)."""
+    out = ops["outside"] if "outside" in ops else np.zeros(ops.height, bool)
+    counts = np.zeros(table.height, np.int64)
+    if not out.any() or table.height == 0:
+        return counts
+    i = np.searchsorted(table["cpu_start_ns"], ops["start_ns"][out], side="right") - 1
+    np.add.at(counts, i[i >= 0], 1)
+    return counts
+
+
+def _outside_warning(ops: Table, table: Table) -> list[str]:
+    """One warning for GPU ops launched outside the profiled window, with the steps they ran in."""
+    out = ops["outside"]
+    n = int(out.sum())
+    if n == 0:
+        return []
+    s = ops["start_ns"][out]
+    during = table["step"][outside_per_step(ops, table) > 0].tolist()
+    where = (f"; they ran during step(s) {_brief(during)}" if during else "")
+    busy = int((ops["end_ns"][out] - s).sum())
+    return [f"{n} GPU op(s) ({busy / 1e6:.3f} ms of GPU time) were launched before the profiled "
+            f"window (no launch call of theirs in the trace, correlation ids below every call's): "
+            f"counted apart, in no step{where}"]
+
+
+def _brief(ids: list[int], n: int = 8) -> str:
+    return ", ".join(map(str, ids[:n])) + (f" … ({len(ids)} in all)" if len(ids) > n else "")
 
 
 # -- methods ----------------------------------------------------------------------------------
-def _ranges(names: list[str] | Strings, starts, ends, kinds: list[str] | str = "decode") -> Table:
+def _ranges(names: list[str] | Strings, starts, ends, kinds: list[str] | str = "decode",
+            batch: list[int | None] | None = None) -> Table:
     n = len(starts)
+    b = [None] * n if batch is None else batch
     return Table({
         "name": names if isinstance(names, Strings) else Strings.of(names),
         "cpu_start_ns": np.asarray(starts, dtype=np.int64).reshape(n),
         "cpu_end_ns": np.asarray(ends, dtype=np.int64).reshape(n),
         "kind": Strings.full(kinds, n) if isinstance(kinds, str) else Strings.of(kinds),
-    }, _RANGES)
+        "batch": np.array([0 if x is None else x for x in b], dtype=np.int64).reshape(n),
+    }, _RANGES, {"batch": np.array([x is not None for x in b], dtype=bool).reshape(n)})
 
 
 def _top_level(ann: Table) -> Table:
@@ -244,6 +362,27 @@ def _top_level(ann: Table) -> Table:
             last_end = e
     ann = ann.take(np.array(keep, dtype=bool))
     return _ranges(ann["name"], ann["start_ns"], ann["end_ns"])
+
+
+def _stack_markers(ann: Table, ops: Table):
+    """The first of the stacks' own step markers (:data:`tracekit.specs.markers.MARKERS`) whose
+    ranges hold GPU work (any ranges, in a trace without GPU work), with the kind and batch each
+    range's name states."""
+    at = np.sort(launch_or_start(ops))
+    for marker in MARKERS:
+        hit = ann["name"].where(marker.pattern.search)
+        if not hit.any():
+            continue
+        ranges = _top_level(ann.take(np.nonzero(hit)[0]))
+        per = np.searchsorted(at, ranges["cpu_end_ns"]) - np.searchsorted(at, ranges["cpu_start_ns"])
+        if at.size and not (per > 0).any():
+            continue
+        names = ranges["name"].tolist()
+        kb = [kind_of(marker, nm) for nm in names]
+        ranges = _ranges(ranges["name"], ranges["cpu_start_ns"], ranges["cpu_end_ns"],
+                         [k or "decode" for k, _ in kb], [b for _, b in kb])
+        return ranges, marker.name, f"{ranges.height} {marker.label} ranges"
+    return None
 
 
 def _by_name(ann: Table, rx: re.Pattern, method: str, label: str):
@@ -412,6 +551,161 @@ def _kernel_period(ops: Table):
 
 #: the embedding lookup that starts every decode step
 EMBEDDING = re.compile(r"embedding|indexselect|index_select", re.IGNORECASE)
+#: kernels a forward pass runs once and a layer never does: the embedding lookup, and the token
+#: choice after the LM head (argmax, top-k, sampling). Evidence that a period is a whole pass.
+ONCE_PER_PASS = re.compile(r"embedding|indexselect|index_select|argmax|topk|top_k|multinomial"
+                           r"|sampl", re.IGNORECASE)
+#: a kernel name is periodic when this share of the gaps between its runs are the median gap,
+#: within PASS_GAP_TOLERANCE of it (a few kernels per pass may come and go: a cache that grows)
+PASS_GAP_SHARE = 0.75
+PASS_GAP_TOLERANCE = 0.02
+
+
+@dataclass
+class Passes:
+    """Forward passes found from the kernel sequence alone (see :func:`find_passes`)."""
+
+    period: int  #: kernels per pass (the median gap between runs of the anchor kernel)
+    layer: int | None  #: kernels per layer: the repeating block inside a pass, if one is seen
+    anchor: str  #: the kernel that opens every pass
+    starts: np.ndarray  #: indices (into the kernels in launch order) where each pass starts
+    evidence: list[str]  #: once-per-pass kernels seen at the pass period
+    whole: bool  #: True when the period holds a layer block or once-per-pass kernels
+
+
+def _periodic_names(codes: np.ndarray) -> list[tuple[float, int]]:
+    """(median gap, code) of every kernel name that recurs at a steady gap: at least 3 runs, and
+    most gaps between them at the median gap."""
+    order = np.argsort(codes, kind="stable")
+    sc = codes[order]
+    cuts = np.nonzero(np.diff(sc))[0] + 1
+    out = []
+    for grp in np.split(order, cuts):
+        if grp.size < 3:
+            continue
+        gaps = np.diff(grp)  # grp is in sequence order (the sort is stable)
+        med = float(np.median(gaps))
+        near = np.abs(gaps - med) <= max(2.0, PASS_GAP_TOLERANCE * med)
+        if near.mean() >= PASS_GAP_SHARE:
+            out.append((med, int(codes[grp[0]])))
+    return out
+
+
+def _scales(periodic: list[tuple[float, int]]) -> list[tuple[float, list[int]]]:
+    """The periodic names grouped by their gap (within the tolerance), smallest gap first."""
+    groups: list[tuple[float, list[int]]] = []
+    for med, code in sorted(periodic):
+        if groups and med <= groups[-1][0] * (1 + PASS_GAP_TOLERANCE) + 1:
+            groups[-1][1].append(code)
+        else:
+            groups.append((med, [code]))
+    return groups
+
+
+def find_passes(kernels: Table, *, layers: int | None = None) -> Passes | None:
+    """The forward passes of a decode trace with no step marker, from its kernels alone.
+
+    A decode trace repeats at two scales: the layer (tens of kernels, its names recurring at the
+    layer's length) and the pass (every layer plus the embedding, the final norm, the LM head and
+    the token choice). Kernels that run once per pass (the embedding lookup, argmax or sampling)
+    recur at exactly the pass's length, from one token to the next — and never at a layer's. So:
+
+    1. every kernel name that recurs at a steady gap is periodic at that gap;
+    2. the pass is the shortest scale at which once-per-pass kernels recur; without any, the
+       longest scale that holds a smaller one (a pass holds layers); with neither, the
+       longest scale, marked not ``whole``: tracekit cannot tell a pass from a layer;
+    3. each pass opens at one kernel of that scale: the embedding lookup where there is one, else
+       the one after the longest recurring pause of the host (or of the GPU, without launches).
+
+    A pass is cut at each run of that kernel, so passes may differ by a few kernels, and a prefill
+    (whose kernels differ) still ends where the first decode pass begins. ``layers``, when the
+    model is known, must equal the attention kernels per pass; a scale that fails it is skipped.
+    """
+    n = kernels.height
+    if n < 6:
+        return None
+    codes = kernels["name"].codes.astype(np.int64)
+    names = kernels["name"].values
+    scales = _scales(_periodic_names(codes))
+    if not scales:
+        return None
+    attn = _attention_codes(names)
+    chosen = None
+    for i, (med, group) in enumerate(scales):
+        evidence = [names[c] for c in group if ONCE_PER_PASS.search(names[c] or "")]
+        if evidence and (layers is None or _attention_per(codes, attn, med) in (0, layers)):
+            chosen = (i, med, group, evidence)
+            break
+    whole = chosen is not None
+    if chosen is None:
+        i = len(scales) - 1
+        chosen = (i, scales[i][0], scales[i][1], [])
+        whole = i > 0 and scales[i][0] >= 2 * scales[0][0]
+    i, med, group, evidence = chosen
+    layer = int(round(scales[i - 1][0])) if i > 0 else None
+    anchor = _opening_kernel(kernels, codes, group, names)
+    pos = np.nonzero(codes == anchor)[0]
+    keep = [int(pos[0])]
+    for p in pos[1:].tolist():  # one opening per pass: a second run too soon is inside the pass
+        if p - keep[-1] >= 0.5 * med:
+            keep.append(p)
+    return Passes(period=int(round(med)), layer=layer, anchor=names[anchor],
+                  starts=np.array(keep, dtype=np.int64), evidence=sorted(set(evidence)),
+                  whole=whole)
+
+
+def _attention_codes(names: list) -> np.ndarray:
+    from tracekit.specs.kernels import KernelCategory, categorize
+
+    return np.array([c for c, nm in enumerate(names)
+                     if nm and categorize(nm) == KernelCategory.ATTENTION], dtype=np.int64)
+
+
+def _attention_per(codes: np.ndarray, attn: np.ndarray, period: float) -> int:
+    """Attention kernels per ``period`` kernels (0 when none is recognised)."""
+    if attn.size == 0:
+        return 0
+    return int(round(np.isin(codes, attn).sum() * period / codes.size))
+
+
+def _opening_kernel(kernels: Table, codes: np.ndarray, group: list[int], names: list) -> int:
+    """Which kernel of the pass scale opens a pass: the embedding lookup if exactly one is there,
+    else the one after the longest recurring pause (host launch to launch, else GPU idle)."""
+    emb = [c for c in group if EMBEDDING.search(names[c] or "")]
+    if len(emb) == 1:
+        return emb[0]
+    cands = emb or group
+    if not kernels.has_nulls("launch_start_ns"):
+        t = kernels["launch_start_ns"]
+        pause = np.concatenate([[0], np.diff(t)])
+    else:
+        ends = np.maximum.accumulate(kernels["end_ns"])
+        pause = np.concatenate([[0], kernels["start_ns"][1:] - ends[:-1]])
+    score = [float(np.median(pause[codes == c])) for c in cands]
+    return cands[int(np.argmax(score))]
+
+
+def _forward_passes(ops: Table, passes: Passes):
+    """Steps as the forward passes :func:`find_passes` found in the kernel sequence."""
+    kernels = _kernels_in_launch_order(ops)
+    at = launch_or_start(kernels)
+    starts = passes.starts
+    if starts.size < 2:
+        return None
+    bounds = at[starts].tolist()
+    # what runs before the first opening is a pass of its own when it is most of one (a prefill,
+    # or a pass cut by the window's start); a few kernels are simply before the first pass
+    if starts[0] >= 0.5 * passes.period:
+        bounds.insert(0, int(at[0]))
+    ends = bounds[1:] + [int(at.max()) + 1]
+    ranges = _ranges([f"pass {i}" for i in range(len(bounds))], bounds, ends)
+    detail = (f"{len(bounds)} forward passes of ~{passes.period} kernels found from the kernels "
+              f"alone, each opening with {_short(passes.anchor)!r}")
+    return ranges, "forward_pass", detail
+
+
+def _short(name: str, n: int = 60) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
 
 
 def _phase(kernels: Table, p: int) -> int:
@@ -488,6 +782,7 @@ def training_evidence(trace: Trace, steps: Steps) -> str | None:
 
 # -- flagging ---------------------------------------------------------------------------------
 def _flag(table: Table, ops: Table, *, has_gpu: bool):
+    """Decide each candidate step's kind from its GPU work; keep the kinds a marker stated."""
     warnings: list[str] = []
     if not has_gpu:
         return table, warnings
@@ -504,17 +799,84 @@ def _flag(table: Table, ops: Table, *, has_gpu: bool):
     new = np.where(~candidates, kind.tolist(), np.where(
         k == 0, "empty", np.where(t > PREFILL_FACTOR * med_t, "prefill", np.where(
             k < PARTIAL_FRACTION * med_k, "partial", "decode"))))
+    new = _first_pass_prefill(new, ops, table, t)
     new_kind = Strings.of(new.tolist())
-    for label in ("prefill", "partial", "empty"):
+    for label in ("prefill", "mixed", "partial", "empty", "idle"):
         idx = table["step"][new == label].tolist()
         if idx:
-            warnings.append(f"{len(idx)} step(s) flagged {label} and left out of the summary: {idx}")
+            warnings.append(f"{len(idx)} step(s) flagged {label} and left out of the summary: "
+                            f"{_brief(idx)}")
     if not (new == "decode").any():
+        kinds = {label: int((new == label).sum()) for label in np.unique(new).tolist()}
+        said = ", ".join(f"{v} {k}" for k, v in kinds.items())
         raise NoStepsError(
-            f"found {n} step ranges but none holds a decode step's GPU work; "
-            "pass --step-marker REGEX naming the annotation around each decode step"
+            f"found {n} step range(s) but none holds a decode step ({said}); tracekit explains "
+            "decode steps: profile a window of decode steps, or pass --step-marker REGEX naming "
+            "the annotation around each decode step"
         )
     return table.with_columns({}, kind=new_kind), warnings
+
+
+#: a first pass whose GEMM and attention kernels share less than this with the decode passes'
+#: ran other shapes: the prompt (a prefill), not one token
+PREFILL_KERNEL_OVERLAP = 0.5
+
+
+def _first_pass_prefill(new: np.ndarray, ops: Table, table: Table, t: np.ndarray) -> np.ndarray:
+    """The first step is a prefill when its GEMM/attention kernels are other kernels than the
+    decode steps run (cuBLAS and attention libraries pick their kernels by shape: a pass over the
+    prompt runs other tiles than one over a token) and it takes longer than the median decode
+    step. ``generate()`` prefills in its first pass; a short prompt is not 3× a decode step."""
+    dec = np.nonzero(new == "decode")[0]
+    if dec.size < 3 or new[0] != "decode":
+        return new
+    from tracekit.specs.kernels import KernelCategory, categorize
+
+    heavy = {KernelCategory.GEMM, KernelCategory.ATTENTION}
+    names = ops["name"]
+    is_heavy = names.where(lambda v: bool(v) and categorize(v) in heavy)
+    ok = ops.valid("step") & is_heavy & ops["kind"].eq("kernel")
+    step = ops["step"]
+    first = set(names.take(np.nonzero(ok & (step == table["step"][0]))[0]).tolist())
+    rest = dec[dec != 0]
+    others = set(names.take(np.nonzero(ok & np.isin(step, table["step"][rest]))[0]).tolist())
+    if not first or not others:
+        return new
+    overlap = len(first & others) / len(first)
+    if overlap < PREFILL_KERNEL_OVERLAP and t[0] > np.median(t[rest]):
+        new = new.copy()
+        new[0] = "prefill"
+    return new
+
+
+def _contents(ops: Table, table: Table, passes: Passes | None) -> str | None:
+    """What one decode step holds, in words: its attention kernels (one per layer), its GEMMs,
+    and the once-per-pass kernels (embedding, LM head's token choice) seen in it."""
+    dec = table["step"][table["kind"].eq("decode")]
+    if dec.size == 0:
+        return None
+    from tracekit.specs.kernels import KernelCategory, categorize
+
+    ok = ops.valid("step") & np.isin(ops["step"], dec) & ops["kind"].eq("kernel")
+    names = ops["name"]
+    cat = names.map(lambda v: categorize(v).value if v else "other")
+    per = {}
+    for c in (KernelCategory.ATTENTION, KernelCategory.GEMM):
+        per[c.value] = float(np.sum(ok & (cat == c.value))) / dec.size
+    once = names.where(lambda v: bool(v) and ONCE_PER_PASS.search(v) is not None)
+    n_once = float(np.sum(ok & once)) / dec.size
+    kernels = float(np.sum(ok)) / dec.size
+    parts = [f"~{kernels:.0f} kernels"]
+    if per["attention"]:
+        parts.append(f"{per['attention']:.0f} attention kernels")
+    if per["gemm"]:
+        parts.append(f"{per['gemm']:.0f} GEMM kernels")
+    if n_once:
+        parts.append(f"{n_once:.0f} once-per-pass kernels (embedding, token choice)")
+    if passes is not None and passes.layer:
+        parts.append(f"a ~{passes.layer}-kernel block repeated ~{passes.period / passes.layer:.0f}×"
+                     " (the layers)")
+    return "1 step = " + ", ".join(parts)
 
 
 def _some_names(ann: Table, n: int = 8) -> str:

@@ -682,6 +682,7 @@ def _environment(doc: dict) -> Html:
         ("trace file", Html(f"<code>{esc(src.get('file'))}</code>")),
         ("format · events", f"{src.get('format')} · {_f(src.get('events'), '{:,}')}"),
         ("step detection", f"{src.get('detection_method')}: {src.get('detection_detail')}"),
+        ("one step", src.get("step_contents") or "—"),
         ("steps", f"{src.get('steps_found')} found, {src.get('decode_steps')} decode; "
                   f"flagged: {flagged}"),
         ("versions", _kv({k: v for k, v in (src.get("versions") or {}).items() if v is not None})),

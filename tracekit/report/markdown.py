@@ -289,6 +289,8 @@ def _environment(doc: dict) -> list[str]:
                          if v is not None)
     out.append(f"- versions: {versions or '—'}; tracekit {md_text(doc.get('tracekit_version'))}")
     out.append(f"- steps: {md_text(src.get('detection_method'))} — {md_text(src.get('detection_detail'))}")
+    if src.get("step_contents"):
+        out.append(f"- {md_text(src['step_contents'])}")
     flagged = src.get("flagged_steps") or {}
     if flagged:
         out.append("- flagged steps (not decode): " + "; ".join(

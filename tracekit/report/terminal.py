@@ -64,6 +64,8 @@ def _head(d: dict) -> Text:
     t.append(f"\n{src.get('format')} trace · GPU: {gpu_label(d)}", style="")
     t.append(f"\nsteps: {src['decode_steps']} decode of {src['steps_found']} found, by "
              f"{src['detection_method']} — {src['detection_detail']}")
+    if src.get("step_contents"):
+        t.append(f"\n{src['step_contents']}")
     ctx = context_line(d)
     if ctx:
         t.append(f"\ncontext: {ctx}")
