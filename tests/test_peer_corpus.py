@@ -12,6 +12,7 @@ turns into a failure — to be switched on — the day the gap is closed.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import re
@@ -55,7 +56,9 @@ _GPU_CATS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset",
 _API_CATS = {"cuda_runtime", "cuda_driver", "runtime", "driver"}  # HIP calls come as cuda_runtime
 
 
+@functools.lru_cache(maxsize=4)
 def _events(name: str) -> list[dict]:
+    """The raw events, timestamps as decimals (read once per file: the tests only read them)."""
     return json.load(gzip.open(PEER / name), parse_float=Decimal)["traceEvents"]
 
 
@@ -147,6 +150,27 @@ def test_hip_syncs_are_read_as_syncs():
     want = sorted(e["name"] for e in _events(name) if e.get("cat") == "cuda_runtime"
                   and e["name"] in ("hipDeviceSynchronize", "hipMemcpyWithStream"))
     assert want and sorted(load(PEER / name).syncs["name"].to_list()) == want
+
+
+def test_an_api_call_recorded_twice_is_one_launch(tmp_path):
+    """Nsight Systems 2022.2 with CUDA backtraces records each call twice (an outer
+    ``cudaLaunchKernel`` around CUPTI's ``cudaLaunchKernel_v7000``, one correlation id)."""
+    name = "pipit/a100_saxpy_mpi_cuda_nsys.sqlite.gz"
+    db = tmp_path / "x.sqlite"
+    with gzip.open(PEER / name) as f, open(db, "wb") as g:
+        shutil.copyfileobj(f, g)
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT r.correlationId FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s "
+                       "ON s.id = r.nameId WHERE s.value LIKE 'cudaLaunchKernel%' "
+                       "OR s.value LIKE 'cudaMemcpy%'").fetchall()
+    con.close()
+    calls = {r[0] for r in rows}
+    assert len(rows) == 2 * len(calls)  # the export's duplicates
+    trace = load(PEER / name)
+    assert trace.launches.height == len(calls)
+    assert sorted(trace.launches["correlation"].to_list()) == sorted(calls)
+    table = step_table(trace, detect_steps(trace))
+    assert table["launches"].to_list() == table["kernels"].to_list()  # one launch per saxpy
 
 
 # -- work launched before the window -----------------------------------------------------------
