@@ -358,6 +358,11 @@ KERNELS = [
     ("void cutlass::device_kernel<machete::MacheteKernelTemplate<cutlass::bfloat16_t> >()",
      "gemm", "vllm csrc/quantization/machete/machete_mm_kernel.cuh"),
     ("fused_moe_kernel", "gemm", "vllm model_executor/layers/fused_moe/fused_moe.py"),
+    ("void ck::kernel_gemm_xdl_cshuffle_v3<ck::GridwiseGemm_xdl_cshuffle_v3<> >()", "gemm",
+     "composable_kernel include/ck/tensor_operation/gpu/grid/gridwise_gemm_xdl_cshuffle_v3.hpp"),
+    ("void pytorch_flash::flash_fwd_kernel<pytorch_flash::Flash_fwd_kernel_traits<64, 128, 128", "attention",
+     f"{TL}/h100_hf_qwen1.5-0.5b-chat.json.gz"),  # FlashAttention 2, as PyTorch's SDPA ships it
+    ("attn_fwd", "attention", f"{TL}/mi300x_hf_qwen1.5-0.5b-chat.json.gz"),  # SDPA's Triton FA on ROCm
     ("void paged_attention_ll4mi_QKV_mfma16_kernel<0, __hip_bfloat16, __hip_bfloat16", "attention",
      f"{TL}/mi300x_sglang_qwen3-8b_decode_bs32.json.gz"),
     ("kernel_unified_attention_2d", "attention",
