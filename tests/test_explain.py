@@ -27,6 +27,15 @@ def test_gpu_names_match_most_specific_first():
     assert match_gpu("NVIDIA A100 80GB PCIe").peak_gbps == 1935
     assert match_gpu("NVIDIA A100-PG509-200").peak_gbps == 1555
     assert match_gpu("Mystery GPU 9000") is None
+    # AMD Instinct, as ROCm names them (the MI300X under virtualisation adds "VF"); an MI250X or
+    # MI250 device is one of its two dies, with half the package's 3276.8 GB/s
+    assert match_gpu("AMD Instinct MI300X VF").name == match_gpu("AMD Instinct MI300X").name == "MI300X"
+    assert match_gpu("AMD Instinct MI325X").peak_gbps == 6000
+    assert match_gpu("AMD Instinct MI250X").name == "MI250X (one GCD)"
+    assert match_gpu("AMD Instinct MI250").name == "MI250 (one GCD)"
+    assert match_gpu("AMD Instinct MI250X").peak_gbps * 2 == 3276.8
+    assert get_gpu("mi210").peak_gbps == 1638.4 and get_gpu("MI300X").peak_gbps == 5300
+    assert match_gpu("AMD Radeon Graphics") is None
     with pytest.raises(BadInput, match="known: .*H100 SXM5"):
         get_gpu("Mystery GPU 9000")
 

@@ -21,7 +21,7 @@ from tracekit.errors import BadInput
 class GpuSpec:
     name: str
     peak_gbps: float  # datasheet peak DRAM bandwidth, GB/s (1e9 bytes/s)
-    arch: str  # "hopper", "ampere", "ada", "blackwell", "volta", "turing"
+    arch: str  # "hopper", "ampere", "ada", "blackwell", "volta", "turing"; AMD: "cdna2", "cdna3"
     pattern: str  # regex over the device name, case-insensitive
     aliases: tuple[str, ...] = ()  # how people write it on a command line (``--gpu H100``)
 
@@ -47,6 +47,17 @@ GPUS: list[GpuSpec] = [
     GpuSpec("Jetson Orin Nano 8GB", 68, "ampere", r"Orin Nano"),
     GpuSpec("V100 SXM2", 900, "volta", r"V100.*SXM2"),
     GpuSpec("T4", 320, "turing", r"\bT4\b"),
+    # AMD Instinct (ROCm traces name them "AMD Instinct MI300X", "AMD Instinct MI300X VF" under
+    # virtualisation). Datasheet peaks from amd.com (AMD Instinct MI325X / MI300X / MI300A / MI250X
+    # / MI250 / MI210 data sheets and product pages: 6 / 5.3 / 5.3 / 3.2768 / 3.2768 / 1.6384 TB/s).
+    GpuSpec("MI325X", 6000, "cdna3", r"MI325X"),
+    GpuSpec("MI300X", 5300, "cdna3", r"MI300X"),
+    GpuSpec("MI300A", 5300, "cdna3", r"MI300A"),
+    # An MI250X or MI250 is two dies (GCDs), each with half the HBM, and ROCm shows each as its
+    # own device (64 GB): a process on one device reads at half the datasheet's 3276.8 GB/s.
+    GpuSpec("MI250X (one GCD)", 1638.4, "cdna2", r"MI250X", ("MI250X",)),
+    GpuSpec("MI250 (one GCD)", 1638.4, "cdna2", r"MI250\b", ("MI250",)),
+    GpuSpec("MI210", 1638.4, "cdna2", r"MI210"),
 ]
 
 _COMPILED = [(g, re.compile(g.pattern, re.IGNORECASE)) for g in GPUS]

@@ -25,10 +25,27 @@ class KernelCategory(str, Enum):
 #: (category, pattern) — order matters; the first match wins
 RULES: list[tuple[KernelCategory, str]] = [
     (KernelCategory.COMMUNICATION, r"nccl|all_?reduce|all_?gather|reduce_?scatter|alltoall|nvshmem"),
+    # RCCL keeps NCCL's kernel names; vLLM's custom all-reduce (csrc/custom_all_reduce.cuh)
+    (KernelCategory.COMMUNICATION, r"rccl|cross_device_reduce"),
+    # KV-cache writes, before attention: vLLM's reshape_and_cache_flash_kernel says "flash"
+    (KernelCategory.COPY, r"reshape_and_cache|concat_and_cache|store_kvcache"),
     (KernelCategory.ATTENTION, r"flash|fmha|attention|attn|sdpa|mha_|xformers|paged|decode_kernel"
                                r"|cutlass.*kernel.*(mha|attn)|_scaled_dot_product|flashinfer"),
     (KernelCategory.GEMM, r"gemm|gemv|nvjet|cublas|cutlass|sm\d+_xmma|xmma_|matmul|_mm_|triton_tem"
                           r"|splitkreduce|s16816|h16816|wgmma|bmm|dot_kernel|addmm|cudnn.*conv"),
+    # FlashInfer's kernels by their own names (no "attention" in BatchPrefillWithRaggedKVCache...)
+    (KernelCategory.ATTENTION, r"prefillwith|decodewith|mergestate"),
+    # ROCm GEMMs: Tensile (rocBLAS, hipBLASLt) kernels are named Cijk_<layout>_..., CK's by op
+    (KernelCategory.GEMM, r"^cijk_|rocblas|hipblaslt|tensile"),
+    # quantized and MoE GEMMs: Marlin/Machete (vLLM), fused_moe (vLLM/SGLang Triton), aiter fmoe
+    (KernelCategory.GEMM, r"marlin|machete|fused_moe|fmoe"),
+    # MoE routing (top-k, histogram, sort/align of tokens to experts), before copy: SGLang/vLLM
+    # triton_kernels' _combined_routing_memset says "memset"
+    (KernelCategory.REDUCTION, r"moe_align|routing|bitmatrix|topk_gating|grouped_topk"),
+    # rotary embedding, before copy ("embedding")
+    (KernelCategory.ELEMENTWISE, r"rotary"),
+    # RMSNorm as Inductor fuses it: triton_red_fused_add_mean_mul_pow_rsqrt_0
+    (KernelCategory.NORMALIZATION, r"triton_(red|per)_fused.*pow.*rsqrt"),
     (KernelCategory.NORMALIZATION, r"rms_?norm|layer_?norm|batch_?norm|group_?norm|\bnorm|_norm"),
     (KernelCategory.REDUCTION, r"softmax|argmax|argmin|topk|top_k|sort|radix|sampl|reduce_kernel"
                                r"|reduction|_red_|_per_|multinomial|cumsum|scan|triton_red"),

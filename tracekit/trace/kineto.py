@@ -7,7 +7,8 @@ What a Kineto trace holds, and what this reader does with it:
   (``4929294704518.973``); older traces have absolute integer µs. ``ts`` is decoded as a decimal,
   never a float, because a float cannot hold a 13-digit µs value to the nanosecond.
 * categories — ``kernel``/``gpu_memcpy``/``gpu_memset`` are GPU ops (old traces: ``Kernel``,
-  ``Memcpy``, ``Memset``); ``cuda_runtime``/``cuda_driver`` hold launch and sync calls;
+  ``Memcpy``, ``Memset``); ``cuda_runtime``/``cuda_driver`` hold launch and sync calls (on ROCm
+  the HIP calls, ``hipLaunchKernel`` & co., under ``cuda_runtime``: see ``tracekit/specs/apis.py``);
   ``user_annotation``/``gpu_user_annotation`` are ``record_function`` ranges; ``cuda_sync`` marks
   host waits. GPU ops are recognised by category only: HTA's ``stream`` heuristic counts an Inductor
   launcher CPU op as GPU time (see ``peer_traces/hta/triton_example.json.gz``).
@@ -38,6 +39,7 @@ import numpy as np
 
 from tracekit.errors import TraceFormatError
 from tracekit.memory import release
+from tracekit.specs import apis
 from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.model import ANNOTATIONS, CPU_OPS, GPU_OPS, LAUNCHES, SYNCS, Trace
 from tracekit.trace.source import Source, mib
@@ -57,15 +59,19 @@ _IGNORED_CATS = {
     "tracekit",  # the tracks `tracekit annotate` adds: tracekit's own findings, not trace data
 }
 
-_KERNEL_LAUNCH = re.compile(r"^(cuda|cu)Launch(Cooperative)?Kernel")
-_GRAPH_LAUNCH = re.compile(r"^(cuda|cu)GraphLaunch")
-_MEMCPY = re.compile(r"^(cuda|cu)Memcpy")
-_MEMSET = re.compile(r"^(cuda|cu)Memset")
-_SYNC = re.compile(
-    r"^(cudaDeviceSynchronize|cudaStreamSynchronize|cudaEventSynchronize|cuCtxSynchronize"
-    r"|cuStreamSynchronize|cuEventSynchronize|cudaMemcpy(?!.*Async)|cuMemcpy(?!.*Async)"
-    r"|cudaMemcpy2D(?!.*Async))"
-)
+
+def _prefixes(names: tuple[str, ...]) -> re.Pattern:
+    return re.compile("|".join(map(re.escape, names)))
+
+
+# the names are data (tracekit/specs/apis.py): CUDA runtime/driver and HIP calls, by prefix
+_KERNEL_LAUNCH = _prefixes(apis.KERNEL_LAUNCH)
+_GRAPH_LAUNCH = _prefixes(apis.GRAPH_LAUNCH)
+_MEMCPY = _prefixes(apis.MEMCPY)
+_MEMSET = _prefixes(apis.MEMSET)
+#: a sync call, or a copy whose name does not say Async (cudaMemcpy, hipMemcpyWithStream)
+_SYNC = re.compile(f"{_prefixes(apis.SYNC).pattern}"
+                   f"|(?:{_prefixes(apis.BLOCKING_COPY).pattern})(?!.*Async)")
 _VERSION_SUFFIX = re.compile(r"_v\d+$")
 
 

@@ -426,7 +426,21 @@ def _api_calls(con: sqlite3.Connection, tables: set[str]) -> tuple[pl.DataFrame,
         }, schema=_API_COLUMNS))
     calls = pl.concat(frames) if frames else pl.DataFrame(schema=_API_COLUMNS)
     # a stable sort: equal starts keep table order, runtime before driver (as the rows came)
-    return calls.sort("start_ns", maintain_order=True), named
+    return _one_row_per_call(calls.sort("start_ns", maintain_order=True)), named
+
+
+def _one_row_per_call(calls: pl.DataFrame) -> pl.DataFrame:
+    """One row per API call. Some exports record a call twice, the same correlation id on the
+    same thread, one row nested in the other (Nsight Systems 2022.2 with CUDA backtraces: an
+    outer ``cudaLaunchKernel`` row, eventClass 67, around CUPTI's ``cudaLaunchKernel_v7000``):
+    the innermost row (the later start) is kept, so a launch is counted once."""
+    key = ["correlation", "tid", "name"]
+    keyed = calls.with_row_index("_row")
+    last = keyed.filter(pl.col("correlation").is_not_null()).group_by(key).agg(pl.col("_row").max())
+    if last.height == keyed.filter(pl.col("correlation").is_not_null()).height:
+        return calls  # no call recorded twice (the usual case)
+    keep = pl.col("correlation").is_null() | pl.col("_row").is_in(last["_row"].implode())
+    return keyed.filter(keep).drop("_row")
 
 
 def _tid(global_tid) -> int | None:
