@@ -22,6 +22,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from tracekit.errors import NoStepsError
 from helpers import merge_intervals
 
 from tracekit.breakdown import step_table
@@ -75,8 +77,14 @@ def _json_oracle(name: str) -> dict:
         if str(e.get("cat", "")).lower() in _API_CATS and "correlation" in e.get("args", {}):
             api.setdefault(e["args"]["correlation"], _ns(e["ts"]))
     ops = [e for e in ev if e.get("ph") == "X" and str(e.get("cat", "")).lower() in _GPU_CATS]
+    first = min(api, default=None)
+
+    def before(e) -> bool:  # launched before the window: no call of its own, an id below all
+        c = e.get("args", {}).get("correlation")
+        return first is not None and isinstance(c, int) and c not in api and c < first
+
     rows = [(_ns(e["ts"]), _ns(e["ts"] + e.get("dur", 0)), _GPU_CATS[str(e["cat"]).lower()],
-             api.get(e.get("args", {}).get("correlation"))) for e in ops]
+             api.get(e.get("args", {}).get("correlation")), before(e)) for e in ops]
     return {"rows": rows, "api_corr": set(api), "ops": ops}
 
 
@@ -94,7 +102,7 @@ def _sqlite_oracle(name: str, tmp_path: Path) -> dict:
     for kind, t in (("kernel", "CUPTI_ACTIVITY_KIND_KERNEL"), ("memcpy", "CUPTI_ACTIVITY_KIND_MEMCPY"),
                     ("memset", "CUPTI_ACTIVITY_KIND_MEMSET")):
         if t in tables:
-            rows += [(s, e, kind, 0 if c in api else None)
+            rows += [(s, e, kind, 0 if c in api else None, False)
                      for s, e, c in con.execute(f"SELECT start, end, correlationId FROM {t}")]
     con.close()
     return {"rows": rows}
@@ -190,9 +198,6 @@ def test_ops_launched_before_the_window_are_told_apart(name):
         e["args"]["correlation"] for e in before)
 
 
-@pytest.mark.xfail(strict=True, reason="steps.py: ops launched before the window (null launch) "
-                   "are assigned by their own start and counted in step 0; issue 19 item 5 wants "
-                   "them counted apart and flagged")
 def test_work_from_before_the_window_is_not_folded_into_the_first_step():
     name = f"{TL}/h100_hf_qwen1.5-0.5b-chat.json.gz"
     o = _json_oracle(name)
@@ -233,10 +238,12 @@ def test_each_step_holds_the_ops_launched_inside_it(name, marker, pattern):
     o = _json_oracle(name)
     ranges = _ranges(name, pattern)
     trace = load(PEER / name)
-    table = step_table(trace, detect_steps(trace, step_marker=marker))
+    table = step_table(trace, detect_steps(trace, step_marker=marker, require_decode=False))
     assert table.height == len(ranges)
     for row, (a, b) in zip(table.iter_rows(named=True), ranges):
-        mine = [r for r in o["rows"] if a <= (r[3] if r[3] is not None else r[0]) < b]
+        # ops launched before the window are in no step (counted apart), whatever their start
+        mine = [r for r in o["rows"]
+                if not r[4] and a <= (r[3] if r[3] is not None else r[0]) < b]
         for kind, col in (("kernel", "kernels"), ("memcpy", "memcpys"), ("memset", "memsets")):
             assert row[col] == sum(r[2] == kind for r in mine), (row["step"], kind)
         want = _busy((r[0], r[1]) for r in mine)
@@ -282,48 +289,52 @@ def test_no_markers_and_no_pattern_is_one_error_line(name):
 
 
 #: (trace, steps the issue wants, their kind, the marker whose range is one step)
+#: (trace, the kind its marker states, the annotation the oracle takes as the one step)
 ONE_PASS = [
-    pytest.param(f"{TL}/mi300x_vllm_decode_full-graph_bs32.json.gz", "decode", r"^execute_",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "steps.py: vLLM's execute_N_context_0_generation_N range is not a known "
-                     "marker, and a lone hipGraphLaunch (it replays the whole step) is not taken "
-                     "as one: the kernel period finds 12 ranges of 35 kernels (two layers each) "
-                     "and ends 'none holds a decode step's GPU work'"))),
-    pytest.param(f"{TL}/mi300x_vllm_prefill-decode_piecewise-graph.json.gz", "mixed", r"^execute_",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "steps.py: one execute_ range (context 9 + generation) replays 25 piecewise "
-                     "graphs, taken as 25 graph-launch steps (one per layer)"))),
-    pytest.param(f"{TL}/mi300x_sglang_qwen3-8b_decode_bs32.json.gz", "decode", r"^step\[DECODE",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "steps.py: SGLang's step[DECODE bs=32] range is not a known marker: "
-                     "'no decode steps found'"))),
-    pytest.param(f"{TL}/mi300x_sglang_qwen3-8b_prefill-decode.json.gz", "prefill", r"^step\[",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "steps.py: SGLang's step[EXTEND bs=15 toks=15360] range is not a known "
-                     "marker, and an EXTEND step must be called prefill"))),
-    pytest.param(f"{TL}/b200_vllm_eager_tp8_rank0.json.gz", "prefill", r"^execute_",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "steps.py: vLLM's execute_context_1(888)_generation_0 range (one prefill) is "
-                     "not a known marker; the kernel period finds 18 'decode steps' of 42 kernels"))),
-    pytest.param(f"{TL}/mi300x_torch_compile_triton.json.gz", None, r"CompiledFxGraph",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "steps.py: torch.compile's '## Call CompiledFxGraph …' range is not a known "
-                     "marker: 'no decode steps found'"))),
+    (f"{TL}/mi300x_vllm_decode_full-graph_bs32.json.gz", "decode", r"^execute_"),
+    (f"{TL}/mi300x_vllm_prefill-decode_piecewise-graph.json.gz", "mixed", r"^execute_"),
+    (f"{TL}/mi300x_sglang_qwen3-8b_decode_bs32.json.gz", "decode", r"^step\[DECODE"),
+    (f"{TL}/mi300x_sglang_qwen3-8b_prefill-decode.json.gz", "prefill", r"^step\["),
+    (f"{TL}/b200_vllm_eager_tp8_rank0.json.gz", "prefill", r"^execute_"),
+    (f"{TL}/mi300x_torch_compile_triton.json.gz", None, r"CompiledFxGraph"),
 ]
 
 
 @pytest.mark.parametrize(("name", "kind", "pattern"), ONE_PASS)
 def test_each_annotated_forward_pass_is_one_step(name, kind, pattern):
-    """Without flags: one step per annotated forward pass, holding every op launched in it."""
+    """Without flags: one step per annotated forward pass, holding every op launched in it, of
+    the kind its marker states. A trace whose only pass is a prefill (or a mixed chunked-prefill
+    pass) is never explained as decode: one Error line says what was found."""
     o = _json_oracle(name)
     (a, b), = _ranges(name, pattern)
-    d = _explain(name)
-    assert d["source"]["steps_found"] == 1
-    step, = d["steps"]
-    inside = [r for r in o["rows"] if a <= (r[3] if r[3] is not None else r[0]) < b]
+    inside = [r for r in o["rows"] if not r[4] and a <= (r[3] if r[3] is not None else r[0]) < b]
+    trace = load(PEER / name)
+    if kind in ("prefill", "mixed"):
+        with pytest.raises(NoStepsError, match=rf"none holds a decode step \(1 {kind}\)"):
+            _explain(name)
+        # the user's marker: the same one range, its kind still read from its name
+        steps = detect_steps(trace, step_marker=pattern, require_decode=False)
+        assert steps.table["kind"].to_list() == [kind]
+        table = step_table(trace, steps)
+    else:
+        d = _explain(name)
+        assert d["source"]["steps_found"] == 1
+        table = step_table(trace, detect_steps(trace))
+        if kind is not None:
+            assert d["steps"][0]["kind"] == kind
+    step, = table.iter_rows(named=True)
     assert step["kernels"] == sum(r[2] == "kernel" for r in inside)
-    if kind is not None:
-        assert step["kind"] == kind
+
+
+def test_the_batch_a_marker_states_is_the_steps_batch():
+    """vLLM's execute_32_context_0(…)_generation_32(…) and SGLang's step[DECODE bs=32]: batch 32."""
+    for name in (f"{TL}/mi300x_vllm_decode_full-graph_bs32.json.gz",
+                 f"{TL}/mi300x_sglang_qwen3-8b_decode_bs32.json.gz"):
+        (label,) = [e["name"] for e in _events(name) if e.get("cat") == "user_annotation"
+                    and re.match(r"^(execute_|step\[)", e["name"])][-1:]
+        want = int(re.search(r"generation_(\d+)|bs=(\d+)", label).group(
+            1 if "generation_" in label else 2))
+        assert _explain(name)["steps"][0]["batch"] == want == 32
 
 
 @pytest.mark.xfail(strict=True, reason="steps.py: the step kind is not read from the recorded "

@@ -105,11 +105,12 @@ class Steps:
 
 # -- entry point ------------------------------------------------------------------------------
 def detect_steps(trace: Trace, *, step_marker: str | None = None,
-                 layers: int | None = None) -> Steps:
+                 layers: int | None = None, require_decode: bool = True) -> Steps:
     """Detect the steps of ``trace`` (see the module docstring for the order).
 
     ``layers``: the model's layer count when it is known; a pass found from the kernels alone must
-    then hold that many attention kernels."""
+    then hold that many attention kernels. ``require_decode``: raise :class:`NoStepsError` when no
+    step is a decode step (False: return the prefill / mixed steps as they are)."""
     ops, order = _ops_with_launch(trace)
     ann = trace.table("annotations")
     cpu_ann = ann.take(np.nonzero(~ann.filled("on_gpu", True))[0])
@@ -124,12 +125,14 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
                 f"--step-marker {step_marker!r} matched no annotation; annotations in the trace: "
                 f"{_some_names(cpu_ann)}"
             )
-        found = (ranges, "marker", f"{ranges.height} ranges matching {step_marker!r}")
+        found = (_stated_kinds(ranges), "marker",
+                 f"{ranges.height} ranges matching {step_marker!r}")
     if found is None:
         found = _by_name(cpu_ann, TRACEKIT_STEP, "tracekit", "tracekit.step#N")
-    for method in (_stack_markers, _repeating_annotation):
-        if found is None:
-            found = _as_passes(method(cpu_ann, ops), ops, passes, notes)
+    if found is None:
+        found = _stack_markers(cpu_ann, ops, passes, notes)
+    if found is None:
+        found = _as_passes(_repeating_annotation(cpu_ann, ops), ops, passes, notes)
     if found is None:
         found = _as_passes(_graph_launches(trace, ops), ops, passes, notes)
     if found is None and passes.get() is not None and passes.get().whole:
@@ -147,7 +150,7 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
                   {"batch": ranges.masks.get("batch")})
     ops = _assign(ops, table, trace.table("launches"))
     trace._share("gpu_ops", ops, order)  # one copy of the GPU ops' columns, not two
-    table, warnings = _flag(table, ops, has_gpu=trace.has_gpu)
+    table, warnings = _flag(table, ops, has_gpu=trace.has_gpu, require_decode=require_decode)
     warnings = notes + warnings + _outside_warning(ops, table)
     contents = _contents(ops, table, passes.get() if method in ("forward_pass", "graph_launch")
                          else None)
@@ -364,10 +367,23 @@ def _top_level(ann: Table) -> Table:
     return _ranges(ann["name"], ann["start_ns"], ann["end_ns"])
 
 
-def _stack_markers(ann: Table, ops: Table):
+def _stated_kinds(ranges: Table) -> Table:
+    """``ranges`` with the kind and batch each name states where it is a stack's known marker
+    (a user's ``--step-marker`` may pick vLLM's or SGLang's ranges: their names still count)."""
+    kb = []
+    for name in ranges["name"].tolist():
+        marker = next((m for m in MARKERS if name and m.pattern.search(name)), None)
+        kb.append(kind_of(marker, name) if marker else (None, None))
+    return _ranges(ranges["name"], ranges["cpu_start_ns"], ranges["cpu_end_ns"],
+                   [k or "decode" for k, _ in kb], [b for _, b in kb])
+
+
+def _stack_markers(ann: Table, ops: Table, passes: _LazyPasses, notes: list[str]):
     """The first of the stacks' own step markers (:data:`tracekit.specs.markers.MARKERS`) whose
     ranges hold GPU work (any ranges, in a trace without GPU work), with the kind and batch each
-    range's name states."""
+    range's name states. A serving engine's marker is one forward pass by its definition; a
+    generic one (``ProfilerStep``, a compiled graph's call) is checked against the passes the
+    kernels show."""
     at = np.sort(launch_or_start(ops))
     for marker in MARKERS:
         hit = ann["name"].where(marker.pattern.search)
@@ -377,11 +393,9 @@ def _stack_markers(ann: Table, ops: Table):
         per = np.searchsorted(at, ranges["cpu_end_ns"]) - np.searchsorted(at, ranges["cpu_start_ns"])
         if at.size and not (per > 0).any():
             continue
-        names = ranges["name"].tolist()
-        kb = [kind_of(marker, nm) for nm in names]
-        ranges = _ranges(ranges["name"], ranges["cpu_start_ns"], ranges["cpu_end_ns"],
-                         [k or "decode" for k, _ in kb], [b for _, b in kb])
-        return ranges, marker.name, f"{ranges.height} {marker.label} ranges"
+        ranges = _stated_kinds(ranges)
+        found = ranges, marker.name, f"{ranges.height} {marker.label} ranges"
+        return found if marker.one_pass else _as_passes(found, ops, passes, notes)
     return None
 
 
@@ -550,11 +564,14 @@ def _kernel_period(ops: Table):
 
 
 #: the embedding lookup that starts every decode step
-EMBEDDING = re.compile(r"embedding|indexselect|index_select", re.IGNORECASE)
-#: kernels a forward pass runs once and a layer never does: the embedding lookup, and the token
-#: choice after the LM head (argmax, top-k, sampling). Evidence that a period is a whole pass.
-ONCE_PER_PASS = re.compile(r"embedding|indexselect|index_select|argmax|topk|top_k|multinomial"
-                           r"|sampl", re.IGNORECASE)
+EMBEDDING = re.compile(r"(?<!rotary_)(?<!rotary)embedding|indexselect|index_select",
+                       re.IGNORECASE)
+#: kernels a forward pass runs once and a layer never does: the embedding lookup (not a rotary
+#: embedding, which runs in every layer), and the token choice after the LM head (argmax,
+#: sampling; not top-k, which a mixture-of-experts router runs in every layer). Evidence that a
+#: period is a whole pass.
+ONCE_PER_PASS = re.compile(r"(?<!rotary_)(?<!rotary)embedding|indexselect|index_select|argmax"
+                           r"|multinomial|sampl", re.IGNORECASE)
 #: a kernel name is periodic when this share of the gaps between its runs are the median gap,
 #: within PASS_GAP_TOLERANCE of it (a few kernels per pass may come and go: a cache that grows)
 PASS_GAP_SHARE = 0.75
@@ -612,8 +629,8 @@ def find_passes(kernels: Table, *, layers: int | None = None) -> Passes | None:
 
     1. every kernel name that recurs at a steady gap is periodic at that gap;
     2. the pass is the shortest scale at which once-per-pass kernels recur; without any, the
-       longest scale that holds a smaller one (a pass holds layers); with neither, the
-       longest scale, marked not ``whole``: tracekit cannot tell a pass from a layer;
+       longest scale, marked not ``whole``: tracekit cannot tell a pass from a layer (a layer
+       holds smaller repeating blocks too, so nesting alone proves nothing);
     3. each pass opens at one kernel of that scale: the embedding lookup where there is one, else
        the one after the longest recurring pause of the host (or of the GPU, without launches).
 
@@ -640,7 +657,6 @@ def find_passes(kernels: Table, *, layers: int | None = None) -> Passes | None:
     if chosen is None:
         i = len(scales) - 1
         chosen = (i, scales[i][0], scales[i][1], [])
-        whole = i > 0 and scales[i][0] >= 2 * scales[0][0]
     i, med, group, evidence = chosen
     layer = int(round(scales[i - 1][0])) if i > 0 else None
     anchor = _opening_kernel(kernels, codes, group, names)
@@ -781,7 +797,7 @@ def training_evidence(trace: Trace, steps: Steps) -> str | None:
 
 
 # -- flagging ---------------------------------------------------------------------------------
-def _flag(table: Table, ops: Table, *, has_gpu: bool):
+def _flag(table: Table, ops: Table, *, has_gpu: bool, require_decode: bool = True):
     """Decide each candidate step's kind from its GPU work; keep the kinds a marker stated."""
     warnings: list[str] = []
     if not has_gpu:
@@ -806,7 +822,7 @@ def _flag(table: Table, ops: Table, *, has_gpu: bool):
         if idx:
             warnings.append(f"{len(idx)} step(s) flagged {label} and left out of the summary: "
                             f"{_brief(idx)}")
-    if not (new == "decode").any():
+    if require_decode and not (new == "decode").any():
         kinds = {label: int((new == label).sum()) for label in np.unique(new).tolist()}
         said = ", ".join(f"{v} {k}" for k, v in kinds.items())
         raise NoStepsError(

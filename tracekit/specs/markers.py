@@ -40,8 +40,8 @@ def _vllm_new_cached(m: re.Match) -> tuple[str | None, int | None]:
 
 
 def _vllm_context_generation(m: re.Match) -> tuple[str | None, int | None]:
-    """vLLM ``execute_context_{A}({a})_generation_{B}({b})``: A sequences prefilling ``a`` tokens,
-    B sequences decoding ``b`` tokens."""
+    """vLLM ``execute_[T_]context_{A}(…)_generation_{B}(…)``: A sequences prefilling (or
+    continuing a chunked prefill), B sequences decoding one token each."""
     ctx, gen = int(m["ctx"]), int(m["gen"])
     if ctx == 0:
         return ("decode", gen) if gen else ("idle", 0)
@@ -68,26 +68,31 @@ class StepMarker:
     marks: str  #: what one range is
     source: str  #: where a reader can check the name
     kind_of: KindOf = _unknown
+    #: one range is one forward pass by the stack's own definition (a serving engine's step);
+    #: False where a range may hold a piece of a pass or several (checked against the kernels)
+    one_pass: bool = True
 
 
 MARKERS: tuple[StepMarker, ...] = (
     StepMarker(
-        "vllm_execute", "vLLM execute_new_N_cached_M", re.compile(r"^execute_new_(?P<new>\d+)_cached_(?P<cached>\d+)\b"),
+        "sglang_step", "SGLang step[MODE …]", re.compile(r"^step\[(?P<mode>[A-Z_]+)(?P<rest>[^\]]*)\]"),
+        "SGLang", "one scheduler step: one forward pass (DECODE, EXTEND = prefill, MIXED)",
+        "sglang/srt/managers/scheduler_profiler_mixin.py: record_function(f'step[{mode} …]'), "
+        "e.g. 'step[DECODE bs=32]', 'step[EXTEND bs=15 toks=15360]'", _sglang),
+    StepMarker(
+        "vllm_execute", "vLLM execute_…context_A(…)_generation_B(…)", re.compile(
+            r"^execute_(?:\d+_)?context_(?P<ctx>\d+)\([^)]*\)_generation_(?P<gen>\d+)\("),
+        "vLLM (and SGLang's model runner)",
+        "one model-runner call: one forward pass of A prefilling and B decoding sequences",
+        "the model runner's profiler annotation, e.g. 'execute_context_1(888_788544)_generation_0(0)'"
+        " or 'execute_32_context_0(sq0sk0…)_generation_32(sq32sk55086…)' (AMD TraceLens' sample "
+        "traces of vLLM and SGLang)", _vllm_context_generation),
+    StepMarker(
+        "vllm_execute", "vLLM execute_new_N_cached_M", re.compile(
+            r"^execute_new_(?P<new>\d+)_cached_(?P<cached>\d+)\b"),
         "vLLM (V1 engine)", "one engine step: one forward pass of the scheduled batch",
         "vllm/v1/worker/gpu_worker.py: annotate_profile() names each step "
         "execute_new_{N}_cached_{M}", _vllm_new_cached),
-    StepMarker(
-        "vllm_execute", "vLLM execute_context_A(a)_generation_B(b)", re.compile(
-            r"^execute_context_(?P<ctx>\d+)\((?P<ctx_tokens>\d+)\)_generation_(?P<gen>\d+)"
-            r"\((?P<gen_tokens>\d+)\)"),
-        "vLLM", "one model-runner call: one forward pass of the scheduled batch",
-        "vLLM's model runner profiler annotation execute_context_A(a)_generation_B(b)",
-        _vllm_context_generation),
-    StepMarker(
-        "sglang_step", "SGLang step[MODE …]", re.compile(r"^step\[(?P<mode>[A-Z_]+)(?P<rest>[^\]]*)\]"),
-        "SGLang", "one scheduler step: one forward pass (DECODE, EXTEND = prefill, MIXED)",
-        "sglang/srt/managers/scheduler_profiler_mixin.py: record_function(f'step[{mode} …]')",
-        _sglang),
     StepMarker(
         "trtllm_forward", "TensorRT-LLM _forward_step", re.compile(r"^_forward_step\Z"),
         "TensorRT-LLM (PyTorch backend)", "one model forward of the scheduled batch (NVTX)",
@@ -95,7 +100,14 @@ MARKERS: tuple[StepMarker, ...] = (
     StepMarker(
         "profiler_step", "ProfilerStep#N", re.compile(r"^ProfilerStep#\d+\Z"),
         "torch.profiler", "one prof.step() period: whatever the loop does between two steps",
-        "torch.profiler.profile(schedule=…) + prof.step()"),
+        "torch.profiler.profile(schedule=…) + prof.step()", one_pass=False),
+    StepMarker(
+        "compiled_graph", "torch.compile CompiledFxGraph", re.compile(
+            r"^## Call CompiledFxGraph \w+ ##\Z"),
+        "torch.compile (Inductor)", "one call of a compiled graph: a whole pass when the model "
+        "compiled without graph breaks (pieces of one are merged into passes)",
+        "torch/_inductor/output_code.py: record_function(f'## Call CompiledFxGraph {key} ##')",
+        one_pass=False),
 )
 
 
