@@ -22,11 +22,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-from tracekit.errors import NoStepsError
 from helpers import merge_intervals
 
 from tracekit.breakdown import step_table
+from tracekit.errors import NoStepsError
 from tracekit.specs.gpus import match_gpu
 from tracekit.specs.kernels import categorize
 from tracekit.steps import detect_steps
