@@ -39,6 +39,7 @@ from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.memory import release
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
 from tracekit.specs.models import MAX_CTX, ModelSpec, get_model, known_models
+from tracekit.specs.quant import capture_floor_dtype
 from tracekit.steps import Steps, detect_steps, training_evidence
 from tracekit.trace import Trace, load
 
@@ -305,7 +306,8 @@ def _resolve_model(tr: Trace, model, ctx, dtype):
     elif isinstance(cap.get("model"), dict):
         spec, src = _spec_from_capture(cap["model"]), "capture"
     ctx0 = ctx if ctx is not None else cap.get("ctx_first_step", cap.get("ctx"))
-    dtype = dtype or cap.get("dtype") or "bf16"
+    # a quantized capture's floor counts its scheme's stored format (tracekit.specs.quant)
+    dtype = dtype or capture_floor_dtype(cap) or cap.get("dtype") or "bf16"
     return spec, ctx0, dtype, src
 
 

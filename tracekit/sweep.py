@@ -451,7 +451,9 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
     gpu_name = str(_get(meta, "gpu", "name") or meta.get("device") or "unknown")
     gspec = match_gpu(gpu_name)
     spec = get_model(cell.options["model"])
-    dtype = meta.get("dtype") or "bf16"
+    from tracekit.specs.quant import capture_floor_dtype
+
+    dtype = capture_floor_dtype(meta) or meta.get("dtype") or "bf16"
     ctx = int(cell.options["ctx"])
     floors = {c: step_floor(spec, ctx, gspec.peak_gbps, dtype=dtype, convention=c).floor_ms
               if gspec else None for c in ("exact", "all-weights")}
