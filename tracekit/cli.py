@@ -184,7 +184,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
       $ tracekit explain trace.json.gz --graph-trace graphs.json.gz
       $ tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --gpu "H100 SXM5"
       $ tracekit explain trace.json.gz --unprofiled-ms 55.0
-      $ tracekit explain int4.json.gz --baseline bf16.json.gz
+      $ tracekit explain int4.json.gz --baseline bf16.json.gz   # GPU captures (capture --quant)
     """
     _one_blas_thread()
     from tracekit.explain import explain as run_explain

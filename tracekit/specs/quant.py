@@ -163,7 +163,8 @@ def with_group_size(dtype: str, group_size: int | None) -> str:
         raise BadInput(f"--group-size must be a positive integer, got {group_size}")
     d = dtype.lower()
     if d not in GROUPED:
-        raise BadInput(f"--group-size applies to --dtype {' and '.join(GROUPED)} only, not {dtype!r}")
+        raise BadInput(f"--group-size applies to --dtype int4 only (and int4-tinygemm, torchao's "
+                       f"tile-packed int4), not {dtype!r}")
     return d if group_size == DEFAULT_GROUP_SIZE else f"{d}-g{group_size}"
 
 
