@@ -286,3 +286,18 @@ def test_committed_gpu_captures(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     for name in ("quant_table.csv", "quant_table.md"):
         assert (tmp_path / name).read_bytes() == (ROOT / "analyses" / "results" / name).read_bytes()
+
+
+def test_compare_names_each_side_format_and_counts_its_floor(captures, small_config):
+    r = run("compare", captures / "small_bf16.json.gz", captures / "small_nf4.json.gz",
+            "--gpu", "H100 SXM5", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert (doc["a"]["dtype"], doc["b"]["dtype"]) == ("bf16", "nf4-torchao")
+    assert not any("different dtypes" in w for w in doc["warnings"])
+    spec = get_model(str(small_config))
+    ratio = doc["a"]["summary"]["floor_ms"] / doc["b"]["summary"]["floor_ms"]
+    # both floors at (nearly) the same context: the ratio of the formats' bytes
+    ctx = _meta(captures / "small_nf4.json.gz")["ctx_first_step"]
+    assert ratio == pytest.approx(spec.step_bytes(ctx, "bf16")["total"]
+                                  / spec.step_bytes(ctx, "nf4-torchao")["total"], rel=0.01)
