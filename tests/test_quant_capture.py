@@ -301,3 +301,25 @@ def test_compare_names_each_side_format_and_counts_its_floor(captures, small_con
     ctx = _meta(captures / "small_nf4.json.gz")["ctx_first_step"]
     assert ratio == pytest.approx(spec.step_bytes(ctx, "bf16")["total"]
                                   / spec.step_bytes(ctx, "nf4-torchao")["total"], rel=0.01)
+
+
+def test_kernel_table_gives_low_bit_kernels_the_quantized_bytes(tmp_path):
+    """A synthetic int4 step: tinygemm reads the quantized linears, a plain GEMM the bf16 lm_head."""
+    from synth import decode_steps, write_trace
+
+    from tracekit.explain import explain
+
+    names = ["void at::native::tinygemm_m16n8k16_chunk_kernel<256, 8>(int)", "nvjet_hsh_128x64_lm",
+             "void at::native::vectorized_elementwise_kernel<4, mul>(int)"]
+    path = write_trace(tmp_path / "int4.json.gz", decode_steps(6, names=names, kernel_us=5.0))
+    doc = explain(path, model="qwen2.5-7b", ctx=2048, dtype="int4-tinygemm").to_dict()
+    cats = {r["category"]: r for r in doc["kernels_by_category"]}
+    q = get_model("qwen2.5-7b")
+    head = q.vocab * q.hidden * 2
+    # the tile-packed bytes as torchao documents them (see the int4 test above), every layer
+    per_layer = sum((-(-o // 8) * 8) * (-(-i // 1024) * 1024) // 2
+                    + (-(-i // 1024) * 1024) // 128 * (-(-o // 8) * 8) * 4
+                    for o, i in q.linear_shapes())
+    assert cats["quant_gemm"]["model_bytes_per_step"] == q.layers * per_layer
+    assert cats["gemm"]["model_bytes_per_step"] == head
+    assert cats["quant_gemm"]["achieved_gbps"] == pytest.approx(q.layers * per_layer / 5e-6 / 1e9)

@@ -44,10 +44,12 @@ def _categories(doc: dict) -> dict[str, dict]:
 
 def linear_path(doc: dict) -> dict:
     """Time per step of the linear kernels and the bandwidth they achieve on the model's linear
-    bytes in this step's format (``kernels_by_category['gemm'].model_bytes_per_step``)."""
+    bytes in this step's format (the ``model_bytes_per_step`` of the linear categories: every
+    quantized linear with its scales and zeros, and the bf16 output projection)."""
     cats = _categories(doc)
     ms = sum(cats[c]["ms_per_step"] or 0.0 for c in LINEAR_CATEGORIES if c in cats)
-    nbytes = (cats.get("gemm") or {}).get("model_bytes_per_step")
+    known = [cats[c].get("model_bytes_per_step") for c in LINEAR_CATEGORIES if c in cats]
+    nbytes = sum(b for b in known if b) or None
     gbps = nbytes / (ms * 1e-3) / 1e9 if nbytes and ms else None
     return {"ms_per_step": ms if cats else None, "bytes_per_step": nbytes, "achieved_gbps": gbps,
             "by_category_ms": {c: cats[c]["ms_per_step"] for c in LINEAR_CATEGORIES if c in cats}}

@@ -191,15 +191,15 @@ class QuantScheme:
 #: stay bf16, as the study's quantized paths (AWQ, GPTQ, bitsandbytes) leave them.
 SCHEMES: dict[str, QuantScheme] = {s.name: s for s in (
     QuantScheme("int8", "torchao", "weight-only", "Int8Tensor, per-row", "int8-torchao",
-                "_weight_int8pack_mm, or a dequantize + bf16 GEMM"),
+                "eager: int8→bf16 cast of the weight + bf16 GEMM + scale; compile may fuse them"),
     QuantScheme("int4", "torchao", "weight-only", "tile_packed_to_4d (tinygemm)", "int4-tinygemm",
                 "_weight_int4pack_mm (tinygemm)"),
     QuantScheme("fp8", "torchao", "weight-only", "Float8Tensor, per-row", "fp8-row",
-                "a dequantize + bf16 GEMM"),
+                "eager: dequantize (cast × scale) + bf16 GEMM; compile may fuse them"),
     QuantScheme("fp8-dynamic", "torchao", "dynamic activation + weight", "Float8Tensor, per-tensor",
                 "fp8", "activation quantize + _scaled_mm (cuBLASLt fp8)"),
     QuantScheme("nf4", "torchao", "weight-only", "NF4Tensor (block 64, scaler block 256)",
-                "nf4-torchao", "a dequantize + bf16 GEMM"),
+                "nf4-torchao", "dequantize to bf16 (plain ops) + bf16 GEMM"),
 )}
 QUANT_CHOICES = ("none", *SCHEMES)
 
