@@ -91,6 +91,9 @@ def quantize_model(model: torch.nn.Module, scheme_name: str, *, group_size: int 
         "tensor_bytes": stored,
         "floor_linear_bytes": counted,
         "expected_kernels": scheme.kernels,
+        # torchao's configs set Inductor flags (coordinate-descent tuning, mixed mm, ...) as a
+        # user running them gets; this matters for --mode compile only
+        "inductor_config": None if scheme.name == "nf4" else "set by torchao (set_inductor_config=True)",
     }
 
 
