@@ -6,8 +6,9 @@ The byte oracle is independent of tracekit's capture code: the test builds a sma
 transformers, quantizes it with torchao itself, and sums the ``nbytes`` of every tensor each
 parameter stores (values, scales, zero points, code books; a tensor subclass flattened to its
 plain tensors). tracekit's floor count for the scheme's format must equal that sum exactly.
-int4 (tinygemm's tile-packed layout) and float8 dynamic need CUDA; their stored bytes are
-recorded by every GPU capture and checked against the floor in ``test_committed_gpu_captures``.
+int4 (tinygemm's tile-packed layout) runs torchao's own code with only the CUDA packing kernel
+replaced by its output-shape contract; float8 dynamic needs a GPU of compute capability 8.9. Every
+GPU capture records its stored bytes, checked against the floor in ``test_committed_gpu_captures``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,35 @@ def test_floor_counts_every_byte_the_quantized_model_holds(scheme, small_config)
     # the generic formats (AWQ-style int8, bitsandbytes nf4, ...) would miss torchao's layout
     generic = {"int8": "int8", "fp8": "fp8", "nf4": "nf4"}[scheme]
     assert spec.weight_bytes(generic) != held
+
+
+def test_int4_tinygemm_floor_counts_what_torchao_stores(small_config, monkeypatch):
+    """torchao's real int4 tile-packed path (padding, scales and zeros) on the CPU, with the one
+    CUDA-only step — PyTorch's ``_convert_weight_to_int4pack`` — replaced by its output contract
+    (int32 [n/8][k/(inner_k_tiles·16)][32][inner_k_tiles/2]). The small model's 256-wide layers are
+    stored 1024 wide: the floor must count that."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torchao")
+    from torchao.quantization import Int4WeightOnlyConfig, quantize_
+
+    def packed(w, inner_k_tiles):
+        n, k = w.shape[0], w.shape[1] * 2
+        return torch.zeros((n // 8, k // (inner_k_tiles * 16), 32, inner_k_tiles // 2),
+                           dtype=torch.int32)
+
+    monkeypatch.setattr(torch.ops.aten, "_convert_weight_to_int4pack", packed)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    spec = get_model(str(small_config))
+    for group in (64, 128):
+        model = transformers.AutoModelForCausalLM.from_config(
+            transformers.AutoConfig.for_model(**SMALL), dtype=torch.bfloat16)
+        quantize_(model, Int4WeightOnlyConfig(group_size=group,
+                                              int4_packing_format="tile_packed_to_4d"),
+                  filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "lm_head")
+        held = sum(_stored_nbytes(p) for p in model.parameters())
+        assert spec.weight_bytes(SCHEMES["int4"].floor_dtype(group)) == held
+        assert spec.weight_bytes(f"int4-g{group}") < held  # the unpadded AWQ layout is less
 
 
 def test_int4_tinygemm_counts_the_documented_padded_tile_layout():
