@@ -158,7 +158,7 @@ def _complete_gpus(ctx, param, incomplete: str) -> list:
 @click.option("--ctx", type=int, help="Context length at the first profiled step.")
 @click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
 @click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
-@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor.")
+@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor, or the layouts capture --quant stores: int8-torchao | fp8-row | int4-tinygemm | nf4-torchao.")
 @click.option("--group-size", type=int, help="int4 group size (default 128).")
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
 @click.option("--graph-trace", type=click.Path(path_type=Path), help="A CUDA-graph trace to calibrate the what-if.")
@@ -333,7 +333,7 @@ def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> N
 @click.option("--model", shell_complete=_complete_models, required=True, help="Model name or config.json path.")
 @click.option("--ctx", type=int, default=2048, show_default=True, help="Context length (tokens in the KV cache).")
 @click.option("--gpu", shell_complete=_complete_gpus, help="One GPU (default: every known GPU).")
-@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp32, or a weight-only format: int8 | fp8 | int4 | nf4 (scales and zeros counted; KV stays bf16).")
+@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp32, or a weight-only format: int8 | fp8 | int4 | nf4, or torchao's int8-torchao | fp8-row | int4-tinygemm | nf4-torchao (scales, zeros and padding counted; KV stays bf16).")
 @click.option("--group-size", type=int, help="int4 group size (default 128): one fp16 scale + 4-bit zero per group.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
 def floor(model, ctx, gpu, dtype, group_size, as_json) -> None:
