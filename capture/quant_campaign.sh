@@ -84,6 +84,8 @@ run_cell() {  # MODE:SCHEME [suffix]
   return 0
 }
 
+plan=0; for c in $CELLS; do plan=$((plan + EST[${c%%:*}])); done
+log "plan: $(echo $CELLS | wc -w) cells (~${plan}s by the first estimates; budget ${BUDGET_S}s), then repeats of: $REPEAT"
 for c in $CELLS; do run_cell "$c"; done
 for r in 2 3; do
   for c in $REPEAT; do run_cell "$c" "_r$r" || break 2; done
