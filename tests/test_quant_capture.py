@@ -353,3 +353,16 @@ def test_kernel_table_gives_low_bit_kernels_the_quantized_bytes(tmp_path):
     assert cats["quant_gemm"]["model_bytes_per_step"] == q.layers * per_layer
     assert cats["gemm"]["model_bytes_per_step"] == head
     assert cats["quant_gemm"]["achieved_gbps"] == pytest.approx(q.layers * per_layer / 5e-6 / 1e9)
+
+
+def test_sweep_names_quantized_cells_and_rows_carry_the_format(captures, small_config):
+    from tracekit.sweep import Cell, cell_id, cell_row
+
+    base = {"model": "qwen2.5-7b", "ctx": 2048, "mode": "cuda-graphs"}
+    assert cell_id(base) == "qwen2.5-7b_ctx2048_cuda-graphs_sdpa_s1"  # unchanged for bf16
+    assert cell_id({**base, "quant": "int4"}) == "qwen2.5-7b_ctx2048_cuda-graphs_sdpa_s1_int4"
+    assert cell_id({**base, "quant": "int4", "group_size": 64}).startswith(
+        "qwen2.5-7b_ctx2048_cuda-graphs_sdpa_s1_int4-")
+    opts = {"model": str(small_config), "ctx": 32, "mode": "eager", "quant": "nf4"}
+    row = cell_row(Cell(cell_id(opts), opts, 60.0), captures / "small_nf4.json.gz")
+    assert row["dtype"] == "nf4-torchao" and row["cell"].endswith("_nf4")
