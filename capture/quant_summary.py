@@ -52,7 +52,15 @@ def row(path: Path) -> dict | None:
 
 
 def main(folder: str) -> int:
-    rows = [r for p in sorted(Path(folder).glob("*.json.gz")) if (r := row(p))]
+    rows = []
+    for p in sorted(Path(folder).glob("*.json.gz")):
+        try:
+            r = row(p)
+        except Exception as exc:  # noqa: BLE001 - one unreadable trace must not hide the others
+            print(f"skipped {p.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        if r:
+            rows.append(r)
     base: dict[str, list[float]] = {}
     for r in rows:
         if r["scheme"] == "bf16":
