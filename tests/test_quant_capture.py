@@ -366,3 +366,15 @@ def test_sweep_names_quantized_cells_and_rows_carry_the_format(captures, small_c
     opts = {"model": str(small_config), "ctx": 32, "mode": "eager", "quant": "nf4"}
     row = cell_row(Cell(cell_id(opts), opts, 60.0), captures / "small_nf4.json.gz")
     assert row["dtype"] == "nf4-torchao" and row["cell"].endswith("_nf4")
+
+
+def test_a_trace_naming_an_unknown_format_is_one_error_line(tmp_path):
+    from synth import decode_steps, write_trace
+
+    meta = {"tracekit": {"schema": "tracekit.capture/1", "model_name": "qwen2.5-7b", "ctx": 2048,
+                         "mode": "eager", "dtype": "bf16",
+                         "quant": {"scheme": "int3", "floor_dtype": "<b>int3</b>"}}}
+    path = write_trace(tmp_path / "q.json.gz", decode_steps(4), extra=meta)
+    r = run("explain", path)
+    assert r.exit_code == 1
+    assert error_line(r).startswith("Error: tracekit.quant.floor_dtype must be a weight format")
