@@ -158,14 +158,16 @@ def _complete_gpus(ctx, param, incomplete: str) -> list:
 @click.option("--ctx", type=int, help="Context length at the first profiled step.")
 @click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
 @click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
-@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor.")
+@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor, or the layouts capture --quant stores: int8-torchao | fp8-row | int4-tinygemm | nf4-torchao.")
 @click.option("--group-size", type=int, help="int4 group size (default 128).")
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
 @click.option("--graph-trace", type=click.Path(path_type=Path), help="A CUDA-graph trace to calibrate the what-if.")
 @click.option("--unprofiled-ms", type=float, help="The measured unprofiled ms per decode step (explains the real step).")
+@click.option("--baseline", type=click.Path(path_type=Path), help="The bf16 trace of the same model, GPU, context and mode: says how much of a quantized step's byte saving it realises (JSON key quantization).")
 @click.option("--verbose", "-v", is_flag=True, help="Say how the trace was read (streamed or whole) on stderr.")
 def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model, ctx, gpu,
-            bandwidth, dtype, group_size, convention, graph_trace, unprofiled_ms, verbose) -> None:
+            bandwidth, dtype, group_size, convention, graph_trace, unprofiled_ms, verbose,
+            baseline=None) -> None:
     """Break each decode step into memory floor, kernel excess and launch overhead.
 
     Reads TRACE (a torch.profiler JSON or .json.gz, or an Nsight Systems .sqlite export), finds the
@@ -182,6 +184,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
       $ tracekit explain trace.json.gz --graph-trace graphs.json.gz
       $ tracekit explain trace.json.gz --model qwen2.5-7b --ctx 2048 --gpu "H100 SXM5"
       $ tracekit explain trace.json.gz --unprofiled-ms 55.0
+      $ tracekit explain int4.json.gz --baseline bf16.json.gz   # GPU captures (capture --quant)
     """
     _one_blas_thread()
     from tracekit.explain import explain as run_explain
@@ -204,6 +207,13 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
             graph_trace=graph_trace, unprofiled_ms=unprofiled_ms,
         )
         doc = result.to_dict()
+        if baseline is not None:  # additive key: the quantized step against the bf16 one
+            from tracekit.quantized import realised_savings
+
+            base = run_explain(load_for_cli(baseline, verbose=verbose), step_marker=step_marker,
+                               model=model, gpu=gpu, bandwidth_gbps=bandwidth,
+                               convention=convention)
+            doc["quantization"] = realised_savings(doc, base.to_dict())
         outputs = []
         if markdown is not None:
             from tracekit.report.markdown import render_markdown
@@ -224,6 +234,10 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
         from tracekit.report.terminal import render
 
         render(doc)
+        if doc.get("quantization"):
+            from tracekit.report.quantized import render_quantization
+
+            render_quantization(doc["quantization"])
     _LEAVE["fast"] = True  # nothing of this run needs tearing down (see entry)
 
 
@@ -319,7 +333,7 @@ def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> N
 @click.option("--model", shell_complete=_complete_models, required=True, help="Model name or config.json path.")
 @click.option("--ctx", type=int, default=2048, show_default=True, help="Context length (tokens in the KV cache).")
 @click.option("--gpu", shell_complete=_complete_gpus, help="One GPU (default: every known GPU).")
-@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp32, or a weight-only format: int8 | fp8 | int4 | nf4 (scales and zeros counted; KV stays bf16).")
+@click.option("--dtype", default="bf16", show_default=True, help="bf16 | fp16 | fp32, or a weight-only format: int8 | fp8 | int4 | nf4, or torchao's int8-torchao | fp8-row | int4-tinygemm | nf4-torchao (scales, zeros and padding counted; KV stays bf16).")
 @click.option("--group-size", type=int, help="int4 group size (default 128): one fp16 scale + 4-bit zero per group.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
 def floor(model, ctx, gpu, dtype, group_size, as_json) -> None:
@@ -379,12 +393,15 @@ _CAP = CaptureOptions()
 @click.option("--nsys-kineto", default=_CAP.nsys_kineto, show_default=True, help="Under nsys, what torch.profiler records too: cpu (safe) | cuda (both tools trace CUDA; needs CUPTI to allow it).")
 @click.option("--seed", type=int, default=_CAP.seed, show_default=True, help="Seed of the random weights and prompt.")
 @click.option("--attention", default=_CAP.attention, show_default=True, help="sdpa (transformers' default: PyTorch picks the SDPA backend, cuDNN on Hopper) | sdpa-flash | sdpa-efficient | sdpa-cudnn | sdpa-math (force one SDPA backend) | eager (matmul + softmax).")
+@click.option("--quant", default=_CAP.quant, show_default=True, help="Quantize the decoder's linear weights with torchao: none | int8 | int4 (tile-packed, tinygemm; CUDA) | fp8 (weight-only) | fp8-dynamic | nf4 (torchao NF4). The floor then counts the scheme's stored bytes.")
+@click.option("--group-size", "group_size", type=int, help="--quant int4 group size: 32 | 64 | 128 (default) | 256.")
 @click.option("--sessions", type=int, default=_CAP.sessions, show_default=True, help="Fresh processes, each timing its own unprofiled steps (for A/B confidence intervals).")
 @click.option("--profile-session", default="0", show_default=True, help="Which session (0-based) also runs the profiled window, or 'none'.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display (the summary is still printed).")
 def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dtype, profiler, nsys,
-            nsys_kineto, seed, attention, sessions, profile_session, output, quiet) -> None:
+            nsys_kineto, seed, attention, quant, group_size, sessions, profile_session, output,
+            quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
     The unprofiled steps are timed with CUDA events first (the ground truth), then a short window
@@ -397,6 +414,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
       $ tracekit capture -m tiny --device cpu --ctx 32 --steps 3 --profile-steps 2 -o tiny.json.gz
       $ tracekit capture -m qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz   # GPU
       $ tracekit capture -m qwen2.5-7b --attention sdpa-flash --sessions 10 -o flash.json.gz  # GPU
+      $ tracekit capture -m qwen2.5-7b --quant int4 --mode compile -o int4.json.gz  # GPU
     """
     from tracekit.capture import run_capture, summary_rows
     from tracekit.capture.progress import Progress, RichProgress
@@ -411,7 +429,8 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
     opts = CaptureOptions(
         model=model, weights=weights, ctx=ctx, mode=mode, steps=steps, warmup=warmup,
         profile_steps=profile_steps, device=device, dtype=dtype, profiler=profiler, nsys=nsys,
-        nsys_kineto=nsys_kineto, seed=seed, attention=attention, sessions=sessions,
+        nsys_kineto=nsys_kineto, seed=seed, attention=attention, quant=quant,
+        group_size=group_size, sessions=sessions,
         profile_session=profile_index, output=output,
         command=["tracekit", *sys.argv[1:]],
     )

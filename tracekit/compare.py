@@ -276,7 +276,8 @@ def _identity(s: Side) -> dict:
         "gpu": _get(m, "gpu", "name") or _get(e, "gpu", "name"),
         "ctx": m.get("ctx") if isinstance(m, dict) and "ctx" in m else _get(e, "model", "ctx"),
         "mode": _get(m, "mode"),
-        "dtype": _get(m, "dtype") or _get(e, "model", "dtype"),
+        # a quantized capture: its weight format (the floor counts it), e.g. int4-tinygemm
+        "dtype": _get(m, "quant", "floor_dtype") or _get(m, "dtype") or _get(e, "model", "dtype"),
         "attention": _attention(_get(m, "attention")),
     }
 
@@ -318,6 +319,8 @@ def _mismatch_warnings(sa: Side, sb: Side) -> list[str]:
     out = []
     for key, what in (("model", "models"), ("gpu", "GPUs"), ("ctx", "contexts"),
                       ("dtype", "dtypes")):
+        if key == "dtype" and (_get(sa.meta, "quant") or _get(sb.meta, "quant")):
+            continue  # a quantized capture against bf16: the difference is the point
         if a[key] is not None and b[key] is not None and a[key] != b[key]:
             out.append(f"different {what}: A is {a[key]}, B is {b[key]}; the speed-up mixes that "
                        "difference with the one you meant to measure")

@@ -38,7 +38,8 @@ from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.memory import release
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
-from tracekit.specs.models import MAX_CTX, ModelSpec, get_model, known_models
+from tracekit.specs.models import MAX_CTX, ModelSpec, dtype_bytes, get_model, known_models
+from tracekit.specs.quant import UNQUANTIZED_DTYPE, capture_floor_dtype, is_quantized
 from tracekit.steps import Steps, detect_steps, training_evidence
 from tracekit.trace import Trace, load
 
@@ -306,7 +307,8 @@ def _resolve_model(tr: Trace, model, ctx, dtype):
     elif isinstance(cap.get("model"), dict):
         spec, src = _spec_from_capture(cap["model"]), "capture"
     ctx0 = ctx if ctx is not None else cap.get("ctx_first_step", cap.get("ctx"))
-    dtype = dtype or cap.get("dtype") or "bf16"
+    # a quantized capture's floor counts its scheme's stored format (tracekit.specs.quant)
+    dtype = dtype or capture_floor_dtype(cap) or cap.get("dtype") or "bf16"
     return spec, ctx0, dtype, src
 
 
@@ -671,6 +673,10 @@ def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -
             "gemm": spec.gemm_bytes(dtype),
             "attention": floor["kv_read_bytes"],
         }
+        if is_quantized(dtype) and any(r["category"] == "quant_gemm" for r in rows):
+            # low-bit kernels read the quantized linears; the bf16 lm_head stays on a plain GEMM
+            head = spec.vocab * spec.hidden * dtype_bytes(UNQUANTIZED_DTYPE)
+            model_bytes.update(gemm=head, quant_gemm=spec.gemm_bytes(dtype) - head)
     for r in rows:
         mb = model_bytes.get(r["category"])
         r["model_bytes_per_step"] = mb

@@ -246,8 +246,10 @@ def cell_id(options: dict) -> str:
     full = {k: options.get(k, getattr(d, k)) for k in ID_KEYS}
     name = (f"{Path(str(full['model'])).name}_ctx{full['ctx']}_{full['mode']}_{full['attention']}"
             f"_s{full['sessions']}")
+    if options.get("quant", d.quant) != d.quant:  # a quantized cell says its scheme by name
+        name += f"_{options['quant']}"
     rest = {k: v for k, v in sorted(options.items())
-            if k not in ID_KEYS and v != getattr(d, k, object())}
+            if k not in ID_KEYS and k != "quant" and v != getattr(d, k, object())}
     if rest:
         name += "-" + hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
@@ -451,7 +453,9 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
     gpu_name = str(_get(meta, "gpu", "name") or meta.get("device") or "unknown")
     gspec = match_gpu(gpu_name)
     spec = get_model(cell.options["model"])
-    dtype = meta.get("dtype") or "bf16"
+    from tracekit.specs.quant import capture_floor_dtype
+
+    dtype = capture_floor_dtype(meta) or meta.get("dtype") or "bf16"
     ctx = int(cell.options["ctx"])
     floors = {c: step_floor(spec, ctx, gspec.peak_gbps, dtype=dtype, convention=c).floor_ms
               if gspec else None for c in ("exact", "all-weights")}

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tracekit.errors import BadUsage
+from tracekit.specs.quant import QUANT_CHOICES
 
 #: decode steppers (see :mod:`tracekit.capture.modes`)
 MODES = ("eager", "cuda-graphs", "compile")
@@ -52,6 +53,10 @@ class CaptureOptions:
     nsys_kineto: str = "cpu"
     seed: int = 0
     attention: str = "sdpa"
+    #: weight quantization (:mod:`tracekit.capture.quant`): none | int8 | int4 | fp8 | fp8-dynamic | nf4
+    quant: str = "none"
+    #: int4 group size (None: 128)
+    group_size: int | None = None
     #: fresh processes (a new CUDA context, model build and prefill each), each timing its steps
     sessions: int = 1
     #: which session also runs the profiled window (0-based); None: no session profiles
@@ -75,6 +80,13 @@ class CaptureOptions:
         _choice("--dtype", self.dtype, DTYPES)
         _choice("--nsys-kineto", self.nsys_kineto, NSYS_KINETO)
         _choice("--attention", self.attention, ATTENTIONS)
+        _choice("--quant", self.quant, QUANT_CHOICES)
+        if self.group_size is not None:
+            if self.quant != "int4":
+                raise BadUsage(f"--group-size applies to --quant int4 only, not --quant {self.quant}")
+            if isinstance(self.group_size, bool) or self.group_size not in (32, 64, 128, 256):
+                raise BadUsage(f"--group-size must be 32, 64, 128 or 256 (tinygemm's group sizes), "
+                               f"got {self.group_size!r}")
         profiler = "nsys" if self.nsys and self.profiler == "torch" else self.profiler
         _choice("--profiler", profiler, PROFILERS)
         for flag, value, least in (
@@ -124,4 +136,7 @@ def default_output_name(options: CaptureOptions) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
     nsys = "_nsys" if options.profiler == "nsys" or options.nsys else ""
     attn = "" if options.attention == "sdpa" else f"_{options.attention}"
-    return f"{slug or 'model'}_ctx{options.ctx}_{options.mode}{attn}{nsys}.json.gz"
+    quant = "" if options.quant == "none" else f"_{options.quant}"
+    if options.group_size not in (None, 128):
+        quant += f"-g{options.group_size}"
+    return f"{slug or 'model'}_ctx{options.ctx}_{options.mode}{attn}{quant}{nsys}.json.gz"

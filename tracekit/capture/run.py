@@ -130,6 +130,10 @@ def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> Captu
         else static_cache_len(ctx=opts.ctx, decode_steps=decode_steps, mode=mode)
     )
     memory = check_memory(spec, dtype=dtype, ctx=opts.ctx, kv_len=kv_len, device=device)
+    if opts.quant != "none":
+        from tracekit.capture.quant import check_scheme
+
+        check_scheme(opts.quant, device=device, dtype=dtype)
     kinds = kineto_kinds(opts)
     torch.manual_seed(opts.seed)
     try:
@@ -148,6 +152,11 @@ def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> Captu
             raise CaptureError(
                 f"--attention {opts.attention}: PyTorch has no such SDPA kernel for this model, "
                 f"dtype and device ({str(exc).splitlines()[0][:160]}); try --attention sdpa"
+            ) from None
+        if opts.quant != "none":  # the quantized linear failed in this mode (graph capture, ...)
+            why = (str(exc).strip().splitlines() or ["RuntimeError"])[0][:200]
+            raise CaptureError(
+                f"--quant {opts.quant} does not run in --mode {mode} here ({why})"
             ) from None
         raise
 
@@ -172,6 +181,12 @@ def _phases(
             spec, device=device, dtype=dtype, weights=opts.weights, seed=opts.seed,
             attention=opts.attention,
         )
+    quant = None
+    if opts.quant != "none":
+        from tracekit.capture.quant import quantize_model
+
+        with progress.phase(f"quantizing the linear weights ({opts.quant}, torchao)"):
+            quant = quantize_model(model, opts.quant, group_size=opts.group_size, spec=spec)
     stepper = make_stepper(mode, model, device=device, kv_len=kv_len)
     # the SDPA backend is forced around every model call: prefill, capture or compile, steps
     with attention_backend(opts.attention):
@@ -224,6 +239,8 @@ def _phases(
             "mode": mode,
             "dtype": dtype,
             "attention": attention_info(opts.attention, prof),
+            # the quantized scheme, its stored bytes and the GEMM-side ops/kernels that ran
+            "quant": _with_kernels(quant, prof),
             "device": device,
             "gpu": gpu_info() if device == "cuda" else None,
             "versions": versions(),
@@ -266,6 +283,14 @@ def _phases(
         with progress.phase(f"writing {opts.output}"):
             size = write_trace(prof.export_chrome_trace, meta, opts.output)
         return CaptureResult(path=Path(opts.output), meta=meta, bytes=size)
+
+
+def _with_kernels(quant: dict | None, prof) -> dict | None:
+    if quant is None:
+        return None
+    from tracekit.capture.quant import quant_kernels
+
+    return {**quant, "ran": quant_kernels(prof)}
 
 
 def _count(n: int) -> str:
@@ -420,6 +445,13 @@ def summary_rows(result: CaptureResult) -> list[tuple[str, str]]:
     if attn.get("ops") is not None:
         ran = ", ".join(attn["ops"]) or "no SDPA op"
         rows.append(("attention", f"{attn['requested']}: {ran}"))
+    q = m.get("quant")
+    if q:
+        stored = q["tensor_bytes"]["total"]
+        rows.append(("quant", f"{q['scheme']}: {q['library']} {q['library_version']}, {q['layout']}; "
+                              f"linear weights {stored / 1e6:.1f} MB stored "
+                              f"(floor counts {q['floor_linear_bytes'] / 1e6:.1f} MB as "
+                              f"{q['floor_dtype']})"))
     rows.append((
         "copy bandwidth",
         f"{m['copy_bandwidth_gbps']:.0f} GB/s (device-to-device, read + write)"

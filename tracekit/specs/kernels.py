@@ -20,6 +20,9 @@ class KernelCategory(str, Enum):
     COPY = "copy"  # memcpy, memset, cat/index/copy kernels
     COMMUNICATION = "communication"  # NCCL and friends
     OTHER = "other"
+    # quantized decode (see QUANT_RULES)
+    QUANT_GEMM = "quant_gemm"  # GEMV/GEMM reading low-bit weights: tinygemm, Marlin, fp8 _scaled_mm
+    DEQUANT = "dequant"  # kernels that only unpack/dequantize weights for a bf16 GEMM
 
 
 #: (category, pattern) — order matters; the first match wins
@@ -55,6 +58,25 @@ RULES: list[tuple[KernelCategory, str]] = [
                                  r"|silu|gelu|swiglu|rotary|rope|mul|add|exp|sigmoid|tanh|pow|rsqrt"
                                  r"|neg|where|clamp|cast|arange"),
 ]
+
+#: quantized decode, matched after communication and attention and before every other rule (a
+#: tinygemm kernel is a GEMM by name, but what matters is that it reads 4-bit weights):
+#: low-bit GEMV/GEMM — PyTorch's tinygemm (``_weight_int4pack_mm``: ``tinygemm_m16n8k16_…``) and
+#: ``_weight_int8pack_mm``, the Marlin family (Marlin, Machete, AWQ/GPTQ kernels, ExLlama),
+#: bitsandbytes' 4-bit GEMV (``kgemm_4bit_inference``), fp8 GEMMs (``_scaled_mm`` → cuBLASLt /
+#: CUTLASS kernels named by their e4m3/e5m2 operands); dequantization — kernels that name it
+#: (bitsandbytes ``kDequantizeBlockwise``, torchao/Triton ``dequantize``, int4 unpacking). A
+#: dequantize built from plain aten ops (torchao's NF4 path in eager) runs as elementwise/copy
+#: kernels, which no name can tell apart: ``tracekit explain --baseline`` shows it as the time
+#: those categories gained over the bf16 step.
+QUANT_RULES: list[tuple[KernelCategory, str]] = [
+    (KernelCategory.DEQUANT, r"dequant|unpack_?int4|unpack_?4bit"),
+    (KernelCategory.QUANT_GEMM, r"tinygemm|int4pack|int8pack|_weight_int[48]|marlin|machete"
+                                r"|exllama|gptq|awq_|gemv_?4bit|gemm_?4bit|kgemm_4bit|w4a16|w8a16"
+                                r"|wint4|wint8|e4m3|e5m2|f8f8|fp8.*gemm|gemm.*fp8|scaled_mm"),
+]
+QUANT_CATEGORIES = (KernelCategory.QUANT_GEMM, KernelCategory.DEQUANT)
+
 
 def _split_top(rx: str, sep: str) -> list[str]:
     """``rx`` split at ``sep`` where it is outside every group."""
@@ -111,7 +133,9 @@ class _Rule:
         return False
 
 
-_COMPILED = [(cat, _Rule(rx)) for cat, rx in RULES]
+_FIRST = (KernelCategory.COMMUNICATION, KernelCategory.ATTENTION)
+_COMPILED = [(cat, _Rule(rx)) for cat, rx in (
+    [r for r in RULES if r[0] in _FIRST] + QUANT_RULES + [r for r in RULES if r[0] not in _FIRST])]
 
 
 def categorize(name: str, kind: str = "kernel") -> KernelCategory:

@@ -21,6 +21,25 @@ Formats (``--dtype``):
           quantization (the usual QLoRA setting) that absmax is stored as 8 bits, with one fp32
           absmax per 256 blocks. The shared 16- and 256-entry code books are not counted.
 
+The layouts ``tracekit capture --quant`` makes with torchao (0.18) store their metadata
+differently, and the floor of a capture counts them as stored (:data:`SCHEMES` maps each
+``--quant`` to its format; the counts are checked against the ``nbytes`` of a quantized model's
+tensors in the tests):
+
+``int8-torchao``   int8 values, an fp32 scale and an int8 zero point per output row
+                   (``Int8WeightOnlyConfig``, per-row).
+``fp8-row``        e4m3 values, one fp32 scale per output row (``Float8WeightOnlyConfig``).
+                   Float8 dynamic (``Float8DynamicActivationFloat8WeightConfig``) stores ``fp8``:
+                   one fp32 scale per tensor.
+``int4-tinygemm``  tinygemm's tile-packed int4 (``Int4WeightOnlyConfig(int4_packing_format=
+                   "tile_packed_to_4d")``, run by PyTorch's ``_weight_int4pack_mm``): the matrix is
+                   zero-padded to a multiple of 1024 input and 8 output features, and every group of
+                   the padded matrix has a bf16 scale and a bf16 zero point. Qwen2.5-7B's 3584-wide
+                   layers are stored 4096 wide: 14 % more bytes than the unpadded matrix.
+``nf4-torchao``    torchao's ``NF4Tensor`` (what capture uses when bitsandbytes is absent): blocks of
+                   64 with an int8 scaler each, one bf16 factor per 256 blocks, and per matrix a
+                   bf16 mean and the 16-entry bf16 code book (34 bytes).
+
     >>> fmt = weight_format("int4")
     >>> round(fmt.bytes_per_weight(in_features=3584), 4)   # 0.5 + (2 + 0.5) / 128
     0.5195
@@ -55,9 +74,16 @@ class WeightFormat:
     #: nf4 double quantization: fp32 bytes per ``second_block`` blocks
     second_level_bytes: float = 0.0
     second_block: int = 0
+    #: the stored matrix is zero-padded to multiples of these (tinygemm's tile packing)
+    pad_in: int = 1
+    pad_out: int = 1
+    #: bytes every matrix carries once (torchao NF4: its mean and code book)
+    matrix_const_bytes: float = 0.0
 
     def matrix_bytes(self, out_features: int, in_features: int) -> float:
         """Bytes one weight matrix occupies (what a decode step reads)."""
+        out_features = -(-out_features // self.pad_out) * self.pad_out
+        in_features = -(-in_features // self.pad_in) * self.pad_in
         n = out_features * in_features
         values = n * self.bits / 8
         if self.granularity == "channel":
@@ -71,7 +97,7 @@ class WeightFormat:
         meta = groups * (self.scale_bytes + self.zero_bytes)
         if self.second_block:
             meta += math.ceil(groups / self.second_block) * self.second_level_bytes
-        return values + meta
+        return values + meta + self.matrix_const_bytes
 
     def bytes_per_weight(self, *, in_features: int, out_features: int = 4096) -> float:
         return self.matrix_bytes(out_features, in_features) / (out_features * in_features)
@@ -85,14 +111,29 @@ def _int4(group: int) -> WeightFormat:
     return WeightFormat("int4", 4, "group", group, scale_bytes=2.0, zero_bytes=0.5)
 
 
+def _int4_tinygemm(group: int) -> WeightFormat:
+    return WeightFormat("int4-tinygemm", 4, "group", group, scale_bytes=2.0, zero_bytes=2.0,
+                        pad_in=1024, pad_out=8)
+
+
 FORMATS: dict[str, WeightFormat] = {
     "int8": WeightFormat("int8", 8, "channel", None, scale_bytes=2.0, zero_bytes=0.0),
     "fp8": WeightFormat("fp8", 8, "tensor", None, scale_bytes=4.0, zero_bytes=0.0),
     "int4": _int4(DEFAULT_GROUP_SIZE),
     "nf4": WeightFormat("nf4", 4, "block", 64, scale_bytes=1.0, zero_bytes=0.0,
                         second_level_bytes=4.0, second_block=256),
+    # the layouts torchao stores (see the module docstring)
+    "int8-torchao": WeightFormat("int8-torchao", 8, "channel", None, scale_bytes=4.0,
+                                 zero_bytes=1.0),
+    "fp8-row": WeightFormat("fp8-row", 8, "channel", None, scale_bytes=4.0, zero_bytes=0.0),
+    "int4-tinygemm": _int4_tinygemm(DEFAULT_GROUP_SIZE),
+    "nf4-torchao": WeightFormat("nf4-torchao", 4, "block", 64, scale_bytes=1.0, zero_bytes=0.0,
+                                second_level_bytes=2.0, second_block=256,
+                                matrix_const_bytes=2.0 + 16 * 2.0),
 }
-_INT4 = re.compile(r"^int4-g(\d+)$")
+_INT4 = re.compile(r"^(int4|int4-tinygemm)-g(\d+)$")
+#: the formats whose group size ``--group-size`` sets
+GROUPED = ("int4", "int4-tinygemm")
 
 
 def is_quantized(dtype: str) -> bool:
@@ -107,10 +148,10 @@ def weight_format(dtype: str) -> WeightFormat:
         return FORMATS[d]
     m = _INT4.match(d)
     if m:
-        group = int(m.group(1))
+        group = int(m.group(2))
         if group < 1:
             raise BadInput(f"--group-size must be a positive integer, got {group}")
-        return _int4(group)
+        return _int4(group) if m.group(1) == "int4" else _int4_tinygemm(group)
     raise BadInput(f"unknown quantized format {dtype!r}; known: {', '.join(FORMATS)}")
 
 
@@ -120,6 +161,58 @@ def with_group_size(dtype: str, group_size: int | None) -> str:
         return dtype
     if group_size < 1:
         raise BadInput(f"--group-size must be a positive integer, got {group_size}")
-    if dtype.lower() != "int4":
-        raise BadInput(f"--group-size applies to --dtype int4 only, not {dtype!r}")
-    return "int4" if group_size == DEFAULT_GROUP_SIZE else f"int4-g{group_size}"
+    d = dtype.lower()
+    if d not in GROUPED:
+        raise BadInput(f"--group-size applies to --dtype int4 only (and int4-tinygemm, torchao's "
+                       f"tile-packed int4), not {dtype!r}")
+    return d if group_size == DEFAULT_GROUP_SIZE else f"{d}-g{group_size}"
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """One ``tracekit capture --quant`` scheme: which library quantizes, how, and the format
+    (``--dtype``) its floor counts. ``kernels`` says what should run, for the reader of a trace."""
+
+    name: str
+    library: str
+    method: str
+    layout: str
+    format: str
+    kernels: str
+
+    def floor_dtype(self, group_size: int | None = None) -> str:
+        """The ``--dtype`` of this scheme's floor (``int4-tinygemm-g64`` for group size 64)."""
+        if self.format in GROUPED:
+            return with_group_size(self.format, group_size)
+        return self.format
+
+
+#: ``--quant`` → scheme. Linear layers of the decoder blocks only: ``lm_head`` and the embedding
+#: stay bf16, as the study's quantized paths (AWQ, GPTQ, bitsandbytes) leave them.
+SCHEMES: dict[str, QuantScheme] = {s.name: s for s in (
+    QuantScheme("int8", "torchao", "weight-only", "Int8Tensor, per-row", "int8-torchao",
+                "eager: int8→bf16 cast of the weight + bf16 GEMM + scale; compile may fuse them"),
+    QuantScheme("int4", "torchao", "weight-only", "tile_packed_to_4d (tinygemm)", "int4-tinygemm",
+                "_weight_int4pack_mm (tinygemm)"),
+    QuantScheme("fp8", "torchao", "weight-only", "Float8Tensor, per-row", "fp8-row",
+                "eager: dequantize (cast × scale) + bf16 GEMM; compile may fuse them"),
+    QuantScheme("fp8-dynamic", "torchao", "dynamic activation + weight", "Float8Tensor, per-tensor",
+                "fp8", "activation quantize + _scaled_mm (cuBLASLt fp8)"),
+    QuantScheme("nf4", "torchao", "weight-only", "NF4Tensor (block 64, scaler block 256)",
+                "nf4-torchao", "dequantize to bf16 (plain ops) + bf16 GEMM"),
+)}
+QUANT_CHOICES = ("none", *SCHEMES)
+
+
+def capture_floor_dtype(meta: dict | None) -> str | None:
+    """The floor format a ``tracekit capture --quant`` recorded (``quant.floor_dtype``), or None
+    for an unquantized capture. The trace is not trusted: a format tracekit does not know is
+    refused with the key named."""
+    q = (meta or {}).get("quant") if isinstance(meta, dict) else None
+    if not isinstance(q, dict):
+        return None
+    d = q.get("floor_dtype")
+    if not isinstance(d, str) or not is_quantized(d):
+        raise BadInput(f"tracekit.quant.floor_dtype must be a weight format tracekit knows "
+                       f"({', '.join(FORMATS)}, int4-gN), got {d!r}")
+    return d
