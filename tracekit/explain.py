@@ -259,7 +259,7 @@ def explain(
     summary = _summary(decode)
     training = training_evidence(tr, steps)
     if training:
-        summary["tokens_per_s"] = None
+        summary["tokens_per_s"] = summary["tokens_per_s_total"] = None
         warnings.append(f"the steps look like training iterations, not decode steps ({training}): "
                         "tokens/s is not reported and the memory floor of decode does not apply")
     floor = _floor_section(spec, ctx0, decode, dtype, peak, measured, convention)
@@ -355,7 +355,8 @@ def _step_rows(table: list[dict], spec, ctx0, dtype, peak, convention) -> list[d
         if ctx0 is not None:
             row["ctx"] = ctx0 + i
         if spec is not None and ctx0 is not None and peak is not None:
-            f = step_floor(spec, ctx0 + i, peak, dtype=dtype, convention=convention)
+            f = step_floor(spec, ctx0 + i, peak, dtype=dtype, convention=convention,
+                           batch=r.get("batch") or 1)
             row["floor_ms"] = f.floor_ms
             if row["gpu_busy_ms"] is not None:
                 row["kernel_excess_ms"] = row["gpu_busy_ms"] - f.floor_ms
@@ -397,7 +398,13 @@ def _summary(decode: list[dict]) -> dict:
                              for c in GAP_CLASSES}
     s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
                   for k in ("latency_ms", "gpu_busy_ms", "idle_ms", "kernels", "launches")}
-    s["tokens_per_s"] = 1e3 / s["latency_ms"] if s["latency_ms"] else None
+    # the batch a marker stated (vLLM, SGLang); a trace that says nothing is batch 1
+    batches = [r.get("batch") for r in decode if r.get("batch")]
+    s["batch"] = int(_median(batches, low=True)) if batches else 1
+    s["batch_source"] = "marker" if batches else "assumed"
+    s["tokens_per_s"] = 1e3 / s["latency_ms"] if s["latency_ms"] else None  # per sequence
+    s["tokens_per_s_total"] = (s["tokens_per_s"] * s["batch"]
+                               if s["tokens_per_s"] is not None else None)
     s["launch_host_us_per_launch"] = (1e3 * s["launch_host_ms"] / s["launches"]
                                       if s["launch_host_ms"] and s["launches"] else None)
     return s
@@ -413,7 +420,7 @@ def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dic
     out = {"bytes": None, "floor_ms": None, "convention": convention, "ctx": None,
            "peak_gbps": peak, "weights_bytes": None, "kv_read_bytes": None,
            "kv_write_bytes": None, "all_weights": None, "exact": None,
-           "measured_gbps": measured, "measured_floor_ms": None, "missing": None}
+           "measured_gbps": measured, "measured_floor_ms": None, "missing": None, "batch": None}
     if spec is None or ctx0 is None or peak is None:
         need = [flag for flag, have in (("--model", spec is not None), ("--ctx", ctx0 is not None),
                                         ("--gpu or --bandwidth", peak is not None)) if not have]
@@ -421,11 +428,14 @@ def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dic
         return out
     ctxs = [r["ctx"] for r in decode if r["ctx"] is not None]
     ctx = int(_median(ctxs)) if ctxs else ctx0
-    f = step_floor(spec, ctx, peak, dtype=dtype, convention=convention)
+    batches = [r.get("batch") for r in decode if r.get("batch")]
+    batch = int(_median(batches, low=True)) if batches else 1
+    out["batch"] = batch
+    f = step_floor(spec, ctx, peak, dtype=dtype, convention=convention, batch=batch)
     out.update(bytes=f.bytes, floor_ms=f.floor_ms, ctx=ctx, weights_bytes=f.weights_bytes,
                kv_read_bytes=f.kv_read_bytes, kv_write_bytes=f.kv_write_bytes)
     for conv in CONVENTIONS:
-        g = step_floor(spec, ctx, peak, dtype=dtype, convention=conv)
+        g = step_floor(spec, ctx, peak, dtype=dtype, convention=conv, batch=batch)
         out["all_weights" if conv == "all-weights" else "exact"] = {
             "bytes": g.bytes, "floor_ms": g.floor_ms}
     if measured:

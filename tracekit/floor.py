@@ -44,13 +44,16 @@ class Floor:
 
 
 def step_floor(model: ModelSpec, ctx: int, peak_gbps: float, *, dtype: str = "bf16",
-               convention: str = "exact") -> Floor:
-    """The floor of one decode step at context ``ctx``."""
+               convention: str = "exact", batch: int = 1) -> Floor:
+    """The floor of one decode step at context ``ctx``. A step that decodes ``batch`` sequences
+    reads the weights once and each sequence's KV cache (every sequence taken at ``ctx``)."""
     b = model.step_bytes(ctx, dtype, convention)
+    kv_read, kv_write = b["kv_read"] * batch, b["kv_write"] * batch
+    total = b["total"] + (kv_read - b["kv_read"]) + (kv_write - b["kv_write"])
     return Floor(
-        bytes=b["total"], weights_bytes=b["weights"], kv_read_bytes=b["kv_read"],
-        kv_write_bytes=b["kv_write"], peak_gbps=peak_gbps,
-        floor_ms=floor_ms(b["total"], peak_gbps), convention=convention, ctx=ctx,
+        bytes=total, weights_bytes=b["weights"], kv_read_bytes=kv_read,
+        kv_write_bytes=kv_write, peak_gbps=peak_gbps,
+        floor_ms=floor_ms(total, peak_gbps), convention=convention, ctx=ctx,
     )
 
 

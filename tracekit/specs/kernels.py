@@ -40,8 +40,9 @@ RULES: list[tuple[KernelCategory, str]] = [
     (KernelCategory.ATTENTION, r"prefillwith|decodewith|mergestate"),
     # ROCm GEMMs: Tensile (rocBLAS, hipBLASLt) kernels are named Cijk_<layout>_..., CK's by op
     (KernelCategory.GEMM, r"^cijk_|rocblas|hipblaslt|tensile"),
-    # quantized and MoE GEMMs: Marlin/Machete (vLLM), fused_moe (vLLM/SGLang Triton), aiter fmoe
-    (KernelCategory.GEMM, r"marlin|machete|fused_moe|fmoe"),
+    # MoE grouped GEMMs: fused_moe (vLLM/SGLang Triton), aiter fmoe (Marlin and Machete, quantized
+    # GEMMs, are QUANT_GEMM: see QUANT_RULES)
+    (KernelCategory.GEMM, r"fused_moe|fmoe"),
     # MoE routing (top-k, histogram, sort/align of tokens to experts), before copy: SGLang/vLLM
     # triton_kernels' _combined_routing_memset says "memset"
     (KernelCategory.REDUCTION, r"moe_align|routing|bitmatrix|topk_gating|grouped_topk"),
@@ -133,9 +134,10 @@ class _Rule:
         return False
 
 
-_FIRST = (KernelCategory.COMMUNICATION, KernelCategory.ATTENTION)
-_COMPILED = [(cat, _Rule(rx)) for cat, rx in (
-    [r for r in RULES if r[0] in _FIRST] + QUANT_RULES + [r for r in RULES if r[0] not in _FIRST])]
+#: the quantized rules go in after RULES' first attention rule (communication, the KV-cache writes
+#: and attention keep their names' priority) and before every GEMM rule
+_AT = next(i for i, (cat, _) in enumerate(RULES) if cat == KernelCategory.ATTENTION) + 1
+_COMPILED = [(cat, _Rule(rx)) for cat, rx in RULES[:_AT] + QUANT_RULES + RULES[_AT:]]
 
 
 def categorize(name: str, kind: str = "kernel") -> KernelCategory:
