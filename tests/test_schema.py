@@ -23,7 +23,8 @@ TRACES = sorted(p for p in (ROOT / "sample_traces").rglob("*.gz"))
 NO_STEPS = {"benchmark_result_2869224_1695835535_trace.json.gz", "a100_cloverleaf_cuda_nsys.sqlite.gz",
             "mi210_gpu_only.json.gz", "b200_vllm_eager_tp8_rank0.json.gz",
             "mi300x_sglang_qwen3-8b_prefill-decode.json.gz",
-            "mi300x_vllm_prefill-decode_piecewise-graph.json.gz"}
+            "mi300x_vllm_prefill-decode_piecewise-graph.json.gz",
+            "h100_hf_qwen1.5-0.5b-chat.json.gz", "mi300x_hf_qwen1.5-0.5b-chat.json.gz"}
 
 
 def _validator(name: str) -> Draft202012Validator:

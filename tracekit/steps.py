@@ -33,6 +33,7 @@ import numpy as np
 
 from tracekit.errors import BadUsage, NoStepsError
 from tracekit.specs.markers import MARKERS, kind_of
+from tracekit.trace.shapes import EMBEDDING_OPS, embedding_inputs
 from tracekit.trace.model import Trace
 from tracekit.trace.table import Strings, Table
 
@@ -146,6 +147,7 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
         )
     ranges, method, detail = found
     ranges = ranges.take(np.argsort(ranges["cpu_start_ns"], kind="stable"))
+    ranges = _kinds_from_shapes(trace, ranges)
     table = Table({"step": np.arange(ranges.height, dtype=np.int64), **ranges.cols}, STEPS,
                   {"batch": ranges.masks.get("batch")})
     ops = _assign(ops, table, trace.table("launches"))
@@ -365,6 +367,33 @@ def _top_level(ann: Table) -> Table:
             last_end = e
     ann = ann.take(np.array(keep, dtype=bool))
     return _ranges(ann["name"], ann["start_ns"], ann["end_ns"])
+
+
+def _kinds_from_shapes(trace: Trace, ranges: Table) -> Table:
+    """The kind and batch of each range whose marker stated neither, from the token ids its
+    embedding lookup was fed where the profiler recorded shapes (:mod:`tracekit.trace.shapes`):
+    ``[batch, 1]`` is a decode pass of ``batch`` sequences, ``[batch, n > 1]`` a prefill."""
+    open_ = ranges["kind"].eq("decode") & ~ranges.valid("batch")
+    cpu = trace.table("cpu_ops")
+    emb = np.nonzero(cpu["name"].isin(EMBEDDING_OPS))[0] if cpu.height else np.empty(0, int)
+    if not open_.any() or emb.size == 0 or trace.meta.get("format") != "kineto":
+        return ranges
+    shapes = embedding_inputs(trace.meta.get("path"))
+    if shapes is None or len(shapes) != emb.size:
+        return ranges
+    at = np.sort(cpu["start_ns"][emb])
+    kinds, batch = ranges["kind"].tolist(), np.where(ranges.valid("batch"), ranges["batch"], -1)
+    lo = np.searchsorted(at, ranges["cpu_start_ns"], side="left")
+    hi = np.searchsorted(at, ranges["cpu_end_ns"], side="left")
+    for i in np.nonzero(open_)[0].tolist():
+        fed = [shapes[j] for j in range(lo[i], hi[i]) if shapes[j] is not None]
+        if len(fed) != 1:  # no lookup, or several passes in one range: the shapes cannot say
+            continue
+        b, tokens = fed[0]
+        kinds[i] = "decode" if tokens == 1 else "prefill"
+        batch[i] = b
+    return _ranges(ranges["name"], ranges["cpu_start_ns"], ranges["cpu_end_ns"], kinds,
+                   [int(x) if x >= 0 else None for x in batch.tolist()])
 
 
 def _stated_kinds(ranges: Table) -> Table:

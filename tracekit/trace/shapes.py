@@ -1,0 +1,88 @@
+"""The token ids each forward pass was fed, from the shapes the profiler recorded.
+
+``torch.profiler.profile(record_shapes=True)`` writes every CPU op's ``args["Input Dims"]``. A
+decoder's forward pass starts with one embedding lookup, ``aten::embedding(weight, input_ids)``,
+whose second input is the token ids: ``[batch, tokens]``. One token per sequence is a decode
+pass; more is a prefill (or a chunk of one). That is the surest evidence of a pass's kind, and
+the only one for a trace that holds a single pass.
+
+The main reader does not keep shapes (most traces have none, and reading them costs time and
+memory on every event), so this reads the file a second time, decoding only each event's name,
+category and timestamp, and the arguments of embedding lookups alone. It is called only when a
+step's kind is not stated by its marker.
+
+    >>> embedding_inputs("trace.json.gz")            # doctest: +SKIP
+    [[16, 559]]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tracekit.errors import TraceFormatError
+from tracekit.trace.source import open_source
+
+#: the CPU ops of an embedding lookup whose second input is the token ids
+EMBEDDING_OPS = frozenset({"aten::embedding"})
+#: re-read only documents up to this size (inflated): a larger one keeps its kinds undecided
+MAX_BYTES = 512 << 20
+
+
+class _Event(msgspec.Struct, gc=False):
+    name: str = ""
+    cat: Any = None
+    ts: Any = None
+    args: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _Doc(msgspec.Struct, gc=False):
+    traceEvents: list[_Event] | None = None  # noqa: N815 - the format's own key
+
+
+class _Args(msgspec.Struct, gc=False):
+    dims: Any = msgspec.field(name="Input Dims", default=None)
+
+
+_DOC = msgspec.json.Decoder(_Doc)
+_LIST = msgspec.json.Decoder(list[_Event])
+_ARGS = msgspec.json.Decoder(_Args)
+
+
+def embedding_inputs(path: str | Path | None) -> list[list[int] | None] | None:
+    """The token-ids shape of every embedding lookup (CPU op) in the trace, in timestamp order
+    (None for one whose shape was not recorded or is not ``[batch, tokens]``); None when the file
+    cannot be read again (standard input, too large, not JSON) or recorded no shape at all."""
+    if path is None or str(path) == "-":
+        return None
+    try:
+        with open_source(path) as src:
+            data = src.read_all(limit=MAX_BYTES)
+    except (OSError, TraceFormatError):
+        return None
+    try:
+        events = (_LIST if data.lstrip()[:1] == b"[" else _DOC).decode(data)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    if not isinstance(events, list):
+        events = events.traceEvents or []
+    found = []
+    for e in events:
+        if e.name in EMBEDDING_OPS and e.cat == "cpu_op":
+            found.append((e.ts if isinstance(e.ts, int | float) else 0.0, _ids_shape(e.args)))
+    found.sort(key=lambda x: x[0])
+    shapes = [s for _, s in found]
+    return shapes if any(s is not None for s in shapes) else None
+
+
+def _ids_shape(raw: msgspec.Raw) -> list[int] | None:
+    try:
+        dims = _ARGS.decode(raw).dims
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    if (isinstance(dims, list) and len(dims) >= 2 and isinstance(dims[1], list)
+            and len(dims[1]) == 2 and all(type(x) is int and x > 0 for x in dims[1])):
+        return dims[1]
+    return None
