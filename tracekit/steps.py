@@ -33,8 +33,8 @@ import numpy as np
 
 from tracekit.errors import BadUsage, NoStepsError
 from tracekit.specs.markers import MARKERS, kind_of
-from tracekit.trace.shapes import EMBEDDING_OPS, embedding_inputs
 from tracekit.trace.model import Trace
+from tracekit.trace.shapes import EMBEDDING_OPS, embedding_inputs
 from tracekit.trace.table import Strings, Table
 
 TRACEKIT_STEP = re.compile(r"^tracekit\.step#\d+\Z")
