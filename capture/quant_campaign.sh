@@ -93,7 +93,7 @@ done
 
 log "summary"
 python3 capture/quant_summary.py "$WORK" > "$WORK/quant_summary.md" 2>> "$LOG"
-python3 capture/pack.py "$WORK" "$OUT" --files 7 --first '*.md' '*graphs*.json.gz' \
+python3 capture/pack.py "$WORK" "$OUT" --files "${PACK_FILES:-7}" --first '*.md' '*graphs*.json.gz' \
   '*eager*.json.gz' '*compile*.json.gz' >> "$LOG" 2>&1
 cp "$WORK/quant_summary.md" "$OUT/" 2>/dev/null
 log "done"
