@@ -920,7 +920,7 @@ def _contents(ops: Table, table: Table, passes: Passes | None) -> str | None:
         parts.append(f"{n_once:.0f} once-per-pass kernels (embedding, token choice)")
     if passes is not None and passes.layer:
         parts.append(f"a ~{passes.layer}-kernel block repeated ~{passes.period / passes.layer:.0f}×"
-                     " (the layers)")
+                     " (the layer pattern)")
     return "1 step = " + ", ".join(parts)
 
 
