@@ -381,7 +381,12 @@ def _kinds_from_shapes(trace: Trace, ranges: Table) -> Table:
     shapes = embedding_inputs(trace.meta.get("path"))
     if shapes is None or len(shapes) != emb.size:
         return ranges
-    at = np.sort(cpu["start_ns"][emb])
+    # a lookup belongs to the step whose range holds its end: it ends after launching its kernel,
+    # the first of the pass, where a range found from the kernels opens (its start is earlier)
+    # (the shapes come in start order, as do the rows sorted by start)
+    ends = cpu["end_ns"][emb][np.argsort(cpu["start_ns"][emb], kind="stable")]
+    by_end = np.argsort(ends, kind="stable")
+    at, shapes = ends[by_end], [shapes[i] for i in by_end.tolist()]
     kinds, batch = ranges["kind"].tolist(), np.where(ranges.valid("batch"), ranges["batch"], -1)
     lo = np.searchsorted(at, ranges["cpu_start_ns"], side="left")
     hi = np.searchsorted(at, ranges["cpu_end_ns"], side="left")
