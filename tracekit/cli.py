@@ -449,14 +449,15 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 # --- sweep -----------------------------------------------------------------------------------
 @app.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (traces/, parts/, results.parquet); default sweeps/RECIPE-NAME.")
+@click.option("--out", "-o", help="Output folder (traces/, parts/, results.parquet), or an fsspec URL with --executor ray|slurm; default sweeps/RECIPE-NAME.")
+@click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True, help="Where the cells run: this machine, one Ray task per cell, or a Slurm array (submitit). ray and slurm need pip install 'tracekit[cluster]'.")
 @click.option("--budget-s", type=float, help="Device-time budget in seconds (overrides the recipe's [sweep] budget_s).")
 @click.option("--cell", help="Run only this cell (id or 0-based index) in this process: one job of a fanned-out sweep.")
 @click.option("--list", "list_cells", is_flag=True, help="List the cells and whether each is done; run nothing.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cells whose capture failed in an earlier run.")
 @click.option("--rows-only", is_flag=True, help="Capture nothing: write the rows of cells captured already (traces copied from a GPU box).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quiet) -> None:
+def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_only, quiet) -> None:
     """Run a model x ctx x mode x attention matrix; resumable, one Parquet row per cell.
 
     Cells run on device = "cuda" unless the recipe says device = "cpu" (tiny models); where the
@@ -468,6 +469,8 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quie
       $ tracekit sweep capture/paper_matrix.toml --list
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540   # GPU
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --rows-only
+      $ tracekit sweep capture/paper_matrix.toml --executor ray --out s3://bucket/h100
+      $ tracekit sweep capture/paper_matrix.toml --executor slurm --out /shared/h100
     """
     from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep, trace_path
 
@@ -475,7 +478,20 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quie
         if budget_s is not None and budget_s <= 0:
             raise BadUsage(f"--budget-s must be a positive number of seconds, got {budget_s}")
         rec = load_recipe(recipe)
-        out = out or Path("sweeps") / recipe.name.removesuffix(".toml")
+        out = out or str(Path("sweeps") / recipe.name.removesuffix(".toml"))
+        if executor != "local" and not (list_cells or cell is not None):
+            from tracekit.executors import run_sweep_with
+
+            if budget_s is not None or rows_only:
+                raise BadUsage(f"--executor {executor} runs every unfinished cell; --budget-s and "
+                               "--rows-only belong to --executor local")
+            res = run_sweep_with(executor, rec, out, say=(lambda _m: None) if quiet else click.echo)
+            out = Path(out) if "://" not in out else out
+        elif "://" in out:
+            raise BadUsage(f"--out {out}: a URL needs --executor ray or slurm (local sweeps write "
+                           "to a folder)")
+        else:
+            out = Path(out)
         if list_cells:
             for i, c in enumerate(rec.cells):
                 state = ("done" if is_done(out, c) else "captured" if trace_path(out, c).is_file()
@@ -490,8 +506,9 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quie
             click.echo(f"wrote {part}" if part else
                        f"captured {trace_path(out, one)}; its row is written where polars is installed")
             return
-        res = run_sweep(rec, out, budget_s=budget_s, retry_failed=retry_failed,
-                        rows_only=rows_only, say=(lambda _m: None) if quiet else click.echo)
+        if executor == "local":
+            res = run_sweep(rec, out, budget_s=budget_s, retry_failed=retry_failed,
+                            rows_only=rows_only, say=(lambda _m: None) if quiet else click.echo)
     except TracekitError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -509,7 +526,7 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quie
         click.echo(f"{len(res.uncaptured)} cells not captured yet: run the same command without "
                    "--rows-only on a GPU box to capture them")
     if res.failed:
-        click.echo(f"{len(res.failed)} cells failed (details in {out / 'sweep.log'}):", err=True)
+        click.echo(f"{len(res.failed)} cells failed (details in {out}/sweep.log):", err=True)
         for cid, why in res.failed.items():
             click.echo(f"  {cid}: {why}", err=True)
         sys.exit(1)
