@@ -469,8 +469,8 @@ def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_
       $ tracekit sweep capture/paper_matrix.toml --list
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540   # GPU
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --rows-only
-      $ tracekit sweep capture/paper_matrix.toml --executor ray --out s3://bucket/h100
-      $ tracekit sweep capture/paper_matrix.toml --executor slurm --out /shared/h100
+      $ tracekit sweep capture/paper_matrix.toml --executor ray --out s3://b/h100  # GPU cluster
+      $ tracekit sweep capture/paper_matrix.toml --executor slurm --out /shared/h100  # GPU Slurm
     """
     from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep, trace_path
 
