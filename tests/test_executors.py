@@ -182,3 +182,19 @@ def test_gpu_cells_ask_for_one_gpu_of_the_recipes_type(tmp_path):
     p = slurm_parameters(r, [l4])
     assert p["slurm_gres"] == "gpu:l4:1" and p["slurm_partition"] == "gpu"
     assert "slurm_gres" not in slurm_parameters(r, [cpu])
+
+
+def test_batch_on_ray_gives_the_rows_of_a_local_batch(ray_cluster, tmp_path):
+    from tracekit.batch import run_batch
+
+    root = Path(__file__).resolve().parents[1] / "sample_traces"
+    traces = [root / "qwen2.5-7b_ctx2048_compile.json.gz", root / "h100" / "qwen2.5-7b_ctx2048_compile.json.gz",
+              tmp_path / "bad.json"]
+    traces[2].write_text("[1, 2")
+    run_batch(traces, tmp_path / "local", jobs=1, say=lambda _m: None)
+    res = run_batch(traces, tmp_path / "ray", executor="ray", group=2, say=lambda _m: None)
+    assert (res["ok"], res["error"]) == (2, 1)
+    for name, key in (("traces", ["trace"]), ("steps", ["trace", "step"])):
+        a = pl.read_parquet(tmp_path / "local" / f"{name}.parquet").drop("seconds", strict=False)
+        b = pl.read_parquet(tmp_path / "ray" / f"{name}.parquet").drop("seconds", strict=False)
+        assert a.sort(key).equals(b.sort(key))

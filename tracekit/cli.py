@@ -532,6 +532,42 @@ def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_
         sys.exit(1)
 
 
+# --- batch -----------------------------------------------------------------------------------
+@app.command()
+@click.argument("traces", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for traces.parquet, steps.parquet and the resumable parts/.")
+@click.option("--jobs", "-j", type=int, help="Worker processes (default: one per core).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this machine's cores; ray: tasks on a Ray cluster (pip install 'tracekit[cluster]').")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
+def batch(traces, out, jobs, executor, quiet) -> None:
+    """Explain many traces (files, folders, globs) into two Parquet tables; resumable.
+
+    DIR/traces.parquet has one row per trace (summary, decomposition, verdict, or its Error:
+    line); DIR/steps.parquet one row per step. A failed trace is a row, not the end of the
+    batch; run the same command again to add new traces (the done ones are skipped).
+
+    \b
+    Examples:
+      $ tracekit batch eager.json.gz graphs.json.gz --out fleet
+      $ tracekit batch 'runs/**/*.json.gz' --out fleet --executor ray   # GPU cluster
+    """
+    from tracekit.batch import run_batch
+
+    _one_blas_thread()
+    try:
+        res = run_batch(traces, out, jobs=jobs, executor=executor,
+                        say=(lambda _m: None) if quiet else (lambda m: click.echo(m, err=True)))
+    except TracekitError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted; the traces explained so far are kept, run the same "
+                   "command to continue", err=True)
+        sys.exit(130)
+    click.echo(f"{res['ok'] + res['error']} traces explained now ({res['error']} failed), "
+               f"{res['done_before']} before; {res['traces']} rows in {res['traces_table']}, their "
+               f"steps in {res['steps_table']}")
+
+
 #: polars' allocator (jemalloc) keeps freed pages for ~10 s by default; a one-shot CLI run that
 #: reads a 1 GB trace slice by slice frees and reallocates the same memory many times, so the
 #: pages it keeps add up to the peak. Returning them at once costs a few % of the run's time and
