@@ -532,6 +532,47 @@ def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_
         sys.exit(1)
 
 
+# --- ranks -----------------------------------------------------------------------------------
+@app.command()
+@click.argument("traces", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.ranks/1).")
+@click.option("--tp", type=int, help="Tensor-parallel degree for the floor (default: the number of traces).")
+@click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (for the floor).")
+@click.option("--ctx", type=int, help="Context length at the first profiled step.")
+@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the traces' device name.")
+@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16).")
+@click.option("--step-marker", help="Regex naming the annotation around each step.")
+def ranks(traces, as_json, tp, model, ctx, gpu, bandwidth, dtype, step_marker) -> None:
+    """Explain a multi-rank step (tensor parallel): one trace per rank, aligned by collectives.
+
+    For each step: every rank's latency, GPU busy and communication time, how long each rank
+    waited in collectives for the others, and the rank that bounds the step (the one the others
+    waited for). With a model, a TP-aware floor (each rank streams its shard).
+
+    \b
+    Examples:
+      $ tracekit ranks rank0.json.gz rank1.json.gz
+      $ tracekit ranks rank0.json.gz rank1.json.gz --model qwen2.5-7b --ctx 2048 --gpu h100 --json
+    """
+    from tracekit.ranks import explain_ranks
+
+    _one_blas_thread()
+    if tp is not None and tp < 1:
+        _fail(BadUsage(f"--tp must be at least 1, got {tp}"))
+    try:
+        doc = explain_ranks(list(traces), model=model, ctx=ctx, tp=tp, gpu=gpu,
+                            bandwidth_gbps=bandwidth, dtype=dtype, step_marker=step_marker)
+    except TracekitError as exc:
+        _fail(exc)
+    if as_json:
+        print_json(doc)
+        return
+    from tracekit.report.ranks import render_ranks
+
+    click.echo(render_ranks(doc))
+
+
 # --- batch -----------------------------------------------------------------------------------
 @app.command()
 @click.argument("traces", nargs=-1, required=True)
