@@ -398,9 +398,10 @@ _CAP = CaptureOptions()
 @click.option("--sessions", type=int, default=_CAP.sessions, show_default=True, help="Fresh processes, each timing its own unprofiled steps (for A/B confidence intervals).")
 @click.option("--profile-session", default="0", show_default=True, help="Which session (0-based) also runs the profiled window, or 'none'.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here.")
+@click.option("--tp", type=int, default=_CAP.tp, show_default=True, help="Tensor-parallel ranks: runs this command under torchrun with HF's tp_plan='auto' (one GPU per rank; gloo on --device cpu) and writes OUTPUT.rankR.json.gz per rank (read them with tracekit ranks).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display (the summary is still printed).")
 def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dtype, profiler, nsys,
-            nsys_kineto, seed, attention, quant, group_size, sessions, profile_session, output,
+            nsys_kineto, seed, attention, quant, group_size, sessions, profile_session, tp, output,
             quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
@@ -415,6 +416,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
       $ tracekit capture -m qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz   # GPU
       $ tracekit capture -m qwen2.5-7b --attention sdpa-flash --sessions 10 -o flash.json.gz  # GPU
       $ tracekit capture -m qwen2.5-7b --quant int4 --mode compile -o int4.json.gz  # GPU
+      $ tracekit capture -m qwen2.5-7b --ctx 2048 --tp 2 -o tp2.json.gz   # GPU: 2 of them
     """
     from tracekit.capture import run_capture, summary_rows
     from tracekit.capture.progress import Progress, RichProgress
@@ -431,7 +433,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
         profile_steps=profile_steps, device=device, dtype=dtype, profiler=profiler, nsys=nsys,
         nsys_kineto=nsys_kineto, seed=seed, attention=attention, quant=quant,
         group_size=group_size, sessions=sessions,
-        profile_session=profile_index, output=output,
+        profile_session=profile_index, output=output, tp=tp,
         command=["tracekit", *sys.argv[1:]],
     )
     try:

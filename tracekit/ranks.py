@@ -37,7 +37,6 @@ step is communication*.
 from __future__ import annotations
 
 import gzip
-import json
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -48,7 +47,8 @@ import numpy as np
 from tracekit.errors import BadInput
 
 SCHEMA = "tracekit.ranks/1"
-_DIST = re.compile(rb'"distributedInfo"\s*:\s*(\{[^{}]*\})')
+_DIST = re.compile(rb'"distributedInfo"\s*:\s*\{')
+_DIST_KEY = {k: re.compile(rb'"' + k.encode() + rb'"\s*:\s*(\d+)') for k in ("rank", "world_size")}
 _RANK_IN_NAME = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
 
 
@@ -75,12 +75,13 @@ def rank_of(path: str | Path, order: int) -> tuple[int, int | None]:
             head = f.read(2)
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(p, "rb") as f:
-            m = _DIST.search(f.read(1 << 20))
-        if m:
-            info = json.loads(m.group(1))
-            r, w = info.get("rank"), info.get("world_size")
-            if type(r) is int and r >= 0:
-                return r, w if type(w) is int and w > 0 else None
+            head = f.read(1 << 20)
+        m = _DIST.search(head)
+        if m:  # its first keys (torch writes backend, rank, world_size, then the groups)
+            window = head[m.end():m.end() + 4096]
+            r, w = (_DIST_KEY[k].search(window) for k in ("rank", "world_size"))
+            if r:
+                return int(r.group(1)), int(w.group(1)) if w and int(w.group(1)) > 0 else None
     except (OSError, EOFError, ValueError):
         pass  # the reader says what is wrong with the file, when it reads it
     m = _RANK_IN_NAME.search(p.name)
