@@ -471,8 +471,9 @@ def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_
       $ tracekit sweep capture/paper_matrix.toml --list
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540   # GPU
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --rows-only
-      $ tracekit sweep capture/paper_matrix.toml --executor ray --out s3://b/h100  # GPU cluster
-      $ tracekit sweep capture/paper_matrix.toml --executor slurm --out /shared/h100  # GPU Slurm
+
+    On a cluster, --executor ray (a Ray task per cell) or --executor slurm (a submitit job
+    array), with --out a shared folder or an fsspec URL; docs/sweep.md has the commands.
     """
     from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep, trace_path
 
@@ -592,7 +593,10 @@ def batch(traces, out, jobs, executor, quiet) -> None:
     \b
     Examples:
       $ tracekit batch eager.json.gz graphs.json.gz --out fleet
-      $ tracekit batch 'runs/**/*.json.gz' --out fleet --executor ray   # GPU cluster
+      $ tracekit batch . --out fleet --jobs 2
+
+    Folders are searched recursively; quote a glob ('runs/**/*.json.gz') to let tracekit
+    expand it. --executor ray runs the traces as Ray tasks on a cluster.
     """
     from tracekit.batch import run_batch
 
