@@ -13,7 +13,9 @@ Reported: traces per minute (N ÷ wall time) and peak memory. For the batch, the
 at one moment (pages shared between the processes counted once per process: an upper bound)
 and of their PSS (shared pages split: what the tree takes from the machine), and beside them
 the largest single process (``wait4``'s max RSS). For the loop, one ``explain``'s peak RSS
-(``wait4``; the loop's processes never overlap). Targets: batch ≥ 2× the loop's traces per
+(``wait4``; the loop's processes never overlap). Also the CPU time each spends per trace (user +
+system of every process, from ``wait4``): on a machine others are using, wall time depends on
+the share of the cores each contender gets, CPU time much less. Targets: batch ≥ 2× the loop's traces per
 minute, at ≤ 2× one explain's peak.
 
     python benchmarks/bench_batch.py -n 1000            # the full run (a quiet machine)
@@ -67,13 +69,17 @@ def one_explain(trace: Path) -> tuple[float, float]:
     return dt, usage.ru_maxrss / 1024
 
 
-def loop(traces: list[Path], listing: Path) -> float:
+def loop(traces: list[Path], listing: Path) -> tuple[float, float]:
+    """(seconds, CPU seconds of the loop and every process it ran)."""
     listing.write_text("\n".join(map(str, traces)) + "\n")
     script = (f'while read -r f; do "{sys.executable}" -m tracekit explain --json "$f" '
               f'> /dev/null || exit 1; done < "{listing}"')
     t0 = time.perf_counter()
-    subprocess.run(["bash", "-c", script], check=True, env=env())
-    return time.perf_counter() - t0
+    proc = subprocess.Popen(["bash", "-c", script], env=env())
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("the explain loop failed")
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
 
 
 def tree_mb(pid: int) -> tuple[float, float]:
@@ -97,8 +103,8 @@ def tree_mb(pid: int) -> tuple[float, float]:
     return rss / 2**20, pss / 2**20
 
 
-def batch(folder: Path, out: Path, jobs: int | None) -> tuple[float, float, float, float]:
-    """(seconds, peak tree RSS MB, peak tree PSS MB, largest single process MB)."""
+def batch(folder: Path, out: Path, jobs: int | None) -> tuple[float, float, float, float, float]:
+    """(seconds, CPU seconds, peak tree RSS MB, peak tree PSS MB, largest single process MB)."""
     cmd = [sys.executable, "-m", "tracekit", "batch", str(folder), "--out", str(out), "--quiet"]
     if jobs:
         cmd += ["--jobs", str(jobs)]
@@ -123,7 +129,7 @@ def batch(folder: Path, out: Path, jobs: int | None) -> tuple[float, float, floa
         raise SystemExit("batch failed")
     # the parent's own max RSS (wait4) and, through RUSAGE_CHILDREN, its largest worker's
     largest = max(usage.ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    return dt, peak[0], peak[1], largest
+    return dt, usage.ru_utime + usage.ru_stime, peak[0], peak[1], largest
 
 
 def main() -> None:
@@ -137,8 +143,8 @@ def main() -> None:
         single = [one_explain(traces[0]) for _ in range(3)]
         one_s = sorted(s for s, _ in single)[1]
         one_mb = sorted(m for _, m in single)[1]
-        t_loop = loop(traces, Path(tmp) / "list.txt")
-        t_batch, tree_rss, tree_pss, largest_mb = batch(Path(tmp) / "traces", Path(tmp) / "out", a.jobs)
+        t_loop, cpu_loop = loop(traces, Path(tmp) / "list.txt")
+        t_batch, cpu_batch, tree_rss, tree_pss, largest_mb = batch(Path(tmp) / "traces", Path(tmp) / "out", a.jobs)
     loop_tpm, batch_tpm = a.n / t_loop * 60, a.n / t_batch * 60
     print(f"{a.n} copies of {SAMPLE.name} (30.6 MB JSON), {os.cpu_count()} cores, "
           f"batch --jobs {a.jobs or os.cpu_count()}")
@@ -148,6 +154,9 @@ def main() -> None:
     print(f"batch:        {t_batch:6.1f} s   {batch_tpm:7.1f} traces/min   peak {tree_rss:6.0f} MB "
           f"RSS summed over the process tree ({tree_pss:.0f} MB PSS; largest process "
           f"{largest_mb:.0f} MB)")
+    print(f"CPU:          loop {cpu_loop / a.n * 1e3:.0f} ms/trace, batch {cpu_batch / a.n * 1e3:.0f} "
+          f"ms/trace ({cpu_loop / cpu_batch:.2f}x less; on a busy machine wall time follows the "
+          "CPU share each contender gets)")
     print(f"throughput:   {batch_tpm / loop_tpm:.2f}x the loop (target >= 2)")
     print(f"memory:       {tree_rss / one_mb:.2f}x one explain's peak RSS by the tree's RSS sum, "
           f"{tree_pss / one_mb:.2f}x by its PSS sum (target <= 2)")

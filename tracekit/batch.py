@@ -8,7 +8,8 @@ For a team that profiles every commit, or every robot of a fleet: thousands of t
 
 which ``polars.scan_parquet`` reads lazily (``analyses/batch_overview.py`` is an example).
 
-* **Parallel**: across this machine's cores (``--jobs``, default: all), or across a Ray cluster
+* **Parallel**: across this machine's cores (``--jobs``, default: all; this process and
+  ``jobs - 1`` workers), or across a Ray cluster
   (``--executor ray``: traces in groups, each group a task; the files must be readable by every
   worker, e.g. a shared file system).
 * **Streaming**: a worker holds one trace at a time, from reading to its rows; only the rows come
@@ -29,6 +30,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -241,45 +243,86 @@ def _results(paths: list[Path], jobs: int | None, executor: str,
 
 
 def _parallel(paths: list[Path], jobs: int) -> Iterator[tuple[dict, list[dict]]]:
-    """``jobs`` analysers: this process and ``jobs - 1`` workers. The parent analysing too saves
-    a whole process's memory (interpreter, numpy, the reader: ~50 MB at 30 MB traces) against a
-    parent that only waits, at the same throughput. Workers are spawned (a fresh interpreter that
-    imports only the analysis) and recycled after a few dozen traces so that no allocator grows."""
-    import multiprocessing as mp
-    from collections import deque
+    """``jobs`` analysers: this process and ``jobs - 1`` worker processes.
 
+    A worker is ``python -m tracekit.batch``: trace paths in on its stdin, one JSON line of rows
+    out per trace — a fresh interpreter that imports only the analysis, and no multiprocessing
+    machinery (its resource-tracker process alone is ~15 MB). This process analyses too, which
+    saves a whole process's memory (interpreter, numpy, the reader: ~50 MB at 30 MB traces)
+    against a parent that only waits, at the same throughput. A worker that dies (killed, out
+    of memory) leaves its trace as an error row; the others and this process go on."""
+    import selectors
+    import subprocess
+
+    env = {**os.environ, "TRACEKIT_READER_WORKERS": "0", "OPENBLAS_NUM_THREADS": "1"}
     todo = iter(paths)
-    pending: deque = deque()
+    busy: dict = {}  # worker -> the path it is analysing
+    sel = selectors.DefaultSelector()
+
+    def feed(w) -> None:
+        p = next(todo, None)
+        if p is None:
+            w.stdin.close()
+            busy.pop(w, None)
+        else:
+            w.stdin.write(f"{p}\n")
+            w.stdin.flush()
+            busy[w] = p
+
+    def collect(timeout: float | None) -> Iterator[tuple[dict, list[dict]]]:
+        for key, _ in sel.select(timeout):
+            w = key.data
+            line = w.stdout.readline()
+            if line:
+                row, steps = json.loads(line)
+                yield row, steps
+                feed(w)
+                continue
+            sel.unregister(w.stdout)  # the worker ended: normally (stdin closed) or not
+            if w in busy:
+                yield _died(busy.pop(w), w.wait())
+
+    workers = [subprocess.Popen([sys.executable, "-m", "tracekit.batch"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env=env)
+               for _ in range(jobs - 1)]
     saved = os.environ.get("TRACEKIT_READER_WORKERS")
-    with mp.get_context("spawn").Pool(jobs - 1, initializer=_worker_setup,
-                                      maxtasksperchild=50) as pool:
+    try:
+        os.environ["TRACEKIT_READER_WORKERS"] = "0"  # the cores are taken by the analysers
+        for w in workers:
+            sel.register(w.stdout, selectors.EVENT_READ, w)
+            feed(w)
+        while True:
+            yield from collect(0)
+            p = next(todo, None)
+            if p is None:
+                break
+            yield analyse(p)
+        while busy:
+            yield from collect(None)
+    finally:
+        if saved is None:
+            os.environ.pop("TRACEKIT_READER_WORKERS", None)
+        else:
+            os.environ["TRACEKIT_READER_WORKERS"] = saved
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+            w.wait()
 
-        def refill() -> None:
-            while len(pending) < 2 * (jobs - 1):
-                p = next(todo, None)
-                if p is None:
-                    return
-                pending.append(pool.apply_async(analyse, (str(p),)))
 
-        try:
-            os.environ["TRACEKIT_READER_WORKERS"] = "0"  # the cores are taken by the analysers
-            refill()
-            while True:
-                while pending and pending[0].ready():
-                    yield pending.popleft().get()
-                    refill()
-                p = next(todo, None)
-                if p is None:
-                    break
-                yield analyse(p)
-                refill()
-            while pending:
-                yield pending.popleft().get()
-        finally:
-            if saved is None:
-                os.environ.pop("TRACEKIT_READER_WORKERS", None)
-            else:
-                os.environ["TRACEKIT_READER_WORKERS"] = saved
+def _died(path: Path, code: int) -> tuple[dict, list[dict]]:
+    key, size, mtime = _stamp(Path(path))
+    return ({"trace": key, "bytes": size, "mtime_ns": mtime, "status": "error",
+             "error": f"Error: {path}: the worker process analysing it died (exit {code})"}, [])
+
+
+def _worker_main() -> None:
+    """``python -m tracekit.batch``: a batch worker (see :func:`_parallel`)."""
+    _worker_setup()
+    for line in sys.stdin:
+        row, steps = analyse(line.rstrip("\n"))
+        sys.stdout.write(json.dumps([row, steps]) + "\n")
+        sys.stdout.flush()
 
 
 def _ray_results(paths: list[Path], group: int) -> Iterator[tuple[dict, list[dict]]]:
@@ -349,3 +392,6 @@ def _concat(frames, columns):
 
 
 __all__ = ["STEP_COLUMNS", "TRACE_COLUMNS", "analyse", "find_traces", "run_batch", "write_tables"]
+
+if __name__ == "__main__":
+    _worker_main()
