@@ -129,3 +129,24 @@ def test_the_example_analysis_reads_the_tables_lazily(corpus, tmp_path):
     t = pl.read_parquet(out / "traces.parquet").filter(pl.col("status") == "ok")
     assert sum(int(r.split("|")[4]) for r in rows) == t.height == 3
     assert "Error: FILE" in r.stdout  # the failed trace, counted apart
+
+
+def test_a_worker_that_dies_leaves_its_trace_as_an_error_row(corpus, tmp_path, monkeypatch):
+    import tracekit.batch as batch
+
+    # a "worker" that takes its first trace and dies, as one killed by the OOM killer would
+    monkeypatch.setattr(batch, "WORKER_COMMAND", [
+        sys.executable, "-c", "import sys; sys.stdin.readline(); sys.exit(3)"])
+    paths = [corpus / "a.json.gz", corpus / "c.json.gz"]
+    rows = {Path(r["trace"]).name: r for r, _ in batch._parallel(paths, 2)}
+    assert rows["a.json.gz"]["status"] == "error"  # the worker gets the first trace
+    assert rows["a.json.gz"]["error"] == (f"Error: {corpus / 'a.json.gz'}: the worker process "
+                                          "analysing it died (exit 3)")
+    assert rows["c.json.gz"]["status"] == "ok"  # this process analysed the other one
+
+
+def test_a_name_with_a_newline_reaches_its_worker_whole(tmp_path):
+    odd = tmp_path / "two\nlines.json.gz"
+    shutil.copy(SMALL[0], odd)
+    res = run_batch([odd, SMALL[1]], tmp_path / "out", jobs=2, say=lambda _m: None)
+    assert (res["ok"], res["error"]) == (2, 0)

@@ -63,6 +63,8 @@ STEP_COLUMNS = [
     ("floor_ms", "float"), ("kernel_excess_ms", "float"), ("r_floor", "float"),
 ]
 GAPS = ("host_bound", "launch_latency", "sync", "other")
+#: a batch worker (:func:`_worker_main`)
+WORKER_COMMAND = [sys.executable, "-m", "tracekit.batch"]
 
 
 # -- which traces ----------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def _parallel(paths: list[Path], jobs: int) -> Iterator[tuple[dict, list[dict]]]
             w.stdin.close()
             busy.pop(w, None)
         else:
-            w.stdin.write(f"{p}\n")
+            w.stdin.write(json.dumps(str(p)) + "\n")  # JSON: a newline in a name stays one line
             w.stdin.flush()
             busy[w] = p
 
@@ -282,7 +284,7 @@ def _parallel(paths: list[Path], jobs: int) -> Iterator[tuple[dict, list[dict]]]
             if w in busy:
                 yield _died(busy.pop(w), w.wait())
 
-    workers = [subprocess.Popen([sys.executable, "-m", "tracekit.batch"], stdin=subprocess.PIPE,
+    workers = [subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, env=env)
                for _ in range(jobs - 1)]
     saved = os.environ.get("TRACEKIT_READER_WORKERS")
@@ -320,7 +322,7 @@ def _worker_main() -> None:
     """``python -m tracekit.batch``: a batch worker (see :func:`_parallel`)."""
     _worker_setup()
     for line in sys.stdin:
-        row, steps = analyse(line.rstrip("\n"))
+        row, steps = analyse(json.loads(line))
         sys.stdout.write(json.dumps([row, steps]) + "\n")
         sys.stdout.flush()
 
