@@ -23,7 +23,7 @@ OUT=${OUT:-/tmp/out}
 WORK=${WORK:-/tmp/campaign}
 mkdir -p "$OUT" "$WORK"
 LOG="$WORK/campaign.log"
-BUDGET_S=${BUDGET_S:-540}   # whole campaign; the device tool stops a command at 600 s
+BUDGET_S=${BUDGET_S:-540}   # whole campaign: fits a machine that stops a command at 600 s
 PLAIN_S=${PLAIN_S:-120}     # kept for the plain-profiler traces, which run last (0: none)
 RECIPE=${RECIPE:-capture/sample_traces.toml}
 START=$SECONDS

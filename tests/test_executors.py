@@ -136,6 +136,8 @@ def test_ray_writes_to_an_fsspec_url(ray_cluster, local_sweep, tmp_path):
     assert res.skipped == [first] and res.done == [rec.cells[1].id]
     assert (out / "traces" / f"{rec.cells[1].id}.json.gz").is_file()
     assert rows(out)["cell"].to_list() == [c.id for c in rec.cells]
+    listing = run("sweep", rec_path, "--out", f"file://{out}", "--list")
+    assert listing.exit_code == 0 and listing.output.count("done") == 2, listing.output
 
 
 def test_slurm_path_through_submitits_local_executor(local_sweep, tmp_path):

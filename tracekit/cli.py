@@ -482,6 +482,13 @@ def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_
             raise BadUsage(f"--budget-s must be a positive number of seconds, got {budget_s}")
         rec = load_recipe(recipe)
         out = out or str(Path("sweeps") / recipe.name.removesuffix(".toml"))
+        if list_cells and "://" in out:  # a sweep's parts in object storage
+            from tracekit.executors import done_cells
+
+            done = done_cells(out)
+            for i, c in enumerate(rec.cells):
+                click.echo(f"{i:3d}  {'done' if c.id in done else 'pending':<8}  {c.id}")
+            return
         if executor != "local" and not (list_cells or cell is not None):
             from tracekit.executors import run_sweep_with
 

@@ -9,7 +9,8 @@ job: it reads nothing another cell wrote and writes only its own two files,
 so the results table is simply the union of the parts (``OUT/results.parquet`` is that union,
 rewritten after each cell). On one box the cells run in sequence, each in its own process
 (``tracekit sweep RECIPE --cell ID``, which is also the entry point to fan a sweep out over many
-hosts: a Slurm array or Ray tasks run ``--cell`` per index and share ``OUT``).
+hosts: ``--executor ray|slurm``, :mod:`tracekit.executors`, run ``--cell`` per cell and share
+``OUT``).
 
 **Resumable.** A cell whose part exists is done and never redone; a killed sweep leaves the parts
 it finished, the table stays valid, and the next run continues with the first unfinished cell. A
@@ -28,7 +29,7 @@ msgspec) captures the cells and leaves their rows pending; ``tracekit sweep`` ru
 are installed, on a copy of ``OUT``, writes the rows from the traces without capturing again.
 Capture durations go to ``OUT/cells.jsonl`` (plain JSON lines) for the budget's estimates.
 
-**Device-time budget** (``[sweep] budget_s`` or ``--budget-s``): a cell starts only if its
+**GPU-time budget** (``[sweep] budget_s`` or ``--budget-s``): a cell starts only if its
 estimated duration fits in what is left — the longest capture so far of the same mode and
 session count, else the longest per-session time so far × its sessions, else ``min_start_s`` —
 and is stopped (SIGTERM, then SIGKILL) when the budget runs out.
@@ -36,7 +37,7 @@ and is stopped (SIGTERM, then SIGKILL) when the budget runs out.
 The recipe::
 
     [sweep]
-    budget_s = 540        # optional: device seconds for one call
+    budget_s = 540        # optional: GPU seconds for one run
     min_start_s = 60      # optional: no cell starts with less left than this
     timeout_s = 900       # optional: one cell at most
 
@@ -616,9 +617,9 @@ def run_sweep(recipe: Recipe, out: str | Path, *, budget_s: float | None = None,
     already (traces copied from a GPU box) and leaves the others pending.
 
     A cell whose capture failed (an error, not the time limit) is not tried again by later runs
-    — device time is scarce and the error is in ``OUT/sweep.log`` — unless ``retry_failed``.
+    — GPU time is scarce and the error is in ``OUT/sweep.log`` — unless ``retry_failed``.
 
-    SIGTERM (a scheduler, a device lease ending) unwinds like Ctrl-C: the running cell is stopped
+    SIGTERM (a scheduler, a rented machine's time running out) unwinds like Ctrl-C: the running cell is stopped
     and the finished ones stay. If the sweep itself is SIGKILLed, the cell's process is sent
     SIGTERM by the kernel (Linux parent-death signal) and unwinds the same way."""
     with sigterm_as_interrupt():
