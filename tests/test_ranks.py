@@ -147,3 +147,16 @@ def test_cli_json_and_errors(tmp_path):
     assert r.exit_code == 1 and "are both rank 0" in error_line(r)
     text = run("ranks", *FILES)
     assert text.exit_code == 0 and "bounding rank" in text.output
+
+
+def test_the_document_follows_its_schema(both):
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema"
+                         / "tracekit.ranks-1.schema.json").read_text())
+    v = Draft202012Validator(schema)
+    assert list(v.iter_errors(both[0])) == []
+    assert list(v.iter_errors(explain_ranks(FILES, model="qwen2.5-7b", ctx=2048, gpu="h100"))) == []
+    bad = json.loads(json.dumps(both[0]))
+    bad["steps"][0]["ranks"][0]["collectives"] = 1.5
+    assert list(v.iter_errors(bad))

@@ -30,7 +30,7 @@ step is communication*.
   whole head: KV ÷ kv_heads). Embeddings and norms are counted as sharded too (a lower bound
   by those few MB; HF's TP plans replicate norms).
 
-    tracekit ranks rank0.json.gz rank1.json.gz --json
+    tracekit ranks rank0.json.gz rank1.json.gz --json   # schema: docs/schema/tracekit.ranks-1.schema.json
     tracekit ranks 'tp2/rank*.json.gz' --model qwen2.5-7b --ctx 2048
 """
 
