@@ -200,3 +200,26 @@ def test_batch_on_ray_gives_the_rows_of_a_local_batch(ray_cluster, tmp_path):
         a = pl.read_parquet(tmp_path / "local" / f"{name}.parquet").drop("seconds", strict=False)
         b = pl.read_parquet(tmp_path / "ray" / f"{name}.parquet").drop("seconds", strict=False)
         assert a.sort(key).equals(b.sort(key))
+
+
+def test_gpu_cells_on_a_cluster_without_gpus_are_refused_before_anything_runs(ray_cluster,
+                                                                              tmp_path):
+    rec = tmp_path / "gpu.toml"
+    rec.write_text('[[matrix]]\nmodel = "qwen2.5-7b"\nctx = 2048\n')
+    r = run("sweep", rec, "--out", tmp_path / "out", "--executor", "ray")
+    assert r.exit_code == 1
+    assert error_line(r) == ('Error: the Ray cluster has no GPU, and 1 of the cells need one '
+                             '(device = "cuda", the default); connect to a cluster with GPUs '
+                             '(RAY_ADDRESS) or run CPU cells (device = "cpu")')
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_accelerator_type_no_node_has_is_named():
+    from tracekit.errors import CaptureError
+    from tracekit.executors import check_ray_resources
+    from tracekit.sweep import Cell
+
+    cells = [Cell("a", {"model": "x", "ctx": 1}, 60.0, "H100")]
+    check_ray_resources({"GPU": 8.0, "accelerator_type:H100": 1.0}, cells)  # placeable
+    with pytest.raises(CaptureError, match="accelerator type 'H100'.*its nodes have: A100"):
+        check_ray_resources({"GPU": 8.0, "accelerator_type:A100": 1.0}, cells)

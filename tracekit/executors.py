@@ -151,13 +151,14 @@ def run_sweep_ray(recipe: Recipe, out: str | Path, *, say: Callable[[str], None]
     here. ``job`` is the task body (tests wrap it to kill a worker)."""
     ray = require("ray", "ray")
     out = str(out)
-    _prepare(out)
     done = done_cells(out)
     res = SweepResult([], [c.id for c in recipe.cells if c.id in done], {}, [], None)
     todo = [c for c in recipe.cells if c.id not in done]
-    say(f"{len(recipe.cells)} cells: {len(res.skipped)} done before, {len(todo)} to run on Ray")
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
+    check_ray_resources(ray.cluster_resources(), todo)
+    _prepare(out)
+    say(f"{len(recipe.cells)} cells: {len(res.skipped)} done before, {len(todo)} to run on Ray")
     text = recipe.path.read_text()
     task = ray.remote(job)
     refs = {task.options(**ray_options(c)).remote(text, recipe.path.name, out, c.id, c.timeout_s):
@@ -176,6 +177,23 @@ def run_sweep_ray(recipe: Recipe, out: str | Path, *, say: Callable[[str], None]
             say(f"{cell.id}: done")
     res.results = write_results_any(out)
     return res
+
+
+def check_ray_resources(resources: dict, cells: list[Cell]) -> None:
+    """Refuse, before submitting anything, cells the cluster could never place (their tasks
+    would wait forever): a GPU cell on a cluster without GPUs, a GPU type no node has."""
+    gpu = [c for c in cells if c.needs_gpu]
+    if gpu and resources.get("GPU", 0) < 1:
+        raise CaptureError(f"the Ray cluster has no GPU, and {len(gpu)} of the cells need one "
+                           "(device = \"cuda\", the default); connect to a cluster with GPUs "
+                           "(RAY_ADDRESS) or run CPU cells (device = \"cpu\")")
+    have = sorted(k.removeprefix("accelerator_type:") for k in resources
+                  if k.startswith("accelerator_type:"))
+    for t in dict.fromkeys(c.gpu_type for c in gpu if c.gpu_type):
+        if t not in have:
+            raise CaptureError(f"no node of the Ray cluster has accelerator type {t!r} (gpu_type "
+                               f"of {sum(c.gpu_type == t for c in gpu)} cells); its nodes have: "
+                               f"{', '.join(have) or 'none labelled'}")
 
 
 def _why(exc: BaseException) -> str:
