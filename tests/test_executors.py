@@ -223,3 +223,15 @@ def test_an_accelerator_type_no_node_has_is_named():
     check_ray_resources({"GPU": 8.0, "accelerator_type:H100": 1.0}, cells)  # placeable
     with pytest.raises(CaptureError, match="accelerator type 'H100'.*its nodes have: A100"):
         check_ray_resources({"GPU": 8.0, "accelerator_type:A100": 1.0}, cells)
+
+
+def test_slurm_without_sbatch_is_one_error_line(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on it
+    rec = tmp_path / "cpu.toml"
+    rec.write_text(RECIPE)
+    r = run("sweep", rec, "--out", tmp_path / "out", "--executor", "slurm")
+    assert r.exit_code == 2
+    assert error_line(r) == ("Error: --executor slurm needs Slurm's sbatch on this machine (run "
+                             "it on a login node of the cluster)")
+    assert not (tmp_path / "out").exists()
