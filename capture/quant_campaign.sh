@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quantized decode on one lent GPU, in one device call (issue 23): qwen2.5-7b at ctx 2048, bf16 and
+# Quantized decode on one GPU box, in one run of under 10 minutes: qwen2.5-7b at ctx 2048, bf16 and
 # each torchao scheme, in cuda-graphs, eager and compile, one `tracekit capture` process per cell.
 #
 #   bash capture/quant_campaign.sh                 # from the repo root; everything under $OUT
@@ -13,7 +13,7 @@
 #    _r3: the analysis pools every trace of a cell as one session each);
 # 4. quant_summary.md: one row per trace, from the capture metadata alone (stdlib + tracekit's
 #    specs: the GPU box needs no polars), printed last;
-# 5. traces and logs packed by capture/pack.py into at most 8 tars under $OUT.
+# 5. traces and logs packed by capture/pack_outputs.py into at most 8 tars under $OUT.
 # Eager steps use --attention sdpa-flash (the default picks cuDNN on Hopper, which stalls the host
 # 35-50 ms per step rebuilding its plan, hiding what quantization changes); graphs and compile use
 # the default SDPA (flash refuses the static cache's mask). Profiled windows are short (eager 3
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 WORK=${WORK:-/tmp/quant}
-BUDGET_S=${BUDGET_S:-510}   # the device tool stops a command at 600 s; packing needs a few
+BUDGET_S=${BUDGET_S:-510}   # fits a machine that stops a command at 600 s; packing needs a few
 MODEL=${MODEL:-qwen2.5-7b}
 CTX=${CTX:-2048}
 CELLS=${CELLS:-"graphs:none graphs:int4 graphs:int8 graphs:fp8-dynamic graphs:nf4 graphs:fp8 eager:none eager:int4 eager:int8 compile:none compile:int4 eager:fp8-dynamic eager:fp8 eager:nf4"}
@@ -93,7 +93,7 @@ done
 
 log "summary"
 python3 capture/quant_summary.py "$WORK" > "$WORK/quant_summary.md" 2>> "$LOG"
-python3 capture/pack.py "$WORK" "$OUT" --files "${PACK_FILES:-7}" --first '*.md' '*graphs*.json.gz' \
+python3 capture/pack_outputs.py "$WORK" "$OUT" --files "${PACK_FILES:-7}" --first '*.md' '*graphs*.json.gz' \
   '*eager*.json.gz' '*compile*.json.gz' >> "$LOG" 2>&1
 cp "$WORK/quant_summary.md" "$OUT/" 2>/dev/null
 log "done"

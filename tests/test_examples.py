@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_traces"
 FILES = {"trace.json.gz": "qwen2.5-7b_ctx2048_eager.json.gz",
          "eager.json.gz": "qwen2.5-7b_ctx2048_eager.json.gz",
-         "graphs.json.gz": "qwen2.5-7b_ctx2048_cuda-graphs.json.gz"}
+         "graphs.json.gz": "qwen2.5-7b_ctx2048_cuda-graphs.json.gz",
+         "rank0.json.gz": "peer/hta/ranks/sampled_rank-0.json.gz",
+         "rank1.json.gz": "peer/hta/ranks/sampled_rank-1.json.gz"}
 GPU_COMMANDS = {"capture", "sweep"}  # they run models on a GPU
 NEEDS_GPU = re.compile(r"CUDA|GPU|torch", re.IGNORECASE)
 

@@ -26,6 +26,8 @@ FILES = {
     "eager.json.gz": SAMPLES / "qwen2.5-7b_ctx2048_eager.json.gz",
     "graphs.json.gz": SAMPLES / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz",
     "capture/paper_matrix.toml": ROOT / "capture" / "paper_matrix.toml",
+    "rank0.json.gz": SAMPLES / "peer" / "hta" / "ranks" / "sampled_rank-0.json.gz",
+    "rank1.json.gz": SAMPLES / "peer" / "hta" / "ranks" / "sampled_rank-1.json.gz",
 }
 COMMANDS = sorted(app.commands)
 

@@ -393,3 +393,21 @@ def test_row_from_a_bad_capture_names_the_file_and_the_key(tmp_path, key, value,
     with pytest.raises(BadInput) as exc:
         row_from_capture(p)
     assert str(exc.value).startswith(f"{p}: ") and needle in str(exc.value), str(exc.value)
+
+
+# --- one recipe format -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "capture").glob("*.toml")))
+def test_every_recipe_in_capture_is_a_sweep_recipe(name):
+    r = run("sweep", ROOT / "capture" / name, "--list", "--out", "/nonexistent/out")
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert lines and all(ln.split()[1] == "pending" for ln in lines)
+    assert len({ln.split()[2] for ln in lines}) == len(lines)  # every cell its own id
+
+
+def test_old_capture_tables_say_what_they_became(tmp_path):
+    rec = recipe(tmp_path, '[[capture]]\nmodel = "tiny"\nctx = 8\n')
+    r = run("sweep", rec, "--list")
+    assert r.exit_code == 1
+    assert error_line(r) == (f"Error: {rec}: [[capture]] tables are [[matrix]] tables now (the "
+                             "same keys, one cell each); rename them")

@@ -398,9 +398,10 @@ _CAP = CaptureOptions()
 @click.option("--sessions", type=int, default=_CAP.sessions, show_default=True, help="Fresh processes, each timing its own unprofiled steps (for A/B confidence intervals).")
 @click.option("--profile-session", default="0", show_default=True, help="Which session (0-based) also runs the profiled window, or 'none'.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here.")
+@click.option("--tp", type=int, default=_CAP.tp, show_default=True, help="Tensor-parallel ranks: runs this command under torchrun with HF's tp_plan='auto' (one GPU per rank; gloo on --device cpu) and writes OUTPUT.rankR.json.gz per rank (read them with tracekit ranks).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display (the summary is still printed).")
 def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dtype, profiler, nsys,
-            nsys_kineto, seed, attention, quant, group_size, sessions, profile_session, output,
+            nsys_kineto, seed, attention, quant, group_size, sessions, profile_session, tp, output,
             quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
@@ -415,6 +416,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
       $ tracekit capture -m qwen2.5-7b --ctx 2048 --mode cuda-graphs -o graphs.json.gz   # GPU
       $ tracekit capture -m qwen2.5-7b --attention sdpa-flash --sessions 10 -o flash.json.gz  # GPU
       $ tracekit capture -m qwen2.5-7b --quant int4 --mode compile -o int4.json.gz  # GPU
+      $ tracekit capture -m qwen2.5-7b --ctx 2048 --tp 2 -o tp2.json.gz   # GPU: 2 of them
     """
     from tracekit.capture import run_capture, summary_rows
     from tracekit.capture.progress import Progress, RichProgress
@@ -431,7 +433,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
         profile_steps=profile_steps, device=device, dtype=dtype, profiler=profiler, nsys=nsys,
         nsys_kineto=nsys_kineto, seed=seed, attention=attention, quant=quant,
         group_size=group_size, sessions=sessions,
-        profile_session=profile_index, output=output,
+        profile_session=profile_index, output=output, tp=tp,
         command=["tracekit", *sys.argv[1:]],
     )
     try:
@@ -449,14 +451,15 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 # --- sweep -----------------------------------------------------------------------------------
 @app.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (traces/, parts/, results.parquet); default sweeps/RECIPE-NAME.")
+@click.option("--out", "-o", help="Output folder (traces/, parts/, results.parquet), or an fsspec URL with --executor ray|slurm; default sweeps/RECIPE-NAME.")
+@click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True, help="Where the cells run: this machine, one Ray task per cell, or a Slurm array (submitit). ray and slurm need pip install 'tracekit[cluster]'.")
 @click.option("--budget-s", type=float, help="Device-time budget in seconds (overrides the recipe's [sweep] budget_s).")
 @click.option("--cell", help="Run only this cell (id or 0-based index) in this process: one job of a fanned-out sweep.")
 @click.option("--list", "list_cells", is_flag=True, help="List the cells and whether each is done; run nothing.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cells whose capture failed in an earlier run.")
 @click.option("--rows-only", is_flag=True, help="Capture nothing: write the rows of cells captured already (traces copied from a GPU box).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quiet) -> None:
+def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_only, quiet) -> None:
     """Run a model x ctx x mode x attention matrix; resumable, one Parquet row per cell.
 
     Cells run on device = "cuda" unless the recipe says device = "cpu" (tiny models); where the
@@ -468,6 +471,9 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quie
       $ tracekit sweep capture/paper_matrix.toml --list
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --budget-s 540   # GPU
       $ tracekit sweep capture/paper_matrix.toml --out runs/h100 --rows-only
+
+    On a cluster, --executor ray (a Ray task per cell) or --executor slurm (a submitit job
+    array), with --out a shared folder or an fsspec URL; docs/sweep.md has the commands.
     """
     from tracekit.sweep import find_cell, is_done, load_recipe, run_cell, run_sweep, trace_path
 
@@ -475,7 +481,27 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quie
         if budget_s is not None and budget_s <= 0:
             raise BadUsage(f"--budget-s must be a positive number of seconds, got {budget_s}")
         rec = load_recipe(recipe)
-        out = out or Path("sweeps") / recipe.name.removesuffix(".toml")
+        out = out or str(Path("sweeps") / recipe.name.removesuffix(".toml"))
+        if list_cells and "://" in out:  # a sweep's parts in object storage
+            from tracekit.executors import done_cells
+
+            done = done_cells(out)
+            for i, c in enumerate(rec.cells):
+                click.echo(f"{i:3d}  {'done' if c.id in done else 'pending':<8}  {c.id}")
+            return
+        if executor != "local" and not (list_cells or cell is not None):
+            from tracekit.executors import run_sweep_with
+
+            if budget_s is not None or rows_only:
+                raise BadUsage(f"--executor {executor} runs every unfinished cell; --budget-s and "
+                               "--rows-only belong to --executor local")
+            res = run_sweep_with(executor, rec, out, say=(lambda _m: None) if quiet else click.echo)
+            out = Path(out) if "://" not in out else out
+        elif "://" in out:
+            raise BadUsage(f"--out {out}: a URL needs --executor ray or slurm (local sweeps write "
+                           "to a folder)")
+        else:
+            out = Path(out)
         if list_cells:
             for i, c in enumerate(rec.cells):
                 state = ("done" if is_done(out, c) else "captured" if trace_path(out, c).is_file()
@@ -490,8 +516,9 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quie
             click.echo(f"wrote {part}" if part else
                        f"captured {trace_path(out, one)}; its row is written where polars is installed")
             return
-        res = run_sweep(rec, out, budget_s=budget_s, retry_failed=retry_failed,
-                        rows_only=rows_only, say=(lambda _m: None) if quiet else click.echo)
+        if executor == "local":
+            res = run_sweep(rec, out, budget_s=budget_s, retry_failed=retry_failed,
+                            rows_only=rows_only, say=(lambda _m: None) if quiet else click.echo)
     except TracekitError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -509,10 +536,90 @@ def sweep(recipe, out, budget_s, cell, list_cells, retry_failed, rows_only, quie
         click.echo(f"{len(res.uncaptured)} cells not captured yet: run the same command without "
                    "--rows-only on a GPU box to capture them")
     if res.failed:
-        click.echo(f"{len(res.failed)} cells failed (details in {out / 'sweep.log'}):", err=True)
+        click.echo(f"{len(res.failed)} cells failed (details in {out}/sweep.log):", err=True)
         for cid, why in res.failed.items():
             click.echo(f"  {cid}: {why}", err=True)
         sys.exit(1)
+
+
+# --- ranks -----------------------------------------------------------------------------------
+@app.command()
+@click.argument("traces", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.ranks/1).")
+@click.option("--tp", type=int, help="Tensor-parallel degree for the floor (default: the number of traces).")
+@click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (for the floor).")
+@click.option("--ctx", type=int, help="Context length at the first profiled step.")
+@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the traces' device name.")
+@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16).")
+@click.option("--step-marker", help="Regex naming the annotation around each step.")
+def ranks(traces, as_json, tp, model, ctx, gpu, bandwidth, dtype, step_marker) -> None:
+    """Explain a multi-rank step (tensor parallel): one trace per rank, aligned by collectives.
+
+    For each step: every rank's latency, GPU busy and communication time, how long each rank
+    waited in collectives for the others, and the rank that bounds the step (the one the others
+    waited for). With a model, a TP-aware floor (each rank streams its shard).
+
+    \b
+    Examples:
+      $ tracekit ranks rank0.json.gz rank1.json.gz
+      $ tracekit ranks rank0.json.gz rank1.json.gz --model qwen2.5-7b --ctx 2048 --gpu h100 --json
+    """
+    from tracekit.ranks import explain_ranks
+
+    _one_blas_thread()
+    if tp is not None and tp < 1:
+        _fail(BadUsage(f"--tp must be at least 1, got {tp}"))
+    try:
+        doc = explain_ranks(list(traces), model=model, ctx=ctx, tp=tp, gpu=gpu,
+                            bandwidth_gbps=bandwidth, dtype=dtype, step_marker=step_marker)
+    except TracekitError as exc:
+        _fail(exc)
+    if as_json:
+        print_json(doc)
+        return
+    from tracekit.report.ranks import render_ranks
+
+    click.echo(render_ranks(doc))
+
+
+# --- batch -----------------------------------------------------------------------------------
+@app.command()
+@click.argument("traces", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for traces.parquet, steps.parquet and the resumable parts/.")
+@click.option("--jobs", "-j", type=int, help="Worker processes (default: one per core).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: this machine's cores; ray: tasks on a Ray cluster (pip install 'tracekit[cluster]').")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final line.")
+def batch(traces, out, jobs, executor, quiet) -> None:
+    """Explain many traces (files, folders, globs) into two Parquet tables; resumable.
+
+    DIR/traces.parquet has one row per trace (summary, decomposition, verdict, or its Error:
+    line); DIR/steps.parquet one row per step. A failed trace is a row, not the end of the
+    batch; run the same command again to add new traces (the done ones are skipped).
+
+    \b
+    Examples:
+      $ tracekit batch eager.json.gz graphs.json.gz --out fleet
+      $ tracekit batch . --out fleet --jobs 2
+
+    Folders are searched recursively; quote a glob ('runs/**/*.json.gz') to let tracekit
+    expand it. --executor ray runs the traces as Ray tasks on a cluster.
+    """
+    from tracekit.batch import run_batch
+
+    _one_blas_thread()
+    try:
+        res = run_batch(traces, out, jobs=jobs, executor=executor,
+                        say=(lambda _m: None) if quiet else (lambda m: click.echo(m, err=True)))
+    except TracekitError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted; the traces explained so far are kept, run the same "
+                   "command to continue", err=True)
+        sys.exit(130)
+    click.echo(f"{res['ok'] + res['error']} traces explained now ({res['error']} failed), "
+               f"{res['done_before']} before; {res['traces']} rows in {res['traces_table']}, their "
+               f"steps in {res['steps_table']}")
 
 
 #: polars' allocator (jemalloc) keeps freed pages for ~10 s by default; a one-shot CLI run that

@@ -9,7 +9,8 @@ job: it reads nothing another cell wrote and writes only its own two files,
 so the results table is simply the union of the parts (``OUT/results.parquet`` is that union,
 rewritten after each cell). On one box the cells run in sequence, each in its own process
 (``tracekit sweep RECIPE --cell ID``, which is also the entry point to fan a sweep out over many
-hosts: a Slurm array or Ray tasks run ``--cell`` per index and share ``OUT``).
+hosts: ``--executor ray|slurm``, :mod:`tracekit.executors`, run ``--cell`` per cell and share
+``OUT``).
 
 **Resumable.** A cell whose part exists is done and never redone; a killed sweep leaves the parts
 it finished, the table stays valid, and the next run continues with the first unfinished cell. A
@@ -28,7 +29,7 @@ msgspec) captures the cells and leaves their rows pending; ``tracekit sweep`` ru
 are installed, on a copy of ``OUT``, writes the rows from the traces without capturing again.
 Capture durations go to ``OUT/cells.jsonl`` (plain JSON lines) for the budget's estimates.
 
-**Device-time budget** (``[sweep] budget_s`` or ``--budget-s``): a cell starts only if its
+**GPU-time budget** (``[sweep] budget_s`` or ``--budget-s``): a cell starts only if its
 estimated duration fits in what is left — the longest capture so far of the same mode and
 session count, else the longest per-session time so far × its sessions, else ``min_start_s`` —
 and is stopped (SIGTERM, then SIGKILL) when the budget runs out.
@@ -36,7 +37,7 @@ and is stopped (SIGTERM, then SIGKILL) when the budget runs out.
 The recipe::
 
     [sweep]
-    budget_s = 540        # optional: device seconds for one call
+    budget_s = 540        # optional: GPU seconds for one run
     min_start_s = 60      # optional: no cell starts with less left than this
     timeout_s = 900       # optional: one cell at most
 
@@ -98,7 +99,9 @@ OPTION_KEYS = tuple(f.name for f in fields(CaptureOptions) if f.name not in (
 #: the keys that name a cell (the rest, when not defaults, become a short hash in its id)
 ID_KEYS = ("model", "ctx", "mode", "attention", "sessions")
 SWEEP_KEYS = ("budget_s", "min_start_s", "timeout_s")
-CELL_KEYS = ("timeout_s",)
+#: keys of a cell that are not capture options: its time limit, and the GPU type a cluster
+#: executor places it on (Ray's accelerator type, e.g. "H100", "A100", "L4"; Slurm's GRES type)
+CELL_KEYS = ("timeout_s", "gpu_type")
 DEFAULT_MIN_START_S = 60.0
 DEFAULT_TIMEOUT_S = 1800.0
 #: after SIGTERM a cell has this long to unwind before SIGKILL
@@ -123,6 +126,11 @@ class Cell:
     id: str
     options: dict
     timeout_s: float
+    gpu_type: str | None = None  # where a cluster executor places it; None: any GPU (or a CPU)
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.options.get("device", CaptureOptions().device) == "cuda"
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ class Recipe:
     budget_s: float | None
     min_start_s: float
     timeout_s: float
+    slurm: dict = field(default_factory=dict)  # [slurm]: submitit parameters (slurm_partition, ...)
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -148,9 +157,12 @@ def load_recipe(path: str | Path) -> Recipe:
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{p}: not valid TOML ({exc})") from None
     for key in doc:
-        if key not in ("sweep", "defaults", "matrix"):
-            raise BadInput(f"{p}: unknown table [{key}]; a recipe has [sweep], [defaults] and "
-                           "[[matrix]] tables")
+        if key == "capture":
+            raise BadInput(f"{p}: [[capture]] tables are [[matrix]] tables now (the same keys, "
+                           "one cell each); rename them")
+        if key not in ("sweep", "defaults", "matrix", "slurm"):
+            raise BadInput(f"{p}: unknown table [{key}]; a recipe has [sweep], [defaults], "
+                           "[[matrix]] and [slurm] tables")
     sweep = _table(doc, "sweep", p)
     for key in sweep:
         if key not in SWEEP_KEYS:
@@ -185,7 +197,7 @@ def load_recipe(path: str | Path) -> Recipe:
             if cell.id not in seen:
                 seen.add(cell.id)
                 cells.append(cell)
-    return Recipe(p, cells, budget, min_start, timeout)
+    return Recipe(p, cells, budget, min_start, timeout, _table(doc, "slurm", p))
 
 
 def _table(doc: dict, key: str, p: Path) -> dict:
@@ -216,6 +228,9 @@ def _cell(entry: dict, p: Path, where: str, default_timeout: float) -> Cell:
 
     entry = dict(entry)
     timeout = entry.pop("timeout_s", default_timeout)
+    gpu_type = entry.pop("gpu_type", None)
+    if gpu_type is not None and (not isinstance(gpu_type, str) or not gpu_type.strip()):
+        raise BadInput(f"{p}: {where}.gpu_type: must be a GPU type such as \"H100\", got {gpu_type!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise BadInput(f"{p}: {where}.timeout_s: must be a positive number, got {timeout!r}")
     ctx = entry["ctx"]
@@ -236,7 +251,8 @@ def _cell(entry: dict, p: Path, where: str, default_timeout: float) -> Cell:
         CaptureOptions(**entry).validated()
     except (BadUsage, TypeError, ValueError) as exc:
         raise BadInput(f"{p}: {where}: {exc}") from None
-    return Cell(cell_id(entry), entry, float(timeout))
+    cid = cell_id(entry) if gpu_type is None else f"{cell_id(entry)}_{_safe(gpu_type)}"
+    return Cell(cid, entry, float(timeout), gpu_type)
 
 
 def cell_id(options: dict) -> str:
@@ -252,6 +268,10 @@ def cell_id(options: dict) -> str:
             if k not in ID_KEYS and k != "quant" and v != getattr(d, k, object())}
     if rest:
         name += "-" + hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return _safe(name)
+
+
+def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
 
 
@@ -597,9 +617,9 @@ def run_sweep(recipe: Recipe, out: str | Path, *, budget_s: float | None = None,
     already (traces copied from a GPU box) and leaves the others pending.
 
     A cell whose capture failed (an error, not the time limit) is not tried again by later runs
-    — device time is scarce and the error is in ``OUT/sweep.log`` — unless ``retry_failed``.
+    — GPU time is scarce and the error is in ``OUT/sweep.log`` — unless ``retry_failed``.
 
-    SIGTERM (a scheduler, a device lease ending) unwinds like Ctrl-C: the running cell is stopped
+    SIGTERM (a scheduler, a rented machine's time running out) unwinds like Ctrl-C: the running cell is stopped
     and the finished ones stay. If the sweep itself is SIGKILLed, the cell's process is sent
     SIGTERM by the kernel (Linux parent-death signal) and unwinds the same way."""
     with sigterm_as_interrupt():

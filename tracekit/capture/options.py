@@ -70,6 +70,8 @@ class CaptureOptions:
     session_index: int | None = None
     #: False in a session that only times (the sessions runner writes the one output)
     profile: bool = True
+    #: tensor-parallel ranks (``torchrun``; see tracekit.capture.tp): one trace per rank
+    tp: int = 1
 
     def validated(self) -> CaptureOptions:
         """The same options with defaults filled in, or :class:`BadUsage` naming the bad value."""
@@ -109,6 +111,9 @@ class CaptureOptions:
             raise BadUsage("--sessions with --profiler nsys is not supported; use one or the other")
         if self.device == "cpu" and profiler == "nsys":
             raise BadUsage("--profiler nsys traces CUDA; it needs --device cuda")
+        from tracekit.capture.tp import check as check_tp
+
+        check_tp(self)
         output = Path(self.output) if self.output else Path(default_output_name(self))
         if not output.name.endswith(".json.gz"):
             raise BadUsage(

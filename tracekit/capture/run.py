@@ -30,7 +30,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from tracekit.capture.options import CaptureOptions
 from tracekit.capture.profile import Nvtx, init_for_graphs, profile_steps
 from tracekit.capture.progress import Progress
 from tracekit.capture.timing import copy_bandwidth_gbps, summarize, sync, time_steps, warm_up
-from tracekit.capture.write import SCHEMA, write_trace
+from tracekit.capture.write import SCHEMA, read_capture_meta, write_trace
 from tracekit.errors import CaptureError
 from tracekit.specs.models import ModelSpec
 
@@ -71,6 +71,15 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
         from tracekit.capture.nsys import capture_under_nsys
 
         return capture_under_nsys(opts, progress=progress)
+    if opts.tp > 1:
+        from tracekit.capture import tp
+
+        if not tp.in_torchrun():  # run this same command as tp ranks; each writes its trace
+            _require_torch()
+            paths = tp.launch(opts)
+            meta = read_capture_meta(paths[0]) or {}
+            return CaptureResult(path=paths[0], meta=meta, bytes=paths[0].stat().st_size,
+                                 files={f"rank{r}": p for r, p in enumerate(paths)})
     if opts.sessions > 1 and opts.session_index is None:
         from tracekit.capture.sessions import run_sessions
 
@@ -173,14 +182,28 @@ def _phases(
 ) -> CaptureResult:
     device, mode = opts.device, opts.mode
     source = f"weights from {opts.weights}" if opts.weights else "random weights"
-    with progress.phase(
-        f"building {spec.name} ({_count(spec.param_count())} parameters, "
-        f"{dtype}, {source}) on {device}"
-    ):
-        model = build_model(
-            spec, device=device, dtype=dtype, weights=opts.weights, seed=opts.seed,
-            attention=opts.attention,
-        )
+    tp_info = None
+    if opts.tp > 1:  # one rank of a torchrun job: its shard of the model, its own trace
+        from tracekit.capture import tp
+
+        rank, world = tp.setup_rank(device)
+        final = opts.output
+        opts = replace(opts, output=tp.rank_path(final, rank))
+        with progress.phase(f"building rank {rank} of {world} of {spec.name} ({dtype}, {source})"):
+            model = tp.build_tp_model(spec, output=final, device=device, dtype=dtype,
+                                      weights=opts.weights, seed=opts.seed,
+                                      attention=opts.attention)
+        tp_info = {"size": world, "rank": rank, "plan": "auto",
+                   "shard_bytes": tp.shard_bytes(model)}
+    else:
+        with progress.phase(
+            f"building {spec.name} ({_count(spec.param_count())} parameters, "
+            f"{dtype}, {source}) on {device}"
+        ):
+            model = build_model(
+                spec, device=device, dtype=dtype, weights=opts.weights, seed=opts.seed,
+                attention=opts.attention,
+            )
     quant = None
     if opts.quant != "none":
         from tracekit.capture.quant import quantize_model
@@ -277,6 +300,7 @@ def _phases(
                 "device_total": memory["device_total"],
             },
             "compile": stepper.diagnostics() if mode == "compile" else None,
+            "tp": tp_info,
         }
         if prof is None:
             return CaptureResult(path=None, meta=meta, bytes=0)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Multi-session captures on one lent GPU, for the host-attribution validation and the CUDA-Graphs
+# Multi-session captures on one GPU box, for the host-attribution validation and the CUDA-Graphs
 # A/B: qwen2.5-7b at ctx 2048, each ARM one `tracekit capture --sessions N` (N fresh processes,
 # session 0 also profiled). Runs the arms named on the command line, in order, each under a time
 # limit, and stops starting arms when the budget is spent. Writes <arm>.json.gz + <arm>.log and
 # env.txt under $WORK, then tars them into $OUT/sessions-<first arm>.tar.
 #
-#   bash capture/sessions_campaign.sh eager eager_sdpa-flash     # from the repo root
+#   bash capture/capture_sessions.sh eager eager_sdpa-flash     # from the repo root
 #   ARMS: eager | eager_sdpa-flash | eager_sdpa-math | cuda-graphs | compile   (SESSIONS=10)
 set -u
 cd "$(dirname "$0")/.."

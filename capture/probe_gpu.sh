@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# First call on a lent GPU box: environment facts, the three plain-profiler traces, an nsys smoke test.
-# Usage (device tool): bash capture/gpu_probe.sh   (writes under $OUT)
+# First run on a new GPU box: environment facts, the three plain-profiler traces, an nsys smoke test.
+# Usage: bash capture/probe_gpu.sh   (writes under $OUT)
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

@@ -1,11 +1,11 @@
-"""Pack a campaign's files into the few bundles a lent GPU machine may send back.
+"""Pack a campaign's files into the few bundles a remote GPU machine may send back.
 
-The device tool returns at most 8 files from ``$OUT``, 16 MiB each and 64 MiB together. This
+A remote machine that returns at most 8 files from ``$OUT``, 16 MiB each and 64 MiB together: this
 packs a work folder into uncompressed tar bundles (the traces are gzip already) under those
 limits, most important files first: logs and manifests in ``campaign_logs.tar`` (also listing
 what was left behind), then the traces in the order given by ``--first`` patterns, then the rest.
 
-    python3 capture/pack.py /tmp/campaign "$OUT" --first '*.log' 'MANIFEST*' 'qwen*.json.gz'
+    python3 capture/pack_outputs.py /tmp/campaign "$OUT" --first '*.log' 'MANIFEST*' 'qwen*.json.gz'
 
 Unpack with ``for t in *.tar; do tar -xf "$t" -C traces; done``.
 """

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# One call on a lent GPU box: the traces for sample_traces/ (issue 4), in under 9 minutes.
+# The traces for sample_traces/ on one GPU box, in under 9 minutes.
 #
-#   bash capture/campaign.sh            # from the repo root; writes everything under $OUT
+#   bash capture/capture_sample_traces.sh            # from the repo root; writes everything under $OUT
 #
 # 1. environment facts (GPU, driver, versions) -> env.txt
 # 2. the `tracekit capture` runs of capture/sample_traces.toml (eager / cuda-graphs / compile,
-#    an Nsight Systems run with its gzipped SQLite export, ...) via capture/sweep.py, which
-#    stops starting captures when its time budget runs out
+#    an Nsight Systems run with its gzipped SQLite export, ...) via `tracekit sweep`, which
+#    starts no capture its time budget cannot fit
 # 3. the plain-profiler traces (capture/plain_profiler_decode.py: foreign traces, no tracekit
 #    metadata) of qwen2.5-7b at ctx 2048, in the time kept for them (PLAIN_S)
 # Every step logs to campaign.log and a failing step does not stop the next one. Files are made
-# in $WORK and packed at the end into at most 8 tar bundles under $OUT (capture/pack.py: the
-# device tool returns 8 files of 16 MiB at most); unpack with: for t in *.tar; do tar -xf $t; done
+# in $WORK and packed at the end into at most 8 tar bundles under $OUT (capture/pack_outputs.py: for a
+# remote machine that returns at most 8 files of 16 MiB); unpack with: for t in *.tar; do tar -xf $t; done
 # tracekit need not be installed: it runs from this checkout (PYTHONPATH), needing only torch,
-# transformers, rich and click, which the lent image has. Nsight needs libdw: carry .debs/
+# transformers, rich and click, which a GPU image usually has. Nsight needs libdw: carry .debs/
 # (docs/architecture.md, "Nsight Systems on a GPU box").
 set -u
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ OUT=${OUT:-/tmp/out}
 WORK=${WORK:-/tmp/campaign}
 mkdir -p "$OUT" "$WORK"
 LOG="$WORK/campaign.log"
-BUDGET_S=${BUDGET_S:-540}   # whole campaign; the device tool stops a command at 600 s
+BUDGET_S=${BUDGET_S:-540}   # whole campaign: fits a machine that stops a command at 600 s
 PLAIN_S=${PLAIN_S:-120}     # kept for the plain-profiler traces, which run last (0: none)
 RECIPE=${RECIPE:-capture/sample_traces.toml}
 START=$SECONDS
@@ -54,8 +54,13 @@ if ! python3 -c "import tracekit.cli, tracekit.capture" >> "$LOG" 2>&1; then
 fi
 
 log "tracekit captures ($RECIPE)"
-python3 capture/sweep.py "$RECIPE" --out "$WORK" --log "$LOG" \
+python3 -m tracekit sweep "$RECIPE" --out "$WORK/sweep" --quiet \
   --budget-s $((BUDGET_S - PLAIN_S - (SECONDS - START))) 2>&1 | tee -a "$LOG"
+# the sweep's traces (and any Nsight .nsys-rep / .sqlite beside them) next to the other files;
+# each Nsight SQLite export gzipped (-9: a few MB instead of tens)
+cp "$WORK"/sweep/traces/* "$WORK"/ 2>/dev/null
+cp "$WORK"/sweep/sweep.log "$WORK"/sweep.log 2>/dev/null
+for f in "$WORK"/*.sqlite; do [ -f "$f" ] && gzip -9f "$f"; done
 
 if [ "$PLAIN_S" -gt 0 ]; then
   PLAIN_LEFT=$((BUDGET_S - (SECONDS - START)))
@@ -71,7 +76,7 @@ ls -la "$WORK" | tee -a "$LOG"
 log "packing into $OUT"
 # most wanted first: tracekit captures, the Nsight SQLite export, the plain traces, then the
 # .nsys-rep reports (large; they stay behind when the limits are reached)
-python3 capture/pack.py "$WORK" "$OUT" --first 'qwen2.5-7b_ctx2048_*.json.gz' '*.sqlite.gz' \
+python3 capture/pack_outputs.py "$WORK" "$OUT" --first 'qwen2.5-7b_ctx2048_*.json.gz' '*.sqlite.gz' \
   'qwen2.5-7b_ctx8192_*.json.gz' 'llama*.json.gz' 'plain_*.json.gz' '*.json.gz' '*.nsys-rep' \
   2>&1 | tee -a "$LOG"
 log "done"
