@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -48,7 +49,7 @@ def _int(v, bits: int = 64):
     if isinstance(v, Decimal):
         v = int(v) if v == v.to_integral_value() else None
     elif isinstance(v, str):
-        v = int(v) if v.lstrip("-").isdigit() else None
+        v = int(v) if re.fullmatch(r"-?[0-9]+", v) else None  # ASCII digits: '²'.isdigit() too
     if isinstance(v, int) and -(2 ** (bits - 1)) <= v < 2 ** (bits - 1):
         return v
     return None

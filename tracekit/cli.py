@@ -14,6 +14,7 @@ It parses arguments, calls the library, renders, and maps :mod:`tracekit.errors`
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -421,7 +422,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 
     if profile_session.strip().lower() == "none":
         profile_index = None
-    elif profile_session.strip().isdigit():
+    elif re.fullmatch(r"[0-9]{1,6}", profile_session.strip()):  # not '²', which isdigit() takes
         profile_index = int(profile_session)
     else:
         _fail(BadUsage(f"--profile-session must be a session index (0, 1, ...) or 'none', "

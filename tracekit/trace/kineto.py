@@ -223,13 +223,18 @@ _MAX_NS = 2**62
 _MAX_US = _MAX_NS / 1000
 
 
+_DIGITS = re.compile(r"-?[0-9]{1,20}")
+
+
 def _int_or_none(v: Any, bits: int = 64) -> int | None:
     """An id as an int: ints, integral floats and digit strings; anything else (or outside the
     signed ``bits`` range) is unknown."""
     if type(v) is float:
         v = int(v) if v.is_integer() else None
-    elif type(v) is str and v.lstrip("-").isdigit():
-        v = int(v)
+    elif type(v) is str:
+        # ASCII digits only: str.isdigit() is also true for '²' and '٣', which int() refuses or
+        # reads; and at most 20 of them (int64 is 19), so no huge string is ever converted
+        v = int(v) if _DIGITS.fullmatch(v) else None
     if type(v) is int and -(2 ** (bits - 1)) <= v < 2 ** (bits - 1):
         return v
     return None

@@ -28,7 +28,6 @@ correlation id of their ``cudaGraphLaunch``, as in Kineto. Times are integer nan
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import signal
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tracekit import jsonio
 from tracekit.errors import Terminated, TraceFormatError
 from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.kineto import is_sync_call, launch_kind
@@ -234,7 +234,9 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     if NVTX not in tables:
         warnings.append("no NVTX_EVENTS table: steps must be found without markers")
     devices = _devices(con, tables)
-    capture, capture_warnings = clean_capture(_capture_meta(con, tables))
+    block, capture_warnings = _capture_meta(con, tables)
+    capture, cleaned = clean_capture(block)
+    capture_warnings += cleaned
     warnings.extend(capture_warnings)
     trace = Trace(
         gpu_ops=gpu_ops,
@@ -542,15 +544,15 @@ def _gpu_name(gpu_ops: pl.DataFrame, devices: dict[int, dict]) -> str | None:
     return next(iter(devices.values()))["name"]
 
 
-def _capture_meta(con: sqlite3.Connection, tables: set[str]) -> dict | None:
+def _capture_meta(con: sqlite3.Connection, tables: set[str]) -> tuple[object, list[str]]:
+    """The capture block as decoded (clean_capture checks it), and a warning if it was unreadable."""
     if META_TABLE not in tables:
-        return None
+        return None, []
     row = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'meta'").fetchone()
     try:
-        meta = json.loads(row[0]) if row else None
-    except (TypeError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
+        return (jsonio.decode(row[0]) if row else None), []
+    except (TypeError, ValueError) as exc:
+        return None, [f"capture metadata: ignored the {META_TABLE} table (not a JSON document: {exc})"]
 
 
 def _frame(schema: dict, rows: list[tuple]) -> pl.DataFrame:
