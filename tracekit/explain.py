@@ -250,7 +250,11 @@ def explain(
 
     gspec, peak, peak_src = _resolve_gpu(tr, gpu, bandwidth_gbps)
     measured = (tr.capture or {}).get("copy_bandwidth_gbps")
-    if not tr.has_gpu:
+    cap = tr.capture or {}
+    # not for a range-profiler trace (the reader has said what it is and what to capture instead)
+    # nor a `tracekit capture --device cpu` trace (its GPU is absent on purpose)
+    if (not tr.has_gpu and cap.get("device") != "cpu"
+            and not (tr.meta.get("skipped_categories") or {}).get("cuda_profiler_range")):
         warnings.append("no GPU activity in this trace: host-side step times only "
                         "(profile with ProfilerActivity.CUDA to see the GPU)")
 
@@ -269,7 +273,9 @@ def explain(
     unprof.check_flag(unprofiled_ms, summary["gpu_busy_ms"])
     attribution = host_attr.attribute(tr, steps) if tr.has_gpu else None
     release()  # the attribution's temporaries, before the kernel tables
-    if attribution is None and tr.has_gpu:
+    if attribution is None and tr.has_gpu and "cpu" not in (cap.get("profiler_activities") or ()):
+        # a capture that recorded CPU activity and has no CPU op is CUDA Graphs replay: the step
+        # is one cudaGraphLaunch, and there is no host op to attribute (not a missing activity)
         warnings.append("no CPU ops in this trace: host attribution (what the host was doing "
                         "while the GPU waited) needs CPU activity — profile with "
                         "ProfilerActivity.CPU as well as CUDA")

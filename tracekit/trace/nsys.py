@@ -224,7 +224,7 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
             f"{' or '.join(missing)} table. Capture with `nsys profile --trace=cuda,nvtx` and "
             "export with `nsys export --type sqlite`"
         )
-    warnings: list[str] = []
+    warnings: list[str] = _unreadable_rows(con, tables)
     gpu_ops = pl.concat([_kernels(con), _memcpys(con, tables), _memsets(con, tables)])
     gpu_ops = gpu_ops.sort("start_ns")
     calls, named = _api_calls(con, tables)
@@ -258,6 +258,27 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     if trace.meta["tracekit"]:
         trace.meta["versions"] = dict(trace.meta["tracekit"].get("versions") or {})
     return trace
+
+
+def _unreadable_rows(con: sqlite3.Connection, tables: set[str]) -> list[str]:
+    """One warning per activity table with rows the reader leaves out (a start or end that is not
+    an integer of ns) and per copy table with byte counts it cannot read (not a whole number >= 0
+    that fits int64, e.g. 1e30): those rows count as GPU time, their bandwidth is unknown."""
+    out = []
+    for table in (KERNEL, MEMCPY, MEMSET, *API_TABLES, SYNC_TABLE):
+        if table not in tables:
+            continue
+        n = con.execute(f"SELECT count(*) FROM {table} WHERE NOT ({_timed()})").fetchone()[0]
+        if n:
+            out.append(f"{n} row(s) of {table} have a start or end that is not an integer "
+                       "(ns); left out")
+        if table in (MEMCPY, MEMSET) and "bytes" in _columns(con, table):
+            n = con.execute(f"SELECT count(*) FROM {table} WHERE {_timed()} AND bytes IS NOT NULL "
+                            "AND (typeof(bytes) != 'integer' OR bytes < 0)").fetchone()[0]
+            if n:
+                out.append(f"{n} row(s) of {table} have a byte count that is not a whole number "
+                           ">= 0; their bytes are unknown (their time still counts)")
+    return out
 
 
 def _int(col: str, bits: int = 64) -> str:
