@@ -239,10 +239,16 @@ def check(c: Case, mode: str, r: Result) -> None:
     if mode == "text":
         assert not UNSAFE.search(r.stdout.replace("\n", "")), \
             f"raw control/bidi character on the terminal: {UNSAFE.search(r.stdout.replace(chr(10), ''))!r}"
+    warned = " ".join((r.stdout + r.stderr).split())  # the terminal wraps a warning over lines
     if mode == "json":
         doc = json.loads(r.stdout)
         if c.check is not None:
             c.check(doc)
+        warned += " " + " ".join(doc.get("warnings") or [])
+    if c.warns:
+        assert c.warns.lower() in warned.lower(), f"no warning naming {c.warns!r}: {warned[-2000:]}"
+    if c.no_warning:
+        assert c.no_warning.lower() not in warned.lower(), warned[-2000:]
 
 
 @pytest.mark.parametrize(("case", "mode"), _params(slow=False))
