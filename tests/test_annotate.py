@@ -127,14 +127,13 @@ def test_hta_reads_the_output_with_the_same_numbers(tmp_path):
 
 
 # -- bad input --------------------------------------------------------------------------------
-def test_existing_output_asks_for_force(tmp_path):
+def test_existing_output_is_replaced_as_every_output_option_does(tmp_path):
     out = tmp_path / "o.json.gz"
-    out.write_bytes(b"keep me")
+    out.write_bytes(b"old")
     r = run("annotate", str(EAGER), "-o", str(out))
-    assert r.exit_code == 2 and r.output.strip() == f"Error: {out} exists; pass --force to overwrite it"
-    assert out.read_bytes() == b"keep me"
-    assert run("annotate", str(EAGER), "-o", str(out), "--force").exit_code == 0
+    assert r.exit_code == 0 and r.stderr.startswith(f"wrote {out}")
     assert _events(out)[0]["tracekit_annotations"]["events"] > 0
+    assert run("annotate", str(EAGER), "-o", str(out), "--force").exit_code == 0  # old scripts
 
 
 def test_output_that_is_the_input_is_refused(tmp_path):

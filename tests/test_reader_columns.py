@@ -56,9 +56,11 @@ def _int(v, bits: int = 64):
 
 
 def _bytes(v):
+    """A byte count: a whole number from 0 to 2**63 (a negative count is unknown, not a size)."""
     if isinstance(v, Decimal):  # a float byte count is truncated, as int() does
-        return int(v) if v.is_finite() and abs(v) < 2**63 else None
-    return _int(v)
+        return int(v) if v.is_finite() and 0 <= v < 2**63 else None
+    v = _int(v)
+    return v if v is None or v >= 0 else None
 
 
 def _ns(us) -> int:

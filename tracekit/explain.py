@@ -54,7 +54,7 @@ MIN_GBPS, MAX_GBPS = 1.0, 100_000.0
 
 def check_ctx(ctx: int | None) -> None:
     """A context length must be a token count a KV cache can hold."""
-    if ctx is not None and not 0 <= ctx <= MAX_CTX:
+    if ctx is not None and (type(ctx) is not int or not 0 <= ctx <= MAX_CTX):
         raise BadInput(f"--ctx must be a number of tokens from 0 to {MAX_CTX}, got {ctx}")
 
 #: Per-GPU-op gap left by a CUDA graph replay, by architecture (ns). Measured, not assumed: the
@@ -177,23 +177,31 @@ class Explanation:
         return to_pandas(getattr(self, name))
 
     # -- reports --------------------------------------------------------------------------------
-    def to_markdown(self) -> str:
-        """The Markdown summary (``tracekit explain --markdown``), to paste into an issue."""
+    def to_markdown(self, path: str | Path | None = None) -> str | Path:
+        """The Markdown summary (``tracekit explain --markdown``), to paste into an issue; with
+        ``path``, written there (atomically, replacing a file) and the path returned."""
         from tracekit.report.markdown import render_markdown
 
-        return render_markdown(self.to_dict())
+        text = render_markdown(self.to_dict())
+        if path is None:
+            return text
+        from tracekit.fileio import atomic_write_text
 
-    def to_html(self, path: str | Path | None = None, *, plotlyjs: str = "inline") -> str:
-        """The self-contained HTML report (``tracekit explain --html``); written to ``path``
-        (atomically) when given. ``plotlyjs="cdn"`` makes a small file that needs the network."""
+        return atomic_write_text(path, text)
+
+    def to_html(self, path: str | Path | None = None, *, plotlyjs: str = "inline") -> str | Path:
+        """The self-contained HTML report (``tracekit explain --html``) as a string; with
+        ``path``, written there (atomically, replacing a file) and the path returned instead of
+        the page (a few MB a notebook cell would echo). ``plotlyjs="cdn"`` makes a small file that
+        needs the network."""
         from tracekit.report.html import render_html
 
         page = render_html(self.to_dict(), self.timeline, plotlyjs=plotlyjs)
-        if path is not None:
-            from tracekit.fileio import atomic_write_text
+        if path is None:
+            return page
+        from tracekit.fileio import atomic_write_text
 
-            atomic_write_text(path, page)
-        return page
+        return atomic_write_text(path, page)
 
     def figures(self) -> dict:
         """The HTML report's plotly figures by name: ``waterfall``, ``steps``, ``timeline``
@@ -225,19 +233,43 @@ def explain(
     model: str | ModelSpec | None = None,
     ctx: int | None = None,
     gpu: str | None = None,
-    bandwidth_gbps: float | None = None,
+    bandwidth: float | None = None,
     dtype: str | None = None,
+    group_size: int | None = None,
     convention: str = "exact",
     graph_trace: str | Path | Trace | None = None,
     unprofiled_ms: float | None = None,
+    bandwidth_gbps: float | None = None,
 ) -> Explanation:
-    """Explain a decode trace. Flags override what the trace's capture metadata says."""
+    """Explain a decode trace. Flags override what the trace's capture metadata says.
+
+    The options are ``tracekit explain``'s, by the same names (``--graph-trace`` is
+    ``graph_trace=``); ``bandwidth_gbps=`` is the older name of ``bandwidth=`` (GB/s).
+    """
     if convention not in CONVENTIONS:
         raise BadInput(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
     check_ctx(ctx)
-    if bandwidth_gbps is not None and not MIN_GBPS <= bandwidth_gbps <= MAX_GBPS:
+    if bandwidth_gbps is not None:
+        if bandwidth is not None and bandwidth != bandwidth_gbps:
+            raise BadInput("pass bandwidth= or its older name bandwidth_gbps=, not both")
+        bandwidth = bandwidth_gbps
+    if bandwidth is not None and (type(bandwidth) not in (int, float)
+                                  or not MIN_GBPS <= bandwidth <= MAX_GBPS):
         raise BadInput(f"--bandwidth must be a number of GB/s from {MIN_GBPS:g} to {MAX_GBPS:g}, "
-                       f"got {bandwidth_gbps}")
+                       f"got {bandwidth!r}")
+    for name, value in (("model", model), ("gpu", gpu), ("dtype", dtype),
+                        ("step_marker", step_marker)):
+        if value is not None and not isinstance(value, (str, Path, ModelSpec) if name == "model"
+                                                else str):
+            raise BadInput(f"{name}= must be a string, got {value!r}")
+    if isinstance(model, Path):
+        model = str(model)  # a config.json or checkpoint directory
+    if group_size is not None:
+        if type(group_size) is not int:
+            raise BadInput(f"--group-size must be a positive integer, got {group_size!r}")
+        from tracekit.specs.quant import with_group_size
+
+        dtype = with_group_size(dtype or "int4", group_size)
     unprof.check_flag(unprofiled_ms, None)
     tr = trace if isinstance(trace, Trace) else load(trace)
     release()  # what the streaming reader freed
@@ -248,7 +280,7 @@ def explain(
     release()
     warnings = list(tr.warnings) + list(steps.warnings)
 
-    gspec, peak, peak_src = _resolve_gpu(tr, gpu, bandwidth_gbps)
+    gspec, peak, peak_src = _resolve_gpu(tr, gpu, bandwidth)
     measured = (tr.capture or {}).get("copy_bandwidth_gbps")
     cap = tr.capture or {}
     # not for a range-profiler trace (the reader has said what it is and what to capture instead)

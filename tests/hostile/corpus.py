@@ -960,9 +960,6 @@ for _id, _make, _err, _code in (
      "Nsight Systems export", 1),
     ("annotate_output_is_input",
      lambda d: ["annotate", _side(d, "t.json.gz"), "-o", "t.json.gz"], "is the input trace", 2),
-    ("annotate_output_exists",
-     lambda d: ["annotate", _side(d, "t.json.gz"), "-o", _side(d, "other.json.gz")],
-     "exists; pass --force", 2),
     ("annotate_output_dir_missing",
      lambda d: ["annotate", _side(d, "t.json.gz"), "-o", "nodir/out.json.gz"], "does not exist", 1),
     ("annotate_missing", lambda d: ["annotate", "nope.json.gz", "-o", "out.json.gz"],
@@ -980,6 +977,19 @@ def _annotated(d: Path) -> list[str]:
 
 
 add("annotate_already_annotated", ANN, C, _annotated, error="already annotated", modes=("text",))
+# every output option replaces an existing file (tracekit/fileio.py), and none writes over an input
+add("annotate_output_exists", ANN, C,
+    lambda d: ["annotate", _side(d, "t.json.gz"), "-o", _side(d, "other.json.gz")], expect=0,
+    modes=("text",))
+for _id, _argv in {
+    "explain_html_is_input": ["explain", "t.json.gz", "--html", "t.json.gz"],
+    "explain_markdown_is_input_by_other_path": ["explain", "t.json.gz", "--markdown", "./t.json.gz"],
+    "explain_html_is_graph_trace": ["explain", "t.json.gz", "--graph-trace", "g.json.gz",
+                                    "--html", "g.json.gz"],
+    "compare_html_is_side": ["compare", "t.json.gz", "g.json.gz", "--html", "g.json.gz"],
+}.items():
+    add(_id, OUT, C, lambda d, a=_argv: (_side(d, "t.json.gz"), _side(d, "g.json.gz"), a)[2],
+        expect=2, error="is the input trace", modes=("text",))
 
 
 # == 15. JSON nested 100,000 deep wherever tracekit reads JSON (issue 22, item 7) ===============
