@@ -68,3 +68,16 @@ def test_docs_links_resolve():
             if not (md.parent / target).exists():
                 bad.append(f"{md.relative_to(ROOT)} → {target}")
     assert bad == []
+
+
+def test_the_readme_says_what_ci_adds_to_its_test_command():
+    """The README's test command leaves out what only CI installs (HTA brings JupyterLab); the
+    README says what CI adds, and CI adds exactly that."""
+    setup = (ROOT / "README.md").read_text().split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    _, tests = _readme_commands()
+    assert "hta" not in tests
+    ci = (ROOT / ".ci" / "run").read_text()
+    for what, in_ci in (("Chromium", "apt-get install -y -qq chromium"), ("atheris", "atheris"),
+                        ("`hta` extra", ".[hta]")):
+        assert what in setup, what
+        assert in_ci in ci, in_ci
