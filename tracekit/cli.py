@@ -205,6 +205,9 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
     if plotlyjs not in ("inline", "cdn"):
         _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
+        for out in (markdown, html):
+            if out is not None:
+                refuse_input(out, [trace, graph_trace])
         from tracekit.trace.progress import load_for_cli
 
         result = run_explain(
@@ -222,9 +225,6 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
                                convention=convention)
             doc["quantization"] = realised_savings(doc, base.to_dict())
         outputs = []
-        for out in (markdown, html):
-            if out is not None:
-                refuse_input(out, [trace, graph_trace])
         if markdown is not None:
             from tracekit.report.markdown import render_markdown
 
