@@ -114,8 +114,8 @@ def refuse_input(output: str | Path, inputs: list) -> None:
         try:
             same = out.resolve() == src.resolve() or (out.exists() and src.exists()
                                                       and out.samefile(src))
-        except OSError:
-            continue
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+            continue  # the reader says what is wrong with the input
         if same:
             raise BadUsage(f"the output {out} is the input trace {src}; write to another file")
 
