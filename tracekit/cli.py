@@ -207,7 +207,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
     try:
         for out in (markdown, html):
             if out is not None:
-                refuse_input(out, [trace, graph_trace])
+                refuse_input(out, [trace, graph_trace, baseline])
         from tracekit.trace.progress import load_for_cli
 
         result = run_explain(
@@ -215,15 +215,9 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
             step_marker=step_marker, model=model, ctx=ctx,
             gpu=gpu, bandwidth=bandwidth, dtype=dtype, group_size=group_size, convention=convention,
             graph_trace=graph_trace, unprofiled_ms=unprofiled_ms,
+            baseline=None if baseline is None else load_for_cli(baseline, verbose=verbose),
         )
         doc = result.to_dict()
-        if baseline is not None:  # additive key: the quantized step against the bf16 one
-            from tracekit.quantized import realised_savings
-
-            base = run_explain(load_for_cli(baseline, verbose=verbose), step_marker=step_marker,
-                               model=model, gpu=gpu, bandwidth_gbps=bandwidth,
-                               convention=convention)
-            doc["quantization"] = realised_savings(doc, base.to_dict())
         outputs = []
         if markdown is not None:
             from tracekit.report.markdown import render_markdown

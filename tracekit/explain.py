@@ -100,6 +100,9 @@ class Explanation:
     unprofiled: dict | None = None
     #: the one context story: prompt length and the KV length over the profiled steps
     context: dict = field(default_factory=dict)
+    #: with ``baseline=`` (a bf16 trace): how much of the quantized step's byte saving it
+    #: realises (tracekit/quantized.py); an additive key, absent from the document without one
+    quantization: dict | None = field(default=None, metadata={"omit_if_none": True})
     # for renderers and DataFrames, not serialized: computed on first use
     _timeline: Callable[[], dict] | None = field(default=None, repr=False)
     _trace: Trace | None = field(default=None, repr=False)
@@ -120,8 +123,10 @@ class Explanation:
         """The JSON contract: one versioned document, unknown values null, counts integers."""
         d = {"schema": SCHEMA, "tracekit_version": __version__}
         for f in fields(self):
-            if not f.name.startswith("_"):
-                d[f.metadata.get("json", f.name)] = json_safe(getattr(self, f.name))
+            if f.name.startswith("_") or (f.metadata.get("omit_if_none")
+                                          and getattr(self, f.name) is None):
+                continue
+            d[f.metadata.get("json", f.name)] = json_safe(getattr(self, f.name))
         return d
 
     # -- DataFrames (tracekit/frames.py) --------------------------------------------------------
@@ -239,6 +244,7 @@ def explain(
     convention: str = "exact",
     graph_trace: str | Path | Trace | None = None,
     unprofiled_ms: float | None = None,
+    baseline: str | Path | Trace | None = None,
     bandwidth_gbps: float | None = None,
 ) -> Explanation:
     """Explain a decode trace. Flags override what the trace's capture metadata says.
@@ -331,6 +337,12 @@ def explain(
         _host=attribution,
     )
     explanation.verdict = verdict(explanation)
+    if baseline is not None:  # the quantized step against the bf16 one (same model, GPU, ctx)
+        from tracekit.quantized import realised_savings
+
+        base = explain(baseline, step_marker=step_marker, model=model, gpu=gpu,
+                       bandwidth=bandwidth, convention=convention)
+        explanation.quantization = realised_savings(explanation.to_dict(), base.to_dict())
     return explanation
 
 
