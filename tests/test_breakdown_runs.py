@@ -54,3 +54,33 @@ def test_gap_tuples_of_many_windows_keep_their_window_index(monkeypatch):
     assert len({g[3] for g in one["gaps"]}) > 5  # gaps in several windows, so in several runs
     assert runs["gaps"] == one["gaps"]
     assert all(np.array_equal(x, y) for x, y in zip(runs["gap_arrays"], one["gap_arrays"]))
+
+
+def test_every_step_counts_all_gpu_work_inside_its_window_the_last_included(tmp_path):
+    """One definition of GPU busy for every step (issue 22): the union of *all* GPU op intervals
+    clipped to the step's window. Step 2 launches a long kernel on another stream that runs on into
+    the last step's window: it is busy there too, not idle because it belongs to step 2."""
+    from helpers import merge_intervals
+    from synth import BASE_US, decode_steps, kernel, launch, write_trace
+
+    events = decode_steps(4, kernels_per_step=3, kernel_us=2)
+    events += [launch("cudaLaunchKernel", 220, 2, 900), kernel("long", 250, 61, 900, stream=9)]
+    path = write_trace(tmp_path / "t.json.gz", events)
+    trace = load(path)
+    rows = breakdown.step_records(trace, detect_steps(trace))
+
+    # the oracle, from the events alone: every kernel's [start, end) in µs after BASE_US
+    spans = [(float(e["ts"]) - BASE_US, float(e["ts"]) - BASE_US + float(e["dur"]))
+             for e in events if e["cat"] == "kernel"]
+    own_last = [s for s in spans if 300 <= s[0] < 400]  # the last step's three kernels
+
+    def busy_us(lo: float, hi: float) -> float:
+        clipped = [(max(a, lo), min(b, hi)) for a, b in spans if min(b, hi) > max(a, lo)]
+        return sum(b - a for a, b in merge_intervals(clipped))
+
+    last_lo, last_hi = min(a for a, _ in own_last), max(b for _, b in own_last)
+    assert rows[3]["gpu_busy_ns"] == pytest.approx(busy_us(last_lo, last_hi) * 1000)
+    assert rows[3]["gpu_busy_ns"] > sum(b - a for a, b in own_last) * 1000  # the long op counts
+    assert rows[2]["gpu_busy_ns"] == pytest.approx(busy_us(204, 304) * 1000)
+    # the steps' windows tile the trace: their busy adds up to the trace's busy time
+    assert sum(r["gpu_busy_ns"] for r in rows) == pytest.approx(busy_us(4, last_hi) * 1000)

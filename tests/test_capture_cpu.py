@@ -147,6 +147,20 @@ def test_reports_say_a_cpu_capture_has_no_gpu(tiny_trace) -> None:
     assert "None" not in e.to_markdown()
 
 
+def test_our_own_cpu_capture_warns_about_nothing_we_wrote(tiny_trace) -> None:
+    """A CPU capture writes null for what it cannot measure (copy bandwidth, CUDA and Triton
+    versions): "not measured", not a value to warn about; nor is its missing GPU a profiler
+    setting to fix."""
+    from tracekit.explain import explain
+
+    path, _ = tiny_trace
+    doc, _ = _events(path)
+    assert doc["tracekit"]["copy_bandwidth_gbps"] is None  # the case this test is about
+    warnings_ = explain(path).warnings
+    for phrase in ("capture metadata", "ProfilerActivity", "ignored"):
+        assert not [w for w in warnings_ if phrase in w], warnings_
+
+
 # --- modes and model sources --------------------------------------------------------------------
 def test_static_cache_decodes_the_same_tokens_as_eager(monkeypatch) -> None:
     """The static-cache stepper (graphs/compile) rewinds its prepare steps exactly."""

@@ -151,3 +151,39 @@ def test_explain_starts_no_blas_threads(tmp_path, setting, threads):
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["steps"]
     assert int(p.stderr.split()[-1]) == threads
+
+
+def _piped(args: list[str], columns: str | None) -> str:
+    """``tracekit ARGS`` with stdout a pipe (not a terminal), COLUMNS set or not."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    if columns is not None:
+        env["COLUMNS"] = columns
+    r = subprocess.run([sys.executable, "-m", "tracekit", *args], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_piped_output_fits_its_tables_without_columns():
+    """`tracekit floor | less`: no COLUMNS in the environment, stdout a pipe. rich alone lays it out
+    at 80 columns and wraps every long GPU name over two or three rows; one row per GPU here."""
+    rows = json.loads(_piped(["floor", "--model", "qwen2.5-7b", "--ctx", "2048", "--json"], None))
+    out = _piped(["floor", "--model", "qwen2.5-7b", "--ctx", "2048"], None)
+    lines = out.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("┡"))
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("└"))
+    body = lines[first + 1:end]  # the floor table's rows (a reference table may follow)
+    assert len(body) == len(rows), out
+    for r in rows:
+        assert sum(ln.startswith(f"│ {r['gpu']} ") for ln in body) == 1, r["gpu"]
+
+
+def test_piped_output_keeps_the_columns_the_user_set():
+    out = _piped(["floor", "--model", "qwen2.5-7b", "--ctx", "2048"], "100")
+    assert max(len(ln.rstrip()) for ln in out.splitlines()) <= 100
+    assert max(len(ln) for ln in out.splitlines()) > 90  # laid out at 100, not at rich's 80

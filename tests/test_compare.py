@@ -146,11 +146,11 @@ def test_cli_json_markdown_and_terminal(tmp_path):
     md = tmp_path / "ab.md"
     r = run("compare", EAGER, GRAPHS, "--json", "--markdown", md)
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)  # stderr says "wrote ab.md"
     assert doc["schema"] == "tracekit.compare/1"
     for key in ("a", "b", "speedup", "ci95", "basis", "n_a", "n_b", "terms"):
         assert key in doc
-    assert "NaN" not in r.output and "Infinity" not in r.output
+    assert "NaN" not in r.stdout and "Infinity" not in r.stdout
     text = md.read_text()
     assert f"**{doc['speedup']:.3f}×**" in text and "| launches per step |" in text
     r = run("compare", EAGER, GRAPHS)

@@ -87,6 +87,11 @@ def test_example_runs(example, tmp_path):
         return
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Error:" not in r.stderr
+    # our own files (the samples, tracekit's captures) draw no warning about what tracekit wrote
+    # or how they were profiled (the examples run piped: stdout is not a terminal)
+    said = " ".join((r.stdout + r.stderr).split())
+    for phrase in ("capture metadata", "ProfilerActivity", "skipped events", "ignored "):
+        assert phrase not in said, said[max(0, said.find(phrase) - 200):][:600]
     for flag in ("--html", "--markdown", "-o"):
         if flag in argv:
             out = tmp_path / argv[argv.index(flag) + 1]

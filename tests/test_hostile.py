@@ -1,15 +1,21 @@
-"""The hostile corpus (tests/hostile/corpus.py) over the CLI, in every output mode (two runs: the terminal report written\nwith ``--html`` and ``--markdown`` in the same run, and ``--json``).
+"""The hostile corpus (tests/hostile/corpus.py) over the CLI, in every output mode (two runs: the
+terminal report written with ``--html`` and ``--markdown`` in the same run, and ``--json``).
 
-Each case runs as ``python -m tracekit …`` in a child with an address-space limit
-(``RLIMIT_AS``), a wall-clock timeout, its own working directory and its own ``$TMPDIR``. Per case
-and mode this asserts the contract: the exit code; for bad input exactly one line ``Error: …`` and
-nothing on stdout; never a ``Traceback``; the time and peak RSS under the case's bound; no file left
-behind (no partial report, no temp file beside it, nothing in ``$TMPDIR``); no raw control or bidi
-character where a terminal, a Markdown viewer or a browser would show it; and, for valid traces,
-the invariants of the numbers (``corpus.step_checks``).
+Most cases run **in this process**: the CLI's click group invoked through click's ``CliRunner``
+in the case's own working directory, with its own ``$TMPDIR`` (``tempfile.tempdir``), stdout and
+stderr captured apart. Per case and mode this asserts the contract: the exit code; for bad input
+exactly one line ``Error: …`` and nothing on stdout; never a ``Traceback``; no file left behind
+(no partial report, no temp file beside it, nothing in ``$TMPDIR``); no raw control or bidi
+character where a terminal, a Markdown viewer or a browser would show it; a warning naming the
+field where the case asks for one; and, for valid traces, the invariants of the numbers
+(``corpus.step_checks``).
 
-Cases run concurrently (one worker per core) as soon as the first of them is collected; the
-multi-GB bombs are ``slow`` (``pytest -m slow``; CI runs them too).
+The cases whose defence is about the process — a bound on time or memory (hangs, bombs, a sparse
+5 GB file, a FIFO with no writer), standard input — and one or two of each other class, as a true
+end-to-end check, run as ``python -m tracekit …`` in a child with an address-space limit
+(``RLIMIT_AS``) and a wall-clock timeout, where the time and peak RSS are asserted too (see
+:func:`end_to_end`). Those children run concurrently (one per core) as soon as the first of them
+is collected; the multi-GB bombs are ``slow`` (``pytest -m slow``; CI runs them too).
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +46,23 @@ AS_LIMIT = 3 << 30  # bytes of address space per child: polars alone reserves ~1
 
 #: cases whose defence belongs to the streaming reader (tracekit/trace/*) and is not on main yet
 READER_PENDING: set[str] = set()
+
+#: besides the cases bound in time or memory, one or two of each class also run as a child
+#: process: the CLI end to end (entry point, exit status, streams) on every kind of input
+E2E_SAMPLES = {
+    "deep_nesting_events", "meta_list", "op_crosses_step_boundary", "pytorch_1_8_inference",
+    "correlation_string", "ts_1e300", "nsys_valid", "nsys_truncated", "gzip_truncated",
+    "missing_file", "out_proc", "out_dev_full", "str_kernel_esc_clear_screen",
+    "config_zero_heads", "compare_no_decode_steps", "compare_str_kernel", "annotate_output_exists",
+    "deep_config_floor", "launch_tid_superscript", "meta_median_fast", "copy_bytes_1e30",
+}
+
+
+def end_to_end(c: Case) -> bool:
+    """Whether a case runs as a child process: its bound is on time or memory (only a process can
+    be limited and killed), it reads standard input, or it samples its class end to end."""
+    return bool(c.stdin or c.slow or c.timeout_s != 30.0 or c.max_rss_mb != 1200
+                or c.cls == "hang" or c.id in E2E_SAMPLES)
 
 #: control characters a terminal acts on, and bidi overrides/isolates (Trojan Source)
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -126,6 +151,56 @@ def run_case(c: Case, mode: str, base: Path) -> Result:
     after = _files(work)
     # what is wrong with the reports, not the reports: keeping 5 MB of HTML per run in this process
     # would grow it, and a forked child's peak RSS counts the parent's pages before exec
+    outputs = _outputs(work, args)
+    return Result(
+        rc=p.returncode, stdout=out_chunks.get("out", b"").decode(errors="replace"),
+        stderr=out_chunks.get("err", b"").decode(errors="replace"), seconds=seconds,
+        max_rss_mb=usage.ru_maxrss / 1024, timed_out=timed_out.is_set(),
+        left_in_tmp=sorted(_files(tmp)), new_files=sorted(after - before), outputs=outputs,
+        argv=[*args, *extra])
+
+
+def run_in_process(c: Case, mode: str, base: Path) -> Result:
+    """The case through the CLI's click group in this process (see the module docstring)."""
+    from click.testing import CliRunner
+
+    from tracekit.cli import app
+
+    work, tmp = base / "work", base / "tmp"
+    work.mkdir(parents=True)
+    tmp.mkdir()
+    here = Path.cwd()
+    os.chdir(work)
+    try:
+        args = c.make(work)
+        before = _files(work)
+        extra = _extra(args, mode)
+        saved_tmp, tempfile.tempdir = tempfile.tempdir, str(tmp)
+        t0 = time.monotonic()
+        try:
+            with warnings.catch_warnings():  # as PYTHONWARNINGS=ignore does for the children
+                warnings.simplefilter("ignore")
+                res = CliRunner().invoke(app, [*args, *extra],
+                                         env={"COLUMNS": "120", "TMPDIR": str(tmp)})
+        finally:
+            tempfile.tempdir = saved_tmp
+        seconds = time.monotonic() - t0
+        stdout, stderr = res.stdout, res.stderr
+        if res.exception is not None and not isinstance(res.exception, SystemExit):
+            import traceback
+
+            stderr += "".join(traceback.format_exception(res.exception))  # "Traceback" fails it
+        after = _files(work)
+        outputs = _outputs(work, args)
+    finally:
+        os.chdir(here)
+    return Result(rc=res.exit_code, stdout=stdout, stderr=stderr, seconds=seconds, max_rss_mb=0.0,
+                  timed_out=False, left_in_tmp=sorted(_files(tmp)),
+                  new_files=sorted(after - before), outputs=outputs, argv=[*args, *extra])
+
+
+def _outputs(work: Path, args: list[str]) -> dict[str, list[str]]:
+    """What is wrong with the reports a run wrote (report name → problems)."""
     outputs = {}
     for name in ("out.html", "out.md"):
         if (work / name).is_file():
@@ -142,12 +217,7 @@ def run_case(c: Case, mode: str, base: Path) -> Result:
             outputs[name] = problems
     if (work / "out.json.gz").is_file() and args[0] == "annotate":
         outputs["out.json.gz"] = _annotated_names(work / "out.json.gz")
-    return Result(
-        rc=p.returncode, stdout=out_chunks.get("out", b"").decode(errors="replace"),
-        stderr=out_chunks.get("err", b"").decode(errors="replace"), seconds=seconds,
-        max_rss_mb=usage.ru_maxrss / 1024, timed_out=timed_out.is_set(),
-        left_in_tmp=sorted(_files(tmp)), new_files=sorted(after - before), outputs=outputs,
-        argv=[*args, *extra])
+    return outputs
 
 
 def _markdown_tables(text: str) -> list[str]:
@@ -209,6 +279,8 @@ def corpus_runs(request, tmp_path_factory):
             cs = getattr(item, "callspec", None)
             if cs is None or "case" not in cs.params or cs.params["case"].slow:
                 continue
+            if not end_to_end(cs.params["case"]):
+                continue  # runs in this process, in the test itself
             c, mode = cs.params["case"], cs.params["mode"]
             _FUTURES[(c.id, mode)] = _POOL.submit(run_case, c, mode, root / f"{c.id}-{mode}")
     yield _FUTURES
@@ -221,7 +293,7 @@ def check(c: Case, mode: str, r: Result) -> None:
     assert "Traceback" not in both, both[-3000:]
     want = {0: (0,), 1: (1,), 2: (2,), -1: (0, 1), -2: (1, 2)}[c.expect]
     assert r.rc in want, f"exit {r.rc}, expected {want}; stderr: {r.stderr[-2000:]}"
-    assert r.max_rss_mb < c.max_rss_mb, f"peak RSS {r.max_rss_mb:.0f} MB"
+    assert r.max_rss_mb < c.max_rss_mb, f"peak RSS {r.max_rss_mb:.0f} MB"  # children only
     assert not r.left_in_tmp, f"left in $TMPDIR: {r.left_in_tmp}"
     if r.rc != 0:
         lines = r.stderr.strip().splitlines()
@@ -239,16 +311,25 @@ def check(c: Case, mode: str, r: Result) -> None:
     if mode == "text":
         assert not UNSAFE.search(r.stdout.replace("\n", "")), \
             f"raw control/bidi character on the terminal: {UNSAFE.search(r.stdout.replace(chr(10), ''))!r}"
+    warned = " ".join((r.stdout + r.stderr).split())  # the terminal wraps a warning over lines
     if mode == "json":
         doc = json.loads(r.stdout)
         if c.check is not None:
             c.check(doc)
+        warned += " " + " ".join((doc.get("warnings") if isinstance(doc, dict) else None) or [])
+    if c.warns:
+        assert c.warns.lower() in warned.lower(), f"no warning naming {c.warns!r}: {warned[-2000:]}"
+    if c.no_warning:
+        assert c.no_warning.lower() not in warned.lower(), warned[-2000:]
 
 
 @pytest.mark.parametrize(("case", "mode"), _params(slow=False))
 def test_hostile(case: Case, mode: str, corpus_runs, tmp_path):
     if case.root_skip and os.geteuid() == 0:
         pytest.skip("root ignores file permissions")
+    if not end_to_end(case):
+        check(case, mode, run_in_process(case, mode, tmp_path / "run"))
+        return
     fut = corpus_runs.get((case.id, mode))
     r = fut.result() if fut is not None else run_case(case, mode, tmp_path / "run")
     check(case, mode, r)
@@ -257,6 +338,16 @@ def test_hostile(case: Case, mode: str, corpus_runs, tmp_path):
 @pytest.mark.parametrize(("case", "mode"), _params(slow=True))
 def test_hostile_slow(case: Case, mode: str, tmp_path):
     check(case, mode, run_case(case, mode, tmp_path / "run"))
+
+
+def test_end_to_end_runs_are_few_and_cover_every_class():
+    """About 30 cases run as children (the bounded ones and a sample of each class; 534 children
+    took 2.5 minutes), and every class has at least one of them."""
+    ids = {c.id for c in CASES}
+    assert E2E_SAMPLES <= ids, E2E_SAMPLES - ids
+    children = [c for c in CASES if end_to_end(c) and not c.slow]
+    assert 25 <= len(children) <= 60, len(children)
+    assert {c.cls for c in children} == {c.cls for c in CASES}
 
 
 def test_corpus_covers_every_class():

@@ -227,3 +227,41 @@ def test_hostile_names_are_text_not_markup(page):
     assert got["injectedScripts"] == 0 and got["images"] == 0
     assert got["scripts"] == 1 + len(FIGURES) + 1  # plotly.js, one per figure, the JSON doc
     assert not any(e.get("method") == "Page.javascriptDialogOpening" for e in browser.events)
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_stall_table_fits_its_card(page, report, width):
+    """The stall table at a laptop's and a desktop's width: it stays inside its card, no cell's
+    content runs out of it, the cause column has room for a sentence (not a word per line), and
+    every http(s) source is a link."""
+    browser, session = page
+    browser.call("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, session)
+    try:
+        got = browser.evaluate(session, """(() => {
+            const t = document.querySelector('table.stalls');
+            const card = t.closest('section.card');
+            const cs = getComputedStyle(card);
+            const inner = card.getBoundingClientRect().right - parseFloat(cs.paddingRight);
+            const cells = Array.from(t.querySelectorAll('td'));
+            const cause = Array.from(t.querySelectorAll('tbody tr'))
+                .map(r => r.children[5].getBoundingClientRect().width);
+            return {
+              tableRight: t.getBoundingClientRect().right, inner: inner,
+              overflowing: cells.filter(c => c.scrollWidth > c.clientWidth + 1).length,
+              causeWidth: Math.min(...cause),
+              links: Array.from(t.querySelectorAll('ul.sources a'))
+                .filter(a => /^https?:[/][/]/.test(a.getAttribute('href'))).length,
+            };
+        })()""")
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride", {}, session)
+    assert got["tableRight"] <= got["inner"] + 1, got
+    assert got["overflowing"] == 0, got
+    assert got["causeWidth"] >= 180, got
+    # every source of the stalls the report shows is a link (it shows the first 8 stalls)
+    page_text = report.read_text(encoding="utf-8")
+    doc = json.loads(page_text.split('<script type="application/json" id="tracekit-doc">', 1)[1]
+                     .split("</script>", 1)[0])
+    want = sum(len(s.get("sources") or []) for s in doc["host"]["stalls"][:8])
+    assert want > 0 and got["links"] == want, got

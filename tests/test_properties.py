@@ -8,7 +8,8 @@ step's first op. The oracle reads the file back with ``json.load`` and knows not
 * its window runs from its first op to the next step's first op (if that step ran GPU work, later);
 * GPU busy is the length of the union of *every* op's interval clipped to the window, and the idle
   time is found separately, by walking the gaps between the merged intervals;
-* a step without such a successor has no latency; its busy is the union of its own ops.
+* a step without such a successor has no latency; its window runs from its first op to the end
+  of its last op, and its busy is, as for every step, the union of every op clipped to it.
 
 Checked per step: busy equals the oracle's to the nanosecond, ``0 <= busy <= latency``, idle equals
 the oracle's gap walk, the idle classes are ``>= 0`` and sum to the idle; in the summary: every
@@ -93,21 +94,17 @@ def oracle(path: Path) -> list[dict]:
         t0 = min(s for s, _ in mine)
         nxt = own[i + 1] if i + 1 < len(own) else []
         w = min(s for s, _ in nxt) if nxt else None
-        if w is not None and w > t0:
-            clipped = [(max(s, t0), min(e, w)) for s, e, _ in ops if s < w and e > t0]
-            merged = merge_intervals([iv for iv in clipped if iv[1] > iv[0]])
-            busy = sum(b - a for a, b in merged)
-            cursor, idle = t0, 0  # the gap walk
-            for a, b in merged:
-                idle += max(a - cursor, 0)
-                cursor = max(cursor, b)
-            idle += w - cursor
-            out.append({"busy": busy, "idle": idle, "latency": w - t0})
-        else:
-            merged = merge_intervals(mine)
-            end = max(e for _, e in mine)
-            out.append({"busy": sum(b - a for a, b in merged), "latency": None,
-                        "idle": end - t0 - sum(b - a for a, b in merged)})
+        timed = w is not None and w > t0
+        hi = w if timed else max(e for _, e in mine)  # no successor: to its own last end
+        clipped = [(max(s, t0), min(e, hi)) for s, e, _ in ops if s < hi and e > t0]
+        merged = merge_intervals([iv for iv in clipped if iv[1] > iv[0]])
+        busy = sum(b - a for a, b in merged)
+        cursor, idle = t0, 0  # the gap walk
+        for a, b in merged:
+            idle += max(a - cursor, 0)
+            cursor = max(cursor, b)
+        idle += max(hi - cursor, 0)
+        out.append({"busy": busy, "idle": idle, "latency": hi - t0 if timed else None})
     return out
 
 

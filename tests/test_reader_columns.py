@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -48,16 +49,18 @@ def _int(v, bits: int = 64):
     if isinstance(v, Decimal):
         v = int(v) if v == v.to_integral_value() else None
     elif isinstance(v, str):
-        v = int(v) if v.lstrip("-").isdigit() else None
+        v = int(v) if re.fullmatch(r"-?[0-9]+", v) else None  # ASCII digits: '²'.isdigit() too
     if isinstance(v, int) and -(2 ** (bits - 1)) <= v < 2 ** (bits - 1):
         return v
     return None
 
 
 def _bytes(v):
+    """A byte count: a whole number from 0 to 2**63 (a negative count is unknown, not a size)."""
     if isinstance(v, Decimal):  # a float byte count is truncated, as int() does
-        return int(v) if v.is_finite() and abs(v) < 2**63 else None
-    return _int(v)
+        return int(v) if v.is_finite() and 0 <= v < 2**63 else None
+    v = _int(v)
+    return v if v is None or v >= 0 else None
 
 
 def _ns(us) -> int:

@@ -110,3 +110,17 @@ def test_forward_passes_are_the_same_steps_without_markers(key):
     # whole periods only: a cycle cut by the window's start is never invented into a step
     assert n_steps - 1 <= table.height <= n_steps
     assert set(table["kernels"].to_list()) == {per_step}
+
+
+@pytest.mark.parametrize("name", sorted(
+    str(p.relative_to(SAMPLES)) for p in SAMPLES.rglob("*cuda-graphs*.json.gz")))
+def test_our_cuda_graphs_captures_warn_about_no_profiler_setting(name):
+    """tracekit's own CUDA-Graphs captures record CPU activity; a replayed step has no CPU op to
+    attribute, which is not a missing ProfilerActivity.CPU (the README's compare example)."""
+    import tracekit
+
+    with gzip.open(SAMPLES / name, "rt") as f:
+        meta = json.load(f)["tracekit"]
+    assert "cpu" in meta["profiler_activities"]
+    warnings_ = tracekit.explain(SAMPLES / name).warnings
+    assert not [w for w in warnings_ if "ProfilerActivity" in w or "capture metadata" in w]

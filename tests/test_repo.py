@@ -68,3 +68,36 @@ def test_docs_links_resolve():
             if not (md.parent / target).exists():
                 bad.append(f"{md.relative_to(ROOT)} → {target}")
     assert bad == []
+
+
+def test_the_readme_says_what_ci_adds_to_its_test_command():
+    """The README's test command leaves out what only CI installs (HTA brings JupyterLab); the
+    README says what CI adds, and CI adds exactly that."""
+    setup = (ROOT / "README.md").read_text().split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    _, tests = _readme_commands()
+    assert "hta" not in tests
+    ci = (ROOT / ".ci" / "run").read_text()
+    for what, in_ci in (("Chromium", "apt-get install -y -qq chromium"), ("atheris", "atheris"),
+                        ("`hta` extra", ".[hta]")):
+        assert what in setup, what
+        assert in_ci in ci, in_ci
+
+
+def test_docs_have_an_index_that_names_every_page():
+    index = (ROOT / "docs" / "README.md").read_text()
+    for heading in ("## Using tracekit", "## The definitions", "## The JSON contract",
+                    "## How it is built"):
+        assert heading in index
+    linked = set(re.findall(r"\]\(([^)#\s]+)", index))
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")} - {"README.md"}
+    assert pages <= linked, pages - linked
+
+
+def test_docs_read_for_users_not_as_a_lab_notebook():
+    """docs/ are for users: no machine this project borrowed, no load average, no issue numbers
+    (benchmark numbers come from the benchmark scripts, which print them)."""
+    notebook = re.compile(r"\blent\b|load average|\bissue \d+|\bissue #\d+|2-core test machine|"
+                          r"this project's .*machine", re.IGNORECASE)
+    hits = [f"{p.name}: {m.group(0)}" for p in sorted((ROOT / "docs").glob("*.md"))
+            for m in notebook.finditer(p.read_text())]
+    assert hits == []

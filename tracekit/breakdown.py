@@ -3,7 +3,9 @@
 For decode step *i* with first GPU op starting at ``start_i``::
 
     latency_i  = start_{i+1} - start_i           (the steady-state period; null for the last step)
-    gpu_busy_i = |union of the step's GPU op intervals|   (never a sum: streams overlap)
+    window_i   = [start_i, start_{i+1})          (the last step: [start_i, the end of its last op))
+    gpu_busy_i = |union of all GPU op intervals, clipped to window_i|   (never a sum: streams
+                 overlap; an earlier step's op still running counts, as on any step)
     idle_i     = latency_i - gpu_busy_i, gap by gap:
 
     GPU  ██████░░░░░░░████░░██████████░░░░░░░░░░░░░░░░███
@@ -99,8 +101,8 @@ def step_records(trace: Trace, steps: Steps) -> list[dict]:
                        **{f"idle_{c}_ns": v for c, v in idle.items()})
         else:
             # no successor to end the window (the last step, or the next one ran no GPU work or ran
-            # it before this one): no latency; busy is the union of the step's own ops
-            row.update(_own_metrics(_step_ops(ops, s), syncs))
+            # it before this one): no latency; the window ends where the step's own ops end
+            row.update(_own_metrics(steps, _step_ops(ops, s), syncs))
         rows.append(row)
     return rows
 
@@ -127,7 +129,7 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
         gaps, latency = m["gaps"], w - t0
     else:
         gaps = []
-        _own_metrics(g, syncs, gaps)
+        _own_metrics(steps, g, syncs, gaps)
         latency = None
     names, kinds = g["name"].tolist(), g["kind"].tolist()
     cats = {(n, k): categorize(n, k).value for n, k in set(zip(names, kinds))}
@@ -183,7 +185,7 @@ def gap_columns(trace: Trace, steps: Steps, *,
     cols = [[ids[sel][wi].astype(np.int64)], [a], [b], [c]]
     for i in np.nonzero(has_ops & ~timed & wanted)[0]:
         gaps: list = []
-        _own_metrics(_step_ops(ops, int(ids[i])), syncs, gaps)
+        _own_metrics(steps, _step_ops(ops, int(ids[i])), syncs, gaps)
         cols[0].append(np.full(len(gaps), int(ids[i]), dtype=np.int64))
         cols[1].append(np.array([g[0] for g in gaps], dtype=np.int64))
         cols[2].append(np.array([g[1] for g in gaps], dtype=np.int64))
@@ -371,13 +373,14 @@ class _Windows:
         return out
 
 
-def _own_metrics(g: Table, syncs: np.ndarray, gaps_out: list | None = None) -> dict:
-    """A step without a successor: the union of its own ops, from its first op to its last end."""
-    g = g.take(np.argsort(g["start_ns"], kind="stable"))
+def _own_metrics(steps: Steps, g: Table, syncs: np.ndarray, gaps_out: list | None = None) -> dict:
+    """A step without a successor: its window runs from its first op to the end of its last op,
+    and within it every GPU op counts, as in any other step's window (an earlier step's op still
+    running is busy here too, clipped to the window)."""
     t0 = int(g["start_ns"].min())
     end = int(np.maximum(g["end_ns"], g["start_ns"]).max())
-    m = _Windows(g).measure(np.array([t0]), np.array([end]), syncs,
-                            with_gaps=gaps_out is not None)
+    m = _windows(steps).measure(np.array([t0]), np.array([end]), syncs,
+                                with_gaps=gaps_out is not None)
     if gaps_out is not None:
         gaps_out.extend(m["gaps"])
     idle = {c: int(m["idle"][c][0]) for c in GAP_CLASSES}

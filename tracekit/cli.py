@@ -14,6 +14,7 @@ It parses arguments, calls the library, renders, and maps :mod:`tracekit.errors`
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import click
 from tracekit import __version__, sample_path
 from tracekit.capture.options import CaptureOptions
 from tracekit.errors import BadUsage, NoStepsError, Terminated, TracekitError
-from tracekit.fileio import atomic_write_text, write_all
+from tracekit.fileio import refuse_input, write_all
 from tracekit.report.safe import clean_text
 
 
@@ -97,6 +98,10 @@ Shell completion (bash, zsh, fish), click's mechanism:
   zsh   eval "$(_TRACEKIT_COMPLETE=zsh_source tracekit)"     # in ~/.zshrc
   fish  _TRACEKIT_COMPLETE=fish_source tracekit | source     # in ~/.config/fish/completions/tracekit.fish
 
+Output files: every option that names one (--markdown, --html, -o) replaces an existing file
+(never half-written: a temp file is renamed into place), refuses to write over an input trace,
+and says `wrote PATH` on stderr; stdout carries only the report or the --json document.
+
 \b
 Exit status: 0 success; 1 bad input (one `Error:` line says what and how to fix it);
 2 bad usage; 130 interrupted.
@@ -116,6 +121,12 @@ def print_json(doc) -> None:
     import msgspec
 
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=1).decode() + "\n")
+
+
+def wrote(*paths) -> None:
+    """Every output option says what it wrote, on stderr (stdout holds the report or --json)."""
+    for p in paths:
+        click.echo(f"wrote {p}", err=True)
 
 
 def _fail(exc: TracekitError) -> None:
@@ -194,26 +205,19 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
     if plotlyjs not in ("inline", "cdn"):
         _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
-        if group_size is not None:
-            from tracekit.specs.quant import with_group_size
-
-            dtype = with_group_size(dtype or "int4", group_size)
+        for out in (markdown, html):
+            if out is not None:
+                refuse_input(out, [trace, graph_trace, baseline])
         from tracekit.trace.progress import load_for_cli
 
         result = run_explain(
             load_for_cli(sample_path() if sample else trace, verbose=verbose),
             step_marker=step_marker, model=model, ctx=ctx,
-            gpu=gpu, bandwidth_gbps=bandwidth, dtype=dtype, convention=convention,
+            gpu=gpu, bandwidth=bandwidth, dtype=dtype, group_size=group_size, convention=convention,
             graph_trace=graph_trace, unprofiled_ms=unprofiled_ms,
+            baseline=None if baseline is None else load_for_cli(baseline, verbose=verbose),
         )
         doc = result.to_dict()
-        if baseline is not None:  # additive key: the quantized step against the bf16 one
-            from tracekit.quantized import realised_savings
-
-            base = run_explain(load_for_cli(baseline, verbose=verbose), step_marker=step_marker,
-                               model=model, gpu=gpu, bandwidth_gbps=bandwidth,
-                               convention=convention)
-            doc["quantization"] = realised_savings(doc, base.to_dict())
         outputs = []
         if markdown is not None:
             from tracekit.report.markdown import render_markdown
@@ -224,6 +228,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 
             outputs.append((html, render_html(doc, result.timeline, plotlyjs=plotlyjs).encode()))
         write_all(outputs)  # both reports or neither
+        wrote(*(p for p, _ in outputs))
     except NoStepsError as exc:  # say which file: the error line is all the user sees
         _fail(NoStepsError(f"{sample_path() if sample else trace}: {exc}"))
     except TracekitError as exc:
@@ -274,15 +279,21 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
     if plotlyjs not in ("inline", "cdn"):
         _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
+        for out in (markdown, html):
+            if out is not None:
+                refuse_input(out, [a, b])
         doc = run_compare(a, b, basis=basis, resamples=resamples, seed=seed, **kw).to_dict()
+        outputs = []
         if markdown is not None:
             from tracekit.report.compare import render_markdown
 
-            atomic_write_text(markdown, render_markdown(doc))
+            outputs.append((markdown, render_markdown(doc).encode()))
         if html is not None:
             from tracekit.report.compare_html import render_compare_html
 
-            atomic_write_text(html, render_compare_html(doc, plotlyjs=plotlyjs))
+            outputs.append((html, render_compare_html(doc, plotlyjs=plotlyjs).encode()))
+        write_all(outputs)  # both reports or neither
+        wrote(*(p for p, _ in outputs))
     except TracekitError as exc:
         _fail(exc)
     if as_json:
@@ -298,7 +309,7 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
 @click.argument("trace", type=click.Path(path_type=Path))
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
               help="The annotated trace to write (.json.gz, or .json for plain JSON).")
-@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--force", is_flag=True, hidden=True, help="Accepted for old scripts: OUTPUT is always replaced.")
 @click.option("--step-marker", help="Regex naming the annotation around each step.")
 @click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (adds the floor to each step).")
 @click.option("--ctx", type=int, help="Context length at the first profiled step.")
@@ -315,17 +326,17 @@ def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> N
     \b
     Examples:
       $ tracekit annotate trace.json.gz -o trace.tracekit.json.gz
-      $ tracekit annotate trace.json.gz -o seen.json.gz --force --model qwen2.5-7b --ctx 2048
+      $ tracekit annotate trace.json.gz -o seen.json.gz --model qwen2.5-7b --ctx 2048
     """
     _one_blas_thread()
     from tracekit.annotate import annotate as run_annotate
 
     try:
         out = run_annotate(trace, output, force=force, step_marker=step_marker, model=model,
-                           ctx=ctx, gpu=gpu, bandwidth_gbps=bandwidth)
+                           ctx=ctx, gpu=gpu, bandwidth=bandwidth)
     except TracekitError as exc:
         _fail(exc)
-    click.echo(f"wrote {out}: open it in https://ui.perfetto.dev or chrome://tracing")
+    wrote(f"{out}: open it in https://ui.perfetto.dev or chrome://tracing")
 
 
 # --- floor -----------------------------------------------------------------------------------
@@ -423,7 +434,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
 
     if profile_session.strip().lower() == "none":
         profile_index = None
-    elif profile_session.strip().isdigit():
+    elif re.fullmatch(r"[0-9]{1,6}", profile_session.strip()):  # not '²', which isdigit() takes
         profile_index = int(profile_session)
     else:
         _fail(BadUsage(f"--profile-session must be a session index (0, 1, ...) or 'none', "
@@ -446,6 +457,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
     width = max(len(label) for label, _ in summary_rows(result))
     for label, value in summary_rows(result):
         click.echo(f"{label:<{width}}  {value}")
+    wrote(result.path)
 
 
 # --- sweep -----------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ MIN_GBPS, MAX_GBPS = 1.0, 100_000.0
 
 def check_ctx(ctx: int | None) -> None:
     """A context length must be a token count a KV cache can hold."""
-    if ctx is not None and not 0 <= ctx <= MAX_CTX:
+    if ctx is not None and (type(ctx) is not int or not 0 <= ctx <= MAX_CTX):
         raise BadInput(f"--ctx must be a number of tokens from 0 to {MAX_CTX}, got {ctx}")
 
 #: Per-GPU-op gap left by a CUDA graph replay, by architecture (ns). Measured, not assumed: the
@@ -100,6 +100,9 @@ class Explanation:
     unprofiled: dict | None = None
     #: the one context story: prompt length and the KV length over the profiled steps
     context: dict = field(default_factory=dict)
+    #: with ``baseline=`` (a bf16 trace): how much of the quantized step's byte saving it
+    #: realises (tracekit/quantized.py); an additive key, absent from the document without one
+    quantization: dict | None = field(default=None, metadata={"omit_if_none": True})
     # for renderers and DataFrames, not serialized: computed on first use
     _timeline: Callable[[], dict] | None = field(default=None, repr=False)
     _trace: Trace | None = field(default=None, repr=False)
@@ -120,8 +123,10 @@ class Explanation:
         """The JSON contract: one versioned document, unknown values null, counts integers."""
         d = {"schema": SCHEMA, "tracekit_version": __version__}
         for f in fields(self):
-            if not f.name.startswith("_"):
-                d[f.metadata.get("json", f.name)] = json_safe(getattr(self, f.name))
+            if f.name.startswith("_") or (f.metadata.get("omit_if_none")
+                                          and getattr(self, f.name) is None):
+                continue
+            d[f.metadata.get("json", f.name)] = json_safe(getattr(self, f.name))
         return d
 
     # -- DataFrames (tracekit/frames.py) --------------------------------------------------------
@@ -177,23 +182,31 @@ class Explanation:
         return to_pandas(getattr(self, name))
 
     # -- reports --------------------------------------------------------------------------------
-    def to_markdown(self) -> str:
-        """The Markdown summary (``tracekit explain --markdown``), to paste into an issue."""
+    def to_markdown(self, path: str | Path | None = None) -> str | Path:
+        """The Markdown summary (``tracekit explain --markdown``), to paste into an issue; with
+        ``path``, written there (atomically, replacing a file) and the path returned."""
         from tracekit.report.markdown import render_markdown
 
-        return render_markdown(self.to_dict())
+        text = render_markdown(self.to_dict())
+        if path is None:
+            return text
+        from tracekit.fileio import atomic_write_text
 
-    def to_html(self, path: str | Path | None = None, *, plotlyjs: str = "inline") -> str:
-        """The self-contained HTML report (``tracekit explain --html``); written to ``path``
-        (atomically) when given. ``plotlyjs="cdn"`` makes a small file that needs the network."""
+        return atomic_write_text(path, text)
+
+    def to_html(self, path: str | Path | None = None, *, plotlyjs: str = "inline") -> str | Path:
+        """The self-contained HTML report (``tracekit explain --html``) as a string; with
+        ``path``, written there (atomically, replacing a file) and the path returned instead of
+        the page (a few MB a notebook cell would echo). ``plotlyjs="cdn"`` makes a small file that
+        needs the network."""
         from tracekit.report.html import render_html
 
         page = render_html(self.to_dict(), self.timeline, plotlyjs=plotlyjs)
-        if path is not None:
-            from tracekit.fileio import atomic_write_text
+        if path is None:
+            return page
+        from tracekit.fileio import atomic_write_text
 
-            atomic_write_text(path, page)
-        return page
+        return atomic_write_text(path, page)
 
     def figures(self) -> dict:
         """The HTML report's plotly figures by name: ``waterfall``, ``steps``, ``timeline``
@@ -225,19 +238,44 @@ def explain(
     model: str | ModelSpec | None = None,
     ctx: int | None = None,
     gpu: str | None = None,
-    bandwidth_gbps: float | None = None,
+    bandwidth: float | None = None,
     dtype: str | None = None,
+    group_size: int | None = None,
     convention: str = "exact",
     graph_trace: str | Path | Trace | None = None,
     unprofiled_ms: float | None = None,
+    baseline: str | Path | Trace | None = None,
+    bandwidth_gbps: float | None = None,
 ) -> Explanation:
-    """Explain a decode trace. Flags override what the trace's capture metadata says."""
+    """Explain a decode trace. Flags override what the trace's capture metadata says.
+
+    The options are ``tracekit explain``'s, by the same names (``--graph-trace`` is
+    ``graph_trace=``); ``bandwidth_gbps=`` is the older name of ``bandwidth=`` (GB/s).
+    """
     if convention not in CONVENTIONS:
         raise BadInput(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
     check_ctx(ctx)
-    if bandwidth_gbps is not None and not MIN_GBPS <= bandwidth_gbps <= MAX_GBPS:
+    if bandwidth_gbps is not None:
+        if bandwidth is not None and bandwidth != bandwidth_gbps:
+            raise BadInput("pass bandwidth= or its older name bandwidth_gbps=, not both")
+        bandwidth = bandwidth_gbps
+    if bandwidth is not None and (type(bandwidth) not in (int, float)
+                                  or not MIN_GBPS <= bandwidth <= MAX_GBPS):
         raise BadInput(f"--bandwidth must be a number of GB/s from {MIN_GBPS:g} to {MAX_GBPS:g}, "
-                       f"got {bandwidth_gbps}")
+                       f"got {bandwidth!r}")
+    for name, value in (("model", model), ("gpu", gpu), ("dtype", dtype),
+                        ("step_marker", step_marker)):
+        if value is not None and not isinstance(value, (str, Path, ModelSpec) if name == "model"
+                                                else str):
+            raise BadInput(f"{name}= must be a string, got {value!r}")
+    if isinstance(model, Path):
+        model = str(model)  # a config.json or checkpoint directory
+    if group_size is not None:
+        if type(group_size) is not int:
+            raise BadInput(f"--group-size must be a positive integer, got {group_size!r}")
+        from tracekit.specs.quant import with_group_size
+
+        dtype = with_group_size(dtype or "int4", group_size)
     unprof.check_flag(unprofiled_ms, None)
     tr = trace if isinstance(trace, Trace) else load(trace)
     release()  # what the streaming reader freed
@@ -248,9 +286,13 @@ def explain(
     release()
     warnings = list(tr.warnings) + list(steps.warnings)
 
-    gspec, peak, peak_src = _resolve_gpu(tr, gpu, bandwidth_gbps)
+    gspec, peak, peak_src = _resolve_gpu(tr, gpu, bandwidth)
     measured = (tr.capture or {}).get("copy_bandwidth_gbps")
-    if not tr.has_gpu:
+    cap = tr.capture or {}
+    # not for a range-profiler trace (the reader has said what it is and what to capture instead)
+    # nor a `tracekit capture --device cpu` trace (its GPU is absent on purpose)
+    if (not tr.has_gpu and cap.get("device") != "cpu"
+            and not (tr.meta.get("skipped_categories") or {}).get("cuda_profiler_range")):
         warnings.append("no GPU activity in this trace: host-side step times only "
                         "(profile with ProfilerActivity.CUDA to see the GPU)")
 
@@ -269,7 +311,9 @@ def explain(
     unprof.check_flag(unprofiled_ms, summary["gpu_busy_ms"])
     attribution = host_attr.attribute(tr, steps) if tr.has_gpu else None
     release()  # the attribution's temporaries, before the kernel tables
-    if attribution is None and tr.has_gpu:
+    if attribution is None and tr.has_gpu and "cpu" not in (cap.get("profiler_activities") or ()):
+        # a capture that recorded CPU activity and has no CPU op is CUDA Graphs replay: the step
+        # is one cudaGraphLaunch, and there is no host op to attribute (not a missing activity)
         warnings.append("no CPU ops in this trace: host attribution (what the host was doing "
                         "while the GPU waited) needs CPU activity — profile with "
                         "ProfilerActivity.CPU as well as CUDA")
@@ -293,6 +337,12 @@ def explain(
         _host=attribution,
     )
     explanation.verdict = verdict(explanation)
+    if baseline is not None:  # the quantized step against the bf16 one (same model, GPU, ctx)
+        from tracekit.quantized import realised_savings
+
+        base = explain(baseline, step_marker=step_marker, model=model, gpu=gpu,
+                       bandwidth=bandwidth, convention=convention)
+        explanation.quantization = realised_savings(explanation.to_dict(), base.to_dict())
     return explanation
 
 

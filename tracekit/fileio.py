@@ -13,6 +13,11 @@ The rules, as ``cp`` and editors follow them:
 * every ``OSError`` (read-only directory, ``/proc``, a name too long, a full disk) becomes one
   :class:`~tracekit.errors.BadInput` naming the path and the reason.
 
+Every output option of the command line (``explain --markdown/--html``, ``compare
+--markdown/--html``, ``annotate -o``, ``capture -o``) behaves the same way: an existing file is
+replaced, an output that is one of the command's input traces is refused
+(:func:`refuse_input`), and the CLI says ``wrote PATH`` on stderr for each file written.
+
     >>> atomic_write_text("report.md", "# hi\\n")   # doctest: +SKIP
 """
 
@@ -25,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from tracekit.errors import BadInput
+from tracekit.errors import BadInput, BadUsage
 
 
 def _target(p: Path) -> tuple[Path, os.stat_result | None, bool]:
@@ -96,6 +101,23 @@ def open_output(path: str | Path) -> Iterator[BinaryIO]:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def refuse_input(output: str | Path, inputs: list) -> None:
+    """An output path that names one of the inputs (the same file by any path) is a usage error:
+    replacing it would destroy the trace being read."""
+    out = Path(output)
+    for src in inputs:
+        if src is None or not isinstance(src, (str, Path)):
+            continue
+        src = Path(src)
+        try:
+            same = out.resolve() == src.resolve() or (out.exists() and src.exists()
+                                                      and out.samefile(src))
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+            continue  # the reader says what is wrong with the input
+        if same:
+            raise BadUsage(f"the output {out} is the input trace {src}; write to another file")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

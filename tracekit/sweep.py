@@ -89,6 +89,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tracekit import jsonio
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.run import sigterm_as_interrupt
 from tracekit.errors import BadInput, BadUsage, CaptureError
@@ -145,7 +146,10 @@ class Recipe:
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe; every problem is one BadInput naming the file and the key."""
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, before it joined the stdlib (a dependency on 3.10 only)
+        import tomli as tomllib
 
     p = Path(path)
     try:
@@ -156,6 +160,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise BadInput(f"{p}: cannot read it ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{p}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"{p}: not valid TOML (nested deeper than tracekit reads)") from None
     for key in doc:
         if key == "capture":
             raise BadInput(f"{p}: [[capture]] tables are [[matrix]] tables now (the same keys, "
@@ -391,7 +397,7 @@ def _logged(out: Path) -> list[dict]:
     out_ = []
     for ln in lines:
         try:
-            rec = json.loads(ln)
+            rec = jsonio.decode(ln)
         except ValueError:
             continue  # a line cut short by a kill
         if isinstance(rec, dict):
@@ -779,7 +785,7 @@ def find_cell(recipe: Recipe, key: str) -> Cell:
     for c in recipe.cells:
         if c.id == key:
             return c
-    if key.isdigit() and int(key) < len(recipe.cells):
+    if key.isascii() and key.isdigit() and len(key) < 10 and int(key) < len(recipe.cells):  # not '²'
         return recipe.cells[int(key)]
     raise BadUsage(f"no cell {key!r} in {recipe.path}; cells: 0-{len(recipe.cells) - 1} or "
                    f"ids such as {recipe.cells[0].id} (tracekit sweep RECIPE --list)")

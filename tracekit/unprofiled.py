@@ -80,7 +80,7 @@ def check_flag(ms: float | None, gpu_busy_ms: float | None) -> None:
     """``--unprofiled-ms`` must be a positive, finite number no smaller than the GPU busy time."""
     if ms is None:
         return
-    if not isinstance(ms, (int, float)) or math.isnan(ms) or math.isinf(ms) or ms <= 0:
+    if type(ms) not in (int, float) or math.isnan(ms) or math.isinf(ms) or ms <= 0:
         raise BadInput(f"--unprofiled-ms must be a positive number of milliseconds per step "
                        f"(the median unprofiled step time), got {ms}")
     if gpu_busy_ms is not None and ms < gpu_busy_ms:

@@ -59,6 +59,11 @@ class Case:
     root_skip: bool = False  # meaningless as root (permissions do not apply)
     tags: set[str] = field(default_factory=set)
     writes: tuple[str, ...] = ()  # files a valid run writes besides --html/--markdown (annotate -o)
+    #: a valid run must warn, naming the field (a substring of one warning, on stderr or in the
+    #: --json document's warnings); a value tracekit cannot use is never dropped silently
+    warns: str | None = None
+    #: a valid run must give no warning holding this (our own files warn about nothing)
+    no_warning: str | None = None
 
 
 CASES: list[Case] = []
@@ -920,12 +925,6 @@ for _id, _make, _err in (
     ("compare_basis_sessions_one_session",
      lambda d: ["compare", _side(d, "a.json.gz", meta=_TIMING), _side(d, "b.json.gz", meta=_TIMING),
                 "--basis", "sessions"], "needs at least 2 sessions"),
-    ("compare_sessions_runs_not_a_list",
-     lambda d: ["compare", _side(d, "a.json.gz", meta={"sessions": {"runs": "x"}}),
-                _side(d, "b.json.gz")], "a.json.gz: key tracekit.sessions.runs is not a list"),
-    ("compare_sessions_run_not_an_object",
-     lambda d: ["compare", _side(d, "a.json.gz", meta={"sessions": {"runs": ["x", 3]}}),
-                _side(d, "b.json.gz")], "tracekit.sessions.runs[0].timing.unprofiled_ms"),
     ("compare_side_missing", lambda d: ["compare", "nope.json.gz", _side(d, "b.json.gz")],
      "nope.json.gz does not exist"),
     ("compare_glob_matches_nothing", lambda d: ["compare", "runs/*.json.gz", _side(d, "b.json.gz")],
@@ -938,6 +937,14 @@ for _id, _make, _err in (
 add("compare_gpu_metadata_not_an_object", CMP, C,
     lambda d: ["compare", _side(d, "a.json.gz", meta={"gpu": "H100", **_TIMING}),
                _side(d, "b.json.gz", meta=_TIMING)], expect=0, check=compare_checks)
+# sessions metadata tracekit cannot use: dropped with a warning naming it (as explain does), and
+# the comparison goes on with what is left (issue 22: an Error line or a warning, never silence)
+add("compare_sessions_runs_not_a_list", CMP, C,
+    lambda d: ["compare", _side(d, "a.json.gz", meta={"sessions": {"runs": "x"}}),
+               _side(d, "b.json.gz")], expect=0, warns="sessions.runs", modes=("json",))
+add("compare_sessions_run_not_an_object", CMP, C,
+    lambda d: ["compare", _side(d, "a.json.gz", meta={"sessions": {"runs": ["x", 3]}}),
+               _side(d, "b.json.gz")], expect=0, warns="sessions.runs", modes=("json",))
 add("compare_basis_unknown", CMP, C,
     lambda d: ["compare", _side(d, "a.json.gz"), _side(d, "b.json.gz"), "--basis", "x"],
     expect=2, error="unknown --basis")
@@ -955,9 +962,6 @@ for _id, _make, _err, _code in (
      "Nsight Systems export", 1),
     ("annotate_output_is_input",
      lambda d: ["annotate", _side(d, "t.json.gz"), "-o", "t.json.gz"], "is the input trace", 2),
-    ("annotate_output_exists",
-     lambda d: ["annotate", _side(d, "t.json.gz"), "-o", _side(d, "other.json.gz")],
-     "exists; pass --force", 2),
     ("annotate_output_dir_missing",
      lambda d: ["annotate", _side(d, "t.json.gz"), "-o", "nodir/out.json.gz"], "does not exist", 1),
     ("annotate_missing", lambda d: ["annotate", "nope.json.gz", "-o", "out.json.gz"],
@@ -975,6 +979,158 @@ def _annotated(d: Path) -> list[str]:
 
 
 add("annotate_already_annotated", ANN, C, _annotated, error="already annotated", modes=("text",))
+# every output option replaces an existing file (tracekit/fileio.py), and none writes over an input
+add("annotate_output_exists", ANN, C,
+    lambda d: ["annotate", _side(d, "t.json.gz"), "-o", _side(d, "other.json.gz")], expect=0,
+    modes=("text",))
+for _id, _argv in {
+    "explain_html_is_input": ["explain", "t.json.gz", "--html", "t.json.gz"],
+    "explain_markdown_is_input_by_other_path": ["explain", "t.json.gz", "--markdown", "./t.json.gz"],
+    "explain_html_is_graph_trace": ["explain", "t.json.gz", "--graph-trace", "g.json.gz",
+                                    "--html", "g.json.gz"],
+    "compare_html_is_side": ["compare", "t.json.gz", "g.json.gz", "--html", "g.json.gz"],
+}.items():
+    add(_id, OUT, C, lambda d, a=_argv: (_side(d, "t.json.gz"), _side(d, "g.json.gz"), a)[2],
+        expect=2, error="is the input trace", modes=("text",))
+
+
+# == 15. JSON nested 100,000 deep wherever tracekit reads JSON (issue 22, item 7) ===============
+DEPTH = "json-depth"
+_DEEP_OBJ = '{"a":' * 100_000 + "1" + "}" * 100_000
+
+
+def _deep_config(*argv: str):
+    def make(d: Path) -> list[str]:
+        (d / "config.json").write_text(_DEEP_OBJ)
+        return [a.replace("TRACE", good_trace(d)) if a == "TRACE" else a for a in argv]
+    return make
+
+
+add("deep_config_explain", DEPTH, A, _deep_config("explain", "TRACE", "--model", "config.json",
+                                                   "--ctx", "10"), error="nested deeper")
+add("deep_config_floor", DEPTH, A, _deep_config("floor", "--model", "config.json", "--ctx", "10"),
+    error="nested deeper")
+add("deep_config_capture", DEPTH, A, _deep_config("capture", "--model", "config.json", "--device",
+                                                   "cpu", "--ctx", "16", "-o", "c.json.gz"),
+    modes=("text",), error="nested deeper")
+add("deep_config_dir", DEPTH, A, lambda d: (_deep_config()(d), ["floor", "--model", "."])[1],
+    modes=("text", "json"), error="nested deeper")
+
+
+def _nsys_meta(value: str):
+    def make(d: Path) -> list[str]:
+        from test_nsys_reader import build_export
+
+        con = sqlite3.connect(build_export(d / "t.sqlite", meta={}))
+        con.execute("UPDATE TRACEKIT_CAPTURE SET value = ? WHERE key = 'meta'", (value,))
+        con.commit()
+        con.close()
+        return ["explain", "t.sqlite"]
+    return make
+
+
+add("deep_nsys_meta", DEPTH, R, _nsys_meta(_DEEP_OBJ), expect=0, warns="TRACEKIT_CAPTURE")
+add("deep_nsys_meta_array", DEPTH, R, _nsys_meta("[" * 100_000 + "]" * 100_000), expect=0,
+    warns="TRACEKIT_CAPTURE")
+add("nsys_meta_not_json", DEPTH, R, _nsys_meta("{not json"), expect=0, warns="TRACEKIT_CAPTURE")
+add("deep_trace_meta_block", DEPTH, R, lambda d: trace_bytes(
+    d, b'{"tracekit": ' + _DEEP_OBJ.encode() + b', "traceEvents": []}'), error="nest")
+
+
+def _compare_deep_head(d: Path) -> list[str]:
+    """compare reads a later file's metadata from its head alone (tracekit.capture.write)."""
+    _side(d, "a.json.gz")
+    (d / "b").mkdir()
+    _side(d / "b", "1.json.gz")
+    (d / "b" / "2.json").write_text('{"tracekit": ' + _DEEP_OBJ + ', "traceEvents": []}')
+    return ["compare", "a.json.gz", "b"]
+
+
+add("deep_compare_head", DEPTH, C, _compare_deep_head, expect=-1, modes=("text",))
+add("deep_sweep_recipe", DEPTH, C, lambda d: ((d / "r.toml").write_text(
+    "a = " + "[" * 100_000 + "]" * 100_000), ["sweep", "r.toml", "--list"])[1],
+    modes=("text",), error="TOML")
+
+# == 16. Digits that are not decimal: str.isdigit() is true, int() refuses (issue 22, item 8) ==
+DIGITS = "unicode-digits"
+for _id, _ev in {
+    "tid_superscript": _k(tid="\u00b2"),
+    "pid_superscript": _k(pid="\u00b9"),
+    "stream_arabic_indic": _k(args={"stream": "\u0663"}),
+    "correlation_superscript": _k(args={"correlation": "\u00b2"}),
+    "device_fullwidth": _k(args={"device": "\uff11"}),
+    "tid_double_minus": _k(tid="--5"),
+    "tid_5000_digits": _k(tid="9" * 5000),
+    "bytes_superscript": {**_k(cat="gpu_memcpy", name="Memcpy HtoD (Pageable -> Device)"),
+                          "args": {"device": 0, "stream": 7, "correlation": 99_999,
+                                   "bytes": "\u00b2"}},
+}.items():
+    add(_id, DIGITS, R, trace_doc(with_event(_ev)), expect=0, check=step_checks)
+add("launch_tid_superscript", DIGITS, R, trace_doc(doc(
+    [{**e, "tid": "\u00b2"} if e.get("cat") == "cuda_runtime" else e for e in good_events()])),
+    expect=-1, check=step_checks)
+add("profile_session_superscript", DIGITS, C, lambda d: ["capture", "--model", "tiny", "--device",
+                                                         "cpu", "--profile-session", "\u00b2"],
+    expect=2, modes=("text",), error="--profile-session")
+
+# == 17. Values tracekit cannot interpret: an Error line or a warning naming the field ==========
+# (issue 22, item 9)
+UNINT = "uninterpretable-values"
+for _id, (_meta, _field) in {
+    "meta_median_fast": ({"model": _GOOD_MODEL, "ctx": 10, "timing": {"median_ms": "fast"}},
+                         "timing.median_ms"),
+    "meta_layers_string": ({"model": {**_GOOD_MODEL, "layers": "28"}, "ctx": 10}, "model.layers"),
+    "meta_ctx_string_warns": ({"model": _GOOD_MODEL, "ctx": "2048"}, "ignored ctx"),
+    "meta_model_name_int": ({"model": _GOOD_MODEL, "ctx": 10, "model_name": 7}, "model_name"),
+    "meta_model_name_in_model_int": ({"model": {**_GOOD_MODEL, "name": 7}, "ctx": 10},
+                                     "model.name"),
+    "meta_versions_list_warns": ({"versions": [1, 2]}, "versions"),
+    "meta_versions_number": ({"versions": {"torch": 2.1}}, "versions.torch"),
+    "meta_dtype_int": ({"model": _GOOD_MODEL, "ctx": 10, "dtype": 16}, "dtype"),
+    "meta_bandwidth_string": ({"copy_bandwidth_gbps": "fast"}, "copy_bandwidth_gbps"),
+    "meta_timing_sessions_int": ({"timing_sessions": 5}, "timing_sessions"),
+    "meta_timing_sessions_median_string": ({"timing_sessions": {"median_ms": "x", "sessions": 2}},
+                                           "timing_sessions.median_ms"),
+    "meta_clocks_string": ({"gpu_clocks_before": "hot"}, "gpu_clocks_before"),
+    "meta_clocks_sm_string": ({"gpu_clocks_after": {"sm_mhz": "fast"}}, "gpu_clocks_after.sm_mhz"),
+    "meta_sessions_string": ({"sessions": "many"}, "sessions"),
+    "meta_sessions_runs_strings": ({"sessions": {"n": 2, "runs": ["a", "b"]}}, "sessions.runs"),
+    "meta_activities_string": ({"profiler_activities": "cpu"}, "profiler_activities"),
+}.items():
+    add(_id, UNINT, R, trace_doc(doc(good_events(), tracekit=_meta)), expect=0, warns=_field,
+        check=step_checks)
+# null is "not measured" in our own CPU captures: kept, no warning
+add("meta_nulls_not_measured", UNINT, R, trace_doc(doc(good_events(), tracekit={
+    "model": _GOOD_MODEL, "ctx": 10, "device": "cuda", "copy_bandwidth_gbps": None,
+    "versions": {"torch": "2.13.0", "cuda": None, "triton": None}})), expect=0,
+    no_warning="capture metadata", check=step_checks)
+
+
+def _copy_bytes(nbytes) -> dict:
+    ops = [launch("cudaMemcpyAsync", 20, 1, 9001),
+           {**kernel("Memcpy HtoD (Pageable -> Device)", 30, 10, 9001, cat="gpu_memcpy"),
+            "args": {"device": 0, "stream": 7, "correlation": 9001, "bytes": nbytes}}]
+    return doc(good_events() + ops)
+
+
+for _id, _b in {"copy_bytes_1e30": 1e30, "copy_bytes_negative": -4096, "copy_bytes_string": "many",
+                "copy_bytes_fraction_huge": 1.5e19, "copy_bytes_bool": True}.items():
+    add(_id, UNINT, R, trace_doc(_copy_bytes(_b)), expect=0, warns="byte count", check=step_checks)
+add("nsys_kernel_start_text", UNINT, R, _sql_case(
+    "UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET start = 'abc' WHERE rowid = 1;"), expect=0,
+    warns="CUPTI_ACTIVITY_KIND_KERNEL have a start or end")
+add("nsys_memcpy_bytes_real", UNINT, R, _sql_case(
+    "UPDATE CUPTI_ACTIVITY_KIND_MEMCPY SET bytes = 1e30;"), expect=0, warns="byte count")
+add("nsys_memcpy_end_blob", UNINT, R, _sql_case(
+    "UPDATE CUPTI_ACTIVITY_KIND_MEMCPY SET end = x'00' WHERE rowid = 1;"), expect=0,
+    warns="CUPTI_ACTIVITY_KIND_MEMCPY have a start or end")
+add("bandwidth_flag_string", UNINT, C, lambda d: ["explain", good_trace(d), "--bandwidth", "fast"],
+    expect=2, error="bandwidth")
+add("range_profiler_trace", UNINT, R, trace_doc(doc(
+    [e for e in good_events() if e.get("cat") != "kernel"]
+    + [{"ph": "X", "cat": "cuda_profiler_range", "name": f"range_{i}", "pid": 0, "tid": 7,
+        "ts": Raw(str(BASE_US + i * 10)), "dur": 5, "args": {}} for i in range(77)])),
+    expect=0, warns="range-profiler")
 
 
 def by_id() -> dict[str, Case]:

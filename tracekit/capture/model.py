@@ -14,12 +14,12 @@ loads a local checkpoint instead, offline.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tracekit import jsonio
 from tracekit.errors import BadInput, BadUsage, CaptureError
 from tracekit.specs.models import ModelSpec, dtype_bytes, get_model
 
@@ -138,7 +138,7 @@ def hf_config(spec: ModelSpec) -> Any:
 
     path = spec.extra.get("hf_config_path")
     if path:
-        kw = json.loads(Path(path).read_text())
+        kw = jsonio.decode(Path(path).read_bytes())
         kw = kw.get("text_config", kw)
     else:
         kw = spec.hf_config()

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from tracekit import jsonio
 from tracekit.errors import CaptureError
 
 SCHEMA = "tracekit.capture/1"
@@ -134,12 +135,13 @@ def read_capture_meta(path: Path | str) -> dict | None:
             text = head
             while True:
                 try:
-                    meta, _ = json.JSONDecoder().raw_decode(text, len(prefix))
+                    meta, _ = jsonio.raw_decode(text, len(prefix))
                     return meta
-                except json.JSONDecodeError:
+                except jsonio.JSONError:
                     more = f.read(1 << 20)
                     if not more:
                         break
                     text += more
         f.seek(0)
-        return json.load(f).get(META_KEY)
+        doc = jsonio.decode(f.read())
+        return doc.get(META_KEY) if isinstance(doc, dict) else None

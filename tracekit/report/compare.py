@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from tracekit.report.console import report_console
 from tracekit.report.markdown import md_text
 from tracekit.report.safe import clean
 
@@ -79,8 +80,8 @@ def _indent(v: dict) -> str:
 # -- terminal -----------------------------------------------------------------------------------
 def render_terminal(doc: dict, console: Console | None = None) -> None:
     """Print the comparison: the speed-up with its interval, both sides, the term deltas."""
-    console = console or Console()
-    console.print(_group(clean(doc)))  # no control or bidi character from a trace
+    group = _group(clean(doc))  # no control or bidi character from a trace
+    report_console([group], console).print(group)
 
 
 def _group(doc: dict) -> Group:

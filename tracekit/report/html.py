@@ -467,6 +467,22 @@ def _gap_trace(cls: str, gaps: list[dict], lane: str) -> go.Bar:
 
 
 # -- host attribution and the unprofiled step --------------------------------------------------
+def _source_links(sources: list[str]) -> Html:
+    """A stall's sources (``"URL (what it shows)"``) as links labelled by the URL without its
+    scheme, the note as the link's title; anything that is not an http(s) URL stays text."""
+    items = []
+    for s in sources:
+        url, _, note = str(s).partition(" ")
+        if url.startswith(("https://", "http://")):
+            label = url.split("://", 1)[1].removeprefix("www.")
+            title = f' title="{esc(note.strip().strip("()"))}"' if note.strip() else ""
+            items.append(f'<a href="{esc(url)}"{title} rel="noreferrer">{esc(label)}</a>')
+        else:
+            items.append(esc(s))
+    return Html('<ul class="sources">' + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
+                if items else "—")
+
+
 def _host(doc: dict) -> Html:
     h = doc.get("host")
     if not h:
@@ -484,8 +500,7 @@ def _host(doc: dict) -> Html:
             rows.append([Html(f"<code>{esc(_clip(st['op'], TABLE_NAME_CHARS))}</code>"),
                          _f(st["ms_per_step"]), _f(st["per_step"], "{:.1f}"),
                          _f(st.get("share"), "{:.0%}"), where, st.get("cause") or "unknown",
-                         st.get("advice") or "—",
-                         Html("<br>".join(esc(x) for x in st.get("sources") or []) or "—")])
+                         st.get("advice") or "—", _source_links(st.get("sources") or [])])
         body += _table(["stall op", "ms / step", "per step", "share", "call in step", "cause",
                         "advice", "sources"], rows, num={1, 2, 3}, cls="stalls")
     if h.get("by_op"):
@@ -862,6 +877,19 @@ tr.total td{font-weight:700;border-top:2px solid var(--ink);border-bottom:none}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;
   font-size:12.5px}
 table.top td:first-child{word-break:break-all}
+/* the stall table: fixed column shares, so that a long op name or URL wraps inside its cell and
+   the cause and advice keep room for a sentence (at 1280 px and up the card is ~1180 px wide) */
+table.stalls{table-layout:fixed}
+table.stalls th:nth-child(1){width:17%}
+table.stalls th:nth-child(2),table.stalls th:nth-child(3),table.stalls th:nth-child(4){width:7%}
+table.stalls th:nth-child(5){width:8%}
+table.stalls th:nth-child(6){width:20%}
+table.stalls th:nth-child(7){width:16%}
+table.stalls th:nth-child(8){width:18%}
+table.stalls td{overflow-wrap:anywhere}
+table.stalls .num{white-space:normal}
+ul.sources{margin:0;padding-left:16px;font-size:12.5px}
+ul.sources li{margin:0 0 3px}
 .callout{background:#fffaeb;border:1px solid #f5d88a;border-radius:8px;padding:12px 16px}
 .warn{margin-top:16px}
 .warn ul{margin:6px 0 0;padding-left:20px}

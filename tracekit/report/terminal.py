@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from tracekit.report.console import piped_width, report_console
 from tracekit.report.safe import clean, clean_text
 from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
 
@@ -27,8 +28,9 @@ def render(d: dict, console: Console | None = None) -> None:
     Laid out for terminals from 80 columns up: section headings are lines of their own (a table
     title would wrap with its table), long names are cut with "…" rather than wrapped.
     """
-    console = console or Console()
-    console.print(_group(clean(d), console.width))  # no control or bidi character from the trace
+    width = console.width if console is not None else piped_width() or Console().width
+    group = _group(clean(d), width)  # no control or bidi character from the trace
+    report_console([group], console).print(group)
 
 
 def _heading(title: str) -> Text:
@@ -251,7 +253,6 @@ def _unprofiled_parts(d: dict) -> list:
 
 def render_floor(spec, ctx: int, dtype: str, rows: list[dict], console: Console | None = None) -> None:
     """The analytic floor table (``tracekit floor``)."""
-    console = console or Console()
     t = Table(title=f"Memory floor of one decode step: {escape(clean_text(spec.name))}, ctx {ctx}, {escape(dtype)}",
               title_justify="left")
     for col in ("GPU", "peak GB/s", "exact GB", "floor ms (exact)", "all-weights GB",
@@ -261,6 +262,7 @@ def render_floor(spec, ctx: int, dtype: str, rows: list[dict], console: Console 
         t.add_row(escape(r["gpu"]), f"{r['peak_gbps']:g}", f"{r['bytes_exact'] / 1e9:.2f}",
                   f"{r['floor_exact_ms']:.2f}", f"{r['bytes_all_weights'] / 1e9:.2f}",
                   f"{r['floor_all_weights_ms']:.2f}", f"{r['max_tokens_per_s']:.0f}")
+    console = report_console([t], console)
     console.print(t)
     console.print("[dim]exact: weights read (one embedding row, lm_head in full) + KV read + KV "
                   "written; W+K: the study's all weights + KV. Datasheet peak bandwidth.[/]")

@@ -16,10 +16,10 @@ ones), never typed in. The shapes are the public ``config.json`` values of each 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tracekit import jsonio
 from tracekit.errors import BadInput
 from tracekit.specs.quant import UNQUANTIZED_DTYPE, is_quantized, weight_format
 
@@ -266,7 +266,7 @@ def get_model(name: str) -> ModelSpec:
 def spec_from_hf_config(path: Path) -> ModelSpec:
     """Read a Hugging Face ``config.json`` of a Llama/Qwen2/Mistral-style model."""
     try:
-        cfg = json.loads(Path(path).read_text())
+        cfg = jsonio.decode(Path(path).read_bytes())
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read model config {str(path)!r}: {exc}") from None
     if not isinstance(cfg, dict):

@@ -5,7 +5,8 @@ Nsight exports carry it in a ``TRACEKIT_CAPTURE`` table). Later stages read numb
 context length, the unprofiled timing, the model's shapes), so a trace from anywhere must not be
 able to smuggle a string where a number goes. :func:`clean_capture` keeps every key whose value has
 the expected type, drops the others with one warning each, and passes unknown keys through
-untouched (nothing reads them).
+untouched (nothing reads them). ``null`` is "not measured" wherever capture may write it (the copy
+bandwidth and the CUDA and Triton versions of a ``--device cpu`` capture): kept, without a warning.
 """
 
 from __future__ import annotations
@@ -57,16 +58,31 @@ _TIMING = {
     "tokens_per_s": _NUM, "unprofiled_ms": (_num_list, "a list of finite numbers"),
 }
 _PROFILED = {"steps": _INT, "wall_ms_per_step": _NUM}
+_OPT_NUM = (_opt(_is_num), "a finite number >= 0 or null")
+#: capture --sessions N: the sessions' medians, their median, mean and spread
+_TIMING_SESSIONS = {"sessions": _INT, "session_medians_ms": (_num_list, "a list of finite numbers"),
+                    "median_ms": _NUM, "mean_ms": _NUM, "p10_ms": _NUM, "p90_ms": _NUM}
+_CLOCKS = {"sm_mhz": _OPT_NUM, "mem_mhz": _OPT_NUM, "max_sm_mhz": _OPT_NUM,
+           "temperature_c": (_opt(lambda v: _is_num(v, -273.0)), "a finite number or null"),
+           "power_w": _OPT_NUM, "throttle_reasons": (_opt(_is_str), "a string or null")}
+_SESSIONS = {"n": _INT, "profiled_session": (_opt(_is_int), "an integer >= 0 or null"),
+             "runs": (lambda v: type(v) is list and all(type(x) is dict for x in v),
+                      "a list of objects")}
+_GPU = {"name": _STR, "total_memory_bytes": (_opt(_is_int), "an integer >= 0 or null"),
+        "sm_count": (_opt(_is_int), "an integer >= 0 or null"), "cc": (_opt(_is_str), "a string or null")}
 _TOP = {
     "schema": _STR, "tracekit_version": _STR, "model_name": _STR, "ctx": _INT,
     "ctx_first_step": _INT, "mode": _STR, "dtype": _STR, "device": _STR,
     # a string before issue 7's capture work; now {"requested": ..., "kernels": [...]}
     "attention": (lambda v: type(v) in (str, dict), "a string or an object"),
-    "profiler_overhead_ratio": _NUM, "copy_bandwidth_gbps": (lambda v: _is_num(v) and v > 0,
-                                                           "a finite number > 0"),
+    "profiler_overhead_ratio": _NUM,
+    "copy_bandwidth_gbps": (_opt(lambda v: _is_num(v) and v > 0), "a finite number > 0 or null"),
     "command": (_str_list, "a list of strings"), "created": _STR, "profiler": _STR,
+    "profiler_activities": (_str_list, "a list of strings"), "session": (_opt(_is_int), "an integer >= 0 or null"),
 }
-_NESTED = {"model": _MODEL, "timing": _TIMING, "timing_after": _TIMING, "profiled": _PROFILED}
+_NESTED = {"model": _MODEL, "timing": _TIMING, "timing_after": _TIMING, "profiled": _PROFILED,
+           "timing_sessions": _TIMING_SESSIONS, "gpu_clocks_before": _CLOCKS,
+           "gpu_clocks_after": _CLOCKS, "sessions": _SESSIONS, "gpu": _GPU}
 
 
 def _describe(v: Any) -> str:
@@ -112,9 +128,9 @@ def clean_capture(block: Any) -> tuple[dict | None, list[str]]:
                             f"{_describe(v)})")
             del out["versions"]
         else:
-            bad = [k for k, x in v.items() if type(x) is not str]
+            bad = [k for k, x in v.items() if x is not None and type(x) is not str]
             if bad:
                 warnings.append("capture metadata: ignored versions." + ", versions.".join(bad)
-                                + " (expected strings)")
-                out["versions"] = {k: x for k, x in v.items() if type(x) is str}
+                                + " (expected strings or null)")
+                out["versions"] = {k: x for k, x in v.items() if x is None or type(x) is str}
     return out, warnings

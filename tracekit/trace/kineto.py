@@ -55,7 +55,7 @@ _CPU_OP_CATS = {"cpu_op", "operator"}
 _IGNORED_CATS = {
     "python_function", "ac2g", "fwdbwd", "overhead", "trace",
     "cpu_instant_event", "python_gc", "gpu_instant_event", "mtia_runtime", "privateuse1_runtime",
-    "cuda_profiler_range", "memory", "kernel_activity", "",
+    "memory", "kernel_activity", "",
     "tracekit",  # the tracks `tracekit annotate` adds: tracekit's own findings, not trace data
 }
 
@@ -72,6 +72,9 @@ _MEMSET = _prefixes(apis.MEMSET)
 #: a sync call, or a copy whose name does not say Async (cudaMemcpy, hipMemcpyWithStream)
 _SYNC = re.compile(f"{_prefixes(apis.SYNC).pattern}"
                    f"|(?:{_prefixes(apis.BLOCKING_COPY).pattern})(?!.*Async)")
+#: CUPTI's range profiler (torch.profiler's experimental_config=profiler_metrics): one record of
+#: counters per range instead of kernel events; read as an unknown category so finish can say so
+_RANGE_CAT = "cuda_profiler_range"
 _VERSION_SUFFIX = re.compile(r"_v\d+$")
 
 
@@ -223,13 +226,18 @@ _MAX_NS = 2**62
 _MAX_US = _MAX_NS / 1000
 
 
+_DIGITS = re.compile(r"-?[0-9]{1,20}")
+
+
 def _int_or_none(v: Any, bits: int = 64) -> int | None:
     """An id as an int: ints, integral floats and digit strings; anything else (or outside the
     signed ``bits`` range) is unknown."""
     if type(v) is float:
         v = int(v) if v.is_integer() else None
-    elif type(v) is str and v.lstrip("-").isdigit():
-        v = int(v)
+    elif type(v) is str:
+        # ASCII digits only: str.isdigit() is also true for '²' and '٣', which int() refuses or
+        # reads; and at most 20 of them (int64 is 19), so no huge string is ever converted
+        v = int(v) if _DIGITS.fullmatch(v) else None
     if type(v) is int and -(2 ** (bits - 1)) <= v < 2 ** (bits - 1):
         return v
     return None
@@ -572,6 +580,7 @@ class _Reply(msgspec.Struct):
     no_ts: int = 0
     no_dur: int = 0
     bad_args: int = 0
+    bad_bytes: int = 0
     skipped: dict[str, int] = {}
     names: list[str] = []
     #: per table, per column: (numpy dtype string, the array's bytes); views into the reply
@@ -985,6 +994,7 @@ class _Builder:
         self.no_ts = 0
         self.no_dur = 0
         self.bad_args = 0
+        self.bad_bytes = 0  # copies whose byte count was given but unreadable (1e30, "many", -1)
         self.route: dict[str | None, str] = {}
         self.codes: dict[str, int] = {}
         self.parts: dict[str, list[tuple[dict, dict]]] = {k: [] for k in _SCHEMAS}
@@ -1057,6 +1067,7 @@ class _Builder:
         self.no_ts += o.no_ts
         self.no_dur += o.no_dur
         self.bad_args += o.bad_args
+        self.bad_bytes += o.bad_bytes
         for k, v in o.skipped.items():
             self.skipped[k] = self.skipped.get(k, 0) + v
         codes = self.codes
@@ -1211,7 +1222,9 @@ class _Builder:
         self._ints([a.correlation for a in args], "correlation", cols, masks)
         nbytes = [a.bytes for a in args]
         if not set(map(type, nbytes)) <= _INT_OR_NONE:  # (for these _bytes is the identity)
+            given = len(nbytes) - nbytes.count(None)
             nbytes = [_bytes(v) for v in nbytes]
+            self.bad_bytes += given - (len(nbytes) - nbytes.count(None))
         self._ints(nbytes, "bytes", cols, masks)
         return cols, masks
 
@@ -1269,15 +1282,28 @@ class _Builder:
             syncs=tables["sync"], cpu_ops=tables["cpu"],
             meta=_meta(f, self.path, self.skipped, self.events, capture),
         )
-        if self.skipped:
+        skipped = dict(self.skipped)
+        ranges = skipped.pop(_RANGE_CAT, 0)  # counted as unknown so that it can be told here
+        if ranges and not trace.has_gpu:
+            trace.warnings.append(
+                f"this is a CUPTI range-profiler trace ({ranges} {_RANGE_CAT} records: hardware "
+                "counters per profiled range, no kernel timeline), so it shows no GPU activity; "
+                "for tracekit, profile with torch.profiler(activities=[ProfilerActivity.CPU, "
+                "ProfilerActivity.CUDA]) and no experimental_config profiler_metrics")
+        if skipped:
             trace.warnings.append(
                 "skipped events of unknown categories: "
-                + ", ".join(f"{k} ({v})" for k, v in sorted(self.skipped.items()))
+                + ", ".join(f"{k} ({v})" for k, v in sorted(skipped.items()))
             )
         if self.no_dur:
             trace.warnings.append(f"{self.no_dur} GPU ops had no duration and were read as instants")
         if self.no_ts:
             trace.warnings.append(f"{self.no_ts} complete events had no timestamp and were skipped")
+        bad_bytes = self.bad_bytes + _negative_bytes(tables["gpu"])
+        if bad_bytes:
+            trace.warnings.append(f"{bad_bytes} copies/memsets had a byte count that is not a whole "
+                                  "number from 0 to 2**63 (e.g. 1e30); their bytes are unknown "
+                                  "(their time still counts)")
         if self.bad_args:
             trace.warnings.append(f"{self.bad_args} events had 'args' that is not an object; "
                                   "read as no args")
@@ -1318,8 +1344,24 @@ def _bytes(v) -> int | None:
     if v is None or type(v) is bool:
         return None
     if type(v) is float:
-        return int(v) if math.isfinite(v) and abs(v) < 2**63 else None
-    return _int_or_none(v)
+        return int(v) if math.isfinite(v) and 0 <= v < 2**63 else None
+    v = _int_or_none(v)
+    return v if v is None or v >= 0 else None
+
+
+def _negative_bytes(gpu: Table) -> int:
+    """Negative byte counts (plain ints, read as given by every pass) made unknown; how many."""
+    col = gpu.cols.get("bytes")
+    if col is None or not col.size:
+        return 0
+    neg = col < 0
+    if "bytes" in gpu.masks:
+        neg &= gpu.masks["bytes"]
+    n = int(neg.sum())
+    if n:
+        known = gpu.masks.get("bytes", np.ones(col.size, np.bool_))
+        gpu.masks["bytes"] = known & ~neg
+    return n
 
 
 _SCHEMAS = {"gpu": GPU_OPS, "launch": LAUNCHES, "sync": SYNCS, "ann": ANNOTATIONS,

@@ -28,7 +28,6 @@ correlation id of their ``cudaGraphLaunch``, as in Kineto. Times are integer nan
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import signal
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tracekit import jsonio
 from tracekit.errors import Terminated, TraceFormatError
 from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.kineto import is_sync_call, launch_kind
@@ -224,7 +224,7 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
             f"{' or '.join(missing)} table. Capture with `nsys profile --trace=cuda,nvtx` and "
             "export with `nsys export --type sqlite`"
         )
-    warnings: list[str] = []
+    warnings: list[str] = _unreadable_rows(con, tables)
     gpu_ops = pl.concat([_kernels(con), _memcpys(con, tables), _memsets(con, tables)])
     gpu_ops = gpu_ops.sort("start_ns")
     calls, named = _api_calls(con, tables)
@@ -234,7 +234,9 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     if NVTX not in tables:
         warnings.append("no NVTX_EVENTS table: steps must be found without markers")
     devices = _devices(con, tables)
-    capture, capture_warnings = clean_capture(_capture_meta(con, tables))
+    block, capture_warnings = _capture_meta(con, tables)
+    capture, cleaned = clean_capture(block)
+    capture_warnings += cleaned
     warnings.extend(capture_warnings)
     trace = Trace(
         gpu_ops=gpu_ops,
@@ -256,6 +258,27 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     if trace.meta["tracekit"]:
         trace.meta["versions"] = dict(trace.meta["tracekit"].get("versions") or {})
     return trace
+
+
+def _unreadable_rows(con: sqlite3.Connection, tables: set[str]) -> list[str]:
+    """One warning per activity table with rows the reader leaves out (a start or end that is not
+    an integer of ns) and per copy table with byte counts it cannot read (not a whole number >= 0
+    that fits int64, e.g. 1e30): those rows count as GPU time, their bandwidth is unknown."""
+    out = []
+    for table in (KERNEL, MEMCPY, MEMSET, *API_TABLES, SYNC_TABLE):
+        if table not in tables:
+            continue
+        n = con.execute(f"SELECT count(*) FROM {table} WHERE NOT ({_timed()})").fetchone()[0]
+        if n:
+            out.append(f"{n} row(s) of {table} have a start or end that is not an integer "
+                       "(ns); left out")
+        if table in (MEMCPY, MEMSET) and "bytes" in _columns(con, table):
+            n = con.execute(f"SELECT count(*) FROM {table} WHERE {_timed()} AND bytes IS NOT NULL "
+                            "AND (typeof(bytes) != 'integer' OR bytes < 0)").fetchone()[0]
+            if n:
+                out.append(f"{n} row(s) of {table} have a byte count that is not a whole number "
+                           ">= 0; their bytes are unknown (their time still counts)")
+    return out
 
 
 def _int(col: str, bits: int = 64) -> str:
@@ -542,15 +565,15 @@ def _gpu_name(gpu_ops: pl.DataFrame, devices: dict[int, dict]) -> str | None:
     return next(iter(devices.values()))["name"]
 
 
-def _capture_meta(con: sqlite3.Connection, tables: set[str]) -> dict | None:
+def _capture_meta(con: sqlite3.Connection, tables: set[str]) -> tuple[object, list[str]]:
+    """The capture block as decoded (clean_capture checks it), and a warning if it was unreadable."""
     if META_TABLE not in tables:
-        return None
+        return None, []
     row = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'meta'").fetchone()
     try:
-        meta = json.loads(row[0]) if row else None
-    except (TypeError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
+        return (jsonio.decode(row[0]) if row else None), []
+    except (TypeError, ValueError) as exc:
+        return None, [f"capture metadata: ignored the {META_TABLE} table (not a JSON document: {exc})"]
 
 
 def _frame(schema: dict, rows: list[tuple]) -> pl.DataFrame:
