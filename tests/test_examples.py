@@ -27,7 +27,11 @@ FILES = {"trace.json.gz": "qwen2.5-7b_ctx2048_eager.json.gz",
          "eager.json.gz": "qwen2.5-7b_ctx2048_eager.json.gz",
          "graphs.json.gz": "qwen2.5-7b_ctx2048_cuda-graphs.json.gz",
          "rank0.json.gz": "peer/hta/ranks/sampled_rank-0.json.gz",
-         "rank1.json.gz": "peer/hta/ranks/sampled_rank-1.json.gz"}
+         "rank1.json.gz": "peer/hta/ranks/sampled_rank-1.json.gz",
+         # the committed quantized captures (H100, cuda-graphs)
+         "int4.json.gz": "quant/h100/qwen2.5-7b_ctx2048_cuda-graphs_int4.json.gz",
+         "bf16.json.gz": "quant/h100/qwen2.5-7b_ctx2048_cuda-graphs_bf16.json.gz",
+         "graphs_bf16.json.gz": "quant/h100/qwen2.5-7b_ctx2048_cuda-graphs_bf16.json.gz"}
 GPU_COMMANDS = {"capture", "sweep"}  # they run models on a GPU
 NEEDS_GPU = re.compile(r"CUDA|GPU|torch", re.IGNORECASE)
 
