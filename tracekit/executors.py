@@ -166,17 +166,22 @@ def run_sweep_ray(recipe: Recipe, out: str | Path, *, say: Callable[[str], None]
     pending = list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
-        cell = refs[ready[0]]
-        try:
-            ray.get(ready[0])
-        except Exception as exc:  # a failed capture, or a worker lost twice
-            res.failed[cell.id] = _why(exc)
-            say(f"{cell.id}: FAILED ({res.failed[cell.id]})")
-        else:
-            res.done.append(cell.id)
-            say(f"{cell.id}: done")
+        # a failed capture, or a worker lost twice, raises here
+        _settle(res, refs[ready[0]], lambda r=ready[0]: ray.get(r), say)
     res.results = write_results_any(out)
     return res
+
+
+def _settle(res, cell: Cell, wait, say, note: str = "") -> None:
+    """Wait for one cell's job (``wait()`` raises its error) and record it done or failed."""
+    try:
+        wait()
+    except Exception as exc:  # noqa: BLE001 - any error of the job is the cell's failure
+        res.failed[cell.id] = _why(exc)
+        say(f"{cell.id}: FAILED ({res.failed[cell.id]})")
+    else:
+        res.done.append(cell.id)
+        say(f"{cell.id}: done{note}")
 
 
 def check_ray_resources(resources: dict, cells: list[Cell]) -> None:
@@ -263,14 +268,8 @@ def run_sweep_slurm(recipe: Recipe, out: str | Path, *, say: Callable[[str], Non
                           [c.timeout_s for c in group])
         jobs += list(zip(group, js))
     for cell, j in jobs:
-        try:
-            j.result()
-        except Exception as exc:  # submitit re-raises the job's error (or says it died)
-            res.failed[cell.id] = _why(exc)
-            say(f"{cell.id}: FAILED ({res.failed[cell.id]})")
-        else:
-            res.done.append(cell.id)
-            say(f"{cell.id}: done (job {j.job_id})")
+        # submitit re-raises the job's error (or says it died)
+        _settle(res, cell, j.result, say, f" (job {j.job_id})")
     res.results = write_results_any(out)
     return res
 

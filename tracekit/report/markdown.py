@@ -80,8 +80,8 @@ def render_markdown(doc: dict) -> str:
     """The Markdown summary of an ``Explanation.to_dict()`` document."""
     doc = clean(doc)  # no control or bidi character from the trace reaches the reader
     parts = [
-        _title(doc), _verdict(doc), _context(doc), _decomposition(doc), _host(doc),
-        _unprofiled(doc), _per_step(doc),
+        _title(doc), _verdict(doc), _context(doc), _decomposition(doc), _quantization(doc),
+        _host(doc), _unprofiled(doc), _per_step(doc),
         _whatifs(doc), _categories(doc), _top_kernels(doc), _capture(doc), _environment(doc),
         _conventions(doc), _warnings(doc),
     ]
@@ -102,6 +102,31 @@ def _verdict(doc: dict) -> list[str]:
 def _context(doc: dict) -> list[str]:
     line = context_line(doc)
     return [f"Context: {md_text(line)}."] if line else []
+
+
+def _quantization(doc: dict) -> list[str]:
+    """``explain --baseline``: the quantized step against the bf16 one (tracekit.quantized)."""
+    q = doc.get("quantization")
+    if not q:
+        return []
+    a, b = md_text(q.get("baseline_dtype")), md_text(q.get("dtype"))
+
+    def delta(x, y):
+        return _f(y - x) if x is not None and y is not None else "—"
+
+    rows = [["step ms", _f(q.get("baseline_step_ms")), _f(q.get("step_ms")),
+             delta(q.get("baseline_step_ms"), q.get("step_ms"))],
+            ["floor ms", _f(q.get("baseline_floor_ms")), _f(q.get("floor_ms")),
+             delta(q.get("baseline_floor_ms"), q.get("floor_ms"))]]
+    rows += [[f"{md_text(c['category'])} ms", _f(c.get("baseline_ms_per_step")),
+              _f(c.get("ms_per_step")), _f(c.get("delta_ms"))] for c in q.get("categories") or []]
+    lin, base = q.get("linear") or {}, q.get("baseline_linear") or {}
+    ratio = q.get("bandwidth_ratio")
+    rows.append(["linear path GB/s", _f(base.get("achieved_gbps"), "{:.0f}"),
+                 _f(lin.get("achieved_gbps"), "{:.0f}"),
+                 "—" if ratio is None else f"{ratio:.0%}"])
+    return [f"**Quantized step vs baseline** — {b} against {a}", "",
+            *_table(["", a, b, "change"], rows, "lrrr"), "", md_text(q.get("verdict") or "")]
 
 
 def _capture(doc: dict) -> list[str]:
