@@ -26,3 +26,17 @@ def test_the_markdown_report_draws_the_quantization_section():
     assert q["verdict"] in md
     # the int4 step is faster than bf16's and its floor smaller: the signs are right
     assert rows["step ms"][2].startswith("-") and rows["floor ms"][2].startswith("-")
+
+
+def test_the_html_report_draws_the_same_rows():
+    from tracekit.report.html import render_html
+    from tracekit.report.text import quantization_rows
+
+    doc = explain(Q / "qwen2.5-7b_ctx2048_cuda-graphs_int4.json.gz",
+                  baseline=Q / "qwen2.5-7b_ctx2048_cuda-graphs_bf16.json.gz").to_dict()
+    page = render_html(doc, None, plotlyjs="cdn")
+    section = page[page.index('id="quantization"'):]
+    section = section[:section.index("</section>")]
+    for row in quantization_rows(doc["quantization"]):
+        assert f"<td>{row[0]}</td>" in section and f'<td class="num">{row[2]}</td>' in section
+    assert 'id="quant-verdict"' in section

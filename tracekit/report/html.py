@@ -30,7 +30,13 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from tracekit.errors import BadUsage
 from tracekit.report.safe import clean
-from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
+from tracekit.report.text import (
+    capture_rows,
+    category_bytes,
+    context_line,
+    gpu_label,
+    quantization_rows,
+)
 
 GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
 #: one colour per gap class, the same in every figure and table
@@ -96,7 +102,7 @@ def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inl
     doc, timeline = clean(doc), clean(timeline)  # no control or bidi character from the trace
     sections = [
         _header(doc), _verdict(doc), _kpis(doc), _warnings(doc), _decomposition(doc),
-        _host(doc), _unprofiled(doc), _capture(doc), _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
+        _quantization(doc), _host(doc), _unprofiled(doc), _capture(doc), _per_step(doc), _timeline(timeline or {}), _kernels(doc), _launches(doc), _whatifs(doc),
         _floor(doc), _environment(doc), _definitions(doc), _footer(doc),
     ]
     title = esc(f"tracekit report — {_subject(doc)}")
@@ -608,6 +614,18 @@ def _launches(doc: dict) -> Html:
     return _section("Launches", _table(["per decode step (median)", "value"], rows, num={1}),
                     sid="launches", lead="Launch-side cost: how many calls the host makes and "
                                          "what they cost it.")
+
+
+def _quantization(doc: dict) -> Html | None:
+    """``explain --baseline``: the quantized step against the bf16 one."""
+    q = doc.get("quantization")
+    if not q:
+        return None
+    table = _table(["", str(q.get("baseline_dtype")), str(q.get("dtype")), "change"],
+                   quantization_rows(q), num={1, 2, 3})
+    return _section("Quantized step vs baseline", Html(f'{table}<p id="quant-verdict">'
+                                                       f'{esc(q.get("verdict") or "—")}</p>'),
+                    sid="quantization")
 
 
 def _whatifs(doc: dict) -> Html:

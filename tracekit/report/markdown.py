@@ -18,7 +18,13 @@ from __future__ import annotations
 import re
 
 from tracekit.report.safe import clean
-from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
+from tracekit.report.text import (
+    capture_rows,
+    category_bytes,
+    context_line,
+    gpu_label,
+    quantization_rows,
+)
 
 #: characters that start Markdown/GFM syntax anywhere in a line (``_`` is handled separately:
 #: GFM never opens emphasis inside a word, so ``R_floor`` stays readable)
@@ -110,21 +116,7 @@ def _quantization(doc: dict) -> list[str]:
     if not q:
         return []
     a, b = md_text(q.get("baseline_dtype")), md_text(q.get("dtype"))
-
-    def delta(x, y):
-        return _f(y - x) if x is not None and y is not None else "—"
-
-    rows = [["step ms", _f(q.get("baseline_step_ms")), _f(q.get("step_ms")),
-             delta(q.get("baseline_step_ms"), q.get("step_ms"))],
-            ["floor ms", _f(q.get("baseline_floor_ms")), _f(q.get("floor_ms")),
-             delta(q.get("baseline_floor_ms"), q.get("floor_ms"))]]
-    rows += [[f"{md_text(c['category'])} ms", _f(c.get("baseline_ms_per_step")),
-              _f(c.get("ms_per_step")), _f(c.get("delta_ms"))] for c in q.get("categories") or []]
-    lin, base = q.get("linear") or {}, q.get("baseline_linear") or {}
-    ratio = q.get("bandwidth_ratio")
-    rows.append(["linear path GB/s", _f(base.get("achieved_gbps"), "{:.0f}"),
-                 _f(lin.get("achieved_gbps"), "{:.0f}"),
-                 "—" if ratio is None else f"{ratio:.0%}"])
+    rows = [[md_text(c) for c in r] for r in quantization_rows(q)]
     return [f"**Quantized step vs baseline** — {b} against {a}", "",
             *_table(["", a, b, "change"], rows, "lrrr"), "", md_text(q.get("verdict") or "")]
 

@@ -7,13 +7,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-
-def _ms(v) -> str:
-    return "—" if v is None else f"{v:.3f}"
-
-
-def _gb(v) -> str:
-    return "—" if v is None else f"{v:.0f}"
+from tracekit.report.text import quantization_rows
 
 
 def render_quantization(q: dict, console: Console | None = None) -> None:
@@ -24,16 +18,8 @@ def render_quantization(q: dict, console: Console | None = None) -> None:
     t.add_column(q["baseline_dtype"], justify="right")
     t.add_column(q["dtype"], justify="right")
     t.add_column("change", justify="right")
-    t.add_row("step ms", _ms(q["baseline_step_ms"]), _ms(q["step_ms"]),
-              _ms(q["step_ms"] - q["baseline_step_ms"]) if q["step_ms"] and q["baseline_step_ms"]
-              else "—")
-    t.add_row("floor ms", _ms(q["baseline_floor_ms"]), _ms(q["floor_ms"]),
-              _ms(-q["floor_saving_ms"]) if q["floor_saving_ms"] is not None else "—")
-    for c in q["categories"]:
-        t.add_row(f"  {c['category']} ms", _ms(c["baseline_ms_per_step"]), _ms(c["ms_per_step"]),
-                  f"{c['delta_ms']:+.3f}")
-    lin, base = q["linear"], q["baseline_linear"]
-    t.add_row("linear path GB/s", _gb(base["achieved_gbps"]), _gb(lin["achieved_gbps"]),
-              "—" if q["bandwidth_ratio"] is None else f"{q['bandwidth_ratio']:.0%}")
+    for row in quantization_rows(q):
+        t.add_row(row[0] if row[0] in ("step ms", "floor ms", "linear path GB/s") else f"  {row[0]}",
+                  *row[1:])
     console.print(t)
     console.print(f"[bold]Quantization:[/bold] {q['verdict']}")

@@ -154,3 +154,23 @@ def category_bytes(c: dict) -> str | None:
         return f"{fmt_bytes(b)} on {with_b:.0f} of {ops:.0f} ops"
     per_op = f" ({fmt_bytes(b / ops)}/op)" if ops and ops > 1 else ""
     return f"{fmt_bytes(b)}{per_op}"
+
+
+def quantization_rows(q: dict) -> list[list[str]]:
+    """``explain --baseline``'s table, as text: (what, baseline, quantized, change) rows for the
+    step, the floor, each kernel category and the linear path's bandwidth."""
+    def delta(a, b):
+        return fmt(b - a) if a is not None and b is not None else "—"
+
+    rows = [["step ms", fmt(q.get("baseline_step_ms")), fmt(q.get("step_ms")),
+             delta(q.get("baseline_step_ms"), q.get("step_ms"))],
+            ["floor ms", fmt(q.get("baseline_floor_ms")), fmt(q.get("floor_ms")),
+             delta(q.get("baseline_floor_ms"), q.get("floor_ms"))]]
+    rows += [[f"{c['category']} ms", fmt(c.get("baseline_ms_per_step")), fmt(c.get("ms_per_step")),
+              fmt(c.get("delta_ms"))] for c in q.get("categories") or []]
+    lin, base = q.get("linear") or {}, q.get("baseline_linear") or {}
+    ratio = q.get("bandwidth_ratio")
+    rows.append(["linear path GB/s", fmt(base.get("achieved_gbps"), "{:.0f}"),
+                 fmt(lin.get("achieved_gbps"), "{:.0f}"), "—" if ratio is None else f"{ratio:.0%}"])
+    return rows
+
