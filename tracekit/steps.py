@@ -1,27 +1,41 @@
 """Find the decode steps in a trace, and which GPU op belongs to which step.
 
-A decode step is one forward pass that produces one token. Traces mark steps in different ways, so
-detection tries, in order (the first that finds steps wins, and its name is reported):
+A step is **one model forward pass** — never a layer, never a whole ``generate()`` call. Traces
+mark passes in different ways, so detection tries, in order (the first that finds steps wins, and
+its name is reported):
 
 1. ``marker``        — annotations matching the user's ``--step-marker REGEX``;
 2. ``tracekit``      — ``tracekit.step#N`` ranges written by ``tracekit capture``;
-3. ``profiler_step`` — ``ProfilerStep#N`` from a profiler ``schedule`` + ``prof.step()``;
+3. the stacks' own markers (:mod:`tracekit.specs.markers`, data with sources): ``sglang_step``,
+   ``vllm_execute``, ``trtllm_forward`` (one range is one pass, its name states kind and batch),
+   ``profiler_step`` (``ProfilerStep#N``), ``compiled_graph`` (torch.compile's graph calls);
 4. ``annotation``    — any other repeating user annotation (``decode_step#3``), the one family of
    ranges that covers the most GPU work with the fewest ranges;
-5. ``graph_launch``  — ``cudaGraphLaunch`` calls, grouped by the period of the graphs they replay;
-6. ``kernel_period`` — no markers at all: the period of the kernel-name sequence.
+5. ``graph_launch``  — ``cudaGraphLaunch``/``hipGraphLaunch`` calls, grouped by the period of the
+   graphs they replay;
+6. ``forward_pass``  — no marker at all: the passes found from the kernel sequence
+   (:func:`find_passes`: once-per-pass kernels recur at a pass's length, never a layer's);
+7. ``kernel_period`` — the last resort, with a warning: the period of the kernel-name sequence.
+
+A generic range (3's ``ProfilerStep`` and compiled graphs, 4 and 5) is checked against the passes
+the kernels show: ranges that hold a piece of a pass, or several passes, give way to the passes.
 
 Each method yields host-side (CPU) ranges. **Membership**: a GPU op belongs to a step if the call
 that launched it (matched by correlation id) started inside the step's CPU range; the kernels of a
-graph replay share their ``cudaGraphLaunch``'s id and so its step.
+graph replay share their ``cudaGraphLaunch``'s id and so its step. An op launched before the
+profiled window (no call of its own in the trace, an id below every call's) is in no step:
+counted apart and flagged.
 
-Steps that are not decode steps are flagged, never silently mixed in: ``prefill`` (several times the
-median GPU work), ``partial`` (far fewer kernels than the median, e.g. cut off by the profiler
-window) and ``empty`` (no GPU op in a GPU trace).
+Every step has a kind: from its marker's name, else from the token ids its embedding lookup was
+fed (recorded shapes), else from its GPU work. Steps that are not decode steps are flagged, never
+silently mixed in: ``prefill`` (the prompt: stated, or several times the median GPU work, or a
+first pass running other GEMM/attention kernels than the decode passes), ``mixed`` (chunked
+prefill and decode), ``partial`` (far fewer kernels than the median, e.g. cut off by the profiler
+window), ``empty`` (no GPU op in a GPU trace) and ``idle`` (an engine step with no pass).
 
     >>> steps = detect_steps(trace)            # doctest: +SKIP
     >>> steps.method, steps.table.height       # doctest: +SKIP
-    ('annotation', 10)
+    ('forward_pass', 8)
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracekit.errors import BadUsage, NoStepsError
+from tracekit.specs.kernels import KernelCategory, categorize
 from tracekit.specs.markers import MARKERS, kind_of
 from tracekit.trace.model import Trace
 from tracekit.trace.shapes import EMBEDDING_OPS, embedding_inputs
@@ -160,9 +175,8 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
         warnings.append(
             "tracekit cannot tell a forward pass from a layer in this trace: the kernel sequence "
             "repeats, but no kernel that runs once per pass (embedding lookup, argmax or "
-            "sampling) recurs at the step's period and no smaller block repeats inside it, so a "
-            "step may be a layer or several passes. Pass --step-marker REGEX, or profile with "
-            "record_function around each decode step")
+            "sampling) recurs at the step's period, so a step may be a layer or several passes. "
+            "Pass --step-marker REGEX, or profile with record_function around each decode step")
     return Steps(table_t=table, ops_t=ops, method=method, detail=detail, warnings=warnings,
                  contents=contents)
 
@@ -195,7 +209,7 @@ def _as_passes(found, ops: Table, passes: _LazyPasses, notes: list[str]):
     p = passes.get()
     if p is None or not p.whole or ranges.height == 0 or not ops.height:
         return found
-    at = np.sort(launch_or_start(ops.take(np.nonzero(ops["kind"].eq("kernel"))[0])))
+    at = launch_or_start(_kernels_in_launch_order(ops))
     per = np.searchsorted(at, ranges["cpu_end_ns"]) - np.searchsorted(at, ranges["cpu_start_ns"])
     held = per[per > 0]
     if held.size == 0:
@@ -705,8 +719,6 @@ def find_passes(kernels: Table, *, layers: int | None = None) -> Passes | None:
 
 
 def _attention_codes(names: list) -> np.ndarray:
-    from tracekit.specs.kernels import KernelCategory, categorize
-
     return np.array([c for c, nm in enumerate(names)
                      if nm and categorize(nm) == KernelCategory.ATTENTION], dtype=np.int64)
 
@@ -880,8 +892,6 @@ def _first_pass_prefill(new: np.ndarray, ops: Table, table: Table, t: np.ndarray
     dec = np.nonzero(new == "decode")[0]
     if dec.size < 3 or new[0] != "decode":
         return new
-    from tracekit.specs.kernels import KernelCategory, categorize
-
     heavy = {KernelCategory.GEMM, KernelCategory.ATTENTION}
     names = ops["name"]
     is_heavy = names.where(lambda v: bool(v) and categorize(v) in heavy)
@@ -905,8 +915,6 @@ def _contents(ops: Table, table: Table, passes: Passes | None) -> str | None:
     dec = table["step"][table["kind"].eq("decode")]
     if dec.size == 0:
         return None
-    from tracekit.specs.kernels import KernelCategory, categorize
-
     ok = ops.valid("step") & np.isin(ops["step"], dec) & ops["kind"].eq("kernel")
     names = ops["name"]
     cat = names.map(lambda v: categorize(v).value if v else "other")
