@@ -20,15 +20,12 @@ from rich.table import Table
 from tracekit.report.console import report_console
 from tracekit.report.markdown import md_text
 from tracekit.report.safe import clean
+from tracekit.report.text import fmt
 
 #: the rows of the terms table, in order; groups the document has but this list lacks still print
 TERM_GROUPS = ("decomposition", "launch_overhead", "host", "unprofiled", "gpu", "counts",
                "categories")
 COUNT_TERMS = {"kernels", "launches", "graph_launches"}
-
-
-def _f(v, fmt: str = "{:.3f}") -> str:
-    return "—" if v is None else fmt.format(v)
 
 
 def _fmt_term(key: str, v) -> str:
@@ -98,10 +95,10 @@ def _group(doc: dict) -> Group:
         lat.add_column(col, justify=j)
     for s in (a, b):
         ci = s.get("latency_ci95_ms")
-        lat.add_row(escape(s["label"]), _f(s["latency_ms"]),
+        lat.add_row(escape(s["label"]), fmt(s["latency_ms"]),
                     f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
-                    f"{_f(s['p10_ms'])}–{_f(s['p90_ms'])}", str(s["sessions"]), str(s["steps"]),
-                    _f(s.get("tokens_per_s"), "{:.1f}"))
+                    f"{fmt(s['p10_ms'])}–{fmt(s['p90_ms'])}", str(s["sessions"]), str(s["steps"]),
+                    fmt(s.get("tokens_per_s"), "{:.1f}"))
     src = doc["latency_source"]
     speed = (f"[bold]speed-up B vs A: {doc['speedup']:.3f}×[/]  95% CI {_ci(doc)}  "
              f"(basis: {doc['basis']}, n_a={doc['n_a']}, n_b={doc['n_b']}, "
@@ -153,8 +150,8 @@ def render_markdown(doc: dict) -> str:
         ci = s.get("latency_ci95_ms")
         lines.append(
             f"| {md_text(s['label'])} | {md_text(_files(s))} | {md_text(_side_line(s))} | "
-            f"{_f(s['latency_ms'])} | {f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '—'} | "
-            f"{_f(s['p10_ms'])}–{_f(s['p90_ms'])} | {s['sessions']} | {s['steps']} |")
+            f"{fmt(s['latency_ms'])} | {f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '—'} | "
+            f"{fmt(s['p10_ms'])}–{fmt(s['p90_ms'])} | {s['sessions']} | {s['steps']} |")
     if doc.get("terms"):
         lines += ["", "What moved, per step (from each side's profiled trace):", "",
                   "| term | A | B | B − A |", "|---|---:|---:|---:|"]

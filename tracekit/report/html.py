@@ -34,8 +34,14 @@ from tracekit.report.text import (
     capture_rows,
     category_bytes,
     context_line,
+    fmt,
+    fmt_bytes,
     gpu_label,
     quantization_rows,
+    share,
+    step_summary_rows,
+    unprofiled_rows,
+    whatif_rows,
 )
 
 GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
@@ -67,14 +73,6 @@ def esc(value: object) -> Html:
 
 def _cell(value: object) -> str:
     return value if isinstance(value, Html) else esc(value)
-
-
-def _f(v, fmt: str = "{:.3f}") -> str:
-    return "—" if v is None else fmt.format(v)
-
-
-def _share(v, total) -> str:
-    return "—" if v is None or not total else f"{v / total:.1%}"
 
 
 def _clip(s: object, n: int) -> str:
@@ -210,14 +208,14 @@ def _kpis(doc: dict) -> Html:
     else:
         graphs = ("—", w.get("note") or "no prediction")
     cards = [
-        _kpi("Step latency", _f(lat, "{:.2f} ms"),
+        _kpi("Step latency", fmt(lat, "{:.2f} ms"),
              f"median; {rng[0]:.2f}–{rng[1]:.2f} ms" if rng else "median"),
         _kpi("Throughput", _tok_s(s.get("tokens_per_s")), "batch 1, 1 ÷ median latency"),
-        _kpi("GPU busy", _f(s.get("gpu_busy_ms"), "{:.2f} ms"),
-             f"{_share(s.get('gpu_busy_ms'), lat)} of the step"),
-        _kpi("Launch overhead", _f(dec.get("launch_overhead_ms"), "{:.2f} ms"),
-             f"{_share(dec.get('launch_overhead_ms'), lat)} of the step: GPU idle"),
-        _kpi("Memory floor", _f(floor, "{:.2f} ms"),
+        _kpi("GPU busy", fmt(s.get("gpu_busy_ms"), "{:.2f} ms"),
+             f"{share(s.get('gpu_busy_ms'), lat)} of the step"),
+        _kpi("Launch overhead", fmt(dec.get("launch_overhead_ms"), "{:.2f} ms"),
+             f"{share(dec.get('launch_overhead_ms'), lat)} of the step: GPU idle"),
+        _kpi("Memory floor", fmt(floor, "{:.2f} ms"),
              f"R_floor {dec['r_floor']:.1%}" if dec.get("r_floor") is not None
              else "not computed — see Memory floor"),
         _kpi("With CUDA Graphs", *graphs),
@@ -261,22 +259,22 @@ def _decomposition(doc: dict) -> Html:
                         sid="decomposition")
     rows, classes = [], []
     for key, label, v, color in _terms(doc):
-        rows.append([_swatch(color, label), _f(v), _share(v, lat)])
+        rows.append([_swatch(color, label), fmt(v), share(v, lat)])
         classes.append("sub" if key in GAP_CLASSES else "")
         if key in ("kernel_excess", "gpu_busy"):
             over = dec.get("launch_overhead_ms")
-            rows.append([_swatch("transparent", "launch overhead (GPU idle)"), _f(over),
-                         _share(over, lat)])
+            rows.append([_swatch("transparent", "launch overhead (GPU idle)"), fmt(over),
+                         share(over, lat)])
             classes.append("")
-    rows.append([_swatch(TERM_COLORS["latency"], "latency"), _f(lat), "100%"])
+    rows.append([_swatch(TERM_COLORS["latency"], "latency"), fmt(lat), "100%"])
     classes.append("total")
     table = _table(["term", "ms", "share"], rows, num={1, 2}, row_class=classes, cls="decomp")
     extra = ""
     if dec.get("r_floor") is not None:
         extra = (f'<p class="small">R_floor {dec["r_floor"]:.1%} (all-weights '
-                 f'{_f(dec.get("r_floor_all_weights"), "{:.1%}")}). Achieved bandwidth: '
-                 f'{_f(dec.get("achieved_gbps_latency"), "{:.0f}")} GB/s over the step, '
-                 f'{_f(dec.get("achieved_gbps_busy"), "{:.0f}")} GB/s while the GPU is busy.</p>')
+                 f'{fmt(dec.get("r_floor_all_weights"), "{:.1%}")}). Achieved bandwidth: '
+                 f'{fmt(dec.get("achieved_gbps_latency"), "{:.0f}")} GB/s over the step, '
+                 f'{fmt(dec.get("achieved_gbps_busy"), "{:.0f}")} GB/s while the GPU is busy.</p>')
     if dec.get("floor_ms") is not None:
         lead = esc(f"latency = memory floor + kernel excess + launch overhead; "
                    f"{dec.get('basis', '')}, {dec.get('convention', '')} byte convention.")
@@ -374,16 +372,7 @@ def _step_bars(rows: list[dict]) -> go.Figure:
 
 def _step_summary(doc: dict) -> Html:
     s = doc.get("summary") or {}
-    rng = s.get("range") or {}
-
-    def row(label, key, fmt="{:.3f}"):
-        r = rng.get(key)
-        return [label, _f(s.get(key), fmt), f"{fmt.format(r[0])}–{fmt.format(r[1])}" if r else ""]
-
-    rows = [row("latency (ms)", "latency_ms"), row("GPU busy (ms)", "gpu_busy_ms"),
-            row("idle (ms)", "idle_ms"), row("kernels", "kernels", "{:.0f}"),
-            row("launches", "launches", "{:.0f}"),
-            ["tokens/s", _f(s.get("tokens_per_s"), "{:.2f}"), ""]]
+    rows = step_summary_rows(doc)
     cap = (f'<p class="small">Over {esc(s.get("steps_with_latency"))} timed of '
            f'{esc(s.get("steps"))} decode steps.</p>')
     return Html(_table(["metric", "median", "min–max"], rows, num={1, 2}) + cap)
@@ -396,7 +385,7 @@ def _timeline(tl: dict) -> Html:
         return _section(title, "<p>No GPU timeline: the trace has no decode step with GPU "
                                "activity and a latency.</p>", sid="timeline")
     lead = esc(f"Step {tl.get('step')}, the step with the median latency "
-               f"({_f(tl.get('latency_ns') and tl['latency_ns'] / 1e6)} ms): "
+               f"({fmt(tl.get('latency_ns') and tl['latency_ns'] / 1e6)} ms): "
                f"{len(tl['ops'])} GPU ops by kernel category, and the idle gaps between them "
                "by class. Drag to zoom, double-click to reset; hover for names.")
     return _section(title, _plot(_timeline_fig(tl), "fig-timeline"), lead=lead, sid="timeline")
@@ -493,10 +482,10 @@ def _host(doc: dict) -> Html:
     h = doc.get("host")
     if not h:
         return Html("")
-    per = (f" ({_f(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
+    per = (f" ({fmt(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
            if h.get("us_per_launch") else "")
-    lead = esc(f"While the GPU waited for the host: launch issue {_f(h.get('launch_issue_ms'))} ms"
-               f"{per}, stalls {_f(h.get('stall_ms'))} ms per step (profiled). A stall is one CPU "
+    lead = esc(f"While the GPU waited for the host: launch issue {fmt(h.get('launch_issue_ms'))} ms"
+               f"{per}, stalls {fmt(h.get('stall_ms'))} ms per step (profiled). A stall is one CPU "
                "op holding the launching thread far longer than issuing takes.")
     body = ""
     if h.get("stalls"):
@@ -504,15 +493,15 @@ def _host(doc: dict) -> Html:
         for st in h["stalls"][:8]:
             where = f"{st['occurrence']} of {st['of_per_step']}" if st.get("occurrence") else "—"
             rows.append([Html(f"<code>{esc(_clip(st['op'], TABLE_NAME_CHARS))}</code>"),
-                         _f(st["ms_per_step"]), _f(st["per_step"], "{:.1f}"),
-                         _f(st.get("share"), "{:.0%}"), where, st.get("cause") or "unknown",
+                         fmt(st["ms_per_step"]), fmt(st["per_step"], "{:.1f}"),
+                         fmt(st.get("share"), "{:.0%}"), where, st.get("cause") or "unknown",
                          st.get("advice") or "—", _source_links(st.get("sources") or [])])
         body += _table(["stall op", "ms / step", "per step", "share", "call in step", "cause",
                         "advice", "sources"], rows, num={1, 2, 3}, cls="stalls")
     if h.get("by_op"):
         rows = [[Html(f"<code>{esc(_clip(r['op'], TABLE_NAME_CHARS))}</code>"),
-                 _f(r["ms_per_step"]), _f(r["gaps_per_step"], "{:.1f}"),
-                 _f(r["median_gap_us"], "{:.1f}"), _f(r["share"], "{:.0%}")]
+                 fmt(r["ms_per_step"]), fmt(r["gaps_per_step"], "{:.1f}"),
+                 fmt(r["median_gap_us"], "{:.1f}"), fmt(r["share"], "{:.0%}")]
                 for r in h["by_op"][:10]]
         body += ('<p class="small">Host-bound idle by the CPU op that held the host (top 10):</p>'
                  + _table(["host op", "ms / step", "gaps / step", "median gap µs", "share"], rows,
@@ -524,27 +513,22 @@ def _unprofiled(doc: dict) -> Html:
     u = doc.get("unprofiled")
     if not u:
         return Html("")
-    dec, prof, host = u.get("decomposition") or {}, doc.get("decomposition") or {}, doc.get("host") or {}
-    rows = [[label, _f(a), _f(b)] for label, a, b in (
-        ("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
-        ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
-        ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
-        ("  launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
-        ("  stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
-        ("latency", u.get("profiled_latency_ms"), u.get("latency_ms")))]
+    table = unprofiled_rows(doc)
+    rows, roles = [cells for _, cells in table], [role for role, _ in table]
     w = u.get("whatif") or {}
-    rows.append(["CUDA Graphs what-if", _f(doc.get("whatif", {}).get("cuda_graphs_speedup"), "{:.2f}×"),
-                 _f(w.get("cuda_graphs_speedup"), "{:.2f}×")])
-    rows.append(["without-the-stalls what-if", _f(doc.get("whatif", {}).get("no_stalls_speedup"), "{:.2f}×"),
-                 _f(w.get("no_stalls_speedup"), "{:.2f}×")])
-    lead = esc(f"Unprofiled {_f(u.get('latency_ms'))} ms per step (from the {u.get('source')}) vs "
-               f"{_f(u.get('profiled_latency_ms'))} ms profiled: profiler overhead "
-               f"{_f(u.get('profiler_overhead'), '{:.2f}×')}. GPU work comes from the trace; the "
+    rows.append(["CUDA Graphs what-if", fmt(doc.get("whatif", {}).get("cuda_graphs_speedup"), "{:.2f}×"),
+                 fmt(w.get("cuda_graphs_speedup"), "{:.2f}×")])
+    rows.append(["without-the-stalls what-if", fmt(doc.get("whatif", {}).get("no_stalls_speedup"), "{:.2f}×"),
+                 fmt(w.get("no_stalls_speedup"), "{:.2f}×")])
+    roles += ["", ""]
+    lead = esc(f"Unprofiled {fmt(u.get('latency_ms'))} ms per step (from the {u.get('source')}) vs "
+               f"{fmt(u.get('profiled_latency_ms'))} ms profiled: profiler overhead "
+               f"{fmt(u.get('profiler_overhead'), '{:.2f}×')}. GPU work comes from the trace; the "
                "rest of the unprofiled step is launch overhead.")
     note = u.get("model") or u.get("calibration")
     foot = f'<p class="small">Split model: {esc(note)}.</p>' if note else ""
     return _section("The real step (unprofiled)",
-                    _table(["", "profiled", "unprofiled"], rows, num={1, 2}) + foot,
+                    _table(["", "profiled", "unprofiled"], rows, num={1, 2}, row_class=roles) + foot,
                     lead=lead, sid="unprofiled")
 
 
@@ -558,12 +542,12 @@ def _kernels(doc: dict) -> Html:
     for c in cats:
         share = c.get("share")
         bar = Html(f'<span class="sharebar"><span style="width:{(share or 0) * 100:.1f}%"></span>'
-                   f"</span>{esc(_f(share, '{:.1%}'))}")
+                   f"</span>{esc(fmt(share, '{:.1%}'))}")
         rows.append([_swatch(CATEGORY_COLORS.get(c.get("category"), CATEGORY_COLORS["other"]),
-                             c.get("category")), _f(c.get("ms_per_step")), bar,
-                     _f(c.get("ops_per_step"), "{:.0f}")]
+                             c.get("category")), fmt(c.get("ms_per_step")), bar,
+                     fmt(c.get("ops_per_step"), "{:.0f}")]
                     + ([category_bytes(c) or "—"] if with_bytes else [])
-                    + [_f(c.get("achieved_gbps"), "{:.0f}")])
+                    + [fmt(c.get("achieved_gbps"), "{:.0f}")])
     headers = (["category", "ms / step", "time share", "ops / step"]
                + (["bytes / step (recorded)"] if with_bytes else []) + ["achieved GB/s"])
     cat_table = _table(headers, rows, num=set(range(1, len(headers))), cls="cats")
@@ -577,12 +561,7 @@ def _kernels(doc: dict) -> Html:
 
 
 def _bytes(b) -> str:
-    if not b:  # 0 means no op of the category carries a byte count
-        return "—"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if b >= scale:
-            return f"{b / scale:.2f} {unit}"
-    return f"{b:.0f} B"
+    return fmt_bytes(b or None)  # 0 means no op of the category carries a byte count
 
 
 def _top_table(doc: dict) -> Html:
@@ -590,8 +569,8 @@ def _top_table(doc: dict) -> Html:
     if not top:
         return Html("")
     rows = [[Html(f'<code title="{esc(k.get("name"))}">{esc(_clip(k.get("name"), TABLE_NAME_CHARS))}'
-                  "</code>"), esc(k.get("kind")), _f(k.get("ms_per_step")),
-             _f(k.get("calls_per_step"), "{:.0f}"), _f(k.get("median_us"), "{:.2f}")] for k in top]
+                  "</code>"), esc(k.get("kind")), fmt(k.get("ms_per_step")),
+             fmt(k.get("calls_per_step"), "{:.0f}"), fmt(k.get("median_us"), "{:.2f}")] for k in top]
     return Html(f"<h3>Top {len(top)} kernels</h3>" + _table(
         ["kernel", "kind", "ms / step", "calls / step", "median µs"], rows, num={2, 3, 4},
         cls="top"))
@@ -602,14 +581,14 @@ def _launches(doc: dict) -> Html:
     n, host = s.get("launches"), s.get("launch_host_ms")
     ops = sum(s.get(k) or 0 for k in ("kernels", "memcpys", "memsets"))
     rows = [
-        ["launch calls per step (runtime + driver + graph)", _f(n, "{:.0f}")],
-        ["of which CUDA-graph launches", _f(s.get("graph_launches"), "{:.0f}")],
-        ["GPU ops per step (kernels + copies + memsets)", _f(ops, "{:.0f}")],
-        ["host time in launch calls (ms per step)", _f(host)],
-        ["host time per launch call (µs)", _f(host * 1e3 / n if host is not None and n else None,
+        ["launch calls per step (runtime + driver + graph)", fmt(n, "{:.0f}")],
+        ["of which CUDA-graph launches", fmt(s.get("graph_launches"), "{:.0f}")],
+        ["GPU ops per step (kernels + copies + memsets)", fmt(ops, "{:.0f}")],
+        ["host time in launch calls (ms per step)", fmt(host)],
+        ["host time per launch call (µs)", fmt(host * 1e3 / n if host is not None and n else None,
                                              "{:.2f}")],
-        ["host time in launch calls, share of latency", _share(host, s.get("latency_ms"))],
-        ["CPU time of the step range (ms)", _f(s.get("cpu_ms"))],
+        ["host time in launch calls, share of latency", share(host, s.get("latency_ms"))],
+        ["CPU time of the step range (ms)", fmt(s.get("cpu_ms"))],
     ]
     return _section("Launches", _table(["per decode step (median)", "value"], rows, num={1}),
                     sid="launches", lead="Launch-side cost: how many calls the host makes and "
@@ -634,16 +613,7 @@ def _whatifs(doc: dict) -> Html:
 
 def _whatif_table(doc: dict) -> Html:
     w = doc.get("whatif") or {}
-    graphs_model = w.get("cuda_graphs_model") or "—"
-    floor_model = w.get("at_floor_model") or "—"
-    rows = [["CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"),
-             graphs_model],
-            ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
-             floor_model]]
-    if w.get("no_stalls_ms") is not None:
-        rows.append(["without the stalls", _f(w.get("no_stalls_ms")),
-                     _f(w.get("no_stalls_speedup"), "{:.2f}×"),
-                     "the step minus the stalls' idle, plus the same ops' usual host time"])
+    rows = whatif_rows(doc)
     note = f'<p class="small">CUDA Graphs: {esc(w["note"])}.</p>' if w.get("note") else ""
     return Html(_table(["scenario", "ms / step", "speed-up", "model"], rows, num={1, 2}) + note)
 
@@ -658,16 +628,16 @@ def _floor(doc: dict) -> Html:
             ["KV cache read", _bytes(fl.get("kv_read_bytes"))],
             ["KV written", _bytes(fl.get("kv_write_bytes"))],
             [Html("<strong>total</strong>"), _bytes(fl.get("bytes"))],
-            ["peak bandwidth (GB/s)", _f(fl.get("peak_gbps"), "{:g}")]]
+            ["peak bandwidth (GB/s)", fmt(fl.get("peak_gbps"), "{:g}")]]
     for key, conv, label in (("exact", "exact", "exact"),
                              ("all_weights", "all-weights", "all-weights (W + K)")):
         alt = fl.get(key) or {}
         used = " — used here" if conv == fl.get("convention") else ""
         rows.append([f"floor, {label}{used} (ms)",
-                     f"{_f(alt.get('floor_ms'))} ({_bytes(alt.get('bytes'))})"])
+                     f"{fmt(alt.get('floor_ms'))} ({_bytes(alt.get('bytes'))})"])
     if fl.get("measured_gbps"):
         rows.append([f"floor at measured {fl['measured_gbps']:.0f} GB/s (ms)",
-                     _f(fl.get("measured_floor_ms"))])
+                     fmt(fl.get("measured_floor_ms"))])
     lead = esc(f"Bytes one decode step must move at KV context {fl.get('ctx')} (the median "
                f"step's), {fl.get('convention')} convention, ÷ peak DRAM bandwidth.")
     return _section("Memory floor", _table(["", "value"], rows, num={1}), lead=lead, sid="floor")
@@ -708,12 +678,12 @@ def _environment(doc: dict) -> Html:
         ("GPU (trace)", g.get("name")),
         ("datasheet entry", f"{g.get('matched') or '— (no match)'}"
                             f"{', ' + g['arch'] if g.get('arch') else ''}"),
-        ("peak bandwidth", f"{_f(g.get('peak_gbps'), '{:g} GB/s')} ({g.get('peak_source') or '—'})"),
-        ("measured copy bandwidth", _f(g.get("measured_gbps"), "{:.0f} GB/s")),
+        ("peak bandwidth", f"{fmt(g.get('peak_gbps'), '{:g} GB/s')} ({g.get('peak_source') or '—'})"),
+        ("measured copy bandwidth", fmt(g.get("measured_gbps"), "{:.0f} GB/s")),
         ("devices", devices or "—"),
         ("model", _model_line(m)),
         ("trace file", Html(f"<code>{esc(src.get('file'))}</code>")),
-        ("format · events", f"{src.get('format')} · {_f(src.get('events'), '{:,}')}"),
+        ("format · events", f"{src.get('format')} · {fmt(src.get('events'), '{:,}')}"),
         ("step detection", f"{src.get('detection_method')}: {src.get('detection_detail')}"),
         ("one step", src.get("step_contents") or "—"),
         ("steps", f"{src.get('steps_found')} found, {src.get('decode_steps')} decode; "
@@ -816,9 +786,9 @@ def render_compact(doc: dict) -> Html:
     if lat is not None:
         rows, classes = [], []
         for key, label, v, color in _terms(doc):
-            rows.append([_swatch(color, label), _f(v), _share(v, lat)])
+            rows.append([_swatch(color, label), fmt(v), share(v, lat)])
             classes.append("sub" if key in GAP_CLASSES else "")
-        rows.append([_swatch(TERM_COLORS["latency"], "latency"), _f(lat), "100%"])
+        rows.append([_swatch(TERM_COLORS["latency"], "latency"), fmt(lat), "100%"])
         classes.append("total")
         parts.append(Html("<h3>Where each step's time goes</h3>") + _table(
             ["term", "ms", "share"], rows, num={1, 2}, row_class=classes, cls="decomp"))

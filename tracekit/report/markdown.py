@@ -22,8 +22,13 @@ from tracekit.report.text import (
     capture_rows,
     category_bytes,
     context_line,
+    fmt,
     gpu_label,
     quantization_rows,
+    share,
+    step_summary_rows,
+    unprofiled_rows,
+    whatif_rows,
 )
 
 #: characters that start Markdown/GFM syntax anywhere in a line (``_`` is handled separately:
@@ -63,14 +68,6 @@ def md_code(value: object, *, table: bool = False, limit: int | None = None) -> 
     if table:  # GFM splits cells before parsing code spans; "\|" is a literal "|" inside them
         s = s.replace("|", "\\|")
     return f"{fence}{pad}{s}{pad}{fence}"
-
-
-def _f(v, fmt: str = "{:.3f}") -> str:
-    return "—" if v is None else fmt.format(v)
-
-
-def _share(v, total) -> str:
-    return "—" if v is None or not total else f"{v / total:.1%}"
 
 
 def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
@@ -137,17 +134,17 @@ def _decomposition(doc: dict) -> list[str]:
             f"`{md_text(dec.get('convention', '—'))}` byte convention")
     rows = []
     if dec.get("floor_ms") is not None:
-        rows.append(["memory floor", _f(dec["floor_ms"]), _share(dec["floor_ms"], lat)])
-        rows.append(["kernel excess", _f(dec.get("kernel_excess_ms")),
-                     _share(dec.get("kernel_excess_ms"), lat)])
+        rows.append(["memory floor", fmt(dec["floor_ms"]), share(dec["floor_ms"], lat)])
+        rows.append(["kernel excess", fmt(dec.get("kernel_excess_ms")),
+                     share(dec.get("kernel_excess_ms"), lat)])
     else:
         busy = (doc.get("summary") or {}).get("gpu_busy_ms")
-        rows.append(["GPU busy (floor + kernel excess)", _f(busy), _share(busy, lat)])
+        rows.append(["GPU busy (floor + kernel excess)", fmt(busy), share(busy, lat)])
     over = dec.get("launch_overhead_ms")
-    rows.append(["launch overhead (GPU idle)", _f(over), _share(over, lat)])
+    rows.append(["launch overhead (GPU idle)", fmt(over), share(over, lat)])
     for cls, v in (dec.get("launch_overhead_by_class_ms") or {}).items():
-        rows.append([f"&nbsp;&nbsp;↳ {md_text(cls)}", _f(v), _share(v, lat)])
-    rows.append(["**latency**", f"**{_f(lat)}**", "**100%**" if lat else "—"])
+        rows.append([f"&nbsp;&nbsp;↳ {md_text(cls)}", fmt(v), share(v, lat)])
+    rows.append(["**latency**", f"**{fmt(lat)}**", "**100%**" if lat else "—"])
     out = [head, "", *_table(["term", "ms", "share"], rows, "lrr")]
     missing = (doc.get("floor") or {}).get("missing")
     if missing:
@@ -160,12 +157,12 @@ def _decomposition(doc: dict) -> list[str]:
 def _floor_line(doc: dict) -> str:
     dec, fl = doc["decomposition"], doc.get("floor") or {}
     gb = fl.get("bytes")
-    bits = [f"R_floor {_f(dec.get('r_floor'), '{:.1%}')}"
-            f" (all-weights {_f(dec.get('r_floor_all_weights'), '{:.1%}')})"]
+    bits = [f"R_floor {fmt(dec.get('r_floor'), '{:.1%}')}"
+            f" (all-weights {fmt(dec.get('r_floor_all_weights'), '{:.1%}')})"]
     if gb is not None:
-        bits.append(f"{gb / 1e9:.2f} GB per step at KV context {_f(fl.get('ctx'), '{}')}")
-    bits.append(f"achieved {_f(dec.get('achieved_gbps_latency'), '{:.0f}')} GB/s over the step, "
-                f"{_f(dec.get('achieved_gbps_busy'), '{:.0f}')} GB/s while busy")
+        bits.append(f"{gb / 1e9:.2f} GB per step at KV context {fmt(fl.get('ctx'), '{}')}")
+    bits.append(f"achieved {fmt(dec.get('achieved_gbps_latency'), '{:.0f}')} GB/s over the step, "
+                f"{fmt(dec.get('achieved_gbps_busy'), '{:.0f}')} GB/s while busy")
     return " · ".join(bits)
 
 
@@ -174,15 +171,15 @@ def _host(doc: dict) -> list[str]:
     h = doc.get("host")
     if not h:
         return []
-    per = (f" ({_f(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
+    per = (f" ({fmt(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
            if h.get("us_per_launch") else "")
-    out = [f"**Host** — while the GPU waited: launch issue {_f(h.get('launch_issue_ms'))} ms{per}, "
-           f"stalls {_f(h.get('stall_ms'))} ms per step (profiled)"]
+    out = [f"**Host** — while the GPU waited: launch issue {fmt(h.get('launch_issue_ms'))} ms{per}, "
+           f"stalls {fmt(h.get('stall_ms'))} ms per step (profiled)"]
     rows = []
     for st in (h.get("stalls") or [])[:5]:
         where = f"{st['occurrence']} of {st['of_per_step']}" if st.get("occurrence") else "—"
-        rows.append([md_code(st["op"], table=True, limit=KERNEL_NAME_CHARS), _f(st["ms_per_step"]),
-                     _f(st["per_step"], "{:.1f}"), _f(st.get("share"), "{:.0%}"), where,
+        rows.append([md_code(st["op"], table=True, limit=KERNEL_NAME_CHARS), fmt(st["ms_per_step"]),
+                     fmt(st["per_step"], "{:.1f}"), fmt(st.get("share"), "{:.0%}"), where,
                      md_text(st.get("cause") or "unknown"), md_text(st.get("advice") or "—")])
     if rows:
         out += ["", *_table(["stall op", "ms/step", "per step", "share", "call in step", "cause",
@@ -195,24 +192,19 @@ def _unprofiled(doc: dict) -> list[str]:
     u = doc.get("unprofiled")
     if not u:
         return []
-    dec, prof, host = u.get("decomposition") or {}, doc.get("decomposition") or {}, doc.get("host") or {}
-    head = (f"**The real step** — unprofiled {_f(u.get('latency_ms'))} ms (from the "
-            f"{md_text(u.get('source'))}) vs profiled {_f(u.get('profiled_latency_ms'))} ms: "
-            f"profiler overhead {_f(u.get('profiler_overhead'), '{:.2f}×')}")
-    rows = [[label, _f(a), _f(b)] for label, a, b in (
-        ("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
-        ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
-        ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
-        ("&nbsp;&nbsp;↳ launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
-        ("&nbsp;&nbsp;↳ stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
-        ("**latency**", u.get("profiled_latency_ms"), u.get("latency_ms")))]
+    head = (f"**The real step** — unprofiled {fmt(u.get('latency_ms'))} ms (from the "
+            f"{md_text(u.get('source'))}) vs profiled {fmt(u.get('profiled_latency_ms'))} ms: "
+            f"profiler overhead {fmt(u.get('profiler_overhead'), '{:.2f}×')}")
+    label = {"sub": "&nbsp;&nbsp;↳ {}", "total": "**{}**"}
+    rows = [[label.get(role, "{}").format(md_text(term)), *cells]
+            for role, (term, *cells) in unprofiled_rows(doc)]
     out = [head, "", *_table(["term", "profiled ms", "unprofiled ms"], rows, "lrr")]
     w = u.get("whatif") or {}
     bits = []
     if w.get("cuda_graphs_speedup"):
-        bits.append(f"CUDA Graphs {_f(w.get('cuda_graphs_ms'))} ms ({w['cuda_graphs_speedup']:.2f}×)")
+        bits.append(f"CUDA Graphs {fmt(w.get('cuda_graphs_ms'))} ms ({w['cuda_graphs_speedup']:.2f}×)")
     if w.get("no_stalls_speedup"):
-        bits.append(f"without the stalls {_f(w.get('no_stalls_ms'))} ms ({w['no_stalls_speedup']:.2f}×)")
+        bits.append(f"without the stalls {fmt(w.get('no_stalls_ms'))} ms ({w['no_stalls_speedup']:.2f}×)")
     if bits:
         out += ["", "What-ifs against the unprofiled step: " + "; ".join(bits) + "."]
     note = u.get("model") or u.get("calibration")
@@ -223,37 +215,16 @@ def _unprofiled(doc: dict) -> list[str]:
 
 def _per_step(doc: dict) -> list[str]:
     s, src = doc.get("summary") or {}, doc.get("source") or {}
-    rng = s.get("range") or {}
-
-    def row(label, key, fmt="{:.3f}", with_range=True):
-        r = rng.get(key) if with_range else None
-        span = f"{fmt.format(r[0])}–{fmt.format(r[1])}" if r else ""
-        return [label, _f(s.get(key), fmt), span]
-
-    rows = [row("latency ms", "latency_ms"), row("GPU busy ms", "gpu_busy_ms"),
-            row("idle ms", "idle_ms"), row("kernels", "kernels", "{:.0f}"),
-            row("launches", "launches", "{:.0f}"),
-            row("graph launches", "graph_launches", "{:.0f}", False),
-            row("host ms in launch calls", "launch_host_ms", with_range=False),
-            row("tokens/s", "tokens_per_s", "{:.1f}", False)]
-    head = (f"**Per decode step** — median and min–max over {_f(s.get('steps_with_latency'), '{}')}"
-            f" timed of {_f(src.get('decode_steps'), '{}')} decode steps "
-            f"({_f(src.get('steps_found'), '{}')} found by {md_text(src.get('detection_method'))})")
+    rows = step_summary_rows(doc)
+    head = (f"**Per decode step** — median and min–max over {fmt(s.get('steps_with_latency'), '{}')}"
+            f" timed of {fmt(src.get('decode_steps'), '{}')} decode steps "
+            f"({fmt(src.get('steps_found'), '{}')} found by {md_text(src.get('detection_method'))})")
     return [head, "", *_table(["metric", "median", "min–max"], rows, "lrr")]
 
 
 def _whatifs(doc: dict) -> list[str]:
     w = doc.get("whatif") or {}
-    graphs_basis = md_text(w.get("cuda_graphs_model") or "—")
-    floor_basis = md_text(w.get("at_floor_model") or "—")
-    rows = [["CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"),
-             graphs_basis],
-            ["at the memory floor", _f(w.get("at_floor_ms")), _f(w.get("at_floor_speedup"), "{:.2f}×"),
-             floor_basis]]
-    if w.get("no_stalls_ms") is not None:
-        rows.append(["without the stalls", _f(w.get("no_stalls_ms")),
-                     _f(w.get("no_stalls_speedup"), "{:.2f}×"),
-                     "the step minus the stalls' idle, plus the same ops' usual host time"])
+    rows = [[*cells, md_text(model)] for *cells, model in whatif_rows(doc)]
     out = ["**What-ifs**", "", *_table(["scenario", "ms/step", "speed-up", "model"], rows, "lrrl")]
     if w.get("note"):
         out += ["", f"CUDA Graphs what-if: {md_text(w['note'])}."]
@@ -264,8 +235,8 @@ def _categories(doc: dict) -> list[str]:
     cats = doc.get("kernels_by_category") or []
     if not cats:
         return []
-    rows = [[md_text(c.get("category")), _f(c.get("ms_per_step")), _f(c.get("share"), "{:.1%}"),
-             _f(c.get("ops_per_step"), "{:.0f}")] for c in cats]
+    rows = [[md_text(c.get("category")), fmt(c.get("ms_per_step")), fmt(c.get("share"), "{:.1%}"),
+             fmt(c.get("ops_per_step"), "{:.0f}")] for c in cats]
     headers, align = ["category", "ms", "share", "ops"], "lrrr"
     if any(category_bytes(c) for c in cats):  # a byte column only where the trace has bytes
         for row, c in zip(rows, cats):
@@ -279,8 +250,8 @@ def _top_kernels(doc: dict, n: int = 5) -> list[str]:
     top = (doc.get("top_kernels") or [])[:n]
     if not top:
         return []
-    rows = [[md_code(k.get("name"), table=True, limit=KERNEL_NAME_CHARS), _f(k.get("ms_per_step")),
-             _f(k.get("calls_per_step"), "{:.0f}"), _f(k.get("median_us"), "{:.2f}")] for k in top]
+    rows = [[md_code(k.get("name"), table=True, limit=KERNEL_NAME_CHARS), fmt(k.get("ms_per_step")),
+             fmt(k.get("calls_per_step"), "{:.0f}"), fmt(k.get("median_us"), "{:.2f}")] for k in top]
     return [f"**Top {len(top)} kernels** — per decode step", "",
             *_table(["kernel", "ms/step", "calls/step", "median µs"], rows, "lrrr")]
 

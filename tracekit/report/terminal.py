@@ -10,16 +10,16 @@ from rich.text import Text
 
 from tracekit.report.console import piped_width, report_console
 from tracekit.report.safe import clean, clean_text
-from tracekit.report.text import capture_rows, category_bytes, context_line, gpu_label
-
-
-def _f(v, fmt: str = "{:.3f}") -> str:
-    return "—" if v is None else fmt.format(v)
-
-
-def _rng(summary: dict, key: str, fmt: str = "{:.3f}") -> str:
-    r = (summary.get("range") or {}).get(key)
-    return f"{fmt.format(r[0])}–{fmt.format(r[1])}" if r else "—"
+from tracekit.report.text import (
+    capture_rows,
+    category_bytes,
+    context_line,
+    fmt,
+    gpu_label,
+    step_summary_rows,
+    unprofiled_rows,
+    whatif_rows,
+)
 
 
 def render(d: dict, console: Console | None = None) -> None:
@@ -88,20 +88,12 @@ def _capture(d: dict) -> list:
 
 
 def _steps_table(d: dict) -> Table:
-    s = d["summary"]
     steps = Table()
     steps.add_column("metric")
     steps.add_column("median", justify="right")
     steps.add_column("min–max", justify="right")
-    for label, key, fmt in [
-        ("latency ms", "latency_ms", "{:.3f}"), ("GPU busy ms", "gpu_busy_ms", "{:.3f}"),
-        ("idle ms", "idle_ms", "{:.3f}"), ("kernels", "kernels", "{:.0f}"),
-        ("launches", "launches", "{:.0f}"),
-    ]:
-        steps.add_row(label, _f(s.get(key), fmt), _rng(s, key, fmt))
-    steps.add_row("graph launches", _f(s.get("graph_launches"), "{:.0f}"), "")
-    steps.add_row("host ms in launch calls", _f(s.get("launch_host_ms")), "")
-    steps.add_row("tokens/s", _f(s.get("tokens_per_s"), "{:.1f}"), "")
+    for row in step_summary_rows(d):
+        steps.add_row(*row)
     return steps
 
 
@@ -116,33 +108,26 @@ def _decomposition_table(d: dict) -> Table:
     def share(v):
         return "—" if v is None or not lat else f"{v / lat:.0%}"
 
-    dt.add_row("memory floor", _f(dec.get("floor_ms")), share(dec.get("floor_ms")))
-    dt.add_row("kernel excess", _f(dec.get("kernel_excess_ms")), share(dec.get("kernel_excess_ms")))
-    dt.add_row("launch overhead", _f(dec.get("launch_overhead_ms")),
+    dt.add_row("memory floor", fmt(dec.get("floor_ms")), share(dec.get("floor_ms")))
+    dt.add_row("kernel excess", fmt(dec.get("kernel_excess_ms")), share(dec.get("kernel_excess_ms")))
+    dt.add_row("launch overhead", fmt(dec.get("launch_overhead_ms")),
                share(dec.get("launch_overhead_ms")))
     for c, v in (dec.get("launch_overhead_by_class_ms") or {}).items():
         if v:
-            dt.add_row(f"  {escape(c)}", _f(v), share(v))
-    dt.add_row("[bold]latency[/]", _f(lat), "100%" if lat else "—")
+            dt.add_row(f"  {escape(c)}", fmt(v), share(v))
+    dt.add_row("[bold]latency[/]", fmt(lat), "100%" if lat else "—")
     return dt
 
 
 def _whatif_table(d: dict) -> Table:
     """Each what-if with the model and calibration behind it, in the same row."""
-    w = d["whatif"]
     wt = Table()
     wt.add_column("scenario", no_wrap=True)
     wt.add_column("ms/step", justify="right", no_wrap=True)
     wt.add_column("speed-up", justify="right", no_wrap=True)
     wt.add_column("model and calibration", overflow="fold")
-    wt.add_row("CUDA Graphs", _f(w.get("cuda_graphs_ms")), _f(w.get("cuda_graphs_speedup"), "{:.2f}×"),
-               escape(w.get("cuda_graphs_model") or "—"))
-    wt.add_row("at the memory floor", _f(w.get("at_floor_ms")),
-               _f(w.get("at_floor_speedup"), "{:.2f}×"), escape(w.get("at_floor_model") or "—"))
-    if w.get("no_stalls_ms") is not None:
-        wt.add_row("without the stalls", _f(w.get("no_stalls_ms")),
-                   _f(w.get("no_stalls_speedup"), "{:.2f}×"),
-                   "the step minus the stalls' idle, plus the same ops' usual host time")
+    for row in whatif_rows(d):
+        wt.add_row(*[escape(c) for c in row])
     return wt
 
 
@@ -155,8 +140,8 @@ def _categories(d: dict) -> list:
     for col in ("category", "ms", "share", "ops") + (("bytes/step",) if with_bytes else ()):
         kt.add_column(col, justify="left" if col in ("category", "bytes/step") else "right")
     for k in cats[:8]:
-        row = [escape(k["category"]), _f(k["ms_per_step"]), _f(k["share"], "{:.0%}"),
-               _f(k["ops_per_step"], "{:.0f}")]
+        row = [escape(k["category"]), fmt(k["ms_per_step"]), fmt(k["share"], "{:.0%}"),
+               fmt(k["ops_per_step"], "{:.0f}")]
         if with_bytes:
             row.append(escape(category_bytes(k) or "—"))
         kt.add_row(*row)
@@ -176,8 +161,8 @@ def _top_kernels(d: dict, width: int, n: int = 8) -> list:
     t.add_column("median µs", justify="right", no_wrap=True)
     for k in top:
         t.add_row(escape(str(k.get("name"))), escape(str(k.get("category"))),
-                  _f(k.get("ms_per_step")), _f(k.get("calls_per_step"), "{:.0f}"),
-                  _f(k.get("median_us"), "{:.2f}"))
+                  fmt(k.get("ms_per_step")), fmt(k.get("calls_per_step"), "{:.0f}"),
+                  fmt(k.get("median_us"), "{:.2f}"))
     return [_heading(f"Top {len(top)} kernels (per decode step)"), t]
 
 
@@ -192,8 +177,8 @@ def _host_parts(d: dict) -> list:
         return []
     per = f" ({h['us_per_launch']:.1f} µs of host time per launch)" if h.get("us_per_launch") else ""
     out: list = [_heading("Host (what the launching thread did while the GPU waited)"),
-                 Text(f"launch issue {_f(h.get('launch_issue_ms'))} ms{per}, stalls "
-                      f"{_f(h.get('stall_ms'))} ms per step (profiled)")]
+                 Text(f"launch issue {fmt(h.get('launch_issue_ms'))} ms{per}, stalls "
+                      f"{fmt(h.get('stall_ms'))} ms per step (profiled)")]
     if h.get("stalls"):
         out.append(_heading("Host stalls (one CPU op held the launching thread)"))
         t = Table()
@@ -205,8 +190,8 @@ def _host_parts(d: dict) -> list:
                      if st.get("occurrence") else "—")
             why = (f"{escape(st['short_cause'])} → {escape(st['short_advice'])}"
                    if st.get("short_cause") else "unknown cause")
-            t.add_row(escape(st["op"]), _f(st["ms_per_step"]), _f(st["per_step"], "{:.1f}"),
-                      _f(st.get("share"), "{:.0%}"), where, why)
+            t.add_row(escape(st["op"]), fmt(st["ms_per_step"]), fmt(st["per_step"], "{:.1f}"),
+                      fmt(st.get("share"), "{:.0%}"), where, why)
         out.append(t)
     return out
 
@@ -217,31 +202,20 @@ def _unprofiled_parts(d: dict) -> list:
     if not u:
         return []
     head = _heading(f"The real step (unprofiled, from the {u['source']}; profiler overhead "
-                    f"{_f(u.get('profiler_overhead'), '{:.2f}×')})")
+                    f"{fmt(u.get('profiler_overhead'), '{:.2f}×')})")
     t = Table()
     t.add_column("term")
     t.add_column("profiled ms", justify="right")
     t.add_column("unprofiled ms", justify="right")
-    dec, prof = u.get("decomposition") or {}, d.get("decomposition") or {}
-    host = d.get("host") or {}
-    classes = prof.get("launch_overhead_by_class_ms") or {}
-    other_p = sum(v or 0 for c, v in classes.items() if c != "host_bound") if classes else None
-    rows = [("memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
-            ("kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
-            ("launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
-            ("  launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
-            ("  stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
-            ("  other idle", other_p, dec.get("other_idle_ms")),
-            ("[bold]latency[/]", u.get("profiled_latency_ms"), u.get("latency_ms"))]
-    for label, a, b in rows:
-        t.add_row(label, _f(a), _f(b))
+    for role, (label, *cells) in unprofiled_rows(d):
+        t.add_row({"sub": f"  {label}", "total": f"[bold]{label}[/]"}.get(role, label), *cells)
     out: list = [head, t]
     uw = u.get("whatif") or {}
     bits = []
     if uw.get("cuda_graphs_speedup"):
-        bits.append(f"CUDA Graphs ≈{_f(uw.get('cuda_graphs_ms'))} ms ({uw['cuda_graphs_speedup']:.2f}×)")
+        bits.append(f"CUDA Graphs ≈{fmt(uw.get('cuda_graphs_ms'))} ms ({uw['cuda_graphs_speedup']:.2f}×)")
     if uw.get("no_stalls_speedup"):
-        bits.append(f"without the stalls ≈{_f(uw.get('no_stalls_ms'))} ms "
+        bits.append(f"without the stalls ≈{fmt(uw.get('no_stalls_ms'))} ms "
                     f"({uw['no_stalls_speedup']:.2f}×)")
     if bits:
         out.append(Text("what-ifs against the unprofiled step: " + "; ".join(bits)))

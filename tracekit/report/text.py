@@ -174,3 +174,69 @@ def quantization_rows(q: dict) -> list[list[str]]:
                  fmt(lin.get("achieved_gbps"), "{:.0f}"), "—" if ratio is None else f"{ratio:.0%}"])
     return rows
 
+
+
+# -- the tables every renderer draws: rows of text, built once ------------------------------------
+#: how each renderer names a gap class (the classes themselves: tracekit.breakdown.GAP_CLASSES)
+GAP_LABELS = {"host_bound": "host-bound", "launch_latency": "launch latency", "sync": "sync",
+              "other": "other"}
+
+#: a row's role in a table: "" a term, "sub" a part of the term above it, "total" the sum
+Row = tuple[str, list[str]]
+
+
+def share(v, total) -> str:
+    """``v`` as a share of ``total`` ("12.3%"); "—" when either is unknown or the total is 0."""
+    return "—" if v is None or not total else f"{v / total:.1%}"
+
+
+def step_summary_rows(doc: dict) -> list[list[str]]:
+    """The per-decode-step table: (metric, median, min–max) rows. The range is "—" where the
+    summary has none, empty for the metrics that carry no range."""
+    s = doc.get("summary") or {}
+    rng = s.get("range") or {}
+
+    def row(label, key, spec="{:.3f}", with_range=True):
+        r = rng.get(key) if with_range else None
+        span = f"{spec.format(r[0])}–{spec.format(r[1])}" if r else "—" if with_range else ""
+        return [label, fmt(s.get(key), spec), span]
+
+    return [row("latency ms", "latency_ms"), row("GPU busy ms", "gpu_busy_ms"),
+            row("idle ms", "idle_ms"), row("kernels", "kernels", "{:.0f}"),
+            row("launches", "launches", "{:.0f}"),
+            row("graph launches", "graph_launches", "{:.0f}", False),
+            row("host ms in launch calls", "launch_host_ms", with_range=False),
+            row("tokens/s", "tokens_per_s", "{:.1f}", False)]
+
+
+def whatif_rows(doc: dict) -> list[list[str]]:
+    """The what-if table: (scenario, ms/step, speed-up, model and calibration) rows."""
+    w = doc.get("whatif") or {}
+    rows = [["CUDA Graphs", fmt(w.get("cuda_graphs_ms")), fmt(w.get("cuda_graphs_speedup"), "{:.2f}×"),
+             str(w.get("cuda_graphs_model") or "—")],
+            ["at the memory floor", fmt(w.get("at_floor_ms")), fmt(w.get("at_floor_speedup"), "{:.2f}×"),
+             str(w.get("at_floor_model") or "—")]]
+    if w.get("no_stalls_ms") is not None:
+        rows.append(["without the stalls", fmt(w.get("no_stalls_ms")),
+                     fmt(w.get("no_stalls_speedup"), "{:.2f}×"),
+                     "the step minus the stalls' idle, plus the same ops' usual host time"])
+    return rows
+
+
+def unprofiled_rows(doc: dict) -> list[Row]:
+    """The real step's table: (role, [term, profiled ms, unprofiled ms]) rows, the profiled
+    decomposition beside the unprofiled one; empty without an unprofiled step."""
+    u = doc.get("unprofiled")
+    if not u:
+        return []
+    dec, prof, host = u.get("decomposition") or {}, doc.get("decomposition") or {}, doc.get("host") or {}
+    classes = prof.get("launch_overhead_by_class_ms") or {}
+    other_p = sum(v or 0 for c, v in classes.items() if c != "host_bound") if classes else None
+    rows = [("", "memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
+            ("", "kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
+            ("", "launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
+            ("sub", "launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
+            ("sub", "stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
+            ("sub", "other idle", other_p, dec.get("other_idle_ms")),
+            ("total", "latency", u.get("profiled_latency_ms"), u.get("latency_ms"))]
+    return [(role, [label, fmt(a), fmt(b)]) for role, label, a, b in rows]
