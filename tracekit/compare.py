@@ -35,12 +35,12 @@ from pathlib import Path
 
 from tracekit import __version__
 from tracekit.bootstrap import LEVEL, RESAMPLES, SEED, latency_ci, pooled, ratio_ci, session_medians
+from tracekit.breakdown import GAP_CLASSES
 from tracekit.capture.write import json_safe
 from tracekit.errors import BadInput, BadUsage, TraceFormatError
 
 SCHEMA = "tracekit.compare/1"
 BASES = ("auto", "sessions", "steps")
-GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
 TRACE_SUFFIXES = (".json", ".json.gz", ".sqlite", ".sqlite.gz")
 
 

@@ -22,8 +22,6 @@ from plotly.subplots import make_subplots
 from tracekit.errors import BadUsage
 from tracekit.report.compare import _ci, _delta, _files, _fmt_term, _side_line, ordered_terms
 from tracekit.report.html import (
-    GAP_COLORS,
-    GAP_LABELS,
     PLOT_CONFIG,
     TERM_COLORS,
     Html,
@@ -32,10 +30,12 @@ from tracekit.report.html import (
     _table,
     esc,
     page,
+    term_color,
+    waterfall_bars,
 )
 from tracekit.report.safe import clean
+from tracekit.report.text import decomposition_terms
 
-GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
 UNPROFILED_COLOR = "#38a169"
 
 
@@ -77,18 +77,8 @@ def _warnings(doc: dict) -> Html:
 
 
 def _segments(side: dict) -> list[tuple[str, float, str]]:
-    d = side.get("decomposition") or {}
-    out = []
-    if d.get("floor_ms") is not None:
-        out.append(("floor", d["floor_ms"], TERM_COLORS["floor"]))
-        out.append(("kernel excess", d.get("kernel_excess_ms") or 0.0, TERM_COLORS["kernel_excess"]))
-    elif side.get("summary") and side["summary"].get("gpu_busy_ms") is not None:
-        out.append(("GPU busy", side["summary"]["gpu_busy_ms"], TERM_COLORS["gpu_busy"]))
-    for c in GAP_CLASSES:
-        v = (d.get("launch_overhead_by_class_ms") or {}).get(c)
-        if v:
-            out.append((GAP_LABELS[c], v, GAP_COLORS[c]))
-    return out
+    """The bars of one side's waterfall: the explain report's terms, those with a size."""
+    return [(label, v, term_color(key)) for key, label, v in decomposition_terms(side) if v]
 
 
 def _waterfalls(doc: dict) -> Html:
@@ -101,13 +91,8 @@ def _waterfalls(doc: dict) -> Html:
                         subplot_titles=[esc(f"{s['label']}: {_side_line(s)}") for s in sides])
     top = 0.0
     for col, s in enumerate(sides, 1):
-        level, labels, bases, heights, colors = 0.0, [], [], [], []
-        for label, v, color in _segments(s):
-            labels.append(label)
-            bases.append(level)
-            heights.append(v)
-            colors.append(color)
-            level += v
+        labels, bases, heights, colors = waterfall_bars(_segments(s))
+        level = bases[-1] + heights[-1] if heights else 0.0
         lat = (s.get("decomposition") or {}).get("latency_ms") or level
         labels += ["profiled latency", "unprofiled latency"]
         bases += [0.0, 0.0]

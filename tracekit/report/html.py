@@ -28,12 +28,15 @@ import json
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
+from tracekit.breakdown import GAP_CLASSES
 from tracekit.errors import BadUsage
 from tracekit.report.safe import clean
 from tracekit.report.text import (
+    GAP_LABELS,
     capture_rows,
     category_bytes,
     context_line,
+    decomposition_terms,
     fmt,
     fmt_bytes,
     gpu_label,
@@ -44,7 +47,6 @@ from tracekit.report.text import (
     whatif_rows,
 )
 
-GAP_CLASSES = ("host_bound", "launch_latency", "sync", "other")
 #: one colour per gap class, the same in every figure and table
 GAP_COLORS = {"host_bound": "#d64545", "launch_latency": "#f0a030", "sync": "#8b5cf6",
               "other": "#9aa5b1"}
@@ -53,8 +55,6 @@ TERM_COLORS = {"floor": "#1f4e8c", "kernel_excess": "#7fb2e5", "gpu_busy": "#3b7
 CATEGORY_COLORS = {"gemm": "#2f855a", "attention": "#b83280", "normalization": "#2c7a7b",
                    "elementwise": "#4c6ef5", "reduction": "#b7791f", "copy": "#805a3b",
                    "communication": "#553c9a", "other": "#4a5568"}
-GAP_LABELS = {"host_bound": "host-bound", "launch_latency": "launch latency", "sync": "sync",
-              "other": "other"}
 FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
 PLOT_CONFIG = {"displaylogo": False, "responsive": True,
                "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"],
@@ -236,19 +236,14 @@ def _warnings(doc: dict) -> Html:
 
 
 # -- decomposition ----------------------------------------------------------------------------
+def term_color(key: str) -> str:
+    """The colour of a decomposition term (text.decomposition_terms' keys) in every chart."""
+    return TERM_COLORS.get(key) or GAP_COLORS.get(key, "#999")
+
+
 def _terms(doc: dict) -> list[tuple[str, str, float | None, str]]:
     """(key, label, ms, colour) of the decomposition, in the order they add up."""
-    dec, s = doc.get("decomposition") or {}, doc.get("summary") or {}
-    if dec.get("floor_ms") is not None:
-        terms = [("floor", "memory floor", dec["floor_ms"], TERM_COLORS["floor"]),
-                 ("kernel_excess", "kernel excess", dec.get("kernel_excess_ms"),
-                  TERM_COLORS["kernel_excess"])]
-    else:
-        terms = [("gpu_busy", "GPU busy", s.get("gpu_busy_ms"), TERM_COLORS["gpu_busy"])]
-    by_class = dec.get("launch_overhead_by_class_ms") or {}
-    terms += [(c, f"idle: {GAP_LABELS.get(c, c)}", by_class.get(c), GAP_COLORS.get(c, "#999"))
-              for c in GAP_CLASSES if c in by_class]
-    return terms
+    return [(key, label, v, term_color(key)) for key, label, v in decomposition_terms(doc)]
 
 
 def _decomposition(doc: dict) -> Html:
@@ -287,17 +282,25 @@ def _decomposition(doc: dict) -> Html:
     return _section("Where each step's time goes", body, lead=lead, sid="decomposition")
 
 
-def _waterfall(doc: dict) -> go.Figure:
-    lat = doc["decomposition"]["latency_ms"]
-    terms = [t for t in _terms(doc) if t[2]]  # zero-size classes add nothing to the picture
+def waterfall_bars(terms: list[tuple[str, float, str]]) -> tuple[list, list, list, list]:
+    """(labels, bases, heights, colours) of a waterfall's bars: each (label, ms, colour) term
+    starts where the one before it ends."""
     labels, bases, heights, colors = [], [], [], []
     level = 0.0
-    for _key, label, v, color in terms:
+    for label, v, color in terms:
         labels.append(label)
         bases.append(level)
         heights.append(v)
         colors.append(color)
         level += v
+    return labels, bases, heights, colors
+
+
+def _waterfall(doc: dict) -> go.Figure:
+    lat = doc["decomposition"]["latency_ms"]
+    # zero-size classes add nothing to the picture
+    labels, bases, heights, colors = waterfall_bars([(label, v, color) for _k, label, v, color
+                                                     in _terms(doc) if v])
     labels.append("latency")
     bases.append(0.0)
     heights.append(lat)

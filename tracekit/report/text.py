@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shlex
 
+from tracekit.breakdown import GAP_CLASSES
+
 
 def fmt(v, spec: str = "{:.3f}") -> str:
     return "—" if v is None else spec.format(v)
@@ -240,3 +242,18 @@ def unprofiled_rows(doc: dict) -> list[Row]:
             ("sub", "other idle", other_p, dec.get("other_idle_ms")),
             ("total", "latency", u.get("profiled_latency_ms"), u.get("latency_ms"))]
     return [(role, [label, fmt(a), fmt(b)]) for role, label, a, b in rows]
+
+
+def decomposition_terms(doc: dict) -> list[tuple[str, str, float | None]]:
+    """(key, label, ms) of the decomposition in the order they add up to the latency: memory
+    floor and kernel excess (GPU busy where there is no floor), then the idle of each gap class the
+    document has. The key is the term's colour key; ms may be None or 0 (a waterfall drops those).
+    Takes an explain document or one side of a compare document."""
+    dec, s = doc.get("decomposition") or {}, doc.get("summary") or {}
+    if dec.get("floor_ms") is not None:
+        terms = [("floor", "memory floor", dec["floor_ms"]),
+                 ("kernel_excess", "kernel excess", dec.get("kernel_excess_ms"))]
+    else:
+        terms = [("gpu_busy", "GPU busy", s.get("gpu_busy_ms"))]
+    by_class = dec.get("launch_overhead_by_class_ms") or {}
+    return terms + [(c, f"idle: {GAP_LABELS[c]}", by_class[c]) for c in GAP_CLASSES if c in by_class]
