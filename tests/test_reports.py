@@ -86,7 +86,7 @@ def test_markdown_verdict_first_and_numbers(sample):
     for label, (ms, share) in rows.items():
         assert f"| {label} | {ms:.3f} | {share:.1%} |" in md
     host = dec["launch_overhead_by_class_ms"]["host_bound"]
-    assert f"host_bound | {host:.3f} | {host / lat:.1%} |" in md
+    assert f"↳ idle: host-bound | {host:.3f} | {host / lat:.1%} |" in md
     assert f"| **latency** | **{lat:.3f}** |" in md
     lo, hi = s["range"]["latency_ms"]
     assert f"| latency ms | {s['latency_ms']:.3f} | {lo:.3f}–{hi:.3f} |" in md
@@ -143,7 +143,7 @@ def test_markdown_without_floor_says_which_flag(foreign):
     assert doc["floor"]["floor_ms"] is None and doc["floor"]["missing"]
     md = render_markdown(doc)
     assert md_text(doc["floor"]["missing"]) in md
-    assert "--model" in md and "GPU busy (floor + kernel excess)" in md
+    assert "--model" in md and "| GPU busy |" in md
 
 
 # -- HTML -------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from tracekit.report.text import (
     capture_rows,
     category_bytes,
     context_line,
+    decomposition_rows,
     decomposition_terms,
     fmt,
     fmt_bytes,
@@ -252,18 +253,7 @@ def _decomposition(doc: dict) -> Html:
     if lat is None:
         return _section("Where each step's time goes", "<p>No step latency to decompose.</p>",
                         sid="decomposition")
-    rows, classes = [], []
-    for key, label, v, color in _terms(doc):
-        rows.append([_swatch(color, label), fmt(v), share(v, lat)])
-        classes.append("sub" if key in GAP_CLASSES else "")
-        if key in ("kernel_excess", "gpu_busy"):
-            over = dec.get("launch_overhead_ms")
-            rows.append([_swatch("transparent", "launch overhead (GPU idle)"), fmt(over),
-                         share(over, lat)])
-            classes.append("")
-    rows.append([_swatch(TERM_COLORS["latency"], "latency"), fmt(lat), "100%"])
-    classes.append("total")
-    table = _table(["term", "ms", "share"], rows, num={1, 2}, row_class=classes, cls="decomp")
+    table = _decomposition_table(doc)
     extra = ""
     if dec.get("r_floor") is not None:
         extra = (f'<p class="small">R_floor {dec["r_floor"]:.1%} (all-weights '
@@ -294,6 +284,16 @@ def waterfall_bars(terms: list[tuple[str, float, str]]) -> tuple[list, list, lis
         colors.append(color)
         level += v
     return labels, bases, heights, colors
+
+
+def _decomposition_table(doc: dict) -> Html:
+    """text.decomposition_rows, each term with its colour swatch."""
+    colors = {label: term_color(key) for key, label, _ in decomposition_terms(doc)}
+    colors["latency"] = TERM_COLORS["latency"]
+    table = decomposition_rows(doc)
+    rows = [[_swatch(colors.get(label, "transparent"), label), *cells] for _, (label, *cells) in table]
+    return _table(["term", "ms", "share"], rows, num={1, 2}, row_class=[r for r, _ in table],
+                  cls="decomp")
 
 
 def _waterfall(doc: dict) -> go.Figure:
@@ -787,14 +787,7 @@ def render_compact(doc: dict) -> Html:
     parts = [Html(f'<div class="eyebrow">tracekit · {esc(_subject(doc))}</div>'), _verdict(doc),
              _kpis(doc), _warnings(doc)]
     if lat is not None:
-        rows, classes = [], []
-        for key, label, v, color in _terms(doc):
-            rows.append([_swatch(color, label), fmt(v), share(v, lat)])
-            classes.append("sub" if key in GAP_CLASSES else "")
-        rows.append([_swatch(TERM_COLORS["latency"], "latency"), fmt(lat), "100%"])
-        classes.append("total")
-        parts.append(Html("<h3>Where each step's time goes</h3>") + _table(
-            ["term", "ms", "share"], rows, num={1, 2}, row_class=classes, cls="decomp"))
+        parts.append(Html("<h3>Where each step's time goes</h3>") + _decomposition_table(doc))
     parts.append(Html("<h3>What-ifs</h3>") + _whatif_table(doc))
     return Html(f'<div class="tracekit-compact"><style>{COMPACT_CSS}</style>{"".join(parts)}'
                 "</div>")

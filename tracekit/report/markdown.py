@@ -22,10 +22,10 @@ from tracekit.report.text import (
     capture_rows,
     category_bytes,
     context_line,
+    decomposition_rows,
     fmt,
     gpu_label,
     quantization_rows,
-    share,
     step_summary_rows,
     unprofiled_rows,
     whatif_rows,
@@ -127,25 +127,23 @@ def _capture(doc: dict) -> list[str]:
     return ["**Capture** — `tracekit capture`", "", *_table(["", "value"], rows, "ll")]
 
 
+def _md_row(role: str, cells: list[str]) -> list[str]:
+    """A view-model row in Markdown: a part indented under its term, a total in bold."""
+    label, *rest = cells
+    if role == "sub":
+        return [f"&nbsp;&nbsp;↳ {md_text(label)}", *rest]
+    if role == "total":
+        return [f"**{c}**" if c != "—" else c for c in (md_text(label), *rest)]
+    return [md_text(label), *rest]
+
+
 def _decomposition(doc: dict) -> list[str]:
     dec = doc.get("decomposition") or {}
-    lat = dec.get("latency_ms")
     head = (f"**Decomposition** — {md_text(dec.get('basis', 'medians over decode steps'))}, "
             f"`{md_text(dec.get('convention', '—'))}` byte convention")
-    rows = []
-    if dec.get("floor_ms") is not None:
-        rows.append(["memory floor", fmt(dec["floor_ms"]), share(dec["floor_ms"], lat)])
-        rows.append(["kernel excess", fmt(dec.get("kernel_excess_ms")),
-                     share(dec.get("kernel_excess_ms"), lat)])
-    else:
-        busy = (doc.get("summary") or {}).get("gpu_busy_ms")
-        rows.append(["GPU busy (floor + kernel excess)", fmt(busy), share(busy, lat)])
-    over = dec.get("launch_overhead_ms")
-    rows.append(["launch overhead (GPU idle)", fmt(over), share(over, lat)])
-    for cls, v in (dec.get("launch_overhead_by_class_ms") or {}).items():
-        rows.append([f"&nbsp;&nbsp;↳ {md_text(cls)}", fmt(v), share(v, lat)])
-    rows.append(["**latency**", f"**{fmt(lat)}**", "**100%**" if lat else "—"])
-    out = [head, "", *_table(["term", "ms", "share"], rows, "lrr")]
+    rows = [_md_row(role, cells) for role, cells in decomposition_rows(doc)]
+    out = [head, "", *_table(["term", "ms", "share"], rows, "lrr")] if rows else [
+        head, "", "No step latency to decompose."]
     missing = (doc.get("floor") or {}).get("missing")
     if missing:
         out += ["", f"Memory floor not computed: {md_text(missing)}."]
@@ -195,9 +193,7 @@ def _unprofiled(doc: dict) -> list[str]:
     head = (f"**The real step** — unprofiled {fmt(u.get('latency_ms'))} ms (from the "
             f"{md_text(u.get('source'))}) vs profiled {fmt(u.get('profiled_latency_ms'))} ms: "
             f"profiler overhead {fmt(u.get('profiler_overhead'), '{:.2f}×')}")
-    label = {"sub": "&nbsp;&nbsp;↳ {}", "total": "**{}**"}
-    rows = [[label.get(role, "{}").format(md_text(term)), *cells]
-            for role, (term, *cells) in unprofiled_rows(doc)]
+    rows = [_md_row(role, cells) for role, cells in unprofiled_rows(doc)]
     out = [head, "", *_table(["term", "profiled ms", "unprofiled ms"], rows, "lrr")]
     w = u.get("whatif") or {}
     bits = []

@@ -14,6 +14,7 @@ from tracekit.report.text import (
     capture_rows,
     category_bytes,
     context_line,
+    decomposition_rows,
     fmt,
     gpu_label,
     step_summary_rows,
@@ -98,24 +99,12 @@ def _steps_table(d: dict) -> Table:
 
 
 def _decomposition_table(d: dict) -> Table:
-    dec = d["decomposition"]
     dt = Table()
     dt.add_column("term")
     dt.add_column("ms", justify="right")
     dt.add_column("share", justify="right")
-    lat = dec.get("latency_ms")
-
-    def share(v):
-        return "—" if v is None or not lat else f"{v / lat:.0%}"
-
-    dt.add_row("memory floor", fmt(dec.get("floor_ms")), share(dec.get("floor_ms")))
-    dt.add_row("kernel excess", fmt(dec.get("kernel_excess_ms")), share(dec.get("kernel_excess_ms")))
-    dt.add_row("launch overhead", fmt(dec.get("launch_overhead_ms")),
-               share(dec.get("launch_overhead_ms")))
-    for c, v in (dec.get("launch_overhead_by_class_ms") or {}).items():
-        if v:
-            dt.add_row(f"  {escape(c)}", fmt(v), share(v))
-    dt.add_row("[bold]latency[/]", fmt(lat), "100%" if lat else "—")
+    for role, (label, *cells) in decomposition_rows(d):
+        dt.add_row({"sub": f"  {escape(label)}", "total": f"[bold]{label}[/]"}.get(role, label), *cells)
     return dt
 
 

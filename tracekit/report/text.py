@@ -257,3 +257,21 @@ def decomposition_terms(doc: dict) -> list[tuple[str, str, float | None]]:
         terms = [("gpu_busy", "GPU busy", s.get("gpu_busy_ms"))]
     by_class = dec.get("launch_overhead_by_class_ms") or {}
     return terms + [(c, f"idle: {GAP_LABELS[c]}", by_class[c]) for c in GAP_CLASSES if c in by_class]
+
+
+def decomposition_rows(doc: dict) -> list[Row]:
+    """The decomposition table: (role, [term, ms, share of latency]) rows — the terms of
+    :func:`decomposition_terms` with the launch overhead (the gap classes' sum) above its classes,
+    then the latency; empty without a latency."""
+    dec = doc.get("decomposition") or {}
+    lat = dec.get("latency_ms")
+    if lat is None:
+        return []
+    rows: list[Row] = []
+    for key, label, v in decomposition_terms(doc):
+        rows.append(("sub" if key in GAP_CLASSES else "", [label, fmt(v), share(v, lat)]))
+        if key in ("kernel_excess", "gpu_busy"):
+            over = dec.get("launch_overhead_ms")
+            rows.append(("", ["launch overhead (GPU idle)", fmt(over), share(over, lat)]))
+    rows.append(("total", ["latency", fmt(lat), "100%" if lat else "—"]))
+    return rows
