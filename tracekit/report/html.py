@@ -34,16 +34,18 @@ from tracekit.report.safe import clean
 from tracekit.report.text import (
     GAP_LABELS,
     capture_rows,
-    category_bytes,
+    category_rows,
     context_line,
     decomposition_rows,
     decomposition_terms,
     fmt,
     fmt_bytes,
     gpu_label,
+    has_bytes,
     quantization_rows,
     share,
     step_summary_rows,
+    top_kernel_rows,
     unprofiled_rows,
     whatif_rows,
 )
@@ -540,17 +542,14 @@ def _kernels(doc: dict) -> Html:
     cats = doc.get("kernels_by_category") or []
     if not cats:
         return _section("Kernels", "<p>No GPU ops in the decode steps.</p>", sid="kernels")
-    with_bytes = any(category_bytes(c) for c in cats)  # a byte column only where bytes exist
+    table = category_rows(doc)
+    with_bytes = has_bytes(table)  # a byte column only where bytes exist
     rows = []
-    for c in cats:
-        share = c.get("share")
-        bar = Html(f'<span class="sharebar"><span style="width:{(share or 0) * 100:.1f}%"></span>'
-                   f"</span>{esc(fmt(share, '{:.1%}'))}")
-        rows.append([_swatch(CATEGORY_COLORS.get(c.get("category"), CATEGORY_COLORS["other"]),
-                             c.get("category")), fmt(c.get("ms_per_step")), bar,
-                     fmt(c.get("ops_per_step"), "{:.0f}")]
-                    + ([category_bytes(c) or "—"] if with_bytes else [])
-                    + [fmt(c.get("achieved_gbps"), "{:.0f}")])
+    for c, (cat, ms, pct, ops, recorded, gbps) in zip(cats, table):
+        bar = Html(f'<span class="sharebar"><span style="width:{(c.get("share") or 0) * 100:.1f}%">'
+                   f"</span></span>{esc(pct)}")
+        rows.append([_swatch(CATEGORY_COLORS.get(c.get("category"), CATEGORY_COLORS["other"]), cat),
+                     ms, bar, ops] + ([recorded] if with_bytes else []) + [gbps])
     headers = (["category", "ms / step", "time share", "ops / step"]
                + (["bytes / step (recorded)"] if with_bytes else []) + ["achieved GB/s"])
     cat_table = _table(headers, rows, num=set(range(1, len(headers))), cls="cats")
@@ -568,12 +567,11 @@ def _bytes(b) -> str:
 
 
 def _top_table(doc: dict) -> Html:
-    top = doc.get("top_kernels") or []
+    top = top_kernel_rows(doc)
     if not top:
         return Html("")
-    rows = [[Html(f'<code title="{esc(k.get("name"))}">{esc(_clip(k.get("name"), TABLE_NAME_CHARS))}'
-                  "</code>"), esc(k.get("kind")), fmt(k.get("ms_per_step")),
-             fmt(k.get("calls_per_step"), "{:.0f}"), fmt(k.get("median_us"), "{:.2f}")] for k in top]
+    rows = [[Html(f'<code title="{esc(name)}">{esc(_clip(name, TABLE_NAME_CHARS))}</code>'), kind,
+             *cells] for name, kind, _category, *cells in top]
     return Html(f"<h3>Top {len(top)} kernels</h3>" + _table(
         ["kernel", "kind", "ms / step", "calls / step", "median µs"], rows, num={2, 3, 4},
         cls="top"))

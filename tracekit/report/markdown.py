@@ -20,13 +20,15 @@ import re
 from tracekit.report.safe import clean
 from tracekit.report.text import (
     capture_rows,
-    category_bytes,
+    category_rows,
     context_line,
     decomposition_rows,
     fmt,
     gpu_label,
+    has_bytes,
     quantization_rows,
     step_summary_rows,
+    top_kernel_rows,
     unprofiled_rows,
     whatif_rows,
 )
@@ -228,26 +230,22 @@ def _whatifs(doc: dict) -> list[str]:
 
 
 def _categories(doc: dict) -> list[str]:
-    cats = doc.get("kernels_by_category") or []
-    if not cats:
+    rows = category_rows(doc)
+    if not rows:
         return []
-    rows = [[md_text(c.get("category")), fmt(c.get("ms_per_step")), fmt(c.get("share"), "{:.1%}"),
-             fmt(c.get("ops_per_step"), "{:.0f}")] for c in cats]
     headers, align = ["category", "ms", "share", "ops"], "lrrr"
-    if any(category_bytes(c) for c in cats):  # a byte column only where the trace has bytes
-        for row, c in zip(rows, cats):
-            row.append(md_text(category_bytes(c) or "—"))
+    if has_bytes(rows):  # a byte column only where the trace has bytes
         headers, align = headers + ["bytes / step (recorded)"], align + "l"
     return ["**Kernel categories** — per decode step (sum of op durations)", "",
-            *_table(headers, rows, align)]
+            *_table(headers, [[md_text(c) for c in r[:len(headers)]] for r in rows], align)]
 
 
 def _top_kernels(doc: dict, n: int = 5) -> list[str]:
-    top = (doc.get("top_kernels") or [])[:n]
+    top = top_kernel_rows(doc, n)
     if not top:
         return []
-    rows = [[md_code(k.get("name"), table=True, limit=KERNEL_NAME_CHARS), fmt(k.get("ms_per_step")),
-             fmt(k.get("calls_per_step"), "{:.0f}"), fmt(k.get("median_us"), "{:.2f}")] for k in top]
+    rows = [[md_code(name, table=True, limit=KERNEL_NAME_CHARS), *cells]
+            for name, _kind, _category, *cells in top]
     return [f"**Top {len(top)} kernels** — per decode step", "",
             *_table(["kernel", "ms/step", "calls/step", "median µs"], rows, "lrrr")]
 

@@ -12,12 +12,14 @@ from tracekit.report.console import piped_width, report_console
 from tracekit.report.safe import clean, clean_text
 from tracekit.report.text import (
     capture_rows,
-    category_bytes,
+    category_rows,
     context_line,
     decomposition_rows,
     fmt,
     gpu_label,
+    has_bytes,
     step_summary_rows,
+    top_kernel_rows,
     unprofiled_rows,
     whatif_rows,
 )
@@ -121,24 +123,20 @@ def _whatif_table(d: dict) -> Table:
 
 
 def _categories(d: dict) -> list:
-    cats = d.get("kernels_by_category") or []
-    if not cats:
+    rows = category_rows(d)
+    if not rows:
         return []
-    with_bytes = any(category_bytes(k) for k in cats)
+    with_bytes = has_bytes(rows)
     kt = Table()
     for col in ("category", "ms", "share", "ops") + (("bytes/step",) if with_bytes else ()):
         kt.add_column(col, justify="left" if col in ("category", "bytes/step") else "right")
-    for k in cats[:8]:
-        row = [escape(k["category"]), fmt(k["ms_per_step"]), fmt(k["share"], "{:.0%}"),
-               fmt(k["ops_per_step"], "{:.0f}")]
-        if with_bytes:
-            row.append(escape(category_bytes(k) or "—"))
-        kt.add_row(*row)
+    for r in rows[:8]:
+        kt.add_row(*[escape(c) for c in r[:5 if with_bytes else 4]])
     return [_heading("Kernel categories (per decode step; time is the sum of op durations)"), kt]
 
 
 def _top_kernels(d: dict, width: int, n: int = 8) -> list:
-    top = (d.get("top_kernels") or [])[:n]
+    top = top_kernel_rows(d, n)
     if not top:
         return []
     t = Table()
@@ -148,10 +146,8 @@ def _top_kernels(d: dict, width: int, n: int = 8) -> list:
     t.add_column("ms/step", justify="right", no_wrap=True)
     t.add_column("calls", justify="right", no_wrap=True)
     t.add_column("median µs", justify="right", no_wrap=True)
-    for k in top:
-        t.add_row(escape(str(k.get("name"))), escape(str(k.get("category"))),
-                  fmt(k.get("ms_per_step")), fmt(k.get("calls_per_step"), "{:.0f}"),
-                  fmt(k.get("median_us"), "{:.2f}"))
+    for name, _kind, *cells in top:
+        t.add_row(*[escape(c) for c in (name, *cells)])
     return [_heading(f"Top {len(top)} kernels (per decode step)"), t]
 
 

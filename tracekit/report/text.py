@@ -275,3 +275,26 @@ def decomposition_rows(doc: dict) -> list[Row]:
             rows.append(("", ["launch overhead (GPU idle)", fmt(over), share(over, lat)]))
     rows.append(("total", ["latency", fmt(lat), "100%" if lat else "—"]))
     return rows
+
+
+def category_rows(doc: dict) -> list[list[str]]:
+    """The kernel-category table: (category, ms/step, share, ops/step, bytes/step, achieved
+    GB/s) rows, largest first as the document orders them. bytes/step is "—" where the trace
+    records none (see :func:`has_bytes`)."""
+    return [[str(c.get("category")), fmt(c.get("ms_per_step")), fmt(c.get("share"), "{:.1%}"),
+             fmt(c.get("ops_per_step"), "{:.0f}"), category_bytes(c) or "—",
+             fmt(c.get("achieved_gbps"), "{:.0f}")] for c in doc.get("kernels_by_category") or []]
+
+
+def has_bytes(rows: list[list[str]]) -> bool:
+    """Whether any :func:`category_rows` row has recorded bytes (a byte column is worth drawing)."""
+    return any(r[4] != "—" for r in rows)
+
+
+def top_kernel_rows(doc: dict, n: int | None = None) -> list[list[str]]:
+    """The top-kernels table: (name, kind, category, ms/step, calls/step, median µs) rows, the
+    first ``n``."""
+    return [[str(k.get("name")), fmt(k.get("kind"), "{}"), fmt(k.get("category"), "{}"),
+             fmt(k.get("ms_per_step")),
+             fmt(k.get("calls_per_step"), "{:.0f}"), fmt(k.get("median_us"), "{:.2f}")]
+            for k in (doc.get("top_kernels") or [])[:n]]
