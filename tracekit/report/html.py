@@ -44,6 +44,7 @@ from tracekit.report.text import (
     has_bytes,
     quantization_rows,
     share,
+    stall_rows,
     step_summary_rows,
     top_kernel_rows,
     unprofiled_rows,
@@ -494,13 +495,10 @@ def _host(doc: dict) -> Html:
                "op holding the launching thread far longer than issuing takes.")
     body = ""
     if h.get("stalls"):
-        rows = []
-        for st in h["stalls"][:8]:
-            where = f"{st['occurrence']} of {st['of_per_step']}" if st.get("occurrence") else "—"
-            rows.append([Html(f"<code>{esc(_clip(st['op'], TABLE_NAME_CHARS))}</code>"),
-                         fmt(st["ms_per_step"]), fmt(st["per_step"], "{:.1f}"),
-                         fmt(st.get("share"), "{:.0%}"), where, st.get("cause") or "unknown",
-                         st.get("advice") or "—", _source_links(st.get("sources") or [])])
+        rows = [[Html(f"<code>{esc(_clip(op, TABLE_NAME_CHARS))}</code>"), *cells,
+                 st.get("cause") or "unknown", st.get("advice") or "—",
+                 _source_links(st.get("sources") or [])]
+                for st, (op, *cells) in zip(h["stalls"], stall_rows(doc, 8))]
         body += _table(["stall op", "ms / step", "per step", "share", "call in step", "cause",
                         "advice", "sources"], rows, num={1, 2, 3}, cls="stalls")
     if h.get("by_op"):

@@ -27,6 +27,7 @@ from tracekit.report.text import (
     gpu_label,
     has_bytes,
     quantization_rows,
+    stall_rows,
     step_summary_rows,
     top_kernel_rows,
     unprofiled_rows,
@@ -175,12 +176,9 @@ def _host(doc: dict) -> list[str]:
            if h.get("us_per_launch") else "")
     out = [f"**Host** — while the GPU waited: launch issue {fmt(h.get('launch_issue_ms'))} ms{per}, "
            f"stalls {fmt(h.get('stall_ms'))} ms per step (profiled)"]
-    rows = []
-    for st in (h.get("stalls") or [])[:5]:
-        where = f"{st['occurrence']} of {st['of_per_step']}" if st.get("occurrence") else "—"
-        rows.append([md_code(st["op"], table=True, limit=KERNEL_NAME_CHARS), fmt(st["ms_per_step"]),
-                     fmt(st["per_step"], "{:.1f}"), fmt(st.get("share"), "{:.0%}"), where,
-                     md_text(st.get("cause") or "unknown"), md_text(st.get("advice") or "—")])
+    rows = [[md_code(op, table=True, limit=KERNEL_NAME_CHARS), *cells,
+             md_text(st.get("cause") or "unknown"), md_text(st.get("advice") or "—")]
+            for st, (op, *cells) in zip(h.get("stalls") or [], stall_rows(doc, 5))]
     if rows:
         out += ["", *_table(["stall op", "ms/step", "per step", "share", "call in step", "cause",
                              "advice"], rows, "lrrrrll")]

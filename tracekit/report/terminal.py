@@ -18,6 +18,7 @@ from tracekit.report.text import (
     fmt,
     gpu_label,
     has_bytes,
+    stall_rows,
     step_summary_rows,
     top_kernel_rows,
     unprofiled_rows,
@@ -151,10 +152,6 @@ def _top_kernels(d: dict, width: int, n: int = 8) -> list:
     return [_heading(f"Top {len(top)} kernels (per decode step)"), t]
 
 
-def _ordinal(n: int) -> str:
-    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
-
-
 def _host_parts(d: dict) -> list:
     """Launch issue vs stalls: what the host was doing while the GPU waited."""
     h = d.get("host")
@@ -170,13 +167,10 @@ def _host_parts(d: dict) -> list:
         for col in ("op", "ms/step", "per step", "share", "where", "cause → advice"):
             t.add_column(col, justify="right" if col in ("ms/step", "per step", "share") else "left",
                          overflow="fold")
-        for st in h["stalls"][:5]:
-            where = (f"{_ordinal(st['occurrence'])} of {st['of_per_step']}"
-                     if st.get("occurrence") else "—")
+        for st, cells in zip(h["stalls"], stall_rows(d, 5)):
             why = (f"{escape(st['short_cause'])} → {escape(st['short_advice'])}"
                    if st.get("short_cause") else "unknown cause")
-            t.add_row(escape(st["op"]), fmt(st["ms_per_step"]), fmt(st["per_step"], "{:.1f}"),
-                      fmt(st.get("share"), "{:.0%}"), where, why)
+            t.add_row(*[escape(c) for c in cells], why)
         out.append(t)
     return out
 

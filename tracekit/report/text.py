@@ -298,3 +298,20 @@ def top_kernel_rows(doc: dict, n: int | None = None) -> list[list[str]]:
              fmt(k.get("ms_per_step")),
              fmt(k.get("calls_per_step"), "{:.0f}"), fmt(k.get("median_us"), "{:.2f}")]
             for k in (doc.get("top_kernels") or [])[:n]]
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 21st."""
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def stall_rows(doc: dict, n: int | None = None) -> list[list[str]]:
+    """The host-stall table's numbers: (op, ms/step, per step, share, call in step) rows for the
+    first ``n`` stalls; each renderer adds the cause and advice in the length it has room for."""
+    out = []
+    for st in ((doc.get("host") or {}).get("stalls") or [])[:n]:
+        where = (f"{ordinal(st['occurrence'])} of {st['of_per_step']}" if st.get("occurrence")
+                 else "—")
+        out.append([str(st["op"]), fmt(st["ms_per_step"]), fmt(st["per_step"], "{:.1f}"),
+                    fmt(st.get("share"), "{:.0%}"), where])
+    return out
