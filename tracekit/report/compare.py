@@ -70,8 +70,25 @@ def ordered_terms(doc: dict) -> list[tuple[str, dict]]:
     return [(k, v) for g in groups for k, v in t.items() if v["group"] == g]
 
 
-def _indent(v: dict) -> str:
-    return ("  " + v["label"]) if v["group"] == "launch_overhead" else v["label"]
+def term_rows(doc: dict) -> list[tuple[str, list[str]]]:
+    """The what-moved table: (role, [term, A, B, B − A]) rows, a gap class as a "sub" row of the
+    launch overhead (the roles of report.text's tables)."""
+    return [("sub" if v["group"] == "launch_overhead" else "",
+             [str(v["label"]), _fmt_term(k, v["a"]), _fmt_term(k, v["b"]), _delta(k, v["delta"])])
+            for k, v in ordered_terms(doc)]
+
+
+def side_cells(s: dict) -> dict[str, str]:
+    """One side's latency row, by column: label, trace, setup, latency, ci, p10_p90, sessions,
+    steps, tokens_s, session_medians; each renderer draws the columns it has room for."""
+    ci = s.get("latency_ci95_ms")
+    return {"label": str(s["label"]), "trace": _files(s), "setup": _side_line(s),
+            "latency": fmt(s["latency_ms"]), "ci": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
+            "p10_p90": (f"{fmt(s['p10_ms'])}–{fmt(s['p90_ms'])}" if s.get("p10_ms") is not None
+                        else "—"),
+            "sessions": str(s["sessions"]), "steps": str(s["steps"]),
+            "tokens_s": fmt(s.get("tokens_per_s"), "{:.1f}"),
+            "session_medians": ", ".join(f"{m:.3f}" for m in s.get("session_medians_ms") or [])}
 
 
 # -- terminal -----------------------------------------------------------------------------------
@@ -94,11 +111,9 @@ def _group(doc: dict) -> Group:
                    ("tokens/s", "right")):
         lat.add_column(col, justify=j)
     for s in (a, b):
-        ci = s.get("latency_ci95_ms")
-        lat.add_row(escape(s["label"]), fmt(s["latency_ms"]),
-                    f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
-                    f"{fmt(s['p10_ms'])}–{fmt(s['p90_ms'])}", str(s["sessions"]), str(s["steps"]),
-                    fmt(s.get("tokens_per_s"), "{:.1f}"))
+        c = side_cells(s)
+        lat.add_row(*[escape(c[k]) for k in ("label", "latency", "ci", "p10_p90", "sessions", "steps",
+                                             "tokens_s")])
     src = doc["latency_source"]
     speed = (f"[bold]speed-up B vs A: {doc['speedup']:.3f}×[/]  95% CI {_ci(doc)}  "
              f"(basis: {doc['basis']}, n_a={doc['n_a']}, n_b={doc['n_b']}, "
@@ -107,9 +122,8 @@ def _group(doc: dict) -> Group:
     terms = Table(title="What moved (per step; profiled trace of each side)", title_justify="left")
     for col, j in (("term", "left"), ("A", "right"), ("B", "right"), ("B − A", "right")):
         terms.add_column(col, justify=j)
-    for key, v in ordered_terms(doc):
-        terms.add_row(escape(_indent(v)), _fmt_term(key, v["a"]),
-                      _fmt_term(key, v["b"]), _delta(key, v["delta"]))
+    for role, (label, *cells) in term_rows(doc):
+        terms.add_row(escape(f"  {label}" if role == "sub" else label), *cells)
     parts = [Panel(escape(doc["verdict"]), title="compare", border_style="cyan"), head, speed, lat]
     if doc.get("terms"):
         parts.append(terms)
@@ -147,19 +161,15 @@ def render_markdown(doc: dict) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in (a, b):
-        ci = s.get("latency_ci95_ms")
-        lines.append(
-            f"| {md_text(s['label'])} | {md_text(_files(s))} | {md_text(_side_line(s))} | "
-            f"{fmt(s['latency_ms'])} | {f'{ci[0]:.3f}–{ci[1]:.3f}' if ci else '—'} | "
-            f"{fmt(s['p10_ms'])}–{fmt(s['p90_ms'])} | {s['sessions']} | {s['steps']} |")
+        c = side_cells(s)
+        lines.append("| " + " | ".join(md_text(c[k]) for k in (
+            "label", "trace", "setup", "latency", "ci", "p10_p90", "sessions", "steps")) + " |")
     if doc.get("terms"):
         lines += ["", "What moved, per step (from each side's profiled trace):", "",
                   "| term | A | B | B − A |", "|---|---:|---:|---:|"]
-        for key, v in ordered_terms(doc):
-            label = ("&nbsp;&nbsp;" if v["group"] == "launch_overhead" else "") + md_text(
-                v["label"])
-            lines.append(f"| {label} | {_fmt_term(key, v['a'])} | {_fmt_term(key, v['b'])} | "
-                         f"{_delta(key, v['delta'])} |")
+        for role, (label, *cells) in term_rows(doc):
+            label = ("&nbsp;&nbsp;" if role == "sub" else "") + md_text(label)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if doc.get("warnings"):
         lines += ["", "Warnings:", ""] + [f"- {md_text(w, line_start=True)}"
                                           for w in doc["warnings"]]

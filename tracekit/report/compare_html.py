@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tracekit.errors import BadUsage
-from tracekit.report.compare import _ci, _delta, _files, _fmt_term, _side_line, ordered_terms
+from tracekit.report.compare import _ci, _files, _side_line, side_cells, term_rows
 from tracekit.report.html import (
     PLOT_CONFIG,
     TERM_COLORS,
@@ -117,14 +117,8 @@ def _waterfalls(doc: dict) -> Html:
 
 
 def _latency(doc: dict) -> Html:
-    rows = []
-    for s in (doc["a"], doc["b"]):
-        ci = s.get("latency_ci95_ms")
-        rows.append([s["label"], f"{s['latency_ms']:.3f}",
-                     f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
-                     f"{s['p10_ms']:.3f}–{s['p90_ms']:.3f}" if s.get("p10_ms") is not None else "—",
-                     s["sessions"], s["steps"],
-                     ", ".join(f"{m:.3f}" for m in s.get("session_medians_ms") or [])])
+    rows = [[c[k] for k in ("label", "latency", "ci", "p10_p90", "sessions", "steps",
+                             "session_medians")] for c in map(side_cells, (doc["a"], doc["b"]))]
     t = _table(["side", "latency ms", "95% CI", "p10–p90 ms", "sessions", "steps",
                 "session medians ms"], rows, num={1, 2, 3, 4, 5})
     return _section("Step latency", t, sid="latency",
@@ -132,12 +126,11 @@ def _latency(doc: dict) -> Html:
 
 
 def _terms(doc: dict) -> Html:
-    terms = ordered_terms(doc)
+    terms = term_rows(doc)
     if not terms:
         return Html("")
-    rows = [[Html(("&nbsp;&nbsp;" if v["group"] == "launch_overhead" else "") + esc(v["label"])),
-             _fmt_term(k, v["a"]), _fmt_term(k, v["b"]), _delta(k, v["delta"])]
-            for k, v in terms]
+    rows = [[Html(("&nbsp;&nbsp;" if role == "sub" else "") + esc(label)), *cells]
+            for role, (label, *cells) in terms]
     return _section("What moved", _table(["term", "A", "B", "B − A"], rows, num={1, 2, 3}),
                     sid="terms", lead="Per decode step, from each side's profiled trace.")
 
