@@ -1,7 +1,12 @@
-"""Phrases every renderer shares, so the terminal, Markdown and HTML say the same thing in the
-same words: the context story, the GPU label, the capture table, byte amounts.
+"""The report's view model: every table the terminal, Markdown and HTML reports draw, built once
+as rows of text (the decomposition, the per-step summary, the what-ifs, the real step, the kernel
+categories, the top kernels, the stalls, the capture, the quantized step), with the phrases they
+share (the context story, the GPU label, byte amounts) and the one number formatter, :func:`fmt`.
+A number shown by two renderers is the same string twice.
 
-Plain text only (each renderer escapes for its own medium); formatting, never computing.
+A row that is part of the term above it, or the total, carries a role ("sub", "total") rather
+than an indent, so that each renderer marks it in its own medium. Plain text only (each renderer
+escapes for its own medium); formatting, never computing.
 """
 
 from __future__ import annotations
