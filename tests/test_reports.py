@@ -276,3 +276,39 @@ def test_cli_cdn_report(tmp_path):
     res = CliRunner().invoke(app, ["explain", "--sample", "--html", str(out), "--plotlyjs", "cdn"])
     assert res.exit_code == 0, res.output
     assert "https://cdn.plot.ly/" in out.read_text() and out.stat().st_size < 1_000_000
+
+
+# -- one view model, three media ------------------------------------------------------------------
+def test_every_medium_draws_the_same_tables(sample):
+    """The decomposition and the per-step summary read the same in the terminal, Markdown and
+    HTML: the same label, the same ms and the same share on one row (shares and labels computed
+    here from the JSON document, not by the report code)."""
+    from rich.console import Console
+
+    from tracekit.report.terminal import render
+
+    doc, tl = sample
+    con = Console(record=True, width=160)
+    render(doc, con)
+    term, md, page = con.export_text(), render_markdown(doc), render_html(doc, tl, plotlyjs="cdn")
+    dec, s = doc["decomposition"], doc["summary"]
+    lat = dec["latency_ms"]
+    names = {"host_bound": "host-bound", "launch_latency": "launch latency", "sync": "sync",
+             "other": "other"}
+    assert set(dec["launch_overhead_by_class_ms"]) == set(names)
+    rows = [(f"idle: {names[c]}", v) for c, v in dec["launch_overhead_by_class_ms"].items()]
+    rows += [("memory floor", dec["floor_ms"]), ("kernel excess", dec["kernel_excess_ms"]),
+             ("launch overhead (GPU idle)", dec["launch_overhead_ms"])]
+    for label, v in rows:
+        ms, pct = f"{v:.3f}", f"{v / lat:.1%}"
+        assert re.search(rf"│\s+{re.escape(label)}\s+│\s+{re.escape(ms)} │\s+{re.escape(pct)} │", term), label
+        assert re.search(rf"\| (&nbsp;&nbsp;↳ )?{re.escape(label)} \| {re.escape(ms)} \| "
+                         rf"{re.escape(pct)} \|", md), label
+        assert re.search(rf"{re.escape(label)}</td><td class=\"num\">{re.escape(ms)}</td>"
+                         rf"<td class=\"num\">{re.escape(pct)}</td>", page), label
+    lo, hi = s["range"]["latency_ms"]
+    median, span = f"{s['latency_ms']:.3f}", f"{lo:.3f}–{hi:.3f}"
+    assert re.search(rf"│ latency ms\s+│\s+{median} │\s+{span} │", term)
+    assert f"| latency ms | {median} | {span} |" in md
+    assert (f'<td>latency ms</td><td class="num">{median}</td><td class="num">{span}</td>'
+            in page)
