@@ -18,8 +18,8 @@ def render_quantization(q: dict, console: Console | None = None) -> None:
     t.add_column(q["baseline_dtype"], justify="right")
     t.add_column(q["dtype"], justify="right")
     t.add_column("change", justify="right")
-    for row in quantization_rows(q):
-        t.add_row(row[0] if row[0] in ("step ms", "floor ms", "linear path GB/s") else f"  {row[0]}",
-                  *row[1:])
+    rows = quantization_rows(q)
+    for i, (label, *cells) in enumerate(rows):  # the kernel categories sit between floor and bandwidth
+        t.add_row(f"  {label}" if 2 <= i < len(rows) - 1 else label, *cells)
     console.print(t)
     console.print(f"[bold]Quantization:[/bold] {q['verdict']}")
