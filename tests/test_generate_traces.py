@@ -130,3 +130,18 @@ def test_a_static_cache_generate_replays_one_graph_per_token():
     d = explain(tr).to_dict()
     assert d["source"]["detection_method"] == "graph_launch"
     assert d["source"]["steps_found"] == graphs == sum(tokens == 1 for _, tokens in truth)
+
+
+def test_the_reports_name_the_batch_in_the_throughput():
+    """Batch 4: tokens/s per sequence and in all, in every medium; batch 1 keeps one row."""
+    from tracekit.report.html import render_html
+    from tracekit.report.markdown import render_markdown
+
+    d = explain(GEN / "gen_batch4_qwen2.5-0.5b.json.gz").to_dict()
+    s = d["summary"]
+    md = render_markdown(d)
+    assert f"tokens/s in all (4 sequences) | {s['tokens_per_s_total']:.1f}" in md
+    assert f"tokens/s per sequence (batch 4) | {s['tokens_per_s']:.1f}" in md
+    assert "per sequence of a batch of 4" in render_html(d, None, plotlyjs="cdn")
+    one = render_markdown(explain(GEN / "gen7b_qwen2.5-7b.json.gz").to_dict())
+    assert "| tokens/s |" in one and "in all" not in one

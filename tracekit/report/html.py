@@ -46,6 +46,7 @@ from tracekit.report.text import (
     share,
     stall_rows,
     step_summary_rows,
+    throughput_note,
     top_kernel_rows,
     unprofiled_rows,
     whatif_rows,
@@ -214,7 +215,7 @@ def _kpis(doc: dict) -> Html:
     cards = [
         _kpi("Step latency", fmt(lat, "{:.2f} ms"),
              f"median; {rng[0]:.2f}–{rng[1]:.2f} ms" if rng else "median"),
-        _kpi("Throughput", _tok_s(s.get("tokens_per_s")), "batch 1, 1 ÷ median latency"),
+        _kpi("Throughput", _tok_s(s.get("tokens_per_s")), throughput_note(doc)),
         _kpi("GPU busy", fmt(s.get("gpu_busy_ms"), "{:.2f} ms"),
              f"{share(s.get('gpu_busy_ms'), lat)} of the step"),
         _kpi("Launch overhead", fmt(dec.get("launch_overhead_ms"), "{:.2f} ms"),

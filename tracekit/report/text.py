@@ -213,7 +213,25 @@ def step_summary_rows(doc: dict) -> list[list[str]]:
             row("launches", "launches", "{:.0f}"),
             row("graph launches", "graph_launches", "{:.0f}", False),
             row("host ms in launch calls", "launch_host_ms", with_range=False),
-            row("tokens/s", "tokens_per_s", "{:.1f}", False)]
+            *_token_rows(s, row)]
+
+
+def _token_rows(s: dict, row) -> list[list[str]]:
+    """tokens/s: per sequence, and in all when a step decodes a batch of several."""
+    batch = s.get("batch") or 1
+    if batch == 1:
+        return [row("tokens/s", "tokens_per_s", "{:.1f}", False)]
+    return [row(f"tokens/s per sequence (batch {batch})", "tokens_per_s", "{:.1f}", False),
+            row(f"tokens/s in all ({batch} sequences)", "tokens_per_s_total", "{:.1f}", False)]
+
+
+def throughput_note(doc: dict) -> str:
+    """How the throughput figure is made, with the batch it is for."""
+    s = doc.get("summary") or {}
+    batch = s.get("batch") or 1
+    if batch == 1:
+        return "batch 1, 1 ÷ median latency"
+    return f"per sequence of a batch of {batch} ({batch}× that in all), 1 ÷ median latency"
 
 
 def whatif_rows(doc: dict) -> list[list[str]]:
