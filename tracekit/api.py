@@ -20,6 +20,7 @@ from tracekit.errors import BadInput
 if TYPE_CHECKING:
     import polars as pl
 
+    from tracekit.host import HostAttribution
     from tracekit.steps import Steps
     from tracekit.trace import Trace
 
@@ -67,7 +68,7 @@ class Explanation:
     _timeline: Callable[[], dict] | None = field(default=None, repr=False)
     _trace: Trace | None = field(default=None, repr=False)
     _steps: Steps | None = field(default=None, repr=False)
-    _host: object | None = field(default=None, repr=False)  # host.HostAttribution
+    _host: HostAttribution | None = field(default=None, repr=False)
 
     @functools.cached_property
     def timeline(self) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import statistics
 import sys
 import types
 from dataclasses import fields
@@ -281,8 +282,8 @@ def _summary(decode: list[dict]) -> dict:
     s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
                   for k in ("latency_ms", "gpu_busy_ms", "idle_ms", "kernels", "launches")}
     # the batch a marker stated (vLLM, SGLang); a trace that says nothing is batch 1
-    batches = [r.get("batch") for r in decode if r.get("batch")]
-    s["batch"] = int(_median(batches, low=True)) if batches else 1
+    batches = [r["batch"] for r in decode if r.get("batch")]
+    s["batch"] = int(statistics.median_low(batches)) if batches else 1
     s["batch_source"] = "marker" if batches else "assumed"
     s["tokens_per_s"] = 1e3 / s["latency_ms"] if s["latency_ms"] else None  # per sequence
     s["tokens_per_s_total"] = (s["tokens_per_s"] * s["batch"]
@@ -309,9 +310,9 @@ def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dic
         out["missing"] = f"pass {', '.join(need)} to compute the memory floor"
         return out
     ctxs = [r["ctx"] for r in decode if r["ctx"] is not None]
-    ctx = int(_median(ctxs)) if ctxs else ctx0
-    batches = [r.get("batch") for r in decode if r.get("batch")]
-    batch = int(_median(batches, low=True)) if batches else 1
+    ctx = int(statistics.median(ctxs)) if ctxs else ctx0
+    batches = [r["batch"] for r in decode if r.get("batch")]
+    batch = int(statistics.median_low(batches)) if batches else 1
     out["batch"] = batch
     f = step_floor(spec, ctx, peak, dtype=dtype, convention=convention, batch=batch)
     out.update(bytes=f.bytes, floor_ms=f.floor_ms, ctx=ctx, weights_bytes=f.weights_bytes,
@@ -366,7 +367,7 @@ def graph_gap_ns(graph: Trace, *, step_marker: str | None = None) -> float:
         raise BadInput("--graph-trace has no CUDA-graph decode steps to calibrate from "
                        "(it needs cudaGraphLaunch calls and at least two steps)")
     per_op = [float(r["idle_ns"]) / float(r["kernels"] + r["memcpys"] + r["memsets"]) for r in t]
-    return float(_median(per_op))
+    return float(statistics.median(per_op))
 
 
 def _graph_gap(graph_trace, gspec, tr, step_marker):

@@ -35,6 +35,8 @@ A trace with no stall needs no ``c``: its launch issue is simply the rest of ``U
 from __future__ import annotations
 
 import math
+import statistics
+from typing import Any
 
 from tracekit.errors import BadInput
 
@@ -144,15 +146,18 @@ def bimodal(samples: list[float]) -> tuple[float, float] | None:
     k_min = max(3, math.ceil(BIMODAL_MIN_SHARE * n))
     if n < 2 * k_min:
         return None
-    best = None
-    for k in range(k_min, n - k_min + 1):
+
+    def split_at(k: int) -> tuple[float, float, float, float, float]:
+        # (within-cluster sum of squares, the two means, the two standard deviations)
         lo, hi = xs[:k], xs[k:]
         mlo, mhi = sum(lo) / k, sum(hi) / (n - k)
         ss_lo, ss_hi = sum((x - mlo) ** 2 for x in lo), sum((x - mhi) ** 2 for x in hi)
-        if best is None or ss_lo + ss_hi < best[0]:
-            best = (ss_lo + ss_hi, mlo, mhi, math.sqrt(ss_lo / k), math.sqrt(ss_hi / (n - k)))
-    _, mlo, mhi, sd_lo, sd_hi = best
-    med = median(xs)
+        return ss_lo + ss_hi, mlo, mhi, math.sqrt(ss_lo / k), math.sqrt(ss_hi / (n - k))
+
+    # the best split: the least sum of squares (the first such k on a tie)
+    _, mlo, mhi, sd_lo, sd_hi = min((split_at(k) for k in range(k_min, n - k_min + 1)),
+                                    key=lambda s: s[0])
+    med = statistics.median(xs)
     # two modes, not one mode with a long tail: each cluster tight relative to the separation
     if mhi - mlo >= BIMODAL_MIN_SEPARATION * med and mhi - mlo >= BIMODAL_MIN_SIGMAS * max(sd_lo, sd_hi):
         return mlo, mhi
@@ -218,11 +223,12 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
         u, source = cap["latency_ms"], "capture"
     else:
         return None
-    out = {"latency_ms": u, "source": source, "profiler_overhead": p / u if p else None,
-           "profiled_latency_ms": p, "samples": None, "decomposition": None,
-           "whatif": {"cuda_graphs_ms": whatif.get("cuda_graphs_ms"), "cuda_graphs_speedup": None,
-                      "no_stalls_ms": None, "no_stalls_speedup": None},
-           "model": None, "calibration": None, "estimate": True, "reliable": True, "host": None}
+    out: dict[str, Any] = {
+        "latency_ms": u, "source": source, "profiler_overhead": p / u if p else None,
+        "profiled_latency_ms": p, "samples": None, "decomposition": None,
+        "whatif": {"cuda_graphs_ms": whatif.get("cuda_graphs_ms"), "cuda_graphs_speedup": None,
+                   "no_stalls_ms": None, "no_stalls_speedup": None},
+        "model": None, "calibration": None, "estimate": True, "reliable": True, "host": None}
     if cap is not None and source == "capture":
         out["samples"] = {k: cap[k] for k in ("basis", "before_ms", "after_ms", "sessions",
                                               "sessions_median_ms")}

@@ -89,7 +89,8 @@ def verdict(e: Explanation) -> str:
     elif w.get("note") == "the trace already replays CUDA graphs":
         graphs = "; it already replays CUDA graphs"
     classes = d.get("launch_overhead_by_class_ms") or {}
-    top = max(classes, key=lambda c: classes[c] or 0) if classes else None
+    # (an explanation with launch overhead always has its classes: "other" never applies)
+    top = max(classes, key=lambda c: classes[c] or 0) if classes else "other"
     if share >= 0.5:
         if top == "host_bound":
             hv = _host_verdict(e, lat, floor_part, graphs)
