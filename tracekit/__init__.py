@@ -34,7 +34,7 @@ def sample_path() -> Path:
 _LAZY = {
     "load": ("tracekit.trace", "load"),
     "Trace": ("tracekit.trace", "Trace"),
-    "Explanation": ("tracekit.explain", "Explanation"),
+    "Explanation": ("tracekit.api", "Explanation"),
 }
 
 

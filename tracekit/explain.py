@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import statistics
 import sys
 import types
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tracekit import __version__
 from tracekit import host as host_attr
 from tracekit import unprofiled as unprof
+from tracekit.api import SCHEMA, Explanation
 from tracekit.breakdown import GAP_CLASSES, kernel_category_rows, step_records, top_kernel_rows
-from tracekit.capture.write import json_safe
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.memory import release
@@ -42,11 +40,9 @@ from tracekit.specs.models import MAX_CTX, ModelSpec, dtype_bytes, get_model, kn
 from tracekit.specs.quant import UNQUANTIZED_DTYPE, capture_floor_dtype, is_quantized
 from tracekit.steps import Steps, detect_steps, training_evidence
 from tracekit.trace import Trace, load
+from tracekit.verdict import verdict
 
-if TYPE_CHECKING:
-    import polars as pl
-
-SCHEMA = "tracekit.explain/1"
+__all__ = ["SCHEMA", "Explanation", "check_ctx", "explain", "graph_gap_ns", "verdict"]
 
 #: the DRAM bandwidths --bandwidth accepts (GB/s): a Jetson has ~68, a B200 8000
 MIN_GBPS, MAX_GBPS = 1.0, 100_000.0
@@ -64,170 +60,6 @@ def check_ctx(ctx: int | None) -> None:
 #: from sample_traces/plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz. No other architecture
 #: has been measured here, so none gets a default: pass --graph-trace.
 GRAPH_GAP_NS: dict[str, float] = {"hopper": 497.0}
-
-
-@dataclass(repr=False)
-class Explanation:
-    """Everything ``tracekit explain`` says about one trace.
-
-    ``to_dict()`` is the JSON contract (``tracekit.explain/1``); the attributes below hold its
-    sections as plain dicts and lists. For a notebook: ``steps``, ``gaps``, ``kernels`` and
-    ``categories`` are polars DataFrames (``to_pandas(name)`` for pandas), ``to_markdown()`` and
-    ``to_html()`` render the reports, ``figures()`` returns the report's plotly figures, and a
-    notebook cell showing an Explanation renders the compact report.
-
-        >>> import tracekit
-        >>> e = tracekit.explain(tracekit.sample_path())          # doctest: +SKIP
-        >>> e.steps.select("step", "latency_ms", "gpu_busy_ms")  # doctest: +SKIP
-    """
-
-    source: dict
-    model: dict
-    gpu: dict
-    #: the contract's ``steps`` (one dict per step); the ``steps`` attribute is its DataFrame
-    step_rows: list[dict] = field(metadata={"json": "steps"})
-    summary: dict
-    floor: dict
-    decomposition: dict
-    whatif: dict
-    kernels_by_category: list[dict]
-    top_kernels: list[dict]
-    verdict: str
-    warnings: list[str]
-    #: host attribution (tracekit/host.py): launch issue vs stalls, by op; None without CPU ops
-    host: dict | None = None
-    #: the unprofiled step (tracekit/unprofiled.py); None when its latency is unknown
-    unprofiled: dict | None = None
-    #: the one context story: prompt length and the KV length over the profiled steps
-    context: dict = field(default_factory=dict)
-    #: with ``baseline=`` (a bf16 trace): how much of the quantized step's byte saving it
-    #: realises (tracekit/quantized.py); an additive key, absent from the document without one
-    quantization: dict | None = field(default=None, metadata={"omit_if_none": True})
-    # for renderers and DataFrames, not serialized: computed on first use
-    _timeline: Callable[[], dict] | None = field(default=None, repr=False)
-    _trace: Trace | None = field(default=None, repr=False)
-    _steps: Steps | None = field(default=None, repr=False)
-    _host: object | None = field(default=None, repr=False)  # host.HostAttribution
-
-    @functools.cached_property
-    def timeline(self) -> dict:
-        """One representative decode step's ops and classified gaps (see breakdown.step_gaps)."""
-        return self._timeline() if self._timeline else {}
-
-    @property
-    def trace(self) -> Trace | None:
-        """The normalized trace this explanation was computed from."""
-        return self._trace
-
-    def to_dict(self) -> dict:
-        """The JSON contract: one versioned document, unknown values null, counts integers."""
-        d = {"schema": SCHEMA, "tracekit_version": __version__}
-        for f in fields(self):
-            if f.name.startswith("_") or (f.metadata.get("omit_if_none")
-                                          and getattr(self, f.name) is None):
-                continue
-            d[f.metadata.get("json", f.name)] = json_safe(getattr(self, f.name))
-        return d
-
-    # -- DataFrames (tracekit/frames.py) --------------------------------------------------------
-    @property
-    def steps(self) -> pl.DataFrame:
-        """One row per detected step: latency, GPU busy, idle by class, counts, floor."""
-        from tracekit.frames import steps_frame
-
-        return steps_frame(self.step_rows)
-
-    @functools.cached_property
-    def gaps(self) -> pl.DataFrame:
-        """One row per GPU idle gap: step, start, duration, class, the op that ended it, host op."""
-        import polars as pl
-
-        from tracekit.frames import GAPS_SCHEMA, gaps_frame
-
-        if self._trace is None or self._steps is None or not self._trace.has_gpu:
-            return pl.DataFrame(schema=GAPS_SCHEMA)
-        host_ops = None
-        if self._host is not None:
-            host_ops = {(s, a): op for s, a, op in
-                        self._host.gaps.select("step", "start_ns", "op").iter_rows()}
-        return gaps_frame(self._trace, self._steps, host_ops)
-
-    @functools.cached_property
-    def kernels(self) -> pl.DataFrame:
-        """Every kernel name over the decode steps: category, ms and calls per step, median µs."""
-        from tracekit.frames import kernels_frame
-
-        if self._steps is None:
-            import polars as pl
-
-            return pl.DataFrame(self.top_kernels)
-        return kernels_frame(self._steps)
-
-    @property
-    def categories(self) -> pl.DataFrame:
-        """Kernel categories per decode step (the contract's ``kernels_by_category``)."""
-        from tracekit.frames import categories_frame
-
-        return categories_frame(self.kernels_by_category)
-
-    def to_pandas(self, name: str | None = None):
-        """``steps``, ``gaps``, ``kernels`` or ``categories`` as a pandas DataFrame; all four in a
-        dict when ``name`` is None. Needs pandas (not pyarrow)."""
-        from tracekit.frames import FRAMES, to_pandas
-
-        if name is None:
-            return {n: to_pandas(getattr(self, n)) for n in FRAMES}
-        if name not in FRAMES:
-            raise BadInput(f"unknown table {name!r}; known: {', '.join(FRAMES)}")
-        return to_pandas(getattr(self, name))
-
-    # -- reports --------------------------------------------------------------------------------
-    def to_markdown(self, path: str | Path | None = None) -> str | Path:
-        """The Markdown summary (``tracekit explain --markdown``), to paste into an issue; with
-        ``path``, written there (atomically, replacing a file) and the path returned."""
-        from tracekit.report.markdown import render_markdown
-
-        text = render_markdown(self.to_dict())
-        if path is None:
-            return text
-        from tracekit.fileio import atomic_write_text
-
-        return atomic_write_text(path, text)
-
-    def to_html(self, path: str | Path | None = None, *, plotlyjs: str = "inline") -> str | Path:
-        """The self-contained HTML report (``tracekit explain --html``) as a string; with
-        ``path``, written there (atomically, replacing a file) and the path returned instead of
-        the page (a few MB a notebook cell would echo). ``plotlyjs="cdn"`` makes a small file that
-        needs the network."""
-        from tracekit.report.html import render_html
-
-        page = render_html(self.to_dict(), self.timeline, plotlyjs=plotlyjs)
-        if path is None:
-            return page
-        from tracekit.fileio import atomic_write_text
-
-        return atomic_write_text(path, page)
-
-    def figures(self) -> dict:
-        """The HTML report's plotly figures by name: ``waterfall``, ``steps``, ``timeline``
-        (absent when there is nothing to draw)."""
-        from tracekit.report.html import figures
-
-        return figures(self.to_dict(), self.timeline)
-
-    def _repr_html_(self) -> str:
-        from tracekit.report.html import render_compact
-
-        return render_compact(self.to_dict())
-
-    def __repr__(self) -> str:
-        what = " on ".join(str(x) for x in (self.model.get("name"), self.gpu.get("name")) if x)
-        lat = self.summary.get("latency_ms")
-        return (f"<Explanation {what or self.source.get('file')}: "
-                f"{self.source.get('decode_steps')} decode steps"
-                f"{f', {lat:.3f} ms/step' if lat is not None else ''} — {self.verdict}>")
-
-
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -318,8 +150,9 @@ def explain(
                         "while the GPU waited) needs CPU activity — profile with "
                         "ProfilerActivity.CPU as well as CUDA")
     host = _host_section(attribution, rows, summary, decomp)
-    _no_stalls(whatif, summary, host)
-    real = _unprofiled(tr, gspec, unprofiled_ms, summary, decomp, host, whatif, warnings)
+    unprof.no_stalls(whatif, summary, host)
+    real = unprof.section(tr.capture, tr.meta.get("gpu_name"), unprofiled_ms, summary, decomp,
+                          host, whatif, warnings)
     kcat = _categories(steps, spec, dtype, floor)
     explanation = Explanation(
         source=_source(tr, steps, rows),
@@ -449,8 +282,8 @@ def _summary(decode: list[dict]) -> dict:
     s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
                   for k in ("latency_ms", "gpu_busy_ms", "idle_ms", "kernels", "launches")}
     # the batch a marker stated (vLLM, SGLang); a trace that says nothing is batch 1
-    batches = [r.get("batch") for r in decode if r.get("batch")]
-    s["batch"] = int(_median(batches, low=True)) if batches else 1
+    batches = [r["batch"] for r in decode if r.get("batch")]
+    s["batch"] = int(statistics.median_low(batches)) if batches else 1
     s["batch_source"] = "marker" if batches else "assumed"
     s["tokens_per_s"] = 1e3 / s["latency_ms"] if s["latency_ms"] else None  # per sequence
     s["tokens_per_s_total"] = (s["tokens_per_s"] * s["batch"]
@@ -477,9 +310,9 @@ def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dic
         out["missing"] = f"pass {', '.join(need)} to compute the memory floor"
         return out
     ctxs = [r["ctx"] for r in decode if r["ctx"] is not None]
-    ctx = int(_median(ctxs)) if ctxs else ctx0
-    batches = [r.get("batch") for r in decode if r.get("batch")]
-    batch = int(_median(batches, low=True)) if batches else 1
+    ctx = int(statistics.median(ctxs)) if ctxs else ctx0
+    batches = [r["batch"] for r in decode if r.get("batch")]
+    batch = int(statistics.median_low(batches)) if batches else 1
     out["batch"] = batch
     f = step_floor(spec, ctx, peak, dtype=dtype, convention=convention, batch=batch)
     out.update(bytes=f.bytes, floor_ms=f.floor_ms, ctx=ctx, weights_bytes=f.weights_bytes,
@@ -534,7 +367,7 @@ def graph_gap_ns(graph: Trace, *, step_marker: str | None = None) -> float:
         raise BadInput("--graph-trace has no CUDA-graph decode steps to calibrate from "
                        "(it needs cudaGraphLaunch calls and at least two steps)")
     per_op = [float(r["idle_ns"]) / float(r["kernels"] + r["memcpys"] + r["memsets"]) for r in t]
-    return float(_median(per_op))
+    return float(statistics.median(per_op))
 
 
 def _graph_gap(graph_trace, gspec, tr, step_marker):
@@ -608,116 +441,6 @@ def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | No
         "stalls": host_attr.stall_table(h, ids, lat),
         "by_op": host_attr.by_op_table(h, ids),
     }
-
-
-def _stall_normal_ms(host: dict) -> float:
-    """What issuing the stalling ops costs when they do not stall (ms per step)."""
-    return sum(s["per_step"] * (s["normal_us"] or 0.0) / 1e3 for s in host["stalls"])
-
-
-def _no_stalls(whatif: dict, summary: dict, host: dict | None) -> None:
-    """The "without the stalls" what-if on the profiled step: minus the stall idle, plus what
-    issuing those ops normally costs (the same op's median host time when it does not stall)."""
-    lat, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
-    whatif.update(no_stalls_ms=None, no_stalls_speedup=None)
-    if host is None or lat is None or not host["stalls"] or not host["stall_ms"]:
-        return  # no stall in the median step: nothing to take away
-    ms = max(lat - host["stall_ms"] + _stall_normal_ms(host), busy or 0.0)
-    whatif.update(no_stalls_ms=ms, no_stalls_speedup=lat / ms if ms else None)
-
-
-def _unprofiled(tr: Trace, gspec, flag_ms, summary, decomp, host, whatif, warnings) -> dict | None:
-    """The JSON ``unprofiled`` section (see tracekit/unprofiled.py), or None when unknown."""
-    p, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
-    cap = unprof.from_capture(tr.capture)
-    if flag_ms is not None:
-        u, source = float(flag_ms), "flag"
-    elif cap is not None:
-        u, source = cap["latency_ms"], "capture"
-    else:
-        return None
-    out = {"latency_ms": u, "source": source, "profiler_overhead": p / u if p else None,
-           "profiled_latency_ms": p, "samples": None, "decomposition": None,
-           "whatif": {"cuda_graphs_ms": whatif.get("cuda_graphs_ms"), "cuda_graphs_speedup": None,
-                      "no_stalls_ms": None, "no_stalls_speedup": None},
-           "model": None, "calibration": None, "estimate": True, "reliable": True, "host": None}
-    if cap is not None and source == "capture":
-        out["samples"] = {k: cap[k] for k in ("basis", "before_ms", "after_ms", "sessions",
-                                              "sessions_median_ms")}
-        out["samples"]["n"] = len(cap["samples"])
-        out["reliable"] = _sample_warnings(cap, warnings)
-    if p is not None and p < u:
-        out["reliable"] = False
-        warnings.append(
-            f"the profiled step ({p:.1f} ms) is faster than the unprofiled one ({u:.1f} ms; "
-            f"profiler overhead {p / u:.2f}x < 1): the host's speed drifted between timing and "
-            "profiling, so the unprofiled numbers are unreliable — re-capture on a quiet host "
-            "with several fresh sessions (tracekit capture --sessions N) or pass "
-            "--unprofiled-ms from a stable run")
-    if busy is None or p is None:
-        return out
-    classes = decomp.get("launch_overhead_by_class_ms") or {}
-    other = sum(v or 0.0 for c, v in classes.items() if c != "host_bound")
-    dec = {"floor_ms": decomp.get("floor_ms"), "kernel_excess_ms": decomp.get("kernel_excess_ms"),
-           "launch_overhead_ms": u - busy, "launch_issue_ms": None, "stall_ms": None,
-           "other_idle_ms": other}
-    out["decomposition"] = dec
-    if whatif.get("cuda_graphs_ms"):
-        out["whatif"]["cuda_graphs_speedup"] = u / whatif["cuda_graphs_ms"]
-    if host is None:
-        return out
-    cal = unprof.calibration(tr.meta.get("gpu_name"))
-    sp = unprof.split(u=u, p=p, busy=busy, other=other, stall_p=host["stall_ms"],
-                      events=host["events_per_step"] or 0, cost_ns=cal[0] if cal else None)
-    dec.update(launch_issue_ms=sp["launch_issue_ms"], stall_ms=sp["stall_ms"])
-    out["calibration"] = (cal[1] if cal and host["stall_ms"] > 0 else
-                          "none needed: no stall" if host["stall_ms"] <= 0 else
-                          "no per-event profiler cost measured for this machine: the split of "
-                          "launch overhead into issue and stalls is unknown")
-    if host["stall_ms"] <= 0:
-        out["model"] = "no stall: launch issue is the rest of the unprofiled step"
-    elif sp["cost_us_per_event"] is not None:
-        out["model"] = ("per-event profiler cost: the profiled host issue time less "
-                        f"{sp['cost_us_per_event']:.2f} µs per recorded event; stalls are the rest")
-    out["host"] = {"launch_issue_ms": sp["launch_issue_ms"], "stall_ms": sp["stall_ms"],
-                   "host_issue_ms": sp["host_issue_ms"],
-                   "cost_us_per_event": sp["cost_us_per_event"]}
-    if sp["stall_ms"] and host["stalls"] and host["stall_ms"]:
-        scale = (sp["host_issue_ms"] / (p - host["stall_ms"] - other)
-                 if sp["host_issue_ms"] and p - host["stall_ms"] - other > 0 else 1.0)
-        ms = max(u - sp["stall_ms"] + _stall_normal_ms(host) * scale, busy)
-        out["whatif"].update(no_stalls_ms=ms, no_stalls_speedup=u / ms)
-    return out
-
-
-def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
-    """Warn about unprofiled samples no single number summarizes; True when none applies."""
-    modes = unprof.bimodal(cap["samples"])
-    spread = cap.get("sessions_range_ms")
-    if spread and spread[0] > 0 and spread[1] / spread[0] > unprof.SESSION_SPREAD:
-        warnings.append(
-            f"the {cap['sessions']} fresh sessions disagree: their unprofiled medians range from "
-            f"{spread[0]:.1f} to {spread[1]:.1f} ms (the host's speed varies between processes); "
-            f"tracekit uses their median, {cap['sessions_median_ms']:.1f} ms — treat single-session "
-            "numbers from this machine with care")
-    if modes:
-        warnings.append(
-            f"the unprofiled samples are bimodal (clusters near {modes[0]:.1f} and {modes[1]:.1f} "
-            f"ms; median {cap['latency_ms']:.1f} ms): the host changed speed while timing, so no "
-            "single number is the real step — re-capture on a quiet host, with more sessions, "
-            "or pass --unprofiled-ms with the value you trust")
-    b, a = cap.get("before_ms"), cap.get("after_ms")
-    if b and a and abs(a - b) > unprof.DRIFT_TOLERANCE * min(a, b):
-        warnings.append(
-            f"the unprofiled step was {b:.1f} ms before the profiled window and {a:.1f} ms after "
-            "it: the host's speed changed during the capture (it often stays slower after "
-            "torch.profiler stops in the same process); "
-            + (f"tracekit uses the median of the {cap['sessions']} sessions' steps timed before "
-               "their windows" if (cap.get("sessions") or 0) >= 2 else
-               "tracekit uses the steps timed before the window — capture several fresh "
-               "sessions (tracekit capture --sessions N) before trusting one"))
-    # with several sessions the latency is their median, which one noisy session cannot move
-    return not modes or (cap.get("sessions") or 0) >= 3
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -824,117 +547,22 @@ def _timeline(tr: Trace, steps: Steps, table: list[dict], h=None) -> dict:
     return tl
 
 
-# -- verdict ----------------------------------------------------------------------------------
-def _fmt_ms(ms: float) -> str:
-    return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
-
-
-def _real(e: Explanation) -> dict | None:
-    """The unprofiled section when it is trustworthy enough to lead the verdict."""
-    u = e.unprofiled
-    if not u or not u.get("decomposition") or not u.get("reliable"):
-        return None
-    return u
-
-
-def _stall_clause(st: dict) -> str:
-    n = st["per_step"]
-    what = "one stall per step" if 0.9 <= n <= 1.1 else f"{n:.1f} stalls per step"
-    why = f" ({st['short_cause']})" if st.get("short_cause") else ""
-    return f"{what} in {st['op']}{why}"
-
-
-def _host_verdict(e: Explanation, lat: float, floor_part: str, graphs: str) -> str | None:
-    """Host-bound steps: a stall or the steady per-launch issue cost, whichever dominates."""
-    h = e.host
-    if not h:
-        return None
-    real = _real(e)
-    basis, stall, issue, no_stalls = lat, h["stall_ms"], h["launch_issue_ms"], e.whatif
-    tag = ""
-    if real and real["decomposition"].get("stall_ms") is not None:
-        basis, stall = real["latency_ms"], real["decomposition"]["stall_ms"]
-        issue, no_stalls = real["decomposition"]["launch_issue_ms"], real["whatif"]
-        tag = (f" (unprofiled, estimated; the profiled trace shows {_fmt_ms(h['stall_ms'])} of "
-               f"{_fmt_ms(lat)})")
-    elif real:
-        tag = f" (profiled; the unprofiled step is {_fmt_ms(real['latency_ms'])})"
-    if h["stalls"] and stall is not None and issue is not None and stall >= issue:
-        st = h["stalls"][0]
-        fix = f": {st['short_advice']}" if st.get("short_advice") else ""
-        without = ""
-        if no_stalls.get("no_stalls_ms"):
-            without = (f"; without it ≈{_fmt_ms(no_stalls['no_stalls_ms'])} "
-                       f"(≈{no_stalls['no_stalls_speedup']:.1f}×)")
-        return (f"Host-stalled: {_fmt_ms(stall)} of each {_fmt_ms(basis)} step{tag} is "
-                f"{_stall_clause(st)}{fix}{without}.")
-    per = f" ({h['us_per_launch']:.0f} µs of host time per launch)" if h.get("us_per_launch") else ""
-    also = ""
-    if h["stalls"] and h["stalls"][0]["share"] and h["stalls"][0]["share"] >= 0.1:
-        also = f"; besides, {_stall_clause(h['stalls'][0])}"
-    if real:
-        share = (real["decomposition"]["launch_overhead_ms"] or 0) / real["latency_ms"]
-        return (f"Launch-bound: {share:.0%} of each {_fmt_ms(real['latency_ms'])} step "
-                f"(unprofiled) is the GPU waiting for the host to issue ops{per}; {floor_part}"
-                f"{graphs}{also}.")
-    share = (e.decomposition.get("launch_overhead_ms") or 0) / lat
-    return (f"Launch-bound: {share:.0%} of each {_fmt_ms(lat)} step is the GPU waiting for the "
-            f"host to issue ops{per}; {floor_part}{graphs}{also}.")
-
-
-def verdict(e: Explanation) -> str:
-    """One sentence with the numbers that matter: the dominant cause first."""
-    s, d, w = e.summary, e.decomposition, e.whatif
-    lat, busy = s.get("latency_ms"), s.get("gpu_busy_ms")
-    if not lat:
-        return "No step latency: the trace has fewer than two decode steps with GPU work."
-    if busy is None:
-        return (f"Host-side only: each step takes {_fmt_ms(lat)} on the CPU; the trace has no GPU "
-                "activity to explain.")
-    overhead = d["launch_overhead_ms"] or 0.0
-    share = overhead / lat
-    floor = d.get("floor_ms")
-    floor_part = (f"the weights+KV floor is {_fmt_ms(floor)} (R_floor {d['r_floor']:.0%})"
-                  if floor else "no memory floor (" + (e.floor.get("missing") or "") + ")")
-    real = _real(e)
-    graphs = ""
-    if w.get("cuda_graphs_ms"):
-        speedup = (real["whatif"]["cuda_graphs_speedup"] if real and
-                   real["whatif"].get("cuda_graphs_speedup") else w["cuda_graphs_speedup"])
-        graphs = (f"; CUDA Graphs would bring the step to ≈{_fmt_ms(w['cuda_graphs_ms'])} "
-                  f"(≈{speedup:.1f}×)")
-    elif w.get("note") == "the trace already replays CUDA graphs":
-        graphs = "; it already replays CUDA graphs"
-    classes = d.get("launch_overhead_by_class_ms") or {}
-    top = max(classes, key=lambda c: classes[c] or 0) if classes else None
-    if share >= 0.5:
-        if top == "host_bound":
-            hv = _host_verdict(e, lat, floor_part, graphs)
-            if hv:
-                return hv
-        what = {"host_bound": ("Launch-bound", "the GPU waiting for the host"),
-                "sync": ("Sync-bound", "the GPU idle around host synchronizations"),
-                "launch_latency": ("Launch-latency-bound", "gaps between already-queued kernels"),
-                "other": ("Idle-bound", "the GPU idle for reasons the trace does not show")}[top]
-        return f"{what[0]}: {share:.0%} of each {_fmt_ms(lat)} step is {what[1]}; {floor_part}{graphs}."
-    if floor and d["r_floor"] >= 0.7:
-        return (f"Near the memory floor: each {_fmt_ms(lat)} step is within "
-                f"{1 / d['r_floor']:.2f}× of the {_fmt_ms(floor)} weights+KV floor "
-                f"(R_floor {d['r_floor']:.0%}); only fewer bytes (quantization, smaller KV) will help{graphs}.")
-    if floor:
-        return (f"Kernel-bound: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step, "
-                f"{busy / floor:.1f}× the {_fmt_ms(floor)} weights+KV floor (R_floor {d['r_floor']:.0%}); "
-                f"the kernels, not launches, are what to speed up{graphs}.")
-    return (f"GPU-busy: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step "
-            f"({1 - share:.0%}); {floor_part}{graphs}.")
-
-
 # -- `tracekit.explain(...)` ------------------------------------------------------------------
 class _CallableModule(types.ModuleType):
     """Importing a submodule sets it as an attribute of its package, so ``tracekit.explain`` is
     this module whatever ``tracekit/__init__.py`` says; making the module callable lets
-    ``tracekit.explain(path)`` be the function too without importing polars at ``import
-    tracekit``."""
+    ``tracekit.explain(path)`` be the function too without importing the analysis stack at
+    ``import tracekit`` (assigning a module's ``__class__`` to a ``ModuleType`` subclass is the
+    data model's documented way to customise a module).
+
+    The plain alternative, ``from tracekit.explain import explain`` in ``tracekit/__init__.py``,
+    was tried and dropped: it makes ``import tracekit`` — and so every CLI start, ``--help`` and
+    shell completion included — import numpy and msgspec (``import tracekit.cli``: ≈35 → ≈200 ms
+    on the 2-core dev machine), and numpy then starts OpenBLAS's threads before ``tracekit
+    explain`` can keep it to one (tests/test_cli.py::test_explain_starts_no_blas_threads,
+    tests/test_api.py::test_import_tracekit_loads_no_analysis_stack). A function defined lazily in
+    ``__init__.py`` is replaced by this module as soon as anything imports ``tracekit.explain``
+    first (``from tracekit.explain import Explanation``, tracekit/compare.py, ...)."""
 
     def __call__(self, trace: str | Path | Trace, **options) -> Explanation:
         return explain(trace, **options)

@@ -35,6 +35,8 @@ A trace with no stall needs no ``c``: its launch issue is simply the rest of ``U
 from __future__ import annotations
 
 import math
+import statistics
+from typing import Any
 
 from tracekit.errors import BadInput
 
@@ -144,15 +146,18 @@ def bimodal(samples: list[float]) -> tuple[float, float] | None:
     k_min = max(3, math.ceil(BIMODAL_MIN_SHARE * n))
     if n < 2 * k_min:
         return None
-    best = None
-    for k in range(k_min, n - k_min + 1):
+
+    def split_at(k: int) -> tuple[float, float, float, float, float]:
+        # (within-cluster sum of squares, the two means, the two standard deviations)
         lo, hi = xs[:k], xs[k:]
         mlo, mhi = sum(lo) / k, sum(hi) / (n - k)
         ss_lo, ss_hi = sum((x - mlo) ** 2 for x in lo), sum((x - mhi) ** 2 for x in hi)
-        if best is None or ss_lo + ss_hi < best[0]:
-            best = (ss_lo + ss_hi, mlo, mhi, math.sqrt(ss_lo / k), math.sqrt(ss_hi / (n - k)))
-    _, mlo, mhi, sd_lo, sd_hi = best
-    med = median(xs)
+        return ss_lo + ss_hi, mlo, mhi, math.sqrt(ss_lo / k), math.sqrt(ss_hi / (n - k))
+
+    # the best split: the least sum of squares (the first such k on a tie)
+    _, mlo, mhi, sd_lo, sd_hi = min((split_at(k) for k in range(k_min, n - k_min + 1)),
+                                    key=lambda s: s[0])
+    med = statistics.median(xs)
     # two modes, not one mode with a long tail: each cluster tight relative to the separation
     if mhi - mlo >= BIMODAL_MIN_SEPARATION * med and mhi - mlo >= BIMODAL_MIN_SIGMAS * max(sd_lo, sd_hi):
         return mlo, mhi
@@ -186,3 +191,118 @@ def split(*, u: float, p: float, busy: float, other: float, stall_p: float, even
     out.update(stall_ms=stall_u, launch_issue_ms=max(overhead - other - stall_u, 0.0),
                host_issue_ms=h_u, cost_us_per_event=cost_ns / 1e3)
     return out
+
+
+# -- the explanation's sections ---------------------------------------------------------------
+def _stall_normal_ms(host: dict) -> float:
+    """What issuing the stalling ops costs when they do not stall (ms per step)."""
+    return sum(s["per_step"] * (s["normal_us"] or 0.0) / 1e3 for s in host["stalls"])
+
+
+def no_stalls(whatif: dict, summary: dict, host: dict | None) -> None:
+    """The "without the stalls" what-if on the profiled step: minus the stall idle, plus what
+    issuing those ops normally costs (the same op's median host time when it does not stall)."""
+    lat, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
+    whatif.update(no_stalls_ms=None, no_stalls_speedup=None)
+    if host is None or lat is None or not host["stalls"] or not host["stall_ms"]:
+        return  # no stall in the median step: nothing to take away
+    ms = max(lat - host["stall_ms"] + _stall_normal_ms(host), busy or 0.0)
+    whatif.update(no_stalls_ms=ms, no_stalls_speedup=lat / ms if ms else None)
+
+
+def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, summary: dict,
+            decomp: dict, host: dict | None, whatif: dict, warnings: list[str]) -> dict | None:
+    """The JSON ``unprofiled`` section (see the module docstring), or None when unknown:
+    ``capture`` is the trace's capture metadata, ``gpu_name`` the GPU it names (which
+    per-event profiler cost applies), ``flag_ms`` ``--unprofiled-ms``."""
+    p, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
+    cap = from_capture(capture)
+    if flag_ms is not None:
+        u, source = float(flag_ms), "flag"
+    elif cap is not None:
+        u, source = cap["latency_ms"], "capture"
+    else:
+        return None
+    out: dict[str, Any] = {
+        "latency_ms": u, "source": source, "profiler_overhead": p / u if p else None,
+        "profiled_latency_ms": p, "samples": None, "decomposition": None,
+        "whatif": {"cuda_graphs_ms": whatif.get("cuda_graphs_ms"), "cuda_graphs_speedup": None,
+                   "no_stalls_ms": None, "no_stalls_speedup": None},
+        "model": None, "calibration": None, "estimate": True, "reliable": True, "host": None}
+    if cap is not None and source == "capture":
+        out["samples"] = {k: cap[k] for k in ("basis", "before_ms", "after_ms", "sessions",
+                                              "sessions_median_ms")}
+        out["samples"]["n"] = len(cap["samples"])
+        out["reliable"] = _sample_warnings(cap, warnings)
+    if p is not None and p < u:
+        out["reliable"] = False
+        warnings.append(
+            f"the profiled step ({p:.1f} ms) is faster than the unprofiled one ({u:.1f} ms; "
+            f"profiler overhead {p / u:.2f}x < 1): the host's speed drifted between timing and "
+            "profiling, so the unprofiled numbers are unreliable — re-capture on a quiet host "
+            "with several fresh sessions (tracekit capture --sessions N) or pass "
+            "--unprofiled-ms from a stable run")
+    if busy is None or p is None:
+        return out
+    classes = decomp.get("launch_overhead_by_class_ms") or {}
+    other = sum(v or 0.0 for c, v in classes.items() if c != "host_bound")
+    dec = {"floor_ms": decomp.get("floor_ms"), "kernel_excess_ms": decomp.get("kernel_excess_ms"),
+           "launch_overhead_ms": u - busy, "launch_issue_ms": None, "stall_ms": None,
+           "other_idle_ms": other}
+    out["decomposition"] = dec
+    if whatif.get("cuda_graphs_ms"):
+        out["whatif"]["cuda_graphs_speedup"] = u / whatif["cuda_graphs_ms"]
+    if host is None:
+        return out
+    cal = calibration(gpu_name)
+    sp = split(u=u, p=p, busy=busy, other=other, stall_p=host["stall_ms"],
+                      events=host["events_per_step"] or 0, cost_ns=cal[0] if cal else None)
+    dec.update(launch_issue_ms=sp["launch_issue_ms"], stall_ms=sp["stall_ms"])
+    out["calibration"] = (cal[1] if cal and host["stall_ms"] > 0 else
+                          "none needed: no stall" if host["stall_ms"] <= 0 else
+                          "no per-event profiler cost measured for this machine: the split of "
+                          "launch overhead into issue and stalls is unknown")
+    if host["stall_ms"] <= 0:
+        out["model"] = "no stall: launch issue is the rest of the unprofiled step"
+    elif sp["cost_us_per_event"] is not None:
+        out["model"] = ("per-event profiler cost: the profiled host issue time less "
+                        f"{sp['cost_us_per_event']:.2f} µs per recorded event; stalls are the rest")
+    out["host"] = {"launch_issue_ms": sp["launch_issue_ms"], "stall_ms": sp["stall_ms"],
+                   "host_issue_ms": sp["host_issue_ms"],
+                   "cost_us_per_event": sp["cost_us_per_event"]}
+    if sp["stall_ms"] and host["stalls"] and host["stall_ms"]:
+        scale = (sp["host_issue_ms"] / (p - host["stall_ms"] - other)
+                 if sp["host_issue_ms"] and p - host["stall_ms"] - other > 0 else 1.0)
+        ms = max(u - sp["stall_ms"] + _stall_normal_ms(host) * scale, busy)
+        out["whatif"].update(no_stalls_ms=ms, no_stalls_speedup=u / ms)
+    return out
+
+
+def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
+    """Warn about unprofiled samples no single number summarizes; True when none applies."""
+    modes = bimodal(cap["samples"])
+    spread = cap.get("sessions_range_ms")
+    if spread and spread[0] > 0 and spread[1] / spread[0] > SESSION_SPREAD:
+        warnings.append(
+            f"the {cap['sessions']} fresh sessions disagree: their unprofiled medians range from "
+            f"{spread[0]:.1f} to {spread[1]:.1f} ms (the host's speed varies between processes); "
+            f"tracekit uses their median, {cap['sessions_median_ms']:.1f} ms — treat single-session "
+            "numbers from this machine with care")
+    if modes:
+        warnings.append(
+            f"the unprofiled samples are bimodal (clusters near {modes[0]:.1f} and {modes[1]:.1f} "
+            f"ms; median {cap['latency_ms']:.1f} ms): the host changed speed while timing, so no "
+            "single number is the real step — re-capture on a quiet host, with more sessions, "
+            "or pass --unprofiled-ms with the value you trust")
+    b, a = cap.get("before_ms"), cap.get("after_ms")
+    if b and a and abs(a - b) > DRIFT_TOLERANCE * min(a, b):
+        warnings.append(
+            f"the unprofiled step was {b:.1f} ms before the profiled window and {a:.1f} ms after "
+            "it: the host's speed changed during the capture (it often stays slower after "
+            "torch.profiler stops in the same process); "
+            + (f"tracekit uses the median of the {cap['sessions']} sessions' steps timed before "
+               "their windows" if (cap.get("sessions") or 0) >= 2 else
+               "tracekit uses the steps timed before the window — capture several fresh "
+               "sessions (tracekit capture --sessions N) before trusting one"))
+    # with several sessions the latency is their median, which one noisy session cannot move
+    return not modes or (cap.get("sessions") or 0) >= 3

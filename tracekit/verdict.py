@@ -1,0 +1,113 @@
+"""The verdict: one sentence with the numbers that matter, the dominant cause first."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tracekit.api import Explanation
+
+
+def _fmt_ms(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
+
+
+def _real(e: Explanation) -> dict | None:
+    """The unprofiled section when it is trustworthy enough to lead the verdict."""
+    u = e.unprofiled
+    if not u or not u.get("decomposition") or not u.get("reliable"):
+        return None
+    return u
+
+
+def _stall_clause(st: dict) -> str:
+    n = st["per_step"]
+    what = "one stall per step" if 0.9 <= n <= 1.1 else f"{n:.1f} stalls per step"
+    why = f" ({st['short_cause']})" if st.get("short_cause") else ""
+    return f"{what} in {st['op']}{why}"
+
+
+def _host_verdict(e: Explanation, lat: float, floor_part: str, graphs: str) -> str | None:
+    """Host-bound steps: a stall or the steady per-launch issue cost, whichever dominates."""
+    h = e.host
+    if not h:
+        return None
+    real = _real(e)
+    basis, stall, issue, no_stalls = lat, h["stall_ms"], h["launch_issue_ms"], e.whatif
+    tag = ""
+    if real and real["decomposition"].get("stall_ms") is not None:
+        basis, stall = real["latency_ms"], real["decomposition"]["stall_ms"]
+        issue, no_stalls = real["decomposition"]["launch_issue_ms"], real["whatif"]
+        tag = (f" (unprofiled, estimated; the profiled trace shows {_fmt_ms(h['stall_ms'])} of "
+               f"{_fmt_ms(lat)})")
+    elif real:
+        tag = f" (profiled; the unprofiled step is {_fmt_ms(real['latency_ms'])})"
+    if h["stalls"] and stall is not None and issue is not None and stall >= issue:
+        st = h["stalls"][0]
+        fix = f": {st['short_advice']}" if st.get("short_advice") else ""
+        without = ""
+        if no_stalls.get("no_stalls_ms"):
+            without = (f"; without it ≈{_fmt_ms(no_stalls['no_stalls_ms'])} "
+                       f"(≈{no_stalls['no_stalls_speedup']:.1f}×)")
+        return (f"Host-stalled: {_fmt_ms(stall)} of each {_fmt_ms(basis)} step{tag} is "
+                f"{_stall_clause(st)}{fix}{without}.")
+    per = f" ({h['us_per_launch']:.0f} µs of host time per launch)" if h.get("us_per_launch") else ""
+    also = ""
+    if h["stalls"] and h["stalls"][0]["share"] and h["stalls"][0]["share"] >= 0.1:
+        also = f"; besides, {_stall_clause(h['stalls'][0])}"
+    if real:
+        share = (real["decomposition"]["launch_overhead_ms"] or 0) / real["latency_ms"]
+        return (f"Launch-bound: {share:.0%} of each {_fmt_ms(real['latency_ms'])} step "
+                f"(unprofiled) is the GPU waiting for the host to issue ops{per}; {floor_part}"
+                f"{graphs}{also}.")
+    share = (e.decomposition.get("launch_overhead_ms") or 0) / lat
+    return (f"Launch-bound: {share:.0%} of each {_fmt_ms(lat)} step is the GPU waiting for the "
+            f"host to issue ops{per}; {floor_part}{graphs}{also}.")
+
+
+def verdict(e: Explanation) -> str:
+    """One sentence with the numbers that matter: the dominant cause first."""
+    s, d, w = e.summary, e.decomposition, e.whatif
+    lat, busy = s.get("latency_ms"), s.get("gpu_busy_ms")
+    if not lat:
+        return "No step latency: the trace has fewer than two decode steps with GPU work."
+    if busy is None:
+        return (f"Host-side only: each step takes {_fmt_ms(lat)} on the CPU; the trace has no GPU "
+                "activity to explain.")
+    overhead = d["launch_overhead_ms"] or 0.0
+    share = overhead / lat
+    floor = d.get("floor_ms")
+    floor_part = (f"the weights+KV floor is {_fmt_ms(floor)} (R_floor {d['r_floor']:.0%})"
+                  if floor else "no memory floor (" + (e.floor.get("missing") or "") + ")")
+    real = _real(e)
+    graphs = ""
+    if w.get("cuda_graphs_ms"):
+        speedup = (real["whatif"]["cuda_graphs_speedup"] if real and
+                   real["whatif"].get("cuda_graphs_speedup") else w["cuda_graphs_speedup"])
+        graphs = (f"; CUDA Graphs would bring the step to ≈{_fmt_ms(w['cuda_graphs_ms'])} "
+                  f"(≈{speedup:.1f}×)")
+    elif w.get("note") == "the trace already replays CUDA graphs":
+        graphs = "; it already replays CUDA graphs"
+    classes = d.get("launch_overhead_by_class_ms") or {}
+    # (an explanation with launch overhead always has its classes: "other" never applies)
+    top = max(classes, key=lambda c: classes[c] or 0) if classes else "other"
+    if share >= 0.5:
+        if top == "host_bound":
+            hv = _host_verdict(e, lat, floor_part, graphs)
+            if hv:
+                return hv
+        what = {"host_bound": ("Launch-bound", "the GPU waiting for the host"),
+                "sync": ("Sync-bound", "the GPU idle around host synchronizations"),
+                "launch_latency": ("Launch-latency-bound", "gaps between already-queued kernels"),
+                "other": ("Idle-bound", "the GPU idle for reasons the trace does not show")}[top]
+        return f"{what[0]}: {share:.0%} of each {_fmt_ms(lat)} step is {what[1]}; {floor_part}{graphs}."
+    if floor and d["r_floor"] >= 0.7:
+        return (f"Near the memory floor: each {_fmt_ms(lat)} step is within "
+                f"{1 / d['r_floor']:.2f}× of the {_fmt_ms(floor)} weights+KV floor "
+                f"(R_floor {d['r_floor']:.0%}); only fewer bytes (quantization, smaller KV) will help{graphs}.")
+    if floor:
+        return (f"Kernel-bound: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step, "
+                f"{busy / floor:.1f}× the {_fmt_ms(floor)} weights+KV floor (R_floor {d['r_floor']:.0%}); "
+                f"the kernels, not launches, are what to speed up{graphs}.")
+    return (f"GPU-busy: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step "
+            f"({1 - share:.0%}); {floor_part}{graphs}.")
