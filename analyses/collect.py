@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 import polars as pl  # noqa: E402
 
-from tracekit.capture.write import read_capture_meta  # noqa: E402
 from tracekit.errors import BadInput  # noqa: E402
 from tracekit.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
 from tracekit.sweep import COLUMNS, read_results, row_from_capture, row_schema  # noqa: E402
+from tracekit.trace.capture_meta import read_capture_meta  # noqa: E402
 
 KEY = ["gpu", "model", "ctx", "mode", "attention"]
 RESULTS = ROOT / "analyses" / "results"
@@ -69,7 +69,7 @@ def rows_from(inputs: list[str]) -> pl.DataFrame:
 def _meta(f: str) -> dict | None:
     try:
         return read_capture_meta(f)
-    except (OSError, ValueError, EOFError):
+    except (BadInput, ValueError):
         return None
 
 

@@ -37,7 +37,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tracekit.bootstrap import latency_ci, ratio_ci  # noqa: E402
-from tracekit.capture.write import read_capture_meta  # noqa: E402
 from tracekit.compare import _capture_sessions  # noqa: E402
 from tracekit.errors import TracekitError  # noqa: E402
 from tracekit.explain import explain  # noqa: E402
@@ -49,6 +48,7 @@ from tracekit.specs import study  # noqa: E402
 from tracekit.specs.gpus import get_gpu, match_gpu  # noqa: E402
 from tracekit.specs.models import ModelSpec  # noqa: E402
 from tracekit.specs.quant import capture_floor_dtype  # noqa: E402
+from tracekit.trace.capture_meta import read_capture_meta  # noqa: E402
 
 COLUMNS = ["gpu", "model", "ctx", "mode", "scheme", "floor_dtype", "files", "sessions", "ms",
            "ci_low_ms", "ci_high_ms", "floor_ms", "r_floor", "speedup", "speedup_low",

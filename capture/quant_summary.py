@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tracekit.capture.write import read_capture_meta  # noqa: E402
 from tracekit.floor import step_floor  # noqa: E402
 from tracekit.specs.gpus import match_gpu  # noqa: E402
 from tracekit.specs.models import ModelSpec  # noqa: E402
 from tracekit.specs.quant import capture_floor_dtype  # noqa: E402
+from tracekit.trace.capture_meta import read_capture_meta  # noqa: E402
 
 
 def row(path: Path) -> dict | None:

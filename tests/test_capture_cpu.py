@@ -22,8 +22,9 @@ import pytest
 from helpers import error_line, run
 
 from tracekit.capture.options import CaptureOptions
-from tracekit.capture.write import read_capture_meta, write_trace
+from tracekit.capture.write import write_trace
 from tracekit.errors import BadUsage, CaptureError
+from tracekit.trace.capture_meta import read_capture_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

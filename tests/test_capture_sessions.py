@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import run
 
-from tracekit.capture.write import read_capture_meta, replace_meta, write_trace
+from tracekit.capture.write import replace_meta, write_trace
+from tracekit.trace.capture_meta import read_capture_meta
 
 TINY = ["capture", "--model", "tiny", "--device", "cpu", "--ctx", "24", "--steps", "4",
         "--warmup", "1", "--profile-steps", "2", "--quiet"]

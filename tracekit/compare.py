@@ -36,8 +36,9 @@ from pathlib import Path
 from tracekit import __version__
 from tracekit.bootstrap import LEVEL, RESAMPLES, SEED, latency_ci, pooled, ratio_ci, session_medians
 from tracekit.breakdown import GAP_CLASSES
-from tracekit.capture.write import json_safe
 from tracekit.errors import BadInput, BadUsage, TraceFormatError
+from tracekit.jsonio import json_safe
+from tracekit.trace.capture_meta import read_capture_meta
 
 SCHEMA = "tracekit.compare/1"
 BASES = ("auto", "sessions", "steps")
@@ -115,11 +116,9 @@ def _read_meta(path: Path) -> dict | None:
     """Capture metadata without parsing the events (a ``--profile-session none`` capture has none)."""
     if not path.name.endswith((".json", ".json.gz")):
         return None
-    from tracekit.capture.write import read_capture_meta
-
     try:
         meta = read_capture_meta(path)
-    except (OSError, ValueError, EOFError):
+    except (BadInput, ValueError):  # the full read of this file says what is wrong with it
         return None
     return meta if isinstance(meta, dict) else None
 

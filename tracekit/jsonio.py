@@ -9,7 +9,8 @@ levels deep raised ``RecursionError`` wherever it was read. Here every such read
 failure — nesting too deep, bad syntax, bytes that are not UTF-8 — is one :class:`JSONError`, a
 ``ValueError`` whose message says what was wrong. Callers turn it into ``BadInput`` naming their
 file. The events of a trace are read by the streaming reader (:mod:`tracekit.trace.kineto`),
-which has the same bound.
+which has the same bound. What tracekit writes goes through :func:`json_safe` first, so it stays
+strict JSON (a ``NaN`` becomes ``null``).
 
     >>> decode(b'{"a": [1, 2]}')
     {'a': [1, 2]}
@@ -18,6 +19,7 @@ which has the same bound.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import msgspec
@@ -50,3 +52,15 @@ def raw_decode(text: str, index: int = 0) -> tuple[Any, int]:
         raise JSONError(TOO_DEEP) from None
     except json.JSONDecodeError as exc:
         raise JSONError(str(exc)) from None
+
+
+def json_safe(value):
+    """``value`` with every non-finite float as ``None`` (``null``), dict keys as strings and tuples
+    as lists: what tracekit writes must stay strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

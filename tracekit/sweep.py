@@ -93,6 +93,7 @@ from tracekit import jsonio
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.run import sigterm_as_interrupt
 from tracekit.errors import BadInput, BadUsage, CaptureError
+from tracekit.trace.capture_meta import read_capture_meta
 
 #: capture options a recipe may set (the rest are internal to capture)
 OPTION_KEYS = tuple(f.name for f in fields(CaptureOptions) if f.name not in (
@@ -426,13 +427,12 @@ def row_schema() -> dict:
 def row_from_capture(path: str | Path, *, label: str | None = None) -> dict:
     """The results row of any ``tracekit capture`` file, as if a sweep cell had made it (for
     captures made by hand, e.g. ``sample_traces/``). ``label`` is what the ``trace`` column says."""
-    from tracekit.capture.write import read_capture_meta
     from tracekit.compare import _get
 
     p = Path(path)
     try:
         meta = read_capture_meta(p) or {}
-    except (OSError, ValueError, EOFError) as exc:
+    except ValueError as exc:  # a TraceFormatError (missing, corrupt) names the file itself
         raise BadInput(f"{p}: cannot read its capture metadata ({exc})") from None
     if not isinstance(meta, dict):
         raise BadInput(f"{p}: not a tracekit capture (tracekit is not an object)")
@@ -464,7 +464,6 @@ def cell_row(cell: Cell, trace: Path, *, seconds: float | None = None) -> dict:
     import numpy as np
 
     from tracekit.bootstrap import latency_ci, pooled
-    from tracekit.capture.write import read_capture_meta
     from tracekit.compare import _capture_sessions, _get
     from tracekit.floor import step_floor
     from tracekit.specs.gpus import match_gpu

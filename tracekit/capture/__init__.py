@@ -21,15 +21,15 @@ from tracekit.capture.options import MODES, CaptureOptions
 
 #: loaded on first use: the command line imports CaptureOptions for its defaults, and
 #: ``tracekit --help`` must not pay for the capture machinery (~0.1 s)
-_LAZY = {"CaptureResult": "run", "run_capture": "run", "summary_rows": "run",
-         "read_capture_meta": "write"}
+_LAZY = {"CaptureResult": "tracekit.capture.result", "run_capture": "tracekit.capture.run",
+         "summary_rows": "tracekit.capture.run", "read_capture_meta": "tracekit.trace.capture_meta"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f"tracekit.capture.{_LAZY[name]}"), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tracekit.capture' has no attribute {name!r}")
 
 

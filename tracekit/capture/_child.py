@@ -14,8 +14,8 @@ from tracekit.capture.nsys import RESULT_MARK
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.progress import Progress, RichProgress
 from tracekit.capture.run import run_capture
-from tracekit.capture.write import json_safe
 from tracekit.errors import TracekitError
+from tracekit.jsonio import json_safe
 
 
 def main(argv: list[str]) -> int:

@@ -47,9 +47,10 @@ from tracekit.capture.options import CaptureOptions
 from tracekit.capture.profile import Nvtx, init_for_graphs, profile_steps
 from tracekit.capture.progress import Progress
 from tracekit.capture.timing import copy_bandwidth_gbps, summarize, sync, time_steps, warm_up
-from tracekit.capture.write import SCHEMA, read_capture_meta, write_trace
+from tracekit.capture.write import SCHEMA, write_trace
 from tracekit.errors import CaptureError
 from tracekit.specs.models import ModelSpec
+from tracekit.trace.capture_meta import read_capture_meta
 
 
 @dataclass

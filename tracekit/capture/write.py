@@ -3,7 +3,8 @@
 The file is the profiler's own ``export_chrome_trace`` output with **one** extra top-level key,
 ``"tracekit"``, holding the capture metadata (schema ``tracekit.capture/1``). The key is spliced
 in *first* while streaming the export through gzip, so the (often 50-100 MB) JSON is never
-parsed, and :func:`read_capture_meta` can read the metadata from the head of the file alone.
+parsed, and the reader (:func:`tracekit.trace.capture_meta.read_capture_meta`) can read the
+metadata from the head of the file alone.
 
 Atomic: everything goes to hidden temporary files in the output's directory, and only a
 complete file is renamed onto the output (``os.replace``). Any exception, Ctrl-C included,
@@ -16,31 +17,19 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from tracekit import jsonio
 from tracekit.errors import CaptureError
+from tracekit.jsonio import json_safe
+from tracekit.trace.capture_meta import META_KEY, read_capture_meta
 
 SCHEMA = "tracekit.capture/1"
-META_KEY = "tracekit"
 #: gzip level: traces are written once and read many times, and 9 is ~25% smaller than 6
 GZIP_LEVEL = 9
 _CHUNK = 1 << 20
-
-
-def json_safe(value):
-    """Non-finite floats become ``null``: the trace must stay strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def write_trace(export: Callable[[str], None], meta: dict, out: Path) -> int:
@@ -119,29 +108,3 @@ def splice_meta(raw: Path, meta: dict, dst: Path) -> None:
                 gz.write(chunk)
         f.flush()
         os.fsync(f.fileno())
-
-
-def read_capture_meta(path: Path | str) -> dict | None:
-    """tracekit's metadata from a trace it wrote, reading only the head of the file.
-
-    Falls back to parsing the whole file when the key is not first (a trace rewritten by
-    another tool); ``None`` when there is no ``tracekit`` key.
-    """
-    opener = gzip.open if str(path).endswith(".gz") else open
-    prefix = '{"' + META_KEY + '":'
-    with opener(path, "rt", encoding="utf-8") as f:
-        head = f.read(1 << 16)
-        if head.startswith(prefix):
-            text = head
-            while True:
-                try:
-                    meta, _ = jsonio.raw_decode(text, len(prefix))
-                    return meta
-                except jsonio.JSONError:
-                    more = f.read(1 << 20)
-                    if not more:
-                        break
-                    text += more
-        f.seek(0)
-        doc = jsonio.decode(f.read())
-        return doc.get(META_KEY) if isinstance(doc, dict) else None

@@ -7,12 +7,91 @@ able to smuggle a string where a number goes. :func:`clean_capture` keeps every 
 the expected type, drops the others with one warning each, and passes unknown keys through
 untouched (nothing reads them). ``null`` is "not measured" wherever capture may write it (the copy
 bandwidth and the CUDA and Triton versions of a ``--device cpu`` capture): kept, without a warning.
+
+:func:`read_capture_meta` reads the block alone, without the events (``compare``'s later sessions,
+a sweep's results rows, ``capture --sessions``): from the head of the file, where capture writes
+it, through the same source as the trace reader (gzip sniffed, inflation bounded) and the same
+JSON limits (:mod:`tracekit.jsonio`).
+
+    >>> read_capture_meta("sample_traces/qwen2.5-7b_ctx2048_eager.json.gz")["ctx"]  # doctest: +SKIP
+    2048
 """
 
 from __future__ import annotations
 
+import codecs
 import math
+from pathlib import Path
 from typing import Any
+
+import msgspec
+
+from tracekit import jsonio
+from tracekit.trace.source import MAX_WHOLE_BYTES, open_source
+
+#: the key capture writes its block under, first in the trace's top-level object
+META_KEY = "tracekit"
+#: the most inflated bytes read for a block at the head (it is a few KiB; past this, the file is
+#: read as one document, bounded by MAX_WHOLE_BYTES)
+META_HEAD_BYTES = 16 << 20
+_PREFIX = '{"' + META_KEY + '":'
+
+
+class _Top(msgspec.Struct):
+    """A trace's top-level object with only the capture block kept (the events are skipped)."""
+
+    tracekit: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_BLOCK_ONLY = msgspec.json.Decoder(_Top)
+
+
+def _value_at(text: str) -> int:
+    """Where the block's value starts in ``text`` (which starts with the key): past any blanks."""
+    return len(text) - len(text[len(_PREFIX):].lstrip(" \t\r\n"))
+
+
+def read_capture_meta(path: str | Path) -> Any:
+    """The ``tracekit`` block of the trace at ``path`` as written (not checked: see
+    :func:`clean_capture`), reading only the head of the file when the block comes first, as
+    capture writes it. ``None`` when there is no such key.
+
+    Raises :class:`~tracekit.errors.TraceFormatError` for a file that cannot be read (missing,
+    corrupt gzip, inflating past the bounds) and :class:`~tracekit.jsonio.JSONError` (a
+    ``ValueError``) for JSON that is not valid or nests too deep."""
+    with open_source(path) as src:
+        chunks = src.chunks(limit=MAX_WHOLE_BYTES)
+        utf8 = codecs.getincrementaldecoder("utf-8")()
+        text, seen = "", 0
+        for chunk in chunks:
+            seen += len(chunk)
+            try:
+                text += utf8.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise jsonio.JSONError(f"not UTF-8 ({exc.reason})") from None
+            if len(text) < len(_PREFIX):
+                continue
+            if not text.startswith(_PREFIX):
+                break
+            try:
+                return jsonio.raw_decode(text, _value_at(text))[0]
+            except jsonio.JSONError:
+                if seen > META_HEAD_BYTES:
+                    break
+        else:
+            if text.startswith(_PREFIX):  # the file ends inside the block: say why
+                jsonio.raw_decode(text, _value_at(text))
+    # not first (a trace another tool rewrote): the whole document, events skipped unbuilt
+    with open_source(path) as src:
+        data = src.read_all(limit=MAX_WHOLE_BYTES)
+    try:
+        return jsonio.decode(_BLOCK_ONLY.decode(data).tracekit)
+    except msgspec.ValidationError:
+        return None  # valid JSON, but not an object: no block
+    except RecursionError:
+        raise jsonio.JSONError(jsonio.TOO_DEEP) from None
+    except msgspec.DecodeError as exc:
+        raise jsonio.JSONError(str(exc)) from None
 
 
 def _is_int(v: Any, lo: int = 0) -> bool:

@@ -42,7 +42,7 @@ from tracekit.memory import release
 from tracekit.specs import apis
 from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.model import ANNOTATIONS, CPU_OPS, GPU_OPS, LAUNCHES, SYNCS, Trace
-from tracekit.trace.source import Source, mib
+from tracekit.trace.source import MAX_WHOLE_BYTES, Source, mib
 from tracekit.trace.table import Strings, Table
 
 _GPU_CATS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "memcpy": "memcpy",
@@ -323,8 +323,6 @@ SLICE_BYTES = 2 << 20
 MAX_EVENT_BYTES = 64 << 20
 #: the most inflated bytes read as a stream (a gzip bomb stops here)
 MAX_STREAM_BYTES = 16 << 30
-#: the most inflated bytes read whole, when the slicer cannot cut a layout
-MAX_WHOLE_BYTES = 512 << 20
 #: how many candidate cuts a slice tries before the reader falls back to one whole decode
 _MAX_TRIES = 16
 #: how many '}' the cut search looks at, from the end of the buffer back

@@ -42,6 +42,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 RAW_BLOCK = 1 << 20
 #: inflated bytes per chunk handed to a reader (half a Kineto slice: see kineto.SLICE_BYTES)
 CHUNK = 1 << 20
+#: the most inflated bytes read whole (a document the slicer cannot cut, a trace's capture
+#: metadata when it is not at the head)
+MAX_WHOLE_BYTES = 512 << 20
 #: a pipe or FIFO that sends nothing for this long is an error ("no writer?")
 READ_TIMEOUT_S = 10.0
 _INFLATE_ERRORS = (zlib.error,) if _zlib is zlib else (zlib.error, _zlib.error)
