@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.progress import Progress
+from tracekit.capture.result import CaptureResult
 from tracekit.errors import CaptureError
 
 #: where Nsight Systems is usually installed when it is not on PATH (newest first after sorting)
@@ -77,9 +78,7 @@ def report_paths(output: Path) -> tuple[Path, Path, Path]:
     return base, base.with_name(base.name + ".nsys-rep"), base.with_name(base.name + ".sqlite")
 
 
-def capture_under_nsys(opts: CaptureOptions, *, progress: Progress):
-    from tracekit.capture.run import CaptureResult
-
+def capture_under_nsys(opts: CaptureOptions, *, progress: Progress) -> CaptureResult:
     nsys = find_nsys(opts.nsys)
     output = Path(opts.output)
     output.parent.mkdir(parents=True, exist_ok=True)

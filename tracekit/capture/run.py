@@ -30,7 +30,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,24 +43,17 @@ from tracekit.capture.model import (
     resolve_spec,
 )
 from tracekit.capture.modes import attention_backend, make_stepper, prompt, static_cache_len
+from tracekit.capture.nsys import capture_under_nsys
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.profile import Nvtx, init_for_graphs, profile_steps
 from tracekit.capture.progress import Progress
+from tracekit.capture.result import CaptureResult
+from tracekit.capture.sessions import run_sessions
 from tracekit.capture.timing import copy_bandwidth_gbps, summarize, sync, time_steps, warm_up
 from tracekit.capture.write import SCHEMA, write_trace
 from tracekit.errors import CaptureError
 from tracekit.specs.models import ModelSpec
 from tracekit.trace.capture_meta import read_capture_meta
-
-
-@dataclass
-class CaptureResult:
-    """What a capture wrote: the trace, its metadata, and any side files (Nsight reports)."""
-
-    path: Path | None  # None for a session that only timed (see CaptureOptions.profile)
-    meta: dict
-    bytes: int
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 def run_capture(options: CaptureOptions, *, progress: Progress | None = None) -> CaptureResult:
@@ -69,8 +62,6 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
     progress = progress or Progress()
     spec = resolve_spec(model=opts.model, weights=opts.weights)
     if opts.profiler == "nsys" and not opts.under_nsys:
-        from tracekit.capture.nsys import capture_under_nsys
-
         return capture_under_nsys(opts, progress=progress)
     if opts.tp > 1:
         from tracekit.capture import tp
@@ -82,8 +73,6 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
             return CaptureResult(path=paths[0], meta=meta, bytes=paths[0].stat().st_size,
                                  files={f"rank{r}": p for r, p in enumerate(paths)})
     if opts.sessions > 1 and opts.session_index is None:
-        from tracekit.capture.sessions import run_sessions
-
         return run_sessions(opts, progress=progress)
     _require_torch()
     if opts.device == "cuda":

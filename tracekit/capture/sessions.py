@@ -34,6 +34,7 @@ from pathlib import Path
 from tracekit.capture.nsys import child_env, parse_result
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.progress import Progress
+from tracekit.capture.result import CaptureResult
 from tracekit.capture.timing import percentile
 from tracekit.capture.write import replace_meta, write_meta_only
 from tracekit.errors import CaptureError
@@ -42,10 +43,8 @@ from tracekit.errors import CaptureError
 SESSION_TIMEOUT_S = 1200
 
 
-def run_sessions(opts: CaptureOptions, *, progress: Progress):
+def run_sessions(opts: CaptureOptions, *, progress: Progress) -> CaptureResult:
     """Run ``opts.sessions`` child captures and write the one output (see the module docstring)."""
-    from tracekit.capture.run import CaptureResult
-
     output = Path(opts.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
