@@ -42,6 +42,7 @@ from tracekit.memory import release
 from tracekit.specs import apis
 from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.model import ANNOTATIONS, CPU_OPS, GPU_OPS, LAUNCHES, SYNCS, Trace
+from tracekit.trace.slice_worker import REPLY_DECODER, Worker, can_fork
 from tracekit.trace.source import MAX_WHOLE_BYTES, Source, mib
 from tracekit.trace.table import Strings, Table
 
@@ -523,8 +524,6 @@ def _reader_workers(workers: int | None) -> int | None:
 
 
 def _forks() -> bool:
-    from tracekit.trace.slice_worker import can_fork
-
     return can_fork()
 
 
@@ -571,25 +570,6 @@ def _slice_error(exc: Exception) -> tuple:
     return ("unicode", exc.reason)
 
 
-class _Reply(msgspec.Struct):
-    s: str
-    m: str | None = None
-    events: int = 0
-    no_ts: int = 0
-    no_dur: int = 0
-    bad_args: int = 0
-    bad_bytes: int = 0
-    skipped: dict[str, int] = {}
-    names: list[str] = []
-    #: per table, per column: (numpy dtype string, the array's bytes); views into the reply
-    cols: dict[str, dict[str, tuple[str, memoryview]]] = {}
-    #: per table, the validity masks (bool bytes) of columns with unknowns
-    masks: dict[str, dict[str, memoryview]] = {}
-
-
-_REPLY_DECODER = msgspec.msgpack.Decoder(_Reply)
-
-
 class _Parallel:
     """Slices decoded in a worker process and here, merged into the slicer's builder in order.
 
@@ -599,8 +579,6 @@ class _Parallel:
     as always)."""
 
     def __init__(self, path: str, slicer: _Slicer) -> None:
-        from tracekit.trace.slice_worker import Worker
-
         self.path = path
         self.slicer = slicer
         self.worker = Worker(path)
@@ -652,7 +630,7 @@ class _Parallel:
                 if not block and len(pending) < _MAX_PENDING and not self.worker.ready():
                     return None
                 body = self.worker.get()
-                res = self._decode_here(pieces) if body is None else _REPLY_DECODER.decode(body)
+                res = self._decode_here(pieces) if body is None else REPLY_DECODER.decode(body)
             pending.popleft()
             status = res[0] if type(res) is tuple else res.s
             if status == "badcut":
