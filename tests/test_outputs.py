@@ -148,3 +148,44 @@ def test_sigterm_while_inflating_an_nsys_export(tmp_path, delay):
     assert p.returncode in (0, 143, -signal.SIGTERM), err
     assert "Traceback" not in err.decode()
     assert list(tmp.iterdir()) == []
+
+
+# --- output_path: the same rules for writers that want a file name (parquet tables, capture) ---
+def test_output_path_keeps_the_mode_and_leaves_no_temp(tmp_path):
+    import polars as pl
+
+    from tracekit.fileio import output_path
+
+    dst = tmp_path / "t.parquet"
+    dst.write_bytes(b"old")
+    os.chmod(dst, 0o640)
+    with output_path(dst) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".t.parquet.")
+        pl.DataFrame({"a": [1, 2]}).write_parquet(tmp)
+        assert dst.read_bytes() == b"old"  # not replaced before the block ends
+    assert pl.read_parquet(dst)["a"].to_list() == [1, 2]
+    assert _mode(dst) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("polars failed"), KeyboardInterrupt()])
+def test_output_path_failure_leaves_the_old_file(tmp_path, exc):
+    from tracekit.fileio import output_path
+
+    dst = tmp_path / "t.parquet"
+    dst.write_bytes(b"old")
+    with pytest.raises(type(exc)), output_path(dst) as tmp:
+        tmp.write_bytes(b"half")
+        raise exc
+    assert dst.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+
+def test_output_path_errors_are_one_line(tmp_path):
+    from tracekit.errors import BadInput
+    from tracekit.fileio import output_path
+
+    with pytest.raises(BadInput, match="does not exist"), output_path(tmp_path / "no/t.parquet"):
+        pass
+    with pytest.raises(BadInput, match="is a directory"), output_path(tmp_path):
+        pass

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tracekit.errors import BadInput, BadUsage, TracekitError
+from tracekit.fileio import output_path
 
 #: what a folder given as input contributes: the formats tracekit reads
 SUFFIXES = (".json", ".json.gz", ".sqlite", ".sqlite.gz")
@@ -365,12 +366,8 @@ def write_tables(out: Path) -> dict:
     paths = {}
     for name, lf in (("traces", traces), ("steps", steps)):
         dst = out / f"{name}.parquet"
-        tmp = out / f".{name}.parquet.{os.getpid()}.tmp"
-        try:
+        with output_path(dst) as tmp:
             lf.drop("_part").sink_parquet(tmp)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
         paths[f"{name}_table"] = dst
     return paths
 

@@ -14,7 +14,9 @@ The rules, as ``cp`` and editors follow them:
   :class:`~tracekit.errors.BadInput` naming the path and the reason.
 
 Every output option of the command line (``explain --markdown/--html``, ``compare
---markdown/--html``, ``annotate -o``, ``capture -o``) behaves the same way: an existing file is
+--markdown/--html``, ``annotate -o``, ``capture -o``) and every table a batch or sweep writes
+goes through :func:`open_output` or, for a writer that wants a file name, :func:`output_path`.
+The command line's outputs behave the same way: an existing file is
 replaced, an output that is one of the command's input traces is refused
 (:func:`refuse_input`), and the CLI says ``wrote PATH`` on stderr for each file written.
 
@@ -57,9 +59,7 @@ def _target(p: Path) -> tuple[Path, os.stat_result | None, bool]:
 def open_output(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file to write ``path`` through; see the module docstring for the rules."""
     p = Path(path)
-    target, st, in_place = _target(p)
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise BadInput(f"{p} is a directory; name an output file")
+    target, st, in_place = _checked_target(p)
     if in_place:
         try:
             f = open(target, "wb")  # noqa: SIM115 - a device or pipe: write in place
@@ -71,6 +71,46 @@ def open_output(path: str | Path) -> Iterator[BinaryIO]:
         except OSError as exc:
             raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
         return
+    with _replacing(p, target) as (fd, _tmp), os.fdopen(fd, "wb") as f:
+        if st is not None:
+            os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))  # a replaced file keeps its mode
+        yield f
+
+
+@contextmanager
+def output_path(path: str | Path) -> Iterator[Path]:
+    """A path to give a writer that wants a file name rather than a file (polars'
+    ``write_parquet``/``sink_parquet``, the capture's gzip splice), with the same rules as
+    :func:`open_output`: a temp file beside ``path``, renamed onto it when the block ends and
+    removed on any exception; for a device or pipe, the path itself."""
+    p = Path(path)
+    target, st, in_place = _checked_target(p)
+    if in_place:
+        try:
+            yield target
+        except OSError as exc:
+            raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+        return
+    with _replacing(p, target) as (fd, tmp):
+        try:
+            if st is not None:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        finally:
+            os.close(fd)
+        yield tmp
+
+
+def _checked_target(p: Path) -> tuple[Path, os.stat_result | None, bool]:
+    target, st, in_place = _target(p)
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"{p} is a directory; name an output file")
+    return target, st, in_place
+
+
+@contextmanager
+def _replacing(p: Path, target: Path) -> Iterator[tuple[int, Path]]:
+    """A new temp file beside ``target`` (its descriptor and path), renamed onto ``target`` when
+    the block ends; removed on any exception. ``OSError`` becomes ``BadInput`` naming ``p``."""
     parent = target.parent
     if not parent.exists():
         raise BadInput(f"cannot write {p}: directory {parent} does not exist")
@@ -86,11 +126,9 @@ def open_output(path: str | Path) -> Iterator[BinaryIO]:
             except FileExistsError:
                 continue
         else:
+            tmp = None
             raise BadInput(f"cannot write {p}: no free temp-file name in {parent}")
-        with os.fdopen(fd, "wb") as f:
-            if st is not None:
-                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))  # a replaced file keeps its mode
-            yield f
+        yield fd, tmp
         os.replace(tmp, target)
         tmp = None
     except OSError as exc:

@@ -93,6 +93,7 @@ from tracekit import jsonio
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.run import sigterm_as_interrupt
 from tracekit.errors import BadInput, BadUsage, CaptureError
+from tracekit.fileio import output_path
 from tracekit.trace.capture_meta import read_capture_meta
 
 #: capture options a recipe may set (the rest are internal to capture)
@@ -314,13 +315,8 @@ def write_results(out: Path) -> Path:
 
 def _atomic_parquet(df, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
+    with output_path(dst) as tmp:
         df.write_parquet(tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # -- one cell -----------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ parsed, and the reader (:func:`tracekit.trace.capture_meta.read_capture_meta`) c
 metadata from the head of the file alone.
 
 Atomic: everything goes to hidden temporary files in the output's directory, and only a
-complete file is renamed onto the output (``os.replace``). Any exception, Ctrl-C included,
-removes the temporaries: a failed capture leaves no partial trace behind.
+complete file is renamed onto the output (:func:`tracekit.fileio.output_path`, the rules every
+output of tracekit follows). Any exception, Ctrl-C included, removes the temporaries: a failed
+capture leaves no partial trace behind.
 
     tracekit capture --model tiny --device cpu --ctx 32 -o tiny.json.gz
 """
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tracekit.errors import CaptureError
+from tracekit.fileio import output_path
 from tracekit.jsonio import json_safe
 from tracekit.trace.capture_meta import META_KEY, read_capture_meta
 
@@ -38,14 +40,10 @@ def write_trace(export: Callable[[str], None], meta: dict, out: Path) -> int:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = _temp(out, ".raw.json")
-    tmp = _temp(out, ".gz.tmp")
     try:
         export(str(raw))
-        splice_meta(raw, meta, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with output_path(out) as tmp:
+            splice_meta(raw, meta, tmp)
     finally:
         raw.unlink(missing_ok=True)
     return out.stat().st_size
@@ -76,17 +74,10 @@ def replace_meta(src: Path, meta: dict, out: Path) -> int:
 
 
 def _temp(out: Path, suffix: str) -> Path:
-    # a hidden name in the same directory, so the final os.replace is a rename on one filesystem
+    """A scratch file for the profiler's export, hidden beside the output (the same disk)."""
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=suffix)
     os.close(fd)
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; the trace gets the usual mode
     return Path(name)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def splice_meta(raw: Path, meta: dict, dst: Path) -> None:
