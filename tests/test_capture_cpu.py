@@ -270,7 +270,7 @@ def test_interrupt_mid_capture_through_the_cli(tmp_path: Path, monkeypatch) -> N
 
 
 def test_sigterm_unwinds_like_ctrl_c() -> None:
-    from tracekit.capture.run import sigterm_as_interrupt
+    from tracekit.child import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():

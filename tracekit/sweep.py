@@ -91,7 +91,7 @@ from pathlib import Path
 
 from tracekit import jsonio
 from tracekit.capture.options import CaptureOptions
-from tracekit.capture.run import sigterm_as_interrupt
+from tracekit.child import child_env, sigterm_as_interrupt
 from tracekit.errors import BadInput, BadUsage, CaptureError
 from tracekit.fileio import output_path
 from tracekit.trace.capture_meta import read_capture_meta
@@ -577,7 +577,6 @@ def _cells(n: int) -> str:
 
 def _no_cuda() -> str | None:
     """None when torch sees a CUDA device here, else what is wrong (probed in a child process)."""
-    from tracekit.capture.nsys import child_env
 
     try:
         proc = subprocess.run([sys.executable, "-c", _CUDA_PROBE], capture_output=True, text=True,
@@ -728,7 +727,6 @@ def _estimate(out: Path, cell: Cell) -> float | None:
 def _run_child(recipe: Path, out: Path, cell: Cell, timeout: float) -> tuple[int | None, str]:
     """``tracekit sweep RECIPE --out OUT --cell ID`` in its own process group; (exit code or None
     on timeout, last lines of its output). The output goes to ``OUT/sweep.log``."""
-    from tracekit.capture.nsys import child_env
 
     argv = [sys.executable, "-m", "tracekit.cli", "sweep", str(recipe), "--out", str(out),
             "--cell", cell.id, "--quiet"]

@@ -31,6 +31,7 @@ from pathlib import Path
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.progress import Progress
 from tracekit.capture.result import CaptureResult
+from tracekit.child import child_env
 from tracekit.errors import CaptureError
 
 #: where Nsight Systems is usually installed when it is not on PATH (newest first after sorting)
@@ -155,14 +156,6 @@ def _run(argv: list[str], *, env: dict | None) -> subprocess.CompletedProcess:
         return subprocess.run(argv, stdout=subprocess.PIPE, text=True, env=env, check=False)
     except OSError as exc:
         raise CaptureError(f"cannot run {argv[0]}: {exc}") from None
-
-
-def child_env() -> dict:
-    # the child must import this same tracekit, installed or not
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
 
 
 def parse_result(stdout: str) -> dict | None:

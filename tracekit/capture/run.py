@@ -25,11 +25,7 @@ profiled window. GPU clocks are read (``nvidia-smi``) before the timed steps and
 from __future__ import annotations
 
 import platform
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +47,7 @@ from tracekit.capture.result import CaptureResult
 from tracekit.capture.sessions import run_sessions
 from tracekit.capture.timing import copy_bandwidth_gbps, summarize, sync, time_steps, warm_up
 from tracekit.capture.write import SCHEMA, write_trace
+from tracekit.child import sigterm_as_interrupt
 from tracekit.errors import CaptureError
 from tracekit.specs.models import ModelSpec
 from tracekit.trace.capture_meta import read_capture_meta
@@ -90,23 +87,6 @@ def _require_torch() -> None:
             f"capture needs torch and transformers ({exc.name} is missing): "
             "pip install 'tracekit[capture]'"
         ) from None
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``timeout``, a batch scheduler) unwinds like Ctrl-C, so temp files are removed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def kineto_kinds(opts: CaptureOptions) -> list[str]:

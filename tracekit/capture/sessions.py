@@ -31,12 +31,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from tracekit.capture.nsys import child_env, parse_result
+from tracekit.capture.nsys import parse_result
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.progress import Progress
 from tracekit.capture.result import CaptureResult
 from tracekit.capture.timing import percentile
 from tracekit.capture.write import replace_meta, write_meta_only
+from tracekit.child import child_env
 from tracekit.errors import CaptureError
 
 #: a session that prints nothing for this long is stuck (a 7B model builds and compiles in ~3 min)

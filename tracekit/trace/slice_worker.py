@@ -38,9 +38,10 @@ import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import msgspec
+
+from tracekit.child import child_env
 
 #: a frame's length prefix (little-endian)
 LENGTH_BYTES = 8
@@ -191,12 +192,9 @@ class Worker:
         if can_fork():
             self.proc = _Forked(path)
         else:
-            env = dict(os.environ)
-            root = str(Path(__file__).resolve().parents[2])
-            env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _CODE, path], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(), close_fds=True,
             )
         for pipe in (self.proc.stdin, self.proc.stdout):
             _widen(pipe)
