@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tracekit import __version__
-from tracekit.capture.write import json_safe
 from tracekit.errors import BadInput
+from tracekit.jsonio import json_safe
 
 if TYPE_CHECKING:
     import polars as pl

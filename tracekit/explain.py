@@ -34,7 +34,6 @@ from tracekit.api import SCHEMA, Explanation
 from tracekit.breakdown import GAP_CLASSES, kernel_category_rows, step_records, top_kernel_rows
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
-from tracekit.jsonio import json_safe
 from tracekit.memory import release
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
 from tracekit.specs.models import MAX_CTX, ModelSpec, dtype_bytes, get_model, known_models
