@@ -162,7 +162,8 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
         )
     ranges, method, detail = found
     ranges = ranges.take(np.argsort(ranges["cpu_start_ns"], kind="stable"))
-    ranges = _kinds_from_shapes(trace, ranges)
+    if method != "tracekit":  # tracekit's own steps are decode steps of one sequence
+        ranges = _kinds_from_shapes(trace, ranges)
     table = Table({"step": np.arange(ranges.height, dtype=np.int64), **ranges.cols}, STEPS,
                   {"batch": ranges.masks.get("batch")})
     ops = _assign(ops, table, trace.table("launches"))

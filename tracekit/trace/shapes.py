@@ -27,8 +27,13 @@ from tracekit.trace.source import open_source
 
 #: the CPU ops of an embedding lookup whose second input is the token ids
 EMBEDDING_OPS = frozenset({"aten::embedding"})
-#: re-read only documents up to this size (inflated): a larger one keeps its kinds undecided
-MAX_BYTES = 512 << 20
+#: re-read only documents up to this size (inflated): a larger one keeps its kinds undecided (the
+#: decode holds the document and its events at once, a few times its size)
+MAX_BYTES = 64 << 20
+#: what every recorded shape is written under: no such bytes, no shapes, and no decode at all
+_MARK = b'"Input Dims"'
+#: inflated bytes scanned for it at most (shapes are on every CPU op: the first comes early)
+_SCAN_BYTES = 8 << 20
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -55,7 +60,7 @@ def embedding_inputs(path: str | Path | None) -> list[list[int] | None] | None:
     """The token-ids shape of every embedding lookup (CPU op) in the trace, in timestamp order
     (None for one whose shape was not recorded or is not ``[batch, tokens]``); None when the file
     cannot be read again (standard input, too large, not JSON) or recorded no shape at all."""
-    if path is None or str(path) == "-":
+    if path is None or str(path) == "-" or not _has_shapes(path):
         return None
     try:
         with open_source(path) as src:
@@ -75,6 +80,24 @@ def embedding_inputs(path: str | Path | None) -> list[list[int] | None] | None:
     found.sort(key=lambda x: x[0])
     shapes = [s for _, s in found]
     return shapes if any(s is not None for s in shapes) else None
+
+
+def _has_shapes(path: str | Path) -> bool:
+    """Whether the trace recorded shapes: a streamed scan of its first bytes for the key they are
+    written under (most traces have none, and then cost one short scan, not a second decode)."""
+    tail, seen = b"", 0
+    try:
+        with open_source(path) as src:
+            for chunk in src.chunks(limit=MAX_BYTES):
+                if _MARK in tail + chunk[: len(_MARK)] or _MARK in chunk:
+                    return True
+                tail = chunk[-len(_MARK):]
+                seen += len(chunk)
+                if seen >= _SCAN_BYTES:
+                    return False
+    except (OSError, TraceFormatError):
+        return False
+    return False
 
 
 def _ids_shape(raw: msgspec.Raw) -> list[int] | None:
