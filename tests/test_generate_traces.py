@@ -145,3 +145,21 @@ def test_the_reports_name_the_batch_in_the_throughput():
     assert "per sequence of a batch of 4" in render_html(d, None, plotlyjs="cdn")
     one = render_markdown(explain(GEN / "gen7b_qwen2.5-7b.json.gz").to_dict())
     assert "| tokens/s |" in one and "in all" not in one
+
+
+def test_a_trace_without_shapes_is_not_decoded_twice(monkeypatch):
+    """The shapes are read by a second pass over the file only where the trace recorded them: a
+    trace without (gen7b, no record_shapes) gets its kinds from the kernels, never from a second
+    decode of the whole document."""
+    import tracekit.trace.shapes as shapes
+
+    class Refuse:
+        def decode(self, data):
+            raise AssertionError("decoded a trace that recorded no shapes")
+
+    monkeypatch.setattr(shapes, "_DOC", Refuse())
+    monkeypatch.setattr(shapes, "_LIST", Refuse())
+    assert not shapes._has_shapes(GEN / "gen7b_qwen2.5-7b.json.gz")
+    assert shapes._has_shapes(GEN / "gen_batch4_qwen2.5-0.5b.json.gz")
+    d = explain(GEN / "gen7b_qwen2.5-7b.json.gz").to_dict()
+    assert d["steps"][0]["kind"] == "prefill"
