@@ -48,7 +48,7 @@ KINETO = [
     "hta/rank0.json.gz",
     "kineto/v100_resnet50_train_steps5-7.pt.trace.json.gz",
 ]
-NSYS = ["pipit/a100_saxpy_mpi_cuda_nsys.sqlite.gz", "pipit/a100_cloverleaf_cuda_nsys.sqlite.gz"]
+NSYS = ["pipit/a100_saxpy_mpi_cuda_nsys.sqlite.gz"]
 
 
 # -- the oracles: plain reads of the raw files ------------------------------------------------
@@ -281,8 +281,7 @@ def test_nvtx_ranges_of_an_nsys_export_are_the_steps(tmp_path):
     assert d["source"]["steps_found"] == sum(r[2] == "kernel" for r in rows)  # one saxpy each
 
 
-@pytest.mark.parametrize("name", [f"{TL}/mi210_gpu_only.json.gz",
-                                  "pipit/a100_cloverleaf_cuda_nsys.sqlite.gz"])
+@pytest.mark.parametrize("name", [f"{TL}/mi210_gpu_only.json.gz"])
 def test_no_markers_and_no_pattern_is_one_error_line(name):
     from helpers import error_line, run
 

@@ -20,7 +20,7 @@ TRACES = sorted(p for p in (ROOT / "sample_traces").rglob("*.gz"))
 #: committed traces with no decode steps to explain (HTA's benchmark trace: one step, no markers)
 #: traces whose explain is one Error line by design (no decode step in them: a non-LLM workload
 #: with no step pattern, or one prefill / mixed pass), each checked in test_peer_corpus.py
-NO_STEPS = {"benchmark_result_2869224_1695835535_trace.json.gz", "a100_cloverleaf_cuda_nsys.sqlite.gz",
+NO_STEPS = {"benchmark_result_2869224_1695835535_trace.json.gz",
             "mi210_gpu_only.json.gz", "b200_vllm_eager_tp8_rank0.json.gz",
             "mi300x_sglang_qwen3-8b_prefill-decode.json.gz",
             "mi300x_vllm_prefill-decode_piecewise-graph.json.gz",
