@@ -152,7 +152,7 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
     if found is None:
         found = _as_passes(_graph_launches(trace, ops), ops, passes, notes)
     if found is None and passes.get() is not None and passes.get().whole:
-        found = _forward_passes(ops, passes.get())
+        found = _forward_passes(passes.launch_times(), passes.get())
     if found is None:
         found = _kernel_period(ops)
     if found is None:
@@ -183,15 +183,25 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
 
 
 class _LazyPasses:
-    """:func:`find_passes` over the trace's kernels, computed on first use."""
+    """The trace's kernels in launch order, their launch times and :func:`find_passes` over them,
+    each computed once, on first use (the methods that check their ranges share them)."""
 
     def __init__(self, ops: Table, layers: int | None) -> None:
         self.ops, self.layers, self._done, self._value = ops, layers, False, None
+        self._kernels: Table | None = None
+
+    def kernels(self) -> Table:
+        if self._kernels is None:
+            self._kernels = _kernels_in_launch_order(self.ops)
+        return self._kernels
+
+    def launch_times(self) -> np.ndarray:
+        return launch_or_start(self.kernels())
 
     def get(self) -> Passes | None:
         if not self._done:
             self._done = True
-            kernels = _kernels_in_launch_order(self.ops)
+            kernels = self.kernels()
             self._value = find_passes(kernels, layers=self.layers) if kernels.height else None
         return self._value
 
@@ -210,7 +220,7 @@ def _as_passes(found, ops: Table, passes: _LazyPasses, notes: list[str]):
     p = passes.get()
     if p is None or not p.whole or ranges.height == 0 or not ops.height:
         return found
-    at = launch_or_start(_kernels_in_launch_order(ops))
+    at = passes.launch_times()
     per = np.searchsorted(at, ranges["cpu_end_ns"]) - np.searchsorted(at, ranges["cpu_start_ns"])
     held = per[per > 0]
     if held.size == 0:
@@ -748,10 +758,9 @@ def _opening_kernel(kernels: Table, codes: np.ndarray, group: list[int], names: 
     return cands[int(np.argmax(score))]
 
 
-def _forward_passes(ops: Table, passes: Passes):
-    """Steps as the forward passes :func:`find_passes` found in the kernel sequence."""
-    kernels = _kernels_in_launch_order(ops)
-    at = launch_or_start(kernels)
+def _forward_passes(at: np.ndarray, passes: Passes):
+    """Steps as the forward passes :func:`find_passes` found in the kernel sequence (``at``: the
+    kernels' launch times, in launch order)."""
     starts = passes.starts
     if starts.size < 2:
         return None
