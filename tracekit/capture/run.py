@@ -6,12 +6,16 @@
 2. build the model (random weights unless ``--weights``) and prefill ``ctx`` random tokens;
 3. mode-specific preparation: capture the CUDA graph or compile (rewound: no context is used up);
 4. ``warmup`` steps, then ``steps`` timed steps without the profiler — the ground truth;
-5. the copy-bandwidth probe;
+5. (eager) the profiler calibration's unprofiled steps — the decode step with a stall-free
+   attention kernel, timed before any profiler has run in the process (``calibrate.py``);
+   then the copy-bandwidth probe;
 6. ``profile_steps`` steps under the profiler, the context at its first step being exactly
-   ``ctx + warmup + steps`` (``ctx_first_step`` in the metadata);
+   ``ctx + warmup + steps`` (+ the calibration's 12 steps in eager; ``ctx_first_step`` in the
+   metadata);
 7. ``steps`` more unprofiled steps (``timing_after``): host speed drifts (clocks, other tenants,
    allocator state), so the ground truth is taken on both sides of the profiled window and a
-   reader can see whether they agree;
+   reader can see whether they agree; (eager) then the calibration's profiled steps, which
+   give this host's profiler cost per recorded event (``profiler_cost``);
 8. the trace, written atomically with the metadata spliced in.
 
 The attention implementation (``--attention``) is forced around every model call, and the
@@ -31,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import tracekit
+from tracekit.capture import calibrate
 from tracekit.capture.model import (
     build_model,
     check_cuda,
@@ -103,6 +108,8 @@ def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> Captu
     dtype = resolve_dtype(opts.dtype, device)
     # warm-up, timed, profiled, timed again after the profiled window
     decode_steps = opts.warmup + opts.steps + (opts.profile_steps + opts.steps if opts.profile else 0)
+    if opts.profile and mode == "eager":
+        decode_steps += 2 * (calibrate.STEPS + 1)  # the profiler calibration's steps
     kv_len = (
         opts.ctx + decode_steps
         if mode == "eager"
@@ -201,6 +208,12 @@ def _phases(
         clocks_before = gpu_clocks() if device == "cuda" else None
         with progress.phase(f"timing {_plural(opts.steps, 'step')} without the profiler", live=False):
             ms = time_steps(stepper.step, opts.steps, device=device)
+        calib_what, calib_backend, calib_ms = None, None, []
+        if opts.profile and mode == "eager":  # before any profiler has run in this process
+            calib_what, calib_backend = calibrate.workload(opts.attention, device)
+            with progress.phase("timing the profiler calibration's steps", live=False):
+                calib_ms = calibrate.time_unprofiled(stepper.step, device=device,
+                                                     backend=calib_backend)
         copy_gbps = None
         ctx_first_step = stepper.position
         nvtx = Nvtx(device)
@@ -219,6 +232,12 @@ def _phases(
                 f"timing {_plural(opts.steps, 'step')} after the profiled window", live=False
             ):
                 ms_after = time_steps(stepper.step, opts.steps, device=device)
+        profiler_cost = None
+        if calib_ms:
+            with progress.phase("measuring the profiler's cost per event", live=False):
+                profiler_cost = calibrate.profiled(stepper.step, calib_ms, device=device,
+                                                   kinds=kinds, backend=calib_backend,
+                                                   what=calib_what or "")
         clocks_after = gpu_clocks() if device == "cuda" else None
         timing = summarize(ms, warmup=opts.warmup)
         timing_after = summarize(ms_after, warmup=0) if ms_after else None
@@ -249,6 +268,8 @@ def _phases(
             if wall_ms is not None and timing["median_ms"]
             else None,
             "copy_bandwidth_gbps": copy_gbps,
+            # this host's profiler cost per recorded host event (eager only; calibrate.py)
+            "profiler_cost": profiler_cost,
             "command": list(opts.command or sys.argv),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             # beyond the contract: what a reader needs to trust or reproduce the numbers

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Held-out checks of the what-ifs on one GPU box: per (model, context), three arms, each one
+# `tracekit capture --sessions N` (fresh processes; session 0 profiled):
+#   eager        the default SDPA (PyTorch picks cuDNN on Hopper: a plan-build stall per call)
+#   flash        --attention sdpa-flash: the measured step "without the stalls"
+#   graphs       --mode cuda-graphs: the measured graph step (HF's static-cache graph program)
+# `tracekit explain` of the eager trace predicts the other two; `analyses/whatif_check.py`
+# compares. Writes traces, logs and env.txt under $OUT/calib (one tar).
+#
+#   CONFIGS="qwen2.5-7b:2048 llama-3.1-8b:3000" bash capture/calibration_campaign.sh
+#
+# msgspec and isal travel as wheels in .whl/ (capture reads its calibration trace back with
+# tracekit's reader); they are installed into /tmp/site.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/out}
+WORK=${WORK:-/tmp/calib}
+BUDGET_S=${BUDGET_S:-540}
+SESSIONS=${SESSIONS:-3}
+CONFIGS=${CONFIGS:-"qwen2.5-7b:2048 llama-3.1-8b:3000"}
+ARMS=${ARMS:-"eager flash graphs"}
+SITE=${SITE:-/tmp/site}
+mkdir -p "$OUT" "$WORK"
+START=$SECONDS
+log() { echo "[$(date +%T) +$((SECONDS - START))s] $*" | tee -a "$WORK/campaign.log"; }
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/msgspec-*.whl .whl/isal-*.whl 2>&1 | tail -n 3
+fi
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv
+  python3 -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
+  nproc; lscpu | grep -E 'Model name|MHz'; hostname
+} > "$WORK/env.txt" 2>&1
+cat "$WORK/env.txt"
+for cfg in $CONFIGS; do
+  model=${cfg%%:*}; ctx=${cfg#*:}
+  for arm in $ARMS; do
+    left=$((BUDGET_S - (SECONDS - START)))
+    if [ "$left" -lt 45 ]; then log "skip $model ctx $ctx $arm: ${left}s left"; continue; fi
+    case $arm in
+      eager)  args=(--mode eager --sessions "$SESSIONS") ;;
+      flash)  args=(--mode eager --attention sdpa-flash --sessions "$SESSIONS") ;;
+      graphs) args=(--mode cuda-graphs --sessions 1) ;;
+    esac
+    name="${model}_ctx${ctx}_${arm}"
+    log "$name: ${args[*]} (limit ${left}s)"
+    timeout -s TERM "$left" python3 -m tracekit capture --model "$model" --ctx "$ctx" "${args[@]}" \
+      --steps 30 --warmup 5 --profile-steps 10 -o "$WORK/$name.json.gz" > "$WORK/$name.log" 2>&1
+    log "$name: exit $?"
+    tail -n 4 "$WORK/$name.log"
+  done
+done
+tar -cf "$OUT/calib-$(date +%H%M%S).tar" -C "$WORK" .
+log "done"
