@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
 import subprocess
 import sys
@@ -90,8 +92,12 @@ def test_sessions_median_is_reported(tmp_path):
     assert e.unprofiled["samples"]["sessions"] == 5
     assert e.unprofiled["samples"]["sessions_median_ms"] == pytest.approx(0.07)
     assert e.unprofiled["samples"]["sessions"] == 5
-    # several sessions: the step users run is their median, not the profiled session's own
-    assert e.unprofiled["latency_ms"] == pytest.approx(0.07)
+    # a trace is one process: it is decomposed against its own session's steps, and the
+    # sessions' median is what to expect on average, with their range
+    assert e.unprofiled["latency_ms"] == pytest.approx(0.05)
+    assert e.unprofiled["expected_ms"] == pytest.approx(0.07)
+    assert e.unprofiled["sessions_range_ms"] == pytest.approx([0.05, 0.09])
+    assert e.unprofiled["expected_basis"] == "median of 5 sessions"
     assert e.unprofiled["samples"]["before_ms"] == pytest.approx(0.05)
     assert any("fresh sessions disagree" in w for w in e.warnings)  # 0.05–0.09 ms
 
@@ -144,25 +150,56 @@ def test_split_model_arithmetic():
     assert free["cost_us_per_event"] == pytest.approx(26.0 / 5200 * 1e3)
 
 
-def test_stall_trace_with_flag_but_no_calibration_keeps_profiled_numbers(tmp_path):
-    # no per-event profiler cost was measured on an L4's host: the split is unknown, not borrowed
+def _other(e) -> float:
+    classes = e.decomposition["launch_overhead_by_class_ms"]
+    return sum(v for c, v in classes.items() if c != "host_bound")
+
+
+def test_stall_trace_with_flag_estimates_the_cost_from_the_trace(tmp_path):
+    """No capture calibration: the cost is the trace's own (P − U) ÷ events, the stall assumed as
+    long unprofiled (point) up to 35% longer under the profiler (the range) — never another
+    machine's number, and said so."""
     e = explain(_stall_trace(tmp_path, gpu_name="NVIDIA L4"), unprofiled_ms=0.8)
+    u, h, p = e.unprofiled, e.host, e.summary["latency_ms"]
+    events, stall_p = h["events_per_step"], h["stall_ms"]
+    assert u["calibration_source"] == "trace-estimate" and not u["reliable"]
+    assert u["profiler_cost_us"] == pytest.approx((p - 0.8) / events * 1e3)
+    low = (p - 0.8 - stall_p * 0.35 / 1.35) / events * 1e3
+    assert u["profiler_cost_interval_us"] == pytest.approx([low, (p - 0.8) / events * 1e3])
+    # at the point, the unprofiled stall is the profiled one (it is "as long unprofiled")
+    assert u["decomposition"]["stall_ms"] == pytest.approx(stall_p)
+    lo, hi = u["decomposition"]["stall_interval_ms"]
+    assert lo < stall_p <= hi + 1e-12
+    assert "not measured on this host" in e.verdict
+
+
+def test_no_cost_when_the_profiled_step_is_not_longer(tmp_path):
+    # P ≤ U: no profiler cost can be read from the trace, so the split is unknown, not guessed
+    e = explain(_stall_trace(tmp_path), unprofiled_ms=1.2)
     assert e.unprofiled["decomposition"]["stall_ms"] is None
-    assert "unknown" in e.unprofiled["calibration"]
-    assert "(profiled; the unprofiled step is 0.80 ms)" in e.verdict
+    assert e.unprofiled["calibration_source"] is None and "unknown" in e.unprofiled["calibration"]
+    assert "(profiled; the unprofiled step is 1.20 ms)" in e.verdict
 
 
-def test_stall_trace_with_a_calibration_splits_the_real_step(tmp_path):
-    from tracekit.unprofiled import PROFILER_COST_NS
-
-    cost_ns = PROFILER_COST_NS["NVIDIA H100 80GB HBM3"][0]
-    e = explain(_stall_trace(tmp_path), unprofiled_ms=0.9)
-    u, h, classes = e.unprofiled, e.host, e.decomposition["launch_overhead_by_class_ms"]
-    other = sum(v for c, v in classes.items() if c != "host_bound")
-    h_u = max(1.0 - h["stall_ms"] - other - cost_ns * h["events_per_step"] / 1e6,
-              e.summary["gpu_busy_ms"])
-    assert u["decomposition"]["stall_ms"] == pytest.approx(0.9 - h_u - other)
-    dec = u["decomposition"]
-    assert dec["launch_issue_ms"] + dec["stall_ms"] + dec["other_idle_ms"] == pytest.approx(
-        dec["launch_overhead_ms"])
-    assert "calibrated on sample_traces/h100" in u["calibration"]
+def test_a_capture_calibration_splits_the_real_step(tmp_path):
+    """A capture that measured its host's profiler cost: that cost, ``this-capture``."""
+    path = _stall_trace(tmp_path)
+    cost_ns = 0.5  # per event: the synthetic step's events are ns apart
+    cap = {"schema": "tracekit.capture/1", "mode": "eager",
+           "timing": {"steps": 30, "warmup": 5, "unprofiled_ms": [0.9] * 30},
+           "profiler_cost": {"ns_per_event": cost_ns, "interval_ns": [0.45, 0.55]}}
+    doc = json.load(gzip.open(path))
+    doc["tracekit"] = cap
+    with gzip.open(path, "wt") as f:
+        json.dump(doc, f)
+    e = explain(path)
+    u, h = e.unprofiled, e.host
+    assert u["calibration_source"] == "this-capture"
+    assert u["profiler_cost_us"] == pytest.approx(cost_ns / 1e3)
+    assert u["profiler_cost_interval_us"] == pytest.approx([0.45e-3, 0.55e-3])
+    h_u = max(e.summary["latency_ms"] - h["stall_ms"] - _other(e)
+              - cost_ns * h["events_per_step"] / 1e6, e.summary["gpu_busy_ms"])
+    assert u["decomposition"]["stall_ms"] == pytest.approx(0.9 - h_u - _other(e))
+    lo, hi = u["whatif"]["no_stalls_interval_ms"]
+    assert e.summary["gpu_busy_ms"] <= lo <= u["whatif"]["no_stalls_ms"] <= hi
+    assert "this host's measured profiler cost" in e.verdict

@@ -1,30 +1,21 @@
-"""Validated on a GPU, not assumed (issue 7): tracekit's host attribution, its unprofiled-step
-model and its what-ifs against what the same GPU measured.
+"""Validated on a GPU, not assumed: tracekit's host attribution, its unprofiled-step model and
+its what-ifs against what the same GPU measured in *other* processes.
 
 The committed multi-session captures (``sample_traces/h100/`` and ``sample_traces/h200/``: Qwen2.5-7B
 shape, ctx 2048, eager with the default SDPA, eager with flash SDPA, cuda-graphs; ≥ 5 fresh
 sessions each, one profiled) hold the measurements. Every measured number below is computed here
 from the raw files with ``json.load`` and ``statistics`` — the median over sessions of each
 session's median unprofiled step — and the stall is named by an independent oracle (the CPU op on
-the launching thread spanning the largest GPU gap of each step). The predictions are tracekit's,
-from the default-SDPA trace alone plus a per-event profiler cost calibrated on the *flash* capture
-of the same machine (a different capture from the one the stall is validated on).
+the launching thread spanning the largest GPU gap of each step).
 
-What this does and does not show: the calibration uses the flash capture's unprofiled step, so the
-stall and without-the-stalls checks test whether the default trace's own issue time, deflated per
-recorded event, matches the flash step's — a transfer between two captures with different ops
-(5207 vs 5935 events per step on the H100), not a fully independent prediction. The last test shows
-why the cost must be calibrated per machine: the H200 host's cost applied to the H100 trace misses
-the flash step by half.
-
-Targets (issue 7): the named stall against the default − flash difference of the unprofiled
-medians; "without the stalls" within 20% of the measured flash step; the CUDA-Graphs speed-up
-within 15% of the measured eager ÷ graphs ratio, for both attention settings. The H100 host was
-stable (sessions within 12%) and meets every target. The H200 host was not (fresh sessions of one
-eager capture ranged 59–99 ms): there the stall and without-the-stalls targets hold, and the
-CUDA-Graphs speed-up misses 15% (≈19–21% over), because HF's static-cache graph runs ~18% more
-kernels than the eager step (1541 vs 1310) with ~26% more GPU busy, while the what-if replays the
-eager step's own kernels — that counterfactual itself is within 1.5% (test_explain.py).
+The predictions are tracekit's, from the default-SDPA trace alone. These captures predate the
+capture's own profiler calibration, so the per-event profiler cost is the **trace estimate**
+(``calibration_source: trace-estimate``): nothing is fitted to these two hosts (two different
+machines, 2.1 and 6.6 µs per event), and the flash and graph steps it is checked against are
+other captures, other processes. Targets (issue "What-ifs you can trust on any host"): without
+the stalls within 20% of the measured flash step, its interval covering it; the CUDA-Graphs
+speed-up within 15% of the measured ratio on the H100 (the H200's static-cache graph runs ~18%
+more kernels than the eager step: see ``test_cuda_graphs_speedup_against_the_measured_ratio``).
 """
 
 from __future__ import annotations
@@ -38,7 +29,6 @@ import pytest
 from test_host import _oracle
 
 from tracekit.explain import explain
-from tracekit.unprofiled import PROFILER_COST_NS
 
 SAMPLES = Path(__file__).parent.parent / "sample_traces"
 GPUS = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
@@ -69,13 +59,31 @@ def gpu(request):
     }
 
 
-def test_calibration_is_the_flash_capture_of_the_same_machine(gpu):
-    """PROFILER_COST_NS is re-derived from the flash capture: (profiled − unprofiled) ÷ events."""
+def _own(gpu: str, mode: str) -> float:
+    """The profiled session's own median unprofiled step (ms), from the raw file."""
+    meta = json.load(gzip.open(_path(gpu, mode)))["tracekit"]
+    return statistics.median(meta["timing"]["unprofiled_ms"])
+
+
+def test_a_stall_free_trace_reports_its_own_profiler_cost(gpu):
+    """No stall needs no calibration; the flash trace's own (profiled − unprofiled) ÷ events is
+    reported as this capture's cost, against the raw file's own session."""
     f = gpu["flash"]
     assert f.host["stalls"] == [] or f.host["stall_ms"] == 0
     events = f.host["events_per_step"]
-    cost_us = (f.summary["latency_ms"] - gpu["measured"]["eager_sdpa-flash"]) / events * 1e3
-    assert PROFILER_COST_NS[GPUS[gpu["gpu"]]][0] / 1e3 == pytest.approx(cost_us, rel=0.01)
+    cost_us = (f.summary["latency_ms"] - _own(gpu["gpu"], "eager_sdpa-flash")) / events * 1e3
+    assert f.unprofiled["profiler_cost_us"] == pytest.approx(cost_us, rel=1e-6)
+    assert f.unprofiled["calibration_source"] == "this-capture"
+
+
+def test_the_trace_is_decomposed_against_its_own_session(gpu):
+    """A trace is one process: its unprofiled latency is that process's steps; the sessions'
+    median is what to expect on average."""
+    for mode, e in (("eager", gpu["default"]), ("eager_sdpa-flash", gpu["flash"])):
+        u = e.unprofiled
+        assert u["latency_ms"] == pytest.approx(_own(gpu["gpu"], mode), rel=1e-9)
+        assert u["expected_ms"] == pytest.approx(gpu["measured"][mode], rel=1e-9)
+        assert u["sessions_range_ms"][0] <= u["expected_ms"] <= u["sessions_range_ms"][1]
 
 
 def test_the_named_stall_is_the_cudnn_plan_build(gpu):
@@ -90,10 +98,11 @@ def test_the_named_stall_is_the_cudnn_plan_build(gpu):
 
 
 def test_stall_size_against_the_default_minus_flash_difference(gpu):
-    m = gpu["measured"]
-    difference = m["eager"] - m["eager_sdpa-flash"]
+    """The unprofiled stall against what forcing flash saved in the profiled session's process
+    scale: its own default step minus the flash sessions' median, within 20%."""
+    difference = _own(gpu["gpu"], "eager") - gpu["measured"]["eager_sdpa-flash"]
     predicted = gpu["default"].unprofiled["decomposition"]["stall_ms"]
-    assert predicted == pytest.approx(difference, rel=0.10)
+    assert predicted == pytest.approx(difference, rel=0.20)
     # the profiled trace's stall (the oracle's) is the same order, inflated by the profiler
     oracle = _oracle(_path(gpu["gpu"], "eager"))
     profiled = sum(idle for _, idle, *_ in oracle) / len(oracle)
@@ -101,33 +110,24 @@ def test_stall_size_against_the_default_minus_flash_difference(gpu):
 
 
 def test_without_the_stalls_predicts_the_flash_step(gpu):
-    predicted = gpu["default"].unprofiled["whatif"]["no_stalls_ms"]
+    u = gpu["default"].unprofiled
+    assert u["calibration_source"] == "trace-estimate" and u["reliable"] is False
+    predicted, (lo, hi) = u["whatif"]["no_stalls_ms"], u["whatif"]["no_stalls_interval_ms"]
     measured = gpu["measured"]["eager_sdpa-flash"]
     assert predicted == pytest.approx(measured, rel=0.20)
+    assert lo <= measured <= hi
+    assert lo <= predicted <= hi
+    # never below the GPU's own work, and never slower than the graph what-if's "no host gaps"
+    assert lo >= gpu["default"].summary["gpu_busy_ms"]
+    assert u["whatif"]["cuda_graphs_ms"] <= predicted
 
 
 @pytest.mark.parametrize("attention", ["eager", "eager_sdpa-flash"])
 def test_cuda_graphs_speedup_against_the_measured_ratio(gpu, attention):
+    """The graph what-if against the measured graph step, both over the sessions' medians."""
     e = gpu["default"] if attention == "eager" else gpu["flash"]
     m = gpu["measured"]
-    assert e.unprofiled["latency_ms"] == pytest.approx(m[attention], rel=1e-9)
-    predicted = e.unprofiled["whatif"]["cuda_graphs_speedup"]
+    predicted = e.unprofiled["expected_ms"] / e.unprofiled["whatif"]["cuda_graphs_ms"]
     measured = m[attention] / m["cuda-graphs"]
     assert predicted == pytest.approx(measured, rel=GRAPHS_TOLERANCE[gpu["gpu"]])
     assert predicted > measured  # the what-if's graph runs fewer kernels than HF's static cache
-
-
-def test_a_borrowed_calibration_misses():
-    """The per-event cost is the host CPU's: the H200 host's (6.6 µs) applied to the H100 trace
-    predicts a without-the-stalls step far from the H100's measured flash step, which is why
-    tracekit refuses to borrow another machine's calibration."""
-    from tracekit.unprofiled import split
-
-    e = explain(_path("h100", "eager"))
-    classes = e.decomposition["launch_overhead_by_class_ms"]
-    other = sum(v for c, v in classes.items() if c != "host_bound")
-    sp = split(u=e.unprofiled["latency_ms"], p=e.summary["latency_ms"],
-               busy=e.summary["gpu_busy_ms"], other=other, stall_p=e.host["stall_ms"],
-               events=e.host["events_per_step"], cost_ns=PROFILER_COST_NS["NVIDIA H200"][0])
-    no_stalls = e.unprofiled["latency_ms"] - sp["stall_ms"]
-    assert abs(no_stalls / _measured("h100", "eager_sdpa-flash") - 1) > 0.3

@@ -429,6 +429,8 @@ def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | No
         "basis": "profiled; medians over decode steps",
         "launch_issue_ms": issue_ms,
         "stall_ms": stall_ms,
+        # the stall idle's spread over the timed decode steps (p25, p75): the what-if's interval
+        "stall_ms_range": _quartiles_ms(per["stall_ns"]),
         "stall_host_ms": med["stall_host_ns"] / 1e6 if med["stall_host_ns"] is not None else None,
         "us_per_launch": _median(per_launch),
         "issue_interval_median_us": (med["issue_median_ns"] / 1e3
@@ -441,6 +443,16 @@ def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | No
         "stalls": host_attr.stall_table(h, ids, lat),
         "by_op": host_attr.by_op_table(h, ids),
     }
+
+
+def _quartiles_ms(ns) -> list[float] | None:
+    xs = sorted(float(x) for x in ns if x is not None)
+    if not xs:
+        return None
+    if len(xs) < 4:
+        return [xs[0] / 1e6, xs[-1] / 1e6]
+    q = statistics.quantiles(xs, n=4)
+    return [q[0] / 1e6, q[2] / 1e6]
 
 
 # -- sections ---------------------------------------------------------------------------------

@@ -40,18 +40,19 @@ from typing import Any
 
 from tracekit.errors import BadInput
 
-#: Profiler cost per recorded host event (ns), by the GPU name of the machine it was measured on
-#: (the cost is the host CPU's; each lent GPU model came with one host type). Filled only from
-#: captures where both the profiled and the unprofiled step are known and that have no stall.
-PROFILER_COST_NS: dict[str, tuple[float, str]] = {
-    # tests/test_validation.py re-derives both from the committed traces
-    "NVIDIA H100 80GB HBM3": (2064.0, "calibrated on sample_traces/h100/qwen2.5-7b_ctx2048_eager_"
-                              "sdpa-flash.json.gz (29.52 ms profiled, 17.26 ms unprofiled over 5 "
-                              "sessions, 5935 recorded events per step; lent H100, Xeon host)"),
-    "NVIDIA H200": (6587.0, "calibrated on sample_traces/h200/qwen2.5-7b_ctx2048_eager_sdpa-flash"
-                    ".json.gz (60.31 ms profiled, 21.03 ms unprofiled over 10 sessions, 5963 "
-                    "recorded events per step; lent H200, Xeon host)"),
-}
+#: How much longer the profiler makes a stall, as a fraction of its unprofiled length, when a trace
+#: carries no measured profiler cost and the cost must be estimated from the trace ("trace-
+#: estimate", see :func:`calibrate`): the point and the range the interval allows. A stall is one
+#: long CPU op (cuDNN building its plan) with few recorded events inside it, so the profiler
+#: lengthens it far less than the per-op issue: 0 is "the stall is as long unprofiled", the upper
+#: end allows the profiler's hooks on the driver calls the op makes. Measured, not assumed: see
+#: docs/host.md ("How the profiler's cost is calibrated") for the captures these come from.
+STALL_INFLATION = (0.0, 0.0, 0.35)
+#: the what-if interval is widened by the step-to-step spread of the unprofiled samples (half the
+#: p10–p90 range over the median), at most this much each way
+MAX_NOISE = 0.25
+#: ``reliable`` needs this-capture's calibration and a what-if interval no wider than this ratio
+RELIABLE_WIDTH = 1.35
 
 #: a stall-free trace reports its own per-event cost only with this many host events per step
 #: (graph and compile steps record a handful; their P − U is GPU-side tracing cost)
@@ -110,12 +111,14 @@ def _timing_median(timing: object) -> float | None:
 def from_capture(cap: dict | None) -> dict | None:
     """The unprofiled latency a capture recorded.
 
-    With ``--sessions N`` (N ≥ 2): the median of the sessions' medians — the step users run, robust
-    to the host speed that varies from process to process (59–99 ms between fresh sessions of one
-    eager capture on the lent H200). Otherwise the median of the steps timed *before* the profiled
-    window. ``timing_after`` (steps timed after the window, same process) is a drift check, not a
-    sample: on the lent H100 and H200 the host stayed 20–100% slower after torch.profiler stopped.
-    ``None`` when the capture has no unprofiled timing."""
+    ``latency_ms`` is the **profiled session's own** median of the steps timed *before* its
+    profiled window: a trace is one process, and fresh sessions of one eager capture disagree by
+    up to 1.6× (the host's speed and the stall's length vary from process to process), so the
+    trace is decomposed against the step its own process ran. With ``--sessions N`` (N ≥ 2) the
+    median of the sessions' medians is ``expected_ms``, what a user should expect on average,
+    with their range. ``timing_after`` (steps timed after the window, same process) is a drift
+    check, not a sample: on the lent H100 and H200 the host stayed 20–100% slower after
+    torch.profiler stopped. ``None`` when the capture has no unprofiled timing."""
     if not isinstance(cap, dict):
         return None
     before = cap.get("timing")
@@ -124,7 +127,9 @@ def from_capture(cap: dict | None) -> dict | None:
         return None
     out = {"latency_ms": own, "samples": _samples(before), "before_ms": own,
            "after_ms": _timing_median(cap.get("timing_after")),
-           "sessions_median_ms": None, "sessions": None, "basis": "profiled session"}
+           "sessions_median_ms": None, "sessions": None, "basis": "profiled session",
+           "expected_ms": own, "expected_basis": "profiled session (one process)",
+           "sessions_range_ms": None}
     sessions = cap.get("sessions")
     runs = sessions.get("runs") if isinstance(sessions, dict) else None
     if isinstance(runs, list):
@@ -135,7 +140,7 @@ def from_capture(cap: dict | None) -> dict | None:
             out["sessions_median_ms"] = median(meds)
             out["sessions_range_ms"] = [min(meds), max(meds)]
         if len(meds) >= 2:
-            out.update(latency_ms=median(meds), basis=f"median of {len(meds)} sessions")
+            out.update(expected_ms=median(meds), expected_basis=f"median of {len(meds)} sessions")
     return out
 
 
@@ -164,11 +169,60 @@ def bimodal(samples: list[float]) -> tuple[float, float] | None:
     return None
 
 
-def calibration(gpu_name: str | None) -> tuple[float, str] | None:
-    """The per-event profiler cost measured on this GPU's machine; ``None`` for any other (the
-    cost is the host CPU's: it was 2.2 µs on the lent H100's host and 5.1 µs on the H200's, so
-    borrowing another machine's would be a guess)."""
-    return PROFILER_COST_NS.get(gpu_name or "")
+def _measured_cost(cap: dict | None) -> tuple[float, float, float] | None:
+    """(point, low, high) ns per event from a capture's own calibration (``profiler_cost``)."""
+    pc = cap.get("profiler_cost") if isinstance(cap, dict) else None
+    if not isinstance(pc, dict):
+        return None
+    point, iv = pc.get("ns_per_event"), pc.get("interval_ns")
+    if not _positive(point):
+        return None
+    lo, hi = (iv if isinstance(iv, list) and len(iv) == 2 and all(_positive(x) or x == 0 for x in iv)
+              else (point, point))
+    return float(point), float(min(lo, point)), float(max(hi, point))
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def calibrate(cap: dict | None, *, u: float, p: float, stall_p: float, events: float) -> dict:
+    """The profiler's cost per recorded host event, and where it comes from.
+
+    * ``this-capture`` — ``tracekit capture`` measured it on this host, in this process (the
+      metadata's ``profiler_cost``: the same decode step with a stall-free attention kernel, timed
+      with and without the profiler; see ``tracekit/capture/calibrate.py``);
+    * ``trace-estimate`` — any other trace whose unprofiled step is known: the step's own profiled
+      − unprofiled difference, less what the profiler added to the stall. With the stall
+      ``STALL_INFLATION`` × longer under the profiler, ``P − U = c × events + S_p × f/(1 + f)``;
+      the range of f gives the range of c;
+    * ``None`` — neither (the profiled step is not longer than the unprofiled one).
+
+    Another machine's cost is never used: it was 2.1 µs on one H100 host and 5–6.6 µs on others."""
+    measured = _measured_cost(cap)
+    if measured is not None:
+        return {"source": "this-capture", "ns": measured,
+                "text": (f"{measured[0] / 1e3:.2f} µs per recorded event "
+                         f"({measured[1] / 1e3:.2f}–{measured[2] / 1e3:.2f}), measured by the "
+                         "capture on this host: the same decode step with a stall-free attention "
+                         "kernel, with and without the profiler")}
+    if events <= 0 or p <= u:
+        return {"source": None, "ns": None,
+                "text": "no per-event profiler cost: the trace's capture did not measure one and "
+                        "the profiled step is not longer than the unprofiled one, so the split of "
+                        "launch overhead into issue and stalls is unknown"}
+
+    def at(f: float) -> float:
+        return max(p - u - stall_p * f / (1 + f), 0.0) / events * 1e6
+
+    point, lo_f, hi_f = STALL_INFLATION
+    ns = (at(point), at(hi_f), at(lo_f))
+    return {"source": "trace-estimate", "ns": ns,
+            "text": (f"{ns[0] / 1e3:.2f} µs per recorded event ({ns[1] / 1e3:.2f}–"
+                     f"{ns[2] / 1e3:.2f}), estimated from this trace: its profiled − unprofiled "
+                     f"step over {events:.0f} events, the stall lengthened 0–"
+                     f"{hi_f:.0%} by the profiler; not measured on this host — capture with "
+                     "tracekit capture to measure it")}
 
 
 def split(*, u: float, p: float, busy: float, other: float, stall_p: float, events: float,
@@ -200,21 +254,39 @@ def _stall_normal_ms(host: dict) -> float:
 
 
 def no_stalls(whatif: dict, summary: dict, host: dict | None) -> None:
-    """The "without the stalls" what-if on the profiled step: minus the stall idle, plus what
-    issuing those ops normally costs (the same op's median host time when it does not stall)."""
+    """The "without the stalls" what-if on the *profiled* step: minus the stall idle, plus what
+    issuing those ops normally costs (the same op's median host time when it does not stall). Its
+    interval is the spread over the decode steps of the stall idle (``host.stall_ms_range``)."""
     lat, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
-    whatif.update(no_stalls_ms=None, no_stalls_speedup=None)
+    whatif.update(no_stalls_ms=None, no_stalls_speedup=None, no_stalls_interval_ms=None)
     if host is None or lat is None or not host["stalls"] or not host["stall_ms"]:
         return  # no stall in the median step: nothing to take away
-    ms = max(lat - host["stall_ms"] + _stall_normal_ms(host), busy or 0.0)
-    whatif.update(no_stalls_ms=ms, no_stalls_speedup=lat / ms if ms else None)
+    normal = _stall_normal_ms(host)
+
+    def at(stall: float) -> float:
+        return max(lat - stall + normal, busy or 0.0)
+
+    ms = at(host["stall_ms"])
+    spread = host.get("stall_ms_range") or [host["stall_ms"]] * 2
+    whatif.update(no_stalls_ms=ms, no_stalls_speedup=lat / ms if ms else None,
+                  no_stalls_interval_ms=[min(at(spread[1]), ms), max(at(spread[0]), ms)])
+
+
+def _noise(samples: list[float]) -> float:
+    """Half the p10–p90 range of the unprofiled samples over their median (≤ ``MAX_NOISE``)."""
+    if len(samples) < 5:
+        return 0.0
+    xs = sorted(samples)
+    q = statistics.quantiles(xs, n=10)
+    med = statistics.median(xs)
+    return min((q[-1] - q[0]) / 2 / med, MAX_NOISE) if med > 0 else 0.0
 
 
 def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, summary: dict,
             decomp: dict, host: dict | None, whatif: dict, warnings: list[str]) -> dict | None:
     """The JSON ``unprofiled`` section (see the module docstring), or None when unknown:
-    ``capture`` is the trace's capture metadata, ``gpu_name`` the GPU it names (which
-    per-event profiler cost applies), ``flag_ms`` ``--unprofiled-ms``."""
+    ``capture`` is the trace's capture metadata, ``gpu_name`` the GPU it names, ``flag_ms``
+    ``--unprofiled-ms``."""
     p, busy = summary.get("latency_ms"), summary.get("gpu_busy_ms")
     cap = from_capture(capture)
     if flag_ms is not None:
@@ -223,25 +295,40 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
         u, source = cap["latency_ms"], "capture"
     else:
         return None
+    graphs = whatif.get("cuda_graphs_ms")
     out: dict[str, Any] = {
-        "latency_ms": u, "source": source, "profiler_overhead": p / u if p else None,
+        "latency_ms": u, "source": source,
+        "basis": cap["basis"] if source == "capture" and cap else "--unprofiled-ms",
+        "expected_ms": cap["expected_ms"] if source == "capture" and cap else u,
+        "expected_basis": (cap["expected_basis"] if source == "capture" and cap
+                           else "--unprofiled-ms"),
+        "sessions_range_ms": cap["sessions_range_ms"] if source == "capture" and cap else None,
+        "profiler_overhead": p / u if p else None,
         "profiled_latency_ms": p, "samples": None, "decomposition": None,
-        "whatif": {"cuda_graphs_ms": whatif.get("cuda_graphs_ms"), "cuda_graphs_speedup": None,
-                   "no_stalls_ms": None, "no_stalls_speedup": None},
-        "model": None, "calibration": None, "estimate": True, "reliable": True, "host": None}
+        "whatif": {"cuda_graphs_ms": graphs,
+                   "cuda_graphs_interval_ms": whatif.get("cuda_graphs_interval_ms"),
+                   "cuda_graphs_speedup": None,
+                   "no_stalls_ms": None, "no_stalls_interval_ms": None, "no_stalls_speedup": None},
+        "model": None, "calibration": None, "calibration_source": None,
+        "profiler_cost_us": None, "profiler_cost_interval_us": None,
+        "estimate": True, "reliable": True, "host": None}
+    samples_ok = True
+    noise = 0.0
     if cap is not None and source == "capture":
         out["samples"] = {k: cap[k] for k in ("basis", "before_ms", "after_ms", "sessions",
                                               "sessions_median_ms")}
         out["samples"]["n"] = len(cap["samples"])
-        out["reliable"] = _sample_warnings(cap, warnings)
+        samples_ok = _sample_warnings(cap, warnings)
+        noise = _noise(cap["samples"])
     if p is not None and p < u:
-        out["reliable"] = False
+        samples_ok = False
         warnings.append(
             f"the profiled step ({p:.1f} ms) is faster than the unprofiled one ({u:.1f} ms; "
             f"profiler overhead {p / u:.2f}x < 1): the host's speed drifted between timing and "
             "profiling, so the unprofiled numbers are unreliable — re-capture on a quiet host "
             "with several fresh sessions (tracekit capture --sessions N) or pass "
             "--unprofiled-ms from a stable run")
+    out["reliable"] = samples_ok
     if busy is None or p is None:
         return out
     classes = decomp.get("launch_overhead_by_class_ms") or {}
@@ -250,32 +337,76 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
            "launch_overhead_ms": u - busy, "launch_issue_ms": None, "stall_ms": None,
            "other_idle_ms": other}
     out["decomposition"] = dec
-    if whatif.get("cuda_graphs_ms"):
-        out["whatif"]["cuda_graphs_speedup"] = u / whatif["cuda_graphs_ms"]
     if host is None:
+        _graphs_speedup(out, u)
         return out
-    cal = calibration(gpu_name)
-    sp = split(u=u, p=p, busy=busy, other=other, stall_p=host["stall_ms"],
-                      events=host["events_per_step"] or 0, cost_ns=cal[0] if cal else None)
-    dec.update(launch_issue_ms=sp["launch_issue_ms"], stall_ms=sp["stall_ms"])
-    out["calibration"] = (cal[1] if cal and host["stall_ms"] > 0 else
-                          "none needed: no stall" if host["stall_ms"] <= 0 else
-                          "no per-event profiler cost measured for this machine: the split of "
-                          "launch overhead into issue and stalls is unknown")
-    if host["stall_ms"] <= 0:
+    stall_p, events = host["stall_ms"], host["events_per_step"] or 0
+    if stall_p <= 0:
+        sp = split(u=u, p=p, busy=busy, other=other, stall_p=0.0, events=events, cost_ns=None)
         out["model"] = "no stall: launch issue is the rest of the unprofiled step"
-    elif sp["cost_us_per_event"] is not None:
-        out["model"] = ("per-event profiler cost: the profiled host issue time less "
-                        f"{sp['cost_us_per_event']:.2f} µs per recorded event; stalls are the rest")
+        out["calibration"] = "none needed: no stall"
+        if sp["cost_us_per_event"] is not None:
+            out["profiler_cost_us"] = sp["cost_us_per_event"]
+            out["calibration_source"] = "this-capture"
+    else:
+        cal = calibrate(capture if source == "capture" else None, u=u, p=p, stall_p=stall_p,
+                        events=events)
+        out["calibration"], out["calibration_source"] = cal["text"], cal["source"]
+        if cal["ns"] is None:
+            out["reliable"] = False
+            sp = split(u=u, p=p, busy=busy, other=other, stall_p=stall_p, events=events,
+                       cost_ns=None)
+        else:
+            point, lo, hi = cal["ns"]
+            out["profiler_cost_us"] = point / 1e3
+            out["profiler_cost_interval_us"] = [lo / 1e3, hi / 1e3]
+            sp = split(u=u, p=p, busy=busy, other=other, stall_p=stall_p, events=events,
+                       cost_ns=point)
+            out["model"] = ("per-event profiler cost: the profiled host issue time less "
+                            f"{point / 1e3:.2f} µs per recorded event; stalls are the rest")
+            ms = _no_stalls_ms(u, p, busy, other, host, sp)
+            # the cost's range, then the host's step-to-step spread, around the point
+            ends = [_no_stalls_ms(u, p, busy, other, host,
+                                  split(u=u, p=p, busy=busy, other=other, stall_p=stall_p,
+                                        events=events, cost_ns=c)) for c in (hi, lo)]
+            interval = [max(min(ends[0], ms) * (1 - noise), busy),
+                        max(ends[1], ms) * (1 + noise)]
+            out["whatif"].update(no_stalls_ms=ms, no_stalls_interval_ms=interval,
+                                 no_stalls_speedup=u / ms)
+            # the stall and the issue it leaves, at either end of the cost's range
+            ends_sp = [split(u=u, p=p, busy=busy, other=other, stall_p=stall_p, events=events,
+                             cost_ns=c) for c in (lo, hi)]
+            dec["stall_interval_ms"] = sorted(x["stall_ms"] for x in ends_sp)
+            dec["launch_issue_interval_ms"] = sorted(x["launch_issue_ms"] for x in ends_sp)
+            out["reliable"] = (samples_ok and cal["source"] == "this-capture"
+                               and interval[1] <= RELIABLE_WIDTH * interval[0])
+    dec.update(launch_issue_ms=sp["launch_issue_ms"], stall_ms=sp["stall_ms"])
     out["host"] = {"launch_issue_ms": sp["launch_issue_ms"], "stall_ms": sp["stall_ms"],
                    "host_issue_ms": sp["host_issue_ms"],
                    "cost_us_per_event": sp["cost_us_per_event"]}
-    if sp["stall_ms"] and host["stalls"] and host["stall_ms"]:
-        scale = (sp["host_issue_ms"] / (p - host["stall_ms"] - other)
-                 if sp["host_issue_ms"] and p - host["stall_ms"] - other > 0 else 1.0)
-        ms = max(u - sp["stall_ms"] + _stall_normal_ms(host) * scale, busy)
-        out["whatif"].update(no_stalls_ms=ms, no_stalls_speedup=u / ms)
+    _graphs_speedup(out, u)
     return out
+
+
+def _no_stalls_ms(u: float, p: float, busy: float, other: float, host: dict, sp: dict) -> float:
+    """The unprofiled step without its stalls: the split's issue time and other idle, plus the
+    stalling ops' usual host time scaled from profiled to unprofiled like the rest of the issue."""
+    issue_p = p - host["stall_ms"] - other
+    scale = sp["host_issue_ms"] / issue_p if sp["host_issue_ms"] and issue_p > 0 else 1.0
+    return max(u - (sp["stall_ms"] or 0.0) + _stall_normal_ms(host) * scale, busy)
+
+
+def _graphs_speedup(out: dict, u: float) -> None:
+    """The CUDA-Graphs what-if removes every host gap, stalls included: it is never slower than
+    the step without the stalls (where both are known, the graph what-if is capped there)."""
+    w = out["whatif"]
+    if not w.get("cuda_graphs_ms"):
+        return
+    ns = w.get("no_stalls_ms")
+    if ns is not None and w["cuda_graphs_ms"] > ns:
+        w["cuda_graphs_ms"] = ns
+        w["cuda_graphs_interval_ms"] = w.get("no_stalls_interval_ms")
+    w["cuda_graphs_speedup"] = u / w["cuda_graphs_ms"]
 
 
 def _sample_warnings(cap: dict, warnings: list[str]) -> bool:

@@ -13,11 +13,45 @@ def _fmt_ms(ms: float) -> str:
 
 
 def _real(e: Explanation) -> dict | None:
-    """The unprofiled section when it is trustworthy enough to lead the verdict."""
+    """The unprofiled section when it has a decomposition (the step a user runs leads the
+    verdict whenever it is known; how far to trust it is said in the sentence)."""
     u = e.unprofiled
-    if not u or not u.get("decomposition") or not u.get("reliable"):
+    if not u or not u.get("decomposition"):
         return None
     return u
+
+
+def _range(iv: list | None) -> str:
+    """" (a–b)" for an interval, "" without one."""
+    if not iv or iv[0] is None or iv[1] is None:
+        return ""
+    return f" ({_num(iv[0])}–{_num(iv[1])})"
+
+
+def _num(ms: float) -> str:
+    return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+
+
+def _calibration_clause(real: dict) -> str:
+    """How the unprofiled split was calibrated, in a few words."""
+    src = real.get("calibration_source")
+    if src == "this-capture":
+        return "unprofiled, this host's measured profiler cost"
+    if src == "trace-estimate":
+        return "unprofiled, profiler cost estimated from this trace, not measured on this host"
+    return "unprofiled"
+
+
+def _sessions_clause(real: dict) -> str:
+    """"; N sessions' median X ms (a–b)" where fresh sessions were timed and their median is
+    more than 10% from the profiled process's own step, else ""."""
+    exp, own, rng = real.get("expected_ms"), real.get("latency_ms"), real.get("sessions_range_ms")
+    if not exp or not own or not rng or "sessions" not in str(real.get("expected_basis")):
+        return ""
+    if abs(exp - own) <= 0.1 * own:
+        return ""
+    return (f"; across fresh processes expect ≈{_fmt_ms(exp)}{_range(rng)} "
+            f"({real['expected_basis']})")
 
 
 def _stall_clause(st: dict) -> str:
@@ -27,38 +61,54 @@ def _stall_clause(st: dict) -> str:
     return f"{what} in {st['op']}{why}"
 
 
+def _overlap(a: list | None, b: list | None) -> bool:
+    return bool(a and b) and a[0] <= b[1] and b[0] <= a[1]  # type: ignore[index]
+
+
 def _host_verdict(e: Explanation, lat: float, floor_part: str, graphs: str) -> str | None:
-    """Host-bound steps: a stall or the steady per-launch issue cost, whichever dominates."""
+    """Host-bound steps: a stall or the steady per-launch issue cost, whichever dominates — by
+    their intervals on the unprofiled step where it is known; both are named where they overlap."""
     h = e.host
     if not h:
         return None
     real = _real(e)
-    basis, stall, issue, no_stalls = lat, h["stall_ms"], h["launch_issue_ms"], e.whatif
+    basis, stall, issue, what = lat, h["stall_ms"], h["launch_issue_ms"], e.whatif
+    stall_iv = issue_iv = None
     tag = ""
-    if real and real["decomposition"].get("stall_ms") is not None:
-        basis, stall = real["latency_ms"], real["decomposition"]["stall_ms"]
-        issue, no_stalls = real["decomposition"]["launch_issue_ms"], real["whatif"]
-        tag = (f" (unprofiled, estimated; the profiled trace shows {_fmt_ms(h['stall_ms'])} of "
-               f"{_fmt_ms(lat)})")
+    if real and real["decomposition"].get("stall_ms") is not None and h["stalls"]:
+        dec = real["decomposition"]
+        basis, stall, issue, what = real["latency_ms"], dec["stall_ms"], dec["launch_issue_ms"], real["whatif"]
+        stall_iv, issue_iv = dec.get("stall_interval_ms"), dec.get("launch_issue_interval_ms")
+        tag = (f" ({_calibration_clause(real)}; the profiled trace shows "
+               f"{_fmt_ms(h['stall_ms'])} of {_fmt_ms(lat)}{_sessions_clause(real)})")
     elif real:
         tag = f" (profiled; the unprofiled step is {_fmt_ms(real['latency_ms'])})"
-    if h["stalls"] and stall is not None and issue is not None and stall >= issue:
+    per = f" ({h['us_per_launch']:.0f} µs of host time per launch)" if h.get("us_per_launch") else ""
+    if h["stalls"] and stall is not None and issue is not None:
         st = h["stalls"][0]
         fix = f": {st['short_advice']}" if st.get("short_advice") else ""
         without = ""
-        if no_stalls.get("no_stalls_ms"):
-            without = (f"; without it ≈{_fmt_ms(no_stalls['no_stalls_ms'])} "
-                       f"(≈{no_stalls['no_stalls_speedup']:.1f}×)")
-        return (f"Host-stalled: {_fmt_ms(stall)} of each {_fmt_ms(basis)} step{tag} is "
-                f"{_stall_clause(st)}{fix}{without}.")
-    per = f" ({h['us_per_launch']:.0f} µs of host time per launch)" if h.get("us_per_launch") else ""
+        if what.get("no_stalls_ms"):
+            without = (f"; without it ≈{_fmt_ms(what['no_stalls_ms'])}"
+                       f"{_range(what.get('no_stalls_interval_ms'))} "
+                       f"(≈{what['no_stalls_speedup']:.1f}×)")
+        if _overlap(stall_iv, issue_iv):
+            return (f"Host-stalled and launch-bound (their estimates overlap): "
+                    f"{_fmt_ms(stall)}{_range(stall_iv)} of each {_fmt_ms(basis)} step{tag} is "
+                    f"{_stall_clause(st)}{fix}, and {_fmt_ms(issue)}{_range(issue_iv)} is the host "
+                    f"issuing ops{per}{without}.")
+        if stall >= issue:
+            return (f"Host-stalled: {_fmt_ms(stall)}{_range(stall_iv)} of each {_fmt_ms(basis)} "
+                    f"step{tag} is {_stall_clause(st)}{fix}{without}.")
     also = ""
     if h["stalls"] and h["stalls"][0]["share"] and h["stalls"][0]["share"] >= 0.1:
-        also = f"; besides, {_stall_clause(h['stalls'][0])}"
+        st = h["stalls"][0]
+        size = f" ({_fmt_ms(stall)}{_range(stall_iv)} per step)" if stall is not None else ""
+        also = f"; besides, {_stall_clause(st)}{size}"
     if real:
         share = (real["decomposition"]["launch_overhead_ms"] or 0) / real["latency_ms"]
         return (f"Launch-bound: {share:.0%} of each {_fmt_ms(real['latency_ms'])} step "
-                f"(unprofiled) is the GPU waiting for the host to issue ops{per}; {floor_part}"
+                f"(unprofiled{_sessions_clause(real)}) is the GPU waiting for the host to issue ops{per}; {floor_part}"
                 f"{graphs}{also}.")
     share = (e.decomposition.get("launch_overhead_ms") or 0) / lat
     return (f"Launch-bound: {share:.0%} of each {_fmt_ms(lat)} step is the GPU waiting for the "
@@ -81,11 +131,10 @@ def verdict(e: Explanation) -> str:
                   if floor else "no memory floor (" + (e.floor.get("missing") or "") + ")")
     real = _real(e)
     graphs = ""
-    if w.get("cuda_graphs_ms"):
-        speedup = (real["whatif"]["cuda_graphs_speedup"] if real and
-                   real["whatif"].get("cuda_graphs_speedup") else w["cuda_graphs_speedup"])
-        graphs = (f"; CUDA Graphs would bring the step to ≈{_fmt_ms(w['cuda_graphs_ms'])} "
-                  f"(≈{speedup:.1f}×)")
+    g = real["whatif"] if real and real["whatif"].get("cuda_graphs_ms") else w
+    if g.get("cuda_graphs_ms"):
+        graphs = (f"; CUDA Graphs would bring the step to ≈{_fmt_ms(g['cuda_graphs_ms'])}"
+                  f"{_range(g.get('cuda_graphs_interval_ms'))} (≈{g['cuda_graphs_speedup']:.1f}×)")
     elif w.get("note") == "the trace already replays CUDA graphs":
         graphs = "; it already replays CUDA graphs"
     classes = d.get("launch_overhead_by_class_ms") or {}

@@ -48,7 +48,9 @@ from tracekit.report.text import (
     step_summary_rows,
     throughput_note,
     top_kernel_rows,
+    unprofiled_lead,
     unprofiled_rows,
+    unprofiled_whatif_text,
     whatif_rows,
 )
 
@@ -492,7 +494,7 @@ def _host(doc: dict) -> Html:
     per = (f" ({fmt(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
            if h.get("us_per_launch") else "")
     lead = esc(f"While the GPU waited for the host: launch issue {fmt(h.get('launch_issue_ms'))} ms"
-               f"{per}, stalls {fmt(h.get('stall_ms'))} ms per step (profiled). A stall is one CPU "
+               f"{per}, stalls {fmt(h.get('stall_ms'))} ms per step (profiled; medians over the steps). A stall is one CPU "
                "op holding the launching thread far longer than issuing takes.")
     body = ""
     if h.get("stalls"):
@@ -500,7 +502,7 @@ def _host(doc: dict) -> Html:
                  st.get("cause") or "unknown", st.get("advice") or "—",
                  _source_links(st.get("sources") or [])]
                 for st, (op, *cells) in zip(h["stalls"], stall_rows(doc, 8))]
-        body += _table(["stall op", "ms / step", "per step", "share", "call in step", "cause",
+        body += _table(["stall op", "mean ms / step", "per step", "share", "call in step", "cause",
                         "advice", "sources"], rows, num={1, 2, 3}, cls="stalls")
     if h.get("by_op"):
         rows = [[Html(f"<code>{esc(_clip(r['op'], TABLE_NAME_CHARS))}</code>"),
@@ -508,7 +510,7 @@ def _host(doc: dict) -> Html:
                  fmt(r["median_gap_us"], "{:.1f}"), fmt(r["share"], "{:.0%}")]
                 for r in h["by_op"][:10]]
         body += ('<p class="small">Host-bound idle by the CPU op that held the host (top 10):</p>'
-                 + _table(["host op", "ms / step", "gaps / step", "median gap µs", "share"], rows,
+                 + _table(["host op", "idle ms / step (mean, every gap it held)", "gaps / step", "median gap µs", "share"], rows,
                           num={1, 2, 3, 4}))
     return _section("Host: launch issue and stalls", body, lead=lead, sid="host")
 
@@ -519,18 +521,12 @@ def _unprofiled(doc: dict) -> Html:
         return Html("")
     table = unprofiled_rows(doc)
     rows, roles = [cells for _, cells in table], [role for role, _ in table]
-    w = u.get("whatif") or {}
-    rows.append(["CUDA Graphs what-if", fmt(doc.get("whatif", {}).get("cuda_graphs_speedup"), "{:.2f}×"),
-                 fmt(w.get("cuda_graphs_speedup"), "{:.2f}×")])
-    rows.append(["without-the-stalls what-if", fmt(doc.get("whatif", {}).get("no_stalls_speedup"), "{:.2f}×"),
-                 fmt(w.get("no_stalls_speedup"), "{:.2f}×")])
-    roles += ["", ""]
-    lead = esc(f"Unprofiled {fmt(u.get('latency_ms'))} ms per step (from the {u.get('source')}) vs "
-               f"{fmt(u.get('profiled_latency_ms'))} ms profiled: profiler overhead "
-               f"{fmt(u.get('profiler_overhead'), '{:.2f}×')}. GPU work comes from the trace; the "
-               "rest of the unprofiled step is launch overhead.")
+    lead = esc(unprofiled_lead(doc)[0].upper() + unprofiled_lead(doc)[1:] + ". GPU work comes from "
+               "the trace; the rest of the unprofiled step is launch overhead.")
+    what = unprofiled_whatif_text(doc)
+    foot = f'<p>{esc(what[0].upper() + what[1:])}.</p>' if what else ""
     note = u.get("model") or u.get("calibration")
-    foot = f'<p class="small">Split model: {esc(note)}.</p>' if note else ""
+    foot += f'<p class="small">Split model: {esc(note)}.</p>' if note else ""
     return _section("The real step (unprofiled)",
                     _table(["", "profiled", "unprofiled"], rows, num={1, 2}, row_class=roles) + foot,
                     lead=lead, sid="unprofiled")

@@ -30,7 +30,9 @@ from tracekit.report.text import (
     stall_rows,
     step_summary_rows,
     top_kernel_rows,
+    unprofiled_lead,
     unprofiled_rows,
+    unprofiled_whatif_text,
     whatif_rows,
 )
 
@@ -175,12 +177,12 @@ def _host(doc: dict) -> list[str]:
     per = (f" ({fmt(h.get('us_per_launch'), '{:.1f}')} µs of host time per launch)"
            if h.get("us_per_launch") else "")
     out = [f"**Host** — while the GPU waited: launch issue {fmt(h.get('launch_issue_ms'))} ms{per}, "
-           f"stalls {fmt(h.get('stall_ms'))} ms per step (profiled)"]
+           f"stalls {fmt(h.get('stall_ms'))} ms per step (profiled; medians over the steps)"]
     rows = [[md_code(op, table=True, limit=KERNEL_NAME_CHARS), *cells,
              md_text(st.get("cause") or "unknown"), md_text(st.get("advice") or "—")]
             for st, (op, *cells) in zip(h.get("stalls") or [], stall_rows(doc, 5))]
     if rows:
-        out += ["", *_table(["stall op", "ms/step", "per step", "share", "call in step", "cause",
+        out += ["", *_table(["stall op", "mean ms/step", "per step", "share", "call in step", "cause",
                              "advice"], rows, "lrrrrll")]
     return out
 
@@ -190,19 +192,12 @@ def _unprofiled(doc: dict) -> list[str]:
     u = doc.get("unprofiled")
     if not u:
         return []
-    head = (f"**The real step** — unprofiled {fmt(u.get('latency_ms'))} ms (from the "
-            f"{md_text(u.get('source'))}) vs profiled {fmt(u.get('profiled_latency_ms'))} ms: "
-            f"profiler overhead {fmt(u.get('profiler_overhead'), '{:.2f}×')}")
+    head = f"**The real step** — {md_text(unprofiled_lead(doc))}"
     rows = [_md_row(role, cells) for role, cells in unprofiled_rows(doc)]
     out = [head, "", *_table(["term", "profiled ms", "unprofiled ms"], rows, "lrr")]
-    w = u.get("whatif") or {}
-    bits = []
-    if w.get("cuda_graphs_speedup"):
-        bits.append(f"CUDA Graphs {fmt(w.get('cuda_graphs_ms'))} ms ({w['cuda_graphs_speedup']:.2f}×)")
-    if w.get("no_stalls_speedup"):
-        bits.append(f"without the stalls {fmt(w.get('no_stalls_ms'))} ms ({w['no_stalls_speedup']:.2f}×)")
-    if bits:
-        out += ["", "What-ifs against the unprofiled step: " + "; ".join(bits) + "."]
+    what = unprofiled_whatif_text(doc)
+    if what:
+        out += ["", md_text(what[0].upper() + what[1:]) + "."]
     note = u.get("model") or u.get("calibration")
     if note:
         out += ["", f"Split model: {md_text(note)}."]

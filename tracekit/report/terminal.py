@@ -21,7 +21,9 @@ from tracekit.report.text import (
     stall_rows,
     step_summary_rows,
     top_kernel_rows,
+    unprofiled_lead,
     unprofiled_rows,
+    unprofiled_whatif_text,
     whatif_rows,
 )
 
@@ -160,12 +162,12 @@ def _host_parts(d: dict) -> list:
     per = f" ({h['us_per_launch']:.1f} µs of host time per launch)" if h.get("us_per_launch") else ""
     out: list = [_heading("Host (what the launching thread did while the GPU waited)"),
                  Text(f"launch issue {fmt(h.get('launch_issue_ms'))} ms{per}, stalls "
-                      f"{fmt(h.get('stall_ms'))} ms per step (profiled)")]
+                      f"{fmt(h.get('stall_ms'))} ms per step (profiled; medians over the steps)")]
     if h.get("stalls"):
         out.append(_heading("Host stalls (one CPU op held the launching thread)"))
         t = Table()
-        for col in ("op", "ms/step", "per step", "share", "where", "cause → advice"):
-            t.add_column(col, justify="right" if col in ("ms/step", "per step", "share") else "left",
+        for col in ("op", "mean ms/step", "per step", "share", "where", "cause → advice"):
+            t.add_column(col, justify="right" if col in ("mean ms/step", "per step", "share") else "left",
                          overflow="fold")
         for st, cells in zip(h["stalls"], stall_rows(d, 5)):
             why = (f"{escape(st['short_cause'])} → {escape(st['short_advice'])}"
@@ -180,24 +182,17 @@ def _unprofiled_parts(d: dict) -> list:
     u = d.get("unprofiled")
     if not u:
         return []
-    head = _heading(f"The real step (unprofiled, from the {u['source']}; profiler overhead "
-                    f"{fmt(u.get('profiler_overhead'), '{:.2f}×')})")
+    head = _heading("The real step (unprofiled)")
     t = Table()
     t.add_column("term")
     t.add_column("profiled ms", justify="right")
     t.add_column("unprofiled ms", justify="right")
     for role, (label, *cells) in unprofiled_rows(d):
         t.add_row({"sub": f"  {label}", "total": f"[bold]{label}[/]"}.get(role, label), *cells)
-    out: list = [head, t]
-    uw = u.get("whatif") or {}
-    bits = []
-    if uw.get("cuda_graphs_speedup"):
-        bits.append(f"CUDA Graphs ≈{fmt(uw.get('cuda_graphs_ms'))} ms ({uw['cuda_graphs_speedup']:.2f}×)")
-    if uw.get("no_stalls_speedup"):
-        bits.append(f"without the stalls ≈{fmt(uw.get('no_stalls_ms'))} ms "
-                    f"({uw['no_stalls_speedup']:.2f}×)")
-    if bits:
-        out.append(Text("what-ifs against the unprofiled step: " + "; ".join(bits)))
+    out: list = [head, Text(unprofiled_lead(d)), t]
+    what = unprofiled_whatif_text(d)
+    if what:
+        out.append(Text(what))
     note = u.get("model") or u.get("calibration")
     if note:
         out.append(Text(f"split model: {note}", style="dim"))

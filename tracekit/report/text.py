@@ -248,23 +248,88 @@ def whatif_rows(doc: dict) -> list[list[str]]:
     return rows
 
 
+def fmt_interval(iv) -> str:
+    """"a–b" for an interval of ms, "" without one."""
+    if not iv or len(iv) != 2 or iv[0] is None or iv[1] is None:
+        return ""
+    return f"{fmt(iv[0])}–{fmt(iv[1])}"
+
+
+def fmt_ms_interval(ms, iv) -> str:
+    """"x ms (a–b)": a point with its interval where it has one."""
+    r = fmt_interval(iv)
+    return f"{fmt(ms)} ms ({r})" if r else f"{fmt(ms)} ms"
+
+
 def unprofiled_rows(doc: dict) -> list[Row]:
     """The real step's table: (role, [term, profiled ms, unprofiled ms]) rows, the profiled
-    decomposition beside the unprofiled one; empty without an unprofiled step."""
+    decomposition beside the unprofiled one; empty without an unprofiled step. The estimated
+    terms carry their interval."""
     u = doc.get("unprofiled")
     if not u:
         return []
     dec, prof, host = u.get("decomposition") or {}, doc.get("decomposition") or {}, doc.get("host") or {}
     classes = prof.get("launch_overhead_by_class_ms") or {}
     other_p = sum(v or 0 for c, v in classes.items() if c != "host_bound") if classes else None
-    rows = [("", "memory floor", prof.get("floor_ms"), dec.get("floor_ms")),
-            ("", "kernel excess", prof.get("kernel_excess_ms"), dec.get("kernel_excess_ms")),
-            ("", "launch overhead", prof.get("launch_overhead_ms"), dec.get("launch_overhead_ms")),
-            ("sub", "launch issue (estimate)", host.get("launch_issue_ms"), dec.get("launch_issue_ms")),
-            ("sub", "stalls (estimate)", host.get("stall_ms"), dec.get("stall_ms")),
-            ("sub", "other idle", other_p, dec.get("other_idle_ms")),
-            ("total", "latency", u.get("profiled_latency_ms"), u.get("latency_ms"))]
-    return [(role, [label, fmt(a), fmt(b)]) for role, label, a, b in rows]
+
+    def est(key: str) -> str:
+        r = fmt_interval(dec.get(key.removesuffix("_ms") + "_interval_ms"))
+        return f"{fmt(dec.get(key))} ({r})" if r else fmt(dec.get(key))
+
+    rows = [("", "memory floor", fmt(prof.get("floor_ms")), fmt(dec.get("floor_ms"))),
+            ("", "kernel excess", fmt(prof.get("kernel_excess_ms")), fmt(dec.get("kernel_excess_ms"))),
+            ("", "launch overhead", fmt(prof.get("launch_overhead_ms")), fmt(dec.get("launch_overhead_ms"))),
+            ("sub", "launch issue (estimate)", fmt(host.get("launch_issue_ms")), est("launch_issue_ms")),
+            ("sub", "stalls (estimate)", fmt(host.get("stall_ms")), est("stall_ms")),
+            ("sub", "other idle", fmt(other_p), fmt(dec.get("other_idle_ms"))),
+            ("total", "latency", fmt(u.get("profiled_latency_ms")), fmt(u.get("latency_ms")))]
+    return [(role, [label, a, b]) for role, label, a, b in rows]
+
+
+#: what ``unprofiled.calibration_source`` means, in a report
+CALIBRATION_SOURCES = {
+    "this-capture": "measured on this host by the capture",
+    "trace-estimate": "estimated from this trace (not measured on this host)",
+    "borrowed": "borrowed from another machine",
+}
+
+
+def unprofiled_lead(doc: dict) -> str:
+    """The real step's one-line lead: which unprofiled number, from where, against which
+    profiled one, and the sessions' expectation where fresh sessions were timed."""
+    u = doc.get("unprofiled") or {}
+    basis = u.get("basis") or u.get("source")
+    lead = (f"unprofiled {fmt(u.get('latency_ms'))} ms/step ({basis}) vs profiled "
+            f"{fmt(u.get('profiled_latency_ms'))} ms/step (the trace's median step): profiler "
+            f"overhead {fmt(u.get('profiler_overhead'), '{:.2f}×')}")
+    rng = fmt_interval(u.get("sessions_range_ms"))
+    if rng and "sessions" in str(u.get("expected_basis")):
+        lead += (f"; expect {fmt(u.get('expected_ms'))} ms/step on average "
+                 f"({u['expected_basis']}, range {rng})")
+    return lead
+
+
+def unprofiled_whatif_text(doc: dict) -> str:
+    """The what-ifs against the unprofiled step, each with its interval, and the calibration."""
+    u = doc.get("unprofiled") or {}
+    w = u.get("whatif") or {}
+    bits = []
+    if w.get("cuda_graphs_speedup"):
+        bits.append(f"CUDA Graphs ≈{fmt_ms_interval(w.get('cuda_graphs_ms'), w.get('cuda_graphs_interval_ms'))}"
+                    f" ({w['cuda_graphs_speedup']:.2f}×)")
+    if w.get("no_stalls_speedup"):
+        bits.append(f"without the stalls ≈{fmt_ms_interval(w.get('no_stalls_ms'), w.get('no_stalls_interval_ms'))}"
+                    f" ({w['no_stalls_speedup']:.2f}×)")
+    out = ("what-ifs against the unprofiled step: " + "; ".join(bits)) if bits else ""
+    src = CALIBRATION_SOURCES.get(u.get("calibration_source") or "")
+    if src and u.get("profiler_cost_us") is not None:
+        iv = u.get("profiler_cost_interval_us")
+        rng = f" ({iv[0]:.2f}–{iv[1]:.2f})" if iv else ""
+        out += ("; " if out else "") + (f"profiler cost {u['profiler_cost_us']:.2f} µs per "
+                                        f"recorded event{rng}, {src}")
+    if u.get("reliable") is False and u.get("decomposition"):
+        out += ("; " if out else "") + "the split is an estimate with a wide interval, not a measurement"
+    return out
 
 
 def decomposition_terms(doc: dict) -> list[tuple[str, str, float | None]]:
