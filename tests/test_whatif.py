@@ -243,3 +243,25 @@ def test_percentile_matches_linear_interpolation():
     assert wi.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 10) == pytest.approx(1.4)
     assert wi.percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert wi.percentile([7.0], 90) == 7.0
+
+
+def test_graph_trace_json_validates_and_names_the_program():
+    """``tracekit explain --graph-trace G --json``: the new keys are in the schema's contract."""
+    from click.testing import CliRunner
+    from jsonschema import Draft202012Validator
+
+    from tracekit.cli import app
+
+    schema = json.loads((Path(__file__).parent.parent / "docs" / "schema"
+                         / "tracekit.explain-1.schema.json").read_text())
+    r = CliRunner().invoke(app, ["explain", str(_path("h100/llama-3.1-8b_ctx2048_eager")),
+                                 "--graph-trace", str(_path("h100/llama-3.1-8b_ctx2048_cuda-graphs")),
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert list(Draft202012Validator(schema).iter_errors(doc)) == []
+    w = doc["whatif"]
+    assert w["cuda_graphs_program"] == wi.GRAPH_PROGRAM
+    assert isinstance(w["graph_program"]["ops_delta"], int)
+    bad = {**doc, "whatif": {**w, "cuda_graphs_interval_ms": [1.0]}}  # an interval is two numbers
+    assert list(Draft202012Validator(schema).iter_errors(bad))
