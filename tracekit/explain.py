@@ -9,9 +9,10 @@ Per step the three terms add up exactly. The summary uses medians over decode st
 latency and the median GPU busy are split the same way, and the median idle of each gap class is
 scaled to the summary's launch overhead so that the summary adds up exactly too.
 
-What-ifs: *CUDA Graphs* — GPU busy + GPU ops × the per-op gap a graph replay leaves (calibrated from
-a graph trace, ``graph_trace=``, else the measured default for the GPU's architecture); *at the
-floor* — latency ÷ floor.
+What-ifs (tracekit/whatif.py), each with an interval: *CUDA Graphs* — these kernels replayed
+(GPU busy + GPU ops × the per-op gap a graph replay leaves, the measured default for the GPU's
+architecture), or, given a trace of the real graph program (``graph_trace=``), that program's own
+busy + ops × gap; *at the floor* — latency ÷ floor.
 
     >>> from tracekit import explain
     >>> result = explain("trace.json.gz", model="qwen2.5-7b", ctx=2048)   # doctest: +SKIP
