@@ -63,9 +63,9 @@ GRAPH_GAP_RANGE_NS: dict[str, tuple[float, float]] = {"hopper": (479.0, 566.0)}
 
 #: The same kernels replayed as one graph keep the GPU busier than they did eager: measured once,
 #: the eager Qwen2.5-7B step (H200, ctx 2053) at 6.084 ms of GPU busy, the very same kernels
-#: replayed as a graph at 6.185 ms (+1.7%; back-to-back kernels lose the gaps that let the memory
-#: system recover). The same-kernels interval's upper end scales GPU busy by this much (tests/
-#: test_whatif.py re-derives it from the two plain traces of that session).
+#: replayed as a graph at 6.185 ms (+1.7%; why is not established here). The same-kernels
+#: interval's upper end scales GPU busy by this much (tests/test_whatif.py re-derives it from the
+#: two plain traces of that session).
 REPLAY_BUSY_FACTOR = 1.02
 
 #: ``whatif.cuda_graphs_program``: which program ``cuda_graphs_ms`` predicts
@@ -126,9 +126,12 @@ def read_graph_program(graph: Trace, *, source: str = "graph trace",
     if not t or sum(r["graph_launches"] for r in t) == 0:
         raise BadInput("--graph-trace has no CUDA-graph decode steps to calibrate from "
                        "(it needs cudaGraphLaunch calls and at least two steps)")
+    t = [r for r in t if r["kernels"] + r["memcpys"] + r["memsets"]]
+    if not t:
+        raise BadInput("--graph-trace's decode steps hold no GPU op")
     ops = [r["kernels"] + r["memcpys"] + r["memsets"] for r in t]
     busy = [r["gpu_busy_ns"] / 1e6 for r in t]
-    gap = [float(r["idle_ns"]) / o for r, o in zip(t, ops) if o]
+    gap = [float(r["idle_ns"]) / o for r, o in zip(t, ops)]
     cap = graph.capture or {}
     model = cap.get("model_name")
     if model is None and isinstance(cap.get("model"), dict):
