@@ -265,3 +265,17 @@ def test_graph_trace_json_validates_and_names_the_program():
     assert isinstance(w["graph_program"]["ops_delta"], int)
     bad = {**doc, "whatif": {**w, "cuda_graphs_interval_ms": [1.0]}}  # an interval is two numbers
     assert list(Draft202012Validator(schema).iter_errors(bad))
+
+
+def test_against_another_step_keeps_the_point_and_interval(pairs):
+    """What the unprofiled section uses: the same point and interval, the speed-up's interval
+    the latency over the interval's ends (so it holds the speed-up)."""
+    e = pairs["h100/llama-3.1-8b_ctx2048_eager"]["program"]
+    w = e.whatif
+    a = wi.against(w, 54.0)
+    assert (a["ms"], a["interval_ms"], a["program"]) == (
+        w["cuda_graphs_ms"], w["cuda_graphs_interval_ms"], wi.GRAPH_PROGRAM)
+    lo, hi = a["speedup_interval"]
+    assert a["speedup"] == pytest.approx(54.0 / w["cuda_graphs_ms"])
+    assert lo <= a["speedup"] <= hi
+    assert wi.against({"cuda_graphs_ms": None}, 54.0)["speedup"] is None

@@ -331,3 +331,18 @@ def cap_by_no_stalls(w: dict, summary: dict) -> None:
         w["cuda_graphs_interval_ms"] = w["cuda_graphs_same_kernels_interval_ms"]
         w["cuda_graphs_speedup"] = lat / cap if lat and cap else None
         w["cuda_graphs_model"] += "; capped at the without-the-stalls step"
+
+
+def against(whatif: dict, latency_ms: float | None) -> dict:
+    """The CUDA-Graphs what-if of a ``whatif`` section set against another step's latency (the
+    unprofiled one): ``ms``, ``interval_ms``, ``program`` as the section has them, ``speedup``
+    and ``speedup_interval`` ([latency ÷ high, latency ÷ low]). One point and one interval
+    wherever the what-if is shown."""
+    ms, iv = whatif.get("cuda_graphs_ms"), whatif.get("cuda_graphs_interval_ms")
+    out = {"ms": ms, "interval_ms": iv, "program": whatif.get("cuda_graphs_program"),
+           "speedup": None, "speedup_interval": None}
+    if ms and latency_ms:
+        out["speedup"] = latency_ms / ms
+        if iv and iv[0] and iv[1]:
+            out["speedup_interval"] = [latency_ms / iv[1], latency_ms / iv[0]]
+    return out
