@@ -92,7 +92,9 @@ def test_markdown_verdict_first_and_numbers(sample):
     assert f"| latency ms | {s['latency_ms']:.3f} | {lo:.3f}–{hi:.3f} |" in md
     assert f"| GPU busy ms | {s['gpu_busy_ms']:.3f} |" in md
     assert f"| kernels | {s['kernels']:.0f} |" in md
-    assert f"| CUDA Graphs | {w['cuda_graphs_ms']:.3f} | {w['cuda_graphs_speedup']:.2f}× |" in md
+    lo, hi = w["cuda_graphs_interval_ms"]  # the point with its interval, from the JSON
+    assert (f"| CUDA Graphs | {w['cuda_graphs_ms']:.3f} ({lo:.3f}–{hi:.3f}) | "
+            f"{w['cuda_graphs_speedup']:.2f}× | {w['cuda_graphs_program']}:") in md
     top = doc["top_kernels"][0]
     assert f"| `{top['name']}` | {top['ms_per_step']:.3f} |" in md
     top_section = md.split("kernels** — per decode step")[1].split("\n\n**")[0]
@@ -153,8 +155,11 @@ def test_html_sample_has_verdict_numbers_and_figures(sample):
     dec, s = doc["decomposition"], doc["summary"]
     assert f'<p id="verdict">{html.escape(doc["verdict"])}</p>' in page
     for v in (dec["floor_ms"], dec["kernel_excess_ms"], dec["launch_overhead_ms"], dec["latency_ms"],
-              s["gpu_busy_ms"], doc["whatif"]["cuda_graphs_ms"]):
+              s["gpu_busy_ms"]):
         assert f">{v:.3f}<" in page, v
+    w = doc["whatif"]
+    lo, hi = w["cuda_graphs_interval_ms"]
+    assert f">{w['cuda_graphs_ms']:.3f} ({lo:.3f}–{hi:.3f})<" in page
     assert f"{dec['floor_ms'] / dec['latency_ms']:.1%}" in page
     for fig in ("fig-waterfall", "fig-steps", "fig-timeline"):
         assert f'id="{fig}"' in page

@@ -172,7 +172,7 @@ def _complete_gpus(ctx, param, incomplete: str) -> list:
 @click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor, or the layouts capture --quant stores: int8-torchao | fp8-row | int4-tinygemm | nf4-torchao.")
 @click.option("--group-size", type=int, help="int4 group size (default 128).")
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
-@click.option("--graph-trace", type=click.Path(path_type=Path), help="A CUDA-graph trace to calibrate the what-if.")
+@click.option("--graph-trace", type=click.Path(path_type=Path), help="A trace of the CUDA-graph program (same model, prompt, GPU): the CUDA-Graphs what-if predicts that program, not just these kernels replayed.")
 @click.option("--unprofiled-ms", type=float, help="The measured unprofiled ms per decode step (explains the real step).")
 @click.option("--baseline", type=click.Path(path_type=Path), help="The bf16 trace of the same model, GPU, context and mode: says how much of a quantized step's byte saving it realises (JSON key quantization).")
 @click.option("--verbose", "-v", is_flag=True, help="Say how the trace was read (streamed or whole) on stderr.")

@@ -9,9 +9,10 @@ Per step the three terms add up exactly. The summary uses medians over decode st
 latency and the median GPU busy are split the same way, and the median idle of each gap class is
 scaled to the summary's launch overhead so that the summary adds up exactly too.
 
-What-ifs: *CUDA Graphs* — GPU busy + GPU ops × the per-op gap a graph replay leaves (calibrated from
-a graph trace, ``graph_trace=``, else the measured default for the GPU's architecture); *at the
-floor* — latency ÷ floor.
+What-ifs (tracekit/whatif.py), each with an interval: *CUDA Graphs* — these kernels replayed
+(GPU busy + GPU ops × the per-op gap a graph replay leaves, the measured default for the GPU's
+architecture), or, given a trace of the real graph program (``graph_trace=``), that program's own
+busy + ops × gap; *at the floor* — latency ÷ floor.
 
     >>> from tracekit import explain
     >>> result = explain("trace.json.gz", model="qwen2.5-7b", ctx=2048)   # doctest: +SKIP
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from tracekit import host as host_attr
 from tracekit import unprofiled as unprof
+from tracekit import whatif as wi
 from tracekit.api import SCHEMA, Explanation
 from tracekit.breakdown import GAP_CLASSES, kernel_category_rows, step_records, top_kernel_rows
 from tracekit.errors import BadInput
@@ -41,8 +43,9 @@ from tracekit.specs.quant import UNQUANTIZED_DTYPE, capture_floor_dtype, is_quan
 from tracekit.steps import Steps, detect_steps, training_evidence
 from tracekit.trace import Trace, load
 from tracekit.verdict import verdict
+from tracekit.whatif import GRAPH_GAP_NS, graph_gap_ns
 
-__all__ = ["SCHEMA", "Explanation", "check_ctx", "explain", "graph_gap_ns", "verdict"]
+__all__ = ["GRAPH_GAP_NS", "SCHEMA", "Explanation", "check_ctx", "explain", "graph_gap_ns", "verdict"]
 
 #: the DRAM bandwidths --bandwidth accepts (GB/s): a Jetson has ~68, a B200 8000
 MIN_GBPS, MAX_GBPS = 1.0, 100_000.0
@@ -53,13 +56,6 @@ def check_ctx(ctx: int | None) -> None:
     if ctx is not None and (type(ctx) is not int or not 0 <= ctx <= MAX_CTX):
         raise BadInput(f"--ctx must be a number of tokens from 0 to {MAX_CTX}, got {ctx}")
 
-#: Per-GPU-op gap left by a CUDA graph replay, by architecture (ns). Measured, not assumed: the
-#: eager Qwen2.5-7B-shaped decode step (bf16, ctx 2053, 1312 GPU ops) captured as one CUDA graph and
-#: replayed 10 times on an NVIDIA H200 (PyTorch 2.11, CUDA 13): 0.652 ms idle per step = 497 ns
-#: per op (HF's static-cache graph of the same model: 489 ns). tests/test_explain.py re-derives it
-#: from sample_traces/plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz. No other architecture
-#: has been measured here, so none gets a default: pass --graph-trace.
-GRAPH_GAP_NS: dict[str, float] = {"hopper": 497.0}
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -138,8 +134,8 @@ def explain(
                         "tokens/s is not reported and the memory floor of decode does not apply")
     floor = _floor_section(spec, ctx0, decode, dtype, peak, measured, convention)
     decomp = _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings)
-    gap_ns, gap_src = _graph_gap(graph_trace, gspec, tr, step_marker)
-    whatif = _whatif(summary, decomp, peak, gap_ns, gap_src)
+    whatif = _whatif(summary, decode, decomp, floor, peak,
+                     _graph_gap(graph_trace, gspec, tr, spec, warnings))
     unprof.check_flag(unprofiled_ms, summary["gpu_busy_ms"])
     attribution = host_attr.attribute(tr, steps) if tr.has_gpu else None
     release()  # the attribution's temporaries, before the kernel tables
@@ -151,6 +147,7 @@ def explain(
                         "ProfilerActivity.CPU as well as CUDA")
     host = _host_section(attribution, rows, summary, decomp)
     unprof.no_stalls(whatif, summary, host)
+    wi.cap_by_no_stalls(whatif, summary)
     real = unprof.section(tr.capture, tr.meta.get("gpu_name"), unprofiled_ms, summary, decomp,
                           host, whatif, warnings)
     kcat = _categories(steps, spec, dtype, floor)
@@ -357,54 +354,20 @@ def _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings
     return d
 
 
-# -- what-ifs ---------------------------------------------------------------------------------
-def graph_gap_ns(graph: Trace, *, step_marker: str | None = None) -> float:
-    """The per-GPU-op idle of a graph-replay trace: median over decode steps of idle ÷ ops."""
-    steps = detect_steps(graph, step_marker=step_marker)
-    t = [r for r in step_records(graph, steps)
-         if r["kind"] == "decode" and r["latency_ns"] is not None]
-    if not t or sum(r["graph_launches"] for r in t) == 0:
-        raise BadInput("--graph-trace has no CUDA-graph decode steps to calibrate from "
-                       "(it needs cudaGraphLaunch calls and at least two steps)")
-    per_op = [float(r["idle_ns"]) / float(r["kernels"] + r["memcpys"] + r["memsets"]) for r in t]
-    return float(statistics.median(per_op))
+# -- what-ifs (tracekit/whatif.py) ------------------------------------------------------------
+def _graph_gap(graph_trace, gspec, tr: Trace, spec, warnings: list[str]) -> wi.Calibration:
+    calib = wi.calibrate(graph_trace, gspec)
+    if calib.program is not None:
+        cap = tr.capture or {}
+        warnings.extend(wi.same_run_warnings(
+            calib.program, model_name=cap.get("model_name") or (spec.name if spec else None),
+            ctx=cap.get("ctx") if type(cap.get("ctx")) is int else None,
+            gpu_name=tr.meta.get("gpu_name")))
+    return calib
 
 
-def _graph_gap(graph_trace, gspec, tr, step_marker):
-    if graph_trace is not None:
-        g = graph_trace if isinstance(graph_trace, Trace) else load(graph_trace)
-        src = "graph trace" if isinstance(graph_trace, Trace) else f"graph trace {graph_trace}"
-        return graph_gap_ns(g), src
-    if gspec is not None and gspec.arch in GRAPH_GAP_NS:
-        return GRAPH_GAP_NS[gspec.arch], f"default for {gspec.arch}, measured on an H200"
-    return None, None
-
-
-def _whatif(summary, decomp, peak, gap_ns, gap_src) -> dict:
-    lat, busy = summary["latency_ms"], summary["gpu_busy_ms"]
-    w = {"cuda_graphs_ms": None, "cuda_graphs_speedup": None, "graph_gap_us": None,
-         "graph_gap_source": gap_src, "at_floor_ms": decomp["floor_ms"], "at_floor_speedup": None,
-         "note": None}
-    if gap_ns is not None:
-        w["graph_gap_us"] = gap_ns / 1e3
-    w["cuda_graphs_model"] = (f"GPU busy + GPU ops × {gap_ns / 1e3:.3f} µs per-op gap ({gap_src})"
-                              if gap_ns is not None else "no per-op graph gap known")
-    w["at_floor_model"] = (f"{decomp['convention']} bytes ÷ {peak:g} GB/s"
-                           if peak and decomp["floor_ms"] is not None else "no floor")
-    if lat and decomp["floor_ms"]:
-        w["at_floor_speedup"] = lat / decomp["floor_ms"]
-    if lat is None or busy is None:
-        return w
-    if (summary["graph_launches"] or 0) > 0 and (summary["launches"] or 0) <= 4 * summary["graph_launches"]:
-        w["note"] = "the trace already replays CUDA graphs"
-        return w
-    if gap_ns is None:
-        w["note"] = "no per-op graph gap for this GPU: pass --graph-trace with a graph-replay trace"
-        return w
-    ops = (summary["kernels"] or 0) + (summary["memcpys"] or 0) + (summary["memsets"] or 0)
-    w["cuda_graphs_ms"] = busy + ops * gap_ns / 1e6
-    w["cuda_graphs_speedup"] = lat / w["cuda_graphs_ms"]
-    return w
+def _whatif(summary, decode, decomp, floor, peak, calib: wi.Calibration) -> dict:
+    return wi.section(summary, decode, decomp, floor, peak, calib)
 
 
 # -- host attribution and the unprofiled step -------------------------------------------------

@@ -52,6 +52,7 @@ from tracekit.report.text import (
     unprofiled_rows,
     unprofiled_whatif_text,
     whatif_rows,
+    with_interval,
 )
 
 #: one colour per gap class, the same in every figure and table
@@ -211,7 +212,9 @@ def _kpis(doc: dict) -> Html:
     rng = (s.get("range") or {}).get("latency_ms")
     floor = dec.get("floor_ms")
     if w.get("cuda_graphs_ms") is not None:
-        graphs = (f"≈{w['cuda_graphs_ms']:.2f} ms", f"≈{w['cuda_graphs_speedup']:.1f}× faster (predicted)")
+        graphs = (f"≈{with_interval(w['cuda_graphs_ms'], w.get('cuda_graphs_interval_ms'), '{:.2f}')} ms",
+                  f"≈{w['cuda_graphs_speedup']:.1f}× faster (predicted: "
+                  f"{w.get('cuda_graphs_program') or 'these kernels replayed'})")
     else:
         graphs = ("—", w.get("note") or "no prediction")
     cards = [

@@ -234,15 +234,30 @@ def throughput_note(doc: dict) -> str:
     return f"per sequence of a batch of {batch} ({batch}× that in all), 1 ÷ median latency"
 
 
+def with_interval(v, interval, spec: str = "{:.3f}") -> str:
+    """A what-if's point with its interval: "8.456 (8.428–8.722)"; the point alone where the
+    interval is unknown or a single value."""
+    if v is None or not interval or interval[0] is None or interval[1] is None:
+        return fmt(v, spec)
+    lo, hi = spec.format(interval[0]), spec.format(interval[1])
+    return fmt(v, spec) if lo == hi else f"{fmt(v, spec)} ({lo}–{hi})"
+
+
 def whatif_rows(doc: dict) -> list[list[str]]:
-    """The what-if table: (scenario, ms/step, speed-up, model and calibration) rows."""
+    """The what-if table: (scenario, ms/step with its interval, speed-up, model and calibration)
+    rows. The CUDA-Graphs row's model starts with the program it predicts (these kernels
+    replayed, or the graph trace's program)."""
     w = doc.get("whatif") or {}
-    rows = [["CUDA Graphs", fmt(w.get("cuda_graphs_ms")), fmt(w.get("cuda_graphs_speedup"), "{:.2f}×"),
-             str(w.get("cuda_graphs_model") or "—")],
-            ["at the memory floor", fmt(w.get("at_floor_ms")), fmt(w.get("at_floor_speedup"), "{:.2f}×"),
-             str(w.get("at_floor_model") or "—")]]
+    floor_model = str(w.get("at_floor_model") or "—")
+    if w.get("at_floor_interval_basis"):
+        floor_model += f"; interval: {w['at_floor_interval_basis']}"
+    rows = [["CUDA Graphs", with_interval(w.get("cuda_graphs_ms"), w.get("cuda_graphs_interval_ms")),
+             fmt(w.get("cuda_graphs_speedup"), "{:.2f}×"), str(w.get("cuda_graphs_model") or "—")],
+            ["at the memory floor", with_interval(w.get("at_floor_ms"), w.get("at_floor_interval_ms")),
+             fmt(w.get("at_floor_speedup"), "{:.2f}×"), floor_model]]
     if w.get("no_stalls_ms") is not None:
-        rows.append(["without the stalls", fmt(w.get("no_stalls_ms")),
+        rows.append(["without the stalls",
+                     with_interval(w.get("no_stalls_ms"), w.get("no_stalls_interval_ms")),
                      fmt(w.get("no_stalls_speedup"), "{:.2f}×"),
                      "the step minus the stalls' idle, plus the same ops' usual host time"])
     return rows
