@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import statistics
 import os
 import signal
 import stat
@@ -74,7 +75,16 @@ def test_tiny_capture_writes_gzip_json_with_metadata(tiny_trace) -> None:
     assert meta["schema"] == "tracekit.capture/1"
     assert (meta["model_name"], meta["ctx"], meta["mode"]) == ("tiny", 32, "eager")
     assert meta["model"]["name"] == "tiny" and meta["model"]["params"] > 0
-    assert meta["ctx_first_step"] == 32 + 1 + 3  # ctx + warmup + timed steps
+    # ctx + warmup + timed steps + the profiler calibration's unprofiled steps (2 warm + 10)
+    assert meta["ctx_first_step"] == 32 + 1 + 3 + 12
+    # this host's profiler cost, from its own raw samples (medians, events per step)
+    pc = meta["profiler_cost"]
+    assert pc["workload"] == "decode steps, as captured"  # the CPU has no cuDNN to avoid
+    assert len(pc["unprofiled_ms"]) == len(pc["profiled_ms"]) == 10
+    assert pc["events_per_step"] > 4 * meta["model"]["layers"]  # more than the SDPA ops alone
+    diff = statistics.median(pc["profiled_ms"]) - statistics.median(pc["unprofiled_ms"])
+    assert pc["ns_per_event"] == pytest.approx(max(diff, 0) / pc["events_per_step"] * 1e6, abs=0.1)
+    assert pc["interval_ns"][0] <= pc["ns_per_event"] <= pc["interval_ns"][1]
     assert (meta["device"], meta["dtype"], meta["attention"]["requested"]) == ("cpu", "fp32", "sdpa")
     # what ran is read from the profiled window: an SDPA op, once per layer per profiled step
     cpu_sdpa = [e for e in _events(path)[1] if e.get("cat") == "cpu_op"
@@ -129,7 +139,8 @@ def test_explain_reads_the_capture(tiny_trace) -> None:
     e = explain(path)
     assert e.source["detection_method"] == "tracekit"
     assert e.source["decode_steps"] == 4
-    assert (e.model["name"], e.model["ctx"], e.model["dtype"]) == ("tiny", 36, "fp32")
+    # the context at the first profiled step, from the metadata (ctx 32 + 16 steps before it)
+    assert (e.model["name"], e.model["ctx"], e.model["dtype"]) == ("tiny", 48, "fp32")
 
 
 def test_reports_say_a_cpu_capture_has_no_gpu(tiny_trace) -> None:

@@ -41,22 +41,23 @@ STEPS = 10
 CALIBRATION_NAME = "tracekit.calibration#{i}"
 
 
-def workload(attention: str, device: str) -> tuple[str, Any]:
-    """(what the calibration runs, the context manager that forces it around each step)."""
+def workload(attention: str, device: str) -> tuple[str, Callable[[], Any]]:
+    """(what the calibration runs, a factory of the context manager that forces it: each use
+    needs a fresh one)."""
     from tracekit.capture.modes import attention_backend
 
     if device == "cuda" and attention in ("sdpa", "sdpa-cudnn"):
         # PyTorch's own choice may be cuDNN attention (a plan build per call on Hopper)
-        return "decode steps, SDPA flash attention", attention_backend("sdpa-flash")
-    return "decode steps, as captured", attention_backend(attention)
+        return "decode steps, SDPA flash attention", lambda: attention_backend("sdpa-flash")
+    return "decode steps, as captured", lambda: attention_backend(attention)
 
 
-def time_unprofiled(step: Callable[[], None], *, device: str, backend: Any,
+def time_unprofiled(step: Callable[[], None], *, device: str, backend: Callable[[], Any],
                     n: int = STEPS) -> list[float]:
     """Phase 1, before any profiler has run: ms per calibration step without the profiler."""
     from tracekit.capture.timing import time_steps, warm_up
 
-    with backend:
+    with backend():
         try:
             warm_up(step, 2, device=device)
             return time_steps(step, n, device=device)
@@ -65,7 +66,8 @@ def time_unprofiled(step: Callable[[], None], *, device: str, backend: Any,
 
 
 def profiled(step: Callable[[], None], unprofiled_ms: list[float], *, device: str,
-             kinds: list[str], backend: Any, what: str, n: int = STEPS) -> dict | None:
+             kinds: list[str], backend: Callable[[], Any], what: str,
+             n: int = STEPS) -> dict | None:
     """Phase 2, after the capture's profiled window: the same steps under the profiler, then
     the cost per event (the module docstring). ``None`` without unprofiled samples."""
     if len(unprofiled_ms) < 3:
@@ -75,7 +77,7 @@ def profiled(step: Callable[[], None], unprofiled_ms: list[float], *, device: st
     from tracekit.capture.profile import activities
     from tracekit.capture.timing import sync
 
-    with backend:
+    with backend():
         sync(device)
         with profile(activities=activities(kinds), record_shapes=False, with_stack=False) as prof:
             marks = [time.perf_counter_ns()]

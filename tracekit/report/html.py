@@ -51,6 +51,7 @@ from tracekit.report.text import (
     unprofiled_lead,
     unprofiled_rows,
     unprofiled_whatif_text,
+    whatif_basis,
     whatif_rows,
     with_interval,
 )
@@ -211,15 +212,20 @@ def _kpis(doc: dict) -> Html:
     lat = s.get("latency_ms")
     rng = (s.get("range") or {}).get("latency_ms")
     floor = dec.get("floor_ms")
+    uw = (doc.get("unprofiled") or {}).get("whatif") or {}
+    if uw.get("cuda_graphs_ms") is None:
+        uw = {}
     if w.get("cuda_graphs_ms") is not None:
-        graphs = (f"≈{with_interval(w['cuda_graphs_ms'], w.get('cuda_graphs_interval_ms'), '{:.2f}')} ms",
-                  f"≈{w['cuda_graphs_speedup']:.1f}× faster (predicted: "
+        g = uw or w  # the unprofiled step's what-if where it is known: the verdict's number
+        graphs = (f"≈{with_interval(g['cuda_graphs_ms'], g.get('cuda_graphs_interval_ms'), '{:.2f}')} ms",
+                  f"≈{g['cuda_graphs_speedup']:.1f}× faster than the "
+                  f"{'unprofiled' if uw else 'profiled'} step (predicted: "
                   f"{w.get('cuda_graphs_program') or 'these kernels replayed'})")
     else:
         graphs = ("—", w.get("note") or "no prediction")
     cards = [
         _kpi("Step latency", fmt(lat, "{:.2f} ms"),
-             f"median; {rng[0]:.2f}–{rng[1]:.2f} ms" if rng else "median"),
+             f"profiled, median; {rng[0]:.2f}–{rng[1]:.2f} ms" if rng else "profiled, median"),
         _kpi("Throughput", _tok_s(s.get("tokens_per_s")), throughput_note(doc)),
         _kpi("GPU busy", fmt(s.get("gpu_busy_ms"), "{:.2f} ms"),
              f"{share(s.get('gpu_busy_ms'), lat)} of the step"),
@@ -607,7 +613,8 @@ def _quantization(doc: dict) -> Html | None:
 
 
 def _whatifs(doc: dict) -> Html:
-    return _section("What-ifs", _whatif_table(doc), sid="whatif")
+    return _section("What-ifs", _whatif_table(doc), lead=esc(whatif_basis(doc).capitalize() + "."),
+                    sid="whatif")
 
 
 def _whatif_table(doc: dict) -> Html:

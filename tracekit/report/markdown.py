@@ -33,6 +33,7 @@ from tracekit.report.text import (
     unprofiled_lead,
     unprofiled_rows,
     unprofiled_whatif_text,
+    whatif_basis,
     whatif_rows,
 )
 
@@ -216,7 +217,7 @@ def _per_step(doc: dict) -> list[str]:
 def _whatifs(doc: dict) -> list[str]:
     w = doc.get("whatif") or {}
     rows = [[*cells, md_text(model)] for *cells, model in whatif_rows(doc)]
-    out = ["**What-ifs**", "", *_table(["scenario", "ms/step", "speed-up", "model"], rows, "lrrl")]
+    out = [f"**What-ifs** — {whatif_basis(doc)}", "", *_table(["scenario", "ms/step", "speed-up", "model"], rows, "lrrl")]
     if w.get("note"):
         out += ["", f"CUDA Graphs what-if: {md_text(w['note'])}."]
     return out

@@ -24,6 +24,7 @@ from tracekit.report.text import (
     unprofiled_lead,
     unprofiled_rows,
     unprofiled_whatif_text,
+    whatif_basis,
     whatif_rows,
 )
 
@@ -52,7 +53,7 @@ def _group(d: dict, width: int = 120) -> Group:
               _decomposition_table(d)]
     parts += _host_parts(d)
     parts += _unprofiled_parts(d)
-    parts += [_heading("What-ifs"), _whatif_table(d)]
+    parts += [_heading("What-ifs"), Text(whatif_basis(d)), _whatif_table(d)]
     w = d["whatif"]
     if w.get("note"):
         parts.append(Text(f"what-if: {w['note']}", style="dim"))

@@ -246,21 +246,45 @@ def with_interval(v, interval, spec: str = "{:.3f}") -> str:
 def whatif_rows(doc: dict) -> list[list[str]]:
     """The what-if table: (scenario, ms/step with its interval, speed-up, model and calibration)
     rows. The CUDA-Graphs row's model starts with the program it predicts (these kernels
-    replayed, or the graph trace's program)."""
+    replayed, or the graph trace's program). Where the unprofiled step is known, the speed-ups
+    are against it and "without the stalls" is the unprofiled step's (one number per what-if:
+    the profiled step's own stays in the JSON, ``whatif.no_stalls_ms``)."""
     w = doc.get("whatif") or {}
+    u = doc.get("unprofiled") or {}
+    uw = u.get("whatif") or {} if u.get("decomposition") else {}
+    real = u.get("latency_ms") if uw else None
     floor_model = str(w.get("at_floor_model") or "—")
     if w.get("at_floor_interval_basis"):
         floor_model += f"; interval: {w['at_floor_interval_basis']}"
-    rows = [["CUDA Graphs", with_interval(w.get("cuda_graphs_ms"), w.get("cuda_graphs_interval_ms")),
-             fmt(w.get("cuda_graphs_speedup"), "{:.2f}×"), str(w.get("cuda_graphs_model") or "—")],
+    graphs_ms = uw.get("cuda_graphs_ms") or w.get("cuda_graphs_ms")
+    graphs_iv = uw.get("cuda_graphs_interval_ms") if uw.get("cuda_graphs_ms") else w.get("cuda_graphs_interval_ms")
+    graphs_x = uw.get("cuda_graphs_speedup") or w.get("cuda_graphs_speedup")
+    floor_x = (real / w["at_floor_ms"] if real and w.get("at_floor_ms") else w.get("at_floor_speedup"))
+    rows = [["CUDA Graphs", with_interval(graphs_ms, graphs_iv), fmt(graphs_x, "{:.2f}×"),
+             str(w.get("cuda_graphs_model") or "—")],
             ["at the memory floor", with_interval(w.get("at_floor_ms"), w.get("at_floor_interval_ms")),
-             fmt(w.get("at_floor_speedup"), "{:.2f}×"), floor_model]]
-    if w.get("no_stalls_ms") is not None:
+             fmt(floor_x, "{:.2f}×"), floor_model]]
+    if uw.get("no_stalls_ms") is not None:
+        src = CALIBRATION_SOURCES.get(u.get("calibration_source") or "", "")
+        rows.append(["without the stalls",
+                     with_interval(uw["no_stalls_ms"], uw.get("no_stalls_interval_ms")),
+                     fmt(uw.get("no_stalls_speedup"), "{:.2f}×"),
+                     "the unprofiled step minus its stalls, plus the same ops' usual host time"
+                     + (f"; profiler cost {src}" if src else "")])
+    elif w.get("no_stalls_ms") is not None and not uw:
         rows.append(["without the stalls",
                      with_interval(w.get("no_stalls_ms"), w.get("no_stalls_interval_ms")),
                      fmt(w.get("no_stalls_speedup"), "{:.2f}×"),
-                     "the step minus the stalls' idle, plus the same ops' usual host time"])
+                     "the profiled step minus the stalls' idle, plus the same ops' usual host time"])
     return rows
+
+
+def whatif_basis(doc: dict) -> str:
+    """Which step the what-if speed-ups are against, for the table's caption."""
+    u = doc.get("unprofiled") or {}
+    if u.get("decomposition"):
+        return f"speed-ups against the unprofiled step ({fmt(u.get('latency_ms'))} ms)"
+    return "speed-ups against the profiled step (no unprofiled timing known)"
 
 
 def fmt_interval(iv) -> str:
@@ -273,7 +297,7 @@ def fmt_interval(iv) -> str:
 def fmt_ms_interval(ms, iv) -> str:
     """"x ms (a–b)": a point with its interval where it has one."""
     r = fmt_interval(iv)
-    return f"{fmt(ms)} ms ({r})" if r else f"{fmt(ms)} ms"
+    return f"{fmt(ms)} ms ({r})" if r and fmt(iv[0]) != fmt(iv[1]) else f"{fmt(ms)} ms"
 
 
 def unprofiled_rows(doc: dict) -> list[Row]:
