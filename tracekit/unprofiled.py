@@ -20,13 +20,13 @@ an **estimate**, named ``per-event profiler cost``:
     H_u  = H_p − c × events        each recorded host event (CPU op or launch call) cost c
     S_u  = U − H_u − other_p       the stall is what remains of the unprofiled step
 
-``c`` is the profiler's cost per recorded host event, calibrated on a capture *without* stalls
-where both P and U are known (there ``c = (P − U) ÷ events``; ``PROFILER_COST_NS`` names each
-calibration). A plain proportional split (everything × U/P) would be wrong: the profiler inflates
-the per-op issue cost far more than one long op — on an H100 the issue time of an eager step went
-from ≈13 ms unprofiled to ≈38 ms profiled, a cuDNN plan-build stall only from ≈36 to ≈49 ms. The
-stall is the remainder because the profiler inflates it in ways its few recorded events do not
-explain (cuDNN's own driver calls), which is what limits the estimate.
+``c`` is the profiler's cost per recorded host event (see :func:`calibrate`): measured by the
+capture on its own host (``calibration_source: this-capture``) or estimated from the trace itself
+(``trace-estimate``) — never borrowed from another machine. A plain proportional split (everything
+× U/P) would be wrong: the profiler inflates the per-op issue cost far more than one long op — on
+an H100 the issue time of an eager step went from ≈13 ms unprofiled to ≈38 ms profiled, while a
+cuDNN plan-build stall stayed about as long. Every what-if carries an interval from ``c``'s range
+and the session's step-to-step spread (docs/host.md).
 
 A trace with no stall needs no ``c``: its launch issue is simply the rest of ``U``, and
 ``(P − U) ÷ events`` is reported as that trace's own calibration.
