@@ -200,7 +200,7 @@ def test_notebook_repr_is_the_compact_report_and_escapes(sample):
     evil = copy.copy(sample)
     evil.verdict = EVIL
     assert EVIL not in evil._repr_html_() and "&lt;script&gt;" in evil._repr_html_()
-    assert repr(sample).startswith("<Explanation qwen2.5-7b on NVIDIA H200: 10 decode steps")
+    assert repr(sample).startswith("<Explanation qwen2.5-7b on NVIDIA H100 80GB HBM3: 10 decode steps")
 
 
 def test_the_example_notebook_runs_on_a_committed_trace(tmp_path):

@@ -72,7 +72,7 @@ def test_terminal_layout_holds_in_a_real_terminal(columns):
     for heading in ("Per decode step (median, min–max)", "What-ifs", "Top 8 kernels (per decode step)",
                     "Decomposition (medians over decode steps, exact bytes)", "Capture (eager)"):
         assert heading in lines, heading
-    assert "kineto trace · GPU: NVIDIA H200" in lines
+    assert "kineto trace · GPU: NVIDIA H100 80GB HBM3" in lines
     # every table keeps its shape: all lines of one box are equally wide
     boxes, cur = [], []
     for x in lines:
@@ -126,7 +126,7 @@ def test_unprofiled_ground_truth_in_every_medium(sample):
     page = sample.to_html()
     for text in (con.export_text(), sample.to_markdown(), page):
         assert want in text
-        assert "profiler overhead" in text and "tracekit capture --steps 30" in text
+        assert "profiler overhead" in text and "tracekit capture --model qwen2.5-7b" in text
     cap = page[page.index('id="capture"'):]
     cap = cap[:cap.index("</section>")]
     assert "<table" in cap and "unprofiled_ms" not in page.split("tracekit-doc")[0]

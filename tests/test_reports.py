@@ -110,7 +110,7 @@ def test_markdown_environment_and_conventions(sample):
     doc, _ = sample
     md = render_markdown(doc)
     env = md[md.index("**Environment**"):]
-    for needle in ("NVIDIA H200", "`H200`", "peak 4800 GB/s (datasheet)", "cuda_runtime 13000",
+    for needle in ("NVIDIA H100 80GB HBM3", "`H100 SXM5`", "peak 3350 GB/s (datasheet)", "cuda_runtime 13000",
                    doc["source"]["detection_method"], "sample_qwen2.5-7b_ctx2048",
                    "medians over decode steps", "`exact` bytes"):
         assert needle in env, needle

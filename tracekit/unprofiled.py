@@ -417,8 +417,9 @@ def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
         warnings.append(
             f"the {cap['sessions']} fresh sessions disagree: their unprofiled medians range from "
             f"{spread[0]:.1f} to {spread[1]:.1f} ms (the host's speed varies between processes); "
-            f"tracekit uses their median, {cap['sessions_median_ms']:.1f} ms — treat single-session "
-            "numbers from this machine with care")
+            f"the trace is decomposed against its own session ({cap['latency_ms']:.1f} ms) and "
+            f"their median, {cap['sessions_median_ms']:.1f} ms, is what to expect — treat "
+            "single-session numbers from this machine with care")
     if modes:
         warnings.append(
             f"the unprofiled samples are bimodal (clusters near {modes[0]:.1f} and {modes[1]:.1f} "
@@ -431,9 +432,10 @@ def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
             f"the unprofiled step was {b:.1f} ms before the profiled window and {a:.1f} ms after "
             "it: the host's speed changed during the capture (it often stays slower after "
             "torch.profiler stops in the same process); "
-            + (f"tracekit uses the median of the {cap['sessions']} sessions' steps timed before "
-               "their windows" if (cap.get("sessions") or 0) >= 2 else
-               "tracekit uses the steps timed before the window — capture several fresh "
-               "sessions (tracekit capture --sessions N) before trusting one"))
+            + "tracekit decomposes the trace against the steps timed before the window"
+            + (f" and reports the median of the {cap['sessions']} sessions as what to expect"
+               if (cap.get("sessions") or 0) >= 2 else
+               " — capture several fresh sessions (tracekit capture --sessions N) before "
+               "trusting one"))
     # with several sessions the latency is their median, which one noisy session cannot move
     return not modes or (cap.get("sessions") or 0) >= 3
