@@ -103,6 +103,23 @@ def test_graph_program_prediction_against_the_unprofiled_graph_step(pairs, eager
     assert w["cuda_graphs_ms"] > measured
 
 
+def test_graph_program_interval_covers_the_other_sessions_graph_step():
+    """The interval against measurements it never reads: the graph step of the *other* fresh
+    sessions of the multi-session graph captures (their median, not the profiled session's own
+    steps, whose profiled ÷ unprofiled ratio sets the interval's low end)."""
+    checked = 0
+    for eager, graph in PAIRS:
+        runs = (_raw(_path(graph))["tracekit"].get("sessions") or {}).get("runs") or []
+        others = [statistics.median(r["timing"]["unprofiled_ms"]) for r in runs
+                  if not r.get("profiled") and r.get("session") != 0]
+        if len(others) < 2:
+            continue
+        lo, hi = explain(_path(eager), graph_trace=_path(graph)).whatif["cuda_graphs_interval_ms"]
+        assert lo <= statistics.median(others) <= hi, (eager, lo, hi)
+        checked += 1
+    assert checked >= 2
+
+
 @pytest.mark.parametrize("eager", [e for e, _ in PAIRS[:1] + PAIRS[4:5] + PAIRS[6:7]])
 def test_graph_program_against_a_json_oracle(pairs, eager):
     """Its busy, ops and prediction, and the differences against the eager step, re-derived from
