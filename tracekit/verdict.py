@@ -133,8 +133,10 @@ def verdict(e: Explanation) -> str:
     graphs = ""
     g = real["whatif"] if real and real["whatif"].get("cuda_graphs_ms") else w
     if g.get("cuda_graphs_ms"):
+        program = (" (the graph trace's program)" if w.get("graph_program") else "")
         graphs = (f"; CUDA Graphs would bring the step to ≈{_fmt_ms(g['cuda_graphs_ms'])}"
-                  f"{_range(g.get('cuda_graphs_interval_ms'))} (≈{g['cuda_graphs_speedup']:.1f}×)")
+                  f"{_range(g.get('cuda_graphs_interval_ms'))}{program} "
+                  f"(≈{g['cuda_graphs_speedup']:.1f}×)")
     elif w.get("note") == "the trace already replays CUDA graphs":
         graphs = "; it already replays CUDA graphs"
     classes = d.get("launch_overhead_by_class_ms") or {}
