@@ -1,4 +1,5 @@
-"""`tracekit explain --json` on a torch.profiler trace runs on numpy columns and never imports polars.
+"""`tracekit explain --json` runs on numpy columns and never imports polars, on a torch.profiler
+trace or an Nsight Systems export.
 
 Importing polars costs ~0.13 s and ~40 MB, a third of the whole run on a 30 MB trace; the tables
 users query are built from the same columns when they ask (so asking must still work).
@@ -50,6 +51,24 @@ def test_explain_json_imports_no_dataframe_library(name, workers):
     # and the document is a full one: steps, kernels, host attribution where CPU ops exist
     assert doc["source"]["decode_steps"] > 0 and doc["top_kernels"]
     assert (doc["host"] is not None) == ("graph" not in name)
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-7b_ctx2048_eager_nsys.sqlite.gz",
+                                  "peer/pipit/a100_saxpy_mpi_cuda_nsys.sqlite.gz"])
+def test_explain_json_of_an_nsight_export_imports_no_dataframe_library(name, tmp_path):
+    import gzip
+    import sqlite3
+
+    doc, heavy = _explain(str(SAMPLES / name))
+    assert heavy == []
+    # the document counts what the export holds (a plain sqlite3 count is the oracle)
+    db = tmp_path / "x.sqlite"
+    db.write_bytes(gzip.decompress((SAMPLES / name).read_bytes()))
+    with sqlite3.connect(db) as con:
+        kernels = con.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0]
+    assert doc["source"]["format"] == "nsys" and doc["source"]["decode_steps"] > 0
+    assert sum(r["kernels"] for r in doc["steps"]) <= kernels
+    assert doc["top_kernels"]
 
 
 def test_the_tables_users_ask_for_still_come_as_polars():
