@@ -148,30 +148,12 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
     }
 
 
-def __getattr__(name: str):
-    if name == "GAPS_SCHEMA":  # the polars form (importing polars costs 0.13 s)
-        import polars as pl
-
-        return {"step": pl.Int64, "start_ns": pl.Int64, "end_ns": pl.Int64, "class": pl.Utf8}
-    raise AttributeError(name)
-
-
-def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",)):
-    """Every classified idle gap of the steps of ``kinds``, absolute ns (the same gaps, cut the
-    same way, as :func:`step_table` sums), a polars DataFrame. The op that ends a gap starts at
-    its ``end_ns``."""
-    import polars as pl
-
-    g = gap_columns(trace, steps, kinds=kinds)
-    return pl.DataFrame({"step": g["step"], "start_ns": g["start_ns"], "end_ns": g["end_ns"],
-                         "class": pl.Series(GAP_CLASSES, dtype=pl.Utf8).gather(g["cls"])},
-                        schema=__getattr__("GAPS_SCHEMA"))
-
-
 def gap_columns(trace: Trace, steps: Steps, *,
                 kinds: tuple[str, ...] = ("decode",)) -> dict[str, np.ndarray]:
-    """:func:`gap_table` as numpy columns: ``step``, ``start_ns``, ``end_ns`` (int64) and ``cls``
-    (the class as its index in :data:`GAP_CLASSES`), sorted by (step, start)."""
+    """Every classified idle gap of the steps of ``kinds`` (the same gaps, cut the same way, as
+    :func:`step_records` sums) as numpy columns: ``step``, ``start_ns``, ``end_ns`` (int64,
+    absolute ns; the op that ends a gap starts at its ``end_ns``) and ``cls`` (the class as its
+    index in :data:`GAP_CLASSES`), sorted by (step, start)."""
     syncs = _sync_intervals(trace)
     ops = steps.ops_t
     t = steps.table_t
@@ -504,7 +486,15 @@ TOP_KERNEL_COLUMNS = ["name", "kind", "category", "ms_per_step", "calls_per_step
 
 
 def kernel_category_rows(steps: Steps) -> list[dict]:
-    """:func:`kernel_categories` as dicts (the JSON contract's ``kernels_by_category``)."""
+    """Time, count and recorded bytes per kernel category, per decode step (the JSON contract's
+    ``kernels_by_category``).
+
+    Time here is the sum of op durations (overlapping ops count twice; GPU busy counts the union).
+    ``bytes_per_step`` are the bytes the trace records (copies and memsets only; null when none),
+    ``trace_gbps`` their rate over the ops that carry them, and ``ops_with_bytes_per_step`` how
+    many of the category's ops carry a byte count (copy *kernels* do not: bytes then cover only
+    part of the category, and the reports say so).
+    """
     ops, n_steps = _decode_ops(steps)
     if ops.height == 0:
         return []
@@ -521,45 +511,25 @@ def kernel_category_rows(steps: Steps) -> list[dict]:
         c = cats.setdefault(categorize(n, k).value, dict.fromkeys(per, 0))
         for f, v in per.items():
             c[f] += int(v[i])
+    total = sum(c["dur"] for c in cats.values()) or 1  # integer ns: exact in any order
     rows = []
     for cat in sorted(cats):
         c = cats[cat]
         some = c["known"] > 0
         rows.append({
-            "category": cat, "ms_per_step": c["dur"] / n_steps / 1e6, "share": None,
+            "category": cat, "ms_per_step": c["dur"] / n_steps / 1e6, "share": c["dur"] / total,
             "ops_per_step": c["n"] / n_steps,
             "bytes_per_step": c["bytes"] / n_steps if some else None,
             "trace_gbps": c["bytes"] / c["dur_known"] if some and c["dur_known"] > 0 else None,
             "ops_with_bytes_per_step": c["known"] / n_steps,
         })
-    total = 0.0
-    for r in rows:  # in category order, one after the other, as a dataframe sums a short column
-        total += r["ms_per_step"]
-    total = total or 1.0
-    for r in rows:
-        r["share"] = r["ms_per_step"] / total
     rows.sort(key=lambda r: (-r["ms_per_step"], r["category"]))
     return rows
 
 
-def kernel_categories(steps: Steps):
-    """Time, count and recorded bytes per kernel category, per decode step (a polars DataFrame).
-
-    Time here is the sum of op durations (overlapping ops count twice; GPU busy counts the union).
-    ``bytes_per_step`` are the bytes the trace records (copies and memsets only; null when none),
-    ``trace_gbps`` their rate over the ops that carry them, and ``ops_with_bytes_per_step`` how
-    many of the category's ops carry a byte count (copy *kernels* do not: bytes then cover only
-    part of the category, and the reports say so).
-    """
-    import polars as pl
-
-    schema = {c: pl.Float64 for c in CATEGORY_COLUMNS}
-    schema["category"] = pl.Utf8
-    return pl.DataFrame(kernel_category_rows(steps), schema=schema)
-
-
 def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
-    """:func:`top_kernels` as dicts."""
+    """The ``n`` kernels (and copies, memsets) that take the most time per decode step
+    (``None``: all of them), by (name, kind): :data:`TOP_KERNEL_COLUMNS`."""
     ops, n_steps = _decode_ops(steps)
     if ops.height == 0:
         return []
@@ -580,13 +550,3 @@ def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
                      "calls_per_step": c / n_steps, "median_us": float(median[i]) / 1e3})
     rows.sort(key=lambda r: (-r["ms_per_step"], r["name"]))
     return rows[:n] if n is not None else rows
-
-
-def top_kernels(steps: Steps, n: int | None = 10):
-    """The ``n`` kernels that take the most time per decode step (``None``: all of them), a
-    polars DataFrame."""
-    import polars as pl
-
-    schema = {c: pl.Float64 for c in TOP_KERNEL_COLUMNS}
-    schema.update(name=pl.Utf8, kind=pl.Utf8, category=pl.Utf8)
-    return pl.DataFrame(top_kernel_rows(steps, n), schema=schema)

@@ -22,9 +22,10 @@ does not).
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from tracekit.breakdown import GAP_CLASSES, step_gaps, top_kernels
+from tracekit.breakdown import GAP_CLASSES, TOP_KERNEL_COLUMNS, step_gaps, top_kernel_rows
 from tracekit.steps import Steps
 from tracekit.trace.model import Trace
 
@@ -59,8 +60,9 @@ def gaps_frame(trace: Trace, steps: Steps, host_ops: dict | None = None) -> pl.D
     ``host_ops`` maps ``(step, start_ns)`` of a gap to the host op that held the launching thread
     during it (host attribution); without it the column is null.
     """
-    kinds = dict(steps.table.select("step", "kind").iter_rows())
-    with_ops = steps.ops.filter(pl.col("step").is_not_null())["step"].unique().sort().to_list()
+    t, ops = steps.table_t, steps.ops_t
+    kinds = dict(zip(t["step"].tolist(), t["kind"].tolist()))
+    with_ops = np.unique(ops["step"][ops.valid("step")]).tolist()
     rows = []
     for s in with_ops:
         tl = step_gaps(trace, steps, s)
@@ -79,7 +81,9 @@ def gaps_frame(trace: Trace, steps: Steps, host_ops: dict | None = None) -> pl.D
 
 def kernels_frame(steps: Steps) -> pl.DataFrame:
     """Every kernel (and copy, memset) name over the decode steps, most time per step first."""
-    return top_kernels(steps, None)
+    schema = {c: pl.Float64 for c in TOP_KERNEL_COLUMNS}
+    schema.update(name=pl.Utf8, kind=pl.Utf8, category=pl.Utf8)
+    return pl.DataFrame(top_kernel_rows(steps, None), schema=schema)
 
 
 def categories_frame(rows: list[dict]) -> pl.DataFrame:
