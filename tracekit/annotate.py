@@ -78,7 +78,7 @@ def _top_level(data: bytes, path: Path) -> dict[str, msgspec.Raw]:
 
 def events(explanation) -> list[dict]:
     """The Trace Event Format events that carry an explanation: metadata, steps, gaps, counters."""
-    import polars as pl
+    import numpy as np
 
     pid = _free_pid(set((explanation.trace.meta or {}).get("pids") or ()))
     out: list[dict] = [
@@ -95,8 +95,10 @@ def events(explanation) -> list[dict]:
     steps = explanation._steps
     if steps is None or not explanation.trace.has_gpu:
         return out
-    starts = dict(steps.ops.filter(pl.col("step").is_not_null()).group_by("step").agg(
-        pl.col("start_ns").min()).iter_rows())
+    ops = steps.ops_t  # in start order: a step's first row is its first op
+    rows = np.nonzero(ops.valid("step"))[0]
+    ids, first = np.unique(ops["step"][rows], return_index=True)
+    starts = dict(zip(ids.tolist(), ops["start_ns"][rows[first]].tolist()))
     for r in explanation.step_rows:
         t0 = starts.get(r["step"])
         if t0 is None:
@@ -130,11 +132,10 @@ def events(explanation) -> list[dict]:
 
 def _stall_starts(explanation) -> set[tuple[int, int]]:
     h = getattr(explanation, "_host", None)
-    if h is None or "stall" not in h.gaps.columns:
+    if h is None:
         return set()
-    import polars as pl
-
-    return set(h.gaps.filter(pl.col("stall")).select("step", "start_ns").iter_rows())
+    g = h.gaps_t.take(h.gaps_t["stall"])
+    return set(zip(g["step"].tolist(), g["start_ns"].tolist()))
 
 
 def _free_pid(pids: set[int]) -> int:

@@ -109,8 +109,9 @@ class Explanation:
             return pl.DataFrame(schema=GAPS_SCHEMA)
         host_ops = None
         if self._host is not None:
-            host_ops = {(s, a): op for s, a, op in
-                        self._host.gaps.select("step", "start_ns", "op").iter_rows()}
+            g = self._host.gaps_t
+            host_ops = dict(zip(zip(g["step"].tolist(), g["start_ns"].tolist()),
+                                g["op"].tolist()))
         return gaps_frame(self._trace, self._steps, host_ops)
 
     @functools.cached_property
