@@ -168,13 +168,31 @@ def startup(n: int) -> None:
 #: names joined from StringIds — what any reader of the export must at least do
 PLAIN_FETCH = (
     "import sqlite3, sys\n"
-    "con = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n"
-    "con.execute('SELECT s.value, k.start, k.end, k.deviceId, k.streamId, k.correlationId '\n"
-    "            'FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s '\n"
-    "            'ON s.id = k.demangledName').fetchall()\n"
-    "con.execute('SELECT s.value, r.start, r.end, r.globalTid, r.correlationId '\n"
-    "            'FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s '\n"
-    "            'ON s.id = r.nameId').fetchall()\n"
+    "def fetch(db):\n"
+    "    con = sqlite3.connect('file:' + db + '?mode=ro', uri=True)\n"
+    "    con.execute('SELECT s.value, k.start, k.end, k.deviceId, k.streamId, k.correlationId '\n"
+    "                'FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s '\n"
+    "                'ON s.id = k.demangledName').fetchall()\n"
+    "    con.execute('SELECT s.value, r.start, r.end, r.globalTid, r.correlationId '\n"
+    "                'FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s '\n"
+    "                'ON s.id = r.nameId').fetchall()\n"
+    "    con.close()\n"
+    "if __name__ == '__main__':\n"
+    "    fetch(sys.argv[1])\n"
+)
+#: the reader alone, in one warm process: CPU seconds of load_nsys and of the plain fetch,
+#: alternating (medians), with the imports already paid
+READER_ONLY = (
+    PLAIN_FETCH.split("if __name__")[0]
+    + "import statistics, time\n"
+    "from tracekit.trace.nsys import load_nsys\n"
+    "db, n = sys.argv[1], int(sys.argv[2])\n"
+    "load_nsys(db), fetch(db)\n"
+    "ours, plain = [], []\n"
+    "for _ in range(n):\n"
+    "    t = time.process_time(); load_nsys(db); ours.append(time.process_time() - t)\n"
+    "    t = time.process_time(); fetch(db); plain.append(time.process_time() - t)\n"
+    "print(statistics.median(ours), statistics.median(plain))\n"
 )
 
 
@@ -218,6 +236,14 @@ def nsys(n: int, baseline: Path | None) -> None:
                 w, _, c = med(times[name])
                 print(f"{str(rel)[:40]:<40} {db.stat().st_size / 1e6:5.1f} {name[:28]:<28} "
                       f"{w:6.3f} {c:6.3f} {w / pw:11.2f} {c / pc:10.2f}", flush=True)
+            for name, e, cwd in trees:  # the reader alone (no interpreter start, no imports)
+                out = subprocess.run([sys.executable, "-c", READER_ONLY, str(db),
+                                      str(max(n, 3))], capture_output=True, text=True, env=e,
+                                     cwd=cwd, check=True).stdout.split()
+                ours, plain = float(out[0]), float(out[1])
+                print(f"{'':<40} {'':>5} {('reader only: ' + name)[:28]:<28} {'':>6} "
+                      f"{ours:6.3f} {'':>11} {ours / plain:10.2f}  (plain fetch {plain:.3f} "
+                      "cpu s, same process)", flush=True)
 
 
 def main() -> None:

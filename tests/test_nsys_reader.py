@@ -319,3 +319,20 @@ def test_a_call_recorded_twice_counts_once(export: Path) -> None:
     assert launches.filter(pl.col("correlation") == 1).select("start_ns", "tid").rows() == [
         (T0 + 99, 99), (T0 + 100, TID)]
     assert launches.height == 7
+
+
+def test_ids_that_are_not_integers_are_null(export: Path) -> None:
+    """An id column keeps integers (a device id must fit Int32) and reads anything else — TEXT,
+    REAL, an out-of-range device — as null, row by row; the other rows keep theirs."""
+    con = sqlite3.connect(export)
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET streamId = 'seven', deviceId = ?, "
+                "correlationId = 2.5 WHERE start = ?", (1 << 40, T0 + 117))
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_RUNTIME SET globalTid = x'00' WHERE start = ?",
+                (T0 + 100,))
+    con.commit()
+    con.close()
+    t = load_nsys(export)
+    ops = t.gpu_ops.filter(pl.col("kind") == "kernel").sort("start_ns")
+    assert ops.select("device", "stream", "correlation").rows() == [
+        (0, 7, 1), (None, None, None), (0, 7, 5), (0, 7, 5), (0, 7, 5)]
+    assert t.launches.select("correlation", "tid").rows()[:2] == [(1, None), (2, TID)]
