@@ -480,8 +480,6 @@ def _per_name(ops: Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return group.ravel(), [(name[i], kind[i]) for i in first.tolist()]
 
 
-CATEGORY_COLUMNS = ["category", "ms_per_step", "share", "ops_per_step", "bytes_per_step",
-                    "trace_gbps", "ops_with_bytes_per_step"]
 TOP_KERNEL_COLUMNS = ["name", "kind", "category", "ms_per_step", "calls_per_step", "median_us"]
 
 

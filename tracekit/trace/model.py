@@ -94,12 +94,6 @@ def busiest_gpu_name(gpu_ops: Table, devices: dict) -> str | None:
     return (devices.get(busiest) or next(iter(devices.values())))["name"]
 
 
-def empty(schema: dict):
-    import polars as pl
-
-    return pl.DataFrame(schema=schema)
-
-
 class _PolarsTable:
     """``trace.gpu_ops`` & co.: the polars DataFrame of one table, built from its columns on first
     use; assigning a DataFrame or a :class:`Table` replaces the table."""
