@@ -78,7 +78,7 @@ def _top_level(data: bytes, path: Path) -> dict[str, msgspec.Raw]:
 
 def events(explanation) -> list[dict]:
     """The Trace Event Format events that carry an explanation: metadata, steps, gaps, counters."""
-    import numpy as np
+    from tracekit.breakdown import step_starts
 
     pid = _free_pid(set((explanation.trace.meta or {}).get("pids") or ()))
     out: list[dict] = [
@@ -95,10 +95,7 @@ def events(explanation) -> list[dict]:
     steps = explanation._steps
     if steps is None or not explanation.trace.has_gpu:
         return out
-    ops = steps.ops_t  # in start order: a step's first row is its first op
-    rows = np.nonzero(ops.valid("step"))[0]
-    ids, first = np.unique(ops["step"][rows], return_index=True)
-    starts = dict(zip(ids.tolist(), ops["start_ns"][rows[first]].tolist()))
+    starts = step_starts(steps)
     for r in explanation.step_rows:
         t0 = starts.get(r["step"])
         if t0 is None:

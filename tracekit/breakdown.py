@@ -149,33 +149,36 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
 
 
 def gap_columns(trace: Trace, steps: Steps, *,
-                kinds: tuple[str, ...] = ("decode",)) -> dict[str, np.ndarray]:
-    """Every classified idle gap of the steps of ``kinds`` (the same gaps, cut the same way, as
-    :func:`step_records` sums) as numpy columns: ``step``, ``start_ns``, ``end_ns`` (int64,
-    absolute ns; the op that ends a gap starts at its ``end_ns``) and ``cls`` (the class as its
-    index in :data:`GAP_CLASSES`), sorted by (step, start)."""
+                kinds: tuple[str, ...] | None = ("decode",)) -> dict[str, np.ndarray]:
+    """Every classified idle gap of the steps of ``kinds`` (None: every step with GPU ops; the
+    same gaps, cut the same way, as :func:`step_records` sums) as numpy columns: ``step``,
+    ``start_ns``, ``end_ns`` (int64, absolute ns), ``cls`` (the class as its index in
+    :data:`GAP_CLASSES`) and ``ender`` (the row of ``steps.ops_t`` of the op that ends the gap,
+    starting at its ``end_ns``; -1 when no op does), sorted by (step, start)."""
     syncs = _sync_intervals(trace)
     ops = steps.ops_t
     t = steps.table_t
     _, t0, nxt_t0, has_ops, timed = _windows_of(steps)
-    wanted = t["kind"].isin(kinds)
+    wanted = t["kind"].isin(kinds) if kinds is not None else np.ones(t.height, bool)
     ids = t["step"]
-    sel = timed & wanted
-    m = _windows(steps).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
-    a, b, c, wi = m.get("gap_arrays", (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int8),)
-                        + (np.empty(0, np.int64),))
-    cols = [[ids[sel][wi].astype(np.int64)], [a], [b], [c]]
+    # a window to the next step's first op, or (no successor) to the end of the step's own ops
+    w = np.where(timed, nxt_t0, 0)
     for i in np.nonzero(has_ops & ~timed & wanted)[0]:
-        gaps: list = []
-        _own_metrics(steps, _step_ops(ops, int(ids[i])), syncs, gaps)
-        cols[0].append(np.full(len(gaps), int(ids[i]), dtype=np.int64))
-        cols[1].append(np.array([g[0] for g in gaps], dtype=np.int64))
-        cols[2].append(np.array([g[1] for g in gaps], dtype=np.int64))
-        cols[3].append(np.array([GAP_CLASSES.index(g[2]) for g in gaps], dtype=np.int8))
-    step, a, b = (np.concatenate(x).astype(np.int64) for x in cols[:3])
-    c = np.concatenate(cols[3]).astype(np.int64)
-    order = np.lexsort((a, step))  # stable: (step, start), as the steps' gaps come
-    return {"step": step[order], "start_ns": a[order], "end_ns": b[order], "cls": c[order]}
+        g = _step_ops(ops, int(ids[i]))
+        w[i] = int(np.maximum(g["end_ns"], g["start_ns"]).max())
+    sel = np.nonzero(has_ops & wanted)[0]
+    m = _windows(steps).measure(t0[sel], w[sel], syncs, with_gaps="arrays")
+    a, b, c, wi, ender = m.get("gap_arrays", _NO_GAPS)
+    step = ids[sel][wi].astype(np.int64)
+    order = np.lexsort((a, step))  # (step, start), whatever order the table lists steps in
+    return {"step": step[order], "start_ns": a[order], "end_ns": b[order],
+            "cls": c[order].astype(np.int64), "ender": ender[order]}
+
+
+def step_starts(steps: Steps) -> dict[int, int]:
+    """Each step with GPU ops: the start of its first op (``start_i``, the step's clock zero)."""
+    _, t0, _, has_ops, _ = _windows_of(steps)
+    return dict(zip(steps.table_t["step"][has_ops].tolist(), t0[has_ops].tolist()))
 
 
 def _windows_of(steps: Steps):
@@ -270,10 +273,10 @@ class _Windows:
                      "gaps": [(a, b, c, wi + off, op) for p, off in zip(parts, offsets)
                               for a, b, c, wi, op in p["gaps"]]}
         if any("gap_arrays" in p for p in parts):
-            empty = (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int8), np.empty(0, np.int64))
-            arrays = [p.get("gap_arrays", empty) for p in parts]
+            arrays = [p.get("gap_arrays", _NO_GAPS) for p in parts]
             out["gap_arrays"] = (*(np.concatenate([a[i] for a in arrays]) for i in range(3)),
-                                 np.concatenate([a[3] + off for a, off in zip(arrays, offsets)]))
+                                 np.concatenate([a[3] + off for a, off in zip(arrays, offsets)]),
+                                 np.concatenate([a[4] for a in arrays]))
         return out
 
     def _measure(self, t0: np.ndarray, w: np.ndarray, syncs: np.ndarray, *,
@@ -344,7 +347,8 @@ class _Windows:
                                          minlength=nw).astype(np.int64)
         if with_gaps:
             order = np.lexsort((gap_start, gwin))
-            out["gap_arrays"] = (gap_start[order], gap_end[order], classes[order], gwin[order])
+            out["gap_arrays"] = (gap_start[order], gap_end[order], classes[order], gwin[order],
+                                 ender[order])
             if with_gaps != "arrays":
                 ender = ender[order]
                 names = self.ops["name"].take(np.maximum(ender, 0)).tolist() if ender.size else []
@@ -372,6 +376,10 @@ def _own_metrics(steps: Steps, g: Table, syncs: np.ndarray, gaps_out: list | Non
         **{f"idle_{c}_ns": v for c, v in idle.items()},
     }
 
+
+#: gap_arrays with no gap: start, end, class, window, ending op (see _Windows._measure)
+_NO_GAPS = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8),
+            np.empty(0, np.int64), np.empty(0, np.int64))
 
 #: busy intervals measured in one vectorized run (see _Windows.measure)
 _PAIRS_PER_RUN = 1 << 16

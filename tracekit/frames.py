@@ -25,7 +25,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from tracekit.breakdown import GAP_CLASSES, TOP_KERNEL_COLUMNS, step_gaps, top_kernel_rows
+from tracekit.breakdown import (
+    GAP_CLASSES,
+    TOP_KERNEL_COLUMNS,
+    gap_columns,
+    step_starts,
+    top_kernel_rows,
+)
 from tracekit.steps import Steps
 from tracekit.trace.model import Trace
 
@@ -60,22 +66,19 @@ def gaps_frame(trace: Trace, steps: Steps, host_ops: dict | None = None) -> pl.D
     ``host_ops`` maps ``(step, start_ns)`` of a gap to the host op that held the launching thread
     during it (host attribution); without it the column is null.
     """
-    t, ops = steps.table_t, steps.ops_t
+    g = gap_columns(trace, steps, kinds=None)
+    t, names = steps.table_t, steps.ops_t["name"]
     kinds = dict(zip(t["step"].tolist(), t["kind"].tolist()))
-    with_ops = np.unique(ops["step"][ops.valid("step")]).tolist()
-    rows = []
-    for s in with_ops:
-        tl = step_gaps(trace, steps, s)
-        t0 = tl.get("t0_ns")
-        for g in tl.get("gaps") or []:
-            start = t0 + g["start_ns"]
-            rows.append({
-                "step": s, "kind": kinds.get(s), "start_ns": start,
-                "start_in_step_us": g["start_ns"] / 1e3,
-                "duration_us": (g["end_ns"] - g["start_ns"]) / 1e3,
-                "class": g["class"], "ended_by": g.get("ended_by"),
-                "host_op": (host_ops or {}).get((s, start)),
-            })
+    t0 = step_starts(steps)
+    ender = g["ender"]
+    ended_by = names.take(np.maximum(ender, 0)).tolist() if ender.size else []
+    rows = [{"step": s, "kind": kinds.get(s), "start_ns": a,
+             "start_in_step_us": (a - t0[s]) / 1e3, "duration_us": (b - a) / 1e3,
+             "class": GAP_CLASSES[c], "ended_by": op if e >= 0 else None,
+             "host_op": (host_ops or {}).get((s, a))}
+            for s, a, b, c, e, op in zip(g["step"].tolist(), g["start_ns"].tolist(),
+                                         g["end_ns"].tolist(), g["cls"].tolist(),
+                                         ender.tolist(), ended_by)]
     return pl.DataFrame(rows, schema=GAPS_SCHEMA)
 
 
