@@ -90,3 +90,18 @@ def test_the_tables_users_ask_for_still_come_as_polars():
         w = want[(k["name"], k["kind"])]
         assert k["ms_per_step"] == pytest.approx(w["ns"] / len(ids) / 1e6, rel=1e-12)
         assert k["calls_per_step"] == pytest.approx(w["n"] / len(ids), rel=1e-12)
+
+
+def test_annotate_imports_no_dataframe_library(tmp_path):
+    """`tracekit annotate` writes the gaps from the same columns (not from Explanation.gaps)."""
+    import gzip
+
+    out = tmp_path / "a.json.gz"
+    code = _RUN.replace("'explain'", "'annotate'")
+    p = subprocess.run([sys.executable, "-c", code, str(SAMPLES / "peer/hta/rank0.json.gz"),
+                        "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert [x for x in p.stderr.splitlines() if x.startswith("MODULES")][-1].split()[1:] == []
+    events = json.loads(gzip.decompress(out.read_bytes()))["traceEvents"]
+    assert any(e.get("cat") == "tracekit" and e.get("ph") == "X" and "class" in e.get("args", {})
+               for e in events)  # the gaps are there

@@ -78,7 +78,7 @@ def _top_level(data: bytes, path: Path) -> dict[str, msgspec.Raw]:
 
 def events(explanation) -> list[dict]:
     """The Trace Event Format events that carry an explanation: metadata, steps, gaps, counters."""
-    from tracekit.breakdown import step_starts
+    from tracekit.breakdown import gap_rows, step_starts
 
     pid = _free_pid(set((explanation.trace.meta or {}).get("pids") or ()))
     out: list[dict] = [
@@ -113,7 +113,8 @@ def events(explanation) -> list[dict]:
                         "tid": TRACKS["busy"][0], "ts": _us(t0),
                         "args": {"busy %": round(100 * r["gpu_busy_ms"] / dur_ms, 2)}})
     stalls = _stall_starts(explanation)
-    for g in explanation.gaps.iter_rows(named=True):
+    h = getattr(explanation, "_host", None)
+    for g in gap_rows(explanation.trace, steps, h.gap_ops() if h is not None else None):
         cls, op = g["class"], g["host_op"]
         stall = (g["step"], g["start_ns"]) in stalls
         shown = clean_text(op) if op else op  # a slice name is shown: no raw control/bidi

@@ -107,11 +107,7 @@ class Explanation:
 
         if self._trace is None or self._steps is None or not self._trace.has_gpu:
             return pl.DataFrame(schema=GAPS_SCHEMA)
-        host_ops = None
-        if self._host is not None:
-            g = self._host.gaps_t
-            host_ops = dict(zip(zip(g["step"].tolist(), g["start_ns"].tolist()),
-                                g["op"].tolist()))
+        host_ops = self._host.gap_ops() if self._host is not None else None
         return gaps_frame(self._trace, self._steps, host_ops)
 
     @functools.cached_property

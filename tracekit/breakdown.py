@@ -175,6 +175,29 @@ def gap_columns(trace: Trace, steps: Steps, *,
             "cls": c[order].astype(np.int64), "ender": ender[order]}
 
 
+def gap_rows(trace: Trace, steps: Steps, host_ops: dict | None = None) -> list[dict]:
+    """Every idle gap of every step with GPU ops, in time order, as rows: ``step``, ``kind``,
+    ``start_ns`` (on the trace's clock), ``start_in_step_us`` (from the step's first GPU op),
+    ``duration_us``, ``class``, ``ended_by`` (the GPU op that ended it) and ``host_op``.
+
+    ``host_ops`` maps ``(step, start_ns)`` of a gap to the host op that held the launching thread
+    during it (``HostAttribution.gap_ops()``); without it ``host_op`` is None."""
+    g = gap_columns(trace, steps, kinds=None)
+    t, names = steps.table_t, steps.ops_t["name"]
+    kinds = dict(zip(t["step"].tolist(), t["kind"].tolist()))
+    t0 = step_starts(steps)
+    ender = g["ender"]
+    ended_by = names.take(np.maximum(ender, 0)).tolist() if ender.size else []
+    held = host_ops or {}
+    return [{"step": s, "kind": kinds.get(s), "start_ns": a,
+             "start_in_step_us": (a - t0[s]) / 1e3, "duration_us": (b - a) / 1e3,
+             "class": GAP_CLASSES[c], "ended_by": op if e >= 0 else None,
+             "host_op": held.get((s, a))}
+            for s, a, b, c, e, op in zip(g["step"].tolist(), g["start_ns"].tolist(),
+                                         g["end_ns"].tolist(), g["cls"].tolist(),
+                                         ender.tolist(), ended_by)]
+
+
 def step_starts(steps: Steps) -> dict[int, int]:
     """Each step with GPU ops: the start of its first op (``start_i``, the step's clock zero)."""
     _, t0, _, has_ops, _ = _windows_of(steps)

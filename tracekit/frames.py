@@ -22,16 +22,9 @@ does not).
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
-from tracekit.breakdown import (
-    GAP_CLASSES,
-    TOP_KERNEL_COLUMNS,
-    gap_columns,
-    step_starts,
-    top_kernel_rows,
-)
+from tracekit.breakdown import GAP_CLASSES, TOP_KERNEL_COLUMNS, gap_rows, top_kernel_rows
 from tracekit.steps import Steps
 from tracekit.trace.model import Trace
 
@@ -61,25 +54,8 @@ def steps_frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def gaps_frame(trace: Trace, steps: Steps, host_ops: dict | None = None) -> pl.DataFrame:
-    """Every idle gap of every step with GPU ops, in time order.
-
-    ``host_ops`` maps ``(step, start_ns)`` of a gap to the host op that held the launching thread
-    during it (host attribution); without it the column is null.
-    """
-    g = gap_columns(trace, steps, kinds=None)
-    t, names = steps.table_t, steps.ops_t["name"]
-    kinds = dict(zip(t["step"].tolist(), t["kind"].tolist()))
-    t0 = step_starts(steps)
-    ender = g["ender"]
-    ended_by = names.take(np.maximum(ender, 0)).tolist() if ender.size else []
-    rows = [{"step": s, "kind": kinds.get(s), "start_ns": a,
-             "start_in_step_us": (a - t0[s]) / 1e3, "duration_us": (b - a) / 1e3,
-             "class": GAP_CLASSES[c], "ended_by": op if e >= 0 else None,
-             "host_op": (host_ops or {}).get((s, a))}
-            for s, a, b, c, e, op in zip(g["step"].tolist(), g["start_ns"].tolist(),
-                                         g["end_ns"].tolist(), g["cls"].tolist(),
-                                         ender.tolist(), ended_by)]
-    return pl.DataFrame(rows, schema=GAPS_SCHEMA)
+    """Every idle gap of every step with GPU ops, in time order (:func:`gap_rows`)."""
+    return pl.DataFrame(gap_rows(trace, steps, host_ops), schema=GAPS_SCHEMA)
 
 
 def kernels_frame(steps: Steps) -> pl.DataFrame:

@@ -117,6 +117,11 @@ class HostAttribution:
             self._polars["steps"] = self.steps_t.to_polars()
         return self._polars["steps"]
 
+    def gap_ops(self) -> dict[tuple[int, int], str]:
+        """The op each host-bound gap is attributed to, by the gap's (step, start_ns)."""
+        g = self.gaps_t
+        return dict(zip(zip(g["step"].tolist(), g["start_ns"].tolist()), g["op"].tolist()))
+
     def step_columns(self, step_ids: list[int], names: list[str]) -> dict[str, list]:
         """Columns ``names`` of the steps ``step_ids`` as lists (None where null), in step order."""
         t = self.steps_t
