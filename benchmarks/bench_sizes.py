@@ -14,11 +14,13 @@ process (interpreter, CLI, every import the reader pays) explaining the trace's 
 (made in a child beforehand). HTA ÷ that is the most HTA ÷ tracekit could be with a reader that
 took no time: the ceiling the 15× target meets at small sizes.
 
-It also times ``tracekit --help`` and the Nsight SQLite reader against a plain ``sqlite3`` fetch
-of the kernel and runtime rows (target ≤ 2×).
+It also times ``tracekit --help``, and ``tracekit explain --json`` of each committed Nsight export
+against a plain ``sqlite3`` fetch of its kernel and runtime rows (target ≤ 2×; ``--baseline DIR``
+times another checkout beside this one).
 
     python benchmarks/bench_sizes.py                      # x1 x3 x10, with HTA
     python benchmarks/bench_sizes.py --sizes 1 3 10 33 --no-hta -n 3
+    python benchmarks/bench_sizes.py --only nsys -n 5 --baseline /tmp/tracekit-main
 """
 
 from __future__ import annotations
@@ -63,11 +65,12 @@ def child_env(*, tracekit: bool = False) -> dict:
     return env
 
 
-def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
+def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None
+        ) -> tuple[float, float, float]:
     """(wall seconds, peak RSS MB, CPU seconds user + system) of one child process. CPU time is
     what to compare on a shared machine: other processes stretch wall time, not CPU time."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
     _, status, usage = os.wait4(p.pid, 0)
     dt = time.perf_counter() - t
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -160,38 +163,87 @@ def startup(n: int) -> None:
           f"python -c pass: {bw:.3f} s wall, {bc:.3f} s CPU")
 
 
-def nsys(n: int) -> None:
+#: a plain fetch of the rows ``explain`` needs from an Nsight export: every kernel (name, times,
+#: device, stream, correlation) and every runtime API call (name, times, thread, correlation),
+#: names joined from StringIds — what any reader of the export must at least do
+PLAIN_FETCH = (
+    "import sqlite3, sys\n"
+    "def fetch(db):\n"
+    "    con = sqlite3.connect('file:' + db + '?mode=ro', uri=True)\n"
+    "    con.execute('SELECT s.value, k.start, k.end, k.deviceId, k.streamId, k.correlationId '\n"
+    "                'FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s '\n"
+    "                'ON s.id = k.demangledName').fetchall()\n"
+    "    con.execute('SELECT s.value, r.start, r.end, r.globalTid, r.correlationId '\n"
+    "                'FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s '\n"
+    "                'ON s.id = r.nameId').fetchall()\n"
+    "    con.close()\n"
+    "if __name__ == '__main__':\n"
+    "    fetch(sys.argv[1])\n"
+)
+#: the reader alone, in one warm process: CPU seconds of load_nsys and of the plain fetch,
+#: alternating (medians), with the imports already paid
+READER_ONLY = (
+    PLAIN_FETCH.split("if __name__")[0]
+    + "import statistics, time\n"
+    "from tracekit.trace.nsys import load_nsys\n"
+    "db, n = sys.argv[1], int(sys.argv[2])\n"
+    "load_nsys(db), fetch(db)\n"
+    "ours, plain = [], []\n"
+    "for _ in range(n):\n"
+    "    t = time.process_time(); load_nsys(db); ours.append(time.process_time() - t)\n"
+    "    t = time.process_time(); fetch(db); plain.append(time.process_time() - t)\n"
+    "print(statistics.median(ours), statistics.median(plain))\n"
+)
+
+
+def nsys(n: int, baseline: Path | None) -> None:
+    """``tracekit explain --json`` of each committed Nsight export against a plain ``sqlite3``
+    fetch of its kernel and runtime rows, each its own process (interpreter start and imports
+    count on both sides, as a user waits for them). Both read the same gunzipped ``.sqlite``:
+    neither side pays for gunzip. ``baseline``: another checkout's tracekit, timed in the same
+    alternation (before/after from one run)."""
     import gzip
-    import sqlite3
 
-    sys.path.insert(0, str(ROOT))
-    from tracekit.trace.nsys import load_nsys
-
+    exports = sorted((ROOT / "sample_traces").rglob("*.sqlite.gz"))
+    env, plain_env = child_env(tracekit=True), child_env()
+    # `python -m` puts the working directory first on the path: each tree runs from its root
+    trees = [("tracekit", env, ROOT)]
+    if baseline is not None:
+        base_env = dict(env, PYTHONPATH=str(baseline) + os.pathsep + os.environ.get(
+            "PYTHONPATH", ""))
+        trees.append((f"baseline ({baseline.name})", base_env, baseline))
+    print(f"Nsight exports: explain --json vs a plain sqlite3 fetch of the kernel and runtime "
+          f"rows (separate processes, gunzipped beforehand; n={max(n, 3)} medians; target <= 2)")
+    print(f"{'export':<40} {'MB':>5} {'contender':<28} {'wall s':>6} {'cpu s':>6} {'/plain wall':>11} "
+          f"{'/plain cpu':>10}")
     with tempfile.TemporaryDirectory(prefix="tracekit-bench-") as tmp:
-        db = Path(tmp) / "r.sqlite"
-        db.write_bytes(gzip.decompress(NSYS.read_bytes()))
-
-        def plain() -> None:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            con.execute("SELECT s.value, k.start, k.end, k.deviceId, k.streamId, k.correlationId "
-                        "FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s "
-                        "ON s.id = k.demangledName").fetchall()
-            con.execute("SELECT s.value, r.start, r.end, r.globalTid, r.correlationId "
-                        "FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s "
-                        "ON s.id = r.nameId").fetchall()
-            con.close()
-
-        ours, base = [], []
-        for _ in range(max(n, 3)):
-            t = time.perf_counter()
-            plain()
-            base.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            load_nsys(db)
-            ours.append(time.perf_counter() - t)
-        b, o = statistics.median(base), statistics.median(ours)
-        print(f"Nsight export {db.stat().st_size / 1e6:.1f} MB: load_nsys {o:.3f} s, plain sqlite3 "
-              f"fetch {b:.3f} s, ratio {o / b:.2f} (target <= 2)")
+        for gz in exports:
+            db = Path(tmp) / gz.name.removesuffix(".gz")
+            db.write_bytes(gzip.decompress(gz.read_bytes()))
+            cmds = [(name, [sys.executable, "-m", "tracekit", "explain", str(db), "--json"], e,
+                     cwd) for name, e, cwd in trees]
+            cmds.append(("plain sqlite3 fetch", [sys.executable, "-c", PLAIN_FETCH, str(db)],
+                         plain_env, None))
+            for _, cmd, e, cwd in cmds:  # warm-up: bytecode caches, the page cache
+                run(cmd, e, cwd)
+            times: dict[str, list] = {c[0]: [] for c in cmds}
+            for _ in range(max(n, 3)):  # alternating: the machine's pace hits all alike
+                for name, cmd, e, cwd in cmds:
+                    times[name].append(run(cmd, e, cwd))
+            pw, _, pc = med(times["plain sqlite3 fetch"])
+            rel = gz.relative_to(ROOT / "sample_traces")
+            for name in times:
+                w, _, c = med(times[name])
+                print(f"{str(rel)[:40]:<40} {db.stat().st_size / 1e6:5.1f} {name[:28]:<28} "
+                      f"{w:6.3f} {c:6.3f} {w / pw:11.2f} {c / pc:10.2f}", flush=True)
+            for name, e, cwd in trees:  # the reader alone (no interpreter start, no imports)
+                out = subprocess.run([sys.executable, "-c", READER_ONLY, str(db),
+                                      str(max(n, 3))], capture_output=True, text=True, env=e,
+                                     cwd=cwd, check=True).stdout.split()
+                ours, plain = float(out[0]), float(out[1])
+                print(f"{'':<40} {'':>5} {('reader only: ' + name)[:28]:<28} {'':>6} "
+                      f"{ours:6.3f} {'':>11} {ours / plain:10.2f}  (plain fetch {plain:.3f} "
+                      "cpu s, same process)", flush=True)
 
 
 def main() -> None:
@@ -200,13 +252,15 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=3, help="runs of each contender per size")
     ap.add_argument("--no-hta", action="store_true", help="skip HTA's load")
     ap.add_argument("--only", choices=["sweep", "startup", "nsys"], help="run one part")
+    ap.add_argument("--baseline", type=Path, help="another checkout of tracekit to time beside "
+                    "this one (the Nsight part)")
     args = ap.parse_args()
     if args.only in (None, "startup"):
         startup(args.n)
     if args.only in (None, "sweep"):
         sweep(args.sizes, args.n, not args.no_hta)
-    if args.only in (None, "nsys"):  # last: it loads tracekit here (see scaled())
-        nsys(args.n)
+    if args.only in (None, "nsys"):
+        nsys(args.n, args.baseline)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The vectorized helpers under step membership and host attribution, against plain Python.
+"""The vectorized helpers under step membership and host attribution, against plain Python
+(and host attribution's summaries against the polars code they replaced).
 
 ``first_row`` replaces a ``unique(keep="first")`` + left join; ``_parents`` replaces a scan
 with a stack over a thread's frames. Each is checked on random inputs (ties, nesting, partial
@@ -95,34 +96,8 @@ def test_first_row_is_the_first_valid_match(seed):
 
 
 # -- host attribution's summaries on numpy columns, against the polars code they replaced -----
-def test_polars_sum_adds_in_polars_order():
-    pl = pytest.importorskip("polars")
-    from tracekit.host import polars_sum
-
-    rng = np.random.default_rng(0)
-    for n in [*range(0, 260), 383, 384, 385, 512, 640, 1025, 4097]:
-        x = rng.random(n) * 10.0 ** rng.integers(-3, 7)
-        assert polars_sum(x) == pl.Series(x, dtype=pl.Float64).sum()
-
-
-@pytest.mark.parametrize("groups", [1, 2, 3, 9])
-def test_polars_div_divides_a_column_as_polars_does(groups):
-    pl = pytest.importorskip("polars")
-    from tracekit.host import polars_div
-
-    rng = np.random.default_rng(groups)
-    for _ in range(50):
-        n = groups * 7
-        df = pl.DataFrame({"g": np.arange(n) % groups, "v": rng.integers(1, 10**9, n)})
-        k = int(rng.integers(2, 30))
-        agg = df.group_by("g").agg(pl.col("v").sum().alias("s"), (pl.col("v").sum() / k / 1e6)
-                                   .alias("q")).sort("g")
-        assert polars_div(polars_div([float(s) for s in agg["s"]], k), 1e6) == agg["q"].to_list()
-        tot = float(rng.random() * 7 + 0.1)
-        col = agg["q"].to_list()
-        assert polars_div(col, tot) == agg.with_columns(pl.col("q") / tot)["q"].to_list()
-
-
+# The floats agree to rounding, not bit for bit: tracekit sums integer ns and divides once;
+# polars multiplies by reciprocals and sums floats in its own order.
 def _by_op_polars(gaps, ids, n=15):
     """host.by_op_table as it was written in polars (the oracle)."""
     import polars as pl
@@ -188,8 +163,9 @@ def test_host_summaries_match_the_polars_code(name):
     assert sums.equals(h.steps.select("step", "stall_ns", "stall_host_ns"))
     ids = h.steps["step"].to_list()
     for some in (ids, ids[1:2], ids[::3]):
-        assert by_op_table(h, some) == _by_op_polars(h.gaps, some)
-        assert _normal_cost(h, some) == _normal_polars(h.gaps, some)
+        assert by_op_table(h, some) == [pytest.approx(r, rel=1e-12)
+                                        for r in _by_op_polars(h.gaps, some)]
+        assert _normal_cost(h, some) == pytest.approx(_normal_polars(h.gaps, some), rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(10))

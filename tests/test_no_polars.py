@@ -1,4 +1,5 @@
-"""`tracekit explain --json` on a torch.profiler trace runs on numpy columns and never imports polars.
+"""`tracekit explain --json` runs on numpy columns and never imports polars, on a torch.profiler
+trace or an Nsight Systems export.
 
 Importing polars costs ~0.13 s and ~40 MB, a third of the whole run on a 30 MB trace; the tables
 users query are built from the same columns when they ask (so asking must still work).
@@ -52,6 +53,24 @@ def test_explain_json_imports_no_dataframe_library(name, workers):
     assert (doc["host"] is not None) == ("graph" not in name)
 
 
+@pytest.mark.parametrize("name", ["qwen2.5-7b_ctx2048_eager_nsys.sqlite.gz",
+                                  "peer/pipit/a100_saxpy_mpi_cuda_nsys.sqlite.gz"])
+def test_explain_json_of_an_nsight_export_imports_no_dataframe_library(name, tmp_path):
+    import gzip
+    import sqlite3
+
+    doc, heavy = _explain(str(SAMPLES / name))
+    assert heavy == []
+    # the document counts what the export holds (a plain sqlite3 count is the oracle)
+    db = tmp_path / "x.sqlite"
+    db.write_bytes(gzip.decompress((SAMPLES / name).read_bytes()))
+    with sqlite3.connect(db) as con:
+        kernels = con.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0]
+    assert doc["source"]["format"] == "nsys" and doc["source"]["decode_steps"] > 0
+    assert sum(r["kernels"] for r in doc["steps"]) <= kernels
+    assert doc["top_kernels"]
+
+
 def test_the_tables_users_ask_for_still_come_as_polars():
     import polars as pl
 
@@ -71,3 +90,18 @@ def test_the_tables_users_ask_for_still_come_as_polars():
         w = want[(k["name"], k["kind"])]
         assert k["ms_per_step"] == pytest.approx(w["ns"] / len(ids) / 1e6, rel=1e-12)
         assert k["calls_per_step"] == pytest.approx(w["n"] / len(ids), rel=1e-12)
+
+
+def test_annotate_imports_no_dataframe_library(tmp_path):
+    """`tracekit annotate` writes the gaps from the same columns (not from Explanation.gaps)."""
+    import gzip
+
+    out = tmp_path / "a.json.gz"
+    code = _RUN.replace("'explain'", "'annotate'")
+    p = subprocess.run([sys.executable, "-c", code, str(SAMPLES / "peer/hta/rank0.json.gz"),
+                        "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert [x for x in p.stderr.splitlines() if x.startswith("MODULES")][-1].split()[1:] == []
+    events = json.loads(gzip.decompress(out.read_bytes()))["traceEvents"]
+    assert any(e.get("cat") == "tracekit" and e.get("ph") == "X" and "class" in e.get("args", {})
+               for e in events)  # the gaps are there

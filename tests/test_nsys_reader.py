@@ -301,3 +301,38 @@ def test_missing_optional_tables_warn(tmp_path: Path) -> None:
 )
 def test_api_name(raw: str, clean: str) -> None:
     assert api_name(raw) == clean
+
+
+def test_a_call_recorded_twice_counts_once(export: Path) -> None:
+    """Nsight Systems 2022.2 with CUDA backtraces writes some launches twice: an outer row
+    (eventClass 67) around CUPTI's own, same correlation id and thread. The inner row (the later
+    start) is the call; a call recorded once, or another thread's call with the same id, stays."""
+    con = sqlite3.connect(export)
+    con.executemany(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_RUNTIME VALUES (?, ?, 67, ?, ?, ?, 0, NULL)",
+        [(T0 + 99, T0 + 105, GTID, 1, 10),  # around (T0 + 100, T0 + 104), correlation 1
+         (T0 + 99, T0 + 105, (PID << 24) | 99, 1, 10)],  # another thread: a call of its own
+    )
+    con.commit()
+    con.close()
+    launches = load_nsys(export).launches
+    assert launches.filter(pl.col("correlation") == 1).select("start_ns", "tid").rows() == [
+        (T0 + 99, 99), (T0 + 100, TID)]
+    assert launches.height == 7
+
+
+def test_ids_that_are_not_integers_are_null(export: Path) -> None:
+    """An id column keeps integers (a device id must fit Int32) and reads anything else — TEXT,
+    REAL, an out-of-range device — as null, row by row; the other rows keep theirs."""
+    con = sqlite3.connect(export)
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET streamId = 'seven', deviceId = ?, "
+                "correlationId = 2.5 WHERE start = ?", (1 << 40, T0 + 117))
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_RUNTIME SET globalTid = x'00' WHERE start = ?",
+                (T0 + 100,))
+    con.commit()
+    con.close()
+    t = load_nsys(export)
+    ops = t.gpu_ops.filter(pl.col("kind") == "kernel").sort("start_ns")
+    assert ops.select("device", "stream", "correlation").rows() == [
+        (0, 7, 1), (None, None, None), (0, 7, 5), (0, 7, 5), (0, 7, 5)]
+    assert t.launches.select("correlation", "tid").rows()[:2] == [(1, None), (2, TID)]

@@ -96,3 +96,15 @@ def test_gpu_ops_read_back_the_same_after_step_detection(name):
     assert trace.has_gpu and trace.table("gpu_ops").height == before.height
     # and a second detection over the rebuilt table finds the same steps
     assert_frame_equal(detect_steps(trace).table, steps.table)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.one_of(st.none(), st.integers(-5, 5)),
+                                   st.one_of(st.none(), st.sampled_from(["a", "b", "c"]))),
+                         max_size=5), min_size=1, max_size=4))
+def test_concat_is_polars_concat(parts):
+    """Table.concat (readers join their tables with it) against polars' own concat."""
+    schema = {"a": pl.Int64, "s": pl.Utf8}
+    frames = [pl.DataFrame(p, schema=schema, orient="row") for p in parts]
+    got = Table.concat([Table.from_polars(f) for f in frames]).to_polars()
+    assert_frame_equal(got, pl.concat(frames))

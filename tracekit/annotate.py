@@ -78,7 +78,7 @@ def _top_level(data: bytes, path: Path) -> dict[str, msgspec.Raw]:
 
 def events(explanation) -> list[dict]:
     """The Trace Event Format events that carry an explanation: metadata, steps, gaps, counters."""
-    import polars as pl
+    from tracekit.breakdown import gap_rows, step_starts
 
     pid = _free_pid(set((explanation.trace.meta or {}).get("pids") or ()))
     out: list[dict] = [
@@ -95,8 +95,7 @@ def events(explanation) -> list[dict]:
     steps = explanation._steps
     if steps is None or not explanation.trace.has_gpu:
         return out
-    starts = dict(steps.ops.filter(pl.col("step").is_not_null()).group_by("step").agg(
-        pl.col("start_ns").min()).iter_rows())
+    starts = step_starts(steps)
     for r in explanation.step_rows:
         t0 = starts.get(r["step"])
         if t0 is None:
@@ -114,7 +113,8 @@ def events(explanation) -> list[dict]:
                         "tid": TRACKS["busy"][0], "ts": _us(t0),
                         "args": {"busy %": round(100 * r["gpu_busy_ms"] / dur_ms, 2)}})
     stalls = _stall_starts(explanation)
-    for g in explanation.gaps.iter_rows(named=True):
+    h = getattr(explanation, "_host", None)
+    for g in gap_rows(explanation.trace, steps, h.gap_ops() if h is not None else None):
         cls, op = g["class"], g["host_op"]
         stall = (g["step"], g["start_ns"]) in stalls
         shown = clean_text(op) if op else op  # a slice name is shown: no raw control/bidi
@@ -130,11 +130,10 @@ def events(explanation) -> list[dict]:
 
 def _stall_starts(explanation) -> set[tuple[int, int]]:
     h = getattr(explanation, "_host", None)
-    if h is None or "stall" not in h.gaps.columns:
+    if h is None:
         return set()
-    import polars as pl
-
-    return set(h.gaps.filter(pl.col("stall")).select("step", "start_ns").iter_rows())
+    g = h.gaps_t.take(h.gaps_t["stall"])
+    return set(zip(g["step"].tolist(), g["start_ns"].tolist()))
 
 
 def _free_pid(pids: set[int]) -> int:

@@ -107,10 +107,7 @@ class Explanation:
 
         if self._trace is None or self._steps is None or not self._trace.has_gpu:
             return pl.DataFrame(schema=GAPS_SCHEMA)
-        host_ops = None
-        if self._host is not None:
-            host_ops = {(s, a): op for s, a, op in
-                        self._host.gaps.select("step", "start_ns", "op").iter_rows()}
+        host_ops = self._host.gap_ops() if self._host is not None else None
         return gaps_frame(self._trace, self._steps, host_ops)
 
     @functools.cached_property

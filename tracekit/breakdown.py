@@ -148,52 +148,60 @@ def step_gaps(trace: Trace, steps: Steps, step: int) -> dict:
     }
 
 
-def __getattr__(name: str):
-    if name == "GAPS_SCHEMA":  # the polars form (importing polars costs 0.13 s)
-        import polars as pl
-
-        return {"step": pl.Int64, "start_ns": pl.Int64, "end_ns": pl.Int64, "class": pl.Utf8}
-    raise AttributeError(name)
-
-
-def gap_table(trace: Trace, steps: Steps, *, kinds: tuple[str, ...] = ("decode",)):
-    """Every classified idle gap of the steps of ``kinds``, absolute ns (the same gaps, cut the
-    same way, as :func:`step_table` sums), a polars DataFrame. The op that ends a gap starts at
-    its ``end_ns``."""
-    import polars as pl
-
-    g = gap_columns(trace, steps, kinds=kinds)
-    return pl.DataFrame({"step": g["step"], "start_ns": g["start_ns"], "end_ns": g["end_ns"],
-                         "class": pl.Series(GAP_CLASSES, dtype=pl.Utf8).gather(g["cls"])},
-                        schema=__getattr__("GAPS_SCHEMA"))
-
-
 def gap_columns(trace: Trace, steps: Steps, *,
-                kinds: tuple[str, ...] = ("decode",)) -> dict[str, np.ndarray]:
-    """:func:`gap_table` as numpy columns: ``step``, ``start_ns``, ``end_ns`` (int64) and ``cls``
-    (the class as its index in :data:`GAP_CLASSES`), sorted by (step, start)."""
+                kinds: tuple[str, ...] | None = ("decode",)) -> dict[str, np.ndarray]:
+    """Every classified idle gap of the steps of ``kinds`` (None: every step with GPU ops; the
+    same gaps, cut the same way, as :func:`step_records` sums) as numpy columns: ``step``,
+    ``start_ns``, ``end_ns`` (int64, absolute ns), ``cls`` (the class as its index in
+    :data:`GAP_CLASSES`) and ``ender`` (the row of ``steps.ops_t`` of the op that ends the gap,
+    starting at its ``end_ns``; -1 when no op does), sorted by (step, start)."""
     syncs = _sync_intervals(trace)
     ops = steps.ops_t
     t = steps.table_t
     _, t0, nxt_t0, has_ops, timed = _windows_of(steps)
-    wanted = t["kind"].isin(kinds)
+    wanted = t["kind"].isin(kinds) if kinds is not None else np.ones(t.height, bool)
     ids = t["step"]
-    sel = timed & wanted
-    m = _windows(steps).measure(t0[sel], nxt_t0[sel], syncs, with_gaps="arrays")
-    a, b, c, wi = m.get("gap_arrays", (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int8),)
-                        + (np.empty(0, np.int64),))
-    cols = [[ids[sel][wi].astype(np.int64)], [a], [b], [c]]
+    # a window to the next step's first op, or (no successor) to the end of the step's own ops
+    w = np.where(timed, nxt_t0, 0)
     for i in np.nonzero(has_ops & ~timed & wanted)[0]:
-        gaps: list = []
-        _own_metrics(steps, _step_ops(ops, int(ids[i])), syncs, gaps)
-        cols[0].append(np.full(len(gaps), int(ids[i]), dtype=np.int64))
-        cols[1].append(np.array([g[0] for g in gaps], dtype=np.int64))
-        cols[2].append(np.array([g[1] for g in gaps], dtype=np.int64))
-        cols[3].append(np.array([GAP_CLASSES.index(g[2]) for g in gaps], dtype=np.int8))
-    step, a, b = (np.concatenate(x).astype(np.int64) for x in cols[:3])
-    c = np.concatenate(cols[3]).astype(np.int64)
-    order = np.lexsort((a, step))  # stable: (step, start), as the steps' gaps come
-    return {"step": step[order], "start_ns": a[order], "end_ns": b[order], "cls": c[order]}
+        g = _step_ops(ops, int(ids[i]))
+        w[i] = int(np.maximum(g["end_ns"], g["start_ns"]).max())
+    sel = np.nonzero(has_ops & wanted)[0]
+    m = _windows(steps).measure(t0[sel], w[sel], syncs, with_gaps="arrays")
+    a, b, c, wi, ender = m.get("gap_arrays", _NO_GAPS)
+    step = ids[sel][wi].astype(np.int64)
+    order = np.lexsort((a, step))  # (step, start), whatever order the table lists steps in
+    return {"step": step[order], "start_ns": a[order], "end_ns": b[order],
+            "cls": c[order].astype(np.int64), "ender": ender[order]}
+
+
+def gap_rows(trace: Trace, steps: Steps, host_ops: dict | None = None) -> list[dict]:
+    """Every idle gap of every step with GPU ops, in time order, as rows: ``step``, ``kind``,
+    ``start_ns`` (on the trace's clock), ``start_in_step_us`` (from the step's first GPU op),
+    ``duration_us``, ``class``, ``ended_by`` (the GPU op that ended it) and ``host_op``.
+
+    ``host_ops`` maps ``(step, start_ns)`` of a gap to the host op that held the launching thread
+    during it (``HostAttribution.gap_ops()``); without it ``host_op`` is None."""
+    g = gap_columns(trace, steps, kinds=None)
+    t, names = steps.table_t, steps.ops_t["name"]
+    kinds = dict(zip(t["step"].tolist(), t["kind"].tolist()))
+    t0 = step_starts(steps)
+    ender = g["ender"]
+    ended_by = names.take(np.maximum(ender, 0)).tolist() if ender.size else []
+    held = host_ops or {}
+    return [{"step": s, "kind": kinds.get(s), "start_ns": a,
+             "start_in_step_us": (a - t0[s]) / 1e3, "duration_us": (b - a) / 1e3,
+             "class": GAP_CLASSES[c], "ended_by": op if e >= 0 else None,
+             "host_op": held.get((s, a))}
+            for s, a, b, c, e, op in zip(g["step"].tolist(), g["start_ns"].tolist(),
+                                         g["end_ns"].tolist(), g["cls"].tolist(),
+                                         ender.tolist(), ended_by)]
+
+
+def step_starts(steps: Steps) -> dict[int, int]:
+    """Each step with GPU ops: the start of its first op (``start_i``, the step's clock zero)."""
+    _, t0, _, has_ops, _ = _windows_of(steps)
+    return dict(zip(steps.table_t["step"][has_ops].tolist(), t0[has_ops].tolist()))
 
 
 def _windows_of(steps: Steps):
@@ -288,10 +296,10 @@ class _Windows:
                      "gaps": [(a, b, c, wi + off, op) for p, off in zip(parts, offsets)
                               for a, b, c, wi, op in p["gaps"]]}
         if any("gap_arrays" in p for p in parts):
-            empty = (np.empty(0, np.int64),) * 2 + (np.empty(0, np.int8), np.empty(0, np.int64))
-            arrays = [p.get("gap_arrays", empty) for p in parts]
+            arrays = [p.get("gap_arrays", _NO_GAPS) for p in parts]
             out["gap_arrays"] = (*(np.concatenate([a[i] for a in arrays]) for i in range(3)),
-                                 np.concatenate([a[3] + off for a, off in zip(arrays, offsets)]))
+                                 np.concatenate([a[3] + off for a, off in zip(arrays, offsets)]),
+                                 np.concatenate([a[4] for a in arrays]))
         return out
 
     def _measure(self, t0: np.ndarray, w: np.ndarray, syncs: np.ndarray, *,
@@ -362,7 +370,8 @@ class _Windows:
                                          minlength=nw).astype(np.int64)
         if with_gaps:
             order = np.lexsort((gap_start, gwin))
-            out["gap_arrays"] = (gap_start[order], gap_end[order], classes[order], gwin[order])
+            out["gap_arrays"] = (gap_start[order], gap_end[order], classes[order], gwin[order],
+                                 ender[order])
             if with_gaps != "arrays":
                 ender = ender[order]
                 names = self.ops["name"].take(np.maximum(ender, 0)).tolist() if ender.size else []
@@ -390,6 +399,10 @@ def _own_metrics(steps: Steps, g: Table, syncs: np.ndarray, gaps_out: list | Non
         **{f"idle_{c}_ns": v for c, v in idle.items()},
     }
 
+
+#: gap_arrays with no gap: start, end, class, window, ending op (see _Windows._measure)
+_NO_GAPS = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8),
+            np.empty(0, np.int64), np.empty(0, np.int64))
 
 #: busy intervals measured in one vectorized run (see _Windows.measure)
 _PAIRS_PER_RUN = 1 << 16
@@ -498,13 +511,19 @@ def _per_name(ops: Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return group.ravel(), [(name[i], kind[i]) for i in first.tolist()]
 
 
-CATEGORY_COLUMNS = ["category", "ms_per_step", "share", "ops_per_step", "bytes_per_step",
-                    "trace_gbps", "ops_with_bytes_per_step"]
 TOP_KERNEL_COLUMNS = ["name", "kind", "category", "ms_per_step", "calls_per_step", "median_us"]
 
 
 def kernel_category_rows(steps: Steps) -> list[dict]:
-    """:func:`kernel_categories` as dicts (the JSON contract's ``kernels_by_category``)."""
+    """Time, count and recorded bytes per kernel category, per decode step (the JSON contract's
+    ``kernels_by_category``).
+
+    Time here is the sum of op durations (overlapping ops count twice; GPU busy counts the union).
+    ``bytes_per_step`` are the bytes the trace records (copies and memsets only; null when none),
+    ``trace_gbps`` their rate over the ops that carry them, and ``ops_with_bytes_per_step`` how
+    many of the category's ops carry a byte count (copy *kernels* do not: bytes then cover only
+    part of the category, and the reports say so).
+    """
     ops, n_steps = _decode_ops(steps)
     if ops.height == 0:
         return []
@@ -521,45 +540,25 @@ def kernel_category_rows(steps: Steps) -> list[dict]:
         c = cats.setdefault(categorize(n, k).value, dict.fromkeys(per, 0))
         for f, v in per.items():
             c[f] += int(v[i])
+    total = sum(c["dur"] for c in cats.values()) or 1  # integer ns: exact in any order
     rows = []
     for cat in sorted(cats):
         c = cats[cat]
         some = c["known"] > 0
         rows.append({
-            "category": cat, "ms_per_step": c["dur"] / n_steps / 1e6, "share": None,
+            "category": cat, "ms_per_step": c["dur"] / n_steps / 1e6, "share": c["dur"] / total,
             "ops_per_step": c["n"] / n_steps,
             "bytes_per_step": c["bytes"] / n_steps if some else None,
             "trace_gbps": c["bytes"] / c["dur_known"] if some and c["dur_known"] > 0 else None,
             "ops_with_bytes_per_step": c["known"] / n_steps,
         })
-    total = 0.0
-    for r in rows:  # in category order, one after the other, as a dataframe sums a short column
-        total += r["ms_per_step"]
-    total = total or 1.0
-    for r in rows:
-        r["share"] = r["ms_per_step"] / total
     rows.sort(key=lambda r: (-r["ms_per_step"], r["category"]))
     return rows
 
 
-def kernel_categories(steps: Steps):
-    """Time, count and recorded bytes per kernel category, per decode step (a polars DataFrame).
-
-    Time here is the sum of op durations (overlapping ops count twice; GPU busy counts the union).
-    ``bytes_per_step`` are the bytes the trace records (copies and memsets only; null when none),
-    ``trace_gbps`` their rate over the ops that carry them, and ``ops_with_bytes_per_step`` how
-    many of the category's ops carry a byte count (copy *kernels* do not: bytes then cover only
-    part of the category, and the reports say so).
-    """
-    import polars as pl
-
-    schema = {c: pl.Float64 for c in CATEGORY_COLUMNS}
-    schema["category"] = pl.Utf8
-    return pl.DataFrame(kernel_category_rows(steps), schema=schema)
-
-
 def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
-    """:func:`top_kernels` as dicts."""
+    """The ``n`` kernels (and copies, memsets) that take the most time per decode step
+    (``None``: all of them), by (name, kind): :data:`TOP_KERNEL_COLUMNS`."""
     ops, n_steps = _decode_ops(steps)
     if ops.height == 0:
         return []
@@ -580,13 +579,3 @@ def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
                      "calls_per_step": c / n_steps, "median_us": float(median[i]) / 1e3})
     rows.sort(key=lambda r: (-r["ms_per_step"], r["name"]))
     return rows[:n] if n is not None else rows
-
-
-def top_kernels(steps: Steps, n: int | None = 10):
-    """The ``n`` kernels that take the most time per decode step (``None``: all of them), a
-    polars DataFrame."""
-    import polars as pl
-
-    schema = {c: pl.Float64 for c in TOP_KERNEL_COLUMNS}
-    schema.update(name=pl.Utf8, kind=pl.Utf8, category=pl.Utf8)
-    return pl.DataFrame(top_kernel_rows(steps, n), schema=schema)

@@ -511,11 +511,10 @@ def _timeline(tr: Trace, steps: Steps, table: list[dict], h=None) -> dict:
     step = t[len(t) // 2]["step"]
     tl = step_gaps(tr, steps, step)
     if h is not None and tl.get("gaps"):
-        import polars as pl
-
         t0 = tl.get("t0_ns", 0)
-        held = {a: (op, stall) for a, op, stall in h.gaps.filter(pl.col("step") == step).select(
-            "start_ns", "op", "stall").iter_rows()}
+        mine = h.gaps_t.take(h.gaps_t["step"] == step)
+        held = dict(zip(mine["start_ns"].tolist(),
+                        zip(mine["op"].tolist(), mine["stall"].tolist())))
         for g in tl["gaps"]:
             op, stall = held.get(t0 + g["start_ns"], (None, False))
             g["host_op"], g["stall"] = op, bool(stall)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from tracekit.breakdown import GAP_CLASSES, step_gaps, top_kernels
+from tracekit.breakdown import GAP_CLASSES, TOP_KERNEL_COLUMNS, gap_rows, top_kernel_rows
 from tracekit.steps import Steps
 from tracekit.trace.model import Trace
 
@@ -54,32 +54,15 @@ def steps_frame(rows: list[dict]) -> pl.DataFrame:
 
 
 def gaps_frame(trace: Trace, steps: Steps, host_ops: dict | None = None) -> pl.DataFrame:
-    """Every idle gap of every step with GPU ops, in time order.
-
-    ``host_ops`` maps ``(step, start_ns)`` of a gap to the host op that held the launching thread
-    during it (host attribution); without it the column is null.
-    """
-    kinds = dict(steps.table.select("step", "kind").iter_rows())
-    with_ops = steps.ops.filter(pl.col("step").is_not_null())["step"].unique().sort().to_list()
-    rows = []
-    for s in with_ops:
-        tl = step_gaps(trace, steps, s)
-        t0 = tl.get("t0_ns")
-        for g in tl.get("gaps") or []:
-            start = t0 + g["start_ns"]
-            rows.append({
-                "step": s, "kind": kinds.get(s), "start_ns": start,
-                "start_in_step_us": g["start_ns"] / 1e3,
-                "duration_us": (g["end_ns"] - g["start_ns"]) / 1e3,
-                "class": g["class"], "ended_by": g.get("ended_by"),
-                "host_op": (host_ops or {}).get((s, start)),
-            })
-    return pl.DataFrame(rows, schema=GAPS_SCHEMA)
+    """Every idle gap of every step with GPU ops, in time order (:func:`gap_rows`)."""
+    return pl.DataFrame(gap_rows(trace, steps, host_ops), schema=GAPS_SCHEMA)
 
 
 def kernels_frame(steps: Steps) -> pl.DataFrame:
     """Every kernel (and copy, memset) name over the decode steps, most time per step first."""
-    return top_kernels(steps, None)
+    schema = {c: pl.Float64 for c in TOP_KERNEL_COLUMNS}
+    schema.update(name=pl.Utf8, kind=pl.Utf8, category=pl.Utf8)
+    return pl.DataFrame(top_kernel_rows(steps, None), schema=schema)
 
 
 def categories_frame(rows: list[dict]) -> pl.DataFrame:

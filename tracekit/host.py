@@ -117,6 +117,11 @@ class HostAttribution:
             self._polars["steps"] = self.steps_t.to_polars()
         return self._polars["steps"]
 
+    def gap_ops(self) -> dict[tuple[int, int], str]:
+        """The op each host-bound gap is attributed to, by the gap's (step, start_ns)."""
+        g = self.gaps_t
+        return dict(zip(zip(g["step"].tolist(), g["start_ns"].tolist()), g["op"].tolist()))
+
     def step_columns(self, step_ids: list[int], names: list[str]) -> dict[str, list]:
         """Columns ``names`` of the steps ``step_ids`` as lists (None where null), in step order."""
         t = self.steps_t
@@ -642,7 +647,7 @@ def _normal_cost(h: HostAttribution, step_ids: list[int]) -> dict[str, float]:
     host = g["op_end_ns"][rows] - g["op_start_ns"][rows]
     codes, order, starts = _groups(g["op"].codes[rows])
     names = g["op"].values
-    us = polars_div([float(np.median(d)) for d in np.split(host[order], starts[1:])], 1e3)
+    us = [float(np.median(d)) / 1e3 for d in np.split(host[order], starts[1:])]
     return dict(zip((names[c] for c in codes.tolist()), us))
 
 
@@ -659,64 +664,10 @@ def by_op_table(h: HostAttribution, step_ids: list[int], n: int = 15) -> list[di
     names = g["op"].values
     parts = np.split(dur[order], starts[1:])
     stalled = np.split(stall[order], starts[1:])
-    cols = {
-        "op": [names[c] for c in codes.tolist()],
-        "ms_per_step": polars_div(polars_div([float(d.sum()) for d in parts], k), 1e6),
-        "gaps_per_step": polars_div([float(d.size) for d in parts], k),
-        "stall_ms_per_step": polars_div(polars_div(
-            [float(d[s].sum()) for d, s in zip(parts, stalled)], k), 1e6),
-        "median_gap_us": polars_div([float(np.median(d)) for d in parts], 1e3),
-    }
-    agg = [dict(zip(cols, r)) for r in zip(*cols.values())]
-    agg.sort(key=lambda r: r["op"])  # a float sum must not depend on the group order
-    ms = [r["ms_per_step"] for r in agg]
-    total = polars_sum(ms) or 1.0
-    for r, share in zip(agg, polars_div(ms, total)):
-        r["share"] = share
+    # sums of integer ns (exact, in any order); each figure is then one division
+    total = int(dur.sum()) or 1
+    agg = [{"op": names[c], "ms_per_step": int(d.sum()) / k / 1e6, "gaps_per_step": d.size / k,
+            "stall_ms_per_step": int(d[s].sum()) / k / 1e6,
+            "median_gap_us": float(np.median(d)) / 1e3, "share": int(d.sum()) / total}
+           for c, d, s in zip(codes.tolist(), parts, stalled)]
     return sorted(agg, key=lambda r: (-r["ms_per_step"], r["op"]))[:n]
-
-
-# -- float arithmetic as polars does it --------------------------------------------------------
-# The JSON's floats must stay bit-identical to those of the polars code this replaced, so a sum
-# or a quotient of a column is computed in polars' order here.
-
-
-def polars_div(xs: list[float], d: float) -> list[float]:
-    """A column divided by a number as a polars expression divides it: by multiplying with the
-    reciprocal (``x * (1 / d)``, one rounding more than ``x / d``), except a column of one value,
-    which polars divides as a scalar."""
-    if len(xs) == 1:
-        return [xs[0] / d]
-    r = 1 / d
-    return [x * r for x in xs]
-
-
-_BLOCK, _STRIPE = 128, 16
-
-
-def polars_sum(xs) -> float:
-    """The sum of floats in the order polars' ``Series.sum`` adds them (so that a total computed
-    here is bit-identical to the polars one it replaced): the first ``len % 128`` values one after
-    another, the rest pairwise in blocks of 128, each block in 16 lanes folded at its end."""
-    x = np.asarray(xs, dtype=np.float64)
-    rest = x.size % _BLOCK
-    head = 0.0
-    for v in x[:rest].tolist():
-        head += v
-    main = _pairwise(x[rest:]) if x.size > rest else 0.0
-    return main + head
-
-
-def _pairwise(x: np.ndarray) -> float:
-    if x.size == _BLOCK:
-        lanes = [0.0] * _STRIPE
-        for chunk in x.reshape(-1, _STRIPE).tolist():
-            lanes = [a + b for a, b in zip(lanes, chunk)]
-        width = _STRIPE
-        while width > 4:
-            half = width // 2
-            lanes[:half] = [lanes[j] + lanes[half + j] for j in range(half)]
-            width = half
-        return (lanes[0] + lanes[2]) + (lanes[1] + lanes[3])
-    left = (x.size // _BLOCK // 2) * _BLOCK
-    return _pairwise(x[:left]) + _pairwise(x[left:])

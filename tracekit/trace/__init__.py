@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tracekit.trace.model import Trace
+from tracekit.trace.model import Trace, busiest_gpu_name
 
 __all__ = ["Trace", "load", "read_bytes", "MAX_UNCOMPRESSED_BYTES"]
 
@@ -65,18 +65,6 @@ def load(path: str | Path, *, slice_bytes: int | None = None,
 
 
 def _name_gpu(trace: Trace) -> None:
-    """meta['gpu_name']: the device that ran most GPU ops (traces may list several; a tie goes
-    to the lowest id, unknown devices last)."""
-    devices = trace.meta.get("devices") or {}
-    gpu_name = None
-    if trace.has_gpu and devices:
-        import numpy as np
-
-        ops = trace.table("gpu_ops")
-        ids, counts = np.unique(ops["device"][ops.valid("device")], return_counts=True)
-        unknown = ops.height - int(counts.sum())
-        busiest = int(ids[np.argmax(counts)]) if ids.size and counts.max() >= unknown else None
-        gpu_name = (devices.get(busiest) or next(iter(devices.values())))["name"]
-    elif devices:
-        gpu_name = next(iter(devices.values()))["name"]
-    trace.meta["gpu_name"] = gpu_name
+    """meta['gpu_name']: the device that ran most GPU ops (see busiest_gpu_name)."""
+    trace.meta["gpu_name"] = busiest_gpu_name(trace.table("gpu_ops"),
+                                              trace.meta.get("devices") or {})

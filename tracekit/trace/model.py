@@ -82,10 +82,16 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def empty(schema: dict):
-    import polars as pl
-
-    return pl.DataFrame(schema=schema)
+def busiest_gpu_name(gpu_ops: Table, devices: dict) -> str | None:
+    """The name of the device that ran most GPU ops (traces may list several; a tie goes to the
+    lowest id; ops of an unknown device count as one more contender, and when they win, or the
+    busiest device is not listed, the first device listed is named)."""
+    if not devices:
+        return None
+    ids, counts = np.unique(gpu_ops["device"][gpu_ops.valid("device")], return_counts=True)
+    unknown = gpu_ops.height - int(counts.sum())
+    busiest = int(ids[np.argmax(counts)]) if ids.size and counts.max() >= unknown else None
+    return (devices.get(busiest) or next(iter(devices.values())))["name"]
 
 
 class _PolarsTable:

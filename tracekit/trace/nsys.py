@@ -36,24 +36,19 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-import polars as pl
+import numpy as np
 
 from tracekit import jsonio
 from tracekit.errors import Terminated, TraceFormatError
 from tracekit.trace.capture_meta import clean_capture
 from tracekit.trace.kineto import is_sync_call, launch_kind
-from tracekit.trace.model import (
-    ANNOTATIONS_SCHEMA,
-    GPU_OPS_SCHEMA,
-    LAUNCHES_SCHEMA,
-    SYNCS_SCHEMA,
-    Trace,
-)
+from tracekit.trace.model import ANNOTATIONS, GPU_OPS, LAUNCHES, SYNCS, Trace, busiest_gpu_name
 from tracekit.trace.source import Source, open_source
+from tracekit.trace.table import Strings, Table
 
 #: a gzipped (or piped) export is never copied to disk past this (a gzip bomb stops here)
 MAX_SQLITE_BYTES = 2 << 30
@@ -224,10 +219,11 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
             f"{' or '.join(missing)} table. Capture with `nsys profile --trace=cuda,nvtx` and "
             "export with `nsys export --type sqlite`"
         )
-    warnings: list[str] = _unreadable_rows(con, tables)
-    gpu_ops = pl.concat([_kernels(con), _memcpys(con, tables), _memsets(con, tables)])
-    gpu_ops = gpu_ops.sort("start_ns")
-    calls, named = _api_calls(con, tables)
+    warnings, untimed = _unreadable_rows(con, tables)
+    gpu_ops = Table.concat([_kernels(con, untimed), _memcpys(con, tables),
+                            _memsets(con, tables)])
+    gpu_ops = gpu_ops.take(np.argsort(gpu_ops["start_ns"], kind="stable"))
+    calls, named = _api_calls(con, tables, untimed)
     if not named:
         warnings.append("no CUDA API table (CUPTI_ACTIVITY_KIND_RUNTIME): launches are unknown")
     annotations = _nvtx(con, tables)
@@ -240,14 +236,14 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     warnings.extend(capture_warnings)
     trace = Trace(
         gpu_ops=gpu_ops,
-        launches=_launches(calls),
+        launches=calls.take(calls["kind"].where(lambda k: k is not None)).select(LAUNCHES),
         annotations=annotations,
         syncs=_syncs(calls, con, tables),
         meta={
             "format": "nsys",
             "path": str(p),
             "devices": devices,
-            "gpu_name": _gpu_name(gpu_ops, devices),
+            "gpu_name": busiest_gpu_name(gpu_ops, devices),
             "versions": {},
             "tracekit": capture,
             "skipped_categories": {},
@@ -260,16 +256,18 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     return trace
 
 
-def _unreadable_rows(con: sqlite3.Connection, tables: set[str]) -> list[str]:
+def _unreadable_rows(con: sqlite3.Connection, tables: set[str]) -> tuple[list[str], set[str]]:
     """One warning per activity table with rows the reader leaves out (a start or end that is not
     an integer of ns) and per copy table with byte counts it cannot read (not a whole number >= 0
-    that fits int64, e.g. 1e30): those rows count as GPU time, their bandwidth is unknown."""
-    out = []
+    that fits int64, e.g. 1e30): those rows count as GPU time, their bandwidth is unknown. And
+    the tables with rows left out (only their queries need to test each row's start and end)."""
+    out, untimed = [], set()
     for table in (KERNEL, MEMCPY, MEMSET, *API_TABLES, SYNC_TABLE):
         if table not in tables:
             continue
         n = con.execute(f"SELECT count(*) FROM {table} WHERE NOT ({_timed()})").fetchone()[0]
         if n:
+            untimed.add(table)
             out.append(f"{n} row(s) of {table} have a start or end that is not an integer "
                        "(ns); left out")
         if table in (MEMCPY, MEMSET) and "bytes" in _columns(con, table):
@@ -278,20 +276,15 @@ def _unreadable_rows(con: sqlite3.Connection, tables: set[str]) -> list[str]:
             if n:
                 out.append(f"{n} row(s) of {table} have a byte count that is not a whole number "
                            ">= 0; their bytes are unknown (their time still counts)")
-    return out
+    return out, untimed
 
 
-def _int(col: str, bits: int = 64) -> str:
-    """SQL for ``col`` when it holds an integer (of ``bits``), else NULL: a TEXT or BLOB where
-    an id belongs is unknown, never a crash later."""
-    if bits == 64:
-        return f"(CASE WHEN typeof({col}) = 'integer' THEN {col} END)"
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return f"(CASE WHEN typeof({col}) = 'integer' AND {col} BETWEEN {lo} AND {hi} THEN {col} END)"
-
-
-def _timed(alias: str = "") -> str:
-    """SQL condition: the row has integer start and end (others are dropped)."""
+def _timed(alias: str = "", *, table: str | None = None, untimed: set[str] | None = None) -> str:
+    """SQL condition: the row has integer start and end (others are dropped). With ``table`` and
+    ``untimed`` (from :func:`_unreadable_rows`): ``1`` for a table with no other rows, which
+    then needs no test per row (a sixth of its query's time)."""
+    if table is not None and untimed is not None and table not in untimed:
+        return "1"
     a = f"{alias}." if alias else ""
     return f"typeof({a}start) = 'integer' AND typeof({a}end) = 'integer'"
 
@@ -300,35 +293,94 @@ def _strings_join(col: str, alias: str) -> str:
     return f"LEFT JOIN StringIds {alias} ON {alias}.id = {col}"
 
 
-def _ids(values, bits: int = 64) -> pl.Series:
-    """An id column: integers kept, anything else (TEXT, BLOB, out of range) null."""
-    col = pl.Series(values, dtype=pl.Int64, strict=False)
-    if bits == 32:
-        col = col.set(~col.is_between(-(2**31), 2**31 - 1).fill_null(True), None)
-        col = col.cast(pl.Int32)
-    return col
+# --- rows to columns ---------------------------------------------------------------------------
+def _ints(values: Sequence, bits: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """An integer column from SQL values — integers (of ``bits``) kept, anything else (NULL, a
+    TEXT, REAL or BLOB where an id belongs) null, never a crash later — as int64 values (0 where
+    null) and the validity mask (None: no null)."""
+    n = len(values)
+    col = np.array(values) if n else np.empty(0, np.int64)
+    ok = None
+    if col.dtype != np.int64:  # some value is not an integer (the usual case: none)
+        ok = np.fromiter((type(v) is int for v in values), bool, n)
+        col = np.fromiter((v if type(v) is int else 0 for v in values), np.int64, n)
+    if bits < 64:
+        fits = (col >= -(2 ** (bits - 1))) & (col < 2 ** (bits - 1))
+        if not fits.all():
+            ok = fits if ok is None else ok & fits
+            col = np.where(fits, col, 0)
+    return col, ok
 
 
-def _dims(x, y, z) -> pl.Series:
-    """``"XxYxZ"`` per row (null where a dimension is unknown)."""
-    return pl.DataFrame({"x": _ids(x), "y": _ids(y), "z": _ids(z)}).select(
-        pl.concat_str(["x", "y", "z"], separator="x"))["x"]
+def _strings(keys: Sequence, label: Callable[[object], str | None]) -> Strings:
+    """A string column whose row ``i`` is ``label(keys[i])``, labelled once per distinct key (a
+    name id, a launch shape): a few hundred distinct names for a hundred thousand rows."""
+    values: dict = {}
+    code = {k: values.setdefault(label(k), len(values)) for k in dict.fromkeys(keys)}
+    return Strings(np.fromiter(map(code.__getitem__, keys), np.uint32, len(keys)), list(values))
 
 
-def _kernels(con: sqlite3.Connection) -> pl.DataFrame:
+def _relabel(col: Strings, label: Callable[[str], str | None]) -> Strings:
+    """The string column ``label(col[i])``, computed once per distinct value."""
+    values: dict = {}
+    code = np.fromiter((values.setdefault(label(v), len(values)) for v in col.values), np.uint32,
+                       len(col.values))
+    return Strings(code[col.codes], list(values))
+
+
+def _table(schema: dict[str, str], cols: dict) -> Table:
+    """A table of ``schema`` from ``cols``: number columns as ``_ints`` pairs, strings as
+    :class:`Strings`."""
+    arrays, masks = {}, {}
+    for name, col in cols.items():
+        if isinstance(col, tuple):
+            arrays[name], masks[name] = col
+        else:
+            arrays[name] = col
+    if schema.get("device") == "Int32" and "device" in arrays:
+        arrays["device"] = arrays["device"].astype(np.int32)
+    return Table({k: arrays[k] for k in schema}, schema, masks)
+
+
+def _no_ints(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(n, np.int64), np.zeros(n, bool)
+
+
+_DIMS = ("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ")
+
+
+def _dims(d: tuple) -> str | None:
+    """``"XxYxZ"`` (None where a dimension is not an integer)."""
+    return f"{d[0]}x{d[1]}x{d[2]}" if all(type(v) is int for v in d) else None
+
+
+def _kernels(con: sqlite3.Connection, untimed: set[str]) -> Table:
     cols = _columns(con, KERNEL)
     # demangledName is what Kineto shows; older exports may only have shortName
     name_col = next((c for c in ("demangledName", "shortName", "mangledName") if c in cols), None)
     if name_col is None:
         raise TraceFormatError(f"{KERNEL} has no kernel name column (demangledName/shortName)")
-    has_dims = {"gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ"} <= cols
-    dims = ", gridX, gridY, gridZ, blockX, blockY, blockZ" if has_dims else ""
+    shapes: list[tuple] = []
+    shape = with_shapes = ""
+    if set(_DIMS) <= cols:
+        # A kernel's launch shape (grid, block) takes six numbers, but an export has a few dozen
+        # distinct shapes: SQL numbers them (in sorted order, as ``shapes`` lists them) and each
+        # row returns its shape's number. For the 61 k kernels of the 10.5 MB sample that took
+        # ~45 ms; fetching the six numbers and spelling them row by row took ~100 ms.
+        d = ", ".join(_DIMS)
+        distinct = f"SELECT DISTINCT {d} FROM {KERNEL}"
+        shapes = con.execute(f"{distinct} ORDER BY {d}").fetchall()
+        with_shapes = (f"WITH shapes AS (SELECT {d}, row_number() OVER (ORDER BY {d}) - 1 AS i "
+                       f"FROM ({distinct})) ")
+        same = " AND ".join(f"s.{x} IS k.{x}" for x in _DIMS)
+        shape = f", (SELECT i FROM shapes s WHERE {same} LIMIT 1)"
     rows = con.execute(
-        f"SELECT {name_col}, start, end, deviceId, streamId, correlationId{dims} "
-        f"FROM {KERNEL} WHERE {_timed()}"
+        f"{with_shapes}SELECT k.{name_col}, k.start, k.end, k.deviceId, k.streamId, "
+        f"k.correlationId{shape} FROM {KERNEL} k "
+        f"WHERE {_timed('k', table=KERNEL, untimed=untimed)}"
     ).fetchall()
     if not rows:
-        return _frame(GPU_OPS_SCHEMA, [])
+        return Table.empty(GPU_OPS)
     c = list(zip(*rows))
     # each distinct name once, not a join per row
     names = dict(con.execute(
@@ -337,35 +389,45 @@ def _kernels(con: sqlite3.Connection) -> pl.DataFrame:
     ).fetchall())
     unknown = f"<kernel {name_col} unknown>"
     n = len(rows)
-    return pl.DataFrame({
-        "kind": pl.repeat("kernel", n, dtype=pl.Utf8, eager=True),
-        "name": [names.get(i) or unknown for i in c[0]],
-        "start_ns": c[1], "end_ns": c[2],
-        "device": _ids(c[3], 32), "stream": _ids(c[4]), "correlation": _ids(c[5]),
-        "bytes": pl.Series([None] * n, dtype=pl.Int64),
-        "grid": _dims(*c[6:9]) if has_dims else pl.Series([None] * n, dtype=pl.Utf8),
-        "block": _dims(*c[9:12]) if has_dims else pl.Series([None] * n, dtype=pl.Utf8),
-    }, schema=GPU_OPS_SCHEMA)
+    if shapes:
+        grid = _strings(c[6], lambda i: None if i is None else _dims(shapes[i][:3]))
+        block = _strings(c[6], lambda i: None if i is None else _dims(shapes[i][3:]))
+    else:
+        grid = block = Strings.full(None, n)
+    return _table(GPU_OPS, {
+        "kind": Strings.full("kernel", n),
+        "name": _strings(c[0], lambda i: names.get(i) or unknown),
+        "start_ns": _ints(c[1])[0], "end_ns": _ints(c[2])[0],
+        "device": _ints(c[3], 32), "stream": _ints(c[4]), "correlation": _ints(c[5]),
+        "bytes": _no_ints(n), "grid": grid, "block": block,
+    })
 
 
-def _memcpys(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
+def _copies(rows: list[tuple], kind: str, label: Callable[[tuple], str]) -> Table:
+    """Memcpy or memset rows ``(start, end, device, stream, correlation, bytes, *name_key)``."""
+    if not rows:
+        return Table.empty(GPU_OPS)
+    c = list(zip(*rows))
+    n = len(rows)
+    return _table(GPU_OPS, {
+        "kind": Strings.full(kind, n), "name": _strings(list(zip(*c[6:])), label),
+        "start_ns": _ints(c[0])[0], "end_ns": _ints(c[1])[0], "device": _ints(c[2], 32),
+        "stream": _ints(c[3]), "correlation": _ints(c[4]), "bytes": _ints(c[5]),
+        "grid": Strings.full(None, n), "block": Strings.full(None, n),
+    })
+
+
+def _memcpys(con: sqlite3.Connection, tables: set[str]) -> Table:
     if MEMCPY not in tables:
-        return _frame(GPU_OPS_SCHEMA, [])
+        return Table.empty(GPU_OPS)
     cols = _columns(con, MEMCPY)
     src = "srcKind" if "srcKind" in cols else "NULL"
     dst = "dstKind" if "dstKind" in cols else "NULL"
     rows = con.execute(
-        f"SELECT start, end, {_int('deviceId', 32)}, {_int('streamId')}, "
-        f"{_int('correlationId')}, {_int('bytes')}, copyKind, {src}, {dst} "
+        f"SELECT start, end, deviceId, streamId, correlationId, bytes, copyKind, {src}, {dst} "
         f"FROM {MEMCPY} WHERE {_timed()}"
     ).fetchall()
-    return _frame(
-        GPU_OPS_SCHEMA,
-        [
-            ("memcpy", _memcpy_name(kind, sk, dk), s, e, dev, stream, corr, nbytes, None, None)
-            for s, e, dev, stream, corr, nbytes, kind, sk, dk in rows
-        ],
-    )
+    return _copies(rows, "memcpy", lambda k: _memcpy_name(*k))
 
 
 def _memcpy_name(kind, src, dst) -> str:
@@ -375,52 +437,39 @@ def _memcpy_name(kind, src, dst) -> str:
     )
 
 
-def _memsets(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
+def _memsets(con: sqlite3.Connection, tables: set[str]) -> Table:
     if MEMSET not in tables:
-        return _frame(GPU_OPS_SCHEMA, [])
+        return Table.empty(GPU_OPS)
     mem = "memKind" if "memKind" in _columns(con, MEMSET) else "NULL"
     rows = con.execute(
-        f"SELECT start, end, {_int('deviceId', 32)}, {_int('streamId')}, "
-        f"{_int('correlationId')}, {_int('bytes')}, {mem} FROM {MEMSET} WHERE {_timed()}"
+        f"SELECT start, end, deviceId, streamId, correlationId, bytes, {mem} FROM {MEMSET} "
+        f"WHERE {_timed()}"
     ).fetchall()
-    return _frame(
-        GPU_OPS_SCHEMA,
-        [
-            (
-                "memset",
-                f"Memset ({MEMORY_KINDS.get(mk, 'Unknown')})",
-                s,
-                e,
-                dev,
-                stream,
-                corr,
-                nbytes,
-                None,
-                None,
-            )
-            for s, e, dev, stream, corr, nbytes, mk in rows
-        ],
-    )
+    return _copies(rows, "memset", lambda k: f"Memset ({MEMORY_KINDS.get(k[0], 'Unknown')})")
 
 
-_API_COLUMNS = {"name": pl.Utf8, "start_ns": pl.Int64, "end_ns": pl.Int64, "tid": pl.Int64,
-                "correlation": pl.Int64, "kind": pl.Utf8, "api": pl.Utf8, "sync": pl.Boolean}
+#: the API calls' columns: a launch's (``LAUNCHES``) and whether the call waits for the device
+_API_COLUMNS = {**LAUNCHES, "sync": "Boolean"}
 
 
-def _api_calls(con: sqlite3.Connection, tables: set[str]) -> tuple[pl.DataFrame, int]:
+def _api_calls(con: sqlite3.Connection, tables: set[str],
+               untimed: set[str]) -> tuple[Table, int]:
     """The CUDA API calls that launch work or wait for the device, in start order, and how many
     named API calls there are in all.
 
     The few hundred distinct API names are classified once (``api_name``, ``launch_kind``,
-    ``is_sync_call``); SQL then returns only the rows of the names that matter, as columns."""
-    frames, named = [], 0
+    ``is_sync_call``); SQL then returns only the rows of the names that matter."""
+    names: dict[int, tuple] = {}
+    rows: list[tuple] = []
+    named = 0
     for table in API_TABLES:
         if table not in tables:
             continue
-        names: dict[int, tuple] = {}
-        for nid, name, n in con.execute(
-            f"SELECT a.nameId, CAST(s.value AS TEXT), count(*) FROM {table} a "
-            f"{_strings_join('a.nameId', 's')} WHERE {_timed('a')} GROUP BY a.nameId"
+        wanted = []
+        for nid, name, n in con.execute(  # names joined to the few distinct ids, not to each row
+            f"SELECT a.nameId, CAST(s.value AS TEXT), a.n FROM (SELECT nameId, count(*) AS n "
+            f"FROM {table} WHERE {_timed(table=table, untimed=untimed)} GROUP BY nameId) a "
+            f"{_strings_join('a.nameId', 's')}"
         ):
             if not name:
                 continue
@@ -430,71 +479,74 @@ def _api_calls(con: sqlite3.Connection, tables: set[str]) -> tuple[pl.DataFrame,
             if (kind is not None or sync) and type(nid) is int:
                 api = "runtime" if clean.startswith("cuda") else "driver"
                 names[nid] = (clean, kind, api, sync)
-        if not names:
-            continue
-        rows = con.execute(
-            f"SELECT a.nameId, a.start, a.end, {_int('a.globalTid')}, {_int('a.correlationId')} "
-            f"FROM {table} a WHERE {_timed('a')} AND a.nameId IN "
-            f"({', '.join(str(i) for i in names)})"
-        ).fetchall()
-        if not rows:
-            continue
-        nid, start, end, gtid, corr = zip(*rows)
-        info = [names[i] for i in nid]
-        frames.append(pl.DataFrame({
-            "name": [x[0] for x in info], "start_ns": start, "end_ns": end,
-            "tid": [None if g is None else g & _TID_MASK for g in gtid], "correlation": corr,
-            "kind": [x[1] for x in info], "api": [x[2] for x in info],
-            "sync": [x[3] for x in info],
-        }, schema=_API_COLUMNS))
-    calls = pl.concat(frames) if frames else pl.DataFrame(schema=_API_COLUMNS)
-    # a stable sort: equal starts keep table order, runtime before driver (as the rows came)
-    return _one_row_per_call(calls.sort("start_ns", maintain_order=True)), named
+                wanted.append(nid)
+        if wanted:  # runtime rows before driver rows: equal starts keep this order below
+            rows += con.execute(
+                f"SELECT a.nameId, a.start, a.end, a.globalTid, a.correlationId FROM {table} a "
+                f"WHERE {_timed('a', table=table, untimed=untimed)} AND a.nameId IN "
+                f"({', '.join(str(i) for i in wanted)})"
+            ).fetchall()
+    if not rows:
+        return Table.empty(_API_COLUMNS), named
+    nid, start, end, gtid, corr = zip(*rows)
+    tid, tid_ok = _ints(gtid)
+    name = _strings(nid, lambda i: names[i][0])
+    info = {v[0]: v for v in names.values()}  # by clean name: what the rest depends on
+    calls = _table(_API_COLUMNS, {
+        "name": name,
+        "kind": _relabel(name, lambda v: info[v][1]),
+        "api": _relabel(name, lambda v: info[v][2]),
+        "sync": name.where(lambda v: info[v][3]),
+        "start_ns": _ints(start)[0], "end_ns": _ints(end)[0],
+        "tid": (tid & _TID_MASK, tid_ok), "correlation": _ints(corr),
+    })
+    # a stable sort: equal starts keep the order the rows came in
+    return _one_row_per_call(calls.take(np.argsort(calls["start_ns"], kind="stable"))), named
 
 
-def _one_row_per_call(calls: pl.DataFrame) -> pl.DataFrame:
+def _one_row_per_call(calls: Table) -> Table:
     """One row per API call. Some exports record a call twice, the same correlation id on the
     same thread, one row nested in the other (Nsight Systems 2022.2 with CUDA backtraces: an
     outer ``cudaLaunchKernel`` row, eventClass 67, around CUPTI's ``cudaLaunchKernel_v7000``):
     the innermost row (the later start) is kept, so a launch is counted once."""
-    key = ["correlation", "tid", "name"]
-    keyed = calls.with_row_index("_row")
-    last = keyed.filter(pl.col("correlation").is_not_null()).group_by(key).agg(pl.col("_row").max())
-    if last.height == keyed.filter(pl.col("correlation").is_not_null()).height:
+    rows = np.nonzero(calls.valid("correlation"))[0]
+    keys = (calls["correlation"][rows], calls.filled("tid", 0)[rows],
+            calls.valid("tid")[rows], calls["name"].codes[rows])
+    order = np.lexsort((rows, *reversed(keys)))  # by (correlation, tid, name), then row
+    same = np.ones(max(rows.size - 1, 0), bool)  # a row has the same key as the next one
+    for k in keys:
+        k = k[order]
+        same &= k[1:] == k[:-1]
+    if not same.any():
         return calls  # no call recorded twice (the usual case)
-    keep = pl.col("correlation").is_null() | pl.col("_row").is_in(last["_row"].implode())
-    return keyed.filter(keep).drop("_row")
+    keep = ~calls.valid("correlation")
+    keep[rows[order[np.append(~same, True)]]] = True  # the last (latest) row of each key
+    return calls.take(np.nonzero(keep)[0])
 
 
-def _tid(global_tid) -> int | None:
-    return None if global_tid is None else int(global_tid) & _TID_MASK
-
-
-def _launches(calls: pl.DataFrame) -> pl.DataFrame:
-    return calls.filter(pl.col("kind").is_not_null()).select(list(LAUNCHES_SCHEMA))
-
-
-def _syncs(calls: pl.DataFrame, con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
-    api = calls.filter(pl.col("sync")).select(list(SYNCS_SCHEMA))
-    out = []
-    if SYNC_TABLE in tables:
-        cols = _columns(con, SYNC_TABLE)
-        kind = "syncType" if "syncType" in cols else "NULL"
-        tid = "globalTid" if "globalTid" in cols else "NULL"
-        tid = _int(tid) if tid != "NULL" else tid
-        for s, e, k, gtid in con.execute(
-            f"SELECT start, end, {kind}, {tid} FROM {SYNC_TABLE} WHERE {_timed()}"
-        ):
-            out.append((SYNC_KINDS.get(k, "Sync"), s, e, _tid(gtid)))
-    if not out:
+def _syncs(calls: Table, con: sqlite3.Connection, tables: set[str]) -> Table:
+    api = calls.take(np.nonzero(calls["sync"])[0]).select(SYNCS)
+    if SYNC_TABLE not in tables:
         return api
-    both = pl.concat([api, _frame(SYNCS_SCHEMA, out)])
-    return both.sort("start_ns", maintain_order=True)
+    cols = _columns(con, SYNC_TABLE)
+    kind = "syncType" if "syncType" in cols else "NULL"
+    tid = "globalTid" if "globalTid" in cols else "NULL"
+    rows = con.execute(
+        f"SELECT {kind}, start, end, {tid} FROM {SYNC_TABLE} WHERE {_timed()}").fetchall()
+    if not rows:
+        return api
+    k, s, e, gtid = zip(*rows)
+    tid_col, tid_ok = _ints(gtid)
+    table = _table(SYNCS, {"name": _strings(k, lambda x: SYNC_KINDS.get(x, "Sync")),
+                           "start_ns": _ints(s)[0], "end_ns": _ints(e)[0],
+                           "tid": (tid_col & _TID_MASK, tid_ok)})
+    both = Table.concat([api, table])
+    return both.take(np.argsort(both["start_ns"], kind="stable"))
 
 
-def _nvtx(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
+def _nvtx(con: sqlite3.Connection, tables: set[str]) -> Table:
     if NVTX not in tables:
-        return _frame(ANNOTATIONS_SCHEMA, [])
+        return Table.empty(ANNOTATIONS)
     cols = _columns(con, NVTX)
     text = ("CAST(COALESCE(n.text, s.value) AS TEXT)" if "textId" in cols
             else "CAST(n.text AS TEXT)")
@@ -504,14 +556,17 @@ def _nvtx(con: sqlite3.Connection, tables: set[str]) -> pl.DataFrame:
         if "eventType" in cols
         else ""
     )
-    rows = con.execute(
-        f"SELECT {text}, n.start, n.end, {_int('n.globalTid')} FROM {NVTX} n {join} "
+    rows = [r for r in con.execute(
+        f"SELECT {text}, n.start, n.end, n.globalTid FROM {NVTX} n {join} "
         f"WHERE {_timed('n')} AND n.end >= n.start {types} ORDER BY n.start"
-    ).fetchall()
-    return _frame(
-        ANNOTATIONS_SCHEMA,
-        [(name, s, e, False, _tid(gtid)) for name, s, e, gtid in rows if name is not None],
-    )
+    ).fetchall() if r[0] is not None]
+    if not rows:
+        return Table.empty(ANNOTATIONS)
+    name, s, e, gtid = zip(*rows)
+    tid, tid_ok = _ints(gtid)
+    return _table(ANNOTATIONS, {"name": _strings(name, str), "start_ns": _ints(s)[0],
+                                "end_ns": _ints(e)[0], "on_gpu": np.zeros(len(rows), bool),
+                                "tid": (tid & _TID_MASK, tid_ok)})
 
 
 def _devices(con: sqlite3.Connection, tables: set[str]) -> dict[int, dict]:
@@ -554,17 +609,6 @@ def _int_value(v) -> int | None:
     return v if type(v) is int else None
 
 
-def _gpu_name(gpu_ops: pl.DataFrame, devices: dict[int, dict]) -> str | None:
-    """The device that ran most GPU ops (as the Kineto reader decides it)."""
-    if not devices:
-        return None
-    if gpu_ops.height:
-        busiest = gpu_ops.group_by("device").len().sort("len", descending=True)["device"][0]
-        if busiest in devices:
-            return devices[busiest]["name"]
-    return next(iter(devices.values()))["name"]
-
-
 def _capture_meta(con: sqlite3.Connection, tables: set[str]) -> tuple[object, list[str]]:
     """The capture block as decoded (clean_capture checks it), and a warning if it was unreadable."""
     if META_TABLE not in tables:
@@ -574,7 +618,3 @@ def _capture_meta(con: sqlite3.Connection, tables: set[str]) -> tuple[object, li
         return (jsonio.decode(row[0]) if row else None), []
     except (TypeError, ValueError) as exc:
         return None, [f"capture metadata: ignored the {META_TABLE} table (not a JSON document: {exc})"]
-
-
-def _frame(schema: dict, rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=schema, orient="row")

@@ -113,6 +113,25 @@ class Table:
         return cls({k: Strings(np.empty(0, np.uint32), []) if t == "Utf8"
                     else np.empty(0, _NUMPY[t]) for k, t in schema.items()}, schema)
 
+    @classmethod
+    def concat(cls, tables: list[Table]) -> Table:
+        """The rows of ``tables`` (one schema) one after another; string codes are merged."""
+        schema = tables[0].schema
+        cols, masks = {}, {}
+        for name, dtype in schema.items():
+            parts = [t.cols[name] for t in tables]
+            if dtype == "Utf8":
+                index: dict = {}
+                codes = [np.fromiter((index.setdefault(v, len(index)) for v in p.values),
+                                     np.uint32, len(p.values))[p.codes] if p.values
+                         else p.codes for p in parts]
+                cols[name] = Strings(np.concatenate(codes).astype(np.uint32), list(index))
+            else:
+                cols[name] = np.concatenate(parts)
+            if any(t.has_nulls(name) for t in tables):
+                masks[name] = np.concatenate([t.valid(name) for t in tables])
+        return cls(cols, schema, masks)
+
     def __getitem__(self, name: str):
         return self.cols[name]
 
