@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import statistics
 import os
 import signal
 import stat
+import statistics
 import subprocess
 import sys
 import textwrap
