@@ -45,14 +45,11 @@ HTA = ("import sys, logging; logging.disable(logging.CRITICAL)\n"
        "TraceAnalysis(trace_dir=sys.argv[1])\n")
 
 #: explain --json with no reading: the tables come from a pickle (see the module's docstring)
-NO_READ = ("import os, pickle, sys\n"
+NO_READ = ("import pickle, sys\n"
            "import tracekit.cli as cli\n"
-           "cli._one_blas_thread()\n"
-           "import tracekit.explain, tracekit.trace.kineto, tracekit.trace.slice_worker\n"
+           "import tracekit.explain, tracekit.trace.kineto\n"
            "with open(sys.argv[1], 'rb') as f:\n"
-           "    cli.print_json(tracekit.explain.explain(pickle.load(f)).to_dict())\n"
-           "sys.stdout.flush()\n"
-           "os._exit(0)\n")
+           "    cli.print_json(tracekit.explain.explain(pickle.load(f)).to_dict())\n")
 
 
 def child_env(*, tracekit: bool = False) -> dict:

@@ -103,56 +103,6 @@ def test_python_dash_m_and_no_traceback_in_a_real_process(tmp_path):
     assert p.stdout == ""
 
 
-@pytest.mark.parametrize("argv, fast", [
-    (["explain", "--sample", "--json"], True),  # leaves without Python's teardown
-    (["floor", "--model", "qwen2.5-7b", "--ctx", "2048", "--gpu", "H100 SXM5", "--json"], False),
-    (["explain", "/nonexistent/trace.json.gz"], False),  # a failure exits the ordinary way
-])
-def test_the_command_skips_teardown_only_after_a_successful_explain(tmp_path, argv, fast):
-    """The console entry point ends an ``explain`` that succeeded with ``os._exit`` (its output
-    flushed first, whole); every other run keeps the ordinary exit, atexit handlers included."""
-    marker = tmp_path / "atexit-ran"
-    code = ("import atexit, pathlib, sys\n"
-            "atexit.register(pathlib.Path(sys.argv[1]).write_text, 'ran')\n"
-            "from tracekit.cli import entry\n"
-            "sys.argv = ['tracekit', *sys.argv[2:]]\n"
-            "entry()\n")
-    p = subprocess.run([sys.executable, "-c", code, str(marker), *argv], capture_output=True,
-                       text=True, timeout=120)
-    assert marker.exists() != fast
-    if argv[-1] == "--json":
-        assert p.returncode == 0, p.stderr
-        json.loads(p.stdout)  # the whole document came out before the exit
-    else:
-        assert p.returncode == 1 and p.stderr.startswith("Error: ")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
-@pytest.mark.parametrize("setting, threads", [(None, 1), ("2", 2)], ids=["default", "user's"])
-def test_explain_starts_no_blas_threads(tmp_path, setting, threads):
-    """numpy's OpenBLAS would start a thread per core (spinning ~0.1 s) for an analysis that never
-    multiplies a matrix: explain leaves it at one thread, unless the user said otherwise. (A small
-    trace: the reader forks no worker, a fork would end OpenBLAS's threads.)"""
-    import os
-
-    if setting is not None and (os.cpu_count() or 1) < 2:
-        pytest.skip("one core: OpenBLAS starts no thread to count")
-    trace = write_trace(tmp_path / "t.json.gz", decode_steps(8))
-    code = ("import os, sys\n"
-            "from tracekit.cli import main\n"
-            "sys.argv = ['tracekit', 'explain', '--json', sys.argv[1]]\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(len(os.listdir('/proc/self/task')), file=sys.stderr)\n")
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    if setting is not None:
-        env["OPENBLAS_NUM_THREADS"] = setting
-    p = subprocess.run([sys.executable, "-c", code, str(trace)], capture_output=True, text=True,
-                       env=env, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["steps"]
-    assert int(p.stderr.split()[-1]) == threads
-
-
 def _piped(args: list[str], columns: str | None) -> str:
     """``tracekit ARGS`` with stdout a pipe (not a terminal), COLUMNS set or not."""
     import os

@@ -16,6 +16,6 @@ def _early(signum, frame):
 signal.signal(signal.SIGINT, _early)
 signal.signal(signal.SIGTERM, _early)
 
-from tracekit.cli import run_module  # noqa: E402
+from tracekit.cli import main  # noqa: E402
 
-run_module(globals())
+main()

@@ -197,7 +197,6 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
       $ tracekit explain trace.json.gz --unprofiled-ms 55.0
       $ tracekit explain int4.json.gz --baseline bf16.json.gz   # GPU captures (capture --quant)
     """
-    _one_blas_thread()
     from tracekit.explain import explain as run_explain
 
     if (trace is None) == (not sample):
@@ -243,7 +242,6 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
             from tracekit.report.quantized import render_quantization
 
             render_quantization(doc["quantization"])
-    _LEAVE["fast"] = True  # nothing of this run needs tearing down (see entry)
 
 
 # --- compare ---------------------------------------------------------------------------------
@@ -272,7 +270,6 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
       $ tracekit compare eager.json.gz graphs.json.gz --json --seed 1
       $ tracekit compare eager.json.gz graphs.json.gz --markdown ab.md --basis steps
     """
-    _one_blas_thread()
     from tracekit.compare import compare as run_compare
 
     kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
@@ -328,7 +325,6 @@ def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> N
       $ tracekit annotate trace.json.gz -o trace.tracekit.json.gz
       $ tracekit annotate trace.json.gz -o seen.json.gz --model qwen2.5-7b --ctx 2048
     """
-    _one_blas_thread()
     from tracekit.annotate import annotate as run_annotate
 
     try:
@@ -579,7 +575,6 @@ def ranks(traces, as_json, tp, model, ctx, gpu, bandwidth, dtype, step_marker) -
     """
     from tracekit.ranks import explain_ranks
 
-    _one_blas_thread()
     if tp is not None and tp < 1:
         _fail(BadUsage(f"--tp must be at least 1, got {tp}"))
     try:
@@ -619,7 +614,6 @@ def batch(traces, out, jobs, executor, quiet) -> None:
     """
     from tracekit.batch import run_batch
 
-    _one_blas_thread()
     try:
         res = run_batch(traces, out, jobs=jobs, executor=executor,
                         say=(lambda _m: None) if quiet else (lambda m: click.echo(m, err=True)))
@@ -634,75 +628,15 @@ def batch(traces, out, jobs, executor, quiet) -> None:
                f"steps in {res['steps_table']}")
 
 
-#: polars' allocator (jemalloc) keeps freed pages for ~10 s by default; a one-shot CLI run that
-#: reads a 1 GB trace slice by slice frees and reallocates the same memory many times, so the
-#: pages it keeps add up to the peak. Returning them at once costs a few % of the run's time and
-#: lowers peak RSS by a quarter at 300 MB (benchmarks/bench_sizes.py). Read when polars loads,
-#: so it must be set before the first import of polars; a user's own setting wins.
-JEMALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
-
-
-def _return_freed_memory() -> None:
-    """Make polars' allocator give freed memory back to the system at once (peak RSS, not speed,
-    is what a big trace runs out of); glibc's side is ``tracekit.memory.release``. Tried and not
-    kept: a fixed glibc mmap threshold (~15 MB less at 1 GB once the stages release, ~6% more
-    time)."""
-    if "polars" not in sys.modules:
-        os.environ.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
-
-
-def _one_blas_thread() -> None:
-    """numpy's OpenBLAS starts a thread per core that spins for ~0.1 s after the import, though
-    the analysis commands never multiply a matrix: ~70 ms of CPU of a 0.33 s run at 30 MB
-    (explain, 2 cores; benchmarks/bench_sizes.py prints CPU time), taken from the reader's worker
-    and the user's other work. Set before numpy's first import, by the commands that run no model
-    (capture's torch keeps its threads); a user's own setting wins."""
-    if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI on ``argv`` (default: the command line); ends in ``SystemExit``."""
-    _return_freed_memory()
+    """Run the CLI on ``argv`` (default: the command line); ends in ``SystemExit``. It is the
+    ``tracekit`` command and ``python -m tracekit``."""
     app.main(args=argv, prog_name="tracekit")
 
 
-#: set by a command whose successful run leaves nothing to tear down (explain: it has written
-#: its output and holds only memory); see entry
-_LEAVE = {"fast": False}
-
-
-def entry() -> None:
-    """The ``tracekit`` command (and ``python -m tracekit``): :func:`main`, and after an
-    ``explain`` that succeeded, the process ends without tearing its heap down object by object:
-    the kernel frees it at once. Python's own teardown of a trace's arrays took ~25 ms after a
-    92 MB trace (0.45 s in all). Output is flushed first. A failure, and every other command
-    (capture runs a model and a profiler, whose exit handlers must run), exits the ordinary
-    way."""
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code not in (0, None) or not _LEAVE["fast"]:
-            raise
-    if not _LEAVE["fast"]:
-        raise SystemExit(0)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # the ordinary exit says what it says about a stream that cannot be written
-        raise SystemExit(0) from None
-    os._exit(0)
-
-
-def run_module(namespace: dict) -> None:
-    """``python -m tracekit`` (or ``tracekit.cli``): :func:`entry` where the module run is the
-    program, :func:`main` where another program's code runs it (``runpy.run_module``), which
-    must get its ``SystemExit`` back."""
-    if sys.modules["__main__"].__dict__ is namespace:
-        entry()
-    else:
-        main()
+#: the name pyproject.toml's console script had (installs made before it named main)
+entry = main
 
 
 if __name__ == "__main__":
-    run_module(globals())
+    main()
