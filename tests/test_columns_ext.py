@@ -24,24 +24,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-import tracekit.trace.kineto as K
+import tracekit.trace.columns as K
 from tracekit.errors import TraceFormatError
 from tracekit.trace import load
+from tracekit.trace.decode import Args, decode_events
 
 ROOT = Path(__file__).resolve().parents[1]
 KINETO = sorted(p for p in (ROOT / "sample_traces").rglob("*.json.gz"))
 TABLES = ("gpu_ops", "launches", "annotations", "syncs", "cpu_ops")
-EXT = K._columns
+EXT = K.COMPILED
 
 
 @contextlib.contextmanager
 def _pure():
     """The Python builder only (what TRACEKIT_PURE_PYTHON=1 gives a user)."""
-    K._columns = None
+    K.COMPILED = None
     try:
         yield
     finally:
-        K._columns = EXT
+        K.COMPILED = EXT
 
 
 class _Counting:
@@ -62,19 +63,19 @@ class _Counting:
 @contextlib.contextmanager
 def _counted():
     c = _Counting()
-    K._columns = c
+    K.COMPILED = c
     try:
         yield c
     finally:
-        K._columns = EXT
+        K.COMPILED = EXT
 
 
 def test_the_compiled_pass_is_built():
     if os.environ.get("TRACEKIT_PURE_PYTHON"):
         pytest.skip("TRACEKIT_PURE_PYTHON is set: the Python builder only")
     assert EXT is not None, (
-        "tracekit.trace._columns is not built: `pip install -e .` compiles it where a C compiler "
-        "and Python's headers are present (without them tracekit runs, slower)")
+        f"the compiled pass is off: {K.COMPILED_PROBLEM}. `pip install -e .` compiles it where a "
+        "C compiler and Python's headers are present (without it tracekit runs, slower)")
 
 
 needs_ext = pytest.mark.skipif(EXT is None, reason="the compiled pass is not built")
@@ -92,9 +93,9 @@ def _same_trace(a, b) -> None:
 @pytest.mark.parametrize("path", KINETO, ids=lambda p: str(p.relative_to(ROOT / "sample_traces")))
 def test_committed_traces_read_the_same_both_ways(path):
     with _counted() as c:
-        fast = load(str(path), workers=0)  # every slice in this process, so counted
+        fast = load(str(path))
     with _pure():
-        slow = load(str(path), workers=0)
+        slow = load(str(path))
     _same_trace(fast, slow)
     # not vacuous: traces of today's profiler (float µs relative to a base time) are the C
     # pass's, every slice; HTA's old peer traces (absolute µs) are read as decimals, in Python
@@ -154,13 +155,13 @@ def _events(draw, plain: bool) -> list[dict]:
 
 
 def _build(data: bytes, events: list) -> tuple:
-    b = K._Builder("slice.json")
+    b = K.Builder("slice.json")
     try:
-        b.add(events, lambda: K._decode_events(data, precise=True))
+        b.add(events, lambda: decode_events(data, precise=True))
     except (TraceFormatError, msgspec.ValidationError) as exc:  # (the latter: a decimal re-decode)
         return None, f"{type(exc).__name__}: {exc}"
     names = list(b.codes)
-    tables = {k: K._table(k, K._SCHEMAS[k], b.parts[k], names).to_polars() for k in K._SCHEMAS}
+    tables = {k: K._table(k, K.SCHEMAS[k], b.parts[k], names).to_polars() for k in K.SCHEMAS}
     counters = (b.events, b.no_ts, b.no_dur, b.bad_args, list(b.skipped.items()), names)
     return (counters, tables), None
 
@@ -168,7 +169,7 @@ def _build(data: bytes, events: list) -> tuple:
 def _both(doc: list[dict]) -> tuple[_Counting, tuple, tuple]:
     data = json.dumps(doc).encode()
     try:
-        events = K._decode_events(data)
+        events = decode_events(data)
     except Exception:  # noqa: BLE001 - a slice the reader rejects before building: not ours
         return None, None, None
     with _counted() as c:
@@ -254,7 +255,34 @@ def test_slices_the_compiled_pass_takes_or_declines(doc, tally):
 def test_a_declined_slice_leaves_the_builder_as_it_was():
     """Declining after the first pass has read half a slice must not have coded any name."""
     data = json.dumps([_kernel(0, name="first"), _launch(0, tid="x")]).encode()
-    b = K._Builder("slice.json")
-    assert not b._scan(K._decode_events(data))
+    b = K.Builder("slice.json")
+    assert not b._scan(decode_events(data))
     assert (b.codes, b.skipped, b.no_ts, b.no_dur, b.bad_args) == ({}, {}, 0, 0, 0)
     assert all(not p for p in b.parts.values())
+
+
+def _moved_field():
+    """The spec as it would be if msgspec laid a field out otherwise: not a plain object slot."""
+    spec = list(K.scan_spec())
+    spec[6] = (property(lambda a: a.correlation), *spec[6][1:])  # Args.correlation
+    return tuple(spec)
+
+
+def _missing_field():
+    """... or kept it somewhere the class's __dict__ does not show."""
+    return (*K.scan_spec()[:6], tuple(Args.__dict__[f] for f in ("correlation", "no such")))
+
+
+@needs_ext
+@pytest.mark.parametrize("spec", [_moved_field, _missing_field])
+def test_a_struct_layout_the_compiled_pass_cannot_read_turns_it_off(spec):
+    """The C pass reads msgspec's structs by slot offset; if a msgspec release laid them out
+    otherwise, the pass would raise on every slice (a TypeError from its spec check, or a
+    KeyError building the spec). The check runs once, at import: the pass is then off, with a
+    one-line reason, and the Python passes read every slice."""
+    with pytest.raises((TypeError, KeyError)):
+        EXT.scan([], spec(), {}, {}, {})  # what each slice would have raised
+    module, got, why = K.compiled_pass(spec)
+    assert module is None and got is None
+    assert why.startswith("msgspec's struct layout is not what _columns.c reads") and "\n" not in why
+    assert K.compiled_pass()[0] is EXT  # the layout as shipped passes the same check

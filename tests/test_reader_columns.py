@@ -178,10 +178,9 @@ def test_awkward_values_match_the_oracle(tmp_path: Path) -> None:
     whole = load(p)
     assert "one decode" in whole.notes[0]
     _check(whole, want)
-    for workers in (0, 1):
-        streamed = load(p, slice_bytes=700, workers=workers)
-        assert streamed.notes[0].startswith("streamed"), streamed.notes
-        _check(streamed, want)
+    streamed = load(p, slice_bytes=700)
+    assert streamed.notes[0].startswith("streamed"), streamed.notes
+    _check(streamed, want)
     assert whole.meta["skipped_categories"] == {"weird": 40}
 
 
@@ -217,7 +216,7 @@ def _phases() -> list[dict]:
 def test_events_of_every_phase_match_the_oracle(tmp_path: Path) -> None:
     """Slices are decoded by phase (only complete events get fields); a slice with an event of
     no or another phase is decoded plainly. Either way the tables are the oracle's."""
-    from tracekit.trace.kineto import _Complete, _decode_events
+    from tracekit.trace.decode import Complete, decode_events
 
     doc = {"traceEvents": _phases()}
     data = json.dumps(doc).encode()
@@ -226,14 +225,13 @@ def test_events_of_every_phase_match_the_oracle(tmp_path: Path) -> None:
     want = _oracle(json.loads(data, parse_float=Decimal))
     assert want["gpu_ops"].height == want["launches"].height == 60
     _check(load(p), want)
-    for workers in (0, 1):
-        for size in (600, 5000):
-            _check(load(p, slice_bytes=size, workers=workers), want)
+    for size in (600, 5000):
+        _check(load(p, slice_bytes=size), want)
     # which decode a slice got: by phase, unless an event has none or an unknown one
     events = json.dumps(_phases()[:16]).encode()
-    assert {type(e) for e in _decode_events(events) if e.ph == "X"} == {_Complete}
+    assert {type(e) for e in decode_events(events) if e.ph == "X"} == {Complete}
     plain = json.dumps([*_phases()[:8], {"name": "no phase", "ts": 1}]).encode()
-    assert _Complete not in {type(e) for e in _decode_events(plain)}
+    assert Complete not in {type(e) for e in decode_events(plain)}
 
 
 @pytest.mark.parametrize("path", [
@@ -246,7 +244,7 @@ def test_committed_traces_match_the_oracle(path: Path) -> None:
     want = _oracle(json.loads(data, parse_float=Decimal))
     assert want["gpu_ops"].height > 0
     _check(load(path), want)
-    _check(load(path, slice_bytes=len(data) // 4, workers=1), want)
+    _check(load(path, slice_bytes=len(data) // 4), want)
 
 
 def test_reading_never_imports_polars(tmp_path: Path) -> None:
@@ -255,21 +253,15 @@ def test_reading_never_imports_polars(tmp_path: Path) -> None:
     p = tmp_path / "x2.json.gz"
     write_scaled(ROOT / "sample_traces" / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz", 2, p)
     code = ("import sys; from tracekit.trace import load; "
-            "t = load(sys.argv[1], workers=int(sys.argv[2]), slice_bytes=int(sys.argv[4])); "
+            "t = load(sys.argv[1], slice_bytes=int(sys.argv[3])); "
             "assert 'polars' not in sys.modules, 'polars imported'; "
-            "assert t.notes[0].startswith(sys.argv[3]), t.notes; print(t.table('gpu_ops').height)")
+            "assert t.notes[0].startswith(sys.argv[2]), t.notes; print(t.table('gpu_ops').height)")
     sample = ROOT / "tracekit" / "data" / "sample_qwen2.5-7b_ctx2048_eager.json.gz"
-    for args in ([sample, 0, "read", 1 << 30], [p, 0, "streamed", 1 << 20],
-                 [p, 1, "streamed", 1 << 20]):
+    for args in ([sample, "read", 1 << 30], [p, "streamed", 1 << 20]):
         r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
         assert int(r.stdout) > 0
-    # what the worker process imports
-    r = subprocess.run([sys.executable, "-c", "import sys; import tracekit.trace.slice_worker; "
-                        "import tracekit.trace.kineto; assert 'polars' not in sys.modules"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr[-2000:]
 
 
 @settings(max_examples=300, deadline=None)
@@ -283,12 +275,12 @@ def test_ids_are_ints_in_range_or_null(values, bits, kinds):
     """An id column: the value where it is an int in range (or an integral float, a digit
     string), else null — whether the slice's ids are plain ints, ints and None (the quick paths)
     or anything."""
-    from tracekit.trace.kineto import _Builder
+    from tracekit.trace.columns import _ints
 
     if kinds != "any":
         values = [v for v in values if type(v) is int or (kinds != "ints" and v is None)]
     cols, masks = {}, {}
-    _Builder._ints(values, "id", cols, masks, bits=bits)
+    _ints(values, "id", cols, masks, bits=bits)
     want = [_int(Decimal(v) if isinstance(v, float) else v, bits) for v in values]
     valid = masks.get("id")
     got = [int(x) if valid is None or valid[i] else None for i, x in enumerate(cols["id"])]

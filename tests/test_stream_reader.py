@@ -256,9 +256,8 @@ def test_hostile_values_give_one_clean_error_or_are_handled(tmp_path, slice_byte
     assert "Expected" in err(_with({"name": 5}))
 
 
-@pytest.mark.parametrize("workers", [0, 1])
 @pytest.mark.parametrize("ts", [20.5, 1712195495505543.237], ids=["float", "decimal"])
-def test_fields_of_events_tracekit_does_not_read_are_not_checked(tmp_path, ts, workers) -> None:
+def test_fields_of_events_tracekit_does_not_read_are_not_checked(tmp_path, ts) -> None:
     """An instant event with a boolean tid (tracekit reads complete events only) is skipped the
     same way whether the document is decoded whole or in slices, and whether the slice's
     timestamps need a second, decimal decode; a bad value in a complete event is one clean error
@@ -270,14 +269,14 @@ def test_fields_of_events_tracekit_does_not_read_are_not_checked(tmp_path, ts, w
     p.write_text(json.dumps({"traceEvents": kernels[:200] + [odd] + kernels[200:]}))
     want = [(ts + i) for i in range(400)]
     for slice_bytes in (1 << 30, 2000):
-        t = load(p, slice_bytes=slice_bytes, workers=workers)
+        t = load(p, slice_bytes=slice_bytes)
         assert t.meta["events"] == 401
         assert len(t.gpu_ops) == 400 and t.gpu_ops["correlation"].to_list() == list(range(400))
         assert t.gpu_ops["start_ns"].to_list() == [_oracle_ns(v) for v in want]
     bad = {**kernels[0], "tid": False}
     p.write_text(json.dumps({"traceEvents": kernels[:300] + [bad] + kernels[300:]}))
     for slice_bytes in (1 << 30, 2000):
-        assert "`$.traceEvents[300].tid`" in _err(p, slice_bytes=slice_bytes, workers=workers)
+        assert "`$.traceEvents[300].tid`" in _err(p, slice_bytes=slice_bytes)
 
 
 def _oracle_ns(us: float) -> int:

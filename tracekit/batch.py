@@ -153,9 +153,7 @@ def step_row(key: str, s: dict) -> dict:
 
 
 def _worker_setup() -> None:
-    """In a pool worker: read each trace in this process (the pool already fills the cores; the
-    reader's own helper process would only compete) and keep numpy's BLAS to one thread."""
-    os.environ["TRACEKIT_READER_WORKERS"] = "0"
+    """In a worker: keep numpy's BLAS to one thread (the analysers already fill the cores)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
@@ -257,7 +255,7 @@ def _parallel(paths: list[Path], jobs: int) -> Iterator[tuple[dict, list[dict]]]
     import selectors
     import subprocess
 
-    env = {**os.environ, "TRACEKIT_READER_WORKERS": "0", "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     todo = iter(paths)
     busy: dict = {}  # worker -> the path it is analysing
     sel = selectors.DefaultSelector()
@@ -288,9 +286,7 @@ def _parallel(paths: list[Path], jobs: int) -> Iterator[tuple[dict, list[dict]]]
     workers = [subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, env=env)
                for _ in range(jobs - 1)]
-    saved = os.environ.get("TRACEKIT_READER_WORKERS")
     try:
-        os.environ["TRACEKIT_READER_WORKERS"] = "0"  # the cores are taken by the analysers
         for w in workers:
             sel.register(w.stdout, selectors.EVENT_READ, w)
             feed(w)
@@ -303,10 +299,6 @@ def _parallel(paths: list[Path], jobs: int) -> Iterator[tuple[dict, list[dict]]]
         while busy:
             yield from collect(None)
     finally:
-        if saved is None:
-            os.environ.pop("TRACEKIT_READER_WORKERS", None)
-        else:
-            os.environ["TRACEKIT_READER_WORKERS"] = saved
         for w in workers:
             if w.poll() is None:
                 w.kill()

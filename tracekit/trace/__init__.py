@@ -34,15 +34,12 @@ def read_bytes(path: str | Path, *, limit: int = 512 << 20) -> bytes:
 
 
 def load(path: str | Path, *, slice_bytes: int | None = None,
-         progress: Callable[[int, int | None], None] | None = None,
-         workers: int | None = None) -> Trace:
+         progress: Callable[[int, int | None], None] | None = None) -> Trace:
     """Read a torch.profiler JSON (``.json``/``.json.gz``) or Nsight Systems SQLite export.
 
     ``path`` may be ``-`` (standard input) or a pipe. ``slice_bytes`` sets the streaming slice
     size (tests use small ones). ``progress(bytes_read, total_or_None)`` is called as the input is
-    read. ``workers``: 0 reads in this process, 1 hands slices to a worker process from the first
-    slice; None (the default) is ``TRACEKIT_READER_WORKERS`` if set, else a worker for large
-    inputs only. What the reader did (streamed, decoded whole and why) is in ``trace.notes``."""
+    read. What the reader did (streamed, decoded whole and why) is in ``trace.notes``."""
     from tracekit.trace.source import open_source
 
     with open_source(path) as src:
@@ -58,7 +55,7 @@ def load(path: str | Path, *, slice_bytes: int | None = None,
             def report(n: int) -> None:
                 progress(n, src.size)
         trace = read_kineto(src, slice_bytes=slice_bytes or SLICE_BYTES, notes=notes,
-                            progress=report, workers=workers)
+                            progress=report)
     trace.notes.extend(notes)
     _name_gpu(trace)
     return trace

@@ -1,5 +1,5 @@
 /* The Kineto builder's per-event pass, compiled: one slice's decoded events into the columns of
- * tracekit's five tables. Optional: tracekit/trace/kineto.py's Python builder does the same work
+ * tracekit's five tables. Optional: tracekit/trace/columns.py's Python builder does the same work
  * and is the oracle (tests/test_columns_ext.py compares the two on every committed trace and on
  * generated events). This pass handles the common case only and answers None for anything else
  * (a timestamp that needs a decimal, an id that is a string or a float, an old-style
@@ -16,7 +16,7 @@
  *   cat_codes  dict cat -> code (a cache; codes as CAT_* below)
  *   api_names  dict name -> launch kind + 1 (0: not a launch) | 8 if a sync call (a cache)
  *   codes      dict name -> uint32 code, extended in table order (gpu, launch, sync, ann, cpu)
- *   tables     five tuples of columns, in kineto._SCAN_COLUMNS's order: a bytearray per column,
+ *   tables     five tuples of columns, in columns._SCAN_COLUMNS's order: a bytearray per column,
  *              (bytearray, mask bytearray or None) per id column (the mask only when some id is
  *              unknown); ts and dur as float64 µs (dur NaN where missing)
  */
@@ -34,7 +34,7 @@ enum { T_GPU = 1, T_LAUNCH = 2, T_SYNC = 4, T_ANN = 8, T_CPU = 16 };
 enum { F_CAT, F_NAME, F_PID, F_TID, F_TS, F_DUR, F_ARGS, N_FIELDS };
 enum { A_CORRELATION, A_STREAM, A_DEVICE, A_BYTES, N_ARGS };
 
-/* below 2**43 µs a float64 still pins the nanosecond (kineto._FLOAT_EXACT_US) */
+/* below 2**43 µs a float64 still pins the nanosecond (decode.FLOAT_EXACT_US) */
 #define FLOAT_EXACT_US 8796093022208.0
 
 static PyObject *profiler_step; /* "ProfilerStep#" */
@@ -412,7 +412,7 @@ end:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "One slice's events into the columns of tracekit's tables, or "
-                                 "None where the Python builder must read it (see kineto.py)."},
+                                 "None where the Python builder must read it (see columns.py)."},
     {NULL, NULL, 0, NULL},
 };
 

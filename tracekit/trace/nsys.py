@@ -45,8 +45,8 @@ import numpy as np
 from tracekit import jsonio
 from tracekit.errors import Terminated, TraceFormatError
 from tracekit.trace.capture_meta import clean_capture
-from tracekit.trace.kineto import is_sync_call, launch_kind
 from tracekit.trace.model import ANNOTATIONS, GPU_OPS, LAUNCHES, SYNCS, Trace, busiest_gpu_name
+from tracekit.trace.names import is_sync_call, launch_kind
 from tracekit.trace.source import Source, open_source
 from tracekit.trace.table import Strings, Table
 
