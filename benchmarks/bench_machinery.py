@@ -6,20 +6,25 @@ Per size (×1 ≈ 30 MB, ×10 ≈ 300 MB, ×33 ≈ 1 GB of JSON: copies of the L
 are printed against the stdlib parse of the same file (``gzip`` + ``json.load``) and against
 "all on". ``min s`` is a variant's fastest run (the one other processes disturbed least) and
 ``spread`` is (max - min) ÷ median of its wall times: how noisy the machine was. On a shared
-machine compare CPU time (user + system, the worker's included) more than wall time.
+machine compare CPU time (user + system) more than wall time.
 
 A variant turns one piece off from outside the code, so the script measures the code as it ships:
 
-* ``no worker``: ``TRACEKIT_READER_WORKERS=0`` (the reader decodes every slice itself);
-* ``no trim``: ``tracekit.memory``'s ``malloc_trim`` made a no-op (``release()`` does nothing);
-* ``no 1-BLAS``: ``OPENBLAS_NUM_THREADS`` set to the core count (OpenBLAS's own default);
-* ``ordinary exit``: ``tracekit.cli.main()`` instead of ``entry()`` (Python's teardown runs).
+* ``no C pass``: ``TRACEKIT_PURE_PYTHON=1`` (the Python column builder reads every slice);
+* ``plain decode``: every event's fields decoded, whatever its phase (``tracekit.trace.decode``'s
+  by-phase decoders replaced by the plain ones);
+* ``no trim``: ``tracekit.memory``'s ``malloc_trim`` made a no-op (``release()`` does nothing).
+
+What it measured, and what went because of it, is in ``docs/reading.md`` ("What the speed
+machinery buys").
 
 The JSON targets (``docs/reading.md``): tracekit ÷ stdlib ≤ 0.8 at ~30 MB and ≤ 0.35 at ~300 MB;
 peak RSS ≤ 0.5 × the JSON size.
 
     python benchmarks/bench_machinery.py                      # x1 x10 (n=5), x33 (n=2)
     python benchmarks/bench_machinery.py --sizes 1 10 -n 3 --keep /tmp/scaled
+    git archive v0 | tar -x -C /tmp/v0   # (and build or copy its _columns*.so there)
+    python benchmarks/bench_machinery.py --before /tmp/v0   # adds that code as a variant
 """
 
 from __future__ import annotations
@@ -35,36 +40,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_sizes import STDLIB, child_env, run, scaled  # noqa: E402
 
-#: the tracekit process of every variant: the same entry as ``python -m tracekit``, with the
-#: variant's patches (argv[1], Python statements) run before the CLI is imported
+#: the tracekit process of every variant: ``python -m tracekit``'s entry, with the variant's
+#: patches (argv[1], Python statements) run before the CLI is imported
 WRAPPER = ("import sys\n"
-           "patch, fast = sys.argv[1], sys.argv[2] == '1'\n"
-           "sys.argv = ['tracekit', *sys.argv[3:]]\n"
+           "sys.path.remove('')\n"  # not the working directory's tracekit: PYTHONPATH's
+           "patch = sys.argv[1]\n"
+           "sys.argv = ['tracekit', *sys.argv[2:]]\n"
            "exec(patch)\n"
            "import tracekit.cli as cli\n"
-           "cli.entry() if fast else cli.main()\n")
+           "cli.entry()\n")
 
-#: name -> (environment, patch, fast exit); the first is the baseline
-VARIANTS: dict[str, tuple[dict, str, bool]] = {
-    "all on": ({}, "", True),
-    "no worker": ({"TRACEKIT_READER_WORKERS": "0"}, "", True),
-    "no trim": ({}, "import tracekit.memory as m; m._trim = lambda: None", True),
-    "no 1-BLAS": ({"OPENBLAS_NUM_THREADS": str(os.cpu_count() or 1)}, "", True),
-    "ordinary exit": ({}, "", False),
-    "no jemalloc cf": ({"_RJEM_MALLOC_CONF": ""}, "", True),
-    "no C pass": ({"TRACEKIT_PURE_PYTHON": "1"}, "", True),
-    "plain decode": ({"OPENBLAS_NUM_THREADS": "1"},
-                     "import tracekit.trace.kineto as K; "
-                     "K._BY_PHASE, K._BY_PHASE_PRECISE = K._LIST_DECODERS[False], "
-                     "K._LIST_DECODERS[True]; K._BY_PHASE_FILE = K._DECODERS", True),
+#: name -> (environment, patch); the first is the baseline
+VARIANTS: dict[str, tuple[dict, str]] = {
+    "all on": ({}, ""),
+    "no C pass": ({"TRACEKIT_PURE_PYTHON": "1"}, ""),
+    "plain decode": ({}, "import tracekit.trace.decode as D; "
+                         "D._EVENTS_BY_PHASE, D._FILE_BY_PHASE = D._EVENTS_PLAIN, D._FILE_PLAIN"),
+    "no trim": ({}, "import tracekit.memory as m; m._trim = lambda: None"),
 }
 
 
 def variant_cmd(name: str, trace: Path) -> tuple[list[str], dict]:
-    extra, patch, fast = VARIANTS[name]
+    extra, patch = VARIANTS[name]
     env = {**child_env(tracekit=True), **extra}
-    return ([sys.executable, "-c", WRAPPER, patch, "1" if fast else "0", "explain", str(trace),
-             "--json"], env)
+    return [sys.executable, "-c", WRAPPER, patch, "explain", str(trace), "--json"], env
 
 
 def measure(trace: Path, n: int, names: list[str]) -> dict[str, list[tuple[float, float, float]]]:
@@ -99,8 +98,14 @@ def main() -> None:
     ap.add_argument("--n33", type=int, default=2, help="rounds at x33 (each ~1 min)")
     ap.add_argument("--only", nargs="+", choices=list(VARIANTS), help="variants to run")
     ap.add_argument("--keep", type=Path, help="make the scaled traces here and reuse them")
+    ap.add_argument("--before", type=Path, help="a checkout of older code (with its compiled "
+                    "pass built) to run as one more variant, 'before'")
     args = ap.parse_args()
+    if args.before:  # that checkout's code first on the path, its own machinery as it was
+        VARIANTS["before"] = ({"PYTHONPATH": str(args.before.resolve())}, "")
     names = ["all on", *[v for v in (args.only or VARIANTS) if v != "all on"]]
+    if args.before and "before" not in names:
+        names.append("before")
     print(f"cpu: {os.cpu_count()} cores, python {sys.version.split()[0]}, load average "
           f"{os.getloadavg()[0]:.2f} at start; medians; ratios of wall, RSS, CPU")
     print(f"{'JSON MB':>7} {'variant':14} {'n':>2} {'wall s':>7} {'min s':>7} {'spread':>6} {'cpu s':>7} "
@@ -116,7 +121,7 @@ def main() -> None:
                 size_file.write_text(str(scaled(k, trace)))
             mb = int(size_file.read_text()) / 1e6
             if k == args.sizes[0]:  # warm-up: bytecode caches, the file in the page cache
-                measure(trace, 1, ["all on"])
+                measure(trace, 1, names)
             table(mb, measure(trace, args.n33 if k >= 33 else args.n, names))
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 

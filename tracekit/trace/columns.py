@@ -23,7 +23,7 @@ written once, in Python, and the C pass only ever agrees with it or declines
 its spec is checked once at import; if msgspec's layout ever changes (or the module is not
 built, or ``TRACEKIT_PURE_PYTHON=1``) the Python passes read everything (:data:`COMPILED` is None
 and :data:`COMPILED_PROBLEM` says why). Measured (``benchmarks/bench_machinery.py``, 2 cores):
-without it ``explain --json`` takes 25% more CPU at 300 MB of JSON and 36% more at 1 GB.
+without it ``explain --json`` takes 25% more CPU at 300 MB of JSON and 33-36% more at 1 GB.
 """
 
 from __future__ import annotations
@@ -355,9 +355,9 @@ def _table(key: str, schema: dict[str, str], parts: list[tuple[dict, dict]],
             masks[col] = np.concatenate([p[1].pop(col) if col in p[1] else np.ones(n, np.bool_)
                                          for p, n in zip(parts, sizes)])
         if len(parts) > 1:
-            # the slices' arrays are heap memory glibc would keep: return it. Measured
-            # (benchmarks/bench_machinery.py): without the trims explain's peak RSS at 1 GB of
-            # JSON is ~29% higher (347 MB against 269)
+            # the slices' arrays are heap memory glibc would keep: return it (without this
+            # trim and the analysis stages' ones, explain's peak RSS at 1 GB of JSON is ~29%
+            # higher: benchmarks/bench_machinery.py)
             release()
     return Table(cols, schema, masks)
 
