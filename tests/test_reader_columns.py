@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from tracekit.trace import load
-from tracekit.trace.kineto import is_sync_call, launch_kind
+from tracekit.trace.names import is_sync_call, launch_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
