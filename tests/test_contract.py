@@ -21,8 +21,9 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
+from tracekit.breakdown import GAP_CLASSES, GapClass
 from tracekit.cli import app
-from tracekit.contract import CompareDoc, ExplainDoc, Unprofiled, WhatIf
+from tracekit.contract import CompareDoc, ExplainDoc, GapName, IdleByClass, Unprofiled, WhatIf
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_traces"
@@ -136,6 +137,13 @@ def test_the_sections_another_change_extends_take_additive_keys():
     ``total=False`` part, so a new key is one optional line and older documents still convert."""
     assert WhatIf.__optional_keys__ >= {"no_stalls_ms", "no_stalls_speedup"}
     assert "calibration_source" not in Unprofiled.__required_keys__
+
+
+def test_the_gap_classes_are_the_contract_keys():
+    """breakdown.GAP_CLASSES is typed as the contract's GapName: the enum, the list, the literal
+    and the keys of ``idle_by_class_ms`` must name the same classes in the same order."""
+    names = [g.value for g in GapClass]
+    assert GAP_CLASSES == names == list(get_args(GapName)) == list(IdleByClass.__annotations__)
 
 
 # -- the published schema against the types ---------------------------------------------------

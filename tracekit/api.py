@@ -11,9 +11,25 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from tracekit import __version__
+from tracekit.contract import (
+    CategoryRow,
+    Context,
+    Decomposition,
+    ExplainDoc,
+    FloorSection,
+    Gpu,
+    Host,
+    Model,
+    Source,
+    StepRow,
+    Summary,
+    TopKernel,
+    Unprofiled,
+    WhatIf,
+)
 from tracekit.errors import BadInput
 from tracekit.jsonio import json_safe
 
@@ -32,7 +48,7 @@ class Explanation:
     """Everything ``tracekit explain`` says about one trace.
 
     ``to_dict()`` is the JSON contract (``tracekit.explain/1``); the attributes below hold its
-    sections as plain dicts and lists. For a notebook: ``steps``, ``gaps``, ``kernels`` and
+    sections as dicts and lists typed by tracekit/contract.py. For a notebook: ``steps``, ``gaps``, ``kernels`` and
     ``categories`` are polars DataFrames (``to_pandas(name)`` for pandas), ``to_markdown()`` and
     ``to_html()`` render the reports, ``figures()`` returns the report's plotly figures, and a
     notebook cell showing an Explanation renders the compact report.
@@ -42,28 +58,29 @@ class Explanation:
         >>> e.steps.select("step", "latency_ms", "gpu_busy_ms")  # doctest: +SKIP
     """
 
-    source: dict
-    model: dict
-    gpu: dict
+    source: Source
+    model: Model
+    gpu: Gpu
     #: the contract's ``steps`` (one dict per step); the ``steps`` attribute is its DataFrame
-    step_rows: list[dict] = field(metadata={"json": "steps"})
-    summary: dict
-    floor: dict
-    decomposition: dict
-    whatif: dict
-    kernels_by_category: list[dict]
-    top_kernels: list[dict]
+    step_rows: list[StepRow] = field(metadata={"json": "steps"})
+    summary: Summary
+    floor: FloorSection
+    decomposition: Decomposition
+    whatif: WhatIf
+    kernels_by_category: list[CategoryRow]
+    top_kernels: list[TopKernel]
     verdict: str
     warnings: list[str]
     #: host attribution (tracekit/host.py): launch issue vs stalls, by op; None without CPU ops
-    host: dict | None = None
+    host: Host | None = None
     #: the unprofiled step (tracekit/unprofiled.py); None when its latency is unknown
-    unprofiled: dict | None = None
+    unprofiled: Unprofiled | None = None
     #: the one context story: prompt length and the KV length over the profiled steps
-    context: dict = field(default_factory=dict)
+    context: Context = field(default_factory=lambda: Context(
+        prompt_tokens=None, first_step=None, last_step=None, floor_ctx=None, source=None))
     #: with ``baseline=`` (a bf16 trace): how much of the quantized step's byte saving it
     #: realises (tracekit/quantized.py); an additive key, absent from the document without one
-    quantization: dict | None = field(default=None, metadata={"omit_if_none": True})
+    quantization: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
     # for renderers and DataFrames, not serialized: computed on first use
     _timeline: Callable[[], dict] | None = field(default=None, repr=False)
     _trace: Trace | None = field(default=None, repr=False)
@@ -80,15 +97,17 @@ class Explanation:
         """The normalized trace this explanation was computed from."""
         return self._trace
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> ExplainDoc:
         """The JSON contract: one versioned document, unknown values null, counts integers."""
-        d = {"schema": SCHEMA, "tracekit_version": __version__}
+        d: dict[str, Any] = {"schema": SCHEMA, "tracekit_version": __version__}
         for f in fields(self):
             if f.name.startswith("_") or (f.metadata.get("omit_if_none")
                                           and getattr(self, f.name) is None):
                 continue
             d[f.metadata.get("json", f.name)] = json_safe(getattr(self, f.name))
-        return d
+        # the fields above are the contract's sections, each typed; this loop only names them
+        # (``steps``) and drops a None ``quantization``, which a TypedDict cannot follow
+        return cast(ExplainDoc, d)
 
     # -- DataFrames (tracekit/frames.py) --------------------------------------------------------
     @property

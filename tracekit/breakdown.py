@@ -27,9 +27,11 @@ Each gap is classified by the op that ends it (the op the GPU was waiting for):
 from __future__ import annotations
 
 from enum import Enum
+from typing import cast
 
 import numpy as np
 
+from tracekit.contract import GapName, KernelCategory, TopKernel
 from tracekit.specs.kernels import categorize
 from tracekit.steps import Steps, outside_per_step
 from tracekit.trace.model import Trace
@@ -43,7 +45,8 @@ class GapClass(str, Enum):
     OTHER = "other"
 
 
-GAP_CLASSES = [g.value for g in GapClass]
+#: the classes' names, typed as the contract's keys (tests/test_contract.py checks they agree)
+GAP_CLASSES: list[GapName] = [cast(GapName, g.value) for g in GapClass]
 
 STEP_COLUMNS = [
     "step", "name", "kind", "start_ns", "latency_ns", "span_ns", "gpu_busy_ns", "idle_ns",
@@ -58,7 +61,7 @@ def step_table(trace: Trace, steps: Steps):
     polars DataFrame (:func:`step_records` gives the same rows as dicts)."""
     import polars as pl
 
-    schema = {c: pl.Int64 for c in STEP_COLUMNS}
+    schema: dict[str, type[pl.DataType]] = {c: pl.Int64 for c in STEP_COLUMNS}
     schema.update(name=pl.Utf8, kind=pl.Utf8)
     return pl.DataFrame(step_records(trace, steps), schema=schema)
 
@@ -320,13 +323,13 @@ class _Windows:
         ce = np.minimum(self.mend[k], w[rep])
         out["busy"] = np.bincount(rep, weights=ce - cs, minlength=nw).astype(np.int64)
         # gaps: before the first interval, between intervals, after the last one
-        gs, ge, gw, ender, prev = [], [], [], [], []
+        gs, ge, gw, enders, prevs = [], [], [], [], []
         same = rep[1:] == rep[:-1]
         gs.append(ce[:-1][same])
         ge.append(cs[1:][same])
         gw.append(rep[1:][same])
-        ender.append(self.mfirst[k[1:][same]])
-        prev.append(self.mlast[k[:-1][same]])
+        enders.append(self.mfirst[k[1:][same]])
+        prevs.append(self.mlast[k[:-1][same]])
         has = cnt > 0
         first_pair = np.cumsum(cnt) - cnt
         last_pair = np.cumsum(cnt) - 1
@@ -334,22 +337,22 @@ class _Windows:
         gs.append(t0[lead])
         ge.append(cs[first_pair[lead]])
         gw.append(np.nonzero(lead)[0])
-        ender.append(self.mfirst[k[first_pair[lead]]])
-        prev.append(np.full(int(lead.sum()), -1))
+        enders.append(self.mfirst[k[first_pair[lead]]])
+        prevs.append(np.full(int(lead.sum()), -1))
         empty = ~has  # nothing ran in the window (only zero-length ops): all of it is one gap
         gs.append(t0[empty])
         ge.append(w[empty])
         gw.append(np.nonzero(empty)[0])
-        ender.append(np.where(khi[empty] < m, self.mfirst[np.minimum(khi[empty], m - 1)], -1))
-        prev.append(np.full(int(empty.sum()), -1))
+        enders.append(np.where(khi[empty] < m, self.mfirst[np.minimum(khi[empty], m - 1)], -1))
+        prevs.append(np.full(int(empty.sum()), -1))
         tail = has & (ce[np.where(has, last_pair, 0)] < w) if rep.size else np.zeros(nw, bool)
         gs.append(ce[last_pair[tail]])
         ge.append(w[tail])
         gw.append(np.nonzero(tail)[0])
-        ender.append(np.where(khi[tail] < m, self.mfirst[np.minimum(khi[tail], m - 1)], -1))
-        prev.append(self.mlast[k[last_pair[tail]]])
+        enders.append(np.where(khi[tail] < m, self.mfirst[np.minimum(khi[tail], m - 1)], -1))
+        prevs.append(self.mlast[k[last_pair[tail]]])
         gap_start, gap_end, gwin = (np.concatenate(x).astype(np.int64) for x in (gs, ge, gw))
-        ender, prev = np.concatenate(ender).astype(np.int64), np.concatenate(prev).astype(np.int64)
+        ender, prev = np.concatenate(enders).astype(np.int64), np.concatenate(prevs).astype(np.int64)
         keep = gap_end > gap_start
         gap_start, gap_end, gwin, ender, prev = (x[keep] for x in (gap_start, gap_end, gwin,
                                                                     ender, prev))
@@ -514,7 +517,7 @@ def _per_name(ops: Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
 TOP_KERNEL_COLUMNS = ["name", "kind", "category", "ms_per_step", "calls_per_step", "median_us"]
 
 
-def kernel_category_rows(steps: Steps) -> list[dict]:
+def kernel_category_rows(steps: Steps) -> list[KernelCategory]:
     """Time, count and recorded bytes per kernel category, per decode step (the JSON contract's
     ``kernels_by_category``).
 
@@ -541,7 +544,7 @@ def kernel_category_rows(steps: Steps) -> list[dict]:
         for f, v in per.items():
             c[f] += int(v[i])
     total = sum(c["dur"] for c in cats.values()) or 1  # integer ns: exact in any order
-    rows = []
+    rows: list[KernelCategory] = []
     for cat in sorted(cats):
         c = cats[cat]
         some = c["known"] > 0
@@ -556,7 +559,7 @@ def kernel_category_rows(steps: Steps) -> list[dict]:
     return rows
 
 
-def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
+def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[TopKernel]:
     """The ``n`` kernels (and copies, memsets) that take the most time per decode step
     (``None``: all of them), by (name, kind): :data:`TOP_KERNEL_COLUMNS`."""
     ops, n_steps = _decode_ops(steps)
@@ -571,7 +574,7 @@ def top_kernel_rows(steps: Steps, n: int | None = 10) -> list[dict]:
     # the median: the middle one, or the mean of the middle two (exact: ns sums stay below 2**53)
     median = (sd[first + (counts - 1) // 2] + sd[first + counts // 2]) / 2
     del sd
-    rows = []
+    rows: list[TopKernel] = []
     for i, (name, kind) in enumerate(keys):
         c = int(counts[i])
         rows.append({"name": name, "kind": kind, "category": categorize(name, kind).value,

@@ -29,6 +29,8 @@ from __future__ import annotations
 from typing import Any, Literal, TypedDict
 
 StepKind = Literal["decode", "prefill", "mixed", "partial", "empty", "idle"]
+#: the gap classes (breakdown.GapClass), the keys of ``IdleByClass``
+GapName = Literal["host_bound", "launch_latency", "sync", "other"]
 
 
 # -- source ---------------------------------------------------------------------------------
@@ -201,7 +203,7 @@ class Summary(TypedDict):
 # -- floor, decomposition, what-ifs -----------------------------------------------------------
 class FloorBytes(TypedDict):
     bytes: int
-    floor_ms: float | None
+    floor_ms: float
 
 
 class FloorSection(TypedDict):
@@ -256,21 +258,28 @@ class WhatIf(_WhatIfBase, total=False):
 
 
 # -- kernels ----------------------------------------------------------------------------------
-class CategoryRow(TypedDict):
+class KernelCategory(TypedDict):
+    """One kernel category per decode step, from the trace alone (breakdown.py)."""
+
     category: str
     ms_per_step: float
     share: float | None
     ops_per_step: float
     bytes_per_step: float | None
-    ops_with_bytes_per_step: float
     trace_gbps: float | None
+    ops_with_bytes_per_step: float
+
+
+class CategoryRow(KernelCategory):
+    """``kernels_by_category``: a category with the bytes the model says it moves (explain.py)."""
+
     model_bytes_per_step: float | None
     achieved_gbps: float | None
 
 
 class TopKernel(TypedDict):
     name: str
-    kind: Literal["kernel", "memcpy", "memset"]
+    kind: str  # kernel | memcpy | memset (the schema's enum)
     category: str
     ms_per_step: float
     calls_per_step: float
@@ -427,18 +436,24 @@ class Bootstrap(TypedDict):
     resampled: str
 
 
-class CompareSide(TypedDict):
-    """One side: its files, identity (capture metadata first), step timing and the explanation's
-    sections the report shows (null where the side has no explanation)."""
+class SideIdentity(TypedDict):
+    """What a side ran: capture metadata first, else its explanation (any JSON a capture
+    wrote, so not narrowed further)."""
+
+    model: Any
+    gpu: Any
+    ctx: Any
+    mode: Any
+    dtype: Any
+    attention: Any
+
+
+class CompareSide(SideIdentity):
+    """One side: its files, identity, step timing and the explanation's sections the report
+    shows (null where the side has no explanation)."""
 
     label: str
     files: list[str]
-    model: str | None
-    gpu: str | None
-    ctx: int | None
-    mode: str | None
-    dtype: str | None
-    attention: str | None
     sessions: int
     steps: int
     latency_source: str

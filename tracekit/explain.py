@@ -26,14 +26,32 @@ import inspect
 import statistics
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import Literal, cast, get_args
 
 from tracekit import host as host_attr
 from tracekit import unprofiled as unprof
 from tracekit import whatif as wi
 from tracekit.api import SCHEMA, Explanation
 from tracekit.breakdown import GAP_CLASSES, kernel_category_rows, step_records, top_kernel_rows
+from tracekit.contract import (
+    Capture,
+    CategoryRow,
+    Context,
+    Decomposition,
+    FloorSection,
+    GapName,
+    Host,
+    IdleByClass,
+    Model,
+    Source,
+    StepRow,
+    Summary,
+    Unprofiled,
+    WhatIf,
+)
 from tracekit.errors import BadInput
 from tracekit.floor import CONVENTIONS, floor_ms, step_floor
 from tracekit.memory import release
@@ -134,8 +152,11 @@ def explain(
                         "tokens/s is not reported and the memory floor of decode does not apply")
     floor = _floor_section(spec, ctx0, decode, dtype, peak, measured, convention)
     decomp = _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings)
-    whatif = _whatif(summary, decode, decomp, floor, peak,
-                     _graph_gap(graph_trace, gspec, tr, spec, warnings))
+    # _UNTYPED: whatif.py and unprofiled.py take and return plain dicts; once their signatures
+    # name the contract's types (Summary, Decomposition, FloorSection, Host, WhatIf, Unprofiled)
+    # the casts here go
+    whatif = cast(WhatIf, _whatif(summary, decode, decomp, floor, peak,
+                                  _graph_gap(graph_trace, gspec, tr, spec, warnings)))
     unprof.check_flag(unprofiled_ms, summary["gpu_busy_ms"])
     attribution = host_attr.attribute(tr, steps) if tr.has_gpu else None
     release()  # the attribution's temporaries, before the kernel tables
@@ -146,10 +167,11 @@ def explain(
                         "while the GPU waited) needs CPU activity — profile with "
                         "ProfilerActivity.CPU as well as CUDA")
     host = _host_section(attribution, rows, summary, decomp)
-    unprof.no_stalls(whatif, summary, host)
-    wi.cap_by_no_stalls(whatif, summary)
-    real = unprof.section(tr.capture, tr.meta.get("gpu_name"), unprofiled_ms, summary, decomp,
-                          host, whatif, warnings)
+    unprof.no_stalls(cast(dict, whatif), cast(dict, summary), cast("dict | None", host))
+    wi.cap_by_no_stalls(cast(dict, whatif), cast(dict, summary))
+    real = cast("Unprofiled | None", unprof.section(
+        tr.capture, tr.meta.get("gpu_name"), unprofiled_ms, cast(dict, summary),
+        cast(dict, decomp), cast("dict | None", host), cast(dict, whatif), warnings))
     kcat = _categories(steps, spec, dtype, floor)
     explanation = Explanation(
         source=_source(tr, steps, rows),
@@ -218,14 +240,14 @@ def _ms(ns) -> float | None:
     return None if ns is None else ns / 1e6
 
 
-def _step_rows(table: list[dict], spec, ctx0, dtype, peak, convention) -> list[dict]:
+def _step_rows(table: list[dict], spec, ctx0, dtype, peak, convention) -> list[StepRow]:
     rows = []
     for i, r in enumerate(table):
-        row = {
+        row: StepRow = {
             "step": r["step"], "name": r["name"], "kind": r["kind"],
             "latency_ms": _ms(r["latency_ns"]), "span_ms": _ms(r["span_ns"]),
             "gpu_busy_ms": _ms(r["gpu_busy_ns"]), "idle_ms": _ms(r["idle_ns"]),
-            "idle_by_class_ms": {c: _ms(r[f"idle_{c}_ns"]) for c in GAP_CLASSES},
+            "idle_by_class_ms": _idle_ms_by_class(r),
             "kernels": r["kernels"], "memcpys": r["memcpys"], "memsets": r["memsets"],
             "launches": r["launches"], "graph_launches": r["graph_launches"],
             "launch_host_ms": _ms(r["launch_host_ns"]), "cpu_ms": _ms(r["cpu_ns"]),
@@ -246,6 +268,16 @@ def _step_rows(table: list[dict], spec, ctx0, dtype, peak, convention) -> list[d
     return rows
 
 
+def _by_class(value: Callable[[GapName], float | None]) -> IdleByClass:
+    """One value per gap class, in GAP_CLASSES order."""
+    return cast(IdleByClass, {c: value(c) for c in GAP_CLASSES})
+
+
+def _idle_ms_by_class(r: dict) -> IdleByClass:
+    """A step record's idle ns per gap class, in ms."""
+    return _by_class(lambda c: _ms(r[f"idle_{c}_ns"]))
+
+
 def _median(xs: list, *, low: bool = False) -> float | None:
     """The median; ``low``: the lower middle value of an even count (an observed value, so a
     median count stays an integer)."""
@@ -261,25 +293,30 @@ def _median(xs: list, *, low: bool = False) -> float | None:
 #: counts: their summary is the lower median, an integer (the contract: counts are integers)
 COUNT_KEYS = {"kernels", "memcpys", "memsets", "launches", "graph_launches"}
 
-SUMMARY_KEYS = ["latency_ms", "span_ms", "gpu_busy_ms", "idle_ms", "kernels", "memcpys", "memsets",
-                "launches", "graph_launches", "launch_host_ms", "cpu_ms", "floor_ms",
-                "kernel_excess_ms", "r_floor"]
+#: the step keys the summary takes the median of, in the document's order
+SummaryKey = Literal["latency_ms", "span_ms", "gpu_busy_ms", "idle_ms", "kernels", "memcpys",
+                     "memsets", "launches", "graph_launches", "launch_host_ms", "cpu_ms",
+                     "floor_ms", "kernel_excess_ms", "r_floor"]
+SUMMARY_KEYS: tuple[SummaryKey, ...] = get_args(SummaryKey)
+RANGE_KEYS: tuple[SummaryKey, ...] = ("latency_ms", "gpu_busy_ms", "idle_ms", "kernels",
+                                      "launches")
 
 
-def _summary(decode: list[dict]) -> dict:
+def _summary(decode: list[StepRow]) -> Summary:
     # latency-based medians use the steps that have a successor (a defensible latency)
     timed = [r for r in decode if r["latency_ms"] is not None] or decode
+    # built key by key from SUMMARY_KEYS, so typed as the Summary it becomes at the end
     s: dict = {"steps": len(decode), "steps_with_latency": sum(
         r["latency_ms"] is not None for r in decode)}
     for k in SUMMARY_KEYS:
         src = timed if k in ("latency_ms", "gpu_busy_ms", "idle_ms", "r_floor") else decode
         s[k] = _median([r[k] for r in src], low=k in COUNT_KEYS)
-    s["idle_by_class_ms"] = {c: _median([r["idle_by_class_ms"][c] for r in timed])
-                             for c in GAP_CLASSES}
+    s["idle_by_class_ms"] = _by_class(
+        lambda c: _median([r["idle_by_class_ms"][c] for r in timed]))
     s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
-                  for k in ("latency_ms", "gpu_busy_ms", "idle_ms", "kernels", "launches")}
+                  for k in RANGE_KEYS}
     # the batch a marker stated (vLLM, SGLang); a trace that says nothing is batch 1
-    batches = [r["batch"] for r in decode if r.get("batch")]
+    batches = [b for r in decode if (b := r["batch"])]
     s["batch"] = int(statistics.median_low(batches)) if batches else 1
     s["batch_source"] = "marker" if batches else "assumed"
     s["tokens_per_s"] = 1e3 / s["latency_ms"] if s["latency_ms"] else None  # per sequence
@@ -287,7 +324,7 @@ def _summary(decode: list[dict]) -> dict:
                                if s["tokens_per_s"] is not None else None)
     s["launch_host_us_per_launch"] = (1e3 * s["launch_host_ms"] / s["launches"]
                                       if s["launch_host_ms"] and s["launches"] else None)
-    return s
+    return cast(Summary, s)
 
 
 def _range(xs: list) -> list | None:
@@ -296,8 +333,9 @@ def _range(xs: list) -> list | None:
 
 
 # -- floor and decomposition ------------------------------------------------------------------
-def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dict:
-    out = {"bytes": None, "floor_ms": None, "convention": convention, "ctx": None,
+def _floor_section(spec, ctx0, decode: list[StepRow], dtype, peak, measured,
+                   convention) -> FloorSection:
+    out: FloorSection = {"bytes": None, "floor_ms": None, "convention": convention, "ctx": None,
            "peak_gbps": peak, "weights_bytes": None, "kv_read_bytes": None,
            "kv_write_bytes": None, "all_weights": None, "exact": None,
            "measured_gbps": measured, "measured_floor_ms": None, "missing": None, "batch": None}
@@ -308,12 +346,13 @@ def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dic
         return out
     ctxs = [r["ctx"] for r in decode if r["ctx"] is not None]
     ctx = int(statistics.median(ctxs)) if ctxs else ctx0
-    batches = [r["batch"] for r in decode if r.get("batch")]
+    batches = [b for r in decode if (b := r["batch"])]
     batch = int(statistics.median_low(batches)) if batches else 1
     out["batch"] = batch
     f = step_floor(spec, ctx, peak, dtype=dtype, convention=convention, batch=batch)
-    out.update(bytes=f.bytes, floor_ms=f.floor_ms, ctx=ctx, weights_bytes=f.weights_bytes,
-               kv_read_bytes=f.kv_read_bytes, kv_write_bytes=f.kv_write_bytes)
+    out["bytes"], out["floor_ms"], out["ctx"] = f.bytes, f.floor_ms, ctx
+    out["weights_bytes"], out["kv_read_bytes"] = f.weights_bytes, f.kv_read_bytes
+    out["kv_write_bytes"] = f.kv_write_bytes
     for conv in CONVENTIONS:
         g = step_floor(spec, ctx, peak, dtype=dtype, convention=conv, batch=batch)
         out["all_weights" if conv == "all-weights" else "exact"] = {
@@ -323,32 +362,36 @@ def _floor_section(spec, ctx0, decode, dtype, peak, measured, convention) -> dic
     return out
 
 
-def _decomposition(summary, floor, spec, ctx0, dtype, peak, convention, warnings) -> dict:
+def _decomposition(summary: Summary, floor: FloorSection, spec, ctx0, dtype, peak, convention,
+                   warnings: list[str]) -> Decomposition:
     lat, busy = summary["latency_ms"], summary["gpu_busy_ms"]
-    d = {"basis": "medians over decode steps", "convention": convention, "latency_ms": lat,
-         "floor_ms": floor["floor_ms"], "kernel_excess_ms": None, "launch_overhead_ms": None,
-         "launch_overhead_by_class_ms": None, "r_floor": None, "r_floor_all_weights": None,
-         "achieved_gbps_latency": None, "achieved_gbps_busy": None}
+    d: Decomposition = {
+        "basis": "medians over decode steps", "convention": convention, "latency_ms": lat,
+        "floor_ms": floor["floor_ms"], "kernel_excess_ms": None, "launch_overhead_ms": None,
+        "launch_overhead_by_class_ms": None, "r_floor": None, "r_floor_all_weights": None,
+        "achieved_gbps_latency": None, "achieved_gbps_busy": None}
     if lat is None or busy is None:
         return d
     overhead = lat - busy
     d["launch_overhead_ms"] = overhead
     classes = summary["idle_by_class_ms"]
-    total = sum(v or 0 for v in classes.values())
-    d["launch_overhead_by_class_ms"] = {
-        c: ((classes[c] or 0) / total * overhead if total else 0.0) for c in GAP_CLASSES}
-    if floor["floor_ms"] is None:
+    total = sum(classes[c] or 0 for c in GAP_CLASSES)
+    d["launch_overhead_by_class_ms"] = _by_class(
+        lambda c: (classes[c] or 0) / total * overhead if total else 0.0)
+    # _floor_section fills the floor, its bytes and the all-weights floor together
+    fl, nbytes, allw = floor["floor_ms"], floor["bytes"], floor["all_weights"]
+    if fl is None or nbytes is None or allw is None:
         d["kernel_excess_ms"] = None
         return d
-    d["kernel_excess_ms"] = busy - floor["floor_ms"]
-    d["r_floor"] = floor["floor_ms"] / lat
-    d["r_floor_all_weights"] = floor["all_weights"]["floor_ms"] / lat
-    d["achieved_gbps_latency"] = floor["bytes"] / (lat * 1e-3) / 1e9
-    d["achieved_gbps_busy"] = floor["bytes"] / (busy * 1e-3) / 1e9 if busy else None
-    if d["kernel_excess_ms"] < 0:
+    excess = d["kernel_excess_ms"] = busy - fl
+    d["r_floor"] = fl / lat
+    d["r_floor_all_weights"] = allw["floor_ms"] / lat
+    d["achieved_gbps_latency"] = nbytes / (lat * 1e-3) / 1e9
+    d["achieved_gbps_busy"] = nbytes / (busy * 1e-3) / 1e9 if busy else None
+    if excess < 0:
         warnings.append(
-            f"kernel excess is negative ({d['kernel_excess_ms']:.3f} ms): the GPU was busy for less "
-            f"than the {floor['floor_ms']:.3f} ms floor, so the floor is wrong — check --model, "
+            f"kernel excess is negative ({excess:.3f} ms): the GPU was busy for less "
+            f"than the {fl:.3f} ms floor, so the floor is wrong — check --model, "
             f"--ctx, --gpu/--bandwidth and --dtype ({spec.name}, ctx {floor['ctx']}, {dtype}, "
             f"{peak:g} GB/s)")
     return d
@@ -371,7 +414,8 @@ def _whatif(summary, decode, decomp, floor, peak, calib: wi.Calibration) -> dict
 
 
 # -- host attribution and the unprofiled step -------------------------------------------------
-def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | None:
+def _host_section(h, rows: list[StepRow], summary: Summary,
+                  decomp: Decomposition) -> Host | None:
     """The JSON ``host`` section: launch issue vs stalls (medians over the timed decode steps).
     ``launch_issue_ms + stall_ms`` is the decomposition's ``host_bound`` term exactly."""
     if h is None:
@@ -381,7 +425,8 @@ def _host_section(h, rows: list[dict], summary: dict, decomp: dict) -> dict | No
     cols = ("stall_ns", "stall_host_ns", "issue_median_ns", "threshold_ns", "events", "cpu_ops")
     per = h.step_columns(ids, [*cols, "launch_span_ns", "launches"])
     med = {c: _median(per[c]) for c in cols}
-    host_bound = (decomp.get("launch_overhead_by_class_ms") or {}).get("host_bound")
+    by_class = decomp["launch_overhead_by_class_ms"]
+    host_bound = by_class["host_bound"] if by_class is not None else None
     stall_ms = med["stall_ns"] / 1e6 if med["stall_ns"] is not None else 0.0
     issue_ms = max(host_bound - stall_ms, 0.0) if host_bound is not None else None
     # host time per launch outside stalls: first to last launch of the step, minus stalls
@@ -419,27 +464,30 @@ def _quartiles_ms(ns) -> list[float] | None:
 
 
 # -- sections ---------------------------------------------------------------------------------
-def _categories(steps: Steps, spec: ModelSpec | None, dtype: str, floor: dict) -> list[dict]:
+def _categories(steps: Steps, spec: ModelSpec | None, dtype: str,
+                floor: FloorSection) -> list[CategoryRow]:
     """Kernel categories, with the model's bytes where the model says which category moves them:
     GEMM/GEMV read every linear weight (q/k/v/o, MLP, the vocab × hidden output projection) and
     attention reads the KV cache. ``achieved_gbps`` = those bytes ÷ the category's time per step;
     null for categories whose bytes neither the model nor the trace pins down."""
     rows = kernel_category_rows(steps)
     model_bytes: dict[str, float] = {}
-    if spec is not None and floor.get("kv_read_bytes") is not None:
+    kv_read = floor["kv_read_bytes"]
+    if spec is not None and kv_read is not None:
         model_bytes = {
             "gemm": spec.gemm_bytes(dtype),
-            "attention": floor["kv_read_bytes"],
+            "attention": kv_read,
         }
         if is_quantized(dtype) and any(r["category"] == "quant_gemm" for r in rows):
             # low-bit kernels read the quantized linears; the bf16 lm_head stays on a plain GEMM
             head = spec.vocab * spec.hidden * dtype_bytes(UNQUANTIZED_DTYPE)
             model_bytes.update(gemm=head, quant_gemm=spec.gemm_bytes(dtype) - head)
+    out: list[CategoryRow] = []
     for r in rows:
         mb = model_bytes.get(r["category"])
-        r["model_bytes_per_step"] = mb
-        r["achieved_gbps"] = mb / (r["ms_per_step"] * 1e-3) / 1e9 if mb and r["ms_per_step"] else None
-    return rows
+        out.append({**r, "model_bytes_per_step": mb, "achieved_gbps": (
+            mb / (r["ms_per_step"] * 1e-3) / 1e9 if mb and r["ms_per_step"] else None)})
+    return out
 
 
 #: the capture metadata keys the explanation carries (``source.capture``) for the reports
@@ -448,10 +496,10 @@ CAPTURE_KEYS = ("mode", "ctx", "ctx_first_step", "timing", "profiled", "profiler
                 "timing_sessions", "gpu_clocks_before", "gpu_clocks_after")
 
 
-def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
+def _source(tr: Trace, steps: Steps, rows: list[StepRow]) -> Source:
     cap = tr.capture
     return {
-        "file": tr.meta.get("path"), "format": tr.meta.get("format"),
+        "file": tr.meta.get("path"), "format": tr.meta["format"],  # every reader names it
         "gpu": tr.meta.get("gpu_name"), "devices": list((tr.meta.get("devices") or {}).values()),
         "versions": {**(tr.meta.get("versions") or {}), **((cap or {}).get("versions") or {})},
         "detection_method": steps.method, "detection_detail": steps.detail,
@@ -461,11 +509,13 @@ def _source(tr: Trace, steps: Steps, rows: list[dict]) -> dict:
                           for k in ("prefill", "mixed", "partial", "empty", "idle")
                           if any(r["kind"] == k for r in rows)},
         "events": tr.meta.get("events"), "skipped_categories": tr.meta.get("skipped_categories"),
-        "capture": {k: cap.get(k) for k in CAPTURE_KEYS if k in cap} if cap else None,
+        # the capture block's keys the reports use (a capture writes them; read, not checked)
+        "capture": cast(Capture, {k: cap.get(k) for k in CAPTURE_KEYS if k in cap}) if cap else None,
     }
 
 
-def _context(tr: Trace, decode: list[dict], floor: dict, model_src, ctx_flag) -> dict:
+def _context(tr: Trace, decode: list[StepRow], floor: FloorSection, model_src,
+             ctx_flag) -> Context:
     """Which context lengths the numbers are at, named once for every renderer.
 
     ``prompt_tokens``: the prompt prefilled before decoding (a tracekit capture's ``--ctx``);
@@ -474,18 +524,18 @@ def _context(tr: Trace, decode: list[dict], floor: dict, model_src, ctx_flag) ->
     prompt); ``floor_ctx``: the context the summary's floor is computed at (the median step's).
     """
     cap = tr.capture or {}
-    ctxs = [r["ctx"] for r in decode if r.get("ctx") is not None]
+    ctxs = [c for r in decode if (c := r["ctx"]) is not None]
     return {
         "prompt_tokens": cap.get("ctx") if isinstance(cap.get("ctx"), int) else None,
         "first_step": min(ctxs) if ctxs else None,
         "last_step": max(ctxs) if ctxs else None,
-        "floor_ctx": floor.get("ctx"),
+        "floor_ctx": floor["ctx"],
         "source": "flag" if ctx_flag is not None else ("capture" if cap.get(
             "ctx_first_step", cap.get("ctx")) is not None else None),
     }
 
 
-def _model_section(spec, ctx0, dtype, src) -> dict:
+def _model_section(spec, ctx0, dtype, src) -> Model:
     if spec is None:
         return {"name": None, "params": None, "ctx": ctx0, "dtype": dtype, "bytes_per_step": None,
                 "source": None}

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tracekit.breakdown import GAP_CLASSES, GapClass, gap_columns
+from tracekit.contract import HostOp, Stall
 from tracekit.memory import release
 from tracekit.specs.stalls import match_cause
 from tracekit.steps import Steps, first_row
@@ -558,7 +559,7 @@ def _stall_sums(g: Table, gpos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
 
 
 # -- summaries for the JSON contract ----------------------------------------------------------
-def stall_table(h: HostAttribution, step_ids: list[int], latency_ms: float | None) -> list[dict]:
+def stall_table(h: HostAttribution, step_ids: list[int], latency_ms: float | None) -> list[Stall]:
     """Stalls grouped by (op, stack) over ``step_ids``: ms per step, occurrences per step, share
     of the step latency, position in the step, what the same op costs when it does not stall,
     and the known cause (``specs/stalls.py``)."""
@@ -588,7 +589,7 @@ def stall_table(h: HostAttribution, step_ids: list[int], latency_ms: float | Non
     for r in inst.values():
         groups.setdefault((r["op"], r["stack"]), []).append(r)
     normal = _normal_cost(h, step_ids)
-    out = []
+    out: list[Stall] = []
     for (op, stack), rs in groups.items():
         idle = sum(r["idle_ns"] for r in rs)
         host = [r["op_end_ns"] - r["op_start_ns"] for r in rs if r["frame"] is not None]
@@ -651,7 +652,7 @@ def _normal_cost(h: HostAttribution, step_ids: list[int]) -> dict[str, float]:
     return dict(zip((names[c] for c in codes.tolist()), us))
 
 
-def by_op_table(h: HostAttribution, step_ids: list[int], n: int = 15) -> list[dict]:
+def by_op_table(h: HostAttribution, step_ids: list[int], n: int = 15) -> list[HostOp]:
     """Host-bound idle per attributed op name, per step: the ops the GPU waited on most."""
     k = max(len(step_ids), 1)
     g = h.gaps_t
@@ -666,8 +667,9 @@ def by_op_table(h: HostAttribution, step_ids: list[int], n: int = 15) -> list[di
     stalled = np.split(stall[order], starts[1:])
     # sums of integer ns (exact, in any order); each figure is then one division
     total = int(dur.sum()) or 1
-    agg = [{"op": names[c], "ms_per_step": int(d.sum()) / k / 1e6, "gaps_per_step": d.size / k,
-            "stall_ms_per_step": int(d[s].sum()) / k / 1e6,
-            "median_gap_us": float(np.median(d)) / 1e3, "share": int(d.sum()) / total}
-           for c, d, s in zip(codes.tolist(), parts, stalled)]
+    agg: list[HostOp] = [
+        {"op": names[c], "ms_per_step": int(d.sum()) / k / 1e6, "gaps_per_step": d.size / k,
+         "stall_ms_per_step": int(d[s].sum()) / k / 1e6,
+         "median_gap_us": float(np.median(d)) / 1e3, "share": int(d.sum()) / total}
+        for c, d, s in zip(codes.tolist(), parts, stalled)]
     return sorted(agg, key=lambda r: (-r["ms_per_step"], r["op"]))[:n]
