@@ -165,6 +165,7 @@ def annotate(trace: str | Path, output: str | Path, *, force: bool = False, **op
     except NoStepsError as exc:  # say which file: the error line is all the user sees
         msg = str(exc)
         raise NoStepsError(msg if msg.startswith(str(src)) else f"{src}: {msg}") from None
+    assert e.trace is not None  # explain() keeps the trace it read
     e.trace.meta["pids"] = sorted(pids)
     added = events(e)
     body = bytes(top["traceEvents"]).rstrip()

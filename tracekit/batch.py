@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from tracekit.contract import ExplainDoc, StepRow
 from tracekit.errors import BadInput, BadUsage, TracekitError
 from tracekit.fileio import output_path
 
@@ -120,12 +121,12 @@ def analyse(path: str | Path) -> tuple[dict, list[dict]]:
     return row, [step_row(key, s) for s in doc.get("steps") or []]
 
 
-def trace_row(doc: dict) -> dict:
+def trace_row(doc: ExplainDoc) -> dict:
     """The flat columns of one ``explain --json`` document."""
     src, summ = doc.get("source") or {}, doc.get("summary") or {}
     dec, model = doc.get("decomposition") or {}, doc.get("model") or {}
-    what, unp = doc.get("whatif") or {}, doc.get("unprofiled") or {}
-    by_class = dec.get("launch_overhead_by_class_ms") or {}
+    what, unp, host = doc.get("whatif") or {}, doc.get("unprofiled"), doc.get("host")
+    by_class = dec.get("launch_overhead_by_class_ms")
     return {
         "format": src.get("format"), "gpu": (doc.get("gpu") or {}).get("name") or src.get("gpu"),
         "model": model.get("name"), "ctx": model.get("ctx"), "dtype": model.get("dtype"),
@@ -136,16 +137,17 @@ def trace_row(doc: dict) -> dict:
         "launches": summ.get("launches"), "graph_launches": summ.get("graph_launches"),
         "floor_ms": dec.get("floor_ms"), "kernel_excess_ms": dec.get("kernel_excess_ms"),
         "launch_overhead_ms": dec.get("launch_overhead_ms"),
-        **{f"{g}_ms": by_class.get(g) for g in GAPS},
+        **{f"{g}_ms": by_class.get(g) if by_class else None for g in GAPS},
         "r_floor": dec.get("r_floor"), "cuda_graphs_ms": what.get("cuda_graphs_ms"),
         "cuda_graphs_speedup": what.get("cuda_graphs_speedup"),
         "at_floor_speedup": what.get("at_floor_speedup"),
-        "unprofiled_ms": unp.get("latency_ms"), "stall_ms": (doc.get("host") or {}).get("stall_ms"),
+        "unprofiled_ms": unp.get("latency_ms") if unp else None,
+        "stall_ms": host.get("stall_ms") if host else None,
         "verdict": doc.get("verdict"), "warnings": [str(w) for w in doc.get("warnings") or []],
     }
 
 
-def step_row(key: str, s: dict) -> dict:
+def step_row(key: str, s: StepRow) -> dict:
     by_class = s.get("idle_by_class_ms") or {}
     row = {c: s.get(c) for c, _ in STEP_COLUMNS if c not in ("trace",)}
     row.update({f"{g}_ms": by_class.get(g) for g in GAPS}, trace=key)
@@ -288,6 +290,7 @@ def _parallel(paths: list[Path], jobs: int) -> Iterator[tuple[dict, list[dict]]]
                for _ in range(jobs - 1)]
     try:
         for w in workers:
+            assert w.stdout is not None  # started with stdout=PIPE
             sel.register(w.stdout, selectors.EVENT_READ, w)
             feed(w)
         while True:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import polars as pl
 
 from tracekit.breakdown import GAP_CLASSES, TOP_KERNEL_COLUMNS, gap_rows, top_kernel_rows
+from tracekit.contract import CategoryRow, StepRow
 from tracekit.steps import Steps
 from tracekit.trace.model import Trace
 
@@ -42,7 +43,7 @@ GAPS_SCHEMA = {
 }
 
 
-def steps_frame(rows: list[dict]) -> pl.DataFrame:
+def steps_frame(rows: list[StepRow]) -> pl.DataFrame:
     """The contract's per-step rows as a table (nested idle classes become columns)."""
     flat = []
     for r in rows:
@@ -65,7 +66,7 @@ def kernels_frame(steps: Steps) -> pl.DataFrame:
     return pl.DataFrame(top_kernel_rows(steps, None), schema=schema)
 
 
-def categories_frame(rows: list[dict]) -> pl.DataFrame:
+def categories_frame(rows: list[CategoryRow]) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None)
 
 

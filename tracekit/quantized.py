@@ -23,6 +23,9 @@ model (same GPU, context, mode), this says
 
 from __future__ import annotations
 
+from typing import Any
+
+from tracekit.contract import CategoryRow, ExplainDoc
 from tracekit.errors import BadInput
 
 #: the kernel categories that run the linear layers (see :mod:`tracekit.specs.kernels`)
@@ -30,19 +33,24 @@ LINEAR_CATEGORIES = ("gemm", "quant_gemm", "dequant")
 SCHEMA = "tracekit.quantization/1"
 
 
-def step_ms(doc: dict) -> tuple[float | None, str]:
+def step_ms(doc: ExplainDoc) -> tuple[float | None, str]:
     """The step time a comparison uses: the unprofiled step when the capture timed it."""
-    real = doc.get("unprofiled") or {}
-    if isinstance(real.get("latency_ms"), (int, float)):
+    real = doc.get("unprofiled")
+    if real and isinstance(real.get("latency_ms"), (int, float)):
         return float(real["latency_ms"]), "unprofiled"
     return (doc.get("summary") or {}).get("latency_ms"), "profiled"
 
 
-def _categories(doc: dict) -> dict[str, dict]:
+def _categories(doc: ExplainDoc) -> dict[str, CategoryRow]:
     return {r["category"]: r for r in doc.get("kernels_by_category") or []}
 
 
-def linear_path(doc: dict) -> dict:
+def _category_ms(cats: dict[str, CategoryRow], category: str) -> float | None:
+    r = cats.get(category)
+    return r.get("ms_per_step") if r else None
+
+
+def linear_path(doc: ExplainDoc) -> dict[str, Any]:
     """Time per step of the linear kernels and the bandwidth they achieve on the model's linear
     bytes in this step's format (the ``model_bytes_per_step`` of the linear categories: every
     quantized linear with its scales and zeros, and the bf16 output projection)."""
@@ -55,7 +63,7 @@ def linear_path(doc: dict) -> dict:
             "by_category_ms": {c: cats[c]["ms_per_step"] for c in LINEAR_CATEGORIES if c in cats}}
 
 
-def realised_savings(quantized: dict, baseline: dict) -> dict:
+def realised_savings(quantized: ExplainDoc, baseline: ExplainDoc) -> dict[str, Any]:
     """The ``quantization`` section: see the module docstring. Both arguments are explain
     documents (``Explanation.to_dict()``); unknown values are None."""
     dq, db = (quantized.get("model") or {}).get("dtype"), (baseline.get("model") or {}).get("dtype")
@@ -75,10 +83,9 @@ def realised_savings(quantized: dict, baseline: dict) -> dict:
              if lin_q["achieved_gbps"] and lin_b["achieved_gbps"] else None)
     cq, cb = _categories(quantized), _categories(baseline)
     cats = [{"category": c,
-             "ms_per_step": (cq.get(c) or {}).get("ms_per_step"),
-             "baseline_ms_per_step": (cb.get(c) or {}).get("ms_per_step"),
-             "delta_ms": ((cq.get(c) or {}).get("ms_per_step") or 0.0)
-             - ((cb.get(c) or {}).get("ms_per_step") or 0.0)}
+             "ms_per_step": _category_ms(cq, c),
+             "baseline_ms_per_step": _category_ms(cb, c),
+             "delta_ms": (_category_ms(cq, c) or 0.0) - (_category_ms(cb, c) or 0.0)}
             for c in sorted(set(cq) | set(cb))]
     out = {
         "schema": SCHEMA, "dtype": dq, "baseline_dtype": db, "basis": basis,

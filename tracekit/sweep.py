@@ -522,8 +522,8 @@ def _explained(trace: Path, meta: dict) -> tuple[float | None, float | None]:
         doc = explain(trace).to_dict()
     except BadInput:
         return None, None
-    host = doc.get("host") or {}
-    return doc["summary"].get("gpu_busy_ms"), host.get("stall_ms")
+    host = doc["host"]
+    return doc["summary"]["gpu_busy_ms"], host["stall_ms"] if host else None
 
 
 # -- can this machine capture? ------------------------------------------------------------------

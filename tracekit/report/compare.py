@@ -12,11 +12,12 @@ escape), then the medium's own escaping — rich markup for the terminal,
 
 from __future__ import annotations
 
-from rich.console import Console, Group
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from tracekit.contract import CompareDoc, CompareSide, Term
 from tracekit.report.console import report_console
 from tracekit.report.markdown import md_text
 from tracekit.report.safe import clean
@@ -48,29 +49,29 @@ def _delta(key: str, v) -> str:
     return f"{v:+.3f}"
 
 
-def _ci(doc: dict) -> str:
+def _ci(doc: CompareDoc) -> str:
     ci = doc.get("ci95")
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "—"
 
 
-def _side_line(s: dict) -> str:
+def _side_line(s: CompareSide) -> str:
     bits = [s.get("model") or "model ?", f"ctx {s['ctx']}" if s.get("ctx") is not None else None,
             s.get("mode"), s.get("attention"), s.get("dtype"), s.get("gpu")]
     return ", ".join(str(b) for b in bits if b)
 
 
-def _files(s: dict) -> str:
+def _files(s: CompareSide) -> str:
     f = s["files"]
     return f[0] if len(f) == 1 else f"{f[0]} (+{len(f) - 1} more)"
 
 
-def ordered_terms(doc: dict) -> list[tuple[str, dict]]:
+def ordered_terms(doc: CompareDoc) -> list[tuple[str, Term]]:
     t = doc.get("terms") or {}
     groups = list(TERM_GROUPS) + [g for g in {v["group"] for v in t.values()} if g not in TERM_GROUPS]
     return [(k, v) for g in groups for k, v in t.items() if v["group"] == g]
 
 
-def term_rows(doc: dict) -> list[tuple[str, list[str]]]:
+def term_rows(doc: CompareDoc) -> list[tuple[str, list[str]]]:
     """The what-moved table: (role, [term, A, B, B − A]) rows, a gap class as a "sub" row of the
     launch overhead (the roles of report.text's tables)."""
     return [("sub" if v["group"] == "launch_overhead" else "",
@@ -78,7 +79,7 @@ def term_rows(doc: dict) -> list[tuple[str, list[str]]]:
             for k, v in ordered_terms(doc)]
 
 
-def side_cells(s: dict) -> dict[str, str]:
+def side_cells(s: CompareSide) -> dict[str, str]:
     """One side's latency row, by column: label, trace, setup, latency, ci, p10_p90, sessions,
     steps, tokens_s, session_medians; each renderer draws the columns it has room for."""
     ci = s.get("latency_ci95_ms")
@@ -92,13 +93,13 @@ def side_cells(s: dict) -> dict[str, str]:
 
 
 # -- terminal -----------------------------------------------------------------------------------
-def render_terminal(doc: dict, console: Console | None = None) -> None:
+def render_terminal(doc: CompareDoc, console: Console | None = None) -> None:
     """Print the comparison: the speed-up with its interval, both sides, the term deltas."""
     group = _group(clean(doc))  # no control or bidi character from a trace
     report_console([group], console).print(group)
 
 
-def _group(doc: dict) -> Group:
+def _group(doc: CompareDoc) -> Group:
     a, b = doc["a"], doc["b"]
     head = Table.grid(padding=(0, 1))
     head.add_column(style="bold")
@@ -106,9 +107,10 @@ def _group(doc: dict) -> Group:
     for s in (a, b):
         head.add_row(escape(s["label"]), escape(f"{_files(s)}  ({_side_line(s)})"))
     lat = Table(title="Step latency (ms)", title_justify="left")
-    for col, j in (("side", "left"), ("latency", "right"), ("95% CI", "right"),
-                   ("p10–p90", "right"), ("sessions", "right"), ("steps", "right"),
-                   ("tokens/s", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("side", "left"), ("latency", "right"), ("95% CI", "right"), ("p10–p90", "right"),
+        ("sessions", "right"), ("steps", "right"), ("tokens/s", "right"))
+    for col, j in columns:
         lat.add_column(col, justify=j)
     for s in (a, b):
         c = side_cells(s)
@@ -120,11 +122,12 @@ def _group(doc: dict) -> Group:
              f"{'unprofiled' if src == 'unprofiled' else '[bold red]PROFILED[/]'} latency; "
              f"{escape(doc['statistic'])})")
     terms = Table(title="What moved (per step; profiled trace of each side)", title_justify="left")
-    for col, j in (("term", "left"), ("A", "right"), ("B", "right"), ("B − A", "right")):
-        terms.add_column(col, justify=j)
+    for col in ("term", "A", "B", "B − A"):
+        terms.add_column(col, justify="left" if col == "term" else "right")
     for role, (label, *cells) in term_rows(doc):
         terms.add_row(escape(f"  {label}" if role == "sub" else label), *cells)
-    parts = [Panel(escape(doc["verdict"]), title="compare", border_style="cyan"), head, speed, lat]
+    parts: list[RenderableType] = [
+        Panel(escape(doc["verdict"]), title="compare", border_style="cyan"), head, speed, lat]
     if doc.get("terms"):
         parts.append(terms)
     if doc.get("warnings"):
@@ -145,7 +148,7 @@ def md_escape(value: object) -> str:
     return s
 
 
-def render_markdown(doc: dict) -> str:
+def render_markdown(doc: CompareDoc) -> str:
     """A Markdown summary to paste into an issue or a pull request."""
     doc = clean(doc)  # no control or bidi character from a trace reaches the reader
     a, b = doc["a"], doc["b"]

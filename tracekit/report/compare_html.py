@@ -19,6 +19,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tracekit.contract import CompareDoc, CompareSide
 from tracekit.errors import BadUsage
 from tracekit.report.compare import _ci, _files, _side_line, side_cells, term_rows
 from tracekit.report.html import (
@@ -39,7 +40,7 @@ from tracekit.report.text import decomposition_terms
 UNPROFILED_COLOR = "#38a169"
 
 
-def render_compare_html(doc: dict, *, plotlyjs: str = "inline") -> str:
+def render_compare_html(doc: CompareDoc, *, plotlyjs: str = "inline") -> str:
     """The HTML page of a ``Comparison.to_dict()`` document."""
     if plotlyjs not in ("inline", "cdn"):
         raise BadUsage(f"plotlyjs must be 'inline' or 'cdn', not {plotlyjs!r}")
@@ -51,7 +52,7 @@ def render_compare_html(doc: dict, *, plotlyjs: str = "inline") -> str:
     return page(title, sections, doc, plotlyjs)
 
 
-def _header(doc: dict) -> Html:
+def _header(doc: CompareDoc) -> Html:
     rows = "<br>".join(f"<b>{esc(s['label'])}</b> {esc(_files(s))} · {esc(_side_line(s))}"
                        for s in (doc["a"], doc["b"]))
     return Html('<header><div class="eyebrow">tracekit · A/B of batch-1 decode</div>'
@@ -59,7 +60,7 @@ def _header(doc: dict) -> Html:
                 f'<p class="sub">{rows}</p></header>')
 
 
-def _speedup(doc: dict) -> Html:
+def _speedup(doc: CompareDoc) -> Html:
     src = doc["latency_source"]
     note = (f"95% CI {esc(_ci(doc))} · bootstrap over {esc(doc['basis'])} "
             f"(n_a = {doc['n_a']}, n_b = {doc['n_b']}) · "
@@ -69,19 +70,19 @@ def _speedup(doc: dict) -> Html:
                 f'<p id="verdict">{esc(doc["verdict"])}</p><p class="lead">{note}</p></section>')
 
 
-def _warnings(doc: dict) -> Html:
+def _warnings(doc: CompareDoc) -> Html:
     if not doc.get("warnings"):
         return Html("")
     items = "".join(f"<li>{esc(w)}</li>" for w in doc["warnings"])
     return _section("Warnings", f'<ul class="warnings">{items}</ul>', sid="warnings")
 
 
-def _segments(side: dict) -> list[tuple[str, float, str]]:
+def _segments(side: CompareSide) -> list[tuple[str, float, str]]:
     """The bars of one side's waterfall: the explain report's terms, those with a size."""
     return [(label, v, term_color(key)) for key, label, v in decomposition_terms(side) if v]
 
 
-def _waterfalls(doc: dict) -> Html:
+def _waterfalls(doc: CompareDoc) -> Html:
     sides = [s for s in (doc["a"], doc["b"]) if s.get("decomposition")]
     if not sides:
         return _section("Where the time goes", "<p>Neither side has a profiled trace to "
@@ -93,7 +94,8 @@ def _waterfalls(doc: dict) -> Html:
     for col, s in enumerate(sides, 1):
         labels, bases, heights, colors = waterfall_bars(_segments(s))
         level = bases[-1] + heights[-1] if heights else 0.0
-        lat = (s.get("decomposition") or {}).get("latency_ms") or level
+        dec = s.get("decomposition")
+        lat = (dec.get("latency_ms") if dec else None) or level
         labels += ["profiled latency", "unprofiled latency"]
         bases += [0.0, 0.0]
         heights += [lat, s["latency_ms"] if s["latency_source"] == "unprofiled" else 0.0]
@@ -116,7 +118,7 @@ def _waterfalls(doc: dict) -> Html:
                          "the unprofiled step that decides the speed-up.")
 
 
-def _latency(doc: dict) -> Html:
+def _latency(doc: CompareDoc) -> Html:
     rows = [[c[k] for k in ("label", "latency", "ci", "p10_p90", "sessions", "steps",
                              "session_medians")] for c in map(side_cells, (doc["a"], doc["b"]))]
     t = _table(["side", "latency ms", "95% CI", "p10–p90 ms", "sessions", "steps",
@@ -125,7 +127,7 @@ def _latency(doc: dict) -> Html:
                     lead=f"{esc(doc['latency_source'])} step times; {esc(doc['statistic'])}.")
 
 
-def _terms(doc: dict) -> Html:
+def _terms(doc: CompareDoc) -> Html:
     terms = term_rows(doc)
     if not terms:
         return Html("")
@@ -135,7 +137,7 @@ def _terms(doc: dict) -> Html:
                     sid="terms", lead="Per decode step, from each side's profiled trace.")
 
 
-def _method(doc: dict) -> Html:
+def _method(doc: CompareDoc) -> Html:
     bs = doc["bootstrap"]
     return _section("Method", (
         f"<p>Speed-up = latency(A) ÷ latency(B). A session (one fresh process) is the unit of "

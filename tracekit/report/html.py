@@ -24,11 +24,15 @@ import base64
 import hashlib
 import html
 import json
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from typing import Any, cast
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from tracekit.breakdown import GAP_CLASSES
+from tracekit.contract import CompareDoc, ExplainDoc, Model, StepRow
 from tracekit.errors import BadUsage
 from tracekit.report.safe import clean
 from tracekit.report.text import (
@@ -90,7 +94,8 @@ def _clip(s: object, n: int) -> str:
 
 
 # -- entry point ------------------------------------------------------------------------------
-def page(title: str, sections: list[str | None], doc: dict, plotlyjs: str) -> str:
+def page(title: str, sections: Sequence[str | None], doc: ExplainDoc | CompareDoc,
+         plotlyjs: str) -> str:
     """One self-contained HTML page: ``title`` (escaped already), the non-empty ``sections``, and
     the document itself as embedded JSON. The explain and compare reports share it."""
     return (
@@ -102,7 +107,7 @@ def page(title: str, sections: list[str | None], doc: dict, plotlyjs: str) -> st
     )
 
 
-def render_html(doc: dict, timeline: dict | None = None, *, plotlyjs: str = "inline") -> str:
+def render_html(doc: ExplainDoc, timeline: dict | None = None, *, plotlyjs: str = "inline") -> str:
     """The HTML report of an ``Explanation.to_dict()`` document and its ``timeline``."""
     if plotlyjs not in ("inline", "cdn"):
         raise BadUsage(f"plotlyjs must be 'inline' or 'cdn', not {plotlyjs!r}")
@@ -125,7 +130,7 @@ def _plotly_script(mode: str) -> str:
     return f'<script src="{url}" integrity="{sri}" crossorigin="anonymous" charset="utf-8"></script>'
 
 
-def _doc_json(doc: dict) -> str:
+def _doc_json(doc: ExplainDoc | CompareDoc) -> str:
     """The JSON contract itself, machine-readable inside the attachment (never executed)."""
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     for a, b in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
@@ -154,7 +159,7 @@ def _layout(fig: go.Figure, *, height: int, xtitle: str, ytitle: str, top: int =
 
 
 # -- page sections ----------------------------------------------------------------------------
-def _subject(doc: dict) -> str:
+def _subject(doc: ExplainDoc) -> str:
     model = (doc.get("model") or {}).get("name")
     gpu = (doc.get("gpu") or {}).get("name") or (doc.get("source") or {}).get("gpu")
     return " on ".join(str(x) for x in (model, gpu) if x) or str(
@@ -166,7 +171,7 @@ def _section(title: str, body: str, *, lead: str = "", sid: str = "") -> Html:
     return Html(f'<section class="card" id="{sid}"><h2>{esc(title)}</h2>{lead_html}{body}</section>')
 
 
-def _table(headers: list[str], rows: list[list], *, num: set[int] = frozenset(),
+def _table(headers: list[str], rows: list[list], *, num: AbstractSet[int] = frozenset(),
            row_class: list[str] | None = None, cls: str = "") -> Html:
     """A table; column indexes in ``num`` are right-aligned numbers. Cells are escaped unless Html."""
     def tag(t, i, v):
@@ -185,7 +190,7 @@ def _swatch(color: str, label: object) -> Html:
     return Html(f'<span class="swatch" style="background:{color}"></span>{esc(label)}')
 
 
-def _header(doc: dict) -> Html:
+def _header(doc: ExplainDoc) -> Html:
     src = doc.get("source") or {}
     sub = (f"{esc(src.get('file'))} · {esc(src.get('format'))} · GPU: {esc(gpu_label(doc))} · "
            f"{esc(src.get('decode_steps'))} decode steps found by {esc(src.get('detection_method'))}")
@@ -197,7 +202,7 @@ def _header(doc: dict) -> Html:
                 f"<h1>{esc(_subject(doc))}</h1><p class=\"sub\">{sub}</p></header>")
 
 
-def _verdict(doc: dict) -> Html:
+def _verdict(doc: ExplainDoc) -> Html:
     return Html(f'<section class="verdict"><div class="eyebrow">Verdict</div>'
                 f'<p id="verdict">{esc(doc.get("verdict") or "—")}</p></section>')
 
@@ -207,7 +212,7 @@ def _kpi(label: str, value: str, note: str) -> str:
             f'<div class="value">{esc(value)}</div><div class="note">{esc(note)}</div></div>')
 
 
-def _kpis(doc: dict) -> Html:
+def _kpis(doc: ExplainDoc) -> Html:
     s, dec, w = doc.get("summary") or {}, doc.get("decomposition") or {}, doc.get("whatif") or {}
     lat = s.get("latency_ms")
     rng = (s.get("range") or {}).get("latency_ms")
@@ -243,7 +248,7 @@ def _tok_s(v) -> str:
     return "—" if v is None else f"{v:.1f} tok/s" if v >= 10 else f"{v:.2f} tok/s"
 
 
-def _warnings(doc: dict) -> Html:
+def _warnings(doc: ExplainDoc) -> Html:
     ws = doc.get("warnings") or []
     if not ws:
         return Html("")
@@ -257,12 +262,12 @@ def term_color(key: str) -> str:
     return TERM_COLORS.get(key) or GAP_COLORS.get(key, "#999")
 
 
-def _terms(doc: dict) -> list[tuple[str, str, float | None, str]]:
+def _terms(doc: ExplainDoc) -> list[tuple[str, str, float | None, str]]:
     """(key, label, ms, colour) of the decomposition, in the order they add up."""
     return [(key, label, v, term_color(key)) for key, label, v in decomposition_terms(doc)]
 
 
-def _decomposition(doc: dict) -> Html:
+def _decomposition(doc: ExplainDoc) -> Html:
     dec = doc.get("decomposition") or {}
     lat = dec.get("latency_ms")
     if lat is None:
@@ -301,7 +306,7 @@ def waterfall_bars(terms: list[tuple[str, float, str]]) -> tuple[list, list, lis
     return labels, bases, heights, colors
 
 
-def _decomposition_table(doc: dict) -> Html:
+def _decomposition_table(doc: ExplainDoc) -> Html:
     """text.decomposition_rows, each term with its colour swatch."""
     colors = {label: term_color(key) for key, label, _ in decomposition_terms(doc)}
     colors["latency"] = TERM_COLORS["latency"]
@@ -311,7 +316,7 @@ def _decomposition_table(doc: dict) -> Html:
                   cls="decomp")
 
 
-def _waterfall(doc: dict) -> go.Figure:
+def _waterfall(doc: ExplainDoc) -> go.Figure:
     lat = doc["decomposition"]["latency_ms"]
     # zero-size classes add nothing to the picture
     labels, bases, heights, colors = waterfall_bars([(label, v, color) for _k, label, v, color
@@ -335,7 +340,7 @@ def _waterfall(doc: dict) -> go.Figure:
 
 
 # -- per step ---------------------------------------------------------------------------------
-def _per_step(doc: dict) -> Html:
+def _per_step(doc: ExplainDoc) -> Html:
     steps = doc.get("steps") or []
     shown = [r for r in steps if r.get("kind") == "decode" and r.get("latency_ms") is not None
              and r.get("gpu_busy_ms") is not None]
@@ -349,7 +354,7 @@ def _per_step(doc: dict) -> Html:
                     lead="Each bar is one decode step; the stack adds up to its latency.")
 
 
-def _omitted(steps: list[dict], shown: list[dict]) -> str:
+def _omitted(steps: list[StepRow], shown: list[StepRow]) -> str:
     ids = {r["step"] for r in shown}
     rest = [r for r in steps if r["step"] not in ids]
     if not rest:
@@ -366,7 +371,7 @@ def _omitted(steps: list[dict], shown: list[dict]) -> str:
     return "Not shown: " + "; ".join(parts) + "."
 
 
-def _step_bars(rows: list[dict]) -> go.Figure:
+def _step_bars(rows: list[StepRow]) -> go.Figure:
     x = [str(r["step"]) for r in rows]
     with_floor = all(r.get("floor_ms") is not None and r.get("kernel_excess_ms") is not None
                      for r in rows)
@@ -388,7 +393,7 @@ def _step_bars(rows: list[dict]) -> go.Figure:
     return fig
 
 
-def _step_summary(doc: dict) -> Html:
+def _step_summary(doc: ExplainDoc) -> Html:
     s = doc.get("summary") or {}
     rows = step_summary_rows(doc)
     cap = (f'<p class="small">Over {esc(s.get("steps_with_latency"))} timed of '
@@ -496,7 +501,7 @@ def _source_links(sources: list[str]) -> Html:
                 if items else "—")
 
 
-def _host(doc: dict) -> Html:
+def _host(doc: ExplainDoc) -> Html:
     h = doc.get("host")
     if not h:
         return Html("")
@@ -524,11 +529,12 @@ def _host(doc: dict) -> Html:
     return _section("Host: launch issue and stalls", body, lead=lead, sid="host")
 
 
-def _unprofiled(doc: dict) -> Html:
+def _unprofiled(doc: ExplainDoc) -> Html:
     u = doc.get("unprofiled")
     if not u:
         return Html("")
-    table = unprofiled_rows(doc)
+    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    table = unprofiled_rows(cast(dict, doc))
     rows, roles = [cells for _, cells in table], [role for role, _ in table]
     lead = esc(unprofiled_lead(doc)[0].upper() + unprofiled_lead(doc)[1:] + ". GPU work comes from "
                "the trace; the rest of the unprofiled step is launch overhead.")
@@ -542,7 +548,7 @@ def _unprofiled(doc: dict) -> Html:
 
 
 # -- kernels, launches, what-ifs --------------------------------------------------------------
-def _kernels(doc: dict) -> Html:
+def _kernels(doc: ExplainDoc) -> Html:
     cats = doc.get("kernels_by_category") or []
     if not cats:
         return _section("Kernels", "<p>No GPU ops in the decode steps.</p>", sid="kernels")
@@ -570,7 +576,7 @@ def _bytes(b) -> str:
     return fmt_bytes(b or None)  # 0 means no op of the category carries a byte count
 
 
-def _top_table(doc: dict) -> Html:
+def _top_table(doc: ExplainDoc) -> Html:
     top = top_kernel_rows(doc)
     if not top:
         return Html("")
@@ -581,10 +587,10 @@ def _top_table(doc: dict) -> Html:
         cls="top"))
 
 
-def _launches(doc: dict) -> Html:
+def _launches(doc: ExplainDoc) -> Html:
     s = doc.get("summary") or {}
     n, host = s.get("launches"), s.get("launch_host_ms")
-    ops = sum(s.get(k) or 0 for k in ("kernels", "memcpys", "memsets"))
+    ops = (s.get("kernels") or 0) + (s.get("memcpys") or 0) + (s.get("memsets") or 0)
     rows = [
         ["launch calls per step (runtime + driver + graph)", fmt(n, "{:.0f}")],
         ["of which CUDA-graph launches", fmt(s.get("graph_launches"), "{:.0f}")],
@@ -600,7 +606,7 @@ def _launches(doc: dict) -> Html:
                                          "what they cost it.")
 
 
-def _quantization(doc: dict) -> Html | None:
+def _quantization(doc: ExplainDoc) -> Html | None:
     """``explain --baseline``: the quantized step against the bf16 one."""
     q = doc.get("quantization")
     if not q:
@@ -612,19 +618,21 @@ def _quantization(doc: dict) -> Html | None:
                     sid="quantization")
 
 
-def _whatifs(doc: dict) -> Html:
-    return _section("What-ifs", _whatif_table(doc), lead=esc(whatif_basis(doc).capitalize() + "."),
-                    sid="whatif")
+def _whatifs(doc: ExplainDoc) -> Html:
+    # text.py's what-if and unprofiled rows still take a plain dict
+    return _section("What-ifs", _whatif_table(doc),
+                    lead=esc(whatif_basis(cast(dict, doc)).capitalize() + "."), sid="whatif")
 
 
-def _whatif_table(doc: dict) -> Html:
+def _whatif_table(doc: ExplainDoc) -> Html:
     w = doc.get("whatif") or {}
-    rows = whatif_rows(doc)
+    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    rows = whatif_rows(cast(dict, doc))
     note = f'<p class="small">CUDA Graphs: {esc(w["note"])}.</p>' if w.get("note") else ""
     return Html(_table(["scenario", "ms / step", "speed-up", "model"], rows, num={1, 2}) + note)
 
 
-def _floor(doc: dict) -> Html:
+def _floor(doc: ExplainDoc) -> Html:
     fl = doc.get("floor") or {}
     if fl.get("floor_ms") is None:
         msg = fl.get("missing") or "the floor could not be computed"
@@ -635,12 +643,12 @@ def _floor(doc: dict) -> Html:
             ["KV written", _bytes(fl.get("kv_write_bytes"))],
             [Html("<strong>total</strong>"), _bytes(fl.get("bytes"))],
             ["peak bandwidth (GB/s)", fmt(fl.get("peak_gbps"), "{:g}")]]
-    for key, conv, label in (("exact", "exact", "exact"),
-                             ("all_weights", "all-weights", "all-weights (W + K)")):
-        alt = fl.get(key) or {}
+    for alt, conv, label in ((fl.get("exact"), "exact", "exact"),
+                             (fl.get("all_weights"), "all-weights", "all-weights (W + K)")):
         used = " — used here" if conv == fl.get("convention") else ""
         rows.append([f"floor, {label}{used} (ms)",
-                     f"{fmt(alt.get('floor_ms'))} ({_bytes(alt.get('bytes'))})"])
+                     f"{fmt(alt.get('floor_ms') if alt else None)} "
+                     f"({_bytes(alt.get('bytes') if alt else None)})"])
     if fl.get("measured_gbps"):
         rows.append([f"floor at measured {fl['measured_gbps']:.0f} GB/s (ms)",
                      fmt(fl.get("measured_floor_ms"))])
@@ -650,7 +658,7 @@ def _floor(doc: dict) -> Html:
 
 
 # -- capture ----------------------------------------------------------------------------------
-def _capture(doc: dict) -> Html:
+def _capture(doc: ExplainDoc) -> Html:
     """How ``tracekit capture`` made the trace, the unprofiled ground truth first."""
     rows = [[k, Html(f"<code>{esc(v)}</code>") if k == "command" else v]
             for k, v in capture_rows(doc) if k != "context"]
@@ -663,18 +671,19 @@ def _capture(doc: dict) -> Html:
 
 
 # -- environment, definitions, footer ---------------------------------------------------------
-def _dl(items: list[tuple[str, object]]) -> Html:
+def _dl(items: Sequence[tuple[str, object]]) -> Html:
     return Html('<dl class="env">' + "".join(f"<dt>{esc(k)}</dt><dd>{_cell(v)}</dd>"
                                              for k, v in items) + "</dl>")
 
 
-def _kv(d: dict | None) -> str:
+def _kv(d: dict[str, Any] | None) -> str:
     return ", ".join(f"{k} {json.dumps(v) if isinstance(v, (dict, list)) else v}"
                      for k, v in (d or {}).items()) or "—"
 
 
-def _environment(doc: dict) -> Html:
+def _environment(doc: ExplainDoc) -> Html:
     g, m, src = doc.get("gpu") or {}, doc.get("model") or {}, doc.get("source") or {}
+    arch = g.get("arch")
     devices = "; ".join(
         f"{d.get('name')} ({_bytes(d.get('total_memory_bytes'))}, {d.get('sm_count')} SMs, "
         f"cc {d.get('cc')})" for d in src.get("devices") or [])
@@ -683,7 +692,7 @@ def _environment(doc: dict) -> Html:
     items = [
         ("GPU (trace)", g.get("name")),
         ("datasheet entry", f"{g.get('matched') or '— (no match)'}"
-                            f"{', ' + g['arch'] if g.get('arch') else ''}"),
+                            f"{', ' + arch if arch else ''}"),
         ("peak bandwidth", f"{fmt(g.get('peak_gbps'), '{:g} GB/s')} ({g.get('peak_source') or '—'})"),
         ("measured copy bandwidth", fmt(g.get("measured_gbps"), "{:.0f} GB/s")),
         ("devices", devices or "—"),
@@ -704,10 +713,11 @@ def _environment(doc: dict) -> Html:
     return _section("Environment", _dl(items), sid="environment")
 
 
-def _model_line(m: dict) -> str:
+def _model_line(m: Model) -> str:
     if not m.get("name"):
         return "not given (pass --model)"
-    params = f"{m['params'] / 1e9:.2f} B params, " if m.get("params") else ""
+    n = m.get("params")
+    params = f"{n / 1e9:.2f} B params, " if n else ""
     layers = f"{m['layers']} layers, " if m.get("layers") else ""
     return f"{m['name']} ({params}{layers}{m.get('dtype')}; from {m.get('source') or '—'})"
 
@@ -752,14 +762,14 @@ DEFINITIONS = [
 ]
 
 
-def _definitions(doc: dict) -> Html:
+def _definitions(doc: ExplainDoc) -> Html:
     items = "".join(
         f'<dt class="{"sub" if k.startswith("  ") else ""}">{esc(k.strip())}</dt><dd>{esc(v)}</dd>'
         for k, v in DEFINITIONS)
     return _section("Definitions", f'<dl class="defs">{items}</dl>', sid="definitions")
 
 
-def _footer(doc: dict) -> Html:
+def _footer(doc: ExplainDoc) -> Html:
     return Html(f"<footer>Generated by tracekit {esc(doc.get('tracekit_version'))} · schema "
                 f"{esc(doc.get('schema'))} · the JSON document is embedded in this file "
                 "(<code>#tracekit-doc</code>).</footer>")
@@ -767,7 +777,7 @@ def _footer(doc: dict) -> Html:
 
 
 # -- for notebooks and the Python API ---------------------------------------------------------
-def figures(doc: dict, timeline: dict | None = None) -> dict[str, go.Figure]:
+def figures(doc: ExplainDoc, timeline: dict | None = None) -> dict[str, go.Figure]:
     """The report's plotly figures by name (``waterfall``, ``steps``, ``timeline``), for a
     notebook; a figure with nothing to draw is left out."""
     out: dict[str, go.Figure] = {}
@@ -782,13 +792,14 @@ def figures(doc: dict, timeline: dict | None = None) -> dict[str, go.Figure]:
     return out
 
 
-def render_compact(doc: dict) -> Html:
+def render_compact(doc: ExplainDoc) -> Html:
     """The compact report a notebook cell shows for an Explanation: verdict, key numbers, the
     decomposition and the what-ifs (no plotly.js, no figures: ``figures()`` has those)."""
     dec = doc.get("decomposition") or {}
     lat = dec.get("latency_ms")
-    parts = [Html(f'<div class="eyebrow">tracekit · {esc(_subject(doc))}</div>'), _verdict(doc),
-             _kpis(doc), _warnings(doc)]
+    parts: list[str] = [
+        Html(f'<div class="eyebrow">tracekit · {esc(_subject(doc))}</div>'), _verdict(doc),
+        _kpis(doc), _warnings(doc)]
     if lat is not None:
         parts.append(Html("<h3>Where each step's time goes</h3>") + _decomposition_table(doc))
     parts.append(Html("<h3>What-ifs</h3>") + _whatif_table(doc))

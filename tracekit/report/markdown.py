@@ -16,7 +16,9 @@ or emphasis.
 from __future__ import annotations
 
 import re
+from typing import cast
 
+from tracekit.contract import ExplainDoc
 from tracekit.report.safe import clean
 from tracekit.report.text import (
     capture_rows,
@@ -85,7 +87,7 @@ def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
 
 
 # -- sections ---------------------------------------------------------------------------------
-def render_markdown(doc: dict) -> str:
+def render_markdown(doc: ExplainDoc) -> str:
     """The Markdown summary of an ``Explanation.to_dict()`` document."""
     doc = clean(doc)  # no control or bidi character from the trace reaches the reader
     parts = [
@@ -97,23 +99,23 @@ def render_markdown(doc: dict) -> str:
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
 
 
-def _title(doc: dict) -> list[str]:
+def _title(doc: ExplainDoc) -> list[str]:
     model = (doc.get("model") or {}).get("name")
     gpu = (doc.get("gpu") or {}).get("name") or (doc.get("source") or {}).get("gpu")
     what = " on ".join(md_text(x) for x in (model, gpu) if x) or "decode trace"
     return [f"### tracekit: {what}"]
 
 
-def _verdict(doc: dict) -> list[str]:
+def _verdict(doc: ExplainDoc) -> list[str]:
     return [f"> **{md_text(doc.get('verdict') or '—')}**"]
 
 
-def _context(doc: dict) -> list[str]:
+def _context(doc: ExplainDoc) -> list[str]:
     line = context_line(doc)
     return [f"Context: {md_text(line)}."] if line else []
 
 
-def _quantization(doc: dict) -> list[str]:
+def _quantization(doc: ExplainDoc) -> list[str]:
     """``explain --baseline``: the quantized step against the bf16 one (tracekit.quantized)."""
     q = doc.get("quantization")
     if not q:
@@ -124,7 +126,7 @@ def _quantization(doc: dict) -> list[str]:
             *_table(["", a, b, "change"], rows, "lrrr"), "", md_text(q.get("verdict") or "")]
 
 
-def _capture(doc: dict) -> list[str]:
+def _capture(doc: ExplainDoc) -> list[str]:
     """How the trace was captured, with the unprofiled ground truth first."""
     rows = [[md_text(k), md_code(v, table=True) if k == "command" else md_text(v)]
             for k, v in capture_rows(doc) if k != "context"]
@@ -143,7 +145,7 @@ def _md_row(role: str, cells: list[str]) -> list[str]:
     return [md_text(label), *rest]
 
 
-def _decomposition(doc: dict) -> list[str]:
+def _decomposition(doc: ExplainDoc) -> list[str]:
     dec = doc.get("decomposition") or {}
     head = (f"**Decomposition** — {md_text(dec.get('basis', 'medians over decode steps'))}, "
             f"`{md_text(dec.get('convention', '—'))}` byte convention")
@@ -158,7 +160,7 @@ def _decomposition(doc: dict) -> list[str]:
     return out
 
 
-def _floor_line(doc: dict) -> str:
+def _floor_line(doc: ExplainDoc) -> str:
     dec, fl = doc["decomposition"], doc.get("floor") or {}
     gb = fl.get("bytes")
     bits = [f"R_floor {fmt(dec.get('r_floor'), '{:.1%}')}"
@@ -170,7 +172,7 @@ def _floor_line(doc: dict) -> str:
     return " · ".join(bits)
 
 
-def _host(doc: dict) -> list[str]:
+def _host(doc: ExplainDoc) -> list[str]:
     """Launch issue vs stalls, and the stalls with their cause and advice."""
     h = doc.get("host")
     if not h:
@@ -188,13 +190,14 @@ def _host(doc: dict) -> list[str]:
     return out
 
 
-def _unprofiled(doc: dict) -> list[str]:
+def _unprofiled(doc: ExplainDoc) -> list[str]:
     """Profiled vs unprofiled latency and the unprofiled decomposition."""
     u = doc.get("unprofiled")
     if not u:
         return []
     head = f"**The real step** — {md_text(unprofiled_lead(doc))}"
-    rows = [_md_row(role, cells) for role, cells in unprofiled_rows(doc)]
+    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    rows = [_md_row(role, cells) for role, cells in unprofiled_rows(cast(dict, doc))]
     out = [head, "", *_table(["term", "profiled ms", "unprofiled ms"], rows, "lrr")]
     what = unprofiled_whatif_text(doc)
     if what:
@@ -205,7 +208,7 @@ def _unprofiled(doc: dict) -> list[str]:
     return out
 
 
-def _per_step(doc: dict) -> list[str]:
+def _per_step(doc: ExplainDoc) -> list[str]:
     s, src = doc.get("summary") or {}, doc.get("source") or {}
     rows = step_summary_rows(doc)
     head = (f"**Per decode step** — median and min–max over {fmt(s.get('steps_with_latency'), '{}')}"
@@ -214,16 +217,18 @@ def _per_step(doc: dict) -> list[str]:
     return [head, "", *_table(["metric", "median", "min–max"], rows, "lrr")]
 
 
-def _whatifs(doc: dict) -> list[str]:
+def _whatifs(doc: ExplainDoc) -> list[str]:
     w = doc.get("whatif") or {}
-    rows = [[*cells, md_text(model)] for *cells, model in whatif_rows(doc)]
-    out = [f"**What-ifs** — {whatif_basis(doc)}", "", *_table(["scenario", "ms/step", "speed-up", "model"], rows, "lrrl")]
+    # text.py's what-if and unprofiled rows still take a plain dict
+    rows = [[*cells, md_text(model)] for *cells, model in whatif_rows(cast(dict, doc))]
+    out = [f"**What-ifs** — {whatif_basis(cast(dict, doc))}", "",
+           *_table(["scenario", "ms/step", "speed-up", "model"], rows, "lrrl")]
     if w.get("note"):
         out += ["", f"CUDA Graphs what-if: {md_text(w['note'])}."]
     return out
 
 
-def _categories(doc: dict) -> list[str]:
+def _categories(doc: ExplainDoc) -> list[str]:
     rows = category_rows(doc)
     if not rows:
         return []
@@ -234,7 +239,7 @@ def _categories(doc: dict) -> list[str]:
             *_table(headers, [[md_text(c) for c in r[:len(headers)]] for r in rows], align)]
 
 
-def _top_kernels(doc: dict, n: int = 5) -> list[str]:
+def _top_kernels(doc: ExplainDoc, n: int = 5) -> list[str]:
     top = top_kernel_rows(doc, n)
     if not top:
         return []
@@ -244,7 +249,7 @@ def _top_kernels(doc: dict, n: int = 5) -> list[str]:
             *_table(["kernel", "ms/step", "calls/step", "median µs"], rows, "lrrr")]
 
 
-def _environment(doc: dict) -> list[str]:
+def _environment(doc: ExplainDoc) -> list[str]:
     g, m, src = doc.get("gpu") or {}, doc.get("model") or {}, doc.get("source") or {}
     gpu = md_text(gpu_label(doc))
     if g.get("matched"):
@@ -256,7 +261,8 @@ def _environment(doc: dict) -> list[str]:
         gpu += f", measured copy {g['measured_gbps']:.0f} GB/s"
     out = ["**Environment**", "", f"- GPU: {gpu}"]
     if m.get("name"):
-        params = f"{m['params'] / 1e9:.2f} B params, " if m.get("params") else ""
+        n = m.get("params")
+        params = f"{n / 1e9:.2f} B params, " if n else ""
         out.append(f"- model: {md_text(m['name'])} ({params}{md_text(m.get('dtype'))}; "
                    f"from {md_text(m.get('source') or '—')})")
     else:
@@ -275,7 +281,7 @@ def _environment(doc: dict) -> list[str]:
     return out
 
 
-def _conventions(doc: dict) -> list[str]:
+def _conventions(doc: ExplainDoc) -> list[str]:
     dec, fl = doc.get("decomposition") or {}, doc.get("floor") or {}
     conv = fl.get("convention") or dec.get("convention")
     desc = {"exact": "every layer weight, one embedding row, lm_head in full, KV read at the step's "
@@ -288,6 +294,6 @@ def _conventions(doc: dict) -> list[str]:
             f"Schema {md_text(doc.get('schema'))}.*"]
 
 
-def _warnings(doc: dict) -> list[str]:
+def _warnings(doc: ExplainDoc) -> list[str]:
     ws = doc.get("warnings") or []
     return ["**Warnings**", "", *[f"- {md_text(w, line_start=True)}" for w in ws]] if ws else []

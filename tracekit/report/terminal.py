@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from tracekit.contract import ExplainDoc
 from tracekit.report.console import piped_width, report_console
 from tracekit.report.safe import clean, clean_text
 from tracekit.report.text import (
@@ -29,7 +32,7 @@ from tracekit.report.text import (
 )
 
 
-def render(d: dict, console: Console | None = None) -> None:
+def render(d: ExplainDoc, console: Console | None = None) -> None:
     """Print the compact summary of an ``Explanation.to_dict()`` document.
 
     Laid out for terminals from 80 columns up: section headings are lines of their own (a table
@@ -44,7 +47,7 @@ def _heading(title: str) -> Text:
     return Text(title, style="bold")
 
 
-def _group(d: dict, width: int = 120) -> Group:
+def _group(d: ExplainDoc, width: int = 120) -> Group:
     parts: list = [_head(d)]
     parts += _capture(d)
     parts += [_heading("Per decode step (median, min–max)"), _steps_table(d)]
@@ -67,7 +70,7 @@ def _group(d: dict, width: int = 120) -> Group:
     return Group(*parts)
 
 
-def _head(d: dict) -> Text:
+def _head(d: ExplainDoc) -> Text:
     src = d["source"]
     t = Text(str(src.get("file")), style="bold", overflow="fold")
     t.append(f"\n{src.get('format')} trace · GPU: {gpu_label(d)}", style="")
@@ -81,7 +84,7 @@ def _head(d: dict) -> Text:
     return t
 
 
-def _capture(d: dict) -> list:
+def _capture(d: ExplainDoc) -> list:
     rows = capture_rows(d)
     if not rows:
         return []
@@ -94,7 +97,7 @@ def _capture(d: dict) -> list:
     return [_heading(f"Capture ({(d['source'].get('capture') or {}).get('mode')})"), t]
 
 
-def _steps_table(d: dict) -> Table:
+def _steps_table(d: ExplainDoc) -> Table:
     steps = Table()
     steps.add_column("metric")
     steps.add_column("median", justify="right")
@@ -104,7 +107,7 @@ def _steps_table(d: dict) -> Table:
     return steps
 
 
-def _decomposition_table(d: dict) -> Table:
+def _decomposition_table(d: ExplainDoc) -> Table:
     dt = Table()
     dt.add_column("term")
     dt.add_column("ms", justify="right")
@@ -114,19 +117,20 @@ def _decomposition_table(d: dict) -> Table:
     return dt
 
 
-def _whatif_table(d: dict) -> Table:
+def _whatif_table(d: ExplainDoc) -> Table:
     """Each what-if with the model and calibration behind it, in the same row."""
     wt = Table()
     wt.add_column("scenario", no_wrap=True)
     wt.add_column("ms/step", justify="right", no_wrap=True)
     wt.add_column("speed-up", justify="right", no_wrap=True)
     wt.add_column("model and calibration", overflow="fold")
-    for row in whatif_rows(d):
+    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    for row in whatif_rows(cast(dict, d)):
         wt.add_row(*[escape(c) for c in row])
     return wt
 
 
-def _categories(d: dict) -> list:
+def _categories(d: ExplainDoc) -> list:
     rows = category_rows(d)
     if not rows:
         return []
@@ -139,7 +143,7 @@ def _categories(d: dict) -> list:
     return [_heading("Kernel categories (per decode step; time is the sum of op durations)"), kt]
 
 
-def _top_kernels(d: dict, width: int, n: int = 8) -> list:
+def _top_kernels(d: ExplainDoc, width: int, n: int = 8) -> list:
     top = top_kernel_rows(d, n)
     if not top:
         return []
@@ -155,7 +159,7 @@ def _top_kernels(d: dict, width: int, n: int = 8) -> list:
     return [_heading(f"Top {len(top)} kernels (per decode step)"), t]
 
 
-def _host_parts(d: dict) -> list:
+def _host_parts(d: ExplainDoc) -> list:
     """Launch issue vs stalls: what the host was doing while the GPU waited."""
     h = d.get("host")
     if not h:
@@ -171,14 +175,15 @@ def _host_parts(d: dict) -> list:
             t.add_column(col, justify="right" if col in ("mean ms/step", "per step", "share") else "left",
                          overflow="fold")
         for st, cells in zip(h["stalls"], stall_rows(d, 5)):
-            why = (f"{escape(st['short_cause'])} → {escape(st['short_advice'])}"
-                   if st.get("short_cause") else "unknown cause")
+            cause = st.get("short_cause")
+            why = (f"{escape(cause)} → {escape(st['short_advice'] or '')}"
+                   if cause else "unknown cause")
             t.add_row(*[escape(c) for c in cells], why)
         out.append(t)
     return out
 
 
-def _unprofiled_parts(d: dict) -> list:
+def _unprofiled_parts(d: ExplainDoc) -> list:
     """The real step: profiled vs unprofiled latency and the unprofiled decomposition."""
     u = d.get("unprofiled")
     if not u:
@@ -188,7 +193,8 @@ def _unprofiled_parts(d: dict) -> list:
     t.add_column("term")
     t.add_column("profiled ms", justify="right")
     t.add_column("unprofiled ms", justify="right")
-    for role, (label, *cells) in unprofiled_rows(d):
+    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    for role, (label, *cells) in unprofiled_rows(cast(dict, d)):
         t.add_row({"sub": f"  {label}", "total": f"[bold]{label}[/]"}.get(role, label), *cells)
     out: list = [head, Text(unprofiled_lead(d)), t]
     what = unprofiled_whatif_text(d)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shlex
 
 from tracekit.breakdown import GAP_CLASSES
+from tracekit.contract import CategoryRow, CompareSide, ExplainDoc, SessionsTiming, Summary, Timing
 
 
 def fmt(v, spec: str = "{:.3f}") -> str:
@@ -30,7 +31,7 @@ def fmt_bytes(b) -> str:
     return f"{b:.0f} B"
 
 
-def gpu_label(doc: dict) -> str:
+def gpu_label(doc: ExplainDoc) -> str:
     """The GPU the trace ran on, or why there is none."""
     name = (doc.get("gpu") or {}).get("name") or (doc.get("source") or {}).get("gpu")
     if name:
@@ -41,7 +42,7 @@ def gpu_label(doc: dict) -> str:
     return "none (no GPU activity in the trace)"
 
 
-def context_line(doc: dict) -> str | None:
+def context_line(doc: ExplainDoc) -> str | None:
     """One sentence for the context lengths behind the numbers (None when no context is known).
 
     e.g. "prompt 2048 tokens; KV context 2083–2092 tokens over the 10 profiled decode steps
@@ -76,7 +77,7 @@ def _clocks(c: dict | None) -> str | None:
     return ", ".join(b for b in bits if b) or None
 
 
-def _timing(t: dict | None, what: str = "steps") -> str | None:
+def _timing(t: Timing | None, what: str = "steps") -> str | None:
     if not t or t.get("median_ms") is None:
         return None
     n = t.get("steps", t.get("sessions"))
@@ -84,7 +85,7 @@ def _timing(t: dict | None, what: str = "steps") -> str | None:
             f"p90 {fmt(t.get('p90_ms'))})")
 
 
-def _sessions_timing(t: dict | None) -> str | None:
+def _sessions_timing(t: SessionsTiming | None) -> str | None:
     """The capture's summary over sessions: the mean of the session medians first (the latency
     ``tracekit compare`` and ``sweep`` report; captures made before it was recorded show their
     median of session medians, labelled so)."""
@@ -99,7 +100,7 @@ def _sessions_timing(t: dict | None) -> str | None:
     return f"{head}; p10 {fmt(t.get('p10_ms'))}, p90 {fmt(t.get('p90_ms'))})"
 
 
-def capture_rows(doc: dict) -> list[tuple[str, str]]:
+def capture_rows(doc: ExplainDoc) -> list[tuple[str, str]]:
     """The capture section as (label, value) rows; empty when tracekit capture did not make the
     trace. The unprofiled ground truth comes first: it is the number a user's step really takes."""
     src = doc.get("source") or {}
@@ -119,7 +120,9 @@ def capture_rows(doc: dict) -> list[tuple[str, str]]:
     mode = cap.get("mode")
     att = cap.get("attention")
     if isinstance(att, dict):  # since --attention: what was asked for and what ran
-        ops = att.get("ops") if isinstance(att.get("ops"), dict) else {}
+        ops = att.get("ops")
+        if not isinstance(ops, dict):
+            ops = {}
         ran = ", ".join(f"{k} ×{v}" for k, v in ops.items())
         mode = f"{mode}; attention {att.get('requested')}" + (f" (ran {ran})" if ran else "")
     elif att:  # older captures: the name only
@@ -149,7 +152,7 @@ def capture_rows(doc: dict) -> list[tuple[str, str]]:
     return [(k, v) for k, v in rows if v]
 
 
-def category_bytes(c: dict) -> str | None:
+def category_bytes(c: CategoryRow) -> str | None:
     """The bytes a kernel category moved per step where the trace records them for all its ops,
     "8 B on 2 of 233 ops" where only some ops carry a count, None where none do."""
     b, ops, with_b = c.get("bytes_per_step"), c.get("ops_per_step"), c.get("ops_with_bytes_per_step")
@@ -195,7 +198,7 @@ def share(v, total) -> str:
     return "—" if v is None or not total else f"{v / total:.1%}"
 
 
-def step_summary_rows(doc: dict) -> list[list[str]]:
+def step_summary_rows(doc: ExplainDoc) -> list[list[str]]:
     """The per-decode-step table: (metric, median, min–max) rows. The range is "—" where the
     summary has none, empty for the metrics that carry no range."""
     s = doc.get("summary") or {}
@@ -214,7 +217,7 @@ def step_summary_rows(doc: dict) -> list[list[str]]:
             *_token_rows(s, row)]
 
 
-def _token_rows(s: dict, row) -> list[list[str]]:
+def _token_rows(s: Summary, row) -> list[list[str]]:
     """tokens/s: per sequence, and in all when a step decodes a batch of several."""
     batch = s.get("batch") or 1
     if batch == 1:
@@ -223,7 +226,7 @@ def _token_rows(s: dict, row) -> list[list[str]]:
             row(f"tokens/s in all ({batch} sequences)", "tokens_per_s_total", "{:.1f}", False)]
 
 
-def throughput_note(doc: dict) -> str:
+def throughput_note(doc: ExplainDoc) -> str:
     """How the throughput figure is made, with the batch it is for."""
     s = doc.get("summary") or {}
     batch = s.get("batch") or 1
@@ -369,22 +372,25 @@ def unprofiled_whatif_text(doc: dict) -> str:
     return out
 
 
-def decomposition_terms(doc: dict) -> list[tuple[str, str, float | None]]:
+def decomposition_terms(doc: ExplainDoc | CompareSide) -> list[tuple[str, str, float | None]]:
     """(key, label, ms) of the decomposition in the order they add up to the latency: memory
     floor and kernel excess (GPU busy where there is no floor), then the idle of each gap class the
     document has. The key is the term's colour key; ms may be None or 0 (a waterfall drops those).
     Takes an explain document or one side of a compare document."""
-    dec, s = doc.get("decomposition") or {}, doc.get("summary") or {}
-    if dec.get("floor_ms") is not None:
+    dec, s = doc.get("decomposition"), doc.get("summary")
+    terms: list[tuple[str, str, float | None]]
+    if dec and dec.get("floor_ms") is not None:
         terms = [("floor", "memory floor", dec["floor_ms"]),
                  ("kernel_excess", "kernel excess", dec.get("kernel_excess_ms"))]
     else:
-        terms = [("gpu_busy", "GPU busy", s.get("gpu_busy_ms"))]
-    by_class = dec.get("launch_overhead_by_class_ms") or {}
+        terms = [("gpu_busy", "GPU busy", s.get("gpu_busy_ms") if s else None)]
+    by_class = dec.get("launch_overhead_by_class_ms") if dec else None
+    if not by_class:
+        return terms
     return terms + [(c, f"idle: {GAP_LABELS[c]}", by_class[c]) for c in GAP_CLASSES if c in by_class]
 
 
-def decomposition_rows(doc: dict) -> list[Row]:
+def decomposition_rows(doc: ExplainDoc) -> list[Row]:
     """The decomposition table: (role, [term, ms, share of latency]) rows — the terms of
     :func:`decomposition_terms` with the launch overhead (the gap classes' sum) above its classes,
     then the latency; empty without a latency."""
@@ -402,7 +408,7 @@ def decomposition_rows(doc: dict) -> list[Row]:
     return rows
 
 
-def category_rows(doc: dict) -> list[list[str]]:
+def category_rows(doc: ExplainDoc) -> list[list[str]]:
     """The kernel-category table: (category, ms/step, share, ops/step, bytes/step, achieved
     GB/s) rows, largest first as the document orders them. bytes/step is "—" where the trace
     records none (see :func:`has_bytes`)."""
@@ -416,7 +422,7 @@ def has_bytes(rows: list[list[str]]) -> bool:
     return any(r[4] != "—" for r in rows)
 
 
-def top_kernel_rows(doc: dict, n: int | None = None) -> list[list[str]]:
+def top_kernel_rows(doc: ExplainDoc, n: int | None = None) -> list[list[str]]:
     """The top-kernels table: (name, kind, category, ms/step, calls/step, median µs) rows, the
     first ``n``."""
     return [[str(k.get("name")), fmt(k.get("kind"), "{}"), fmt(k.get("category"), "{}"),
@@ -430,13 +436,14 @@ def ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
-def stall_rows(doc: dict, n: int | None = None) -> list[list[str]]:
+def stall_rows(doc: ExplainDoc, n: int | None = None) -> list[list[str]]:
     """The host-stall table's numbers: (op, ms/step, per step, share, call in step) rows for the
     first ``n`` stalls; each renderer adds the cause and advice in the length it has room for."""
     out = []
-    for st in ((doc.get("host") or {}).get("stalls") or [])[:n]:
-        where = (f"{ordinal(st['occurrence'])} of {st['of_per_step']}" if st.get("occurrence")
-                 else "—")
+    host = doc.get("host")
+    for st in ((host.get("stalls") if host else None) or [])[:n]:
+        occ = st.get("occurrence")
+        where = f"{ordinal(occ)} of {st['of_per_step']}" if occ else "—"
         out.append([str(st["op"]), fmt(st["ms_per_step"]), fmt(st["per_step"], "{:.1f}"),
                     fmt(st.get("share"), "{:.0%}"), where])
     return out
