@@ -32,15 +32,20 @@ import glob
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from tracekit import __version__
 from tracekit.bootstrap import LEVEL, RESAMPLES, SEED, latency_ci, pooled, ratio_ci, session_medians
 from tracekit.breakdown import GAP_CLASSES
+from tracekit.contract import CompareDoc, CompareSide, ExplainDoc, SideIdentity, Term
 from tracekit.errors import BadInput, BadUsage, TraceFormatError
 from tracekit.jsonio import json_safe
 from tracekit.trace.capture_meta import read_capture_meta
 
-SCHEMA = "tracekit.compare/1"
+if TYPE_CHECKING:
+    from tracekit.trace import Trace
+
+SCHEMA: Final = "tracekit.compare/1"
 BASES = ("auto", "sessions", "steps")
 TRACE_SUFFIXES = (".json", ".json.gz", ".sqlite", ".sqlite.gz")
 
@@ -55,7 +60,7 @@ class Side:
     sessions: list[list[float]]  # unprofiled step times (ms), one list per session
     unprofiled: bool  # False: ``sessions`` could not be filled from unprofiled timings
     profiled_steps: list[float]  # profiled decode-step latencies (ms) of the explained trace
-    explanation: dict | None  # Explanation.to_dict() of the side's profiled trace, or None
+    explanation: ExplainDoc | None  # Explanation.to_dict() of the side's profiled trace, or None
     meta: dict | None  # capture metadata of the side's first file, or None
     notes: list[str] = field(default_factory=list)
 
@@ -131,7 +136,10 @@ def load_side(label: str, spec, **explain_kw) -> Side:
     files = side_files(spec)
     sessions: list[list[float]] = []
     unprofiled = True
-    explanation, meta, profiled_steps, notes = None, None, [], []
+    explanation: ExplainDoc | None = None
+    meta: dict | None = None
+    profiled_steps: list[float] = []
+    notes: list[str] = []
     for path in files:
         name = str(path)
         if explanation is not None:  # later files only add sessions: read their metadata alone
@@ -140,6 +148,8 @@ def load_side(label: str, spec, **explain_kw) -> Side:
             if got is not None:
                 sessions.extend(got)
                 continue
+        tr: Trace | None
+        cap: dict | None
         try:
             tr = load(path)
         except TraceFormatError as exc:
@@ -183,9 +193,9 @@ def _strip(exc: Exception, name: str) -> str:
 class Comparison:
     """Everything ``tracekit compare`` says. ``to_dict()`` is the JSON contract (tracekit.compare/1)."""
 
-    doc: dict
+    doc: CompareDoc
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> CompareDoc:
         return self.doc
 
 
@@ -233,12 +243,12 @@ def compare(a, b, *, basis: str = "auto", resamples: int = RESAMPLES, seed: int 
             "measured, not how much a fresh session varies (capture with --sessions N, N >= 2)")
     warnings += _mismatch_warnings(sa, sb)
     for s in (sa, sb):
-        warnings += [f"{s.label}: {w}" for w in ((s.explanation or {}).get("warnings") or [])]
+        warnings += [f"{s.label}: {w}" for w in (s.explanation["warnings"] if s.explanation else [])]
         warnings += [f"{s.label}: {n}" for n in s.notes]
-    doc = {
+    doc: CompareDoc = {
         "schema": SCHEMA, "tracekit_version": __version__,
         "a": _side_doc(sa, xa, la, source), "b": _side_doc(sb, xb, lb, source),
-        "speedup": iv.value, "ci95": [iv.low, iv.high] if iv.low is not None else None,
+        "speedup": iv.value, "ci95": [iv.low, iv.high] if iv.low is not None and iv.high is not None else None,
         "basis": iv.basis, "n_a": len(xa) if iv.basis == "sessions" else len(pooled(xa)),
         "n_b": len(xb) if iv.basis == "sessions" else len(pooled(xb)),
         "latency_source": source, "statistic": iv.statistic,
@@ -246,6 +256,7 @@ def compare(a, b, *, basis: str = "auto", resamples: int = RESAMPLES, seed: int 
                       "seed": seed, "resampled": iv.basis},
         "terms": terms(sa.explanation, sb.explanation),
         "warnings": warnings,
+        "verdict": "",  # below, from the rest
     }
     doc["verdict"] = verdict(doc)
     return Comparison(json_safe(doc))
@@ -267,7 +278,7 @@ def _require_sessions(s: Side) -> None:
                        "capture with --sessions N (N >= 2), pass more traces, or use --basis steps")
 
 
-def _identity(s: Side) -> dict:
+def _identity(s: Side) -> SideIdentity:
     """Model, GPU, context, mode, dtype and attention of a side: capture metadata first."""
     e, m = s.explanation, s.meta  # m: a file's own metadata, any JSON at all
     return {
@@ -281,8 +292,8 @@ def _identity(s: Side) -> dict:
     }
 
 
-def _side_doc(s: Side, x: list[list[float]], lat, source: str) -> dict:
-    e = s.explanation or {}
+def _side_doc(s: Side, x: list[list[float]], lat, source: str) -> CompareSide:
+    e = s.explanation
     steps = pooled(x)
     q10, q90 = _quantile(steps, 0.1), _quantile(steps, 0.9)
     return {
@@ -294,10 +305,12 @@ def _side_doc(s: Side, x: list[list[float]], lat, source: str) -> dict:
         "session_medians_ms": session_medians(x).tolist(),
         "p10_ms": q10, "p90_ms": q90,
         "tokens_per_s": 1e3 / lat.value if lat.value else None,
-        "verdict": e.get("verdict"),
-        "summary": e.get("summary"), "decomposition": e.get("decomposition"),
-        "floor": e.get("floor"), "unprofiled": e.get("unprofiled"), "host": e.get("host"),
-        "explained_file": (e.get("source") or {}).get("file"),
+        "verdict": e["verdict"] if e else None,
+        "summary": e["summary"] if e else None,
+        "decomposition": e["decomposition"] if e else None,
+        "floor": e["floor"] if e else None, "unprofiled": e["unprofiled"] if e else None,
+        "host": e["host"] if e else None,
+        "explained_file": e["source"]["file"] if e else None,
     }
 
 
@@ -316,8 +329,9 @@ def _quantile(x, q: float) -> float | None:
 def _mismatch_warnings(sa: Side, sb: Side) -> list[str]:
     a, b = _identity(sa), _identity(sb)
     out = []
-    for key, what in (("model", "models"), ("gpu", "GPUs"), ("ctx", "contexts"),
-                      ("dtype", "dtypes")):
+    checked: tuple[tuple[Literal["model", "gpu", "ctx", "dtype"], str], ...] = (
+        ("model", "models"), ("gpu", "GPUs"), ("ctx", "contexts"), ("dtype", "dtypes"))
+    for key, what in checked:
         if key == "dtype" and (_get(sa.meta, "quant") or _get(sb.meta, "quant")):
             continue  # a quantized capture against bf16: the difference is the point
         if a[key] is not None and b[key] is not None and a[key] != b[key]:
@@ -332,7 +346,7 @@ def _mismatch_warnings(sa: Side, sb: Side) -> list[str]:
 def _within_side(s: Side) -> list[str]:
     from tracekit.trace import load
 
-    seen = {}
+    seen: dict[str, set[str]] = {}
     for f in s.files:
         m = _read_meta(Path(f))
         if m is None:
@@ -350,7 +364,7 @@ def _within_side(s: Side) -> list[str]:
 
 
 # -- the per-term deltas ------------------------------------------------------------------------
-def _get(d: dict | None, *path):
+def _get(d: Any, *path: str) -> Any:
     for k in path:
         if not isinstance(d, dict):
             return None
@@ -358,9 +372,10 @@ def _get(d: dict | None, *path):
     return d
 
 
-def _term_specs(ea: dict | None, eb: dict | None) -> list[tuple[str, str, str, tuple]]:
+def _term_specs(ea: ExplainDoc | None,
+                eb: ExplainDoc | None) -> list[tuple[str, str, str, tuple[str, ...]]]:
     """(key, label, group, path into the explanation) for every term both sides may have."""
-    specs = [
+    specs: list[tuple[str, str, str, tuple[str, ...]]] = [
         ("latency_ms", "latency (profiled)", "decomposition", ("decomposition", "latency_ms")),
         ("floor_ms", "memory floor", "decomposition", ("decomposition", "floor_ms")),
         ("kernel_excess_ms", "kernel excess", "decomposition", ("decomposition", "kernel_excess_ms")),
@@ -395,14 +410,14 @@ def _term_specs(ea: dict | None, eb: dict | None) -> list[tuple[str, str, str, t
     ]
     cats: list[str] = []
     for e in (ea, eb):
-        for r in (e or {}).get("kernels_by_category") or []:
+        for r in (e["kernels_by_category"] if e else []):
             if r["category"] not in cats:
                 cats.append(r["category"])
     specs += [(f"category_{c}_ms", f"kernels: {c}", "categories", ("_cat", c)) for c in cats]
     return specs
 
 
-def _value(e: dict | None, path: tuple):
+def _value(e: ExplainDoc | None, path: tuple[str, ...]):
     if e is None:
         return None
     if path[0] == "_cat":
@@ -411,10 +426,10 @@ def _value(e: dict | None, path: tuple):
     return _get(e, *path)
 
 
-def terms(ea: dict | None, eb: dict | None) -> dict:
+def terms(ea: ExplainDoc | None, eb: ExplainDoc | None) -> dict[str, Term]:
     """``{key: {label, group, a, b, delta (b − a), ratio (b ÷ a)}}``; terms neither side has are
     left out (a key present on one side only is kept, with null on the other)."""
-    out = {}
+    out: dict[str, Term] = {}
     for key, label, group, path in _term_specs(ea, eb):
         va, vb = _value(ea, path), _value(eb, path)
         if va is None and vb is None:
@@ -428,7 +443,7 @@ def terms(ea: dict | None, eb: dict | None) -> dict:
 
 
 # -- the sentence -------------------------------------------------------------------------------
-def verdict(doc: dict) -> str:
+def verdict(doc: CompareDoc) -> str:
     """One sentence: which side is faster, by how much, how sure, and on what basis."""
     s, ci = doc["speedup"], doc["ci95"]
     if s is None:
@@ -447,12 +462,12 @@ def verdict(doc: dict) -> str:
             + (f"; the largest change is {moved}" if moved else "") + ".")
 
 
-def _biggest_move(t: dict) -> str | None:
-    cand = [(k, v) for k, v in t.items() if v["group"] in ("decomposition", "launch_overhead", "host")
-            and k != "latency_ms" and v["delta"] is not None]
+def _biggest_move(t: dict[str, Term]) -> str | None:
+    cand = [(v, d) for k, v in t.items() if v["group"] in ("decomposition", "launch_overhead", "host")
+            and k != "latency_ms" and (d := v["delta"]) is not None]
     if not cand:
         return None
-    k, v = max(cand, key=lambda kv: abs(kv[1]["delta"]))
-    return f"{v['label']} ({v['delta']:+.3f} ms)"
+    v, d = max(cand, key=lambda vd: abs(vd[1]))
+    return f"{v['label']} ({d:+.3f} ms)"
 
 
