@@ -232,8 +232,9 @@ def slurm_parameters(recipe: Recipe, cells: list[Cell]) -> dict:
                     "nodes": 1, "tasks_per_node": 1}
     if any(c.needs_gpu for c in cells):
         types = {c.gpu_type for c in cells if c.needs_gpu}
-        if len(types) == 1 and None not in types:
-            params["slurm_gres"] = f"gpu:{types.pop().lower()}:1"
+        only = types.pop() if len(types) == 1 else None
+        if only is not None:
+            params["slurm_gres"] = f"gpu:{only.lower()}:1"
         else:
             params["gpus_per_node"] = 1
     params.update(recipe.slurm)

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from tracekit.errors import BadInput
+from tracekit.trace.model import Trace
 
 SCHEMA = "tracekit.ranks/1"
 _DIST = re.compile(rb'"distributedInfo"\s*:\s*\{')
@@ -63,7 +64,7 @@ class RankSteps:
     steps: list[dict]  # step, start_ns, end_ns, has_latency, busy_ns, comm_only_ns, collectives
     collectives: list[tuple[int, int, str]]  # (start_ns, end_ns, name) of every collective, in order
     offset_ns: int = 0  # this rank's clock minus rank 0's (set by align)
-    trace: object = field(default=None, repr=False)
+    trace: Trace | None = field(default=None, repr=False)
 
 
 def rank_of(path: str | Path, order: int) -> tuple[int, int | None]:
@@ -84,8 +85,8 @@ def rank_of(path: str | Path, order: int) -> tuple[int, int | None]:
                 return int(r.group(1)), int(w.group(1)) if w and int(w.group(1)) > 0 else None
     except (OSError, EOFError, ValueError):
         pass  # the reader says what is wrong with the file, when it reads it
-    m = _RANK_IN_NAME.search(p.name)
-    return (int(m.group(1)) if m else order), None
+    named = _RANK_IN_NAME.search(p.name)
+    return (int(named.group(1)) if named else order), None
 
 
 def is_collective(name: str) -> bool:
@@ -267,6 +268,8 @@ def tp_floor(rank0: RankSteps, *, model=None, ctx=None, tp: int, gpu=None, bandw
     from tracekit.explain import _resolve_gpu, _resolve_model
 
     tr = rank0.trace
+    if tr is None:
+        return None
     spec, ctx0, dtype, _ = _resolve_model(tr, model, ctx, dtype)
     _, peak, _ = _resolve_gpu(tr, gpu, bandwidth_gbps)
     if spec is None or peak is None or ctx0 is None:

@@ -151,8 +151,8 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
         found = _as_passes(_repeating_annotation(cpu_ann, ops), ops, passes, notes)
     if found is None:
         found = _as_passes(_graph_launches(trace, ops), ops, passes, notes)
-    if found is None and passes.get() is not None and passes.get().whole:
-        found = _forward_passes(passes.launch_times(), passes.get())
+    if found is None and (whole := passes.get()) is not None and whole.whole:
+        found = _forward_passes(passes.launch_times(), whole)
     if found is None:
         found = _kernel_period(ops)
     if found is None:
@@ -187,7 +187,8 @@ class _LazyPasses:
     each computed once, on first use (the methods that check their ranges share them)."""
 
     def __init__(self, ops: Table, layers: int | None) -> None:
-        self.ops, self.layers, self._done, self._value = ops, layers, False, None
+        self.ops, self.layers, self._done = ops, layers, False
+        self._value: Passes | None = None
         self._kernels: Table | None = None
 
     def kernels(self) -> Table:
@@ -416,7 +417,7 @@ def _kinds_from_shapes(trace: Trace, ranges: Table) -> Table:
     lo = np.searchsorted(at, ranges["cpu_start_ns"], side="left")
     hi = np.searchsorted(at, ranges["cpu_end_ns"], side="left")
     for i in np.nonzero(open_)[0].tolist():
-        fed = [shapes[j] for j in range(lo[i], hi[i]) if shapes[j] is not None]
+        fed = [s for j in range(lo[i], hi[i]) if (s := shapes[j]) is not None]
         if len(fed) != 1:  # no lookup, or several passes in one range: the shapes cannot say
             continue
         b, tokens = fed[0]

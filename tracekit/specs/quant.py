@@ -90,10 +90,13 @@ class WeightFormat:
             groups = out_features
         elif self.granularity == "tensor":
             groups = 1
-        elif self.granularity == "group":
-            groups = out_features * math.ceil(in_features / self.group)
-        else:  # block, over the flattened tensor
-            groups = math.ceil(n / self.group)
+        else:
+            group = self.group
+            assert group, f"{self.name}: a {self.granularity} format names its group size"
+            if self.granularity == "group":
+                groups = out_features * math.ceil(in_features / group)
+            else:  # block, over the flattened tensor
+                groups = math.ceil(n / group)
         meta = groups * (self.scale_bytes + self.zero_bytes)
         if self.second_block:
             meta += math.ceil(groups / self.second_block) * self.second_level_bytes

@@ -12,6 +12,8 @@ Only numbers the paper states are here; nothing is read off its figures.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 PAPER = ("J. Chen, Memory-Bound but Not Bandwidth-Limited: The Physical AI Inference Gap in "
          "Batch-1 LLM Decode, arXiv 2605.30571 (2026)")
 
@@ -32,7 +34,13 @@ CUDA_GRAPHS_AB = [
 #: L4 decode paths, ms per step. The paper gives ms/step only; model and context are those of
 #: its L4 headline (Qwen-2.5-7B at ctx 2048): its bf16 row over the 51.2 ms all-weights floor is
 #: the ≈81 % R_floor it states for that cell. ``dtype`` is tracekit's floor format for the path.
-L4_QUANTIZED = [
+class DecodePath(TypedDict):
+    path: str
+    dtype: str
+    ms_per_step: float
+
+
+L4_QUANTIZED: list[DecodePath] = [
     {"path": "bf16 (HF transformers)", "dtype": "bf16", "ms_per_step": 62.32},
     {"path": "bitsandbytes nf4", "dtype": "nf4", "ms_per_step": 59.36},
     {"path": "AutoAWQ + Marlin", "dtype": "int4", "ms_per_step": 45.24},

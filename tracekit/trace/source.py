@@ -26,16 +26,18 @@ import os
 import select
 import stat
 import sys
+import types
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from tracekit.errors import TraceFormatError
+
+_zlib: types.ModuleType
 try:  # Intel ISA-L inflates gzip about twice as fast as zlib; same API, same bytes out
     from isal import isal_zlib as _zlib
 except ImportError:  # pragma: no cover - isal is a dependency, but zlib is always there
     _zlib = zlib
-
-from tracekit.errors import TraceFormatError
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: compressed bytes read per system call
@@ -47,7 +49,8 @@ CHUNK = 1 << 20
 MAX_WHOLE_BYTES = 512 << 20
 #: a pipe or FIFO that sends nothing for this long is an error ("no writer?")
 READ_TIMEOUT_S = 10.0
-_INFLATE_ERRORS = (zlib.error,) if _zlib is zlib else (zlib.error, _zlib.error)
+_INFLATE_ERRORS: tuple[type[Exception], ...] = (
+    (zlib.error,) if _zlib is zlib else (zlib.error, _zlib.error))
 
 
 def mib(n: int) -> str:
