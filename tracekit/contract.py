@@ -237,6 +237,22 @@ class Decomposition(TypedDict):
     achieved_gbps_busy: float | None
 
 
+class GraphProgram(TypedDict):
+    """``whatif.graph_program``: the graph trace's program (``--graph-trace``) against this step."""
+
+    kernels_per_step: int
+    ops_per_step: int
+    gpu_busy_ms: float
+    gap_us: float
+    step_ms: float
+    steps: int
+    ops_delta: int
+    busy_delta_ms: float
+    model_name: str | None
+    ctx: int | None
+    gpu: str | None
+
+
 class _WhatIfBase(TypedDict):
     cuda_graphs_ms: float | None
     cuda_graphs_speedup: float | None
@@ -247,14 +263,24 @@ class _WhatIfBase(TypedDict):
     note: str | None
     cuda_graphs_model: str
     at_floor_model: str
+    cuda_graphs_program: Literal["these kernels replayed", "the graph trace's program"]
+    cuda_graphs_interval_ms: list[float] | None
+    at_floor_interval_ms: list[float] | None
 
 
 class WhatIf(_WhatIfBase, total=False):
-    """``explain._whatif`` writes the base; ``unprofiled.no_stalls`` adds the no-stalls what-if.
-    Additive keys (an ``X_interval_ms`` [low, high] beside each ``X_ms``) go here."""
+    """whatif.py writes the base and the interval details; ``unprofiled.no_stalls`` adds the
+    no-stalls what-if. Additive keys (an ``X_interval_ms`` [low, high] beside each ``X_ms``) go
+    here."""
 
+    cuda_graphs_interval_basis: str | None
+    cuda_graphs_same_kernels_ms: float | None
+    cuda_graphs_same_kernels_interval_ms: list[float] | None
+    graph_program: GraphProgram | None
+    at_floor_interval_basis: str | None
     no_stalls_ms: float | None
     no_stalls_speedup: float | None
+    no_stalls_interval_ms: list[float] | None
 
 
 # -- kernels ----------------------------------------------------------------------------------
@@ -315,7 +341,7 @@ class HostOp(TypedDict):
     share: float
 
 
-class Host(TypedDict):
+class _HostBase(TypedDict):
     basis: str
     launch_issue_ms: float | None
     stall_ms: float
@@ -327,6 +353,12 @@ class Host(TypedDict):
     rule: str
     stalls: list[Stall]
     by_op: list[HostOp]
+
+
+class Host(_HostBase, total=False):
+    """Additive keys: ``stall_ms_range``, the stall idle's p25–p75 over the timed decode steps."""
+
+    stall_ms_range: list[float] | None
 
 
 # -- the unprofiled step (tracekit/unprofiled.py) ---------------------------------------------
@@ -349,7 +381,11 @@ class _UnprofiledDecompositionBase(TypedDict):
 
 
 class UnprofiledDecomposition(_UnprofiledDecompositionBase, total=False):
-    """Additive keys of the unprofiled decomposition go here."""
+    """Additive keys: the stall and the issue it leaves at either end of the profiler cost's
+    interval (with a per-event cost only)."""
+
+    stall_interval_ms: list[float]
+    launch_issue_interval_ms: list[float]
 
 
 class _UnprofiledWhatIfBase(TypedDict):
@@ -360,7 +396,10 @@ class _UnprofiledWhatIfBase(TypedDict):
 
 
 class UnprofiledWhatIf(_UnprofiledWhatIfBase, total=False):
-    """Additive keys (an ``X_interval_ms`` [low, high] beside each ``X_ms``) go here."""
+    """Additive keys: an ``X_interval_ms`` [low, high] beside each ``X_ms``."""
+
+    cuda_graphs_interval_ms: list[float] | None
+    no_stalls_interval_ms: list[float] | None
 
 
 class UnprofiledHost(TypedDict):
@@ -386,8 +425,16 @@ class _UnprofiledBase(TypedDict):
 
 
 class Unprofiled(_UnprofiledBase, total=False):
-    """Additive keys go here (``calibration_source``: this-capture | trace-estimate |
-    borrowed)."""
+    """Additive keys: what the latency is (``basis``) and what to expect over fresh sessions,
+    where the profiler's per-event cost comes from (``calibration_source``) and its value."""
+
+    basis: str
+    expected_ms: float
+    expected_basis: str
+    sessions_range_ms: list[float] | None
+    calibration_source: Literal["this-capture", "trace-estimate"] | None
+    profiler_cost_us: float | None
+    profiler_cost_interval_us: list[float] | None
 
 
 # -- the document -----------------------------------------------------------------------------

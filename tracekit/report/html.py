@@ -533,12 +533,13 @@ def _unprofiled(doc: ExplainDoc) -> Html:
     u = doc.get("unprofiled")
     if not u:
         return Html("")
-    # text.py's whatif_rows/unprofiled_rows still take a plain dict
-    table = unprofiled_rows(cast(dict, doc))
+    plain = cast(dict, doc)  # text.py's what-if and unprofiled rows still take a plain dict
+    table = unprofiled_rows(plain)
     rows, roles = [cells for _, cells in table], [role for role, _ in table]
-    lead = esc(unprofiled_lead(doc)[0].upper() + unprofiled_lead(doc)[1:] + ". GPU work comes from "
+    head = unprofiled_lead(plain)
+    lead = esc(head[0].upper() + head[1:] + ". GPU work comes from "
                "the trace; the rest of the unprofiled step is launch overhead.")
-    what = unprofiled_whatif_text(doc)
+    what = unprofiled_whatif_text(plain)
     foot = f'<p>{esc(what[0].upper() + what[1:])}.</p>' if what else ""
     note = u.get("model") or u.get("calibration")
     foot += f'<p class="small">Split model: {esc(note)}.</p>' if note else ""
@@ -626,7 +627,7 @@ def _whatifs(doc: ExplainDoc) -> Html:
 
 def _whatif_table(doc: ExplainDoc) -> Html:
     w = doc.get("whatif") or {}
-    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    # text.py's what-if and unprofiled rows still take a plain dict
     rows = whatif_rows(cast(dict, doc))
     note = f'<p class="small">CUDA Graphs: {esc(w["note"])}.</p>' if w.get("note") else ""
     return Html(_table(["scenario", "ms / step", "speed-up", "model"], rows, num={1, 2}) + note)

@@ -195,11 +195,11 @@ def _unprofiled(doc: ExplainDoc) -> list[str]:
     u = doc.get("unprofiled")
     if not u:
         return []
-    head = f"**The real step** — {md_text(unprofiled_lead(doc))}"
-    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    head = f"**The real step** — {md_text(unprofiled_lead(cast(dict, doc)))}"
+    # text.py's what-if and unprofiled rows still take a plain dict
     rows = [_md_row(role, cells) for role, cells in unprofiled_rows(cast(dict, doc))]
     out = [head, "", *_table(["term", "profiled ms", "unprofiled ms"], rows, "lrr")]
-    what = unprofiled_whatif_text(doc)
+    what = unprofiled_whatif_text(cast(dict, doc))
     if what:
         out += ["", md_text(what[0].upper() + what[1:]) + "."]
     note = u.get("model") or u.get("calibration")

@@ -124,7 +124,7 @@ def _whatif_table(d: ExplainDoc) -> Table:
     wt.add_column("ms/step", justify="right", no_wrap=True)
     wt.add_column("speed-up", justify="right", no_wrap=True)
     wt.add_column("model and calibration", overflow="fold")
-    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    # text.py's what-if and unprofiled rows still take a plain dict
     for row in whatif_rows(cast(dict, d)):
         wt.add_row(*[escape(c) for c in row])
     return wt
@@ -193,11 +193,11 @@ def _unprofiled_parts(d: ExplainDoc) -> list:
     t.add_column("term")
     t.add_column("profiled ms", justify="right")
     t.add_column("unprofiled ms", justify="right")
-    # text.py's whatif_rows/unprofiled_rows still take a plain dict
+    # text.py's what-if and unprofiled rows still take a plain dict
     for role, (label, *cells) in unprofiled_rows(cast(dict, d)):
         t.add_row({"sub": f"  {label}", "total": f"[bold]{label}[/]"}.get(role, label), *cells)
-    out: list = [head, Text(unprofiled_lead(d)), t]
-    what = unprofiled_whatif_text(d)
+    out: list = [head, Text(unprofiled_lead(cast(dict, d))), t]
+    what = unprofiled_whatif_text(cast(dict, d))
     if what:
         out.append(Text(what))
     note = u.get("model") or u.get("calibration")
