@@ -1,7 +1,8 @@
 """The typed contract (tracekit/contract.py) against the documents and against the published schema.
 
 * ``explain --json`` of committed traces of every kind (Kineto eager with a capture block, CUDA
-  graphs, torch.compile, Nsight, traces made by others) converts to ``ExplainDoc`` with msgspec
+  graphs, torch.compile, Nsight, HF generate, traces made by others on AMD and NVIDIA: vLLM,
+  SGLang, HTA's, an HPC Nsight export) converts to ``ExplainDoc`` with msgspec
   (a wrong type fails), and has no key the types do not declare (a new key must enter the
   contract first);
 * the same for ``compare --json`` and ``CompareDoc``;
@@ -35,9 +36,12 @@ TRACES = {
     "CUDA graphs": "h100/qwen2.5-7b_ctx2048_cuda-graphs.json.gz",
     "torch.compile": "h100/qwen2.5-7b_ctx2048_compile.json.gz",
     "Nsight Systems": "qwen2.5-7b_ctx2048_eager_nsys.sqlite.gz",
-    "peer: HF generate": "generate/h100/gen7b_qwen2.5-7b.json.gz",
-    "peer: vLLM graphs": "peer/hta/rank0.json.gz",
-    "peer: no GPU model known": "plain_qwen2.5-7b_ctx2048_eager_annotated.json.gz",
+    "HF generate, prefill then decode": "generate/h100/gen7b_qwen2.5-7b.json.gz",
+    "no capture block, no model": "plain_qwen2.5-7b_ctx2048_eager_annotated.json.gz",
+    "peer: vLLM full graph, MI300X": "peer/tracelens/mi300x_vllm_decode_full-graph_bs32.json.gz",
+    "peer: SGLang batch 32, MI300X": "peer/tracelens/mi300x_sglang_qwen3-8b_decode_bs32.json.gz",
+    "peer: HTA training ranks": "peer/hta/rank0.json.gz",
+    "peer: Nsight, A100 (pipit)": "peer/pipit/a100_saxpy_mpi_cuda_nsys.sqlite.gz",
 }
 
 
