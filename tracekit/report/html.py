@@ -217,9 +217,10 @@ def _kpis(doc: ExplainDoc) -> Html:
     lat = s.get("latency_ms")
     rng = (s.get("range") or {}).get("latency_ms")
     floor = dec.get("floor_ms")
-    uw = (doc.get("unprofiled") or {}).get("whatif") or {}
-    if uw.get("cuda_graphs_ms") is None:
-        uw = {}
+    u = doc.get("unprofiled")
+    uw = u.get("whatif") if u else None
+    if uw is not None and uw.get("cuda_graphs_ms") is None:
+        uw = None
     if w.get("cuda_graphs_ms") is not None:
         g = uw or w  # the unprofiled step's what-if where it is known: the verdict's number
         graphs = (f"≈{with_interval(g['cuda_graphs_ms'], g.get('cuda_graphs_interval_ms'), '{:.2f}')} ms",

@@ -56,7 +56,8 @@ def _group(d: ExplainDoc, width: int = 120) -> Group:
               _decomposition_table(d)]
     parts += _host_parts(d)
     parts += _unprofiled_parts(d)
-    parts += [_heading("What-ifs"), Text(whatif_basis(d)), _whatif_table(d)]
+    # text.py's what-if and unprofiled rows still take a plain dict
+    parts += [_heading("What-ifs"), Text(whatif_basis(cast(dict, d))), _whatif_table(d)]
     w = d["whatif"]
     if w.get("note"):
         parts.append(Text(f"what-if: {w['note']}", style="dim"))
