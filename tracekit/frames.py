@@ -61,7 +61,7 @@ def gaps_frame(trace: Trace, steps: Steps, host_ops: dict | None = None) -> pl.D
 
 def kernels_frame(steps: Steps) -> pl.DataFrame:
     """Every kernel (and copy, memset) name over the decode steps, most time per step first."""
-    schema = {c: pl.Float64 for c in TOP_KERNEL_COLUMNS}
+    schema: dict[str, type[pl.DataType]] = {c: pl.Float64 for c in TOP_KERNEL_COLUMNS}
     schema.update(name=pl.Utf8, kind=pl.Utf8, category=pl.Utf8)
     return pl.DataFrame(top_kernel_rows(steps, None), schema=schema)
 

@@ -39,6 +39,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -294,6 +295,9 @@ def _strings_join(col: str, alias: str) -> str:
 
 
 # --- rows to columns ---------------------------------------------------------------------------
+_Key = TypeVar("_Key")  # what a string column's rows are labelled from (a name id, a shape)
+
+
 def _ints(values: Sequence, bits: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
     """An integer column from SQL values — integers (of ``bits``) kept, anything else (NULL, a
     TEXT, REAL or BLOB where an id belongs) null, never a crash later — as int64 values (0 where
@@ -312,7 +316,7 @@ def _ints(values: Sequence, bits: int = 64) -> tuple[np.ndarray, np.ndarray | No
     return col, ok
 
 
-def _strings(keys: Sequence, label: Callable[[object], str | None]) -> Strings:
+def _strings(keys: Sequence[_Key], label: Callable[[_Key], str | None]) -> Strings:
     """A string column whose row ``i`` is ``label(keys[i])``, labelled once per distinct key (a
     name id, a launch shape): a few hundred distinct names for a hundred thousand rows."""
     values: dict = {}

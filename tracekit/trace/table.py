@@ -117,7 +117,8 @@ class Table:
     def concat(cls, tables: list[Table]) -> Table:
         """The rows of ``tables`` (one schema) one after another; string codes are merged."""
         schema = tables[0].schema
-        cols, masks = {}, {}
+        cols: dict[str, Strings | np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
         for name, dtype in schema.items():
             parts = [t.cols[name] for t in tables]
             if dtype == "Utf8":
