@@ -338,7 +338,8 @@ def _table(key: str, schema: dict[str, str], parts: list[tuple[dict, dict]],
     if not parts:
         return Table.empty(schema)
     sizes = [p[0]["start_ns"].size for p in parts]
-    cols, masks = {}, {}
+    cols: dict[str, Strings | np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
     for col, dtype in schema.items():
         if col in _NULL_STRINGS:
             cols[col] = Strings.full(None, sum(sizes))

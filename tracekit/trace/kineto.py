@@ -60,7 +60,8 @@ def parse_kineto(data: bytes, path: str = "<trace>") -> Trace:
             f"{path} is JSON but not a torch.profiler trace: it has no 'traceEvents' list"
         )
     b = Builder(path)
-    b.add(f.traceEvents, lambda: decode_document(data, path, precise=True).traceEvents)
+    # (the precise decode of the same document has the same events list)
+    b.add(f.traceEvents, lambda: decode_document(data, path, precise=True).traceEvents or [])
     return b.finish(f)
 
 

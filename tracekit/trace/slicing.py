@@ -50,6 +50,12 @@ class Fallback(Exception):
     """The slicer cannot cut this layout: decode the whole document instead (says why)."""
 
 
+def _ws_end(buf: bytes | bytearray, pos: int) -> int:
+    """Where the whitespace at ``pos`` ends (``_WS`` matches the empty string too)."""
+    m = _WS.match(buf, pos)
+    return m.end() if m else pos
+
+
 def find_events(buf: bytearray, state: list) -> int | None:
     """Where the ``traceEvents`` array's content starts (just after its ``[``), found by walking
     the top-level object's tokens (strings skipped whole, so a key spelled inside a string never
@@ -57,15 +63,15 @@ def find_events(buf: bytearray, state: list) -> int | None:
     None means "read more". A top-level array is the events array itself."""
     pos, depth = state
     if depth == 0:
-        m = _WS.match(buf, pos)
-        if m.end() >= len(buf):
+        start = _ws_end(buf, pos)
+        if start >= len(buf):
             return None
-        c = buf[m.end()]
+        c = buf[start]
         if c == 0x5B:  # '[': a bare array of events
-            return m.end() + 1
+            return start + 1
         if c != 0x7B:
             raise Fallback("the document is not a JSON object or array")
-        pos, depth = m.end() + 1, 1
+        pos, depth = start + 1, 1
     while True:
         m = _TOKEN.search(buf, pos)
         if m is None:
@@ -120,7 +126,7 @@ class Slicer:
 
     def finish(self, buf: bytearray) -> bytes:
         """Decode the last events (up to the array's ``]``); return what follows the array."""
-        first = _WS.match(buf, 1).end()
+        first = _ws_end(buf, 1)
         if first < len(buf) and buf[first] == 0x5D:  # no event left: ']'
             return bytes(buf[first + 1:])
         for tries, m in enumerate(_END.finditer(buf, 1)):
