@@ -174,12 +174,13 @@ def _measured_cost(cap: dict | None) -> tuple[float, float, float] | None:
     pc = cap.get("profiler_cost") if isinstance(cap, dict) else None
     if not isinstance(pc, dict):
         return None
-    point, iv = pc.get("ns_per_event"), pc.get("interval_ns")
-    if not _positive(point):
+    raw, iv = pc.get("ns_per_event"), pc.get("interval_ns")
+    if not isinstance(raw, (int, float)) or not _positive(raw):
         return None
-    lo, hi = (iv if isinstance(iv, list) and len(iv) == 2 and all(_positive(x) or x == 0 for x in iv)
-              else (point, point))
-    return float(point), float(min(lo, point)), float(max(hi, point))
+    point = float(raw)
+    lo, hi = ((float(iv[0]), float(iv[1])) if isinstance(iv, list) and len(iv) == 2
+              and all(_positive(x) or x == 0 for x in iv) else (point, point))
+    return point, min(lo, point), max(hi, point)
 
 
 def _positive(x: object) -> bool:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tracekit.api import Explanation
+    from tracekit.contract import Stall, Unprofiled
 
 
-def _fmt_ms(ms: float) -> str:
+def _fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "— ms"
     return f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
-def _real(e: Explanation) -> dict | None:
+def _real(e: Explanation) -> Unprofiled | None:
     """The unprofiled section when it has a decomposition (the step a user runs leads the
     verdict whenever it is known; how far to trust it is said in the sentence)."""
     u = e.unprofiled
@@ -32,7 +36,7 @@ def _num(ms: float) -> str:
     return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
 
 
-def _calibration_clause(real: dict) -> str:
+def _calibration_clause(real: Unprofiled) -> str:
     """How the unprofiled split was calibrated, in a few words."""
     src = real.get("calibration_source")
     if src == "this-capture":
@@ -42,7 +46,7 @@ def _calibration_clause(real: dict) -> str:
     return "unprofiled"
 
 
-def _sessions_clause(real: dict) -> str:
+def _sessions_clause(real: Unprofiled) -> str:
     """"; N sessions' median X ms (a–b)" where fresh sessions were timed and their median is
     more than 10% from the profiled process's own step, else ""."""
     exp, own, rng = real.get("expected_ms"), real.get("latency_ms"), real.get("sessions_range_ms")
@@ -54,7 +58,7 @@ def _sessions_clause(real: dict) -> str:
             f"({real['expected_basis']})")
 
 
-def _stall_clause(st: dict) -> str:
+def _stall_clause(st: Stall) -> str:
     n = st["per_step"]
     what = "one stall per step" if 0.9 <= n <= 1.1 else f"{n:.1f} stalls per step"
     why = f" ({st['short_cause']})" if st.get("short_cause") else ""
@@ -72,11 +76,13 @@ def _host_verdict(e: Explanation, lat: float, floor_part: str, graphs: str) -> s
     if not h:
         return None
     real = _real(e)
-    basis, stall, issue, what = lat, h["stall_ms"], h["launch_issue_ms"], e.whatif
+    dec: Mapping[str, Any] = (real.get("decomposition") or {}) if real else {}
+    basis: float | None = lat
+    stall, issue = h["stall_ms"], h["launch_issue_ms"]
+    what: Mapping[str, Any] = e.whatif
     stall_iv = issue_iv = None
     tag = ""
-    if real and real["decomposition"].get("stall_ms") is not None and h["stalls"]:
-        dec = real["decomposition"]
+    if real and dec.get("stall_ms") is not None and h["stalls"]:
         basis, stall, issue, what = real["latency_ms"], dec["stall_ms"], dec["launch_issue_ms"], real["whatif"]
         stall_iv, issue_iv = dec.get("stall_interval_ms"), dec.get("launch_issue_interval_ms")
         tag = (f" ({_calibration_clause(real)}; the profiled trace shows "
@@ -106,7 +112,7 @@ def _host_verdict(e: Explanation, lat: float, floor_part: str, graphs: str) -> s
         size = f" ({_fmt_ms(stall)}{_range(stall_iv)} per step)" if stall is not None else ""
         also = f"; besides, {_stall_clause(st)}{size}"
     if real:
-        share = (real["decomposition"]["launch_overhead_ms"] or 0) / real["latency_ms"]
+        share = (dec.get("launch_overhead_ms") or 0) / (real["latency_ms"] or 1.0)
         return (f"Launch-bound: {share:.0%} of each {_fmt_ms(real['latency_ms'])} step "
                 f"(unprofiled{_sessions_clause(real)}) is the GPU waiting for the host to issue ops{per}; {floor_part}"
                 f"{graphs}{also}.")
@@ -139,7 +145,7 @@ def verdict(e: Explanation) -> str:
                   f"(≈{g['cuda_graphs_speedup']:.1f}×)")
     elif w.get("note") == "the trace already replays CUDA graphs":
         graphs = "; it already replays CUDA graphs"
-    classes = d.get("launch_overhead_by_class_ms") or {}
+    classes: Mapping[str, Any] = d.get("launch_overhead_by_class_ms") or {}
     # (an explanation with launch overhead always has its classes: "other" never applies)
     top = max(classes, key=lambda c: classes[c] or 0) if classes else "other"
     if share >= 0.5:
@@ -152,9 +158,10 @@ def verdict(e: Explanation) -> str:
                 "launch_latency": ("Launch-latency-bound", "gaps between already-queued kernels"),
                 "other": ("Idle-bound", "the GPU idle for reasons the trace does not show")}[top]
         return f"{what[0]}: {share:.0%} of each {_fmt_ms(lat)} step is {what[1]}; {floor_part}{graphs}."
-    if floor and d["r_floor"] >= 0.7:
+    r_floor = d.get("r_floor") or 0.0
+    if floor and r_floor >= 0.7:
         return (f"Near the memory floor: each {_fmt_ms(lat)} step is within "
-                f"{1 / d['r_floor']:.2f}× of the {_fmt_ms(floor)} weights+KV floor "
+                f"{1 / r_floor:.2f}× of the {_fmt_ms(floor)} weights+KV floor "
                 f"(R_floor {d['r_floor']:.0%}); only fewer bytes (quantization, smaller KV) will help{graphs}.")
     if floor:
         return (f"Kernel-bound: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step, "

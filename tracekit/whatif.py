@@ -39,6 +39,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tracekit.breakdown import step_records
 from tracekit.errors import BadInput
@@ -230,7 +231,7 @@ def cuda_graphs(summary: dict, decode: list[dict], calib: Calibration) -> dict:
     sentence and a ``note`` where there is no prediction. ``summary``/``decode``: the
     explanation's summary and its decode step rows (``gpu_busy_ms``, ``latency_ms``)."""
     program = GRAPH_PROGRAM if calib.program is not None else SAME_KERNELS
-    out = {"ms": None, "interval_ms": None, "interval_basis": None, "program": program,
+    out: dict[str, Any] = {"ms": None, "interval_ms": None, "interval_basis": None, "program": program,
            "same_kernels_ms": None, "same_kernels_interval_ms": None,
            "same_kernels_interval_basis": None, "gap_ns": calib.gap_ns, "gap_source": calib.source,
            "graph_program": None, "model": "no per-op graph gap known", "note": None}
@@ -247,6 +248,8 @@ def cuda_graphs(summary: dict, decode: list[dict], calib: Calibration) -> dict:
     if calib.gap_ns is None:
         out["note"] = "no per-op graph gap for this GPU: pass --graph-trace with a graph-replay trace"
         return out
+    gap_low = calib.gap_low_ns if calib.gap_low_ns is not None else calib.gap_ns
+    gap_high = calib.gap_high_ns if calib.gap_high_ns is not None else calib.gap_ns
     ops = (summary.get("kernels") or 0) + (summary.get("memcpys") or 0) + (summary.get("memsets") or 0)
     timed = [r["gpu_busy_ms"] for r in decode
              if r.get("latency_ms") is not None and r.get("gpu_busy_ms") is not None]
@@ -254,14 +257,14 @@ def cuda_graphs(summary: dict, decode: list[dict], calib: Calibration) -> dict:
     same = busy + ops * calib.gap_ns / 1e6
     out["same_kernels_ms"] = same
     out["same_kernels_interval_ms"] = _contain(
-        same, b_lo + ops * calib.gap_low_ns / 1e6,
-        b_hi * REPLAY_BUSY_FACTOR + ops * calib.gap_high_ns / 1e6)
+        same, b_lo + ops * gap_low / 1e6,
+        b_hi * REPLAY_BUSY_FACTOR + ops * gap_high / 1e6)
     gap_what = ("its 10th–90th percentile over the graph trace's steps" if calib.program else
                 "its range over every committed graph replay of this architecture")
     out["same_kernels_interval_basis"] = (
         f"GPU busy at its 10th–90th percentile over this trace's decode steps (the upper end "
         f"× {REPLAY_BUSY_FACTOR:g}: replayed kernels run a little longer) + GPU ops × the "
-        f"per-op gap at {gap_what} ({calib.gap_low_ns:.0f}–{calib.gap_high_ns:.0f} ns)")
+        f"per-op gap at {gap_what} ({gap_low:.0f}–{gap_high:.0f} ns)")
     p = calib.program
     if p is None:
         out["ms"], out["interval_ms"] = same, out["same_kernels_interval_ms"]

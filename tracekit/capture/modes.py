@@ -219,8 +219,9 @@ class CompileStepper(_StaticStepper):
         from torch._dynamo.utils import counters
 
         skips = {k: v for k, v in counters.get("inductor", {}).items() if "cudagraph" in k}
+        stats: dict[str, int] = dict(counters.get("stats", {}))
         return {
-            "unique_graphs": int(counters.get("stats", {}).get("unique_graphs", 0)),
+            "unique_graphs": int(stats.get("unique_graphs", 0)),
             "graph_breaks": int(sum(counters.get("graph_break", {}).values())),
             "cudagraph_counters": {k: int(v) for k, v in skips.items()},
         }

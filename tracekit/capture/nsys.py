@@ -81,7 +81,7 @@ def report_paths(output: Path) -> tuple[Path, Path, Path]:
 
 def capture_under_nsys(opts: CaptureOptions, *, progress: Progress) -> CaptureResult:
     nsys = find_nsys(opts.nsys)
-    output = Path(opts.output)
+    output = opts.output_path
     output.parent.mkdir(parents=True, exist_ok=True)
     base, rep, db = report_paths(output)
     for stale in (rep, db):

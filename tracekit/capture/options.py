@@ -73,6 +73,13 @@ class CaptureOptions:
     #: tensor-parallel ranks (``torchrun``; see tracekit.capture.tp): one trace per rank
     tp: int = 1
 
+    @property
+    def output_path(self) -> Path:
+        """``output`` as a path: :meth:`validated` always fills it in."""
+        if self.output is None:
+            raise BadUsage("no output file: pass -o FILE")
+        return Path(self.output)
+
     def validated(self) -> CaptureOptions:
         """The same options with defaults filled in, or :class:`BadUsage` naming the bad value."""
         if not self.model and not self.weights:

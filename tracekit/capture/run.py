@@ -32,7 +32,6 @@ import platform
 import sys
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 import tracekit
 from tracekit.capture import calibrate
@@ -164,7 +163,7 @@ def _phases(
         from tracekit.capture import tp
 
         rank, world = tp.setup_rank(device)
-        final = opts.output
+        final = opts.output_path
         opts = replace(opts, output=tp.rank_path(final, rank))
         with progress.phase(f"building rank {rank} of {world} of {spec.name} ({dtype}, {source})"):
             model = tp.build_tp_model(spec, output=final, device=device, dtype=dtype,
@@ -233,7 +232,7 @@ def _phases(
             ):
                 ms_after = time_steps(stepper.step, opts.steps, device=device)
         profiler_cost = None
-        if calib_ms:
+        if calib_ms and calib_backend is not None:
             with progress.phase("measuring the profiler's cost per event", live=False):
                 profiler_cost = calibrate.profiled(stepper.step, calib_ms, device=device,
                                                    kinds=kinds, backend=calib_backend,
@@ -296,8 +295,8 @@ def _phases(
         if prof is None:
             return CaptureResult(path=None, meta=meta, bytes=0)
         with progress.phase(f"writing {opts.output}"):
-            size = write_trace(prof.export_chrome_trace, meta, opts.output)
-        return CaptureResult(path=Path(opts.output), meta=meta, bytes=size)
+            size = write_trace(prof.export_chrome_trace, meta, opts.output_path)
+        return CaptureResult(path=opts.output_path, meta=meta, bytes=size)
 
 
 def _with_kernels(quant: dict | None, prof) -> dict | None:

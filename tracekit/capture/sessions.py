@@ -46,7 +46,7 @@ SESSION_TIMEOUT_S = 1200
 
 def run_sessions(opts: CaptureOptions, *, progress: Progress) -> CaptureResult:
     """Run ``opts.sessions`` child captures and write the one output (see the module docstring)."""
-    output = Path(opts.output)
+    output = opts.output_path
     output.parent.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
     metas: list[dict] = []

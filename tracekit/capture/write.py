@@ -34,7 +34,7 @@ GZIP_LEVEL = 9
 _CHUNK = 1 << 20
 
 
-def write_trace(export: Callable[[str], None], meta: dict, out: Path) -> int:
+def write_trace(export: Callable[[str], object], meta: dict, out: Path) -> int:
     """Call ``export(path)`` to write the raw chrome JSON, then splice ``meta`` and gzip it to
     ``out`` atomically. Returns the size of the written file in bytes."""
     out = Path(out)
