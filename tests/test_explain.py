@@ -10,7 +10,6 @@ from synth import decode_steps, write_trace
 
 from tracekit.errors import BadInput
 from tracekit.explain import GRAPH_GAP_NS, explain, graph_gap_ns
-from tracekit.floor import step_floor
 from tracekit.specs.gpus import get_gpu, match_gpu
 from tracekit.specs.models import get_model
 from tracekit.trace import load
@@ -57,24 +56,40 @@ def _eager_trace(tmp_path, n=6):
     return write_trace(tmp_path / "e.json.gz", decode_steps(n, kernel_us=2))
 
 
-def test_decomposition_adds_up_exactly(tmp_path):
+def _tiny_floor_ms(ctx: int, gbps: float) -> float:
+    """The ``tiny`` model's bf16 floor from its config numbers, written out here rather than taken
+    from tracekit.floor: 2 layers, hidden 64, MLP 128, 4 heads and 2 KV heads of 16, vocab 512,
+    untied embeddings."""
+    layer = 64 * 4 * 16 + 2 * 64 * 2 * 16 + 4 * 16 * 64 + 3 * 64 * 128 + 2 * 64  # q, k+v, o, MLP, norms
+    params_read = 2 * layer + 64 + 64 + 512 * 64  # layers, final norm, one embedding row, lm_head
+    kv_per_token = 2 * 2 * 2 * 16 * 2  # layers × (K, V) × kv_heads × head_dim × bf16 bytes
+    total = params_read * 2 + ctx * kv_per_token + kv_per_token  # weights + KV read + KV written
+    return total / (gbps * 1e9) * 1e3
+
+
+def test_decomposition_against_the_trace_and_the_config(tmp_path):
     # A made-up model small enough that its floor fits inside 6 µs of GPU busy on 3350 GB/s.
     e = explain(_eager_trace(tmp_path), model="tiny", ctx=100)
     d = e.to_dict()
     dec = d["decomposition"]
-    total = dec["floor_ms"] + dec["kernel_excess_ms"] + dec["launch_overhead_ms"]
-    assert total == pytest.approx(dec["latency_ms"], rel=1e-3)
-    assert sum(dec["launch_overhead_by_class_ms"].values()) == pytest.approx(
-        dec["launch_overhead_ms"], rel=1e-9)
+    # the oracle: each 100 µs step runs three 2 µs kernels back to back with gaps between them
+    # (tests/synth.py): busy 6 µs, and the 94 µs rest the GPU waits for the host's launches
+    floor = _tiny_floor_ms(100 + 2, 3350.0)  # the median ctx of the 5 timed steps (100..104)
     assert dec["latency_ms"] == pytest.approx(0.1)
-    assert dec["launch_overhead_ms"] == pytest.approx(0.094)
-    floor = step_floor(get_model("tiny"), 100 + 2, 3350.0).floor_ms  # median ctx of 5 timed steps
     assert dec["floor_ms"] == pytest.approx(floor, rel=1e-9)
+    assert dec["kernel_excess_ms"] == pytest.approx(0.006 - floor, rel=1e-9)
+    assert dec["launch_overhead_ms"] == pytest.approx(0.094)
+    assert dec["launch_overhead_by_class_ms"]["host_bound"] == pytest.approx(0.094)
+    assert sum(v for c, v in dec["launch_overhead_by_class_ms"].items() if c != "host_bound") == 0
     assert dec["r_floor"] == pytest.approx(floor / 0.1)
-    for step in d["steps"]:
+    assert [s["latency_ms"] is not None for s in d["steps"]] == [True] * 5 + [False]
+    for i, step in enumerate(d["steps"]):
+        assert step["ctx"] == 100 + i
+        assert step["floor_ms"] == pytest.approx(_tiny_floor_ms(100 + i, 3350.0), rel=1e-9)
+        assert step["gpu_busy_ms"] == pytest.approx(0.006)
+        assert step["kernel_excess_ms"] == pytest.approx(0.006 - step["floor_ms"], rel=1e-9)
         if step["latency_ms"] is not None:
-            assert step["floor_ms"] + step["kernel_excess_ms"] + step["idle_ms"] == pytest.approx(
-                step["latency_ms"], rel=1e-9)
+            assert step["idle_ms"] == pytest.approx(0.094)
     assert d["gpu"]["peak_gbps"] == 3350 and d["gpu"]["matched"] == "H100 SXM5"
     json.dumps(d, allow_nan=False)
 
