@@ -12,16 +12,19 @@ step's first op. The oracle reads the file back with ``json.load`` and knows not
   of its last op, and its busy is, as for every step, the union of every op clipped to it.
 
 Checked per step: busy equals the oracle's to the nanosecond, ``0 <= busy <= latency``, idle equals
-the oracle's gap walk, the idle classes are ``>= 0`` and sum to the idle; in the summary: every
-share in [0, 1], every what-if positive, ``floor + kernel excess + launch overhead = latency``.
+the oracle's gap walk, the idle classes are ``>= 0``; in the summary: latency the median of the
+oracle's latencies, launch overhead its median latency less its median busy, floor + kernel
+excess its median busy; every share in [0, 1], every what-if positive.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 from pathlib import Path
 
+import pytest
 from helpers import merge_intervals
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -137,16 +140,24 @@ def test_explain_matches_the_oracle(doc, tmp_path_factory):
         else:
             assert round(lat * 1e6) == o["latency"]
             assert 0 <= busy <= lat
-        classes = s["idle_by_class_ms"].values()
-        assert all(v >= 0 for v in classes)
-        assert abs(sum(classes) - idle) < 1e-9
+        assert all(v >= 0 for v in s["idle_by_class_ms"].values())
     for r in d["kernels_by_category"]:
         assert 0 <= r["share"] <= 1
     dec, w = d["decomposition"], d["whatif"]
+    # the summary: medians of the oracle's numbers over the decode steps with a latency (which
+    # steps are decode — not partial — is tracekit's call, checked elsewhere; the numbers are not)
+    timed = [o for s, o in zip(d["steps"], want)
+             if s["kind"] == "decode" and o is not None and o["latency"] is not None]
+    if timed:
+        lat_ms = statistics.median(o["latency"] for o in timed) / 1e6
+        busy_ms = statistics.median(o["busy"] for o in timed) / 1e6
+        assert dec["latency_ms"] == pytest.approx(lat_ms, rel=1e-12)
+        assert dec["launch_overhead_ms"] == pytest.approx(lat_ms - busy_ms, rel=1e-9, abs=1e-12)
+        assert dec["floor_ms"] + dec["kernel_excess_ms"] == pytest.approx(busy_ms, rel=1e-9)
+    else:
+        assert dec["latency_ms"] is None
     if dec["latency_ms"] is not None:
         assert 0 <= dec["r_floor"]
-        parts = dec["floor_ms"] + dec["kernel_excess_ms"] + dec["launch_overhead_ms"]
-        assert abs(parts - dec["latency_ms"]) < 1e-9 * max(1.0, dec["latency_ms"])
         by_class = dec["launch_overhead_by_class_ms"].values()
         assert all(v >= 0 for v in by_class)
         assert dec["launch_overhead_ms"] >= 0
