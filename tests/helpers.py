@@ -59,3 +59,40 @@ def merge_intervals(intervals):
         else:
             out.append([a, b])
     return [(a, b) for a, b in out]
+
+
+def ns(v) -> int:
+    """A trace's µs timestamp or duration (a decimal string, ``Decimal`` or number with up to three
+    decimals) as integer ns, without going through a binary float."""
+    whole, _, frac = str(v).partition(".")
+    sign = -1 if whole.startswith("-") else 1
+    return sign * (abs(int(whole)) * 1000 + int((frac + "000")[:3]))
+
+
+def oracle_steps(events: list[dict], is_step) -> list[dict]:
+    """Each step of a Kineto trace from its events alone (``json.load`` with ``parse_float=str``
+    or ``Decimal``), written from the definitions in docs/architecture.md: a step (a host range
+    ``is_step(event)`` picks) owns the GPU ops whose launch (same ``correlation``) started inside
+    it; its window runs from its first op to the next step's first op; GPU busy is the union of
+    every GPU op clipped to the window and idle the rest of it. A step with no later successor has
+    no latency (None). Times in ns."""
+    x = [e for e in events if isinstance(e, dict) and e.get("ph") == "X"]
+    launch = {e["args"]["correlation"]: ns(e["ts"]) for e in x
+              if e.get("cat") in ("cuda_runtime", "cuda_driver")
+              and "correlation" in (e.get("args") or {})}
+    ops = [(ns(e["ts"]), ns(e["ts"]) + ns(e.get("dur", 0)), launch.get(e["args"].get("correlation")))
+           for e in x if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    ranges = sorted((ns(e["ts"]), ns(e["ts"]) + ns(e["dur"])) for e in x if is_step(e))
+    own = [[(s, t) for s, t, at in ops if at is not None and a <= at <= b] for a, b in ranges]
+    out = []
+    for i, mine in enumerate(own):
+        t0 = min(s for s, _ in mine) if mine else None
+        nxt = own[i + 1] if i + 1 < len(own) else []
+        w = min(s for s, _ in nxt) if nxt and mine else None
+        timed = w is not None and w > t0
+        hi = w if timed else (max(t for _, t in mine) if mine else None)
+        busy = sum(b - a for a, b in merge_intervals(
+            [(max(s, t0), min(t, hi)) for s, t, _ in ops if mine and min(t, hi) > max(s, t0)]))
+        out.append({"start": t0, "latency": hi - t0 if timed else None,
+                    "busy": busy if mine else None, "ops": len(mine)})
+    return out

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import statistics
 from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import oracle_steps
 
 from tracekit.explain import explain
 from tracekit.specs.kernels import short_name
@@ -27,8 +29,8 @@ CAPTURES = {
 }
 
 
-def _raw(name: str) -> dict:
-    return json.load(gzip.open(SAMPLES / name))
+def _raw(name: str, **kw) -> dict:
+    return json.load(gzip.open(SAMPLES / name), **kw)
 
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))
@@ -45,9 +47,19 @@ def test_capture_traces_explain_with_no_flags(name):
     assert d["floor"]["floor_ms"] is not None and d["floor"]["missing"] is None
     assert d["gpu"]["measured_gbps"] == meta["copy_bandwidth_gbps"]
     assert d["decomposition"]["kernel_excess_ms"] > 0  # the floor is below what the GPU did
+    # the decomposition's parts against json.load: medians of the steps' latency and GPU busy
+    # (tests/helpers.oracle_steps), overhead = latency - busy, excess = busy - floor
+    steps = oracle_steps(_raw(name, parse_float=str)["traceEvents"],
+                         lambda e: e.get("cat") == "user_annotation"
+                         and e["name"].startswith("tracekit.step#"))
+    timed = [s for s in steps if s["latency"] is not None]
+    assert len(steps) == 10 and len(timed) == 9
+    lat = statistics.median(s["latency"] for s in timed) / 1e6
+    busy = statistics.median(s["busy"] for s in timed) / 1e6
     dec = d["decomposition"]
-    assert dec["floor_ms"] + dec["kernel_excess_ms"] + dec["launch_overhead_ms"] == pytest.approx(
-        dec["latency_ms"], rel=1e-3)
+    assert dec["latency_ms"] == pytest.approx(lat, rel=1e-9)
+    assert dec["launch_overhead_ms"] == pytest.approx(lat - busy, rel=1e-9)
+    assert dec["kernel_excess_ms"] == pytest.approx(busy - dec["floor_ms"], rel=1e-9)
 
 
 @pytest.mark.parametrize("name", [n for n, (_, _, m) in CAPTURES.items() if m != "compile"])
