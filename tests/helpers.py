@@ -1,5 +1,6 @@
-"""What the tests share: run a command in-process, read its one ``Error:`` line, and a plain
-interval union for the oracles.
+"""What the tests share: run a command in-process, read its one ``Error:`` line; a plain interval
+union and a json.load step oracle; a tiny Nsight Systems export; the streaming reader's cases.
+(Traces built inline are in synth.py.)
 
     from helpers import error_line, run
     r = run("compare", a, b)
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 import statistics
 from pathlib import Path
 
+import msgspec
 from click.testing import CliRunner, Result
 
 from tracekit.cli import app
+from tracekit.explain import explain
 
 
 def run(*args: object) -> Result:
@@ -95,4 +99,235 @@ def oracle_steps(events: list[dict], is_step) -> list[dict]:
             [(max(s, t0), min(t, hi)) for s, t, _ in ops if mine and min(t, hi) > max(s, t0)]))
         out.append({"start": t0, "latency": hi - t0 if timed else None,
                     "busy": busy if mine else None, "ops": len(mine)})
+    return out
+
+
+# -- a tiny Nsight Systems export (the tables and columns ``nsys export --type sqlite`` writes) ---
+# two decode steps: an eager one (runtime and driver launches, an async copy) and a graph one (one
+# cudaGraphLaunch whose three kernels share its correlation id), then a blocking copy
+PID = 4242
+TID = 4243
+GTID = (PID << 24) | TID
+T0 = 1_000_000_000  # ns, the session clock
+
+STRINGS = {
+    1: "void gemv_kernel<float, 128>(float const*, float*, int)",
+    2: "void rmsnorm_kernel<__nv_bfloat16>(__nv_bfloat16*, int)",
+    3: "triton_poi_fused_add_0",
+    10: "cudaLaunchKernel_v7000",
+    11: "cuLaunchKernel",
+    12: "cudaMemcpyAsync_v3020",
+    13: "cudaGraphLaunch_v10000",
+    14: "cudaStreamSynchronize_v3020",
+    15: "cudaMemcpy_v3020",
+    16: "cudaGetDevice_v3020",
+    17: "cudaMemsetAsync_ptsz_v7000",
+    20: "tracekit.step#1",
+}
+
+
+def build_export(path: Path, *, meta: dict | None = None) -> Path:
+    """The export at ``path`` (tests/test_nsys_reader.py checks its arithmetic)."""
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE StringIds (id INTEGER PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INTEGER NOT NULL, end INTEGER NOT NULL,
+            deviceId INTEGER, contextId INTEGER, streamId INTEGER, correlationId INTEGER,
+            globalPid INTEGER, demangledName INTEGER, shortName INTEGER, mangledName INTEGER,
+            gridX INTEGER, gridY INTEGER, gridZ INTEGER, blockX INTEGER, blockY INTEGER,
+            blockZ INTEGER, graphNodeId INTEGER);
+        CREATE TABLE CUPTI_ACTIVITY_KIND_MEMCPY (start INTEGER, end INTEGER, deviceId INTEGER,
+            contextId INTEGER, streamId INTEGER, correlationId INTEGER, globalPid INTEGER,
+            bytes INTEGER, copyKind INTEGER, srcKind INTEGER, dstKind INTEGER);
+        CREATE TABLE CUPTI_ACTIVITY_KIND_MEMSET (start INTEGER, end INTEGER, deviceId INTEGER,
+            contextId INTEGER, streamId INTEGER, correlationId INTEGER, globalPid INTEGER,
+            value INTEGER, bytes INTEGER, graphNodeId INTEGER, memKind INTEGER);
+        CREATE TABLE CUPTI_ACTIVITY_KIND_RUNTIME (start INTEGER, end INTEGER, eventClass INTEGER,
+            globalTid INTEGER, correlationId INTEGER, nameId INTEGER, returnValue INTEGER,
+            callchainId INTEGER);
+        CREATE TABLE NVTX_EVENTS (start INTEGER, end INTEGER, eventType INTEGER, rangeId INTEGER,
+            category INTEGER, color INTEGER, text TEXT, globalTid INTEGER, endGlobalTid INTEGER,
+            textId INTEGER, domainId INTEGER);
+        CREATE TABLE TARGET_INFO_GPU (id INTEGER, name TEXT, busLocation TEXT, totalMemory INTEGER,
+            smCount INTEGER);
+        CREATE TABLE TARGET_INFO_CUDA_DEVICE (gpuId INTEGER, cudaId INTEGER, pid INTEGER,
+            computeMajor INTEGER, computeMinor INTEGER);
+    """)
+    con.executemany("INSERT INTO StringIds VALUES (?, ?)", STRINGS.items())
+    t = T0
+    runtime = [
+        # start, end, correlation, nameId -- step 0 (eager): 3 launches, 1 async copy
+        (t + 100, t + 104, 1, 10),
+        (t + 110, t + 116, 2, 11),
+        (t + 120, t + 123, 3, 12),
+        (t + 125, t + 126, 4, 16),  # not a launch: ignored
+        # step 1 (graph): one graph launch, a memset, then a sync and a blocking copy
+        (t + 1000, t + 1010, 5, 13),
+        (t + 1012, t + 1014, 6, 17),
+        (t + 1020, t + 1900, 7, 14),
+        (t + 1950, t + 2000, 8, 15),
+    ]
+    con.executemany(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_RUNTIME VALUES (?, ?, 1, ?, ?, ?, 0, NULL)",
+        [(s, e, GTID, corr, name) for s, e, corr, name in runtime],
+    )
+    kernels = [
+        # start, end, stream, correlation, name id, grid, block
+        (t + 105, t + 111, 7, 1, 1, (2, 1, 1), (128, 1, 1)),
+        (t + 117, t + 121, 7, 2, 3, (8, 1, 1), (256, 1, 1)),
+        (t + 1012, t + 1020, 7, 5, 2, (1, 1, 1), (32, 1, 1)),
+        (t + 1021, t + 1030, 7, 5, 1, (2, 1, 1), (128, 1, 1)),
+        (t + 1031, t + 1035, 7, 5, 3, (8, 1, 1), (256, 1, 1)),
+    ]
+    con.executemany(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES "
+        "(?, ?, 0, 1, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, NULL)",
+        [
+            (s, e, st, corr, PID, name, name, *grid, *block)
+            for s, e, st, corr, name, grid, block in kernels
+        ],
+    )
+    con.executemany(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY VALUES (?, ?, 0, 1, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (t + 124, t + 130, 7, 3, PID, 4096, 8, 3, 3),  # DtoD async, step 0
+            (t + 1960, t + 1970, 7, 8, PID, 2, 2, 3, 1),
+        ],  # DtoH blocking
+    )
+    con.execute(
+        "INSERT INTO CUPTI_ACTIVITY_KIND_MEMSET VALUES (?, ?, 0, 1, 7, 6, ?, 0, 512, NULL, 3)",
+        (t + 1036, t + 1037, PID),
+    )
+    nvtx = [
+        # start, end, eventType, text, textId
+        (t + 50, t + 2100, 59, "tracekit.profile", None),
+        (t + 90, t + 995, 59, "tracekit.step#0", None),
+        (t + 995, t + 1940, 59, None, 20),  # text interned in StringIds
+        (t + 10, None, 75, "my-domain", None),  # a domain creation, not a range
+        (t + 20, None, 34, "a mark", None),
+    ]
+    con.executemany(
+        "INSERT INTO NVTX_EVENTS VALUES (?, ?, ?, NULL, NULL, NULL, ?, ?, NULL, ?, 0)",
+        [(s, e, typ, text, GTID, tid) for s, e, typ, text, tid in nvtx],
+    )
+    con.execute(
+        "INSERT INTO TARGET_INFO_GPU VALUES (5, 'NVIDIA H100 80GB HBM3', '0000:00:1e.0', "
+        "85520809984, 132)"
+    )
+    con.execute("INSERT INTO TARGET_INFO_CUDA_DEVICE VALUES (5, 0, ?, 9, 0)", (PID,))
+    if meta is not None:
+        con.execute("CREATE TABLE TRACEKIT_CAPTURE (key TEXT PRIMARY KEY, value TEXT)")
+        con.execute("INSERT INTO TRACEKIT_CAPTURE VALUES ('meta', ?)", (json.dumps(meta),))
+    con.commit()
+    con.close()
+    return path
+
+
+# -- the streaming reader's cases, shared by test_stream_reader.py and test_reader_workers.py ---
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_traces"
+JSON_TRACES = sorted(SAMPLES.glob("*.json.gz")) + sorted((SAMPLES / "peer" / "hta").glob("*.json.gz"))
+TABLES = ("gpu_ops", "launches", "annotations", "syncs", "cpu_ops")
+
+
+def explain_bytes(trace) -> bytes:
+    """``explain``'s JSON document of a loaded trace, or its error, as bytes to compare."""
+    try:
+        doc = explain(trace).to_dict()
+    except Exception as exc:  # the same error both ways is the same behaviour
+        return f"{type(exc).__name__}: {exc}".encode()
+    return msgspec.json.encode(doc)
+
+
+def same_trace(a, b) -> None:
+    """Two loads of one trace hold the same tables, meta and warnings."""
+    for t in TABLES:
+        assert getattr(a, t).equals(getattr(b, t)), t
+        assert getattr(a, t).schema == getattr(b, t).schema, t
+    assert {**a.meta, "path": None} == {**b.meta, "path": None}
+    assert a.warnings == b.warnings
+
+
+NASTY = ["a},{b", 'q"}, {"x', "back\\slash}]", "日本語カーネル😀" * 40, "x" * 5000,
+         "end}\n]", "\u00e9" * 3]
+
+
+def nasty_events() -> list[dict]:
+    """120 steps of events whose names hold JSON punctuation, multi-byte UTF-8 and long runs."""
+    ev = []
+    t = 1_000_000
+    for i in range(120):
+        name = NASTY[i % len(NASTY)] + f"#{i}"
+        ev.append({"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": 2, "ts": t,
+                   "dur": 3, "args": {"Input Dims": [[1, 2], []], "nested": {"a": [{"b": "}]"}]}}})
+        ev.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1,
+                   "tid": 2, "ts": t + 1, "dur": 2, "args": {"correlation": i}})
+        ev.append({"ph": "X", "cat": "kernel", "name": f"k{i % 5}_{NASTY[i % len(NASTY)]}",
+                   "pid": 0, "tid": 7, "ts": f"{t + 5}.{i % 1000:03d}", "dur": 1.5,
+                   "args": {"device": 0, "stream": 7, "correlation": i}})
+        ev.append({"ph": "f", "id": i, "cat": "ac2g", "name": "ac2g", "pid": 0, "tid": 7,
+                   "ts": t + 5})
+        t += 100
+    return ev
+
+
+def layouts(ev: list[dict]) -> dict[str, bytes]:
+    """The events as a document in four layouts (timestamps written verbatim)."""
+    def num(e):  # ts written verbatim (exact decimals)
+        return {**e, "ts": "@@" + str(e["ts"]) + "@@"}
+
+    def fix(s: str) -> bytes:
+        return s.replace('"@@', "").replace('@@"', "").encode()
+
+    meta = {"deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3"},
+                                 {"id": 1, "name": "x},{y"}]}
+    first = {"traceEvents": [num(e) for e in ev], **meta, "traceName": "t"}
+    last = {**meta, "tracekit": {"ctx": 5, "note": '"traceEvents": ['}, "traceEvents":
+            [num(e) for e in ev], "after": [{"a": 1}, {"b": 2}]}
+    return {
+        "compact": fix(json.dumps(first, separators=(",", ":"), ensure_ascii=False)),
+        "pretty": fix(json.dumps(last, indent=2, ensure_ascii=False)),
+        "spaces": fix(json.dumps(last, ensure_ascii=True)),
+        "bare-array": fix(json.dumps([num(e) for e in ev], indent=1, ensure_ascii=False)),
+    }
+
+
+# -- host stalls on a real trace (tests/test_host.py, test_validation.py) ------------------------
+def stall_oracle(path: Path) -> list[tuple[str, float, int, int]]:
+    """Per tracekit step: (name of the innermost CPU op on the launching thread covering at least
+    half of the step's largest GPU gap, the idle inside that op instance in ms, its 1-based
+    occurrence among the step's ops of that name, how many there are)."""
+    ev = json.load(gzip.open(path))["traceEvents"]
+    x = [e for e in ev if e.get("ph") == "X"]
+    steps = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in x
+                   if e.get("cat") == "user_annotation" and e["name"].startswith("tracekit.step#"))
+    launches = {e["args"]["correlation"]: e for e in x
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    gpu = [e for e in x if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    cpu = [e for e in x if e.get("cat") == "cpu_op"]
+    out = []
+    for i, (s, t) in enumerate(steps[:-1]):
+        nxt = steps[i + 1]
+
+        def in_range(e, lo, hi):
+            lz = launches.get(e["args"].get("correlation"))
+            return lz is not None and lo <= float(lz["ts"]) < hi
+
+        ops = sorted((e for e in gpu if in_range(e, s, t)), key=lambda e: float(e["ts"]))
+        first_next = min((e for e in gpu if in_range(e, *nxt)), key=lambda e: float(e["ts"]))
+        ops.append(first_next)
+        gaps, run_end = [], float(ops[0]["ts"]) + float(ops[0]["dur"])
+        for e in ops[1:]:
+            if float(e["ts"]) > run_end:
+                gaps.append((run_end, float(e["ts"]), e))
+            run_end = max(run_end, float(e["ts"]) + float(e["dur"]))
+        a, b, ender = max(gaps, key=lambda g: g[1] - g[0])
+        tid = launches[ender["args"]["correlation"]]["tid"]
+        mid = (a + b) / 2
+        holding = [e for e in cpu if e["tid"] == tid and float(e["ts"]) <= mid < float(e["ts"]) + float(e["dur"])
+                   and min(b, float(e["ts"]) + float(e["dur"])) - max(a, float(e["ts"])) >= (b - a) / 2]
+        op = min(holding, key=lambda e: float(e["dur"]))
+        lo, hi = float(op["ts"]), float(op["ts"]) + float(op["dur"])
+        idle = sum(g[1] - g[0] for g in gaps if lo <= (g[0] + g[1]) / 2 < hi)
+        same = sorted(float(e["ts"]) for e in cpu if e["name"] == op["name"] and s <= float(e["ts"]) < t)
+        out.append((op["name"], idle / 1e3, same.index(float(op["ts"])) + 1, len(same)))
     return out

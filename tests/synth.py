@@ -94,3 +94,33 @@ def decode_steps(n: int, *, period: float = 100.0, kernels_per_step: int = 3,
             events.append(kernel(name, lt + 3, kernel_us, corr))
             corr += 1
     return events
+
+
+# -- host stalls: a trace whose every gap is known (tests/test_host.py, test_unprofiled.py) -------
+# Each step (1000 µs) runs ten host ops back to back; each launches one 2 µs kernel 5 µs before it
+# ends, and the kernel ends with the op. So the gap before kernel j is d_j − 2 µs and lies inside
+# op j. Op 3 is a cuDNN attention call holding the host 600 µs (inside an SDPA parent); op 7 is the
+# same call at its ordinary 20 µs. The tail gap up to the next step (no op) is 238 µs.
+DUR = [20, 20, 20, 600, 20, 20, 20, 20, 20, 20]
+NAMES = ["aten::mm", "aten::mul", "aten::add", "aten::_cudnn_attention_forward", "aten::mm",
+         "aten::mul", "aten::add", "aten::_cudnn_attention_forward", "aten::mm", "aten::add"]
+PERIOD = 1000
+
+
+def stall_trace(tmp_path, n_steps=4, dur=DUR, names=NAMES, gpu_name="NVIDIA H100 80GB HBM3"):
+    events, corr = [], 1
+    for i in range(n_steps):
+        t0 = i * PERIOD
+        events.append(annotation(f"step#{i}", t0, PERIOD - 1))
+        s = t0 + 1
+        for d, name in zip(dur, names):
+            if "cudnn" in name:
+                events.append(cpu_op("aten::scaled_dot_product_attention", s, d))
+                events.append(cpu_op(name, s + 1, d - 2))
+            else:
+                events.append(cpu_op(name, s, d))
+            events.append(launch("cudaLaunchKernel", s + d - 5, 2, corr))
+            events.append(kernel(f"k_{name}", s + d - 2, 2, corr))
+            corr += 1
+            s += d
+    return write_trace(tmp_path / "stall.json.gz", events, gpu_name=gpu_name)

@@ -7,12 +7,11 @@ the launching thread that spans the largest GPU gap of each step.
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import pytest
-from synth import annotation, cpu_op, kernel, launch, write_trace
+from helpers import stall_oracle
+from synth import DUR, NAMES, PERIOD, stall_trace, write_trace
 
 from tracekit.explain import explain
 from tracekit.host import NO_OP, STALL_FACTOR, STALL_MIN_NS, attribute
@@ -23,38 +22,8 @@ from tracekit.trace import load
 SAMPLES = Path(__file__).parent.parent / "sample_traces"
 SAMPLE = SAMPLES / "qwen2.5-7b_ctx2048_eager.json.gz"
 
-# -- a trace whose every gap is known ----------------------------------------------------------
-# Each step (1000 µs) runs ten host ops back to back; each launches one 2 µs kernel 5 µs before it
-# ends, and the kernel ends with the op. So the gap before kernel j is d_j − 2 µs and lies inside
-# op j. Op 3 is a cuDNN attention call holding the host 600 µs (inside an SDPA parent); op 7 is the
-# same call at its ordinary 20 µs. The tail gap up to the next step (no op) is 238 µs.
-DUR = [20, 20, 20, 600, 20, 20, 20, 20, 20, 20]
-NAMES = ["aten::mm", "aten::mul", "aten::add", "aten::_cudnn_attention_forward", "aten::mm",
-         "aten::mul", "aten::add", "aten::_cudnn_attention_forward", "aten::mm", "aten::add"]
-PERIOD = 1000
-
-
-def _stall_trace(tmp_path, n_steps=4, dur=DUR, names=NAMES, gpu_name="NVIDIA H100 80GB HBM3"):
-    events, corr = [], 1
-    for i in range(n_steps):
-        t0 = i * PERIOD
-        events.append(annotation(f"step#{i}", t0, PERIOD - 1))
-        s = t0 + 1
-        for d, name in zip(dur, names):
-            if "cudnn" in name:
-                events.append(cpu_op("aten::scaled_dot_product_attention", s, d))
-                events.append(cpu_op(name, s + 1, d - 2))
-            else:
-                events.append(cpu_op(name, s, d))
-            events.append(launch("cudaLaunchKernel", s + d - 5, 2, corr))
-            events.append(kernel(f"k_{name}", s + d - 2, 2, corr))
-            corr += 1
-            s += d
-    return write_trace(tmp_path / "stall.json.gz", events, gpu_name=gpu_name)
-
-
 def test_gaps_are_attributed_to_the_op_that_held_the_host(tmp_path):
-    tr = load(_stall_trace(tmp_path))
+    tr = load(stall_trace(tmp_path))
     h = attribute(tr, detect_steps(tr))
     g = h.gaps.filter(h.gaps["step"] == 0).sort("start_ns")
     lengths = ((g["end_ns"] - g["start_ns"]) // 1000).to_list()
@@ -67,7 +36,7 @@ def test_gaps_are_attributed_to_the_op_that_held_the_host(tmp_path):
 
 
 def test_threshold_is_relative_to_the_steps_launch_interval(tmp_path):
-    tr = load(_stall_trace(tmp_path))
+    tr = load(stall_trace(tmp_path))
     h = attribute(tr, detect_steps(tr))
     row = h.steps.filter(h.steps["step"] == 0).row(0, named=True)
     # launches 20 µs apart except across the long op: the median interval is 20 µs
@@ -79,7 +48,7 @@ def test_threshold_is_relative_to_the_steps_launch_interval(tmp_path):
 
 
 def test_explain_host_section_and_stall_verdict(tmp_path):
-    e = explain(_stall_trace(tmp_path))
+    e = explain(stall_trace(tmp_path))
     h = e.host
     assert h["stall_ms"] == pytest.approx(0.598)
     assert h["launch_issue_ms"] == pytest.approx(e.decomposition["launch_overhead_by_class_ms"]["host_bound"] - 0.598)
@@ -101,7 +70,7 @@ def test_explain_host_section_and_stall_verdict(tmp_path):
 
 def test_launch_issue_dominates_without_a_stall(tmp_path):
     dur = [60] * 10  # every op 60 µs: all idle is launch issue, and CUDA Graphs is the advice
-    e = explain(_stall_trace(tmp_path, dur=dur, names=["aten::mm"] * 10))
+    e = explain(stall_trace(tmp_path, dur=dur, names=["aten::mm"] * 10))
     assert e.host["stalls"] == [] and e.host["stall_ms"] == 0
     assert e.host["us_per_launch"] == pytest.approx(60.0)
     assert e.verdict.startswith("Launch-bound:") and "CUDA Graphs would bring" in e.verdict
@@ -130,49 +99,8 @@ def test_known_causes_match_names_and_stacks():
 
 
 # -- the real sample: the stall against an independent oracle ----------------------------------
-def _oracle(path: Path) -> list[tuple[str, float, int, int]]:
-    """Per tracekit step: (name of the innermost CPU op on the launching thread covering at least
-    half of the step's largest GPU gap, the idle inside that op instance in ms, its 1-based
-    occurrence among the step's ops of that name, how many there are)."""
-    ev = json.load(gzip.open(path))["traceEvents"]
-    x = [e for e in ev if e.get("ph") == "X"]
-    steps = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in x
-                   if e.get("cat") == "user_annotation" and e["name"].startswith("tracekit.step#"))
-    launches = {e["args"]["correlation"]: e for e in x
-                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
-    gpu = [e for e in x if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
-    cpu = [e for e in x if e.get("cat") == "cpu_op"]
-    out = []
-    for i, (s, t) in enumerate(steps[:-1]):
-        nxt = steps[i + 1]
-
-        def in_range(e, lo, hi):
-            lz = launches.get(e["args"].get("correlation"))
-            return lz is not None and lo <= float(lz["ts"]) < hi
-
-        ops = sorted((e for e in gpu if in_range(e, s, t)), key=lambda e: float(e["ts"]))
-        first_next = min((e for e in gpu if in_range(e, *nxt)), key=lambda e: float(e["ts"]))
-        ops.append(first_next)
-        gaps, run_end = [], float(ops[0]["ts"]) + float(ops[0]["dur"])
-        for e in ops[1:]:
-            if float(e["ts"]) > run_end:
-                gaps.append((run_end, float(e["ts"]), e))
-            run_end = max(run_end, float(e["ts"]) + float(e["dur"]))
-        a, b, ender = max(gaps, key=lambda g: g[1] - g[0])
-        tid = launches[ender["args"]["correlation"]]["tid"]
-        mid = (a + b) / 2
-        holding = [e for e in cpu if e["tid"] == tid and float(e["ts"]) <= mid < float(e["ts"]) + float(e["dur"])
-                   and min(b, float(e["ts"]) + float(e["dur"])) - max(a, float(e["ts"])) >= (b - a) / 2]
-        op = min(holding, key=lambda e: float(e["dur"]))
-        lo, hi = float(op["ts"]), float(op["ts"]) + float(op["dur"])
-        idle = sum(g[1] - g[0] for g in gaps if lo <= (g[0] + g[1]) / 2 < hi)
-        same = sorted(float(e["ts"]) for e in cpu if e["name"] == op["name"] and s <= float(e["ts"]) < t)
-        out.append((op["name"], idle / 1e3, same.index(float(op["ts"])) + 1, len(same)))
-    return out
-
-
 def test_sample_stall_matches_an_independent_oracle():
-    oracle = _oracle(SAMPLE)
+    oracle = stall_oracle(SAMPLE)
     assert {o[0] for o in oracle} == {"aten::_cudnn_attention_forward"}
     e = explain(SAMPLE)
     top = e.host["stalls"][0]
@@ -199,7 +127,7 @@ def test_reports_show_the_stall_and_escape_its_name(tmp_path):
     from tracekit.report.terminal import render
 
     names = [EVIL if "cudnn" in n else n for n in NAMES]
-    e = explain(_stall_trace(tmp_path, names=names), unprofiled_ms=0.9)
+    e = explain(stall_trace(tmp_path, names=names), unprofiled_ms=0.9)
     doc = e.to_dict()
     assert doc["host"]["stalls"][0]["op"] == EVIL and doc["host"]["stalls"][0]["cause"] is None
     page = render_html(doc, e.timeline, plotlyjs="cdn")

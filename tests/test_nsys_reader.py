@@ -8,131 +8,15 @@ one (one ``cudaGraphLaunch`` whose three kernels share its correlation id), then
 from __future__ import annotations
 
 import gzip
-import json
 import sqlite3
 from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import GTID, PID, STRINGS, T0, TID, build_export
 
 from tracekit.errors import TraceFormatError
 from tracekit.trace.nsys import api_name, load_nsys
-
-PID = 4242
-TID = 4243
-GTID = (PID << 24) | TID
-T0 = 1_000_000_000  # ns, the session clock
-
-STRINGS = {
-    1: "void gemv_kernel<float, 128>(float const*, float*, int)",
-    2: "void rmsnorm_kernel<__nv_bfloat16>(__nv_bfloat16*, int)",
-    3: "triton_poi_fused_add_0",
-    10: "cudaLaunchKernel_v7000",
-    11: "cuLaunchKernel",
-    12: "cudaMemcpyAsync_v3020",
-    13: "cudaGraphLaunch_v10000",
-    14: "cudaStreamSynchronize_v3020",
-    15: "cudaMemcpy_v3020",
-    16: "cudaGetDevice_v3020",
-    17: "cudaMemsetAsync_ptsz_v7000",
-    20: "tracekit.step#1",
-}
-
-
-def build_export(path: Path, *, meta: dict | None = None) -> Path:
-    con = sqlite3.connect(path)
-    con.executescript("""
-        CREATE TABLE StringIds (id INTEGER PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INTEGER NOT NULL, end INTEGER NOT NULL,
-            deviceId INTEGER, contextId INTEGER, streamId INTEGER, correlationId INTEGER,
-            globalPid INTEGER, demangledName INTEGER, shortName INTEGER, mangledName INTEGER,
-            gridX INTEGER, gridY INTEGER, gridZ INTEGER, blockX INTEGER, blockY INTEGER,
-            blockZ INTEGER, graphNodeId INTEGER);
-        CREATE TABLE CUPTI_ACTIVITY_KIND_MEMCPY (start INTEGER, end INTEGER, deviceId INTEGER,
-            contextId INTEGER, streamId INTEGER, correlationId INTEGER, globalPid INTEGER,
-            bytes INTEGER, copyKind INTEGER, srcKind INTEGER, dstKind INTEGER);
-        CREATE TABLE CUPTI_ACTIVITY_KIND_MEMSET (start INTEGER, end INTEGER, deviceId INTEGER,
-            contextId INTEGER, streamId INTEGER, correlationId INTEGER, globalPid INTEGER,
-            value INTEGER, bytes INTEGER, graphNodeId INTEGER, memKind INTEGER);
-        CREATE TABLE CUPTI_ACTIVITY_KIND_RUNTIME (start INTEGER, end INTEGER, eventClass INTEGER,
-            globalTid INTEGER, correlationId INTEGER, nameId INTEGER, returnValue INTEGER,
-            callchainId INTEGER);
-        CREATE TABLE NVTX_EVENTS (start INTEGER, end INTEGER, eventType INTEGER, rangeId INTEGER,
-            category INTEGER, color INTEGER, text TEXT, globalTid INTEGER, endGlobalTid INTEGER,
-            textId INTEGER, domainId INTEGER);
-        CREATE TABLE TARGET_INFO_GPU (id INTEGER, name TEXT, busLocation TEXT, totalMemory INTEGER,
-            smCount INTEGER);
-        CREATE TABLE TARGET_INFO_CUDA_DEVICE (gpuId INTEGER, cudaId INTEGER, pid INTEGER,
-            computeMajor INTEGER, computeMinor INTEGER);
-    """)
-    con.executemany("INSERT INTO StringIds VALUES (?, ?)", STRINGS.items())
-    t = T0
-    runtime = [
-        # start, end, correlation, nameId -- step 0 (eager): 3 launches, 1 async copy
-        (t + 100, t + 104, 1, 10),
-        (t + 110, t + 116, 2, 11),
-        (t + 120, t + 123, 3, 12),
-        (t + 125, t + 126, 4, 16),  # not a launch: ignored
-        # step 1 (graph): one graph launch, a memset, then a sync and a blocking copy
-        (t + 1000, t + 1010, 5, 13),
-        (t + 1012, t + 1014, 6, 17),
-        (t + 1020, t + 1900, 7, 14),
-        (t + 1950, t + 2000, 8, 15),
-    ]
-    con.executemany(
-        "INSERT INTO CUPTI_ACTIVITY_KIND_RUNTIME VALUES (?, ?, 1, ?, ?, ?, 0, NULL)",
-        [(s, e, GTID, corr, name) for s, e, corr, name in runtime],
-    )
-    kernels = [
-        # start, end, stream, correlation, name id, grid, block
-        (t + 105, t + 111, 7, 1, 1, (2, 1, 1), (128, 1, 1)),
-        (t + 117, t + 121, 7, 2, 3, (8, 1, 1), (256, 1, 1)),
-        (t + 1012, t + 1020, 7, 5, 2, (1, 1, 1), (32, 1, 1)),
-        (t + 1021, t + 1030, 7, 5, 1, (2, 1, 1), (128, 1, 1)),
-        (t + 1031, t + 1035, 7, 5, 3, (8, 1, 1), (256, 1, 1)),
-    ]
-    con.executemany(
-        "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES "
-        "(?, ?, 0, 1, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, NULL)",
-        [
-            (s, e, st, corr, PID, name, name, *grid, *block)
-            for s, e, st, corr, name, grid, block in kernels
-        ],
-    )
-    con.executemany(
-        "INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY VALUES (?, ?, 0, 1, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (t + 124, t + 130, 7, 3, PID, 4096, 8, 3, 3),  # DtoD async, step 0
-            (t + 1960, t + 1970, 7, 8, PID, 2, 2, 3, 1),
-        ],  # DtoH blocking
-    )
-    con.execute(
-        "INSERT INTO CUPTI_ACTIVITY_KIND_MEMSET VALUES (?, ?, 0, 1, 7, 6, ?, 0, 512, NULL, 3)",
-        (t + 1036, t + 1037, PID),
-    )
-    nvtx = [
-        # start, end, eventType, text, textId
-        (t + 50, t + 2100, 59, "tracekit.profile", None),
-        (t + 90, t + 995, 59, "tracekit.step#0", None),
-        (t + 995, t + 1940, 59, None, 20),  # text interned in StringIds
-        (t + 10, None, 75, "my-domain", None),  # a domain creation, not a range
-        (t + 20, None, 34, "a mark", None),
-    ]
-    con.executemany(
-        "INSERT INTO NVTX_EVENTS VALUES (?, ?, ?, NULL, NULL, NULL, ?, ?, NULL, ?, 0)",
-        [(s, e, typ, text, GTID, tid) for s, e, typ, text, tid in nvtx],
-    )
-    con.execute(
-        "INSERT INTO TARGET_INFO_GPU VALUES (5, 'NVIDIA H100 80GB HBM3', '0000:00:1e.0', "
-        "85520809984, 132)"
-    )
-    con.execute("INSERT INTO TARGET_INFO_CUDA_DEVICE VALUES (5, 0, ?, 9, 0)", (PID,))
-    if meta is not None:
-        con.execute("CREATE TABLE TRACEKIT_CAPTURE (key TEXT PRIMARY KEY, value TEXT)")
-        con.execute("INSERT INTO TRACEKIT_CAPTURE VALUES ('meta', ?)", (json.dumps(meta),))
-    con.commit()
-    con.close()
-    return path
 
 
 @pytest.fixture

@@ -17,36 +17,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import msgspec
 import pytest
+from helpers import JSON_TRACES, explain_bytes, layouts, nasty_events, same_trace
 
 import tracekit.trace.kineto as kineto
 import tracekit.trace.source as source
 from tracekit.errors import TraceFormatError
-from tracekit.explain import explain
 from tracekit.trace import load
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_traces"
-JSON_TRACES = sorted(SAMPLES.glob("*.json.gz")) + sorted((SAMPLES / "peer" / "hta").glob("*.json.gz"))
-TABLES = ("gpu_ops", "launches", "annotations", "syncs", "cpu_ops")
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
-
-def _json(trace) -> bytes:
-    try:
-        doc = explain(trace).to_dict()
-    except Exception as exc:  # the same error both ways is the same behaviour
-        return f"{type(exc).__name__}: {exc}".encode()
-    return msgspec.json.encode(doc)
-
-
-def _same(a, b) -> None:
-    for t in TABLES:
-        assert getattr(a, t).equals(getattr(b, t)), t
-        assert getattr(a, t).schema == getattr(b, t).schema, t
-    assert {**a.meta, "path": None} == {**b.meta, "path": None}
-    assert a.warnings == b.warnings
 
 
 @pytest.mark.parametrize("path", JSON_TRACES, ids=lambda p: p.name)
@@ -55,8 +36,8 @@ def test_streamed_equals_whole_document(path: Path) -> None:
     streamed = load(path, slice_bytes=len(gzip.open(path).read()) // 5)
     assert "one decode" in whole.notes[0]
     assert streamed.notes[0].startswith("streamed"), streamed.notes
-    _same(whole, streamed)
-    assert _json(whole) == _json(streamed)
+    same_trace(whole, streamed)
+    assert explain_bytes(whole) == explain_bytes(streamed)
 
 
 def test_streamed_equals_whole_document_scaled(tmp_path: Path) -> None:
@@ -66,55 +47,13 @@ def test_streamed_equals_whole_document_scaled(tmp_path: Path) -> None:
     write_scaled(SAMPLES / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz", 2, p)
     whole, streamed = load(p, slice_bytes=1 << 30), load(p, slice_bytes=1 << 20)
     assert streamed.notes[0].startswith("streamed")
-    _same(whole, streamed)
+    same_trace(whole, streamed)
     one = load(SAMPLES / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz")
     assert streamed.gpu_ops.height == 2 * one.gpu_ops.height  # an independent count: the copies
-    assert _json(whole) == _json(streamed)
+    assert explain_bytes(whole) == explain_bytes(streamed)
 
 
 # --- awkward cuts --------------------------------------------------------------------------
-NASTY = ["a},{b", 'q"}, {"x', "back\\slash}]", "日本語カーネル😀" * 40, "x" * 5000,
-         "end}\n]", "\u00e9" * 3]
-
-
-def _events() -> list[dict]:
-    ev = []
-    t = 1_000_000
-    for i in range(120):
-        name = NASTY[i % len(NASTY)] + f"#{i}"
-        ev.append({"ph": "X", "cat": "cpu_op", "name": name, "pid": 1, "tid": 2, "ts": t,
-                   "dur": 3, "args": {"Input Dims": [[1, 2], []], "nested": {"a": [{"b": "}]"}]}}})
-        ev.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1,
-                   "tid": 2, "ts": t + 1, "dur": 2, "args": {"correlation": i}})
-        ev.append({"ph": "X", "cat": "kernel", "name": f"k{i % 5}_{NASTY[i % len(NASTY)]}",
-                   "pid": 0, "tid": 7, "ts": f"{t + 5}.{i % 1000:03d}", "dur": 1.5,
-                   "args": {"device": 0, "stream": 7, "correlation": i}})
-        ev.append({"ph": "f", "id": i, "cat": "ac2g", "name": "ac2g", "pid": 0, "tid": 7,
-                   "ts": t + 5})
-        t += 100
-    return ev
-
-
-def _layouts(ev: list[dict]) -> dict[str, bytes]:
-    def num(e):  # ts written verbatim (exact decimals)
-        return {**e, "ts": "@@" + str(e["ts"]) + "@@"}
-
-    def fix(s: str) -> bytes:
-        return s.replace('"@@', "").replace('@@"', "").encode()
-
-    meta = {"deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3"},
-                                 {"id": 1, "name": "x},{y"}]}
-    first = {"traceEvents": [num(e) for e in ev], **meta, "traceName": "t"}
-    last = {**meta, "tracekit": {"ctx": 5, "note": '"traceEvents": ['}, "traceEvents":
-            [num(e) for e in ev], "after": [{"a": 1}, {"b": 2}]}
-    return {
-        "compact": fix(json.dumps(first, separators=(",", ":"), ensure_ascii=False)),
-        "pretty": fix(json.dumps(last, indent=2, ensure_ascii=False)),
-        "spaces": fix(json.dumps(last, ensure_ascii=True)),
-        "bare-array": fix(json.dumps([num(e) for e in ev], indent=1, ensure_ascii=False)),
-    }
-
-
 def _oracle(data: bytes) -> dict[str, list]:
     doc = json.loads(data)
     ev = doc if isinstance(doc, list) else doc["traceEvents"]
@@ -131,7 +70,7 @@ def _oracle(data: bytes) -> dict[str, list]:
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("chunk", [1, 7, 4093])
 def test_awkward_cuts(tmp_path, monkeypatch, layout, gz, chunk) -> None:
-    data = _layouts(_events())[layout]
+    data = layouts(nasty_events())[layout]
     p = tmp_path / ("t.json.gz" if gz else "t.json")
     p.write_bytes(gzip.compress(data) if gz else data)
     monkeypatch.setattr(source, "RAW_BLOCK", chunk if not gz else max(chunk, 64))
@@ -139,7 +78,7 @@ def test_awkward_cuts(tmp_path, monkeypatch, layout, gz, chunk) -> None:
     streamed = load(p, slice_bytes=2000 + chunk)
     assert streamed.notes[0].startswith("streamed"), streamed.notes
     whole = load(p, slice_bytes=1 << 30)
-    _same(whole, streamed)
+    same_trace(whole, streamed)
     want = _oracle(data)
     got_k = list(zip(streamed.gpu_ops["name"], streamed.gpu_ops["start_ns"]))
     got_c = list(zip(streamed.cpu_ops["name"], streamed.cpu_ops["start_ns"]))
@@ -151,8 +90,8 @@ def test_awkward_cuts(tmp_path, monkeypatch, layout, gz, chunk) -> None:
 
 def test_slice_boundaries_at_every_offset(tmp_path, monkeypatch) -> None:
     """A slice that ends at each byte of an event (multi-byte UTF-8 included) reads the same."""
-    ev = _events()[:40]
-    data = _layouts(ev)["compact"]
+    ev = nasty_events()[:40]
+    data = layouts(ev)["compact"]
     want = _oracle(data)
     p = tmp_path / "t.json"
     p.write_bytes(data)
@@ -172,7 +111,7 @@ def _err(path, **kw) -> str:
 
 
 def _tiny() -> bytes:
-    return _layouts(_events()[:8])["pretty"]
+    return layouts(nasty_events()[:8])["pretty"]
 
 
 def test_multi_member_gzip_and_zero_padding(tmp_path) -> None:
@@ -181,7 +120,7 @@ def test_multi_member_gzip_and_zero_padding(tmp_path) -> None:
     p.write_bytes(gzip.compress(data[:100]) + gzip.compress(data[100:]) + b"\0" * 10)
     q = tmp_path / "one.json"
     q.write_bytes(data)
-    _same(load(p), load(q))
+    same_trace(load(p), load(q))
     p.write_bytes(gzip.compress(data) + b"garbage")
     assert "trailing garbage" in _err(p)
 
@@ -308,7 +247,7 @@ def test_committed_capture_blocks_are_kept_whole() -> None:
 
 # --- Nsight SQLite inputs --------------------------------------------------------------------
 def _export(path: Path) -> Path:
-    from test_nsys_reader import build_export
+    from helpers import build_export
 
     return build_export(path, meta={"ctx": 2048, "mode": "eager", "versions": {"torch": "2.11"}})
 

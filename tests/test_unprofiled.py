@@ -11,8 +11,7 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from synth import decode_steps, write_trace
-from test_host import _stall_trace
+from synth import decode_steps, stall_trace, write_trace
 
 from tracekit.errors import BadInput
 from tracekit.explain import explain
@@ -159,7 +158,7 @@ def test_stall_trace_with_flag_estimates_the_cost_from_the_trace(tmp_path):
     """No capture calibration: the cost is the trace's own (P − U) ÷ events, the stall assumed as
     long unprofiled (point) up to 35% longer under the profiler (the range) — never another
     machine's number, and said so."""
-    e = explain(_stall_trace(tmp_path, gpu_name="NVIDIA L4"), unprofiled_ms=0.8)
+    e = explain(stall_trace(tmp_path, gpu_name="NVIDIA L4"), unprofiled_ms=0.8)
     u, h, p = e.unprofiled, e.host, e.summary["latency_ms"]
     events, stall_p = h["events_per_step"], h["stall_ms"]
     assert u["calibration_source"] == "trace-estimate" and not u["reliable"]
@@ -175,7 +174,7 @@ def test_stall_trace_with_flag_estimates_the_cost_from_the_trace(tmp_path):
 
 def test_no_cost_when_the_profiled_step_is_not_longer(tmp_path):
     # P ≤ U: no profiler cost can be read from the trace, so the split is unknown, not guessed
-    e = explain(_stall_trace(tmp_path), unprofiled_ms=1.2)
+    e = explain(stall_trace(tmp_path), unprofiled_ms=1.2)
     assert e.unprofiled["decomposition"]["stall_ms"] is None
     assert e.unprofiled["calibration_source"] is None and "unknown" in e.unprofiled["calibration"]
     assert "(profiled; the unprofiled step is 1.20 ms)" in e.verdict
@@ -183,7 +182,7 @@ def test_no_cost_when_the_profiled_step_is_not_longer(tmp_path):
 
 def test_a_capture_calibration_splits_the_real_step(tmp_path):
     """A capture that measured its host's profiler cost: that cost, ``this-capture``."""
-    path = _stall_trace(tmp_path)
+    path = stall_trace(tmp_path)
     cost_ns = 0.5  # per event: the synthetic step's events are ns apart
     cap = {"schema": "tracekit.capture/1", "mode": "eager",
            "timing": {"steps": 30, "warmup": 5, "unprofiled_ms": [0.9] * 30},

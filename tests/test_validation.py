@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from test_host import _oracle
+from helpers import stall_oracle
 
 from tracekit.explain import explain
 
@@ -87,7 +87,7 @@ def test_the_trace_is_decomposed_against_its_own_session(gpu):
 
 
 def test_the_named_stall_is_the_cudnn_plan_build(gpu):
-    oracle = _oracle(_path(gpu["gpu"], "eager"))
+    oracle = stall_oracle(_path(gpu["gpu"], "eager"))
     assert {name for name, *_ in oracle} == {"aten::_cudnn_attention_forward"}
     top = gpu["default"].host["stalls"][0]
     assert top["op"] == "aten::_cudnn_attention_forward" and top["cause_id"] == "cudnn_sdpa_plan"
@@ -104,7 +104,7 @@ def test_stall_size_against_the_default_minus_flash_difference(gpu):
     predicted = gpu["default"].unprofiled["decomposition"]["stall_ms"]
     assert predicted == pytest.approx(difference, rel=0.20)
     # the profiled trace's stall (the oracle's) is the same order, inflated by the profiler
-    oracle = _oracle(_path(gpu["gpu"], "eager"))
+    oracle = stall_oracle(_path(gpu["gpu"], "eager"))
     profiled = sum(idle for _, idle, *_ in oracle) / len(oracle)
     assert 0.8 * difference < profiled < 1.5 * difference
 
