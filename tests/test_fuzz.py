@@ -2,9 +2,10 @@
 
 * ``test_atheris[target]`` runs tests/fuzz/fuzz_readers.py (coverage-guided, libFuzzer) on the
   Kineto reader, the gzip front end and the Nsight reader for ``TRACEKIT_FUZZ_SECONDS`` each
-  (60 by default; CI runs it), seeded with small valid inputs, with a per-input timeout and an RSS
-  limit, and fails on any crash, hang or out-of-memory. Skipped where atheris is not installed
-  (``pip install -e '.[fuzz]'``).
+  (10 by default, a smoke run that the suite can afford; CI runs it; a longer campaign is
+  ``TRACEKIT_FUZZ_SECONDS=600 pytest tests/test_fuzz.py -k atheris``), seeded with small valid
+  inputs, with a per-input timeout and an RSS limit, and fails on any crash, hang or
+  out-of-memory. ``slow``. Skipped where atheris is not installed (``pip install -e '.[fuzz]'``).
 * ``test_random_bytes`` is the same property over hypothesis' byte strategies, where atheris is
   not needed.
 * ``test_saved_crashers`` replays every input a fuzzer ever crashed on (tests/fuzz/crashers/).
@@ -28,7 +29,7 @@ from tracekit.trace import load
 
 HERE = Path(__file__).parent / "fuzz"
 REPO = Path(__file__).resolve().parents[1]
-SECONDS = int(os.environ.get("TRACEKIT_FUZZ_SECONDS", "60"))
+SECONDS = int(os.environ.get("TRACEKIT_FUZZ_SECONDS", "10"))
 
 
 def _kineto_seed() -> bytes:
@@ -38,7 +39,7 @@ def _kineto_seed() -> bytes:
 
 
 def _nsys_seed(tmp: Path) -> bytes:
-    from test_nsys_reader import build_export
+    from helpers import build_export
 
     return build_export(tmp / "seed.sqlite").read_bytes()
 
@@ -57,6 +58,7 @@ def _seeds(target: str, tmp: Path) -> dict[str, bytes]:
 READER_PENDING: set[str] = set()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", [
     "kineto", "gzip", "nsys",
 ])
