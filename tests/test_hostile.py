@@ -11,8 +11,8 @@ field where the case asks for one; and, for valid traces, the invariants of the 
 (``corpus.step_checks``).
 
 The cases whose defence is about the process — a bound on time or memory (hangs, bombs, a sparse
-5 GB file, a FIFO with no writer), standard input — and one or two of each other class, as a true
-end-to-end check, run as ``python -m tracekit …`` in a child with an address-space limit
+5 GB file, a FIFO with no writer), standard input — and one or two of each other class (in one
+mode), as a true end-to-end check, run as ``python -m tracekit …`` in a child with an address-space limit
 (``RLIMIT_AS``) and a wall-clock timeout, where the time and peak RSS are asserted too (see
 :func:`end_to_end`). Those children run concurrently (one per core) as soon as the first of them
 is collected; the multi-GB bombs are ``slow`` (``pytest -m slow``; CI runs them too).
@@ -58,11 +58,16 @@ E2E_SAMPLES = {
 }
 
 
-def end_to_end(c: Case) -> bool:
-    """Whether a case runs as a child process: its bound is on time or memory (only a process can
-    be limited and killed), it reads standard input, or it samples its class end to end."""
-    return bool(c.stdin or c.slow or c.timeout_s != 30.0 or c.max_rss_mb != 1200
-                or c.cls == "hang" or c.id in E2E_SAMPLES)
+def end_to_end(c: Case, mode: str | None = None) -> bool:
+    """Whether a case (in ``mode``; None: in any mode) runs as a child process: its bound is on
+    time or memory (only a process can be limited and killed), it reads standard input, or it
+    samples its class end to end — in one mode (json where it has one), the other one running in
+    this process."""
+    if (c.stdin or c.slow or c.timeout_s != 30.0 or c.max_rss_mb != 1200
+            or c.cls == "hang"):
+        return True
+    sample_mode = "json" if "json" in c.modes else c.modes[0]
+    return c.id in E2E_SAMPLES and mode in (None, sample_mode)
 
 #: control characters a terminal acts on, and bidi overrides/isolates (Trojan Source)
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -279,9 +284,9 @@ def corpus_runs(request, tmp_path_factory):
             cs = getattr(item, "callspec", None)
             if cs is None or "case" not in cs.params or cs.params["case"].slow:
                 continue
-            if not end_to_end(cs.params["case"]):
-                continue  # runs in this process, in the test itself
             c, mode = cs.params["case"], cs.params["mode"]
+            if not end_to_end(c, mode):
+                continue  # runs in this process, in the test itself
             _FUTURES[(c.id, mode)] = _POOL.submit(run_case, c, mode, root / f"{c.id}-{mode}")
     yield _FUTURES
     _POOL.shutdown(wait=False, cancel_futures=True)
@@ -327,7 +332,7 @@ def check(c: Case, mode: str, r: Result) -> None:
 def test_hostile(case: Case, mode: str, corpus_runs, tmp_path):
     if case.root_skip and os.geteuid() == 0:
         pytest.skip("root ignores file permissions")
-    if not end_to_end(case):
+    if not end_to_end(case, mode):
         check(case, mode, run_in_process(case, mode, tmp_path / "run"))
         return
     fut = corpus_runs.get((case.id, mode))
@@ -341,13 +346,15 @@ def test_hostile_slow(case: Case, mode: str, tmp_path):
 
 
 def test_end_to_end_runs_are_few_and_cover_every_class():
-    """About 30 cases run as children (the bounded ones and a sample of each class; 534 children
-    took 2.5 minutes), and every class has at least one of them."""
+    """Few runs are children (the bounded cases in each mode, a sample of each class in one mode;
+    534 children took 2.5 minutes), and every class has at least one of them."""
     ids = {c.id for c in CASES}
     assert E2E_SAMPLES <= ids, E2E_SAMPLES - ids
-    children = [c for c in CASES if end_to_end(c) and not c.slow]
-    assert 25 <= len(children) <= 60, len(children)
-    assert {c.cls for c in children} == {c.cls for c in CASES}
+    children = [(c, m) for c in CASES if not c.slow for m in c.modes if end_to_end(c, m)]
+    assert 25 <= len(children) <= 75, len(children)
+    assert {c.cls for c, _ in children} == {c.cls for c in CASES}
+    assert all(len([m for m in c.modes if end_to_end(c, m)]) == 1 for c in CASES
+               if c.id in E2E_SAMPLES and not end_to_end(c, "no such mode"))
 
 
 def test_corpus_covers_every_class():
