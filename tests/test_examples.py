@@ -4,7 +4,9 @@ The examples are read from the help text (``Example: tracekit …``) and from th
 blocks (lines starting with ``tracekit`` or ``$ tracekit``), then run in a directory holding the
 files they name (``trace.json.gz`` and ``eager.json.gz``: an eager sample trace; ``graphs.json.gz``:
 a CUDA-graph one). An example must exit 0 with no ``Error:``, or, where it needs a GPU (``capture``,
-``sweep`` on a machine without CUDA), fail with exactly one ``Error:`` line that says so.
+``sweep`` on a machine without CUDA), fail with exactly one ``Error:`` line that says so. One
+example per command and output path runs as ``python -m tracekit`` in a child (:data:`CHILD`), the
+others through the CLI's click group in this process.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from tracekit.cli import app
 
@@ -59,10 +64,55 @@ def _readme_examples() -> list[str]:
 
 EXAMPLES = sorted(set(_help_examples()) | set(_readme_examples()))
 
+#: the examples run as ``python -m tracekit …`` in a child (the entry point, the process's exit
+#: status and streams, a worker pool): one per command and output path; the rest run the same
+#: argv through the CLI's click group in this process (tests/test_hostile.py does the same)
+CHILD = {
+    "tracekit explain --sample",
+    "tracekit explain trace.json.gz --markdown issue.md --html report.html --plotlyjs cdn",
+    "tracekit explain int4.json.gz --baseline graphs_bf16.json.gz",
+    "tracekit compare eager.json.gz graphs.json.gz --json --seed 1",
+    "tracekit floor --model llama-3.1-8b --ctx 8192 --gpu \"H100 SXM5\" --json",
+    "tracekit annotate trace.json.gz -o seen.json.gz --model qwen2.5-7b --ctx 2048",
+    "tracekit batch . --out fleet --jobs 2",
+    "tracekit ranks rank0.json.gz rank1.json.gz",
+    "tracekit sweep capture/paper_matrix.toml --list",
+    "tracekit capture -m tiny --device cpu --ctx 32 --steps 3 --profile-steps 2 -o tiny.json.gz",
+}
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run(argv: list[str], cwd: Path, child: bool) -> Ran:
+    if child:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        r = subprocess.run([sys.executable, "-m", "tracekit", *argv], cwd=cwd, env=env,
+                           capture_output=True, text=True, timeout=300)
+        return Ran(r.returncode, r.stdout, r.stderr)
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        res = CliRunner().invoke(app, argv)
+    finally:
+        os.chdir(here)
+    stderr = res.stderr
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(res.exception))  # "Traceback" fails it
+    return Ran(res.exit_code, res.stdout, stderr)
+
 
 def test_examples_were_found():
     commands = {e.split()[1] for e in EXAMPLES}
     assert {"explain", "floor", "capture"} <= commands, EXAMPLES
+    # the examples run as a child are examples still, and cover every command but capture on a GPU
+    assert CHILD <= set(EXAMPLES), CHILD - set(EXAMPLES)
+    assert {e.split()[1] for e in CHILD} == commands, commands - {e.split()[1] for e in CHILD}
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -77,10 +127,7 @@ def test_example_runs(example, tmp_path):
     if argv[0] == "sweep" and gpu and not Path("/dev/nvidia0").exists():
         pytest.skip("sweep needs a GPU: without one it runs every cell to its own CUDA error "
                     "(minutes) and reports them all, not one Error line")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    r = subprocess.run([sys.executable, "-m", "tracekit", *argv], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = _run(argv, tmp_path, child=example in CHILD)
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     if (gpu or argv[0] in GPU_COMMANDS) and r.returncode != 0:
         # capture may print progress lines first (``session 1/10…``); the failure is one Error line
