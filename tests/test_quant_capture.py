@@ -267,7 +267,7 @@ def test_campaign_script_on_the_cpu(small_config, tmp_path):
     pytest.importorskip("torchao")
     env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
            "MODEL": str(small_config), "CTX": "32", "STEPS": "3", "WARMUP": "1", "DEVICE": "cpu",
-           "DTYPE": "bf16", "CELLS": "eager:none eager:int8 eager:int4", "REPEAT": "",
+           "DTYPE": "bf16", "CELLS": "eager:int8 eager:int4", "REPEAT": "",
            "BUDGET_S": "300", "SITE": str(tmp_path / "site")}
     p = subprocess.run(["bash", str(ROOT / "capture" / "quant_campaign.sh")], env=env,
                        capture_output=True, text=True, timeout=600)
@@ -275,9 +275,27 @@ def test_campaign_script_on_the_cpu(small_config, tmp_path):
     out = sorted(x.name for x in (tmp_path / "out").iterdir())
     assert "quant_summary.md" in out and "campaign_logs.tar" in out and len(out) <= 8
     summary = (tmp_path / "out" / "quant_summary.md").read_text()
-    assert "| eager | bf16 | bf16 |" in summary and "| eager | int8 | int8-torchao |" in summary
+    # one cell that captures (int8) and one that fails (int4 on the CPU): the script's two paths;
+    # an unquantized row is the same code with other metadata (test_analyses_table_from_cpu_captures
+    # reads bf16 captures)
+    assert "| eager | int8 | int8-torchao |" in summary
     log = (tmp_path / "work" / "campaign.log").read_text()
     assert "Error: --quant int4: the tile-packed int4 layout" in log
+
+
+def test_campaign_summary_rows_and_speedup_from_cpu_captures(captures):
+    """capture/quant_summary.py (the campaign's table) over a bf16 and an nf4 capture: a row each,
+    the nf4 speed-up the ratio of the two captures' unprofiled medians (plain json oracle)."""
+    p = subprocess.run([sys.executable, str(ROOT / "capture" / "quant_summary.py"), str(captures)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = {ln.split("|")[2].strip(): [c.strip() for c in ln.split("|")[1:-1]]
+            for ln in p.stdout.splitlines() if ln.startswith("| eager |")}
+    assert set(rows) == {"bf16", "nf4"}
+    assert rows["bf16"][2] == "bf16" and rows["nf4"][2] == "nf4-torchao"
+    med = {k: _meta(captures / f"small_{k}.json.gz")["timing"]["median_ms"] for k in rows}
+    assert float(rows["nf4"][6]) == pytest.approx(med["bf16"] / med["nf4"], abs=0.006)
+    assert float(rows["bf16"][6]) == 1.0
 
 
 def test_analyses_table_from_cpu_captures(captures, tmp_path):
