@@ -13,6 +13,7 @@ import gzip
 import json
 import sqlite3
 import statistics
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -330,4 +331,22 @@ def stall_oracle(path: Path) -> list[tuple[str, float, int, int]]:
         idle = sum(g[1] - g[0] for g in gaps if lo <= (g[0] + g[1]) / 2 < hi)
         same = sorted(float(e["ts"]) for e in cpu if e["name"] == op["name"] and s <= float(e["ts"]) < t)
         out.append((op["name"], idle / 1e3, same.index(float(op["ts"])) + 1, len(same)))
+    return out
+
+
+def lookup_windows(path: Path) -> list[tuple[int, int, int, int]]:
+    """(start, latency, GPU busy, idle) in ns of each decode step that has a successor, with
+    json.load: a step runs from its embedding lookup's start to the next one's; busy is the union
+    of the GPU ops (kernels, copies, memsets) clipped to that window, idle the rest of it.
+    Timestamps are read as decimals, so nanoseconds are exact."""
+    events = json.load(gzip.open(path), parse_float=Decimal)["traceEvents"]
+    ops = [(int(Decimal(e["ts"]) * 1000), int((Decimal(e["ts"]) + Decimal(e["dur"])) * 1000),
+            e["cat"] == "kernel" and "indexSelect" in e["name"])
+           for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    starts = sorted(a for a, _, lookup in ops if lookup)
+    out = []
+    for t0, t1 in zip(starts, starts[1:]):
+        busy = sum(b - a for a, b in merge_intervals(
+            [(max(a, t0), min(b, t1)) for a, b, _ in ops if min(b, t1) > max(a, t0)]))
+        out.append((t0, t1 - t0, busy, t1 - t0 - busy))
     return out

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
-from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import merge_intervals
+from helpers import lookup_windows
 
 from tracekit.breakdown import step_table
 from tracekit.steps import detect_steps
@@ -64,31 +63,13 @@ def test_every_step_starts_with_the_embedding_lookup(plain):
     assert all("indexSelect" in n for n in firsts["name"])
 
 
-def _stdlib_windows(path: Path) -> list[tuple[int, int, int, int]]:
-    """(start, latency, GPU busy, idle) in ns of each decode step that has a successor, with
-    json.load: a step runs from its embedding lookup's start to the next one's; busy is the union
-    of the GPU ops (kernels, copies, memsets) clipped to that window, idle the rest of it.
-    Timestamps are read as decimals, so nanoseconds are exact."""
-    events = json.load(gzip.open(path), parse_float=Decimal)["traceEvents"]
-    ops = [(int(Decimal(e["ts"]) * 1000), int((Decimal(e["ts"]) + Decimal(e["dur"])) * 1000),
-            e["cat"] == "kernel" and "indexSelect" in e["name"])
-           for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
-    starts = sorted(a for a, _, lookup in ops if lookup)
-    out = []
-    for t0, t1 in zip(starts, starts[1:]):
-        busy = sum(b - a for a, b in merge_intervals(
-            [(max(a, t0), min(b, t1)) for a, b, _ in ops if min(b, t1) > max(a, t0)]))
-        out.append((t0, t1 - t0, busy, t1 - t0 - busy))
-    return out
-
-
 def test_step_windows_busy_and_idle_match_json_load(plain):
     path, *_, table = plain
     timed = table.filter(pl.col("latency_ns").is_not_null())
     assert timed.height == table.height - 1
     got = list(zip(*(timed[c].to_list() for c in ("start_ns", "latency_ns", "gpu_busy_ns",
                                                    "idle_ns"))))
-    assert got == _stdlib_windows(path)
+    assert got == lookup_windows(path)
     assert (timed["gpu_busy_ns"] > 0).all()
 
 
