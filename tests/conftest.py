@@ -1,5 +1,18 @@
 import sys
 from pathlib import Path
 
-# tests import their helpers (synth.py) by name
+import pytest
+
+# tests import their shared helpers (helpers.py, synth.py) by name
 sys.path.insert(0, str(Path(__file__).parent))
+
+#: fixtures that run a model on the CPU (torch, transformers; a capture, a sweep of captures, a
+#: quantized checkpoint): every test that uses one is ``slow``, so that ``-m "not slow"`` (the
+#: edit-test loop over the analysis) never imports torch
+MODEL_FIXTURES = {"tiny_trace", "two_sessions_run", "swept", "captures", "small_config"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -115,6 +115,7 @@ def _hta(path: Path, tmp: Path) -> tuple[dict, list]:
     return temporal[0], kernels
 
 
+@pytest.mark.slow  # Holistic Trace Analysis reads the trace with pandas
 def test_hta_reads_the_output_with_the_same_numbers(tmp_path):
     """HTA cannot read PyTorch 2.11 decode traces (docs/architecture.md), so this uses its own
     test trace rank0.json.gz (training steps with CUDA graphs, one GPU)."""

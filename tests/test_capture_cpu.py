@@ -174,6 +174,7 @@ def test_our_own_cpu_capture_warns_about_nothing_we_wrote(tiny_trace) -> None:
 
 
 # --- modes and model sources --------------------------------------------------------------------
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_static_cache_decodes_the_same_tokens_as_eager(monkeypatch) -> None:
     """The static-cache stepper (graphs/compile) rewinds its prepare steps exactly."""
     torch = pytest.importorskip("torch")
@@ -205,6 +206,7 @@ def test_static_cache_decodes_the_same_tokens_as_eager(monkeypatch) -> None:
     assert tokens[0] == tokens[1]
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_weights_dir_and_config_json(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from tracekit.capture.model import build_model
@@ -260,6 +262,7 @@ def test_write_trace_splices_one_key(tmp_path: Path) -> None:
     assert read_capture_meta(out) == doc["tracekit"]
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_interrupt_mid_capture_through_the_cli(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("torch")
     import tracekit.capture.write as w
@@ -332,6 +335,7 @@ def test_cuda_requested_without_cuda(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_context_that_does_not_fit(monkeypatch, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     import tracekit.capture.model as m
@@ -411,6 +415,7 @@ def test_nsys_missing(tmp_path: Path, monkeypatch) -> None:
     assert "is not an executable nsys" in error_line(r)
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_nsys_child_failure_keeps_the_report(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

@@ -100,6 +100,7 @@ def test_the_profiled_session_trace_is_kept(two_sessions: Path) -> None:
     assert read_capture_meta(two_sessions) == doc["tracekit"]  # still the first key
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_no_profiled_session(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     out = tmp_path / "none.json.gz"
@@ -138,6 +139,7 @@ def test_bad_session_and_attention_options(args: list[str], needle: str) -> None
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], r.output
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_an_sdpa_backend_the_device_lacks_is_one_error(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     r = run(*TINY, "--attention", "sdpa-cudnn", "-o", str(tmp_path / "x.json.gz"))
@@ -151,6 +153,7 @@ def test_an_sdpa_backend_the_device_lacks_is_one_error(tmp_path: Path) -> None:
     ("sdpa-math", "aten::_scaled_dot_product_attention_math"),
     ("eager", None),
 ])
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_attention_that_ran_is_recorded(tmp_path: Path, attention: str, op: str | None) -> None:
     pytest.importorskip("transformers")
     out = tmp_path / "a.json.gz"

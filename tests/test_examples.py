@@ -115,7 +115,13 @@ def test_examples_were_found():
     assert {e.split()[1] for e in CHILD} == commands, commands - {e.split()[1] for e in CHILD}
 
 
-@pytest.mark.parametrize("example", EXAMPLES)
+def _param(example: str):
+    """The children, and the capture examples (they import torch), are ``slow``."""
+    slow = example in CHILD or example.split()[1] == "capture"
+    return pytest.param(example, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("example", [_param(e) for e in EXAMPLES])
 def test_example_runs(example, tmp_path):
     for name, src in FILES.items():
         shutil.copy(SAMPLES / src, tmp_path / name)

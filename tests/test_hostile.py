@@ -15,7 +15,8 @@ The cases whose defence is about the process — a bound on time or memory (hang
 mode), as a true end-to-end check, run as ``python -m tracekit …`` in a child with an address-space limit
 (``RLIMIT_AS``) and a wall-clock timeout, where the time and peak RSS are asserted too (see
 :func:`end_to_end`). Those children run concurrently (one per core) as soon as the first of them
-is collected; the multi-GB bombs are ``slow`` (``pytest -m slow``; CI runs them too).
+is collected. The multi-GB bombs run in ``test_hostile_slow``; they and the other bounded children
+are ``slow`` (``pytest -m slow``; CI runs them too), the in-process cases and the samples are not.
 """
 
 from __future__ import annotations
@@ -268,7 +269,9 @@ def _params(slow: bool):
             marks = []
             if c.id in READER_PENDING:
                 marks.append(pytest.mark.xfail(strict=True, reason="reader: " + c.cls))
-            if slow:
+            if slow or (end_to_end(c, mode) and c.id not in E2E_SAMPLES):
+                # the multi-GB bombs, and the children bound in time or memory (hangs, a 200 MB
+                # bomb, a sparse 5 GB file, a FIFO, stdin): out of the edit-test loop
                 marks.append(pytest.mark.slow)
             out.append(pytest.param(c, mode, id=f"{c.cls}/{c.id}/{mode}", marks=marks))
     return out

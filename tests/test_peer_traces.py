@@ -121,6 +121,7 @@ def _ours_in_hta_window(name: str) -> pl.DataFrame:
     return ops.filter(pl.col("launch_ns") < ps["start_ns"].max()) if ps.height > 1 else ops
 
 
+@pytest.mark.slow  # Holistic Trace Analysis reads the trace with pandas
 @pytest.mark.parametrize("name", ["rank0.json.gz", "nccl_data.json.gz",
                                   "rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz"])
 def test_gpu_busy_agrees_with_hta(tmp_path, name):

@@ -195,6 +195,7 @@ def test_quant_errors_are_one_line():
     assert "--group-size must be 32, 64, 128 or 256" in error_line(r)
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_a_scheme_the_device_cannot_run_names_the_scheme_and_why(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("torchao")

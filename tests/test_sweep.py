@@ -286,6 +286,7 @@ def test_estimates_scale_per_session(tmp_path):
     assert _estimate(tmp_path, cell) == 100.0
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
 def test_a_failed_cell_is_not_retried_unless_asked(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
