@@ -1,34 +1,20 @@
-"""Every command's --help reads like a man page and its examples run: a test executes each
-``$ tracekit …`` line of each help text (those marked ``# GPU`` need a GPU and are only parsed),
-in a folder holding the files the examples name. Shell completion works through click's
-documented mechanism (``_TRACEKIT_COMPLETE``)."""
+"""Every command's --help reads like a man page, with examples (tests/test_examples.py runs each
+of them, with the README's). Shell completion works through click's documented mechanism
+(``_TRACEKIT_COMPLETE``)."""
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from tracekit.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "sample_traces"
-#: the files the examples name, and the committed traces they stand for
-FILES = {
-    "trace.json.gz": SAMPLES / "qwen2.5-7b_ctx2048_eager.json.gz",
-    "eager.json.gz": SAMPLES / "qwen2.5-7b_ctx2048_eager.json.gz",
-    "graphs.json.gz": SAMPLES / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz",
-    "capture/paper_matrix.toml": ROOT / "capture" / "paper_matrix.toml",
-    "rank0.json.gz": SAMPLES / "peer" / "hta" / "ranks" / "sampled_rank-0.json.gz",
-    "rank1.json.gz": SAMPLES / "peer" / "hta" / "ranks" / "sampled_rank-1.json.gz",
-}
 COMMANDS = sorted(app.commands)
 
 
@@ -57,32 +43,6 @@ def test_every_command_has_a_description_and_examples():
         assert ex and any(not gpu for _, gpu in ex), name
         assert max(len(x) for x in text.splitlines()) <= 100, name
     assert _examples(_help())
-
-
-@pytest.fixture()
-def example_dir(tmp_path, monkeypatch):
-    for name, src in FILES.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, tmp_path / name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-CASES = [(name, line) for name in [None, *COMMANDS]
-         for line, gpu in _examples(_help(*([name] if name else []))) if not gpu]
-
-
-@pytest.mark.parametrize("command,line", CASES, ids=[c[1][9:60] for c in CASES])
-def test_each_example_runs(example_dir, command, line):
-    argv = shlex.split(line)[1:]
-    if command == "capture":
-        pytest.importorskip("torch")
-        pytest.importorskip("transformers")
-    r = CliRunner().invoke(app, argv)
-    assert r.exit_code == 0, f"{line}\n{r.output[-2000:]}"
-    for flag in ("-o", "--markdown", "--html"):  # the files an example says it writes exist
-        if flag in argv:
-            assert (example_dir / argv[argv.index(flag) + 1]).stat().st_size > 0
 
 
 def _complete(words: str, cword: int) -> list[str]:
