@@ -325,6 +325,7 @@ def test_model_required() -> None:
     assert "name a model" in error_line(r)
 
 
+@pytest.mark.slow  # imports torch (~5 s) to find no CUDA device
 def test_cuda_requested_without_cuda(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

@@ -33,6 +33,7 @@ FIGURES = ("fig-waterfall", "fig-steps", "fig-timeline")
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,  # starts a headless Chromium
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
 ]
 

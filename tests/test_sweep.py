@@ -312,6 +312,7 @@ def _no_cuda_here():
         pytest.skip("needs a machine without a CUDA device")
 
 
+@pytest.mark.slow  # imports torch (~5 s) to find no CUDA device
 def test_no_cuda_fails_before_any_cell(tmp_path):
     _no_cuda_here()
     rec = recipe(tmp_path, GPU_RECIPE)
