@@ -1,3 +1,4 @@
+import functools
 import sys
 from pathlib import Path
 
@@ -16,3 +17,16 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def explained():
+    """``explained(path)``: ``explain(path)`` of a committed trace with no flags, computed once per
+    session and shared by the tests that read it (read only: a test must not change it)."""
+    from tracekit.explain import explain
+
+    @functools.cache
+    def one(path: str):
+        return explain(path)
+
+    return lambda path: one(str(Path(path).resolve()))

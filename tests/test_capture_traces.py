@@ -13,7 +13,6 @@ import polars as pl
 import pytest
 from helpers import oracle_steps
 
-from tracekit.explain import explain
 from tracekit.specs.kernels import short_name
 from tracekit.steps import detect_steps
 from tracekit.trace import load
@@ -34,10 +33,10 @@ def _raw(name: str, **kw) -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))
-def test_capture_traces_explain_with_no_flags(name):
+def test_capture_traces_explain_with_no_flags(name, explained):
     model, ctx, mode = CAPTURES[name]
     meta = _raw(name)["tracekit"]
-    e = explain(SAMPLES / name)
+    e = explained(SAMPLES / name)
     d = e.to_dict()
     assert d["source"]["detection_method"] == "tracekit"
     assert d["source"]["decode_steps"] == meta["profiled"]["steps"] == 10
@@ -63,22 +62,22 @@ def test_capture_traces_explain_with_no_flags(name):
 
 
 @pytest.mark.parametrize("name", [n for n, (_, _, m) in CAPTURES.items() if m != "compile"])
-def test_kernels_per_step_match_an_independent_count(name):
+def test_kernels_per_step_match_an_independent_count(name, explained):
     # one embedding lookup starts every decode step (compile fuses it away, hence not there)
     events = _raw(name)["traceEvents"]
     kernels = sorted((float(e["ts"]), e["name"]) for e in events if e.get("cat") == "kernel")
     starts = [i for i, (_, n) in enumerate(kernels) if "indexSelect" in n]
     per_step = {b - a for a, b in zip(starts, starts[1:])}
-    e = explain(SAMPLES / name)
+    e = explained(SAMPLES / name)
     assert set(e.steps["kernels"]) == per_step
     assert e.steps.height == len(starts)
 
 
-def test_modes_rank_as_expected():
-    lat = {m: explain(SAMPLES / f"qwen2.5-7b_ctx2048_{m}.json.gz").summary["latency_ms"]
+def test_modes_rank_as_expected(explained):
+    lat = {m: explained(SAMPLES / f"qwen2.5-7b_ctx2048_{m}.json.gz").summary["latency_ms"]
            for m in ("eager", "cuda-graphs", "compile")}
     assert lat["compile"] < lat["cuda-graphs"] < lat["eager"]
-    graphs = explain(SAMPLES / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz")
+    graphs = explained(SAMPLES / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz")
     assert graphs.summary["graph_launches"] == 1 and graphs.summary["launches"] == 1
 
 
@@ -94,10 +93,10 @@ def _kernel_names_per_step(path: Path) -> list[list[str]]:
     return [[short_name(n) for n in g["name"]] for _, g in ops.group_by("step", maintain_order=True)]
 
 
-def test_nsight_and_kineto_agree_on_kernels_and_busy_per_step():
+def test_nsight_and_kineto_agree_on_kernels_and_busy_per_step(explained):
     """The same command, captured once through Kineto and once under Nsight Systems (CUPTI serves
     one tracer at a time, so the two tools see two runs of the same decode, on the same GPU)."""
-    n, k = explain(NSYS), explain(KINETO)
+    n, k = explained(NSYS), explained(KINETO)
     assert n.source["format"] == "nsys" and k.source["format"] == "kineto"
     assert n.source["detection_method"] == k.source["detection_method"] == "tracekit"
     assert n.model["ctx"] == k.model["ctx"]
@@ -115,20 +114,20 @@ SAME_KERNELS_GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_eager_kernels.jso
 HF_STATIC_GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_replay.json.gz"
 
 
-def test_cuda_graphs_whatif_predicts_the_replay_of_the_same_kernels():
+def test_cuda_graphs_whatif_predicts_the_replay_of_the_same_kernels(explained):
     """The eager trace's prediction (GPU busy + ops × the Hopper per-op gap) against the eager
     step's own kernels captured as a CUDA graph and replayed, same model, ctx and GPU session."""
-    predicted = explain(EAGER).whatif["cuda_graphs_ms"]
-    measured = explain(SAME_KERNELS_GRAPH).summary["latency_ms"]
+    predicted = explained(EAGER).whatif["cuda_graphs_ms"]
+    measured = explained(SAME_KERNELS_GRAPH).summary["latency_ms"]
     assert abs(predicted - measured) / measured < 0.15
     assert abs(predicted - measured) / measured < 0.05  # what we saw: -1.5%
 
 
-def test_hf_static_cache_graphs_do_more_gpu_work_than_the_whatif_sees():
+def test_hf_static_cache_graphs_do_more_gpu_work_than_the_whatif_sees(explained):
     """transformers' static-cache path (needed to capture a graph) passes an attention mask, which
     turns off SDPA's GQA path: repeat_kv copies and a masked kernel add GPU time no eager trace
     shows. The what-if's error against that graph is this extra work, not launch overhead."""
-    eager, hf = explain(EAGER), explain(HF_STATIC_GRAPH)
+    eager, hf = explained(EAGER), explained(HF_STATIC_GRAPH)
     predicted = eager.whatif["cuda_graphs_ms"]
     extra_busy = hf.summary["gpu_busy_ms"] - eager.summary["gpu_busy_ms"]
     assert extra_busy > 1.0  # ms

@@ -62,11 +62,9 @@ def test_real_multi_session_captures_resample_sessions():
     assert not any("CI over steps" in w for w in d["warnings"])
 
 
-def test_terms_are_each_sides_explanation(eager_vs_graphs):
-    from tracekit.explain import explain
-
+def test_terms_are_each_sides_explanation(eager_vs_graphs, explained):
     d = eager_vs_graphs
-    ea, eb = explain(EAGER).to_dict(), explain(GRAPHS).to_dict()
+    ea, eb = explained(EAGER).to_dict(), explained(GRAPHS).to_dict()
     t = d["terms"]
     for key, path in (("floor_ms", ("decomposition", "floor_ms")),
                       ("launch_overhead_ms", ("decomposition", "launch_overhead_ms")),

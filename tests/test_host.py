@@ -99,10 +99,10 @@ def test_known_causes_match_names_and_stacks():
 
 
 # -- the real sample: the stall against an independent oracle ----------------------------------
-def test_sample_stall_matches_an_independent_oracle():
+def test_sample_stall_matches_an_independent_oracle(explained):
     oracle = stall_oracle(SAMPLE)
     assert {o[0] for o in oracle} == {"aten::_cudnn_attention_forward"}
-    e = explain(SAMPLE)
+    e = explained(SAMPLE)
     top = e.host["stalls"][0]
     assert top["op"] == "aten::_cudnn_attention_forward"
     assert top["stack"][-1] == top["op"] and top["stack"][0] == "aten::scaled_dot_product_attention"

@@ -28,8 +28,6 @@ from pathlib import Path
 import pytest
 from helpers import stall_oracle
 
-from tracekit.explain import explain
-
 SAMPLES = Path(__file__).parent.parent / "sample_traces"
 GPUS = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
 #: the CUDA-Graphs speed-up target (issue 7) and what the H200's static-cache graph allows
@@ -49,12 +47,12 @@ def _measured(gpu: str, mode: str) -> float:
 
 
 @pytest.fixture(scope="module", params=sorted(GPUS))
-def gpu(request):
+def gpu(request, explained):
     g = request.param
     return {
         "gpu": g,
-        "default": explain(_path(g, "eager")),
-        "flash": explain(_path(g, "eager_sdpa-flash")),
+        "default": explained(_path(g, "eager")),
+        "flash": explained(_path(g, "eager_sdpa-flash")),
         "measured": {m: _measured(g, m) for m in ("eager", "eager_sdpa-flash", "cuda-graphs")},
     }
 
