@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -129,6 +130,25 @@ def wrote(*paths) -> None:
         click.echo(f"wrote {p}", err=True)
 
 
+def _check_reports(plotlyjs: str, reports: tuple[Path | None, ...], inputs: list) -> None:
+    """Before any work: ``--plotlyjs`` is inline or cdn, and no report would overwrite an input."""
+    if plotlyjs not in ("inline", "cdn"):
+        raise BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}")
+    for out in reports:
+        if out is not None:
+            refuse_input(out, inputs)
+
+
+def _write_reports(markdown: Path | None, html: Path | None, draw_markdown: Callable[[], str],
+                   draw_html: Callable[[], str]) -> None:
+    """Draw the ``--markdown`` and ``--html`` reports asked for and write both or neither."""
+    outputs: list[tuple[str | Path, bytes]] = [
+        (p, draw().encode()) for p, draw in ((markdown, draw_markdown), (html, draw_html))
+        if p is not None]
+    write_all(outputs)
+    wrote(*(p for p, _ in outputs))
+
+
 def _fail(exc: TracekitError) -> None:
     _error(str(exc), exc.exit_code)
 
@@ -201,12 +221,8 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 
     if (trace is None) == (not sample):
         _fail(BadUsage("pass a trace file or --sample (exactly one)"))
-    if plotlyjs not in ("inline", "cdn"):
-        _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
-        for out in (markdown, html):
-            if out is not None:
-                refuse_input(out, [trace, graph_trace, baseline])
+        _check_reports(plotlyjs, (markdown, html), [trace, graph_trace, baseline])
         from tracekit.trace.progress import load_for_cli
 
         result = run_explain(
@@ -217,17 +233,18 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
             baseline=None if baseline is None else load_for_cli(baseline, verbose=verbose),
         )
         doc = result.to_dict()
-        outputs = []
-        if markdown is not None:
+
+        def draw_markdown() -> str:
             from tracekit.report.markdown import render_markdown
 
-            outputs.append((markdown, render_markdown(doc).encode()))
-        if html is not None:
+            return render_markdown(doc)
+
+        def draw_html() -> str:
             from tracekit.report.html import render_html
 
-            outputs.append((html, render_html(doc, result.timeline, plotlyjs=plotlyjs).encode()))
-        write_all(outputs)  # both reports or neither
-        wrote(*(p for p, _ in outputs))
+            return render_html(doc, result.timeline, plotlyjs=plotlyjs)
+
+        _write_reports(markdown, html, draw_markdown, draw_html)
     except NoStepsError as exc:  # say which file: the error line is all the user sees
         _fail(NoStepsError(f"{sample_path() if sample else trace}: {exc}"))
     except TracekitError as exc:
@@ -273,24 +290,21 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
     from tracekit.compare import compare as run_compare
 
     kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
-    if plotlyjs not in ("inline", "cdn"):
-        _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
-        for out in (markdown, html):
-            if out is not None:
-                refuse_input(out, [a, b])
+        _check_reports(plotlyjs, (markdown, html), [a, b])
         doc = run_compare(a, b, basis=basis, resamples=resamples, seed=seed, **kw).to_dict()
-        outputs = []
-        if markdown is not None:
+
+        def draw_markdown() -> str:
             from tracekit.report.compare import render_markdown
 
-            outputs.append((markdown, render_markdown(doc).encode()))
-        if html is not None:
+            return render_markdown(doc)
+
+        def draw_html() -> str:
             from tracekit.report.compare_html import render_compare_html
 
-            outputs.append((html, render_compare_html(doc, plotlyjs=plotlyjs).encode()))
-        write_all(outputs)  # both reports or neither
-        wrote(*(p for p, _ in outputs))
+            return render_compare_html(doc, plotlyjs=plotlyjs)
+
+        _write_reports(markdown, html, draw_markdown, draw_html)
     except TracekitError as exc:
         _fail(exc)
     if as_json:
