@@ -176,6 +176,14 @@ def _complete_gpus(ctx, param, incomplete: str) -> list:
     return [CompletionItem(n) for n in known_gpus() if n.lower().startswith(incomplete.lower())]
 
 
+#: options several commands declare word for word: one declaration, one help text
+_STEP_MARKER = click.option("--step-marker", help="Regex naming the annotation around each step.")
+_CTX = click.option("--ctx", type=int, help="Context length at the first profiled step.")
+_GPU = click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
+_BANDWIDTH = click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+_PLOTLYJS = click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
+
+
 # --- explain ---------------------------------------------------------------------------------
 @app.command()
 @click.argument("trace", required=False, type=click.Path(path_type=Path))
@@ -183,12 +191,12 @@ def _complete_gpus(ctx, param, incomplete: str) -> list:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.explain/1).")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue.")
 @click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML report.")
-@click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
-@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@_PLOTLYJS
+@_STEP_MARKER
 @click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (for the floor).")
-@click.option("--ctx", type=int, help="Context length at the first profiled step.")
-@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
-@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@_CTX
+@_GPU
+@_BANDWIDTH
 @click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor, or the layouts capture --quant stores: int8-torchao | fp8-row | int4-tinygemm | nf4-torchao.")
 @click.option("--group-size", type=int, help="int4 group size (default 128).")
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
@@ -268,7 +276,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.compare/1).")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue or PR.")
 @click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML page (side-by-side waterfalls).")
-@click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
+@_PLOTLYJS
 @click.option("--basis", default="auto", show_default=True, help="What the bootstrap resamples: auto (sessions when both sides have >= 2) | sessions | steps.")
 @click.option("--resamples", type=int, default=_BOOT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=_BOOT_SEED, show_default=True, help="Bootstrap seed (the same inputs and seed give the same interval).")
@@ -321,11 +329,11 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
               help="The annotated trace to write (.json.gz, or .json for plain JSON).")
 @click.option("--force", is_flag=True, hidden=True, help="Accepted for old scripts: OUTPUT is always replaced.")
-@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@_STEP_MARKER
 @click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (adds the floor to each step).")
-@click.option("--ctx", type=int, help="Context length at the first profiled step.")
-@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
-@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@_CTX
+@_GPU
+@_BANDWIDTH
 def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> None:
     """Write TRACE back with tracekit's findings as tracks Perfetto and chrome://tracing show.
 
@@ -570,11 +578,11 @@ def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.ranks/1).")
 @click.option("--tp", type=int, help="Tensor-parallel degree for the floor (default: the number of traces).")
 @click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (for the floor).")
-@click.option("--ctx", type=int, help="Context length at the first profiled step.")
+@_CTX
 @click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the traces' device name.")
-@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@_BANDWIDTH
 @click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16).")
-@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@_STEP_MARKER
 def ranks(traces, as_json, tp, model, ctx, gpu, bandwidth, dtype, step_marker) -> None:
     """Explain a multi-rank step (tensor parallel): one trace per rank, aligned by collectives.
 
