@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -129,6 +130,25 @@ def wrote(*paths) -> None:
         click.echo(f"wrote {p}", err=True)
 
 
+def _check_reports(plotlyjs: str, reports: tuple[Path | None, ...], inputs: list) -> None:
+    """Before any work: ``--plotlyjs`` is inline or cdn, and no report would overwrite an input."""
+    if plotlyjs not in ("inline", "cdn"):
+        raise BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}")
+    for out in reports:
+        if out is not None:
+            refuse_input(out, inputs)
+
+
+def _write_reports(markdown: Path | None, html: Path | None, draw_markdown: Callable[[], str],
+                   draw_html: Callable[[], str]) -> None:
+    """Draw the ``--markdown`` and ``--html`` reports asked for and write both or neither."""
+    outputs: list[tuple[str | Path, bytes]] = [
+        (p, draw().encode()) for p, draw in ((markdown, draw_markdown), (html, draw_html))
+        if p is not None]
+    write_all(outputs)
+    wrote(*(p for p, _ in outputs))
+
+
 def _fail(exc: TracekitError) -> None:
     _error(str(exc), exc.exit_code)
 
@@ -156,6 +176,14 @@ def _complete_gpus(ctx, param, incomplete: str) -> list:
     return [CompletionItem(n) for n in known_gpus() if n.lower().startswith(incomplete.lower())]
 
 
+#: options several commands declare word for word: one declaration, one help text
+_STEP_MARKER = click.option("--step-marker", help="Regex naming the annotation around each step.")
+_CTX = click.option("--ctx", type=int, help="Context length at the first profiled step.")
+_GPU = click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
+_BANDWIDTH = click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+_PLOTLYJS = click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
+
+
 # --- explain ---------------------------------------------------------------------------------
 @app.command()
 @click.argument("trace", required=False, type=click.Path(path_type=Path))
@@ -163,12 +191,12 @@ def _complete_gpus(ctx, param, incomplete: str) -> list:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.explain/1).")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue.")
 @click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML report.")
-@click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
-@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@_PLOTLYJS
+@_STEP_MARKER
 @click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (for the floor).")
-@click.option("--ctx", type=int, help="Context length at the first profiled step.")
-@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
-@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@_CTX
+@_GPU
+@_BANDWIDTH
 @click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16); int8 | fp8 | int4 | nf4 for a weight-only quantized floor, or the layouts capture --quant stores: int8-torchao | fp8-row | int4-tinygemm | nf4-torchao.")
 @click.option("--group-size", type=int, help="int4 group size (default 128).")
 @click.option("--convention", default="exact", show_default=True, help="Byte convention: exact or all-weights.")
@@ -201,12 +229,8 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 
     if (trace is None) == (not sample):
         _fail(BadUsage("pass a trace file or --sample (exactly one)"))
-    if plotlyjs not in ("inline", "cdn"):
-        _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
-        for out in (markdown, html):
-            if out is not None:
-                refuse_input(out, [trace, graph_trace, baseline])
+        _check_reports(plotlyjs, (markdown, html), [trace, graph_trace, baseline])
         from tracekit.trace.progress import load_for_cli
 
         result = run_explain(
@@ -217,17 +241,18 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
             baseline=None if baseline is None else load_for_cli(baseline, verbose=verbose),
         )
         doc = result.to_dict()
-        outputs = []
-        if markdown is not None:
+
+        def draw_markdown() -> str:
             from tracekit.report.markdown import render_markdown
 
-            outputs.append((markdown, render_markdown(doc).encode()))
-        if html is not None:
+            return render_markdown(doc)
+
+        def draw_html() -> str:
             from tracekit.report.html import render_html
 
-            outputs.append((html, render_html(doc, result.timeline, plotlyjs=plotlyjs).encode()))
-        write_all(outputs)  # both reports or neither
-        wrote(*(p for p, _ in outputs))
+            return render_html(doc, result.timeline, plotlyjs=plotlyjs)
+
+        _write_reports(markdown, html, draw_markdown, draw_html)
     except NoStepsError as exc:  # say which file: the error line is all the user sees
         _fail(NoStepsError(f"{sample_path() if sample else trace}: {exc}"))
     except TracekitError as exc:
@@ -251,7 +276,7 @@ def explain(trace, sample, as_json, markdown, html, plotlyjs, step_marker, model
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.compare/1).")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown summary for an issue or PR.")
 @click.option("--html", type=click.Path(path_type=Path), help="Write a self-contained HTML page (side-by-side waterfalls).")
-@click.option("--plotlyjs", default="inline", show_default=True, help="inline (opens offline) or cdn (small file).")
+@_PLOTLYJS
 @click.option("--basis", default="auto", show_default=True, help="What the bootstrap resamples: auto (sessions when both sides have >= 2) | sessions | steps.")
 @click.option("--resamples", type=int, default=_BOOT_RESAMPLES, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=_BOOT_SEED, show_default=True, help="Bootstrap seed (the same inputs and seed give the same interval).")
@@ -273,24 +298,21 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
     from tracekit.compare import compare as run_compare
 
     kw = {k: v for k, v in (("model", model), ("gpu", gpu), ("dtype", dtype)) if v is not None}
-    if plotlyjs not in ("inline", "cdn"):
-        _fail(BadUsage(f"--plotlyjs must be inline or cdn, not {plotlyjs!r}"))
     try:
-        for out in (markdown, html):
-            if out is not None:
-                refuse_input(out, [a, b])
+        _check_reports(plotlyjs, (markdown, html), [a, b])
         doc = run_compare(a, b, basis=basis, resamples=resamples, seed=seed, **kw).to_dict()
-        outputs = []
-        if markdown is not None:
+
+        def draw_markdown() -> str:
             from tracekit.report.compare import render_markdown
 
-            outputs.append((markdown, render_markdown(doc).encode()))
-        if html is not None:
+            return render_markdown(doc)
+
+        def draw_html() -> str:
             from tracekit.report.compare_html import render_compare_html
 
-            outputs.append((html, render_compare_html(doc, plotlyjs=plotlyjs).encode()))
-        write_all(outputs)  # both reports or neither
-        wrote(*(p for p, _ in outputs))
+            return render_compare_html(doc, plotlyjs=plotlyjs)
+
+        _write_reports(markdown, html, draw_markdown, draw_html)
     except TracekitError as exc:
         _fail(exc)
     if as_json:
@@ -307,11 +329,11 @@ def compare(a, b, as_json, markdown, html, plotlyjs, basis, resamples, seed, mod
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
               help="The annotated trace to write (.json.gz, or .json for plain JSON).")
 @click.option("--force", is_flag=True, hidden=True, help="Accepted for old scripts: OUTPUT is always replaced.")
-@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@_STEP_MARKER
 @click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (adds the floor to each step).")
-@click.option("--ctx", type=int, help="Context length at the first profiled step.")
-@click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the trace's device name.")
-@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@_CTX
+@_GPU
+@_BANDWIDTH
 def annotate(trace, output, force, step_marker, model, ctx, gpu, bandwidth) -> None:
     """Write TRACE back with tracekit's findings as tracks Perfetto and chrome://tracing show.
 
@@ -556,11 +578,11 @@ def sweep(recipe, out, executor, budget_s, cell, list_cells, retry_failed, rows_
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (schema tracekit.ranks/1).")
 @click.option("--tp", type=int, help="Tensor-parallel degree for the floor (default: the number of traces).")
 @click.option("--model", shell_complete=_complete_models, help="Model name or config.json path (for the floor).")
-@click.option("--ctx", type=int, help="Context length at the first profiled step.")
+@_CTX
 @click.option("--gpu", shell_complete=_complete_gpus, help="GPU name, overriding the traces' device name.")
-@click.option("--bandwidth", type=float, help="Peak DRAM bandwidth in GB/s.")
+@_BANDWIDTH
 @click.option("--dtype", help="Weight/KV dtype (default: the capture's, else bf16).")
-@click.option("--step-marker", help="Regex naming the annotation around each step.")
+@_STEP_MARKER
 def ranks(traces, as_json, tp, model, ctx, gpu, bandwidth, dtype, step_marker) -> None:
     """Explain a multi-rank step (tensor parallel): one trace per rank, aligned by collectives.
 

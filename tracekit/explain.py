@@ -58,6 +58,7 @@ from tracekit.memory import release
 from tracekit.specs.gpus import GpuSpec, get_gpu, match_gpu
 from tracekit.specs.models import MAX_CTX, ModelSpec, dtype_bytes, get_model, known_models
 from tracekit.specs.quant import UNQUANTIZED_DTYPE, capture_floor_dtype, is_quantized
+from tracekit.stats import median
 from tracekit.steps import Steps, detect_steps, training_evidence
 from tracekit.trace import Trace, load
 from tracekit.verdict import verdict
@@ -278,18 +279,6 @@ def _idle_ms_by_class(r: dict) -> IdleByClass:
     return _by_class(lambda c: _ms(r[f"idle_{c}_ns"]))
 
 
-def _median(xs: list, *, low: bool = False) -> float | None:
-    """The median; ``low``: the lower middle value of an even count (an observed value, so a
-    median count stays an integer)."""
-    xs = sorted(x for x in xs if x is not None)
-    if not xs:
-        return None
-    n = len(xs)
-    if n % 2 or low:
-        return xs[(n - 1) // 2]
-    return (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
 #: counts: their summary is the lower median, an integer (the contract: counts are integers)
 COUNT_KEYS = {"kernels", "memcpys", "memsets", "launches", "graph_launches"}
 
@@ -310,9 +299,9 @@ def _summary(decode: list[StepRow]) -> Summary:
         r["latency_ms"] is not None for r in decode)}
     for k in SUMMARY_KEYS:
         src = timed if k in ("latency_ms", "gpu_busy_ms", "idle_ms", "r_floor") else decode
-        s[k] = _median([r[k] for r in src], low=k in COUNT_KEYS)
+        s[k] = median([r[k] for r in src], low=k in COUNT_KEYS)
     s["idle_by_class_ms"] = _by_class(
-        lambda c: _median([r["idle_by_class_ms"][c] for r in timed]))
+        lambda c: median([r["idle_by_class_ms"][c] for r in timed]))
     s["range"] = {k: _range([r[k] for r in (timed if k == "latency_ms" else decode)])
                   for k in RANGE_KEYS}
     # the batch a marker stated (vLLM, SGLang); a trace that says nothing is batch 1
@@ -424,7 +413,7 @@ def _host_section(h, rows: list[StepRow], summary: Summary,
     ids = timed or [r["step"] for r in rows if r["kind"] == "decode"]
     cols = ("stall_ns", "stall_host_ns", "issue_median_ns", "threshold_ns", "events", "cpu_ops")
     per = h.step_columns(ids, [*cols, "launch_span_ns", "launches"])
-    med = {c: _median(per[c]) for c in cols}
+    med = {c: median(per[c]) for c in cols}
     by_class = decomp["launch_overhead_by_class_ms"]
     host_bound = by_class["host_bound"] if by_class is not None else None
     stall_ms = med["stall_ns"] / 1e6 if med["stall_ns"] is not None else 0.0
@@ -440,7 +429,7 @@ def _host_section(h, rows: list[StepRow], summary: Summary,
         # the stall idle's spread over the timed decode steps (p25, p75): the what-if's interval
         "stall_ms_range": _quartiles_ms(per["stall_ns"]),
         "stall_host_ms": med["stall_host_ns"] / 1e6 if med["stall_host_ns"] is not None else None,
-        "us_per_launch": _median(per_launch),
+        "us_per_launch": median(per_launch),
         "issue_interval_median_us": (med["issue_median_ns"] / 1e3
                                      if med["issue_median_ns"] is not None else None),
         "stall_threshold_us": med["threshold_ns"] / 1e3 if med["threshold_ns"] is not None else None,

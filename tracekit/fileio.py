@@ -44,7 +44,7 @@ def _target(p: Path) -> tuple[Path, os.stat_result | None, bool]:
     except FileNotFoundError:
         st = None
     except OSError as exc:
-        raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+        raise _cannot_write(p, exc) from None
     if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
         return p, st, True
     if p.is_symlink():
@@ -64,12 +64,12 @@ def open_output(path: str | Path) -> Iterator[BinaryIO]:
         try:
             f = open(target, "wb")  # noqa: SIM115 - a device or pipe: write in place
         except OSError as exc:
-            raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+            raise _cannot_write(p, exc) from None
         try:
             with f:
                 yield f
         except OSError as exc:
-            raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+            raise _cannot_write(p, exc) from None
         return
     with _replacing(p, target) as (fd, _tmp), os.fdopen(fd, "wb") as f:
         if st is not None:
@@ -89,7 +89,7 @@ def output_path(path: str | Path) -> Iterator[Path]:
         try:
             yield target
         except OSError as exc:
-            raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+            raise _cannot_write(p, exc) from None
         return
     with _replacing(p, target) as (fd, tmp):
         try:
@@ -98,6 +98,11 @@ def output_path(path: str | Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         yield tmp
+
+
+def _cannot_write(p: Path, exc: OSError) -> BadInput:
+    """The one error for a failed write: the output's name and the system's reason."""
+    return BadInput(f"cannot write {p}: {exc.strerror or exc}")
 
 
 def _checked_target(p: Path) -> tuple[Path, os.stat_result | None, bool]:
@@ -132,7 +137,7 @@ def _replacing(p: Path, target: Path) -> Iterator[tuple[int, Path]]:
         os.replace(tmp, target)
         tmp = None
     except OSError as exc:
-        raise BadInput(f"cannot write {p}: {exc.strerror or exc}") from None
+        raise _cannot_write(p, exc) from None
     finally:
         if tmp is not None:
             try:

@@ -39,6 +39,7 @@ import statistics
 from typing import Any
 
 from tracekit.errors import BadInput
+from tracekit.stats import median
 
 #: How much longer the profiler makes a stall, as a fraction of its unprofiled length, when a trace
 #: carries no measured profiler cost and the cost must be estimated from the trace ("trace-
@@ -69,14 +70,6 @@ BIMODAL_MIN_SIGMAS = 3.0
 DRIFT_TOLERANCE = 0.10
 #: fresh sessions disagree when their slowest median is more than this factor of their fastest
 SESSION_SPREAD = 1.25
-
-
-def median(xs: list[float]) -> float | None:
-    xs = sorted(x for x in xs if x is not None)
-    if not xs:
-        return None
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def check_flag(ms: float | None, gpu_busy_ms: float | None) -> None:

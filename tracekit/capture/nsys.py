@@ -33,6 +33,7 @@ from tracekit.capture.progress import Progress
 from tracekit.capture.result import CaptureResult
 from tracekit.child import child_env
 from tracekit.errors import CaptureError
+from tracekit.trace.capture_meta import META_TABLE
 
 #: where Nsight Systems is usually installed when it is not on PATH (newest first after sorting)
 NSYS_GLOBS = (
@@ -50,7 +51,6 @@ PROFILE_ARGS = (
 )
 #: the child prints its result on one stdout line starting with this
 RESULT_MARK = "TRACEKIT_RESULT "
-META_TABLE = "TRACEKIT_CAPTURE"
 
 
 def find_nsys(explicit: str | None) -> Path:

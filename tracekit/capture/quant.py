@@ -46,11 +46,13 @@ _QUANT_OPS = re.compile(r"_weight_int[48]pack_mm|_scaled_mm|int4pack|int8pack|de
                         r"quantize_affine|torchao|nf4|float8|_convert_weight", re.I)
 
 
-def _torchao():
+def _require_torchao(scheme_name: str):
+    """The torchao module, or the one CaptureError that says how to install it."""
     try:
         import torchao
     except ImportError:
-        return None
+        raise CaptureError(f"--quant {scheme_name}: torchao is not installed "
+                           "(pip install torchao, a version built for this PyTorch)") from None
     return torchao
 
 
@@ -58,10 +60,7 @@ def quantize_model(model: torch.nn.Module, scheme_name: str, *, group_size: int 
                    spec: ModelSpec) -> dict:
     """Quantize ``model`` in place; return the ``quant`` metadata (without the kernels)."""
     scheme = SCHEMES[scheme_name]
-    torchao = _torchao()
-    if torchao is None:
-        raise CaptureError(f"--quant {scheme_name}: torchao is not installed "
-                           "(pip install torchao, a version built for this PyTorch)")
+    torchao = _require_torchao(scheme_name)
     import torch
 
     try:
@@ -189,10 +188,7 @@ def quant_kernels(prof) -> dict:
 
 def check_scheme(scheme_name: str, *, device: str, dtype: str) -> None:
     """Refuse, before the model is built, a scheme this machine cannot run (one CaptureError)."""
-    torchao = _torchao()
-    if torchao is None:
-        raise CaptureError(f"--quant {scheme_name}: torchao is not installed "
-                           "(pip install torchao, a version built for this PyTorch)")
+    _require_torchao(scheme_name)
     import torch
 
     if scheme_name == "int4":

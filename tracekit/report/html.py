@@ -457,17 +457,23 @@ def _op_trace(cat: str, ops: list[dict]) -> go.Bar:
 STALL_COLOR = "#7b1010"
 
 
+def _idle_bar(gaps: list[dict], lane: str, color: str, **kw) -> go.Bar:
+    """Idle gaps as one bar trace on ``lane`` (ms from the step's start), in ``color``; ``kw``:
+    the trace's name, labels and hover text."""
+    return go.Bar(
+        orientation="h", y=[lane] * len(gaps), base=[round(g["start_ns"] / 1e6, 6) for g in gaps],
+        x=[round((g["end_ns"] - g["start_ns"]) / 1e6, 6) for g in gaps], width=0.66,
+        marker={"color": color, "line": {"color": color, "width": 1}}, **kw)
+
+
 def _stall_trace(gaps: list[dict], lane: str) -> go.Bar:
     """Stalls on the idle lane, each labelled with the CPU op that held the host."""
     names = [esc(_clip(g.get("host_op") or "?", HOVER_NAME_CHARS)) for g in gaps]
     custom = [[n, round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
               for n, g in zip(names, gaps)]
-    return go.Bar(
-        orientation="h", y=[lane] * len(gaps), base=[round(g["start_ns"] / 1e6, 6) for g in gaps],
-        x=[round((g["end_ns"] - g["start_ns"]) / 1e6, 6) for g in gaps], width=0.66,
-        marker={"color": STALL_COLOR, "line": {"color": STALL_COLOR, "width": 1}},
-        name="idle: stall (host op)", customdata=custom, text=[f"stall: {n}" for n in names],
-        textposition="inside", insidetextanchor="middle", textfont={"color": "#ffffff"},
+    return _idle_bar(
+        gaps, lane, STALL_COLOR, name="idle: stall (host op)", customdata=custom,
+        text=[f"stall: {n}" for n in names], textposition="inside", insidetextanchor="middle", textfont={"color": "#ffffff"},
         hovertemplate="stall: %{customdata[0]}<br>start %{customdata[1]:.1f} µs · "
                       "%{customdata[2]:.2f} µs<extra></extra>")
 
@@ -476,11 +482,8 @@ def _gap_trace(cls: str, gaps: list[dict], lane: str) -> go.Bar:
     color = GAP_COLORS.get(cls, GAP_COLORS["other"])
     custom = [[round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
               for g in gaps]
-    return go.Bar(
-        orientation="h", y=[lane] * len(gaps), base=[round(g["start_ns"] / 1e6, 6) for g in gaps],
-        x=[round((g["end_ns"] - g["start_ns"]) / 1e6, 6) for g in gaps], width=0.66,
-        marker={"color": color, "line": {"color": color, "width": 1}},
-        name=esc(f"idle: {GAP_LABELS.get(cls, cls)}"), customdata=custom,
+    return _idle_bar(
+        gaps, lane, color, name=esc(f"idle: {GAP_LABELS.get(cls, cls)}"), customdata=custom,
         hovertemplate=f"{esc(GAP_LABELS.get(cls, cls))} gap<br>start %{{customdata[0]:.1f}} µs · "
                       "%{customdata[1]:.2f} µs<extra></extra>")
 

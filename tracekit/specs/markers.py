@@ -28,24 +28,26 @@ def _unknown(m: re.Match) -> tuple[str | None, int | None]:
     return None, None
 
 
+def _prefilling_decoding(prefilling: int, decoding: int) -> tuple[str, int]:
+    """A forward pass over ``prefilling`` sequences still prefilling and ``decoding`` ones decoding
+    a token each: its phase and its batch (idle when both are zero)."""
+    if prefilling == 0:
+        return ("decode", decoding) if decoding else ("idle", 0)
+    return ("mixed" if decoding else "prefill"), prefilling + decoding
+
+
 def _vllm_new_cached(m: re.Match) -> tuple[str | None, int | None]:
     """vLLM V1 ``execute_new_{N}_cached_{M}``: N requests scheduled for the first time (their
     prompt is prefilled, perhaps in chunks), M already running (each decodes a token). The name
     cannot tell a chunked prefill's later chunks from decode, so a pass with new requests is
     prefill or mixed, and one with none is decode of M sequences."""
-    new, cached = int(m["new"]), int(m["cached"])
-    if new == 0:
-        return ("decode", cached) if cached else ("idle", 0)
-    return ("mixed" if cached else "prefill"), new + cached
+    return _prefilling_decoding(int(m["new"]), int(m["cached"]))
 
 
 def _vllm_context_generation(m: re.Match) -> tuple[str | None, int | None]:
     """vLLM ``execute_[T_]context_{A}(…)_generation_{B}(…)``: A sequences prefilling (or
     continuing a chunked prefill), B sequences decoding one token each."""
-    ctx, gen = int(m["ctx"]), int(m["gen"])
-    if ctx == 0:
-        return ("decode", gen) if gen else ("idle", 0)
-    return ("mixed" if gen else "prefill"), ctx + gen
+    return _prefilling_decoding(int(m["ctx"]), int(m["gen"]))
 
 
 def _sglang(m: re.Match) -> tuple[str | None, int | None]:

@@ -31,6 +31,8 @@ from tracekit.trace.source import MAX_WHOLE_BYTES, open_source
 
 #: the key capture writes its block under, first in the trace's top-level object
 META_KEY = "tracekit"
+#: the table that carries the same block in an Nsight Systems SQLite export (one row, key 'meta')
+META_TABLE = "TRACEKIT_CAPTURE"
 #: the most inflated bytes read for a block at the head (it is a few KiB; past this, the file is
 #: read as one document, bounded by MAX_WHOLE_BYTES)
 META_HEAD_BYTES = 16 << 20

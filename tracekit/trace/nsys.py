@@ -45,7 +45,7 @@ import numpy as np
 
 from tracekit import jsonio
 from tracekit.errors import Terminated, TraceFormatError
-from tracekit.trace.capture_meta import clean_capture
+from tracekit.trace.capture_meta import META_TABLE, clean_capture
 from tracekit.trace.model import ANNOTATIONS, GPU_OPS, LAUNCHES, SYNCS, Trace, busiest_gpu_name
 from tracekit.trace.names import is_sync_call, launch_kind
 from tracekit.trace.source import Source, open_source
@@ -63,7 +63,6 @@ MEMSET = "CUPTI_ACTIVITY_KIND_MEMSET"
 API_TABLES = ("CUPTI_ACTIVITY_KIND_RUNTIME", "CUPTI_ACTIVITY_KIND_DRIVER")
 SYNC_TABLE = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
 NVTX = "NVTX_EVENTS"
-META_TABLE = "TRACEKIT_CAPTURE"
 
 #: CUPTI enums, spelled as Kineto spells them in its memcpy/memset names
 MEMCPY_KINDS = {
