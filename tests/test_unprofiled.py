@@ -202,3 +202,24 @@ def test_a_capture_calibration_splits_the_real_step(tmp_path):
     lo, hi = u["whatif"]["no_stalls_interval_ms"]
     assert e.summary["gpu_busy_ms"] <= lo <= u["whatif"]["no_stalls_ms"] <= hi
     assert "this host's measured profiler cost" in e.verdict
+
+
+def test_a_failed_capture_calibration_falls_back_to_the_trace_estimate(tmp_path, monkeypatch):
+    """A calibration that failed on the GPU box never fails the capture: the metadata says why,
+    and explain estimates the cost from the trace instead of using a missing number."""
+    from tracekit.capture import calibrate
+
+    def boom(*a, **k):
+        raise RuntimeError("No available kernel.\nmore")
+
+    monkeypatch.setattr(calibrate, "profiled", boom)
+    pc = calibrate.measure(lambda: None, [1.0] * 10, device="cpu", kinds=["cpu"],
+                           backend=lambda: None, what="x")
+    assert pc == {"error": "RuntimeError: No available kernel.", "ns_per_event": None}
+    path = stall_trace(tmp_path)
+    doc = json.load(gzip.open(path))
+    doc["tracekit"] = {"schema": "tracekit.capture/1", "mode": "eager", "profiler_cost": pc,
+                       "timing": {"steps": 30, "warmup": 5, "unprofiled_ms": [0.9] * 30}}
+    with gzip.open(path, "wt") as f:
+        json.dump(doc, f)
+    assert explain(path).unprofiled["calibration_source"] == "trace-estimate"

@@ -95,6 +95,16 @@ def profiled(step: Callable[[], None], unprofiled_ms: list[float], *, device: st
     return cost(unprofiled_ms, walls, events, what=what)
 
 
+def measure(step: Callable[[], None], unprofiled_ms: list[float], **kw: Any) -> dict | None:
+    """:func:`profiled`, but a calibration that fails never fails the capture: the metadata
+    then says why (``{"error": …}``) and ``tracekit explain`` estimates the cost from the trace."""
+    try:
+        return profiled(step, unprofiled_ms, **kw)
+    except Exception as exc:  # noqa: BLE001 - any failure here only loses the calibration
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return {"error": f"{type(exc).__name__}: {why}", "ns_per_event": None}
+
+
 def events_per_step(path: Path) -> list[int]:
     """Host events (CPU ops + runtime calls) recorded on each calibration step's thread, counted
     as ``tracekit explain`` counts a step's events."""

@@ -234,9 +234,9 @@ def _phases(
         profiler_cost = None
         if calib_ms and calib_backend is not None:
             with progress.phase("measuring the profiler's cost per event", live=False):
-                profiler_cost = calibrate.profiled(stepper.step, calib_ms, device=device,
-                                                   kinds=kinds, backend=calib_backend,
-                                                   what=calib_what or "")
+                profiler_cost = calibrate.measure(stepper.step, calib_ms, device=device,
+                                                  kinds=kinds, backend=calib_backend,
+                                                  what=calib_what or "")
         clocks_after = gpu_clocks() if device == "cuda" else None
         timing = summarize(ms, warmup=opts.warmup)
         timing_after = summarize(ms_after, warmup=0) if ms_after else None
