@@ -359,19 +359,16 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
             out["model"] = ("per-event profiler cost: the profiled host issue time less "
                             f"{point / 1e3:.2f} µs per recorded event; stalls are the rest")
             ms = _no_stalls_ms(u, p, busy, other, host, sp)
-            # the cost's range, then the host's step-to-step spread, around the point
-            ends = [_no_stalls_ms(u, p, busy, other, host,
-                                  split(u=u, p=p, busy=busy, other=other, stall_p=stall_p,
-                                        events=events, cost_ns=c)) for c in (hi, lo)]
-            interval = [max(min(ends[0], ms) * (1 - noise), busy),
-                        max(ends[1], ms) * (1 + noise)]
+            # the split at either end of the cost's range: the stall and the issue it leaves,
+            # and the what-if, widened by the host's step-to-step spread around the point
+            at_hi, at_lo = (split(u=u, p=p, busy=busy, other=other, stall_p=stall_p,
+                                  events=events, cost_ns=c) for c in (hi, lo))
+            interval = [max(min(_no_stalls_ms(u, p, busy, other, host, at_hi), ms) * (1 - noise), busy),
+                        max(_no_stalls_ms(u, p, busy, other, host, at_lo), ms) * (1 + noise)]
             out["whatif"].update(no_stalls_ms=ms, no_stalls_interval_ms=interval,
                                  no_stalls_speedup=u / ms)
-            # the stall and the issue it leaves, at either end of the cost's range
-            ends_sp = [split(u=u, p=p, busy=busy, other=other, stall_p=stall_p, events=events,
-                             cost_ns=c) for c in (lo, hi)]
-            dec["stall_interval_ms"] = sorted(x["stall_ms"] for x in ends_sp)
-            dec["launch_issue_interval_ms"] = sorted(x["launch_issue_ms"] for x in ends_sp)
+            dec["stall_interval_ms"] = sorted((at_hi["stall_ms"], at_lo["stall_ms"]))
+            dec["launch_issue_interval_ms"] = sorted((at_hi["launch_issue_ms"], at_lo["launch_issue_ms"]))
             out["reliable"] = (samples_ok and cal["source"] == "this-capture"
                                and interval[1] <= RELIABLE_WIDTH * interval[0])
     dec.update(launch_issue_ms=sp["launch_issue_ms"], stall_ms=sp["stall_ms"])
