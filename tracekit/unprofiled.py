@@ -38,6 +38,7 @@ import math
 import statistics
 from typing import Any
 
+from tracekit import whatif as wi
 from tracekit.errors import BadInput
 from tracekit.stats import median
 
@@ -332,7 +333,7 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
            "other_idle_ms": other}
     out["decomposition"] = dec
     if host is None:
-        _graphs_speedup(out, u)
+        _graphs_speedup(out, u, whatif.get("cuda_graphs_program"))
         return out
     stall_p, events = host["stall_ms"], host["events_per_step"] or 0
     if stall_p <= 0:
@@ -375,7 +376,7 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
     out["host"] = {"launch_issue_ms": sp["launch_issue_ms"], "stall_ms": sp["stall_ms"],
                    "host_issue_ms": sp["host_issue_ms"],
                    "cost_us_per_event": sp["cost_us_per_event"]}
-    _graphs_speedup(out, u)
+    _graphs_speedup(out, u, whatif.get("cuda_graphs_program"))
     return out
 
 
@@ -387,17 +388,20 @@ def _no_stalls_ms(u: float, p: float, busy: float, other: float, host: dict, sp:
     return max(u - (sp["stall_ms"] or 0.0) + _stall_normal_ms(host) * scale, busy)
 
 
-def _graphs_speedup(out: dict, u: float) -> None:
-    """The CUDA-Graphs what-if removes every host gap, stalls included: it is never slower than
-    the step without the stalls (where both are known, the graph what-if is capped there)."""
+def _graphs_speedup(out: dict, u: float, program: str | None) -> None:
+    """The same-kernels CUDA-Graphs what-if removes every host gap, stalls included: it is never
+    slower than the unprofiled step without the stalls (capped there where both are known, as
+    :func:`tracekit.whatif.cap_by_no_stalls` caps it against the profiled step). The graph trace's
+    program is another program and is left as predicted. The speed-up is
+    :func:`tracekit.whatif.against` the unprofiled step."""
     w = out["whatif"]
     if not w.get("cuda_graphs_ms"):
         return
     ns = w.get("no_stalls_ms")
-    if ns is not None and w["cuda_graphs_ms"] > ns:
+    if program == wi.SAME_KERNELS and ns is not None and w["cuda_graphs_ms"] > ns:
         w["cuda_graphs_ms"] = ns
         w["cuda_graphs_interval_ms"] = w.get("no_stalls_interval_ms")
-    w["cuda_graphs_speedup"] = u / w["cuda_graphs_ms"]
+    w["cuda_graphs_speedup"] = wi.against(w, u)["speedup"]
 
 
 def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
