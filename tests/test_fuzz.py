@@ -2,7 +2,7 @@
 
 * ``test_atheris[target]`` runs tests/fuzz/fuzz_readers.py (coverage-guided, libFuzzer) on the
   Kineto reader, the gzip front end and the Nsight reader for ``TRACEKIT_FUZZ_SECONDS`` each
-  (10 by default, a smoke run that the suite can afford; CI runs it; a longer campaign is
+  (5 by default, a smoke run that the suite can afford; CI runs it; a longer campaign is
   ``TRACEKIT_FUZZ_SECONDS=600 pytest tests/test_fuzz.py -k atheris``), seeded with small valid
   inputs, with a per-input timeout and an RSS limit, and fails on any crash, hang or
   out-of-memory. ``slow``. Skipped where atheris is not installed (``pip install -e '.[fuzz]'``).
@@ -29,7 +29,7 @@ from tracekit.trace import load
 
 HERE = Path(__file__).parent / "fuzz"
 REPO = Path(__file__).resolve().parents[1]
-SECONDS = int(os.environ.get("TRACEKIT_FUZZ_SECONDS", "10"))
+SECONDS = int(os.environ.get("TRACEKIT_FUZZ_SECONDS", "5"))
 
 
 def _kineto_seed() -> bytes:

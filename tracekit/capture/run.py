@@ -73,7 +73,9 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
             meta = read_capture_meta(paths[0]) or {}
             return CaptureResult(path=paths[0], meta=meta, bytes=paths[0].stat().st_size,
                                  files={f"rank{r}": p for r, p in enumerate(paths)})
-    if opts.sessions > 1 and opts.session_index is None:
+    # sessions in child processes; also one session with --profile-session none (no trace: the
+    # session runner writes the metadata alone)
+    if opts.session_index is None and (opts.sessions > 1 or opts.profile_session is None):
         return run_sessions(opts, progress=progress)
     _require_torch()
     if opts.device == "cuda":
