@@ -105,6 +105,34 @@ def test_tiny_capture_writes_gzip_json_with_metadata(tiny_trace) -> None:
     assert "unprofiled" in result.output and "tokens/s" in result.output
 
 
+@pytest.mark.slow  # runs a model on the CPU (torch)
+def test_the_trace_is_exported_before_the_calibration_profiles(tmp_path, monkeypatch) -> None:
+    """A second profiler session before the export left every kernel of the first at timestamp 0
+    (an H100, torch 2.11): the trace must already be on disk, whole, when the calibration runs."""
+    pytest.importorskip("transformers")
+    from tracekit.capture import calibrate
+
+    out = tmp_path / "x.json.gz"
+    seen: list[list[str]] = []
+    real = calibrate.measure
+
+    def measure(*a, **kw):
+        exports = sorted(tmp_path.glob(".x.json.gz.*.export.json"))
+        seen.append([p.name for p in exports])
+        assert len(exports) == 1
+        doc = json.loads(exports[0].read_text())
+        assert any(str(e.get("name", "")).startswith("tracekit.step#") for e in doc["traceEvents"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(calibrate, "measure", measure)
+    result = run(*TINY, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 1  # the calibration ran, once, after the export
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json.gz"]  # the export became the trace
+    meta = _events(out)[0]["tracekit"]
+    assert meta["profiler_cost"]["ns_per_event"] is not None
+
+
 def test_only_the_step_annotations_carry_tracekit_names(tiny_trace) -> None:
     path, _ = tiny_trace
     _, events = _events(path)

@@ -14,8 +14,10 @@
    metadata);
 7. ``steps`` more unprofiled steps (``timing_after``): host speed drifts (clocks, other tenants,
    allocator state), so the ground truth is taken on both sides of the profiled window and a
-   reader can see whether they agree; (eager) then the calibration's profiled steps, which
-   give this host's profiler cost per recorded event (``profiler_cost``);
+   reader can see whether they agree; the trace is exported here, before (eager) the
+   calibration's profiled steps, which give this host's profiler cost per recorded event
+   (``profiler_cost``): a second profiler session in the process, run before the export, leaves
+   every kernel of the first at timestamp 0 (seen on an H100, torch 2.11);
 8. the trace, written atomically with the metadata spliced in.
 
 The attention implementation (``--attention``) is forced around every model call, and the
@@ -50,7 +52,7 @@ from tracekit.capture.progress import Progress
 from tracekit.capture.result import CaptureResult
 from tracekit.capture.sessions import run_sessions
 from tracekit.capture.timing import copy_bandwidth_gbps, summarize, sync, time_steps, warm_up
-from tracekit.capture.write import SCHEMA, write_trace
+from tracekit.capture.write import SCHEMA, export_raw, from_raw, write_trace
 from tracekit.child import sigterm_as_interrupt
 from tracekit.errors import CaptureError
 from tracekit.specs.models import ModelSpec
@@ -233,72 +235,83 @@ def _phases(
                 f"timing {_plural(opts.steps, 'step')} after the profiled window", live=False
             ):
                 ms_after = time_steps(stepper.step, opts.steps, device=device)
-        profiler_cost = None
-        if calib_ms and calib_backend is not None:
-            with progress.phase("measuring the profiler's cost per event", live=False):
-                profiler_cost = calibrate.measure(stepper.step, calib_ms, device=device,
-                                                  kinds=kinds, backend=calib_backend,
-                                                  what=calib_what or "")
-        clocks_after = gpu_clocks() if device == "cuda" else None
-        timing = summarize(ms, warmup=opts.warmup)
-        timing_after = summarize(ms_after, warmup=0) if ms_after else None
-        meta = {
-            "schema": SCHEMA,
-            "tracekit_version": tracekit.__version__,
-            "model": spec.to_dict(),
-            "model_name": spec.name,
-            "ctx": opts.ctx,
-            "ctx_first_step": ctx_first_step,
-            "mode": mode,
-            "dtype": dtype,
-            "attention": attention_info(opts.attention, prof),
-            # the quantized scheme, its stored bytes and the GEMM-side ops/kernels that ran
-            "quant": _with_kernels(quant, prof),
-            "device": device,
-            "gpu": gpu_info() if device == "cuda" else None,
-            "versions": versions(),
-            "timing": timing,
-            "timing_after": timing_after,
-            "gpu_clocks_before": clocks_before,
-            "gpu_clocks_after": clocks_after,
-            "session": opts.session_index,
-            "profiled": {"steps": opts.profile_steps, "wall_ms_per_step": round(wall_ms, 6)}
-            if wall_ms is not None
-            else None,
-            "profiler_overhead_ratio": round(wall_ms / timing["median_ms"], 4)
-            if wall_ms is not None and timing["median_ms"]
-            else None,
-            "copy_bandwidth_gbps": copy_gbps,
-            # this host's profiler cost per recorded host event (eager only; calibrate.py)
-            "profiler_cost": profiler_cost,
-            "command": list(opts.command or sys.argv),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            # beyond the contract: what a reader needs to trust or reproduce the numbers
-            "weights": str(opts.weights) if opts.weights else "random",
-            "seed": opts.seed,
-            "kv_cache": {
-                "kind": "dynamic" if mode == "eager" else "static",
-                "max_len": None if mode == "eager" else kv_len,
-            },
-            "prepare_steps": prepare_steps,
-            "next_token": "greedy argmax kept on the device (no host sync per step)",
-            "profiler": "nsys" if opts.under_nsys else "torch",
-            "profiler_activities": kinds,
-            "kineto_initialised_before_timing": early_kineto,
-            "nvtx": nvtx.backend,
-            "memory_bytes": {
-                "weights": memory["weights"],
-                "kv_cache": memory["kv"],
-                "device_total": memory["device_total"],
-            },
-            "compile": stepper.diagnostics() if mode == "compile" else None,
-            "tp": tp_info,
-        }
-        if prof is None:
-            return CaptureResult(path=None, meta=meta, bytes=0)
-        with progress.phase(f"writing {opts.output}"):
-            size = write_trace(prof.export_chrome_trace, meta, opts.output_path)
-        return CaptureResult(path=opts.output_path, meta=meta, bytes=size)
+        # what the metadata reads from the profiler, and the export, before the calibration runs
+        # a profiler of its own (the module docstring, step 7)
+        attention, quant = attention_info(opts.attention, prof), _with_kernels(quant, prof)
+        raw = None
+        if prof is not None:
+            with progress.phase("exporting the trace"):
+                raw = export_raw(prof.export_chrome_trace, opts.output_path)
+        try:
+            profiler_cost = None
+            if calib_ms and calib_backend is not None:
+                with progress.phase("measuring the profiler's cost per event", live=False):
+                    profiler_cost = calibrate.measure(stepper.step, calib_ms, device=device,
+                                                      kinds=kinds, backend=calib_backend,
+                                                      what=calib_what or "")
+            clocks_after = gpu_clocks() if device == "cuda" else None
+            timing = summarize(ms, warmup=opts.warmup)
+            timing_after = summarize(ms_after, warmup=0) if ms_after else None
+            meta = {
+                "schema": SCHEMA,
+                "tracekit_version": tracekit.__version__,
+                "model": spec.to_dict(),
+                "model_name": spec.name,
+                "ctx": opts.ctx,
+                "ctx_first_step": ctx_first_step,
+                "mode": mode,
+                "dtype": dtype,
+                "attention": attention,
+                # the quantized scheme, its stored bytes and the GEMM-side ops/kernels that ran
+                "quant": quant,
+                "device": device,
+                "gpu": gpu_info() if device == "cuda" else None,
+                "versions": versions(),
+                "timing": timing,
+                "timing_after": timing_after,
+                "gpu_clocks_before": clocks_before,
+                "gpu_clocks_after": clocks_after,
+                "session": opts.session_index,
+                "profiled": {"steps": opts.profile_steps, "wall_ms_per_step": round(wall_ms, 6)}
+                if wall_ms is not None
+                else None,
+                "profiler_overhead_ratio": round(wall_ms / timing["median_ms"], 4)
+                if wall_ms is not None and timing["median_ms"]
+                else None,
+                "copy_bandwidth_gbps": copy_gbps,
+                # this host's profiler cost per recorded host event (eager only; calibrate.py)
+                "profiler_cost": profiler_cost,
+                "command": list(opts.command or sys.argv),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                # beyond the contract: what a reader needs to trust or reproduce the numbers
+                "weights": str(opts.weights) if opts.weights else "random",
+                "seed": opts.seed,
+                "kv_cache": {
+                    "kind": "dynamic" if mode == "eager" else "static",
+                    "max_len": None if mode == "eager" else kv_len,
+                },
+                "prepare_steps": prepare_steps,
+                "next_token": "greedy argmax kept on the device (no host sync per step)",
+                "profiler": "nsys" if opts.under_nsys else "torch",
+                "profiler_activities": kinds,
+                "kineto_initialised_before_timing": early_kineto,
+                "nvtx": nvtx.backend,
+                "memory_bytes": {
+                    "weights": memory["weights"],
+                    "kv_cache": memory["kv"],
+                    "device_total": memory["device_total"],
+                },
+                "compile": stepper.diagnostics() if mode == "compile" else None,
+                "tp": tp_info,
+            }
+            if raw is None:
+                return CaptureResult(path=None, meta=meta, bytes=0)
+            with progress.phase(f"writing {opts.output}"):
+                size = write_trace(from_raw(raw), meta, opts.output_path)
+            return CaptureResult(path=opts.output_path, meta=meta, bytes=size)
+        finally:
+            if raw is not None:
+                raw.unlink(missing_ok=True)
 
 
 def _with_kernels(quant: dict | None, prof) -> dict | None:

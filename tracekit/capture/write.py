@@ -49,6 +49,25 @@ def write_trace(export: Callable[[str], object], meta: dict, out: Path) -> int:
     return out.stat().st_size
 
 
+def export_raw(export: Callable[[str], object], out: Path) -> Path:
+    """Call ``export(path)`` now, into a scratch file beside ``out``; :func:`write_trace` with
+    :func:`from_raw` splices the metadata in later. The caller unlinks it if it never gets there."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = _temp(out, ".export.json")
+    try:
+        export(str(raw))
+    except BaseException:
+        raw.unlink(missing_ok=True)
+        raise
+    return raw
+
+
+def from_raw(raw: Path) -> Callable[[str], object]:
+    """The ``export`` for :func:`write_trace` of a trace :func:`export_raw` already wrote."""
+    return lambda path: os.replace(raw, path)
+
+
 def write_meta_only(meta: dict, out: Path) -> int:
     """A trace file with no events, only the metadata (``--sessions N --profile-session none``)."""
     return write_trace(lambda path: Path(path).write_text('{"traceEvents": []}'), meta, out)
