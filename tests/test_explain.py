@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import error_line, run
 from synth import decode_steps, write_trace
 
 from tracekit.errors import BadInput
@@ -160,3 +161,21 @@ def test_graph_trace_calibration_and_already_graphed():
     assert g.whatif["cuda_graphs_ms"] is None and g.whatif["note"] == "the trace already replays CUDA graphs"
     with pytest.raises(BadInput, match="no CUDA-graph decode steps"):
         explain(GRAPH, graph_trace=EAGER)
+
+
+def test_gpu_events_without_a_timeline_are_named_as_such(tmp_path) -> None:
+    """A trace whose every kernel sits at ts 0 with no duration (a torch.profiler session
+    exported after a second one ran in the process) has step ranges and kernels but no GPU
+    timeline: the error says that, not that the steps hold no decode step."""
+    events = decode_steps(4)
+    for e in events:
+        if e.get("cat") == "kernel":
+            e["ts"], e["dur"] = 0, 0
+    n = sum(e.get("cat") == "kernel" for e in events)
+    path = write_trace(tmp_path / "z.json.gz", events)
+    line = error_line(run("explain", str(path)))
+    assert f"all {n} GPU events" in line and "no GPU timeline" in line
+    # one kernel with its time back: a timeline, explained (or failing for another reason)
+    events[next(i for i, e in enumerate(events) if e.get("cat") == "kernel")].update(ts=5, dur=2)
+    r = run("explain", str(write_trace(tmp_path / "y.json.gz", events)))
+    assert "no GPU timeline" not in r.output

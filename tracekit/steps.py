@@ -128,6 +128,7 @@ def detect_steps(trace: Trace, *, step_marker: str | None = None,
     then hold that many attention kernels. ``require_decode``: raise :class:`NoStepsError` when no
     step is a decode step (False: return the prefill / mixed steps as they are)."""
     ops, order = _ops_with_launch(trace)
+    _check_gpu_clock(ops)
     ann = trace.table("annotations")
     cpu_ann = ann.take(np.nonzero(~ann.filled("on_gpu", True))[0])
     found: tuple | None = None
@@ -852,6 +853,24 @@ def training_evidence(trace: Trace, steps: Steps) -> str | None:
                            f"{cpu['name'][inside[0]][:60]!r}")
     return "; ".join(reasons) or None
 
+
+def _check_gpu_clock(ops: Table) -> None:
+    """Every GPU op at one instant, each of no duration: the trace has no GPU timeline to explain
+    (seen where a second torch.profiler session ran in the process before the first was
+    exported: every kernel at ts 0, dur 0). Said as that, not as steps without kernels."""
+    if ops.height < 2:
+        return
+    start, end = ops["start_ns"], ops["end_ns"]
+    if (end == start).all() and (start == start[0]).all():
+        raise NoStepsError(
+            f"all {ops.height} GPU events (kernels, copies, memsets) have the same timestamp and "
+            "no duration: the trace has no GPU timeline (a profiler that lost its GPU clock; "
+            "with torch.profiler, export each profile before another profiler runs in the "
+            "process); profile again"
+        )
+
+
+# -- flagging ---------------------------------------------------------------------------------
 
 # -- flagging ---------------------------------------------------------------------------------
 def _flag(table: Table, ops: Table, *, has_gpu: bool, require_decode: bool = True):
