@@ -61,6 +61,22 @@ def test_every_session_is_recorded(two_sessions: Path) -> None:
     assert meta["timing"] == s["runs"][1]["timing"] and meta["session"] == 1
 
 
+def test_every_session_calibrates_and_the_interval_spans_them(two_sessions: Path) -> None:
+    """Each session measures the profiler's cost in its own process (the unprofiled one too);
+    the trace's calibration is the profiled session's point, its interval spanning every
+    session's (the cost differs more between processes than within one)."""
+    pc = _doc(two_sessions)["tracekit"]["profiler_cost"]
+    per = pc["sessions"]
+    assert len(per) == 2 and all(p is not None for p in per)
+    # the profiled session (1) is the point, and its own interval is the second entry's
+    assert per[1]["ns_per_event"] == pc["ns_per_event"]
+    lo = min(p["interval_ns"][0] for p in per)
+    hi = max(p["interval_ns"][1] for p in per)
+    assert pc["interval_ns"] == [lo, hi]
+    assert lo <= min(p["ns_per_event"] for p in per) and max(p["ns_per_event"] for p in per) <= hi
+    assert "2 processes" in pc["interval_basis"]
+
+
 def test_the_summary_prints_the_latency_compare_reports(two_sessions_run) -> None:
     """The capture's summary leads with the mean of the session medians: the number `tracekit
     compare` and `tracekit sweep` give for the same capture."""

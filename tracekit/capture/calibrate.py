@@ -20,7 +20,12 @@ profiled window. The events are counted the way ``tracekit explain`` counts them
 runtime calls on the step's thread), by reading the calibration's own trace back.
 
 The interval ``[low, high]`` is the cost the per-step spread allows: the profiled quartiles
-against the unprofiled quartiles (high: slow profiled steps over fast unprofiled ones).
+against the unprofiled quartiles (high: slow profiled steps over fast unprofiled ones). That is
+one process's spread; on a noisy host the cost differs more between processes than within one
+(the first GPU run, one H100 host: 4.5 and 8.2 µs for the same model and context in two
+processes, each interval under ±20%). So with ``--sessions N`` every session calibrates — the
+unprofiled sessions after their timed steps, no profiler having run before — and
+``sessions.py`` widens the profiled session's interval to span every session's (:func:`across`).
 
     tracekit capture --model qwen2.5-7b --mode eager     # metadata "profiler_cost"
 """
@@ -39,6 +44,29 @@ import numpy as np
 #: decode steps timed without and with the profiler (after 2 warm-up steps with the workload)
 STEPS = 10
 CALIBRATION_NAME = "tracekit.calibration#{i}"
+
+
+def wanted(opts: Any) -> bool:
+    """Whether this capture process calibrates: eager, and profiled or one of several sessions."""
+    return opts.mode == "eager" and (opts.profile or opts.session_index is not None)
+
+
+def across(own: dict | None, sessions: list[dict | None]) -> dict | None:
+    """The profiled session's calibration (``own``) with its interval widened to span every
+    session's interval (``sessions``: each session's ``profiler_cost``, in order); the sessions'
+    own points and intervals are kept under ``"sessions"``."""
+    if not own or own.get("ns_per_event") is None:
+        return own
+    ok = [s for s in sessions if s and s.get("ns_per_event") is not None]
+    if len(ok) < 2:
+        return own
+    lows = [s["interval_ns"][0] for s in ok] + [own["interval_ns"][0]]
+    highs = [s["interval_ns"][1] for s in ok] + [own["interval_ns"][1]]
+    return {**own, "interval_ns": [min(lows), max(highs)],
+            "interval_basis": f"every session's interval ({len(ok)} processes)",
+            "sessions": [None if not s or s.get("ns_per_event") is None else
+                         {"ns_per_event": s["ns_per_event"], "interval_ns": s["interval_ns"]}
+                         for s in sessions]}
 
 
 def workload(attention: str, device: str) -> tuple[str, Callable[[], Any]]:

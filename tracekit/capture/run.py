@@ -111,7 +111,7 @@ def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> Captu
     dtype = resolve_dtype(opts.dtype, device)
     # warm-up, timed, profiled, timed again after the profiled window
     decode_steps = opts.warmup + opts.steps + (opts.profile_steps + opts.steps if opts.profile else 0)
-    if opts.profile and mode == "eager":
+    if calibrate.wanted(opts):
         decode_steps += 2 * (calibrate.STEPS + 1)  # the profiler calibration's steps
     kv_len = (
         opts.ctx + decode_steps
@@ -212,7 +212,7 @@ def _phases(
         with progress.phase(f"timing {_plural(opts.steps, 'step')} without the profiler", live=False):
             ms = time_steps(stepper.step, opts.steps, device=device)
         calib_what, calib_backend, calib_ms = None, None, []
-        if opts.profile and mode == "eager":  # before any profiler has run in this process
+        if calibrate.wanted(opts):  # before any profiler has run in this process
             calib_what, calib_backend = calibrate.workload(opts.attention, device)
             with progress.phase("timing the profiler calibration's steps", live=False):
                 calib_ms = calibrate.time_unprofiled(stepper.step, device=device,

@@ -31,6 +31,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from tracekit.capture import calibrate
 from tracekit.capture.nsys import parse_result
 from tracekit.capture.options import CaptureOptions
 from tracekit.capture.progress import Progress
@@ -82,6 +83,9 @@ def run_sessions(opts: CaptureOptions, *, progress: Progress) -> CaptureResult:
             })
         k = opts.profile_session
         meta = dict(metas[k if k is not None else 0])
+        if k is not None:  # the profiled process's own cost, its interval spanning every session's
+            meta["profiler_cost"] = calibrate.across(meta.get("profiler_cost"),
+                                                     [m.get("profiler_cost") for m in metas])
         meta["sessions"] = {"n": opts.sessions, "profiled_session": k, "runs": runs}
         meta["timing_sessions"] = session_summary(runs)
         meta["command"] = list(opts.command or sys.argv)
