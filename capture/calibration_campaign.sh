@@ -5,7 +5,8 @@
 #   flash        --attention sdpa-flash: the measured step "without the stalls"
 #   graphs       --mode cuda-graphs: the measured graph step (HF's static-cache graph program)
 # `tracekit explain` of the eager trace predicts the other two; `analyses/whatif_check.py`
-# compares. Writes traces, logs and env.txt under $OUT/calib (one tar).
+# compares (untar, then `python analyses/whatif_check.py DIR`). Writes traces, logs and env.txt
+# of this run (WORK is emptied first: a warm machine keeps /tmp) under $OUT as one tar.
 #
 #   CONFIGS="qwen2.5-7b:2048 llama-3.1-8b:3000" bash capture/calibration_campaign.sh
 #
@@ -21,7 +22,7 @@ SESSIONS=${SESSIONS:-3}
 CONFIGS=${CONFIGS:-"qwen2.5-7b:2048 llama-3.1-8b:3000"}
 ARMS=${ARMS:-"eager flash graphs"}
 SITE=${SITE:-/tmp/site}
-mkdir -p "$OUT" "$WORK"
+rm -rf "$WORK"; mkdir -p "$OUT" "$WORK"
 START=$SECONDS
 log() { echo "[$(date +%T) +$((SECONDS - START))s] $*" | tee -a "$WORK/campaign.log"; }
 if compgen -G ".whl/*.whl" > /dev/null; then

@@ -61,3 +61,35 @@ def test_study_csv_is_a_copy_of_the_parquet():
     assert [r["cell"] for r in rows] == df["cell"].to_list()
     for r, m in zip(rows, df["median_ms"].to_list()):
         assert float(r["median_ms"]) == pytest.approx(m, rel=1e-6)
+
+
+def test_whatif_check_over_a_committed_campaign(tmp_path):
+    """analyses/whatif_check.py over the committed H100 triple (default SDPA, flash SDPA, graphs):
+    one row per what-if, each measured value the median of its capture's session medians as a
+    plain json.load reads them."""
+    import gzip
+    import json
+
+    h100 = ROOT / "sample_traces" / "h100"
+    for arm, name in (("eager", "qwen2.5-7b_ctx2048_eager"), ("flash", "qwen2.5-7b_ctx2048_eager_"
+                      "sdpa-flash"), ("graphs", "qwen2.5-7b_ctx2048_cuda-graphs")):
+        (tmp_path / f"qwen_{arm}.json.gz").symlink_to((h100 / f"{name}.json.gz").resolve())
+    p = subprocess.run([sys.executable, str(ROOT / "analyses" / "whatif_check.py"), str(tmp_path)],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
+            for ln in p.stdout.splitlines()[2:]}
+    assert set(rows) == {"without the stalls (qwen)", "CUDA Graphs, same kernels (qwen)",
+                         "CUDA Graphs, graph program (qwen)"}
+
+    def oracle(path):
+        meta = json.load(gzip.open(path))["tracekit"]
+        ts = meta.get("timing_sessions")
+        return statistics.median(ts["session_medians_ms"]) if ts else meta["timing"]["median_ms"]
+
+    assert float(rows["without the stalls (qwen)"][2]) == pytest.approx(
+        oracle(tmp_path / "qwen_flash.json.gz"), abs=0.006)
+    for k in ("CUDA Graphs, same kernels (qwen)", "CUDA Graphs, graph program (qwen)"):
+        assert float(rows[k][2]) == pytest.approx(oracle(tmp_path / "qwen_graphs.json.gz"),
+                                                  abs=0.006)
+        assert rows[k][4] in ("yes", "no") and float(rows[k][0]) > 0

@@ -1,0 +1,92 @@
+"""The what-ifs of ``tracekit explain`` against the steps they predict, over one calibration
+campaign (``capture/calibration_campaign.sh``): per model and context, the default-SDPA eager
+trace predicts
+
+* "without the stalls" — measured by the flash-SDPA capture (its sessions' median, and each
+  session's median);
+* the CUDA-Graphs step of the same kernels (default) and of the graph program itself
+  (``--graph-trace`` with the cuda-graphs capture) — measured by the cuda-graphs capture's
+  unprofiled median.
+
+Each row says the prediction, its interval, the measurement, the error and whether the interval
+covers it; a trace that cannot be explained is a row with its error. Markdown on stdout.
+
+    python analyses/whatif_check.py /path/to/campaign/dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+from pathlib import Path
+
+from tracekit.errors import TracekitError
+from tracekit.explain import explain
+from tracekit.trace.capture_meta import read_capture_meta
+
+ARM = re.compile(r"(?P<cfg>.+)_(?P<arm>eager|flash|graphs)\.json\.gz$")
+
+
+def measured(path: Path) -> tuple[float | None, list[float]]:
+    """(median over sessions of each session's median, the session medians) of a capture."""
+    meta = read_capture_meta(path) or {}
+    medians = (meta.get("timing_sessions") or {}).get("session_medians_ms") or [
+        (meta.get("timing") or {}).get("median_ms")]
+    medians = [m for m in medians if m is not None]
+    return (statistics.median(medians) if medians else None), medians
+
+
+def row(name: str, pred: float | None, iv: list | None, meas: float | None, note: str) -> str:
+    if pred is None or meas is None:
+        return f"| {name} | n/a | n/a | {meas if meas is not None else 'n/a'} | | | {note} |"
+    err = 100 * (pred / meas - 1)
+    ivs = f"{iv[0]:.2f}–{iv[1]:.2f}" if iv else "n/a"
+    cov = "yes" if iv and iv[0] <= meas <= iv[1] else "no"
+    return f"| {name} | {pred:.2f} | {ivs} | {meas:.2f} | {err:+.1f}% | {cov} | {note} |"
+
+
+def check(folder: Path) -> list[str]:
+    arms: dict[str, dict[str, Path]] = {}
+    for p in sorted(folder.glob("*.json.gz")):
+        if m := ARM.match(p.name):
+            arms.setdefault(m["cfg"], {})[m["arm"]] = p
+    lines = ["| what-if (model, ctx) | predicted ms | interval | measured ms | error | covered | "
+             "note |", "|---|---|---|---|---|---|---|"]
+    for cfg, got in arms.items():
+        eager = got.get("eager")
+        if eager is None:
+            continue
+        graphs = got.get("graphs")
+        try:
+            default = explain(eager).to_dict()
+            program = explain(eager, graph_trace=graphs).to_dict() if graphs else None
+        except TracekitError as exc:
+            lines.append(f"| {cfg} | | | | | | cannot explain: {str(exc)[:160]} |")
+            continue
+        w = (default.get("unprofiled") or {}).get("whatif") or {}
+        src = (default.get("unprofiled") or {}).get("calibration_source")
+        if "flash" in got:
+            meas, sessions = measured(got["flash"])
+            lines.append(row(f"without the stalls ({cfg})", w.get("no_stalls_ms"),
+                             w.get("no_stalls_interval_ms"), meas,
+                             f"calibration {src}; flash sessions "
+                             + ", ".join(f"{s:.1f}" for s in sessions)))
+        if graphs is not None:
+            meas, _ = measured(graphs)
+            lines.append(row(f"CUDA Graphs, same kernels ({cfg})", w.get("cuda_graphs_ms"),
+                             w.get("cuda_graphs_interval_ms"), meas, "another program: HF's graph"))
+            pw = ((program or {}).get("unprofiled") or {}).get("whatif") or {}
+            lines.append(row(f"CUDA Graphs, graph program ({cfg})", pw.get("cuda_graphs_ms"),
+                             pw.get("cuda_graphs_interval_ms"), meas, "--graph-trace"))
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder", type=Path, help="a campaign's output (the traces, untarred)")
+    print("\n".join(check(ap.parse_args().folder)))
+
+
+if __name__ == "__main__":
+    main()
