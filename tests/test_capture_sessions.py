@@ -61,10 +61,11 @@ def test_every_session_is_recorded(two_sessions: Path) -> None:
     assert meta["timing"] == s["runs"][1]["timing"] and meta["session"] == 1
 
 
-def test_every_session_calibrates_and_the_interval_spans_them(two_sessions: Path) -> None:
+def test_every_session_calibrates_and_the_interval_spans_them(two_sessions_run) -> None:
     """Each session measures the profiler's cost in its own process (the unprofiled one too);
     the trace's calibration is the profiled session's point, its interval spanning every
     session's (the cost differs more between processes than within one)."""
+    two_sessions, output = two_sessions_run
     pc = _doc(two_sessions)["tracekit"]["profiler_cost"]
     per = pc["sessions"]
     assert len(per) == 2 and all(p is not None for p in per)
@@ -75,6 +76,11 @@ def test_every_session_calibrates_and_the_interval_spans_them(two_sessions: Path
     assert pc["interval_ns"] == [lo, hi]
     assert lo <= min(p["ns_per_event"] for p in per) and max(p["ns_per_event"] for p in per) <= hi
     assert "2 processes" in pc["interval_basis"]
+    # the capture's summary says it, with the interval
+    line = next(ln for ln in output.splitlines()
+                if ln.startswith("profiler cost"))
+    assert f"{pc['ns_per_event'] / 1e3:.2f} µs per host event" in line
+    assert f"({lo / 1e3:.2f}–{hi / 1e3:.2f}; every session's interval (2 processes)" in line
 
 
 def test_the_summary_prints_the_latency_compare_reports(two_sessions_run) -> None:

@@ -470,6 +470,15 @@ def summary_rows(result: CaptureResult) -> list[tuple[str, str]]:
         if m.get("profiler_overhead_ratio") is not None
         else "n/a",
     ))
+    pc = m.get("profiler_cost") or {}
+    if pc.get("ns_per_event") is not None and m.get("profiled"):
+        lo, hi = pc["interval_ns"]
+        rows.append(("profiler cost", f"{pc['ns_per_event'] / 1e3:.2f} µs per host event "
+                     f"({lo / 1e3:.2f}–{hi / 1e3:.2f}; "
+                     f"{pc.get('interval_basis') or 'this process'}; {pc['workload']})"))
+    elif pc.get("error"):
+        rows.append(("profiler cost", f"not measured ({pc['error']}): explain estimates it from "
+                     "the trace"))
     attn = m.get("attention") or {}
     if attn.get("ops") is not None:
         ran = ", ".join(attn["ops"]) or "no SDPA op"
