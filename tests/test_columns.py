@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -187,7 +188,7 @@ def test_runs_give_each_value_to_the_last_range_starting_before_it(seed):
         assert [start[a:b].tolist() for a, b in zip(lo.tolist(), hi.tolist())] == want
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.integers(-5, 40), max_size=60), st.integers(0, 2))
 def test_unique_inverse_is_numpys(keys, spread):
     """host._unique_inverse (a presence table for keys of a small range) against np.unique,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
@@ -190,7 +191,7 @@ def _assert_same(fast, slow) -> None:
 
 
 @needs_ext
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.booleans().flatmap(_events))
 def test_generated_slices_read_the_same_both_ways(doc):
     c, fast, slow = _both(doc)

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synth import _dumps, decode_steps
@@ -96,14 +97,14 @@ _PREFIXES = [b"", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", b"SQLite format 3
              b'{"traceEvents": [', b'{"traceEvents": [{"ph": "X", "cat": "kernel", "ts": ']
 
 
-@settings(max_examples=300, deadline=None, derandomize=True,
+@settings(max_examples=examples(300), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prefix=st.sampled_from(_PREFIXES), body=st.binary(max_size=2000))
 def test_random_bytes(prefix, body, tmp_path):
     _load_bytes(tmp_path, prefix + body, ".json")
 
 
-@settings(max_examples=200, deadline=None, derandomize=True,
+@settings(max_examples=examples(200), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_valid_trace(data, tmp_path):

@@ -25,7 +25,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from helpers import merge_intervals
+from helpers import examples, merge_intervals
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synth import Raw, _dumps
@@ -111,7 +111,7 @@ def oracle(path: Path) -> list[dict]:
     return out
 
 
-@settings(max_examples=int(os.environ.get("TRACEKIT_PROPERTY_EXAMPLES", "500")), deadline=None,
+@settings(max_examples=int(os.environ.get("TRACEKIT_PROPERTY_EXAMPLES", examples(500))), deadline=None,
           derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(doc=traces())

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
@@ -264,7 +265,7 @@ def test_reading_never_imports_polars(tmp_path: Path) -> None:
         assert int(r.stdout) > 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.one_of(
     st.integers(-(2**31) - 2, 2**31 + 1), st.integers(-(2**64), 2**64),
     st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**31 - 1, 2**31, -(2**31)]),

@@ -7,12 +7,15 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
-from jsonschema import Draft202012Validator
 
 from tracekit.cli import app
+
+if TYPE_CHECKING:  # jsonschema takes ~1.8 s to import (its format checkers): only where used
+    from jsonschema import Draft202012Validator
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "docs" / "schema"
@@ -29,6 +32,8 @@ NO_STEPS = {"benchmark_result_2869224_1695835535_trace.json.gz",
 
 def _validator(name: str) -> Draft202012Validator:
     schema = json.loads((SCHEMAS / name).read_text())
+    from jsonschema import Draft202012Validator
+
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
@@ -38,7 +39,7 @@ def test_gpu_ops_schema_is_the_polars_schema_users_see():
     assert dict(trace.gpu_ops.schema) == GPU_OPS_SCHEMA
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_round_trip_random(data):
     n = data.draw(st.integers(0, 30))
@@ -60,7 +61,7 @@ def test_round_trip_random(data):
     assert_frame_equal(t.take(idx).to_polars(), df[idx.tolist()] if n else df)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "ü", ""])), max_size=30))
 def test_strings(items):
     s = Strings.of(items)
@@ -98,7 +99,7 @@ def test_gpu_ops_read_back_the_same_after_step_detection(name):
     assert_frame_equal(detect_steps(trace).table, steps.table)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.lists(st.tuples(st.one_of(st.none(), st.integers(-5, 5)),
                                    st.one_of(st.none(), st.sampled_from(["a", "b", "c"]))),
                          max_size=5), min_size=1, max_size=4))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from synth import decode_steps, stall_trace, write_trace
@@ -118,13 +119,13 @@ def test_bimodal_samples_warn(tmp_path):
     assert any("bimodal" in w for w in e.warnings)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.lists(st.floats(50, 52), min_size=10, max_size=60))
 def test_one_narrow_mode_is_not_bimodal(xs):
     assert bimodal(xs) is None
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.lists(st.floats(60, 62), min_size=8, max_size=30),
        st.lists(st.floats(95, 100), min_size=8, max_size=30))
 def test_two_separated_modes_are_bimodal(lo, hi):
