@@ -52,17 +52,16 @@ def wanted(opts: Any) -> bool:
 
 
 def across(own: dict | None, sessions: list[dict | None]) -> dict | None:
-    """The profiled session's calibration (``own``) with its interval widened to span every
-    session's interval (``sessions``: each session's ``profiler_cost``, in order); the sessions'
-    own points and intervals are kept under ``"sessions"``."""
+    """The profiled session's calibration (``own``, one of ``sessions``) with its interval
+    widened to span every session's interval (``sessions``: each session's ``profiler_cost``, in
+    order); the sessions' own points and intervals are kept under ``"sessions"``."""
     if not own or own.get("ns_per_event") is None:
         return own
     ok = [s for s in sessions if s and s.get("ns_per_event") is not None]
     if len(ok) < 2:
         return own
-    lows = [s["interval_ns"][0] for s in ok] + [own["interval_ns"][0]]
-    highs = [s["interval_ns"][1] for s in ok] + [own["interval_ns"][1]]
-    return {**own, "interval_ns": [min(lows), max(highs)],
+    return {**own, "interval_ns": [min(s["interval_ns"][0] for s in ok),
+                                   max(s["interval_ns"][1] for s in ok)],
             "interval_basis": f"every session's interval ({len(ok)} processes)",
             "sessions": [None if not s or s.get("ns_per_event") is None else
                          {"ns_per_event": s["ns_per_event"], "interval_ns": s["interval_ns"]}
