@@ -1,8 +1,16 @@
 import functools
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# Bytecode caching on, for this process and the ~150 Python processes the suite starts (CLI runs,
+# captures, sweeps, the hostile corpus's children): where PYTHONDONTWRITEBYTECODE is set, as on
+# this project's machines, each of them would compile tracekit (and pytest each test module's
+# rewritten asserts) from source again
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # tests import their shared helpers (helpers.py, synth.py) by name
 sys.path.insert(0, str(Path(__file__).parent))
