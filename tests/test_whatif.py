@@ -103,7 +103,7 @@ def test_graph_program_prediction_against_the_unprofiled_graph_step(pairs, eager
     assert w["cuda_graphs_ms"] > measured
 
 
-def test_graph_program_interval_covers_the_other_sessions_graph_step():
+def test_graph_program_interval_covers_the_other_sessions_graph_step(pairs):
     """The interval against measurements it never reads: the graph step of the *other* fresh
     sessions of the multi-session graph captures (their median, not the profiled session's own
     steps, whose profiled ÷ unprofiled ratio sets the interval's low end)."""
@@ -114,7 +114,7 @@ def test_graph_program_interval_covers_the_other_sessions_graph_step():
                   if not r.get("profiled") and r.get("session") != 0]
         if len(others) < 2:
             continue
-        lo, hi = explain(_path(eager), graph_trace=_path(graph)).whatif["cuda_graphs_interval_ms"]
+        lo, hi = pairs[eager]["program"].whatif["cuda_graphs_interval_ms"]
         assert lo <= statistics.median(others) <= hi, (eager, lo, hi)
         checked += 1
     assert checked >= 2
@@ -155,11 +155,11 @@ def test_the_default_predicts_the_same_kernels_not_hf_graphs(pairs, eager):
     assert "these kernels replayed" in d["cuda_graphs_model"]
 
 
-def test_same_kernels_interval_holds_their_measured_replay():
+def test_same_kernels_interval_holds_their_measured_replay(explained):
     """The default's counterfactual, measured: the eager step's own kernels captured as one graph
     and replayed (same H200 session). Its step lies inside the default's interval, and the graph
     program predicted from that trace differs from this step by one GPU op."""
-    w = explain(PLAIN_EAGER).whatif
+    w = explained(PLAIN_EAGER).whatif
     replay = load(PLAIN_SAME_KERNELS)
     from tracekit.breakdown import step_records
     from tracekit.steps import detect_steps
@@ -173,9 +173,9 @@ def test_same_kernels_interval_holds_their_measured_replay():
     assert g["cuda_graphs_ms"] == pytest.approx(lat, rel=0.01)
 
 
-def test_replay_busy_factor_covers_the_measured_replay():
-    eager = explain(PLAIN_EAGER).summary["gpu_busy_ms"]
-    replay = explain(PLAIN_SAME_KERNELS).summary["gpu_busy_ms"]
+def test_replay_busy_factor_covers_the_measured_replay(explained):
+    eager = explained(PLAIN_EAGER).summary["gpu_busy_ms"]
+    replay = explained(PLAIN_SAME_KERNELS).summary["gpu_busy_ms"]
     assert 1.0 < replay / eager <= wi.REPLAY_BUSY_FACTOR
 
 
