@@ -107,6 +107,8 @@ class GraphProgram:
     #: how much the profiler lengthened this program's step: its capture's profiled ÷
     #: unprofiled ratio when it has one, else :data:`REPLAY_PROFILER_INFLATION`
     inflation: float = 1.0
+    #: where :attr:`inflation` came from, for the interval's basis
+    inflation_source: str = "the most the committed graph captures showed"
 
     @property
     def predicted_ms(self) -> float:
@@ -155,7 +157,7 @@ def read_graph_program(graph: Trace, *, source: str = "graph trace",
         gpu_name=graph.meta.get("gpu_name"),
         model_name=model if isinstance(model, str) else None,
         ctx=ctx if type(ctx) is int else None,
-        inflation=_inflation(cap),
+        **_inflation(cap),
     )
 
 
@@ -165,12 +167,14 @@ def read_graph_program(graph: Trace, *, source: str = "graph trace",
 REPLAY_PROFILER_INFLATION = 1.10
 
 
-def _inflation(cap: dict) -> float:
-    """The graph capture's own profiled ÷ unprofiled ratio (1–1.5), else the default."""
+def _inflation(cap: dict) -> dict[str, Any]:
+    """The graph capture's own profiled ÷ unprofiled ratio (1–1.5), else the default, and which
+    (the :class:`GraphProgram` fields)."""
     r = cap.get("profiler_overhead_ratio")
     if isinstance(r, (int, float)) and not isinstance(r, bool) and 1.0 <= r <= 1.5:
-        return float(r)
-    return REPLAY_PROFILER_INFLATION
+        return {"inflation": float(r),
+                "inflation_source": "the graph capture's profiled ÷ unprofiled step"}
+    return {"inflation": REPLAY_PROFILER_INFLATION}
 
 
 def graph_gap_ns(graph: Trace, *, step_marker: str | None = None) -> float:
@@ -274,9 +278,7 @@ def cuda_graphs(summary: dict, decode: list[dict], calib: Calibration) -> dict:
     out["interval_basis"] = (
         f"the graph trace's GPU busy and per-op gap at their 10th–90th percentiles over its "
         f"{p.steps} profiled decode steps, the low end divided by the profiler's lengthening of "
-        f"the replay ({p.inflation:.3f}×: "
-        + ("the graph capture's profiled ÷ unprofiled step)" if p.inflation != REPLAY_PROFILER_INFLATION
-           else "the most the committed graph captures showed)"))
+        f"the replay ({p.inflation:.3f}×: {p.inflation_source})")
     out["graph_program"] = {
         "kernels_per_step": p.kernels, "ops_per_step": p.ops, "gpu_busy_ms": p.gpu_busy_ms,
         "gap_us": p.gap_ns / 1e3, "step_ms": p.latency_ms, "steps": p.steps,
