@@ -21,6 +21,7 @@ encoder writes ``<``, ``>`` and ``/`` as ``\\u003c``…, so no name can close a 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import json
@@ -121,7 +122,10 @@ def render_html(doc: ExplainDoc, timeline: dict | None = None, *, plotlyjs: str 
     return page(title, sections, doc, plotlyjs)
 
 
+@functools.cache
 def _plotly_script(mode: str) -> str:
+    """The page's plotly.js tag: the bundle itself (≈4.6 MB, read from plotly's package) or a CDN
+    link with its hash; built once per process (``tracekit batch`` writes one page per trace)."""
     js = get_plotlyjs()
     if mode == "inline":
         return f"<script>{js}</script>"
