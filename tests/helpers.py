@@ -9,6 +9,7 @@ union and a json.load step oracle; a tiny Nsight Systems export; the streaming r
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -32,6 +33,19 @@ HYPOTHESIS_SCALE = float(os.environ.get("TRACEKIT_HYPOTHESIS_SCALE", "0.4"))
 def examples(n: int) -> int:
     """A property's example count, ``n`` at full scale (:data:`HYPOTHESIS_SCALE`)."""
     return max(10, round(n * HYPOTHESIS_SCALE))
+
+
+def stdlib_trace(path: Path | str) -> dict:
+    """A trace file (gzip or not) as the standard library's ``json`` reads it — the tests' oracle,
+    independent of tracekit's reader — parsed once per test process for the last few files asked
+    for: several files' tests read the same committed trace. Callers only read it."""
+    return _stdlib_trace(str(Path(path).resolve()))
+
+
+@functools.lru_cache(maxsize=4)
+def _stdlib_trace(path: str) -> dict:
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+        return json.load(f)
 
 
 def run(*args: object) -> Result:
@@ -308,7 +322,7 @@ def stall_oracle(path: Path) -> list[tuple[str, float, int, int]]:
     """Per tracekit step: (name of the innermost CPU op on the launching thread covering at least
     half of the step's largest GPU gap, the idle inside that op instance in ms, its 1-based
     occurrence among the step's ops of that name, how many there are)."""
-    ev = json.load(gzip.open(path))["traceEvents"]
+    ev = stdlib_trace(path)["traceEvents"]
     x = [e for e in ev if e.get("ph") == "X"]
     steps = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in x
                    if e.get("cat") == "user_annotation" and e["name"].startswith("tracekit.step#"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import oracle_steps
+from helpers import oracle_steps, stdlib_trace
 
 from tracekit.specs.kernels import short_name
 from tracekit.steps import detect_steps
@@ -29,7 +29,7 @@ CAPTURES = {
 
 
 def _raw(name: str, **kw) -> dict:
-    return json.load(gzip.open(SAMPLES / name), **kw)
+    return json.load(gzip.open(SAMPLES / name), **kw) if kw else stdlib_trace(SAMPLES / name)
 
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from helpers import error_line, lookup_windows, run, write_capture
+from helpers import error_line, lookup_windows, run, stdlib_trace, write_capture
 from synth import decode_steps, write_trace
 
 from tracekit.compare import compare
@@ -25,8 +25,7 @@ PLAIN_GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_replay.json.gz"
 
 
 def _meta(path: Path) -> dict:
-    with gzip.open(path, "rt") as f:
-        return json.load(f)["tracekit"]
+    return stdlib_trace(path)["tracekit"]
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,11 @@ every decode step as the independent step counter.
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import lookup_windows
+from helpers import lookup_windows, stdlib_trace
 
 from tracekit.breakdown import step_table
 from tracekit.steps import detect_steps
@@ -30,7 +28,7 @@ PLAIN = {
 def _stdlib_counts(path: Path) -> tuple[int, int]:
     """(steps, kernels per step) counted with json.load: one embedding lookup starts each decode
     step, so the kernels between two consecutive lookups (in GPU time order) are one step's."""
-    events = json.load(gzip.open(path))["traceEvents"]
+    events = stdlib_trace(path)["traceEvents"]
     kernels = sorted((float(e["ts"]), e["name"]) for e in events if e.get("cat") == "kernel")
     starts = [i for i, (_, name) in enumerate(kernels) if "indexSelect" in name]
     per_step = {b - a for a, b in zip(starts, starts[1:])}
@@ -120,8 +118,7 @@ def test_our_cuda_graphs_captures_warn_about_no_profiler_setting(name):
     attribute, which is not a missing ProfilerActivity.CPU (the README's compare example)."""
     import tracekit
 
-    with gzip.open(SAMPLES / name, "rt") as f:
-        meta = json.load(f)["tracekit"]
+    meta = stdlib_trace(SAMPLES / name)["tracekit"]
     assert "cpu" in meta["profiler_activities"]
     warnings_ = tracekit.explain(SAMPLES / name).warnings
     assert not [w for w in warnings_ if "ProfilerActivity" in w or "capture metadata" in w]

@@ -5,8 +5,6 @@ what-if; and the terminal layout holds in a real 80- and 120-column pseudo-termi
 from __future__ import annotations
 
 import fcntl
-import gzip
-import json
 import os
 import re
 import select
@@ -17,6 +15,7 @@ import termios
 from pathlib import Path
 
 import pytest
+from helpers import stdlib_trace
 from rich.cells import cell_len
 
 import tracekit
@@ -28,7 +27,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 def _raw(path: Path) -> dict:
-    return json.loads(gzip.decompress(path.read_bytes()))
+    return stdlib_trace(path)
 
 
 def in_pty(args: list[str], columns: int) -> str:

@@ -20,13 +20,11 @@ more kernels than the eager step: see ``test_cuda_graphs_speedup_against_the_mea
 
 from __future__ import annotations
 
-import gzip
-import json
 import statistics
 from pathlib import Path
 
 import pytest
-from helpers import stall_oracle
+from helpers import stall_oracle, stdlib_trace
 
 SAMPLES = Path(__file__).parent.parent / "sample_traces"
 GPUS = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
@@ -40,7 +38,7 @@ def _path(gpu: str, mode: str) -> Path:
 
 def _measured(gpu: str, mode: str) -> float:
     """Median over the capture's fresh sessions of each session's median unprofiled step (ms)."""
-    meta = json.load(gzip.open(_path(gpu, mode)))["tracekit"]
+    meta = stdlib_trace(_path(gpu, mode))["tracekit"]
     runs = meta["sessions"]["runs"]
     assert len(runs) >= 5
     return statistics.median(statistics.median(r["timing"]["unprofiled_ms"]) for r in runs)
@@ -59,7 +57,7 @@ def gpu(request, explained):
 
 def _own(gpu: str, mode: str) -> float:
     """The profiled session's own median unprofiled step (ms), from the raw file."""
-    meta = json.load(gzip.open(_path(gpu, mode)))["tracekit"]
+    meta = stdlib_trace(_path(gpu, mode))["tracekit"]
     return statistics.median(meta["timing"]["unprofiled_ms"])
 
 

@@ -9,12 +9,12 @@ captured as a graph and replayed (the exact counterfactual of the default what-i
 
 from __future__ import annotations
 
-import gzip
 import json
 import statistics
 from pathlib import Path
 
 import pytest
+from helpers import stdlib_trace
 
 from tracekit import whatif as wi
 from tracekit.explain import explain
@@ -46,8 +46,7 @@ def _path(name: str) -> Path:
 
 
 def _raw(path: Path) -> dict:
-    with gzip.open(path, "rt") as f:
-        return json.load(f)
+    return stdlib_trace(path)
 
 
 def _unprofiled_median_ms(path: Path) -> float:
