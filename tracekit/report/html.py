@@ -30,6 +30,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from tracekit.breakdown import GAP_CLASSES
@@ -142,23 +143,37 @@ def _doc_json(doc: ExplainDoc | CompareDoc) -> str:
     return f'<script type="application/json" id="tracekit-doc">{text}</script>'
 
 
-def _plot(fig: go.Figure, div_id: str) -> Html:
+def _plot(fig: Figure, div_id: str) -> Html:
+    """A figure (plotly's JSON form) as a ``<div>`` and the script that draws it. The page's
+    figures are built as plotly JSON, not ``graph_objects``: validating them cost ≈140 ms a page,
+    as much as the analysis; :func:`figures` hands notebooks the validated objects."""
     # plotly serializes data and layout with to_json_plotly, which escapes < > /
-    return Html(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
-                            config=PLOT_CONFIG))
+    return Html(pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
+                            config=PLOT_CONFIG, validate=False))
 
 
-def _layout(fig: go.Figure, *, height: int, xtitle: str, ytitle: str, top: int = 40,
-            **kw) -> go.Figure:
-    """The house style; ``top`` leaves room for a legend above the plot, clear of the modebar."""
+#: a plotly figure in its JSON form: ``{"data": [trace, …], "layout": {…}}``
+Figure = dict[str, Any]
+
+
+def _style(*, height: int, xtitle: str, ytitle: str, top: int = 40, **kw) -> dict:
+    """The house style as a plotly layout (no template: plotly.js's plain defaults); ``top`` leaves
+    room for a legend above the plot, clear of the modebar."""
     axis = {"gridcolor": "#edf1f5", "zerolinecolor": "#cbd2d9", "linecolor": "#cbd2d9",
             "ticks": "outside", "tickcolor": "#cbd2d9", "automargin": True}
-    fig.update_layout(
-        template="none", height=height, font={"family": FONT, "size": 12.5, "color": "#2d3748"},
-        paper_bgcolor="#ffffff", plot_bgcolor="#ffffff", margin={"l": 10, "r": 16, "t": top, "b": 10},
-        hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
-        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 12}},
-        xaxis={**axis, "title": {"text": xtitle}}, yaxis={**axis, "title": {"text": ytitle}}, **kw)
+    return {
+        "height": height, "font": {"family": FONT, "size": 12.5, "color": "#2d3748"},
+        "paper_bgcolor": "#ffffff", "plot_bgcolor": "#ffffff",
+        "margin": {"l": 10, "r": 16, "t": top, "b": 10},
+        "hoverlabel": {"font": {"family": FONT, "size": 12}, "align": "left"},
+        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 12}},
+        "xaxis": {**axis, "title": {"text": xtitle}}, "yaxis": {**axis, "title": {"text": ytitle}},
+        **kw}
+
+
+def _layout(fig: go.Figure, **style) -> go.Figure:
+    """The house style (:func:`_style`) on a ``graph_objects`` figure (the compare page's)."""
+    fig.update_layout(template="none", **_style(**style))
     return fig
 
 
@@ -321,7 +336,7 @@ def _decomposition_table(doc: ExplainDoc) -> Html:
                   cls="decomp")
 
 
-def _waterfall(doc: ExplainDoc) -> go.Figure:
+def _waterfall(doc: ExplainDoc) -> Figure:
     lat = doc["decomposition"]["latency_ms"]
     # zero-size classes add nothing to the picture
     labels, bases, heights, colors = waterfall_bars([(label, v, color) for _k, label, v, color
@@ -331,17 +346,17 @@ def _waterfall(doc: ExplainDoc) -> go.Figure:
     heights.append(lat)
     colors.append(TERM_COLORS["latency"])
     text = [f"{h:.3f} ms<br>{h / lat:.1%}" for h in heights]
-    fig = go.Figure(go.Bar(
-        x=[esc(x) for x in labels], y=heights, base=bases, marker={"color": colors},
-        text=text, textposition="outside", cliponaxis=False, width=0.62,
-        hovertemplate="%{x}: %{text}<extra></extra>", showlegend=False))
+    bar = {"type": "bar", "x": [esc(x) for x in labels], "y": heights, "base": bases,
+           "marker": {"color": colors}, "text": text, "textposition": "outside",
+           "cliponaxis": False, "width": 0.62, "hovertemplate": "%{x}: %{text}<extra></extra>",
+           "showlegend": False}
     tops = [b + h for b, h in zip(bases, heights)]
     shapes = [{"type": "line", "xref": "x", "yref": "y", "x0": i + 0.31, "x1": i + 0.69,
                "y0": tops[i], "y1": tops[i], "line": {"color": "#a0aec0", "width": 1, "dash": "dot"}}
               for i in range(len(heights) - 1)]
-    _layout(fig, height=380, xtitle="", ytitle="ms per decode step (median)", shapes=shapes)
-    fig.update_yaxes(range=[min(0.0, min(tops)), max(tops + [lat]) * 1.16])
-    return fig
+    layout = _style(height=380, xtitle="", ytitle="ms per decode step (median)", shapes=shapes)
+    layout["yaxis"]["range"] = [min(0.0, min(tops)), max(tops + [lat]) * 1.16]
+    return {"data": [bar], "layout": layout}
 
 
 # -- per step ---------------------------------------------------------------------------------
@@ -376,7 +391,7 @@ def _omitted(steps: list[StepRow], shown: list[StepRow]) -> str:
     return "Not shown: " + "; ".join(parts) + "."
 
 
-def _step_bars(rows: list[StepRow]) -> go.Figure:
+def _step_bars(rows: list[StepRow]) -> Figure:
     x = [str(r["step"]) for r in rows]
     with_floor = all(r.get("floor_ms") is not None and r.get("kernel_excess_ms") is not None
                      for r in rows)
@@ -388,14 +403,13 @@ def _step_bars(rows: list[StepRow]) -> go.Figure:
         stacks = [("GPU busy", [r["gpu_busy_ms"] for r in rows], TERM_COLORS["gpu_busy"])]
     stacks += [(f"idle: {GAP_LABELS[c]}", [(r.get("idle_by_class_ms") or {}).get(c) or 0.0
                                            for r in rows], GAP_COLORS[c]) for c in GAP_CLASSES]
-    fig = go.Figure([
-        go.Bar(x=x, y=y, name=esc(name), marker={"color": color},
-               hovertemplate=f"step %{{x}} · {esc(name)}: %{{y:.3f}} ms<extra></extra>")
-        for name, y, color in stacks])
-    _layout(fig, height=400, xtitle="decode step (#)", ytitle="ms per step", barmode="relative",
-            bargap=0.25, top=78)
-    fig.update_xaxes(type="category")
-    return fig
+    bars = [{"type": "bar", "x": x, "y": y, "name": esc(name), "marker": {"color": color},
+             "hovertemplate": f"step %{{x}} · {esc(name)}: %{{y:.3f}} ms<extra></extra>"}
+            for name, y, color in stacks]
+    layout = _style(height=400, xtitle="decode step (#)", ytitle="ms per step",
+                    barmode="relative", bargap=0.25, top=78)
+    layout["xaxis"]["type"] = "category"
+    return {"data": bars, "layout": layout}
 
 
 def _step_summary(doc: ExplainDoc) -> Html:
@@ -419,7 +433,7 @@ def _timeline(tl: dict) -> Html:
     return _section(title, _plot(_timeline_fig(tl), "fig-timeline"), lead=lead, sid="timeline")
 
 
-def _timeline_fig(tl: dict) -> go.Figure:
+def _timeline_fig(tl: dict) -> Figure:
     ops, gaps = tl["ops"], tl.get("gaps") or []
     cats = list(dict.fromkeys(o["category"] for o in ops))
     order = [c for c in CATEGORY_COLORS if c in cats] + [c for c in cats if c not in CATEGORY_COLORS]
@@ -432,23 +446,23 @@ def _timeline_fig(tl: dict) -> go.Figure:
     stalls = [g for g in gaps if g.get("stall")]
     if stalls:
         traces.append(_stall_trace(stalls, idle_lane))
-    fig = go.Figure(traces)
     lanes = [esc(c) for c in order] + [idle_lane]
     end_ms = (tl.get("latency_ns") or max(o["end_ns"] for o in ops)) / 1e6
-    _layout(fig, height=120 + 42 * len(lanes), xtitle="time from the step's first GPU op (ms)",
-            ytitle="", barmode="overlay", top=60)
-    fig.update_yaxes(type="category", categoryorder="array", categoryarray=lanes[::-1],
-                     showgrid=False)
-    fig.update_xaxes(range=[0, end_ms])
-    return fig
+    layout = _style(height=120 + 42 * len(lanes), xtitle="time from the step's first GPU op (ms)",
+                    ytitle="", barmode="overlay", top=60)
+    layout["yaxis"].update(type="category", categoryorder="array", categoryarray=lanes[::-1],
+                           showgrid=False)
+    layout["xaxis"]["range"] = [0, end_ms]
+    return {"data": traces, "layout": layout}
 
 
-def _op_trace(cat: str, ops: list[dict]) -> go.Bar:
+def _op_trace(cat: str, ops: list[dict]) -> dict:
     color = CATEGORY_COLORS.get(cat, CATEGORY_COLORS["other"])
     custom = [[esc(_clip(o["name"], HOVER_NAME_CHARS)), round(o["start_ns"] / 1e3, 3),
                round((o["end_ns"] - o["start_ns"]) / 1e3, 3), esc(o.get("stream"))] for o in ops]
-    return go.Bar(
-        orientation="h", y=[esc(cat)] * len(ops), base=[round(o["start_ns"] / 1e6, 6) for o in ops],
+    return dict(
+        type="bar", orientation="h", y=[esc(cat)] * len(ops),
+        base=[round(o["start_ns"] / 1e6, 6) for o in ops],
         x=[round((o["end_ns"] - o["start_ns"]) / 1e6, 6) for o in ops], width=0.66,
         # a 1 px outline keeps microsecond kernels visible in a 100 ms window
         marker={"color": color, "line": {"color": color, "width": 1}},
@@ -461,16 +475,17 @@ def _op_trace(cat: str, ops: list[dict]) -> go.Bar:
 STALL_COLOR = "#7b1010"
 
 
-def _idle_bar(gaps: list[dict], lane: str, color: str, **kw) -> go.Bar:
+def _idle_bar(gaps: list[dict], lane: str, color: str, **kw) -> dict:
     """Idle gaps as one bar trace on ``lane`` (ms from the step's start), in ``color``; ``kw``:
     the trace's name, labels and hover text."""
-    return go.Bar(
-        orientation="h", y=[lane] * len(gaps), base=[round(g["start_ns"] / 1e6, 6) for g in gaps],
+    return dict(
+        type="bar", orientation="h", y=[lane] * len(gaps),
+        base=[round(g["start_ns"] / 1e6, 6) for g in gaps],
         x=[round((g["end_ns"] - g["start_ns"]) / 1e6, 6) for g in gaps], width=0.66,
         marker={"color": color, "line": {"color": color, "width": 1}}, **kw)
 
 
-def _stall_trace(gaps: list[dict], lane: str) -> go.Bar:
+def _stall_trace(gaps: list[dict], lane: str) -> dict:
     """Stalls on the idle lane, each labelled with the CPU op that held the host."""
     names = [esc(_clip(g.get("host_op") or "?", HOVER_NAME_CHARS)) for g in gaps]
     custom = [[n, round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
@@ -482,7 +497,7 @@ def _stall_trace(gaps: list[dict], lane: str) -> go.Bar:
                       "%{customdata[2]:.2f} µs<extra></extra>")
 
 
-def _gap_trace(cls: str, gaps: list[dict], lane: str) -> go.Bar:
+def _gap_trace(cls: str, gaps: list[dict], lane: str) -> dict:
     color = GAP_COLORS.get(cls, GAP_COLORS["other"])
     custom = [[round(g["start_ns"] / 1e3, 3), round((g["end_ns"] - g["start_ns"]) / 1e3, 3)]
               for g in gaps]
@@ -788,8 +803,9 @@ def _footer(doc: ExplainDoc) -> Html:
 # -- for notebooks and the Python API ---------------------------------------------------------
 def figures(doc: ExplainDoc, timeline: dict | None = None) -> dict[str, go.Figure]:
     """The report's plotly figures by name (``waterfall``, ``steps``, ``timeline``), for a
-    notebook; a figure with nothing to draw is left out."""
-    out: dict[str, go.Figure] = {}
+    notebook; a figure with nothing to draw is left out. They are the page's figures, validated
+    into ``graph_objects``."""
+    out: dict[str, Figure] = {}
     if (doc.get("decomposition") or {}).get("latency_ms") is not None:
         out["waterfall"] = _waterfall(doc)
     shown = [r for r in doc.get("steps") or [] if r.get("kind") == "decode"
@@ -798,7 +814,7 @@ def figures(doc: ExplainDoc, timeline: dict | None = None) -> dict[str, go.Figur
         out["steps"] = _step_bars(shown)
     if timeline and timeline.get("ops"):
         out["timeline"] = _timeline_fig(timeline)
-    return out
+    return {name: go.Figure(fig) for name, fig in out.items()}
 
 
 def render_compact(doc: ExplainDoc) -> Html:
