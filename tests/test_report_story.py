@@ -26,10 +26,6 @@ GRAPHS = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
-def _raw(path: Path) -> dict:
-    return stdlib_trace(path)
-
-
 def in_pty(args: list[str], columns: int) -> str:
     """Run the CLI with stdout and stderr on a pseudo-terminal ``columns`` wide; its text."""
     master, slave = os.openpty()
@@ -91,7 +87,7 @@ def test_terminal_layout_holds_in_a_real_terminal(columns):
 
 
 def test_one_context_story_in_every_medium(sample):
-    meta = _raw(tracekit.sample_path())["tracekit"]
+    meta = stdlib_trace(tracekit.sample_path())["tracekit"]
     doc = sample.to_dict()
     n = doc["source"]["decode_steps"]
     c = doc["context"]
@@ -112,7 +108,7 @@ def test_one_context_story_in_every_medium(sample):
 
 
 def test_unprofiled_ground_truth_in_every_medium(sample):
-    timing = _raw(tracekit.sample_path())["tracekit"]["timing"]
+    timing = stdlib_trace(tracekit.sample_path())["tracekit"]["timing"]
     ms = sorted(timing["unprofiled_ms"])
     median = (ms[len(ms) // 2 - 1] + ms[len(ms) // 2]) / 2  # 30 samples
     want = f"{median:.3f} ms/step (median of {len(ms)} steps"
@@ -147,7 +143,7 @@ def test_counts_are_integers_in_the_json():
 def test_bytes_only_where_the_trace_has_them(sample):
     """The copy category holds copy kernels (no byte count) and memsets (with one): its bytes
     cover only the memsets, and every medium says over how many ops."""
-    raw = _raw(tracekit.sample_path())["traceEvents"]
+    raw = stdlib_trace(tracekit.sample_path())["traceEvents"]
     with_bytes = [e for e in raw if e.get("cat") in ("gpu_memset", "gpu_memcpy")
                   and (e.get("args") or {}).get("bytes") is not None]
     n = sample.source["decode_steps"]

@@ -45,20 +45,16 @@ def _path(name: str) -> Path:
     return SAMPLES / f"{name}.json.gz"
 
 
-def _raw(path: Path) -> dict:
-    return stdlib_trace(path)
-
-
 def _unprofiled_median_ms(path: Path) -> float:
     """The graph capture's own unprofiled step: the median of its CUDA-event-timed steps."""
-    return statistics.median(_raw(path)["tracekit"]["timing"]["unprofiled_ms"])
+    return statistics.median(stdlib_trace(path)["tracekit"]["timing"]["unprofiled_ms"])
 
 
 def _oracle_steps(path: Path) -> list[dict]:
     """Per step of a tracekit capture, from the JSON alone: GPU ops launched inside the step's
     ``tracekit.step#i`` range (by correlation), GPU busy as the union of every op's interval over
     [first op, next step's first op), and that period."""
-    ev = _raw(path)["traceEvents"]
+    ev = stdlib_trace(path)["traceEvents"]
     launch = {e["args"]["correlation"]: e["ts"] for e in ev
               if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
     ops = [(e["ts"], e["ts"] + e.get("dur", 0), launch.get(e["args"].get("correlation")))
@@ -108,7 +104,7 @@ def test_graph_program_interval_covers_the_other_sessions_graph_step(pairs):
     steps, whose profiled ÷ unprofiled ratio sets the interval's low end)."""
     checked = 0
     for eager, graph in PAIRS:
-        runs = (_raw(_path(graph))["tracekit"].get("sessions") or {}).get("runs") or []
+        runs = (stdlib_trace(_path(graph))["tracekit"].get("sessions") or {}).get("runs") or []
         others = [statistics.median(r["timing"]["unprofiled_ms"]) for r in runs
                   if not r.get("profiled") and r.get("session") != 0]
         if len(others) < 2:
@@ -226,7 +222,7 @@ def test_every_interval_holds_its_point(pairs, eager):
 def test_at_floor_interval_is_the_floor_at_peak_and_at_measured_bandwidth():
     path = _path("h100/qwen2.5-7b_ctx2048_eager")
     d = explain(path).to_dict()
-    measured = _raw(path)["tracekit"]["copy_bandwidth_gbps"]
+    measured = stdlib_trace(path)["tracekit"]["copy_bandwidth_gbps"]
     lo, hi = d["whatif"]["at_floor_interval_ms"]
     assert lo == pytest.approx(d["floor"]["bytes"] / (d["gpu"]["peak_gbps"] * 1e9) * 1e3)
     assert hi == pytest.approx(d["floor"]["bytes"] / (measured * 1e9) * 1e3)

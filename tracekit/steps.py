@@ -871,8 +871,6 @@ def _check_gpu_clock(ops: Table) -> None:
 
 
 # -- flagging ---------------------------------------------------------------------------------
-
-# -- flagging ---------------------------------------------------------------------------------
 def _flag(table: Table, ops: Table, *, has_gpu: bool, require_decode: bool = True):
     """Decide each candidate step's kind from its GPU work; keep the kinds a marker stated."""
     warnings: list[str] = []
