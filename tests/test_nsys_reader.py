@@ -220,3 +220,31 @@ def test_ids_that_are_not_integers_are_null(export: Path) -> None:
     assert ops.select("device", "stream", "correlation").rows() == [
         (0, 7, 1), (None, None, None), (0, 7, 5), (0, 7, 5), (0, 7, 5)]
     assert t.launches.select("correlation", "tid").rows()[:2] == [(1, None), (2, TID)]
+
+
+def test_rows_left_out_are_counted_per_table(export: Path) -> None:
+    """Rows whose start or end is not an integer are left out and counted per table, one
+    warning each in table order; ``meta["events"]`` counts the rows read plus the named API
+    calls, against a count made here in plain SQL (``typeof``, a join to ``StringIds``)."""
+    con = sqlite3.connect(export)
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET start = 'soon' WHERE rowid IN (1, 3)")
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_RUNTIME SET end = 2.5 WHERE rowid = 2")
+    con.execute("UPDATE CUPTI_ACTIVITY_KIND_RUNTIME SET nameId = 99999 WHERE rowid = 3")  # no name
+    con.commit()
+    timed = "typeof(start) = 'integer' AND typeof(end) = 'integer'"
+    ops = sum(con.execute(f"SELECT count(*) FROM {t} WHERE {timed}").fetchone()[0] for t in (
+        "CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_MEMSET"))
+    named = sum(con.execute(
+        f"SELECT count(*) FROM {t} a JOIN StringIds s ON s.id = a.nameId "
+        f"WHERE typeof(a.start) = 'integer' AND typeof(a.end) = 'integer' AND s.value != ''"
+    ).fetchone()[0] for t in ("CUPTI_ACTIVITY_KIND_RUNTIME",))
+    con.close()
+    t = load_nsys(export)
+    left_out = [w for w in t.warnings if "not an integer" in w]
+    assert left_out == [
+        "2 row(s) of CUPTI_ACTIVITY_KIND_KERNEL have a start or end that is not an integer (ns); "
+        "left out",
+        "1 row(s) of CUPTI_ACTIVITY_KIND_RUNTIME have a start or end that is not an integer (ns); "
+        "left out"]
+    assert t.gpu_ops.height == ops
+    assert t.meta["events"] == ops + named + t.annotations.height

@@ -219,11 +219,11 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
             f"{' or '.join(missing)} table. Capture with `nsys profile --trace=cuda,nvtx` and "
             "export with `nsys export --type sqlite`"
         )
-    warnings, untimed = _unreadable_rows(con, tables)
-    gpu_ops = Table.concat([_kernels(con, untimed), _memcpys(con, tables),
-                            _memsets(con, tables)])
+    kernels, untimed = _kernels(con)
+    gpu_ops = Table.concat([kernels, _memcpys(con, tables), _memsets(con, tables)])
     gpu_ops = gpu_ops.take(np.argsort(gpu_ops["start_ns"], kind="stable"))
-    calls, named = _api_calls(con, tables, untimed)
+    calls, named, api_untimed = _api_calls(con, tables)
+    warnings = _unreadable_rows(con, tables, {KERNEL: untimed, **api_untimed})
     if not named:
         warnings.append("no CUDA API table (CUPTI_ACTIVITY_KIND_RUNTIME): launches are unknown")
     annotations = _nvtx(con, tables)
@@ -256,18 +256,21 @@ def _read(con: sqlite3.Connection, p: Path) -> Trace:
     return trace
 
 
-def _unreadable_rows(con: sqlite3.Connection, tables: set[str]) -> tuple[list[str], set[str]]:
+def _unreadable_rows(con: sqlite3.Connection, tables: set[str],
+                     counted: dict[str, int]) -> list[str]:
     """One warning per activity table with rows the reader leaves out (a start or end that is not
     an integer of ns) and per copy table with byte counts it cannot read (not a whole number >= 0
-    that fits int64, e.g. 1e30): those rows count as GPU time, their bandwidth is unknown. And
-    the tables with rows left out (only their queries need to test each row's start and end)."""
-    out, untimed = [], set()
+    that fits int64, e.g. 1e30): those rows count as GPU time, their bandwidth is unknown.
+    ``counted``: the tables whose rows left out were counted while reading them (the kernels and
+    API calls, the big tables, whose reading already tests every row)."""
+    out = []
     for table in (KERNEL, MEMCPY, MEMSET, *API_TABLES, SYNC_TABLE):
         if table not in tables:
             continue
-        n = con.execute(f"SELECT count(*) FROM {table} WHERE NOT ({_timed()})").fetchone()[0]
+        n = counted.get(table)
+        if n is None:
+            n = con.execute(f"SELECT count(*) FROM {table} WHERE NOT ({_timed()})").fetchone()[0]
         if n:
-            untimed.add(table)
             out.append(f"{n} row(s) of {table} have a start or end that is not an integer "
                        "(ns); left out")
         if table in (MEMCPY, MEMSET) and "bytes" in _columns(con, table):
@@ -276,15 +279,11 @@ def _unreadable_rows(con: sqlite3.Connection, tables: set[str]) -> tuple[list[st
             if n:
                 out.append(f"{n} row(s) of {table} have a byte count that is not a whole number "
                            ">= 0; their bytes are unknown (their time still counts)")
-    return out, untimed
+    return out
 
 
-def _timed(alias: str = "", *, table: str | None = None, untimed: set[str] | None = None) -> str:
-    """SQL condition: the row has integer start and end (others are dropped). With ``table`` and
-    ``untimed`` (from :func:`_unreadable_rows`): ``1`` for a table with no other rows, which
-    then needs no test per row (a sixth of its query's time)."""
-    if table is not None and untimed is not None and table not in untimed:
-        return "1"
+def _timed(alias: str = "") -> str:
+    """SQL condition: the row has integer start and end (others are dropped)."""
     a = f"{alias}." if alias else ""
     return f"typeof({a}start) = 'integer' AND typeof({a}end) = 'integer'"
 
@@ -357,7 +356,8 @@ def _dims(d: tuple) -> str | None:
     return f"{d[0]}x{d[1]}x{d[2]}" if all(type(v) is int for v in d) else None
 
 
-def _kernels(con: sqlite3.Connection, untimed: set[str]) -> Table:
+def _kernels(con: sqlite3.Connection) -> tuple[Table, int]:
+    """The kernels, and how many rows were left out (a start or end that is not an integer)."""
     cols = _columns(con, KERNEL)
     # demangledName is what Kineto shows; older exports may only have shortName
     name_col = next((c for c in ("demangledName", "shortName", "mangledName") if c in cols), None)
@@ -379,14 +379,26 @@ def _kernels(con: sqlite3.Connection, untimed: set[str]) -> Table:
         shapes = con.execute(f"SELECT {d} FROM temp.tk_shapes ORDER BY i").fetchall()
         same = " AND ".join(f"s.{x} IS k.{x}" for x in _DIMS)
         shape = f", (SELECT i FROM temp.tk_shapes s WHERE {same} LIMIT 1)"
+    # every row, its start and end tested here: a second scan to count the rows left out would
+    # cost more than the test (an export's rows are all integers but for hostile ones)
     rows = con.execute(
         f"SELECT k.{name_col}, k.start, k.end, k.deviceId, k.streamId, "
-        f"k.correlationId{shape} FROM {KERNEL} k "
-        f"WHERE {_timed('k', table=KERNEL, untimed=untimed)}"
+        f"k.correlationId{shape} FROM {KERNEL} k"
     ).fetchall()
     if not rows:
-        return Table.empty(GPU_OPS)
+        return Table.empty(GPU_OPS), 0
     c = list(zip(*rows))
+    (start, start_ok), (end, end_ok) = _ints(c[1]), _ints(c[2])
+    untimed = 0
+    if start_ok is not None or end_ok is not None:  # some start or end is not an integer
+        keep = np.ones(len(rows), bool) if start_ok is None else start_ok
+        keep = keep if end_ok is None else keep & end_ok
+        untimed = len(rows) - int(keep.sum())
+        rows = [r for r, k in zip(rows, keep.tolist()) if k]
+        if not rows:
+            return Table.empty(GPU_OPS), untimed
+        c = list(zip(*rows))
+        start, end = _ints(c[1])[0], _ints(c[2])[0]
     # each distinct name once, not a join per row
     names = dict(con.execute(
         f"SELECT id, CAST(value AS TEXT) FROM StringIds WHERE id IN "
@@ -402,10 +414,10 @@ def _kernels(con: sqlite3.Connection, untimed: set[str]) -> Table:
     return _table(GPU_OPS, {
         "kind": Strings.full("kernel", n),
         "name": _strings(c[0], lambda i: names.get(i) or unknown),
-        "start_ns": _ints(c[1])[0], "end_ns": _ints(c[2])[0],
+        "start_ns": start, "end_ns": end,
         "device": _ints(c[3], 32), "stream": _ints(c[4]), "correlation": _ints(c[5]),
         "bytes": _no_ints(n), "grid": grid, "block": block,
-    })
+    }), untimed
 
 
 def _copies(rows: list[tuple], kind: str, label: Callable[[tuple], str]) -> Table:
@@ -457,42 +469,45 @@ def _memsets(con: sqlite3.Connection, tables: set[str]) -> Table:
 _API_COLUMNS = {**LAUNCHES, "sync": "Boolean"}
 
 
-def _api_calls(con: sqlite3.Connection, tables: set[str],
-               untimed: set[str]) -> tuple[Table, int]:
-    """The CUDA API calls that launch work or wait for the device, in start order, and how many
-    named API calls there are in all.
+def _api_calls(con: sqlite3.Connection,
+               tables: set[str]) -> tuple[Table, int, dict[str, int]]:
+    """The CUDA API calls that launch work or wait for the device, in start order; how many named
+    API calls there are in all; and per API table, how many rows were left out (a start or end
+    that is not an integer).
 
-    The few hundred distinct API names are classified once (``api_name``, ``launch_kind``,
-    ``is_sync_call``); SQL then returns only the rows of the names that matter."""
+    The API names that matter all start with ``cu`` or ``hip``: those few strings are classified
+    once (``api_name``, ``launch_kind``, ``is_sync_call``), and SQL returns only their rows."""
     names: dict[int, tuple] = {}
+    for nid, name in con.execute(
+        "SELECT id, CAST(value AS TEXT) FROM StringIds "
+        "WHERE CAST(value AS TEXT) GLOB 'cu*' OR CAST(value AS TEXT) GLOB 'hip*'"
+    ):
+        clean = api_name(name)
+        kind, sync = launch_kind(clean), is_sync_call(clean)
+        if (kind is not None or sync) and type(nid) is int:
+            names[nid] = (clean, kind, "runtime" if clean.startswith("cuda") else "driver", sync)
+    has_name = "SELECT id FROM StringIds WHERE id IS NOT NULL AND CAST(value AS TEXT) != ''"
     rows: list[tuple] = []
-    named = 0
+    named, untimed = 0, {}
     for table in API_TABLES:
         if table not in tables:
             continue
-        wanted = []
-        for nid, name, n in con.execute(  # names joined to the few distinct ids, not to each row
-            f"SELECT a.nameId, CAST(s.value AS TEXT), a.n FROM (SELECT nameId, count(*) AS n "
-            f"FROM {table} WHERE {_timed(table=table, untimed=untimed)} GROUP BY nameId) a "
-            f"{_strings_join('a.nameId', 's')}"
-        ):
-            if not name:
-                continue
-            named += n
-            clean = api_name(name)
-            kind, sync = launch_kind(clean), is_sync_call(clean)
-            if (kind is not None or sync) and type(nid) is int:
-                api = "runtime" if clean.startswith("cuda") else "driver"
-                names[nid] = (clean, kind, api, sync)
-                wanted.append(nid)
-        if wanted:  # runtime rows before driver rows: equal starts keep this order below
+        # one scan counts the rows, those left out and those without a name
+        total, untimed[table], unnamed = con.execute(
+            f"SELECT count(*), coalesce(sum(NOT ({_timed()})), 0), coalesce(sum(nameId IS NULL "
+            f"OR nameId NOT IN ({has_name})), 0) FROM {table}"
+        ).fetchone()
+        named += (total - unnamed if not untimed[table] else con.execute(
+            f"SELECT count(*) FROM {table} WHERE {_timed()} AND nameId IN ({has_name})"
+        ).fetchone()[0])
+        if names:  # runtime rows before driver rows: equal starts keep this order below
+            check = f"{_timed()} AND " if untimed[table] else ""
             rows += con.execute(
-                f"SELECT a.nameId, a.start, a.end, a.globalTid, a.correlationId FROM {table} a "
-                f"WHERE {_timed('a', table=table, untimed=untimed)} AND a.nameId IN "
-                f"({', '.join(str(i) for i in wanted)})"
+                f"SELECT nameId, start, end, globalTid, correlationId FROM {table} "
+                f"WHERE {check}nameId IN ({', '.join(str(i) for i in names)})"
             ).fetchall()
     if not rows:
-        return Table.empty(_API_COLUMNS), named
+        return Table.empty(_API_COLUMNS), named, untimed
     nid, start, end, gtid, corr = zip(*rows)
     tid, tid_ok = _ints(gtid)
     name = _strings(nid, lambda i: names[i][0])
@@ -506,7 +521,8 @@ def _api_calls(con: sqlite3.Connection, tables: set[str],
         "tid": (tid & _TID_MASK, tid_ok), "correlation": _ints(corr),
     })
     # a stable sort: equal starts keep the order the rows came in
-    return _one_row_per_call(calls.take(np.argsort(calls["start_ns"], kind="stable"))), named
+    return (_one_row_per_call(calls.take(np.argsort(calls["start_ns"], kind="stable"))),
+            named, untimed)
 
 
 def _one_row_per_call(calls: Table) -> Table:
