@@ -11,11 +11,16 @@ import gzip
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from helpers import GTID, PID, STRINGS, T0, TID, build_export
 
 from tracekit.errors import TraceFormatError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tracekit.trace import nsys
 from tracekit.trace.nsys import api_name, load_nsys
 
 
@@ -248,3 +253,23 @@ def test_rows_left_out_are_counted_per_table(export: Path) -> None:
         "left out"]
     assert t.gpu_ops.height == ops
     assert t.meta["events"] == ops + named + t.annotations.height
+
+
+@given(st.lists(st.tuples(st.integers(-3, 40), st.one_of(st.none(), st.integers(0, 9),
+                                                         st.floats(0, 9), st.text(max_size=2))),
+                max_size=30))
+def test_rows_read_as_arrays_or_as_values_give_the_same_columns(rows) -> None:
+    """Rows of integers take numpy's path (one array for the table, distinct keys by
+    ``np.unique``); rows with anything else keep the values as SQL gave them. Both paths give
+    the same integer columns, nulls and string codes (labels in order of first appearance)."""
+    def label(k):
+        return None if type(k) is not int or k % 5 == 0 else f"name{k % 7}"
+    ints_only = [(a, b) for a, b in rows if type(b) is int]
+    for table in (rows, ints_only):
+        fast, plain = nsys._column_arrays(table), list(zip(*table))
+        for f, p in zip(fast, plain):
+            (fv, fm), (pv, pm) = nsys._ints(f), nsys._ints(p)
+            assert np.array_equal(fv, pv) and (fm is None) == (pm is None)
+            assert fm is None or np.array_equal(fm, pm)
+            fs, ps = nsys._strings(f, label), nsys._strings(p, label)
+            assert fs.values == ps.values and np.array_equal(fs.codes, ps.codes)

@@ -296,12 +296,23 @@ def _strings_join(col: str, alias: str) -> str:
 _Key = TypeVar("_Key")  # what a string column's rows are labelled from (a name id, a shape)
 
 
+def _column_arrays(rows: list[tuple]) -> list:
+    """The columns of a query's rows: int64 arrays when every value is an integer (the usual
+    case for the kernel and API rows: one numpy call for the whole table, half the time of
+    building each column), else tuples of the values as SQL gave them."""
+    table = np.array(rows)
+    if table.dtype == np.int64 and table.ndim == 2:
+        return list(np.ascontiguousarray(table.T))
+    return list(zip(*rows))
+
+
 def _ints(values: Sequence, bits: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
     """An integer column from SQL values — integers (of ``bits``) kept, anything else (NULL, a
     TEXT, REAL or BLOB where an id belongs) null, never a crash later — as int64 values (0 where
     null) and the validity mask (None: no null)."""
     n = len(values)
-    col = np.array(values) if n else np.empty(0, np.int64)
+    col = values if isinstance(values, np.ndarray) else (
+        np.array(values) if n else np.empty(0, np.int64))
     ok = None
     if col.dtype != np.int64:  # some value is not an integer (the usual case: none)
         ok = np.fromiter((type(v) is int for v in values), bool, n)
@@ -318,8 +329,14 @@ def _strings(keys: Sequence[_Key], label: Callable[[_Key], str | None]) -> Strin
     """A string column whose row ``i`` is ``label(keys[i])``, labelled once per distinct key (a
     name id, a launch shape): a few hundred distinct names for a hundred thousand rows."""
     values: dict = {}
-    code = {k: values.setdefault(label(k), len(values)) for k in dict.fromkeys(keys)}
-    return Strings(np.fromiter(map(code.__getitem__, keys), np.uint32, len(keys)), list(values))
+    if isinstance(keys, np.ndarray):  # integer keys: numpy finds the distinct ones
+        distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        seen = np.argsort(first)  # the distinct keys in the order they first appear, as below
+        code = np.empty(len(distinct), np.uint32)
+        code[seen] = [values.setdefault(label(k), len(values)) for k in distinct[seen].tolist()]
+        return Strings(code[inverse.ravel()], list(values))
+    codes = {k: values.setdefault(label(k), len(values)) for k in dict.fromkeys(keys)}
+    return Strings(np.fromiter(map(codes.__getitem__, keys), np.uint32, len(keys)), list(values))
 
 
 def _relabel(col: Strings, label: Callable[[str], str | None]) -> Strings:
@@ -387,7 +404,7 @@ def _kernels(con: sqlite3.Connection) -> tuple[Table, int]:
     ).fetchall()
     if not rows:
         return Table.empty(GPU_OPS), 0
-    c = list(zip(*rows))
+    c = _column_arrays(rows)
     (start, start_ok), (end, end_ok) = _ints(c[1]), _ints(c[2])
     untimed = 0
     if start_ok is not None or end_ok is not None:  # some start or end is not an integer
@@ -397,7 +414,7 @@ def _kernels(con: sqlite3.Connection) -> tuple[Table, int]:
         rows = [r for r, k in zip(rows, keep.tolist()) if k]
         if not rows:
             return Table.empty(GPU_OPS), untimed
-        c = list(zip(*rows))
+        c = _column_arrays(rows)
         start, end = _ints(c[1])[0], _ints(c[2])[0]
     # each distinct name once, not a join per row
     names = dict(con.execute(
@@ -508,7 +525,7 @@ def _api_calls(con: sqlite3.Connection,
             ).fetchall()
     if not rows:
         return Table.empty(_API_COLUMNS), named, untimed
-    nid, start, end, gtid, corr = zip(*rows)
+    nid, start, end, gtid, corr = _column_arrays(rows)
     tid, tid_ok = _ints(gtid)
     name = _strings(nid, lambda i: names[i][0])
     info = {v[0]: v for v in names.values()}  # by clean name: what the rest depends on
