@@ -16,11 +16,12 @@ took no time: the ceiling the 15× target meets at small sizes.
 
 It also times ``tracekit --help``, and ``tracekit explain --json`` of each committed Nsight export
 against a plain ``sqlite3`` fetch of its kernel and runtime rows (target ≤ 2×; ``--baseline DIR``
-times another checkout beside this one).
+times another checkout beside this one, in the size sweep too).
 
     python benchmarks/bench_sizes.py                      # x1 x3 x10, with HTA
     python benchmarks/bench_sizes.py --sizes 1 3 10 33 --no-hta -n 3
     python benchmarks/bench_sizes.py --only nsys -n 5 --baseline /tmp/tracekit-main
+    python benchmarks/bench_sizes.py --only sweep --sizes 1 10 33 --no-hta --baseline /tmp/old
 """
 
 from __future__ import annotations
@@ -81,7 +82,13 @@ def med(xs: list[tuple[float, ...]]) -> tuple[float, ...]:
     return tuple(statistics.median(x[i] for x in xs) for i in range(len(xs[0])))
 
 
-def sweep(sizes: list[int], n: int, hta: bool) -> None:
+def baseline_env(env: dict, baseline: Path) -> dict:
+    """``env`` with another checkout's tracekit first on the path (run it with that checkout as
+    the working directory: ``python -m`` puts the working directory first)."""
+    return dict(env, PYTHONPATH=str(baseline) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def sweep(sizes: list[int], n: int, hta: bool, baseline: Path | None = None) -> None:
     env, plain = child_env(tracekit=True), child_env()
     print(f"cpu: {os.cpu_count()} cores, python {sys.version.split()[0]}, n={n} (medians), "
           f"load average {os.getloadavg()[0]:.2f} at start")
@@ -106,8 +113,10 @@ def sweep(sizes: list[int], n: int, hta: bool) -> None:
                 run(tk_cmd, env)
                 run(std_cmd, plain)
                 run(nr_cmd, env)
-            tk, std, ht, nr = [], [], [], []
+            tk, std, ht, nr, base = [], [], [], [], []
             for _ in range(n):
+                if baseline is not None:
+                    base.append(run(tk_cmd, baseline_env(env, baseline), baseline))
                 tk.append(run(tk_cmd, env))
                 std.append(run(std_cmd, plain))
                 nr.append(run(nr_cmd, env))
@@ -121,6 +130,11 @@ def sweep(sizes: list[int], n: int, hta: bool) -> None:
                   f"{tk_s / std_s:6.2f} {tk_cpu / std_cpu:7.2f} {hta_s:6.2f} {hta_s / tk_s:6.1f} "
                   f"{tk_rss:6.0f} {tk_rss / mb:8.2f} {std_rss:7.0f} {hta_rss:7.0f} "
                   f"{nr_s:8.3f} {hta_s / nr_s:6.1f}", flush=True)
+            if base:
+                b_s, b_rss, b_cpu = med(base)
+                print(f"{'':>8} {b_s:6.2f} {b_cpu:6.2f} {'':>6} {'':>7} {b_s / std_s:6.2f} "
+                      f"{b_cpu / std_cpu:7.2f} {'':>6} {'':>6} {b_rss:6.0f} {b_rss / mb:8.2f}"
+                      f"   baseline ({baseline.name})", flush=True)
             trace.unlink()
             tables.unlink()
     print(f"load average {os.getloadavg()[0]:.2f} at end; this process's own peak RSS "
@@ -206,9 +220,7 @@ def nsys(n: int, baseline: Path | None) -> None:
     # `python -m` puts the working directory first on the path: each tree runs from its root
     trees = [("tracekit", env, ROOT)]
     if baseline is not None:
-        base_env = dict(env, PYTHONPATH=str(baseline) + os.pathsep + os.environ.get(
-            "PYTHONPATH", ""))
-        trees.append((f"baseline ({baseline.name})", base_env, baseline))
+        trees.append((f"baseline ({baseline.name})", baseline_env(env, baseline), baseline))
     print(f"Nsight exports: explain --json vs a plain sqlite3 fetch of the kernel and runtime "
           f"rows (separate processes, gunzipped beforehand; n={max(n, 3)} medians; target <= 2)")
     print(f"{'export':<40} {'MB':>5} {'contender':<28} {'wall s':>6} {'cpu s':>6} {'/plain wall':>11} "
@@ -250,12 +262,12 @@ def main() -> None:
     ap.add_argument("--no-hta", action="store_true", help="skip HTA's load")
     ap.add_argument("--only", choices=["sweep", "startup", "nsys"], help="run one part")
     ap.add_argument("--baseline", type=Path, help="another checkout of tracekit to time beside "
-                    "this one (the Nsight part)")
+                    "this one (the size sweep and the Nsight part)")
     args = ap.parse_args()
     if args.only in (None, "startup"):
         startup(args.n)
     if args.only in (None, "sweep"):
-        sweep(args.sizes, args.n, not args.no_hta)
+        sweep(args.sizes, args.n, not args.no_hta, args.baseline)
     if args.only in (None, "nsys"):
         nsys(args.n, args.baseline)
 
