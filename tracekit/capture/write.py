@@ -38,10 +38,8 @@ def write_trace(export: Callable[[str], object], meta: dict, out: Path) -> int:
     """Call ``export(path)`` to write the raw chrome JSON, then splice ``meta`` and gzip it to
     ``out`` atomically. Returns the size of the written file in bytes."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    raw = _temp(out, ".raw.json")
+    raw = export_raw(export, out)
     try:
-        export(str(raw))
         with output_path(out) as tmp:
             splice_meta(raw, meta, tmp)
     finally:
