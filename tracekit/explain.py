@@ -571,11 +571,10 @@ class _CallableModule(types.ModuleType):
     The plain alternative, ``from tracekit.explain import explain`` in ``tracekit/__init__.py``,
     was tried and dropped: it makes ``import tracekit`` — and so every CLI start, ``--help`` and
     shell completion included — import numpy and msgspec (``import tracekit.cli``: ≈35 → ≈200 ms
-    on the 2-core dev machine), and numpy then starts OpenBLAS's threads before ``tracekit
-    explain`` can keep it to one (tests/test_cli.py::test_explain_starts_no_blas_threads,
-    tests/test_api.py::test_import_tracekit_loads_no_analysis_stack). A function defined lazily in
-    ``__init__.py`` is replaced by this module as soon as anything imports ``tracekit.explain``
-    first (``from tracekit.explain import Explanation``, tracekit/compare.py, ...)."""
+    on the 2-core dev machine; tests/test_api.py::test_import_tracekit_loads_no_analysis_stack).
+    A function defined lazily in ``__init__.py`` is replaced by this module as soon as anything
+    imports ``tracekit.explain`` first (``from tracekit.explain import Explanation``,
+    tracekit/compare.py, ...)."""
 
     def __call__(self, trace: str | Path | Trace, **options) -> Explanation:
         return explain(trace, **options)
