@@ -15,11 +15,10 @@ import numpy as np
 import polars as pl
 import pytest
 from helpers import GTID, PID, STRINGS, T0, TID, build_export
-
-from tracekit.errors import TraceFormatError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tracekit.errors import TraceFormatError
 from tracekit.trace import nsys
 from tracekit.trace.nsys import api_name, load_nsys
 
