@@ -329,7 +329,7 @@ def _strings(keys: Sequence[_Key], label: Callable[[_Key], str | None]) -> Strin
     """A string column whose row ``i`` is ``label(keys[i])``, labelled once per distinct key (a
     name id, a launch shape): a few hundred distinct names for a hundred thousand rows."""
     values: dict = {}
-    if isinstance(keys, np.ndarray):  # integer keys: numpy finds the distinct ones
+    if isinstance(keys, np.ndarray) and keys.dtype == np.int64:  # numpy finds the distinct keys
         distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         seen = np.argsort(first)  # the distinct keys in the order they first appear, as below
         code = np.empty(len(distinct), np.uint32)
