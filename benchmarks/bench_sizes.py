@@ -146,7 +146,7 @@ def scaled(k: int, out: Path) -> int:
 
     Not in this process: on Linux a child's peak RSS (``wait4``) starts from its parent's RSS at
     the fork, so a parent that had held a scaled trace would put that floor under every number
-    this script prints (round one's RSS figures at ×1 were this floor, not tracekit's)."""
+    this script prints (an earlier version's RSS figures at ×1 were this floor, not tracekit's)."""
     code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
             "from scale import write_scaled; "
             "print(write_scaled(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])))")

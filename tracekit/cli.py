@@ -401,7 +401,7 @@ def floor(model, ctx, gpu, dtype, group_size, as_json) -> None:
 
 
 # --- capture ---------------------------------------------------------------------------------
-# Owned by the capture work (issue 4): options map 1:1 onto tracekit.capture.CaptureOptions,
+# The capture options map 1:1 onto tracekit.capture.CaptureOptions,
 # whose defaults they take. Choices are checked by the library (one ``Error:`` line, not a
 # usage panel); torch is imported only once a capture really runs.
 _CAP = CaptureOptions()

@@ -18,8 +18,8 @@ Schemes (:data:`tracekit.specs.quant.SCHEMES`), all with torchao, every decoder 
 * ``fp8``: ``Float8WeightOnlyConfig``; ``fp8-dynamic``: ``Float8DynamicActivationFloat8WeightConfig``
   (``_scaled_mm``; compute capability 8.9+);
 * ``nf4``: torchao's ``NF4Tensor`` (``to_nf4``; the linear dequantizes to the activation dtype).
-  bitsandbytes is the field's nf4 library, but its wheel (~43 MB) does not travel to the lent GPU
-  machines; ``library`` in the metadata says which one ran.
+  bitsandbytes is the field's nf4 library, but its wheel (~43 MB) is too large to ship to a GPU
+  machine beside the repository; ``library`` in the metadata says which one ran.
 
 A scheme this PyTorch or device cannot run is one :class:`CaptureError` naming the scheme and why.
 

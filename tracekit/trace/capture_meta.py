@@ -154,7 +154,7 @@ _GPU = {"name": _STR, "total_memory_bytes": (_opt(_is_int), "an integer >= 0 or 
 _TOP = {
     "schema": _STR, "tracekit_version": _STR, "model_name": _STR, "ctx": _INT,
     "ctx_first_step": _INT, "mode": _STR, "dtype": _STR, "device": _STR,
-    # a string before issue 7's capture work; now {"requested": ..., "kernels": [...]}
+    # a string in the first capture format; now {"requested": ..., "kernels": [...]}
     "attention": (lambda v: type(v) in (str, dict), "a string or an object"),
     "profiler_overhead_ratio": _NUM,
     "copy_bandwidth_gbps": (_opt(lambda v: _is_num(v) and v > 0), "a finite number > 0 or null"),
