@@ -9,7 +9,9 @@ trace predicts
   unprofiled median.
 
 Each row says the prediction, its interval, the measurement, the error and whether the interval
-covers it; a trace that cannot be explained is a row with its error. Markdown on stdout.
+covers it; a trace that cannot be explained is a row with its error. Markdown on stdout, then a
+summary: how many intervals hold their measurement, and how many what-ifs are within ±20%
+("without the stalls") and ±15% (CUDA Graphs) of it.
 
     python analyses/whatif_check.py /path/to/campaign/dir
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import sys
 from pathlib import Path
 
 from tracekit.errors import TracekitError
@@ -37,13 +40,32 @@ def measured(path: Path) -> tuple[float | None, list[float]]:
     return (statistics.median(medians) if medians else None), medians
 
 
-def row(name: str, pred: float | None, iv: list | None, meas: float | None, note: str) -> str:
+#: how close each what-if must come to its measurement (the done-means of the what-ifs)
+TARGET_PCT = {"without the stalls": 20.0, "CUDA Graphs": 15.0}
+
+
+def row(name: str, pred: float | None, iv: list | None, meas: float | None, note: str,
+        tally: dict[str, list]) -> str:
+    """One table row; ``tally`` collects (what-if kind, error %, covered) for the summary."""
     if pred is None or meas is None:
         return f"| {name} | n/a | n/a | {meas if meas is not None else 'n/a'} | | | {note} |"
     err = 100 * (pred / meas - 1)
     ivs = f"{iv[0]:.2f}–{iv[1]:.2f}" if iv else "n/a"
-    cov = "yes" if iv and iv[0] <= meas <= iv[1] else "no"
-    return f"| {name} | {pred:.2f} | {ivs} | {meas:.2f} | {err:+.1f}% | {cov} | {note} |"
+    covered = bool(iv and iv[0] <= meas <= iv[1])
+    kind = next(k for k in TARGET_PCT if name.startswith(k))
+    tally.setdefault(kind, []).append((err, covered))
+    return (f"| {name} | {pred:.2f} | {ivs} | {meas:.2f} | {err:+.1f}% | "
+            f"{'yes' if covered else 'no'} | {note} |")
+
+
+def summary(tally: dict[str, list]) -> list[str]:
+    """How many intervals hold their measurement, and how many what-ifs are within target."""
+    cases = [c for rows in tally.values() for c in rows]
+    out = [f"intervals holding the measured value: {sum(c for _, c in cases)} of {len(cases)}"]
+    for kind, rows in tally.items():
+        ok = sum(abs(e) <= TARGET_PCT[kind] for e, _ in rows)
+        out.append(f"{kind}: {ok} of {len(rows)} within ±{TARGET_PCT[kind]:.0f}%")
+    return out
 
 
 def check(folder: Path) -> list[str]:
@@ -53,6 +75,7 @@ def check(folder: Path) -> list[str]:
             arms.setdefault(m["cfg"], {})[m["arm"]] = p
     lines = ["| what-if (model, ctx) | predicted ms | interval | measured ms | error | covered | "
              "note |", "|---|---|---|---|---|---|---|"]
+    tally: dict[str, list] = {}
     for cfg, got in arms.items():
         eager = got.get("eager")
         if eager is None:
@@ -71,21 +94,26 @@ def check(folder: Path) -> list[str]:
             lines.append(row(f"without the stalls ({cfg})", w.get("no_stalls_ms"),
                              w.get("no_stalls_interval_ms"), meas,
                              f"calibration {src}; flash sessions "
-                             + ", ".join(f"{s:.1f}" for s in sessions)))
+                             + ", ".join(f"{s:.1f}" for s in sessions), tally))
         if graphs is not None:
             meas, _ = measured(graphs)
             lines.append(row(f"CUDA Graphs, same kernels ({cfg})", w.get("cuda_graphs_ms"),
-                             w.get("cuda_graphs_interval_ms"), meas, "another program: HF's graph"))
+                             w.get("cuda_graphs_interval_ms"), meas, "another program: HF's graph",
+                             tally))
             pw = ((program or {}).get("unprofiled") or {}).get("whatif") or {}
             lines.append(row(f"CUDA Graphs, graph program ({cfg})", pw.get("cuda_graphs_ms"),
-                             pw.get("cuda_graphs_interval_ms"), meas, "--graph-trace"))
-    return lines
+                             pw.get("cuda_graphs_interval_ms"), meas, "--graph-trace", tally))
+    return lines + ["", *summary(tally)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path, help="a campaign's output (the traces, untarred)")
-    print("\n".join(check(ap.parse_args().folder)))
+    folder = ap.parse_args().folder
+    if not any(ARM.match(p.name) for p in (folder.glob("*.json.gz") if folder.is_dir() else ())):
+        sys.exit(f"Error: {folder} holds no campaign traces (NAME_eager.json.gz, NAME_flash..., "
+                 "NAME_graphs...): untar the campaign's output and pass its folder")
+    print("\n".join(check(folder)))
 
 
 if __name__ == "__main__":

@@ -77,10 +77,15 @@ def test_whatif_check_over_a_committed_campaign(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "analyses" / "whatif_check.py"), str(tmp_path)],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 0, p.stderr[-2000:]
-    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
-            for ln in p.stdout.splitlines()[2:]}
+    table = [ln for ln in p.stdout.splitlines() if ln.startswith("|")][2:]
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in table}
     assert set(rows) == {"without the stalls (qwen)", "CUDA Graphs, same kernels (qwen)",
                          "CUDA Graphs, graph program (qwen)"}
+    # the summary counts what the rows say
+    covered = sum(r[4] == "yes" for r in rows.values())
+    assert f"intervals holding the measured value: {covered} of 3" in p.stdout
+    graphs_ok = sum(abs(float(rows[k][3].rstrip("%"))) <= 15 for k in rows if k.startswith("CUDA"))
+    assert f"CUDA Graphs: {graphs_ok} of 2 within ±15%" in p.stdout
 
     def oracle(path):
         meta = json.load(gzip.open(path))["tracekit"]
