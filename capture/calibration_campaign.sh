@@ -4,7 +4,10 @@
 #   eager        the default SDPA (PyTorch picks cuDNN on Hopper: a plan-build stall per call)
 #   flash        --attention sdpa-flash: the measured step "without the stalls"
 #   graphs       --mode cuda-graphs: the measured graph step (HF's static-cache graph program)
-# `tracekit explain` of the eager trace predicts the other two; `analyses/whatif_check.py`
+#   replay       the eager step's own kernels captured as one CUDA graph and replayed
+#                (capture/plain_profiler_decode.py graph_eager_kernels): the program the default
+#                CUDA-Graphs what-if predicts; qwen2.5-7b and llama-3.1-8b only
+# `tracekit explain` of the eager trace predicts the other three; `analyses/whatif_check.py`
 # compares (untar, then `python analyses/whatif_check.py DIR`). Writes traces, logs and env.txt
 # of this run (WORK is emptied first: a warm machine keeps /tmp) under $OUT as one tar.
 #
@@ -20,7 +23,7 @@ WORK=${WORK:-/tmp/calib}
 BUDGET_S=${BUDGET_S:-540}
 SESSIONS=${SESSIONS:-3}
 CONFIGS=${CONFIGS:-"qwen2.5-7b:2048 llama-3.1-8b:3000"}
-ARMS=${ARMS:-"eager flash graphs"}
+ARMS=${ARMS:-"eager flash graphs replay"}
 SITE=${SITE:-/tmp/site}
 rm -rf "$WORK"; mkdir -p "$OUT" "$WORK"
 START=$SECONDS
@@ -40,16 +43,23 @@ for cfg in $CONFIGS; do
   for arm in $ARMS; do
     left=$((BUDGET_S - (SECONDS - START)))
     if [ "$left" -lt 45 ]; then log "skip $model ctx $ctx $arm: ${left}s left"; continue; fi
-    case $arm in
-      eager)  args=(--mode eager --sessions "$SESSIONS") ;;
-      flash)  args=(--mode eager --attention sdpa-flash --sessions "$SESSIONS") ;;
-      graphs) args=(--mode cuda-graphs --sessions 1) ;;
-    esac
     name="${model}_ctx${ctx}_${arm}"
-    log "$name: ${args[*]} (limit ${left}s)"
-    timeout -s TERM "$left" python3 -m tracekit capture --model "$model" --ctx "$ctx" "${args[@]}" \
-      --steps 30 --warmup 5 --profile-steps 10 -o "$WORK/$name.json.gz" > "$WORK/$name.log" 2>&1
+    capture=(python3 -m tracekit capture --model "$model" --ctx "$ctx" --steps 30 --warmup 5
+             --profile-steps 10 -o "$WORK/$name.json.gz")
+    case $arm in
+      eager)  cmd=("${capture[@]}" --mode eager --sessions "$SESSIONS") ;;
+      flash)  cmd=("${capture[@]}" --mode eager --attention sdpa-flash --sessions "$SESSIONS") ;;
+      graphs) cmd=("${capture[@]}" --mode cuda-graphs --sessions 1) ;;
+      replay) cmd=(python3 capture/plain_profiler_decode.py --model "$model" --ctx "$ctx"
+                   --which graph_eager_kernels --out "$WORK/plain_$name") ;;
+    esac
+    log "$name: ${cmd[*]:2} (limit ${left}s)"
+    timeout -s TERM "$left" "${cmd[@]}" > "$WORK/$name.log" 2>&1
     log "$name: exit $?"
+    if [ "$arm" = replay ]; then  # the plain script names its trace itself
+      mv "$WORK/plain_$name"/*graph_eager_kernels.json.gz "$WORK/$name.json.gz" 2>/dev/null
+      rm -rf "$WORK/plain_$name"
+    fi
     tail -n 4 "$WORK/$name.log"
   done
 done

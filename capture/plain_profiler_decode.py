@@ -33,23 +33,30 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
-from transformers import AutoModelForCausalLM, DynamicCache, Qwen2Config, StaticCache
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
 
+#: model name → (transformers model type, its architecture config)
 CONFIGS = {
-    "qwen2.5-7b": dict(
+    "qwen2.5-7b": ("qwen2", dict(
         hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
         num_key_value_heads=4, vocab_size=152064, rope_theta=1e6, max_position_embeddings=32768,
         tie_word_embeddings=False,
-    ),
-    "tiny": dict(
+    )),
+    "llama-3.1-8b": ("llama", dict(
+        hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, vocab_size=128256, rope_theta=5e5,
+        max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=False,
+    )),
+    "tiny": ("qwen2", dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=256, max_position_embeddings=4096, tie_word_embeddings=False,
-    ),
+    )),
 }
 
 
 def build(name: str, device: str) -> torch.nn.Module:
-    cfg = Qwen2Config(**CONFIGS[name])
+    model_type, kw = CONFIGS[name]
+    cfg = AutoConfig.for_model(model_type, **kw)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa")
