@@ -108,6 +108,21 @@ def test_nsight_and_kineto_agree_on_kernels_and_busy_per_step(explained):
         assert a["gpu_busy_ms"] == pytest.approx(b["gpu_busy_ms"], rel=0.02)
 
 
+def test_nsight_says_it_cannot_tell_stalls_from_launch_issue(explained):
+    """The same eager decode: the Kineto trace has the CPU ops that split the host's time into
+    launch issue and stalls (the cuDNN plan build); the Nsight export has CUDA calls only, so it
+    says host attribution needs a torch.profiler trace, and its unprofiled split is not reliable
+    (though its capture metadata says the capture's profiler recorded CPU activity)."""
+    n, k = explained(NSYS), explained(KINETO)
+    assert "cpu" in load(NSYS).capture["profiler_activities"]
+    assert n.host is None and k.host is not None and k.host["stall_ms"] > 0
+    said = [w for w in n.warnings if w.startswith("no CPU ops in an Nsight Systems export")]
+    assert len(said) == 1 and "torch.profiler" in said[0]
+    assert not any("no CPU ops" in w for w in k.warnings)
+    assert n.unprofiled["decomposition"]["stall_ms"] is None
+    assert n.unprofiled["reliable"] is False
+
+
 # -- the CUDA-Graphs what-if against a measured graph replay ---------------------------------
 EAGER = SAMPLES / "plain_qwen2.5-7b_ctx2048_eager_annotated.json.gz"
 SAME_KERNELS_GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz"

@@ -161,7 +161,15 @@ def explain(
     unprof.check_flag(unprofiled_ms, summary["gpu_busy_ms"])
     attribution = host_attr.attribute(tr, steps) if tr.has_gpu else None
     release()  # the attribution's temporaries, before the kernel tables
-    if attribution is None and tr.has_gpu and "cpu" not in (cap.get("profiler_activities") or ()):
+    if attribution is None and tr.has_gpu and tr.meta.get("format") == "nsys" \
+            and not wi.replays_graphs(cast(dict, summary)):
+        # Nsight records CUDA API calls, not PyTorch's ops, whatever the capture's profiler did
+        warnings.append("no CPU ops in an Nsight Systems export: host attribution (launch issue "
+                        "against stalls such as a cuDNN plan build, and the op that held the "
+                        "host) needs a torch.profiler trace with CPU activity — `tracekit "
+                        "capture` without --profiler nsys")
+    elif attribution is None and tr.has_gpu and \
+            "cpu" not in (cap.get("profiler_activities") or ()):
         # a capture that recorded CPU activity and has no CPU op is CUDA Graphs replay: the step
         # is one cudaGraphLaunch, and there is no host op to attribute (not a missing activity)
         warnings.append("no CPU ops in this trace: host attribution (what the host was doing "

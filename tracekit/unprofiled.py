@@ -333,6 +333,8 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
            "other_idle_ms": other}
     out["decomposition"] = dec
     if host is None:
+        if not wi.replays_graphs(summary):  # stalls possible, not told apart from launch issue
+            out["reliable"] = False
         _graphs_speedup(out, u, whatif.get("cuda_graphs_program"))
         return out
     stall_p, events = host["stall_ms"], host["events_per_step"] or 0
