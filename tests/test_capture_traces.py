@@ -149,3 +149,20 @@ def test_hf_static_cache_graphs_do_more_gpu_work_than_the_whatif_sees(explained)
     assert hf.summary["kernels"] > eager.summary["kernels"]
     # add the extra work back and the prediction lands on the measurement
     assert predicted + extra_busy == pytest.approx(hf.summary["latency_ms"], rel=0.05)
+
+
+def test_a_graph_step_names_the_host_stall_that_idles_half_of_it(explained):
+    """Two graph replays: HF's static-cache graph idles the GPU under a tenth of its step, and the
+    verdict points at the kernels; the int4 torch.compile step idles half of it in one host stall
+    (Dynamo's frame evaluation around the compiled region), and the verdict names that stall
+    beside the GPU's time instead of calling the kernels all there is to speed up."""
+    for path, idle in ((SAMPLES / "h100" / "qwen2.5-7b_ctx2048_cuda-graphs.json.gz", False),
+                       (SAMPLES / "quant" / "h100" / "qwen2.5-7b_ctx2048_compile_int4.json.gz",
+                        True)):
+        e = explained(path)
+        share = e.decomposition["launch_overhead_ms"] / e.summary["latency_ms"]
+        assert (0.25 <= share < 0.5) is idle, share
+        assert e.verdict.startswith("Kernel-bound")
+        assert ("; besides, " in e.verdict) is idle
+        assert ("the kernels, not launches, are what to speed up" in e.verdict) is not idle
+    assert "waiting for the host: one stall per step in Torch-Compiled Region" in e.verdict

@@ -441,3 +441,31 @@ def test_kernel_categories_of_serving_and_rocm_stacks(kernel, category, source):
     if source.endswith(".json.gz"):  # a corpus trace: the name (its first 60 characters) is in it
         names = {e["name"] for e in _events(source) if e.get("cat") == "kernel"}
         assert any(n.startswith(kernel[:60]) for n in names), kernel
+
+
+def test_a_step_half_idle_names_its_idle_time_beside_the_gpu_time():
+    """ResNet-50 training on a V100 (Kineto's own sample): the GPU is busy a bit over half of
+    each step and waits for the next batch the rest. The verdict leads with the GPU's time and
+    names the idle time beside it — its size against an oracle over the raw events (each step's
+    window from its first op to the next step's; busy the union of the ops in it) and the op that
+    held the host (the data loader, recorded once per step)."""
+    import statistics
+
+    name = "kineto/v100_resnet50_train_steps5-7.pt.trace.json.gz"
+    rows = _json_oracle(name)["rows"]
+    ranges = _ranges(name, r"^ProfilerStep#")
+    mine = [[r for r in rows if not r[4] and a <= (r[3] if r[3] is not None else r[0]) < b]
+            for a, b in ranges]
+    starts = [min(r[0] for r in m) for m in mine]
+    latency = [b - a for a, b in zip(starts, starts[1:])]
+    busy = [_busy((max(r[0], a), min(r[1], b)) for r in rows if min(r[1], b) > max(r[0], a))
+            for a, b in zip(starts, starts[1:])]
+    lat_ms = statistics.median(latency) / 1e6
+    idle_ms = statistics.median(lt - bz for lt, bz in zip(latency, busy)) / 1e6
+    loader = [e for e in _events(name) if e.get("name", "").startswith("enumerate(DataLoader)")]
+    assert len(loader) == len(ranges)  # one batch fetched per step
+    assert 0.25 <= idle_ms / lat_ms < 0.5
+    v = _explain(name)["verdict"]
+    assert v.startswith(f"GPU-busy: the GPU is busy {lat_ms - idle_ms:.1f} ms of each {lat_ms:.1f} ms")
+    assert (f"; besides, {idle_ms:.1f} ms ({idle_ms / lat_ms:.0%}) of each step is the GPU waiting "
+            f"for the host: one stall per step in {loader[0]['name']}") in v

@@ -65,6 +65,27 @@ def _stall_clause(st: Stall) -> str:
     return f"{what} in {st['op']}{why}"
 
 
+#: below half the step but at least this share, the GPU's idle time is named beside the GPU's
+#: own time: a step half idle is not "kernel-bound" alone
+IDLE_ALSO = 0.25
+#: what the GPU is doing in each class of idle time, as the verdict says it
+_IDLE = {"host_bound": ("Launch-bound", "the GPU waiting for the host"),
+         "sync": ("Sync-bound", "the GPU idle around host synchronizations"),
+         "launch_latency": ("Launch-latency-bound", "gaps between already-queued kernels"),
+         "other": ("Idle-bound", "the GPU idle for reasons the trace does not show")}
+
+
+def _idle_clause(e: Explanation, overhead: float, share: float, top: str) -> str:
+    """"; besides, X ms (Y%) of each step is <the idle's kind>[: the stall]" where the idle time is
+    at least :data:`IDLE_ALSO` of the step (and below half: then it leads the verdict)."""
+    if share < IDLE_ALSO:
+        return ""
+    stall = ""
+    if top == "host_bound" and e.host and e.host.get("stalls"):
+        stall = f": {_stall_clause(e.host['stalls'][0])}"
+    return f"; besides, {_fmt_ms(overhead)} ({share:.0%}) of each step is {_IDLE[top][1]}{stall}"
+
+
 def _overlap(a: list | None, b: list | None) -> bool:
     return bool(a and b) and a[0] <= b[1] and b[0] <= a[1]  # type: ignore[index]
 
@@ -153,19 +174,19 @@ def verdict(e: Explanation) -> str:
             hv = _host_verdict(e, lat, floor_part, graphs)
             if hv:
                 return hv
-        what = {"host_bound": ("Launch-bound", "the GPU waiting for the host"),
-                "sync": ("Sync-bound", "the GPU idle around host synchronizations"),
-                "launch_latency": ("Launch-latency-bound", "gaps between already-queued kernels"),
-                "other": ("Idle-bound", "the GPU idle for reasons the trace does not show")}[top]
+        what = _IDLE[top]
         return f"{what[0]}: {share:.0%} of each {_fmt_ms(lat)} step is {what[1]}; {floor_part}{graphs}."
+    idle = _idle_clause(e, overhead, share, top)
     r_floor = d.get("r_floor") or 0.0
     if floor and r_floor >= 0.7:
         return (f"Near the memory floor: each {_fmt_ms(lat)} step is within "
                 f"{1 / r_floor:.2f}× of the {_fmt_ms(floor)} weights+KV floor "
                 f"(R_floor {d['r_floor']:.0%}); only fewer bytes (quantization, smaller KV) will help{graphs}.")
     if floor:
+        # with a quarter of the step idle or more, the kernels are not all there is to speed up
+        focus = "" if idle else "; the kernels, not launches, are what to speed up"
         return (f"Kernel-bound: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step, "
-                f"{busy / floor:.1f}× the {_fmt_ms(floor)} weights+KV floor (R_floor {d['r_floor']:.0%}); "
-                f"the kernels, not launches, are what to speed up{graphs}.")
+                f"{busy / floor:.1f}× the {_fmt_ms(floor)} weights+KV floor (R_floor {d['r_floor']:.0%})"
+                f"{focus}{graphs}{idle}.")
     return (f"GPU-busy: the GPU is busy {_fmt_ms(busy)} of each {_fmt_ms(lat)} step "
-            f"({1 - share:.0%}); {floor_part}{graphs}.")
+            f"({1 - share:.0%}); {floor_part}{graphs}{idle}.")
