@@ -112,7 +112,8 @@ def from_capture(cap: dict | None) -> dict | None:
     median of the sessions' medians is ``expected_ms``, what a user should expect on average,
     with their range. ``timing_after`` (steps timed after the window, same process) is a drift
     check, not a sample: on the H100 and H200 hosts the sample traces come from, the host
-    stayed 20–100% slower after torch.profiler stopped. ``None`` when the capture has no unprofiled timing."""
+    stayed 20–100% slower after torch.profiler stopped. ``None`` when the capture has no
+    unprofiled timing."""
     if not isinstance(cap, dict):
         return None
     before = cap.get("timing")
