@@ -121,6 +121,9 @@ def test_nsight_says_it_cannot_tell_stalls_from_launch_issue(explained):
     assert not any("no CPU ops" in w for w in k.warnings)
     assert n.unprofiled["decomposition"]["stall_ms"] is None
     assert n.unprofiled["reliable"] is False
+    from tracekit.report.markdown import render_markdown
+
+    assert "launch issue and stalls are not told apart" in render_markdown(n.to_dict())
 
 
 # -- the CUDA-Graphs what-if against a measured graph replay ---------------------------------

@@ -367,8 +367,12 @@ def unprofiled_whatif_text(doc: dict) -> str:
         rng = f" ({iv[0]:.2f}–{iv[1]:.2f})" if iv else ""
         out += ("; " if out else "") + (f"profiler cost {u['profiler_cost_us']:.2f} µs per "
                                         f"recorded event{rng}, {src}")
-    if u.get("reliable") is False and u.get("decomposition"):
-        out += ("; " if out else "") + "the split is an estimate with a wide interval, not a measurement"
+    dec = u.get("decomposition")
+    if u.get("reliable") is False and dec:
+        out += ("; " if out else "") + (
+            "the split is an estimate with a wide interval, not a measurement"
+            if dec.get("stall_ms") is not None else
+            "launch issue and stalls are not told apart (the trace has no CPU ops)")
     return out
 
 
