@@ -83,7 +83,14 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
     if opts.device == "cuda":
         check_cuda()
     with sigterm_as_interrupt():
-        return _capture(opts, spec, progress)
+        if opts.tp <= 1:
+            return _capture(opts, spec, progress)
+        from tracekit.capture import tp
+
+        try:  # one rank of a torchrun job (tp.setup_rank joins the group in _capture)
+            return _capture(opts, spec, progress)
+        finally:
+            tp.teardown_rank()
 
 
 def _require_torch() -> None:

@@ -125,6 +125,16 @@ def setup_rank(device: str) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def teardown_rank() -> None:
+    """Leave the process group before the interpreter exits: gloo's worker threads otherwise hold
+    tensors while Python finalizes, and the rank can die of "terminate called without an active
+    exception" (SIGABRT) after its trace is written (pytorch/pytorch#190489)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def build_tp_model(spec, *, output: Path, device: str, dtype: str, weights: Path | None,
                    seed: int, attention: str):
     """This rank's shard of the model (HF ``tp_plan="auto"``), in eval mode."""
@@ -157,4 +167,4 @@ def shard_bytes(model) -> int:
 
 
 __all__ = ["build_tp_model", "check", "in_torchrun", "launch", "rank_argv", "rank_path", "setup_rank",
-           "shard_bytes", "torchrun_argv"]
+           "shard_bytes", "teardown_rank", "torchrun_argv"]
