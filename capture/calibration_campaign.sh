@@ -53,7 +53,7 @@ for cfg in $CONFIGS; do
       replay) cmd=(python3 capture/plain_profiler_decode.py --model "$model" --ctx "$ctx"
                    --which graph_eager_kernels --out "$WORK/plain_$name") ;;
     esac
-    log "$name: ${cmd[*]:2} (limit ${left}s)"
+    log "$name: ${cmd[*]} (limit ${left}s)"
     timeout -s TERM "$left" "${cmd[@]}" > "$WORK/$name.log" 2>&1
     log "$name: exit $?"
     if [ "$arm" = replay ]; then  # the plain script names its trace itself
