@@ -83,14 +83,13 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
     if opts.device == "cuda":
         check_cuda()
     with sigterm_as_interrupt():
-        if opts.tp <= 1:
-            return _capture(opts, spec, progress)
-        from tracekit.capture import tp
-
-        try:  # one rank of a torchrun job (tp.setup_rank joins the group in _capture)
+        try:
             return _capture(opts, spec, progress)
         finally:
-            tp.teardown_rank()
+            if opts.tp > 1:  # one rank of a torchrun job: tp.setup_rank joined the group
+                from tracekit.capture import tp
+
+                tp.teardown_rank()
 
 
 def _require_torch() -> None:
