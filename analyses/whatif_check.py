@@ -58,15 +58,18 @@ def profiled_step(path: Path) -> tuple[float | None, str]:
 
 def row(name: str, pred: float | None, iv: list | None, meas: float | None, note: str,
         tally: dict[str, list] | None) -> str:
-    """One table row; ``tally`` collects (what-if kind, error %, covered) for the summary (None:
-    a row shown, not counted)."""
+    """One table row; ``tally`` collects (what-if kind, error % or None, covered) for the summary
+    (None: a row shown, not counted). A measured case with no prediction counts as a miss; a case
+    with no measurement is no case."""
+    kind = next(k for k in TARGET_PCT if name.startswith(k))
     if pred is None or meas is None:
+        if tally is not None and meas is not None:
+            tally.setdefault(kind, []).append((None, False))
         return f"| {name} | n/a | n/a | {meas if meas is not None else 'n/a'} | | | {note} |"
     err = 100 * (pred / meas - 1)
     ivs = f"{iv[0]:.2f}–{iv[1]:.2f}" if iv else "n/a"
     covered = bool(iv and iv[0] <= meas <= iv[1])
     if tally is not None:
-        kind = next(k for k in TARGET_PCT if name.startswith(k))
         tally.setdefault(kind, []).append((err, covered))
     return (f"| {name} | {pred:.2f} | {ivs} | {meas:.2f} | {err:+.1f}% | "
             f"{'yes' if covered else 'no'} | {note} |")
@@ -77,7 +80,7 @@ def summary(tally: dict[str, list]) -> list[str]:
     cases = [c for rows in tally.values() for c in rows]
     out = [f"intervals holding the measured value: {sum(c for _, c in cases)} of {len(cases)}"]
     for kind, rows in tally.items():
-        ok = sum(abs(e) <= TARGET_PCT[kind] for e, _ in rows)
+        ok = sum(e is not None and abs(e) <= TARGET_PCT[kind] for e, _ in rows)
         out.append(f"{kind}: {ok} of {len(rows)} within ±{TARGET_PCT[kind]:.0f}%")
     return out
 

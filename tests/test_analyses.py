@@ -131,3 +131,17 @@ def test_whatif_check_measures_the_replay_arm_by_its_step_period(tmp_path):
     period_ms = statistics.median((b - a) / 1e3 for a, b in zip(starts, starts[1:]))
     assert float(rows["CUDA Graphs, same kernels (q)"][2]) == pytest.approx(period_ms, abs=0.006)
     assert "CUDA Graphs: " in out and " of 1 within ±15%" in out
+
+
+def test_whatif_check_counts_a_measured_case_without_a_prediction_as_a_miss(tmp_path):
+    """An eager trace with no CUDA-Graphs prediction (an A100: no per-op graph gap known) beside a
+    measured replay: the row says n/a and the summary counts the case, uncovered and off target,
+    instead of leaving it out (which would overstate coverage)."""
+    (tmp_path / "a_eager.json.gz").symlink_to(
+        (ROOT / "sample_traces" / "peer" / "hta" / "rank0.json.gz").resolve())
+    (tmp_path / "a_replay.json.gz").symlink_to(
+        (ROOT / "sample_traces" / "plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz").resolve())
+    rows, out = _whatif_check(tmp_path)
+    assert rows["CUDA Graphs, same kernels (a)"][0] == "n/a"
+    assert "intervals holding the measured value: 0 of 1" in out
+    assert "CUDA Graphs: 0 of 1 within ±15%" in out
