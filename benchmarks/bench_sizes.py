@@ -113,6 +113,8 @@ def sweep(sizes: list[int], n: int, hta: bool, baseline: Path | None = None) -> 
                 run(tk_cmd, env)
                 run(std_cmd, plain)
                 run(nr_cmd, env)
+                if baseline is not None:
+                    run(tk_cmd, baseline_env(env, baseline), baseline)
             tk, std, ht, nr, base = [], [], [], [], []
             for _ in range(n):
                 if baseline is not None:
