@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from helpers import oracle_steps, stdlib_trace
 
+from tracekit.report.markdown import render_markdown
 from tracekit.specs.kernels import short_name
 from tracekit.steps import detect_steps
 from tracekit.trace import load
@@ -121,8 +122,6 @@ def test_nsight_says_it_cannot_tell_stalls_from_launch_issue(explained):
     assert not any("no CPU ops" in w for w in k.warnings)
     assert n.unprofiled["decomposition"]["stall_ms"] is None
     assert n.unprofiled["reliable"] is False
-    from tracekit.report.markdown import render_markdown
-
     assert "launch issue and stalls are not told apart" in render_markdown(n.to_dict())
 
 
