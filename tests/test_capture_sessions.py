@@ -76,6 +76,11 @@ def test_every_session_calibrates_and_the_interval_spans_them(two_sessions_run) 
     assert pc["interval_ns"] == [lo, hi]
     assert lo <= min(p["ns_per_event"] for p in per) and max(p["ns_per_event"] for p in per) <= hi
     assert "2 processes" in pc["interval_basis"]
+    # each session's stall-free calibration step, unprofiled: the profiled session's own samples
+    # are in the trace's calibration, and its median is kept beside the other session's
+    assert per[1]["unprofiled_median_ms"] == pytest.approx(
+        statistics.median(pc["unprofiled_ms"]), abs=1e-5)
+    assert per[0]["unprofiled_median_ms"] > 0
     # the capture's summary says it, with the interval
     line = next(ln for ln in output.splitlines()
                 if ln.startswith("profiler cost"))

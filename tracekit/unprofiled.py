@@ -175,7 +175,17 @@ def _measured_cost(cap: dict | None) -> tuple[float, float, float] | None:
     point = float(raw)
     lo, hi = ((float(iv[0]), float(iv[1])) if isinstance(iv, list) and len(iv) == 2
               and all(_positive(x) or x == 0 for x in iv) else (point, point))
-    return point, min(lo, point), max(hi, point)
+    k = 0.5 if _halved_count(cap, pc) else 1.0
+    return point * k, min(lo, point) * k, max(hi, point) * k
+
+
+def _halved_count(cap: dict, pc: dict) -> bool:
+    """A calibration whose events per step were counted at half (see
+    ``tracekit/capture/calibrate.py``, ``EVENTS_BASIS``): written before the count said its
+    basis, by a profiler that recorded CUDA activity (each step's range then had a GPU-side
+    copy holding no event, and the median of the counts took those zeros)."""
+    acts = cap.get("profiler_activities")
+    return ("events_basis" not in pc and isinstance(acts, list) and "cuda" in acts)
 
 
 def _positive(x: object) -> bool:
@@ -197,11 +207,15 @@ def calibrate(cap: dict | None, *, u: float, p: float, stall_p: float, events: f
     Another machine's cost is never used: it was 2.1 µs on one H100 host and 5–6.6 µs on others."""
     measured = _measured_cost(cap)
     if measured is not None:
+        halved = _halved_count(cap or {}, (cap or {}).get("profiler_cost") or {})
         return {"source": "this-capture", "ns": measured,
                 "text": (f"{measured[0] / 1e3:.2f} µs per recorded event "
                          f"({measured[1] / 1e3:.2f}–{measured[2] / 1e3:.2f}), measured by the "
                          "capture on this host: the same decode step with a stall-free attention "
-                         "kernel, with and without the profiler")}
+                         "kernel, with and without the profiler"
+                         + ("; half the cost its metadata says, which counted each step's "
+                            "events at half (a fault of captures before 2026-12-08)"
+                            if halved else ""))}
     if events <= 0 or p <= u:
         return {"source": None, "ns": None,
                 "text": "no per-event profiler cost: the trace's capture did not measure one and "

@@ -25,7 +25,11 @@ one process's spread; on a noisy host the cost differs more between processes th
 (the first GPU run, one H100 host: 4.5 and 8.2 µs for the same model and context in two
 processes, each interval under ±20%). So with ``--sessions N`` every session calibrates — the
 unprofiled sessions after their timed steps, no profiler having run before — and
-``sessions.py`` widens the profiled session's interval to span every session's (:func:`across`).
+``sessions.py`` widens the profiled session's interval to span every session's (:func:`across`), keeping each
+session's unprofiled median of the calibration workload: where that workload is the step without
+its stall (flash forced in place of cuDNN's plan build), those medians are the stall-free step
+measured in N processes — the process-to-process spread ``tracekit explain`` widens the
+"without the stalls" interval by.
 
     tracekit capture --model qwen2.5-7b --mode eager     # metadata "profiler_cost"
 """
@@ -44,6 +48,10 @@ import numpy as np
 #: decode steps timed without and with the profiler (after 2 warm-up steps with the workload)
 STEPS = 10
 CALIBRATION_NAME = "tracekit.calibration#{i}"
+#: ``profiler_cost.events_basis``: how the events per step were counted. Its absence marks a
+#: capture whose count also took the ranges' GPU-side copies (zero events each): half the count,
+#: twice the cost, wherever the profiler recorded CUDA activity
+EVENTS_BASIS = "the calibration steps' CPU ranges"
 
 
 def wanted(opts: Any) -> bool:
@@ -64,8 +72,15 @@ def across(own: dict | None, sessions: list[dict | None]) -> dict | None:
                                    max(s["interval_ns"][1] for s in ok)],
             "interval_basis": f"every session's interval ({len(ok)} processes)",
             "sessions": [None if not s or s.get("ns_per_event") is None else
-                         {"ns_per_event": s["ns_per_event"], "interval_ns": s["interval_ns"]}
+                         {"ns_per_event": s["ns_per_event"], "interval_ns": s["interval_ns"],
+                          "unprofiled_median_ms": _median(s.get("unprofiled_ms"))}
                          for s in sessions]}
+
+
+def _median(xs: object) -> float | None:
+    """The median of a list of step times (ms), or None (older metadata kept no samples)."""
+    ok = [float(x) for x in xs if isinstance(x, (int, float))] if isinstance(xs, list) else []
+    return round(statistics.median(ok), 6) if ok else None
 
 
 def workload(attention: str, device: str) -> tuple[str, Callable[[], Any]]:
@@ -132,17 +147,23 @@ def measure(step: Callable[[], None], unprofiled_ms: list[float], **kw: Any) -> 
         return {"error": f"{type(exc).__name__}: {why}", "ns_per_event": None}
 
 
-def events_per_step(path: Path) -> list[int]:
+def events_per_step(path: Path, *, prefix: str = "tracekit.calibration#") -> list[int]:
     """Host events (CPU ops + runtime calls) recorded on each calibration step's thread, counted
-    as ``tracekit explain`` counts a step's events."""
+    as ``tracekit explain`` counts a step's events: one count per CPU range named ``prefix…``.
+
+    With CUDA activity Kineto also records each ``record_function`` range on the GPU timeline
+    (``gpu_user_annotation``, a stream's "thread"); those hold no host event and are skipped —
+    counted, they put a zero beside every step and halved the median (captures before
+    :data:`EVENTS_BASIS` was written; :func:`tracekit.unprofiled` corrects them)."""
     from tracekit.trace import load
 
     tr = load(path)
     ann = tr.table("annotations")
-    names = ann["name"].to_list() if hasattr(ann["name"], "to_list") else list(ann["name"])
+    names = ann["name"].tolist()
+    on_gpu = ann["on_gpu"].tolist()
     out = []
     for k, name in enumerate(names):
-        if not str(name).startswith("tracekit.calibration#"):
+        if not str(name).startswith(prefix) or on_gpu[k]:
             continue
         lo, hi, tid = int(ann["start_ns"][k]), int(ann["end_ns"][k]), int(ann["tid"][k])
         n = 0
@@ -171,6 +192,7 @@ def cost(unprofiled_ms: list[float], profiled_ms: list[float], events: list[int]
         "ns_per_event": round(max(ns[0], 0.0), 1),
         "interval_ns": [round(max(ns[1], 0.0), 1), round(max(ns[2], 0.0), 1)],
         "events_per_step": e,
+        "events_basis": EVENTS_BASIS,
         "unprofiled_ms": [round(x, 6) for x in unprofiled_ms],
         "profiled_ms": [round(x, 6) for x in profiled_ms],
         "workload": what,
