@@ -14,6 +14,7 @@ from tracekit.explain import GRAPH_GAP_NS, explain, graph_gap_ns
 from tracekit.specs.gpus import get_gpu, match_gpu
 from tracekit.specs.models import get_model
 from tracekit.trace import load
+from tracekit.whatif import GRAPH_GAP_RANGE_NS
 
 
 def test_gpu_names_match_most_specific_first():
@@ -139,19 +140,20 @@ GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_replay.json.gz"
 SAME_KERNELS_GRAPH = SAMPLES / "plain_qwen2.5-7b_ctx2048_graph_eager_kernels.json.gz"
 
 
-@pytest.mark.parametrize(("trace", "rel"), [
-    # fitted on the H200 ctx-2048 trace (GRAPH_GAP_NS); checked on traces it never saw:
-    ("qwen2.5-7b_ctx8192_cuda-graphs.json.gz", 0.10),  # same GPU, another context
-    ("h100/qwen2.5-7b_ctx2048_cuda-graphs.json.gz", 0.20),  # another Hopper part (H100)
-    ("h100/qwen2.5-7b_ctx8192_cuda-graphs.json.gz", 0.20),
-    ("h100/llama-3.1-8b_ctx2048_cuda-graphs.json.gz", 0.20),  # another model
+@pytest.mark.parametrize("trace", [
+    "qwen2.5-7b_ctx8192_cuda-graphs.json.gz",  # H200, another context
+    "h100/qwen2.5-7b_ctx2048_cuda-graphs.json.gz",  # H100
+    "h100/qwen2.5-7b_ctx8192_cuda-graphs.json.gz",
+    "h100/llama-3.1-8b_ctx2048_cuda-graphs.json.gz",  # another model
 ])
-def test_hopper_default_gap_predicts_other_graph_replays(trace, rel):
-    """The per-op gap of a graph replay, fitted once (H200, Qwen2.5-7B, ctx 2048), holds on graph
-    replays of another context, another Hopper GPU and another model."""
+def test_hopper_default_gap_range_holds_other_graph_replays(trace):
+    """The per-op gap of a graph replay differs by host and program (111–566 ns on the
+    committed Hopper replays); HF's static-cache graphs, none of them the same-kernels replays the
+    default point comes from, fall inside the default's range — and above its point."""
     g = load(SAMPLES / trace)
     assert match_gpu(g.meta["gpu_name"]).arch == "hopper"
-    assert graph_gap_ns(g) == pytest.approx(GRAPH_GAP_NS["hopper"], rel=rel)
+    low, high = GRAPH_GAP_RANGE_NS["hopper"]
+    assert GRAPH_GAP_NS["hopper"] < graph_gap_ns(g) <= high and low < GRAPH_GAP_NS["hopper"]
 
 
 def test_graph_trace_calibration_and_already_graphed():

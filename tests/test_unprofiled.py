@@ -197,12 +197,21 @@ def test_a_capture_calibration_splits_the_real_step(tmp_path):
     assert u["calibration_source"] == "this-capture"
     assert u["profiler_cost_us"] == pytest.approx(cost_ns / 1e3)
     assert u["profiler_cost_interval_us"] == pytest.approx([0.45e-3, 0.55e-3])
+    # the point: the stall as long as profiled (one op, a handful of events inside it)
+    assert e.summary["latency_ms"] > 0.9
+    assert u["decomposition"]["stall_ms"] == pytest.approx(h["stall_ms"])
+    # the interval holds the split at the measured cost too: the profiled issue time less the
+    # measured cost per event, the stall the rest
     h_u = max(e.summary["latency_ms"] - h["stall_ms"] - _other(e)
               - cost_ns * h["events_per_step"] / 1e6, e.summary["gpu_busy_ms"])
-    assert u["decomposition"]["stall_ms"] == pytest.approx(0.9 - h_u - _other(e))
+    s_lo, s_hi = u["decomposition"]["stall_interval_ms"]
+    assert s_lo <= 0.9 - h_u - _other(e) <= s_hi and s_lo <= h["stall_ms"] <= s_hi
     lo, hi = u["whatif"]["no_stalls_interval_ms"]
     assert e.summary["gpu_busy_ms"] <= lo <= u["whatif"]["no_stalls_ms"] <= hi
+    assert lo <= max(h_u, e.summary["gpu_busy_ms"]) + _other(e) <= hi
     assert "this host's measured profiler cost" in e.verdict
+    # the trace's own P − U implies a cost the measurement does not hold: not reliable, and said
+    assert u["reliable"] is False and "outside the measured range" in u["calibration"]
 
 
 def test_a_failed_capture_calibration_falls_back_to_the_trace_estimate(tmp_path, monkeypatch):

@@ -53,6 +53,9 @@ STALL_INFLATION = (0.0, 0.0, 0.35)
 #: the what-if interval is widened by the step-to-step spread of the unprofiled samples (half the
 #: p10–p90 range over the median), at most this much each way
 MAX_NOISE = 0.25
+#: the "without the stalls" interval is widened by how far the host's step moves (steps, drift,
+#: processes), at most this much each way
+MAX_SPREAD = 0.5
 #: ``reliable`` needs this-capture's calibration and a what-if interval no wider than this ratio
 RELIABLE_WIDTH = 1.35
 
@@ -124,7 +127,7 @@ def from_capture(cap: dict | None) -> dict | None:
            "after_ms": _timing_median(cap.get("timing_after")),
            "sessions_median_ms": None, "sessions": None, "basis": "profiled session",
            "expected_ms": own, "expected_basis": "profiled session (one process)",
-           "sessions_range_ms": None}
+           "sessions_range_ms": None, **_calibration_steps(cap.get("profiler_cost"))}
     sessions = cap.get("sessions")
     runs = sessions.get("runs") if isinstance(sessions, dict) else None
     if isinstance(runs, list):
@@ -137,6 +140,19 @@ def from_capture(cap: dict | None) -> dict | None:
         if len(meds) >= 2:
             out.update(expected_ms=median(meds), expected_basis=f"median of {len(meds)} sessions")
     return out
+
+
+def _calibration_steps(pc: object) -> dict:
+    """The calibration workload's unprofiled median in the profiled session's process
+    (``calibration_own_ms``) and in every session's (``calibration_medians_ms``): the same
+    stall-free step in N processes, where the capture kept them."""
+    if not isinstance(pc, dict):
+        return {"calibration_own_ms": None, "calibration_medians_ms": []}
+    per = pc.get("sessions") if isinstance(pc.get("sessions"), list) else []
+    meds = [float(x["unprofiled_median_ms"]) for x in per if isinstance(x, dict)
+            and _positive(x.get("unprofiled_median_ms"))]
+    return {"calibration_own_ms": median(_samples({"unprofiled_ms": pc.get("unprofiled_ms")})),
+            "calibration_medians_ms": meds}
 
 
 def bimodal(samples: list[float]) -> tuple[float, float] | None:
@@ -192,45 +208,76 @@ def _positive(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+def _trace_estimate(*, u: float, p: float, stall_p: float, events: float
+                    ) -> tuple[float, float, float] | None:
+    """(point, low, high) ns per event from the trace's own profiled − unprofiled step, less what
+    the profiler added to the stall: with the stall ``STALL_INFLATION`` × longer under the
+    profiler, ``P − U = c × events + S_p × f/(1 + f)``. The point (f = 0) is the stall as
+    profiled. None where ``P ≤ U`` (the host drifted) or no event was recorded."""
+    if events <= 0 or p <= u:
+        return None
+
+    def at(f: float) -> float:
+        return max(p - u - stall_p * f / (1 + f), 0.0) / events * 1e6
+
+    point, lo_f, hi_f = STALL_INFLATION
+    return at(point), at(hi_f), at(lo_f)
+
+
 def calibrate(cap: dict | None, *, u: float, p: float, stall_p: float, events: float) -> dict:
-    """The profiler's cost per recorded host event, and where it comes from.
+    """The profiler's cost per recorded host event: where it comes from (``source``), its value
+    and range (``ns``), the costs the split is computed at (``point_ns``, and ``range_ns``: every
+    cost the interval must hold) and whether the two agree (``consistent``).
 
     * ``this-capture`` — ``tracekit capture`` measured it on this host, in this process (the
       metadata's ``profiler_cost``: the same decode step with a stall-free attention kernel, timed
       with and without the profiler; see ``tracekit/capture/calibrate.py``);
-    * ``trace-estimate`` — any other trace whose unprofiled step is known: the step's own profiled
-      − unprofiled difference, less what the profiler added to the stall. With the stall
-      ``STALL_INFLATION`` × longer under the profiler, ``P − U = c × events + S_p × f/(1 + f)``;
-      the range of f gives the range of c;
+    * ``trace-estimate`` — any other trace whose unprofiled step is known (:func:`_trace_estimate`);
     * ``None`` — neither (the profiled step is not longer than the unprofiled one).
 
-    Another machine's cost is never used: it was 2.1 µs on one H100 host and 5–6.6 µs on others."""
+    The split's point is the trace estimate's wherever there is one — the stall as long as
+    profiled (a stall is one long op with a handful of recorded events inside it) — and the
+    measured cost, where there is one, spans the interval and checks it. Measured on one H100
+    host, the cost a process measured on its calibration window differed from the one its own
+    profiled window implied by up to 2.5× (a second profiler window in a process, on another
+    attention kernel's events, runs at another cost per event), while the stall as profiled put
+    "without the stalls" within 10% of the stall-free step the same process ran (docs/host.md).
+    Another machine's cost is never used: it was 1–2.6 µs on H100 hosts and 5.6 µs on an H200."""
     measured = _measured_cost(cap)
+    est = _trace_estimate(u=u, p=p, stall_p=stall_p, events=events)
+    _, lo_f, hi_f = STALL_INFLATION
+    est_text = (f"this trace's own profiled − unprofiled step over {events:.0f} events gives "
+                f"{est[0] / 1e3:.2f} µs with the stall as long as profiled ({est[1] / 1e3:.2f} "
+                f"if the profiler lengthened it {hi_f:.0%})" if est else "")
     if measured is not None:
         halved = _halved_count(cap or {}, (cap or {}).get("profiler_cost") or {})
+        consistent = est is not None and measured[1] <= est[0] <= measured[2]
         return {"source": "this-capture", "ns": measured,
+                "point_ns": est[0] if est else measured[0],
+                "range_ns": [*measured, *(est or ())], "consistent": consistent,
                 "text": (f"{measured[0] / 1e3:.2f} µs per recorded event "
                          f"({measured[1] / 1e3:.2f}–{measured[2] / 1e3:.2f}), measured by the "
                          "capture on this host: the same decode step with a stall-free attention "
                          "kernel, with and without the profiler"
                          + ("; half the cost its metadata says, which counted each step's "
                             "events at half (a fault of captures before 2026-12-08)"
-                            if halved else ""))}
-    if events <= 0 or p <= u:
-        return {"source": None, "ns": None,
+                            if halved else "")
+                         + (f"; {est_text} — " + ("within the measured range" if consistent else
+                            "outside the measured range: the profiled window ran at another "
+                            "cost per event than the calibration, so the interval spans both")
+                            if est else
+                            "; the profiled step is not longer than the unprofiled one, so the "
+                            "split uses the measured cost"))}
+    if est is None:
+        return {"source": None, "ns": None, "point_ns": None, "range_ns": [], "consistent": False,
                 "text": "no per-event profiler cost: the trace's capture did not measure one and "
                         "the profiled step is not longer than the unprofiled one, so the split of "
                         "launch overhead into issue and stalls is unknown"}
-
-    def at(f: float) -> float:
-        return max(p - u - stall_p * f / (1 + f), 0.0) / events * 1e6
-
-    point, lo_f, hi_f = STALL_INFLATION
-    ns = (at(point), at(hi_f), at(lo_f))
-    return {"source": "trace-estimate", "ns": ns,
-            "text": (f"{ns[0] / 1e3:.2f} µs per recorded event ({ns[1] / 1e3:.2f}–"
-                     f"{ns[2] / 1e3:.2f}), estimated from this trace: its profiled − unprofiled "
-                     f"step over {events:.0f} events, the stall lengthened 0–"
+    return {"source": "trace-estimate", "ns": est, "point_ns": est[0], "range_ns": list(est),
+            "consistent": False,
+            "text": (f"{est[0] / 1e3:.2f} µs per recorded event ({est[1] / 1e3:.2f}–"
+                     f"{est[2] / 1e3:.2f}), estimated from this trace: its profiled − unprofiled "
+                     f"step over {events:.0f} events, the stall lengthened {lo_f:.0%}–"
                      f"{hi_f:.0%} by the profiler; not measured on this host — capture with "
                      "tracekit capture to measure it")}
 
@@ -280,6 +327,28 @@ def no_stalls(whatif: dict, summary: dict, host: dict | None) -> None:
     spread = host.get("stall_ms_range") or [host["stall_ms"]] * 2
     whatif.update(no_stalls_ms=ms, no_stalls_speedup=lat / ms if ms else None,
                   no_stalls_interval_ms=[min(at(spread[1]), ms), max(at(spread[0]), ms)])
+
+
+def _host_spread(cap: dict | None, u: float, noise: float) -> tuple[float, float]:
+    """How far this host's step moves, as fractions of it (down, up), each at most
+    ``MAX_SPREAD``: the step-to-step noise; the drift from the steps timed before the profiled
+    window to those after it; the fresh sessions' medians against the profiled session's; and
+    each session's stall-free calibration step against the profiled session's (the same step in
+    N processes). A host-bound step moves with the host: on one H100 VM the stall-free step of
+    one model and context took 19 ms in one process and 29 ms in the next."""
+    down = up = noise
+    if cap:
+        b, a = cap.get("before_ms"), cap.get("after_ms")
+        if b and a:
+            down = up = max(up, abs(a / b - 1))
+        rng = cap.get("sessions_range_ms")
+        if rng and u > 0:
+            down, up = max(down, 1 - rng[0] / u), max(up, rng[1] / u - 1)
+        cal = cap.get("calibration_medians_ms") or []
+        own = cap.get("calibration_own_ms")
+        if own and len(cal) >= 2:
+            down, up = max(down, 1 - min(cal) / own), max(up, max(cal) / own - 1)
+    return min(max(down, 0.0), MAX_SPREAD), min(max(up, 0.0), MAX_SPREAD)
 
 
 def _noise(samples: list[float]) -> float:
@@ -372,22 +441,26 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
             point, lo, hi = cal["ns"]
             out["profiler_cost_us"] = point / 1e3
             out["profiler_cost_interval_us"] = [lo / 1e3, hi / 1e3]
+            c = cal["point_ns"]
             sp = split(u=u, p=p, busy=busy, other=other, stall_p=stall_p, events=events,
-                       cost_ns=point)
+                       cost_ns=c)
             out["model"] = ("per-event profiler cost: the profiled host issue time less "
-                            f"{point / 1e3:.2f} µs per recorded event; stalls are the rest")
+                            f"{c / 1e3:.2f} µs per recorded event; stalls are the rest")
             ms = _no_stalls_ms(u, p, busy, other, host, sp)
-            # the split at either end of the cost's range: the stall and the issue it leaves,
-            # and the what-if, widened by the host's step-to-step spread around the point
-            at_hi, at_lo = (split(u=u, p=p, busy=busy, other=other, stall_p=stall_p,
-                                  events=events, cost_ns=c) for c in (hi, lo))
-            interval = [max(min(_no_stalls_ms(u, p, busy, other, host, at_hi), ms) * (1 - noise), busy),
-                        max(_no_stalls_ms(u, p, busy, other, host, at_lo), ms) * (1 + noise)]
+            # the split at every cost the calibration allows: the stall and the issue it leaves,
+            # and the what-if, widened by how much this host's step moves (steps, processes)
+            at = [split(u=u, p=p, busy=busy, other=other, stall_p=stall_p, events=events,
+                        cost_ns=x) for x in cal["range_ns"]]
+            ends = [_no_stalls_ms(u, p, busy, other, host, a) for a in at]
+            down, up = _host_spread(cap if source == "capture" else None, u, noise)
+            interval = [max(min(*ends, ms) * (1 - down), busy), max(*ends, ms) * (1 + up)]
             out["whatif"].update(no_stalls_ms=ms, no_stalls_interval_ms=interval,
                                  no_stalls_speedup=u / ms)
-            dec["stall_interval_ms"] = sorted((at_hi["stall_ms"], at_lo["stall_ms"]))
-            dec["launch_issue_interval_ms"] = sorted((at_hi["launch_issue_ms"], at_lo["launch_issue_ms"]))
+            dec["stall_interval_ms"] = [min(a["stall_ms"] for a in at), max(a["stall_ms"] for a in at)]
+            dec["launch_issue_interval_ms"] = [min(a["launch_issue_ms"] for a in at),
+                                               max(a["launch_issue_ms"] for a in at)]
             out["reliable"] = (samples_ok and cal["source"] == "this-capture"
+                               and cal["consistent"]
                                and interval[1] <= RELIABLE_WIDTH * interval[0])
     dec.update(launch_issue_ms=sp["launch_issue_ms"], stall_ms=sp["stall_ms"])
     out["host"] = {"launch_issue_ms": sp["launch_issue_ms"], "stall_ms": sp["stall_ms"],
