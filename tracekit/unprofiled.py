@@ -247,14 +247,14 @@ def calibrate(cap: dict | None, *, u: float, p: float, stall_p: float, events: f
     est = _trace_estimate(u=u, p=p, stall_p=stall_p, events=events)
     _, lo_f, hi_f = STALL_INFLATION
     est_text = (f"this trace's own profiled − unprofiled step over {events:.0f} events gives "
-                f"{est[0] / 1e3:.2f} µs with the stall as long as profiled ({est[1] / 1e3:.2f} "
-                f"if the profiler lengthened it {hi_f:.0%})" if est else "")
+                f"{est[0] / 1e3:.2f} µs with the stall as long as profiled" if est else "")
     if measured is not None:
         halved = _halved_count(cap or {}, (cap or {}).get("profiler_cost") or {})
         consistent = est is not None and measured[1] <= est[0] <= measured[2]
         return {"source": "this-capture", "ns": measured,
                 "point_ns": est[0] if est else measured[0],
-                "range_ns": [*measured, *(est or ())], "consistent": consistent,
+                # the measurement bounds the cost: no stall lengthening beyond it is assumed
+                "range_ns": [*measured, *(est[:1] if est else ())], "consistent": consistent,
                 "text": (f"{measured[0] / 1e3:.2f} µs per recorded event "
                          f"({measured[1] / 1e3:.2f}–{measured[2] / 1e3:.2f}), measured by the "
                          "capture on this host: the same decode step with a stall-free attention "
