@@ -233,3 +233,33 @@ def test_a_failed_capture_calibration_falls_back_to_the_trace_estimate(tmp_path,
     with gzip.open(path, "wt") as f:
         json.dump(doc, f)
     assert explain(path).unprofiled["calibration_source"] == "trace-estimate"
+
+
+def test_the_no_stalls_interval_widens_by_the_sessions_stall_free_steps(tmp_path):
+    """A capture whose sessions each ran the stall-free step (its calibration, unprofiled): the
+    interval widens by how far those steps sit from the profiled session's own, each way — the
+    same step in other processes."""
+    path = stall_trace(tmp_path)
+    doc = json.load(gzip.open(path))
+    base = {"ns_per_event": 0.5, "interval_ns": [0.45, 0.55], "unprofiled_ms": [0.40] * 10,
+            "workload": "decode steps, SDPA flash attention"}
+    doc["tracekit"] = {"schema": "tracekit.capture/1", "mode": "eager",
+                       "timing": {"steps": 30, "warmup": 5, "unprofiled_ms": [0.9] * 30},
+                       "profiler_activities": ["cpu", "cuda"],
+                       "profiler_cost": {**base, "events_basis": "the calibration steps' CPU ranges"}}
+    with gzip.open(path, "wt") as f:
+        json.dump(doc, f)
+    narrow = explain(path).unprofiled["whatif"]["no_stalls_interval_ms"]
+    # the same capture, its two sessions' stall-free steps at 0.30 and 0.60 ms (own: 0.40)
+    doc["tracekit"]["profiler_cost"]["sessions"] = [
+        {"ns_per_event": 0.5, "interval_ns": [0.45, 0.55], "unprofiled_median_ms": 0.30},
+        {"ns_per_event": 0.5, "interval_ns": [0.45, 0.55], "unprofiled_median_ms": 0.60}]
+    with gzip.open(path, "wt") as f:
+        json.dump(doc, f)
+    e = explain(path)
+    lo, hi = e.unprofiled["whatif"]["no_stalls_interval_ms"]
+    # no step noise, no drift, no session timings: only the stall-free steps widen it
+    assert lo == pytest.approx(max(narrow[0] * (1 - 0.25), e.summary["gpu_busy_ms"]))
+    assert hi == pytest.approx(narrow[1] * 1.5)
+    # a count that says its basis is not halved
+    assert e.unprofiled["profiler_cost_us"] == pytest.approx(0.5e-3)

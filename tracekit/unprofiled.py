@@ -22,11 +22,14 @@ an **estimate**, named ``per-event profiler cost``:
 
 ``c`` is the profiler's cost per recorded host event (see :func:`calibrate`): measured by the
 capture on its own host (``calibration_source: this-capture``) or estimated from the trace itself
-(``trace-estimate``) — never borrowed from another machine. A plain proportional split (everything
+(``trace-estimate``) — never borrowed from another machine. The point is the trace's own
+``(P − U) ÷ events``: the stall as long as profiled (one op with a handful of events inside); a
+measured cost spans the interval and decides ``reliable``. A plain proportional split (everything
 × U/P) would be wrong: the profiler inflates the per-op issue cost far more than one long op — on
 an H100 the issue time of an eager step went from ≈13 ms unprofiled to ≈38 ms profiled, while a
 cuDNN plan-build stall stayed about as long. Every what-if carries an interval from ``c``'s range
-and the session's step-to-step spread (docs/host.md).
+and how far the host's step moves — step to step, before and after the profiled window, process to
+process (docs/host.md).
 
 A trace with no stall needs no ``c``: its launch issue is simply the rest of ``U``, and
 ``(P − U) ÷ events`` is reported as that trace's own calibration.
@@ -148,7 +151,8 @@ def _calibration_steps(pc: object) -> dict:
     stall-free step in N processes, where the capture kept them."""
     if not isinstance(pc, dict):
         return {"calibration_own_ms": None, "calibration_medians_ms": []}
-    per = pc.get("sessions") if isinstance(pc.get("sessions"), list) else []
+    per = pc.get("sessions")
+    per = per if isinstance(per, list) else []
     meds = [float(x["unprofiled_median_ms"]) for x in per if isinstance(x, dict)
             and _positive(x.get("unprofiled_median_ms"))]
     return {"calibration_own_ms": median(_samples({"unprofiled_ms": pc.get("unprofiled_ms")})),
@@ -191,7 +195,7 @@ def _measured_cost(cap: dict | None) -> tuple[float, float, float] | None:
     point = float(raw)
     lo, hi = ((float(iv[0]), float(iv[1])) if isinstance(iv, list) and len(iv) == 2
               and all(_positive(x) or x == 0 for x in iv) else (point, point))
-    k = 0.5 if _halved_count(cap, pc) else 1.0
+    k = 0.5 if _halved_count(cap or {}, pc) else 1.0
     return point * k, min(lo, point) * k, max(hi, point) * k
 
 

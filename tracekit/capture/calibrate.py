@@ -1,8 +1,8 @@
 """The profiler's cost per recorded host event, measured on this host, in the capture's process.
 
 An eager decode step records ~5000 host events (CPU ops and CUDA runtime calls); each costs the
-host a few µs under torch.profiler, and how many depends on the host's CPU: 2.1 µs on one H100
-machine, 5–6.6 µs on others. ``tracekit explain`` needs that cost to turn a profiled step that
+host a few µs under torch.profiler, and how many depends on the host's CPU: 1.6–4 µs on the H100
+hosts measured, 5.6 µs on an H200. ``tracekit explain`` needs that cost to turn a profiled step that
 stalls (a cuDNN plan build, say) into the unprofiled step without the stall, so the capture
 measures it here instead of borrowing another machine's number:
 
