@@ -449,7 +449,10 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
             sp = split(u=u, p=p, busy=busy, other=other, stall_p=stall_p, events=events,
                        cost_ns=c)
             out["model"] = ("per-event profiler cost: the profiled host issue time less "
-                            f"{c / 1e3:.2f} µs per recorded event; stalls are the rest")
+                            f"{c / 1e3:.2f} µs per recorded event; stalls are the rest"
+                            + (" (this trace's own profiled − unprofiled step per event: the "
+                               "stall as long as profiled; the measured cost spans the interval)"
+                               if cal["source"] == "this-capture" and c != point else ""))
             ms = _no_stalls_ms(u, p, busy, other, host, sp)
             # the split at every cost the calibration allows: the stall and the issue it leaves,
             # and the what-if, widened by how much this host's step moves (steps, processes)
