@@ -188,6 +188,8 @@ def test_without_the_stalls_against_the_stall_free_step_measured_in_the_same_pro
     predicted, (lo, hi) = u["whatif"]["no_stalls_ms"], u["whatif"]["no_stalls_interval_ms"]
     assert predicted == pytest.approx(same_process, rel=0.20)
     assert lo <= same_process <= hi
+    # and the report puts that measurement beside the what-if, labelled
+    assert f"flash attention at {same_process:.2f} ms unprofiled in this process" in u["calibration"]
 
 
 def test_without_the_stalls_against_the_flash_capture_in_other_processes(campaign):

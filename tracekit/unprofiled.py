@@ -199,6 +199,20 @@ def _measured_cost(cap: dict | None) -> tuple[float, float, float] | None:
     return point * k, min(lo, point) * k, max(hi, point) * k
 
 
+def _stall_free_text(cap: dict) -> str:
+    """Where the calibration forced flash attention in place of PyTorch's choice, its unprofiled
+    steps are a measurement beside the what-if: the step with flash attention, in this process
+    (and in every session's, where the capture kept them)."""
+    pc = cap.get("profiler_cost") or {}
+    own = median(_samples({"unprofiled_ms": pc.get("unprofiled_ms")}))
+    if own is None or "flash" not in str(pc.get("workload", "")):
+        return ""
+    per = _calibration_steps(pc)["calibration_medians_ms"]
+    each = f" (each session's: {', '.join(f'{x:.2f}' for x in per)} ms)" if len(per) >= 2 else ""
+    return (f"; measured beside it: the calibration ran this step with flash attention at "
+            f"{own:.2f} ms unprofiled in this process{each}")
+
+
 def _halved_count(cap: dict, pc: dict) -> bool:
     """A calibration whose events per step were counted at half (see
     ``tracekit/capture/calibrate.py``, ``EVENTS_BASIS``): written before the count said its
@@ -271,7 +285,8 @@ def calibrate(cap: dict | None, *, u: float, p: float, stall_p: float, events: f
                             "cost per event than the calibration, so the interval spans both")
                             if est else
                             "; the profiled step is not longer than the unprofiled one, so the "
-                            "split uses the measured cost"))}
+                            "split uses the measured cost")
+                         + _stall_free_text(cap or {}))}
     if est is None:
         return {"source": None, "ns": None, "point_ns": None, "range_ns": [], "consistent": False,
                 "text": "no per-event profiler cost: the trace's capture did not measure one and "
