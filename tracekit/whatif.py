@@ -61,7 +61,7 @@ GRAPH_GAP_NS: dict[str, float] = {"hopper": 233.0}
 #: (ns): the default is applied to any Hopper part, model and context, so its interval is the
 #: spread over all of them, not the traces it was fitted on. Hopper: 111 (H100, Llama-3.1-8B,
 #: ctx 3000, the eager kernels replayed) to 566 (H100, Qwen2.5-7B, ctx 2048, HF's static-cache
-#: graph) over 12 traces — H100 and H200, Qwen2.5-7B / Llama-3.1-8B / Mistral-7B, ctx 2048–8192.
+#: graph) over 11 traces — H100 and H200, Qwen2.5-7B / Llama-3.1-8B / Mistral-7B, ctx 2048–8192.
 GRAPH_GAP_RANGE_NS: dict[str, tuple[float, float]] = {"hopper": (111.0, 566.0)}
 
 #: The same kernels replayed as one graph keep the GPU busy a little longer or shorter than they
