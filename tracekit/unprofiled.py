@@ -184,8 +184,9 @@ def bimodal(samples: list[float]) -> tuple[float, float] | None:
     return None
 
 
-def _measured_cost(cap: dict | None) -> tuple[float, float, float] | None:
-    """(point, low, high) ns per event from a capture's own calibration (``profiler_cost``)."""
+def _measured_cost(cap: dict | None) -> tuple[tuple[float, float, float], bool] | None:
+    """((point, low, high) ns per event, whether its count was halved — the cost then halved
+    here) from a capture's own calibration (``profiler_cost``)."""
     pc = cap.get("profiler_cost") if isinstance(cap, dict) else None
     if not isinstance(pc, dict):
         return None
@@ -195,8 +196,9 @@ def _measured_cost(cap: dict | None) -> tuple[float, float, float] | None:
     point = float(raw)
     lo, hi = ((float(iv[0]), float(iv[1])) if isinstance(iv, list) and len(iv) == 2
               and all(_positive(x) or x == 0 for x in iv) else (point, point))
-    k = 0.5 if _halved_count(cap or {}, pc) else 1.0
-    return point * k, min(lo, point) * k, max(hi, point) * k
+    halved = _halved_count(cap or {}, pc)
+    k = 0.5 if halved else 1.0
+    return (point * k, min(lo, point) * k, max(hi, point) * k), halved
 
 
 def _stall_free_text(cap: dict) -> str:
@@ -260,14 +262,15 @@ def calibrate(cap: dict | None, *, u: float, p: float, stall_p: float, events: f
     profiled window implied by up to 2.5× (a second profiler window in a process, on another
     attention kernel's events, runs at another cost per event), while the stall as profiled put
     "without the stalls" within 10% of the stall-free step the same process ran (docs/host.md).
-    Another machine's cost is never used: it was 1–2.6 µs on H100 hosts and 5.6 µs on an H200."""
-    measured = _measured_cost(cap)
+    Another machine's cost is never used: it was 1.6–4 µs on the H100 hosts measured here and
+    5.6 µs on an H200."""
+    got = _measured_cost(cap)
+    measured, halved = got if got else (None, False)
     est = _trace_estimate(u=u, p=p, stall_p=stall_p, events=events)
     _, lo_f, hi_f = STALL_INFLATION
     est_text = (f"this trace's own profiled − unprofiled step over {events:.0f} events gives "
                 f"{est[0] / 1e3:.2f} µs with the stall as long as profiled" if est else "")
     if measured is not None:
-        halved = _halved_count(cap or {}, (cap or {}).get("profiler_cost") or {})
         consistent = est is not None and measured[1] <= est[0] <= measured[2]
         return {"source": "this-capture", "ns": measured,
                 "point_ns": est[0] if est else measured[0],

@@ -25,8 +25,9 @@ Intervals (``X_interval_ms`` = [low, high], the point always inside):
   default gap's range (:data:`GRAPH_GAP_RANGE_NS`: every committed graph replay of that
   architecture, not just the one the default came from). The same-kernels upper end also lets
   GPU busy move by :data:`REPLAY_BUSY_RANGE` (replayed kernels ran 1.1% shorter to 1.7% longer
-  than eager in the two sessions that measured both). Both are profiled numbers, like the step they are compared
-  with (``cuda_graphs_speedup``); the committed graph captures ran 2–4% faster unprofiled.
+  than eager in the two sessions that measured both). Both are profiled numbers, like the step
+  they are compared with (``cuda_graphs_speedup``); the committed graph captures ran 2–4% faster
+  unprofiled.
 - At the floor: the floor at the peak bandwidth used (datasheet or ``--bandwidth``) and at the
   copy bandwidth the capture measured; without a measured bandwidth, [floor, floor] (said in
   ``at_floor_interval_basis``).

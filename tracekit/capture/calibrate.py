@@ -25,11 +25,12 @@ one process's spread; on a noisy host the cost differs more between processes th
 (the first GPU run, one H100 host: 4.5 and 8.2 µs for the same model and context in two
 processes, each interval under ±20%). So with ``--sessions N`` every session calibrates — the
 unprofiled sessions after their timed steps, no profiler having run before — and
-``sessions.py`` widens the profiled session's interval to span every session's (:func:`across`), keeping each
-session's unprofiled median of the calibration workload: where that workload is the step without
-its stall (flash forced in place of cuDNN's plan build), those medians are the stall-free step
-measured in N processes — the process-to-process spread ``tracekit explain`` widens the
-"without the stalls" interval by.
+``sessions.py`` widens the profiled session's interval to span every session's (:func:`across`),
+keeping each session's unprofiled median of the calibration workload: where that workload is the
+step without its stall (flash forced in place of cuDNN's plan build), those medians are the
+stall-free step measured in N processes — the process-to-process spread ``tracekit explain``
+widens the "without the stalls" interval by. (That first run counted its events at half: the
+costs above are twice the true ones; see :data:`EVENTS_BASIS`.)
 
     tracekit capture --model qwen2.5-7b --mode eager     # metadata "profiler_cost"
 """
