@@ -206,10 +206,10 @@ def _stall_free_text(cap: dict) -> str:
     steps are a measurement beside the what-if: the step with flash attention, in this process
     (and in every session's, where the capture kept them)."""
     pc = cap.get("profiler_cost") or {}
-    own = median(_samples({"unprofiled_ms": pc.get("unprofiled_ms")}))
+    steps = _calibration_steps(pc)
+    own, per = steps["calibration_own_ms"], steps["calibration_medians_ms"]
     if own is None or "flash" not in str(pc.get("workload", "")):
         return ""
-    per = _calibration_steps(pc)["calibration_medians_ms"]
     each = f" (each session's: {', '.join(f'{x:.2f}' for x in per)} ms)" if len(per) >= 2 else ""
     return (f"; measured beside it: the calibration ran this step with flash attention at "
             f"{own:.2f} ms unprofiled in this process{each}")

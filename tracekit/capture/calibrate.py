@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from tracekit.stats import median
+
 #: decode steps timed without and with the profiler (after 2 warm-up steps with the workload)
 STEPS = 10
 CALIBRATION_NAME = "tracekit.calibration#{i}"
@@ -74,14 +76,8 @@ def across(own: dict | None, sessions: list[dict | None]) -> dict | None:
             "interval_basis": f"every session's interval ({len(ok)} processes)",
             "sessions": [None if not s or s.get("ns_per_event") is None else
                          {"ns_per_event": s["ns_per_event"], "interval_ns": s["interval_ns"],
-                          "unprofiled_median_ms": _median(s.get("unprofiled_ms"))}
+                          "unprofiled_median_ms": median(s.get("unprofiled_ms") or [])}
                          for s in sessions]}
-
-
-def _median(xs: object) -> float | None:
-    """The median of a list of step times (ms), or None (older metadata kept no samples)."""
-    ok = [float(x) for x in xs if isinstance(x, (int, float))] if isinstance(xs, list) else []
-    return round(statistics.median(ok), 6) if ok else None
 
 
 def workload(attention: str, device: str) -> tuple[str, Callable[[], Any]]:
