@@ -16,14 +16,20 @@ trace predicts
 Each row says the prediction, its interval, the measurement, the error and whether the interval
 covers it; a trace that cannot be explained is a row with its error. Markdown on stdout, then a
 summary: how many intervals hold their measurement, and how many what-ifs are within ±20%
-("without the stalls") and ±15% (CUDA Graphs) of it.
+("without the stalls") and ±15% (CUDA Graphs) of it. Every flash session is a process of its own,
+so "without the stalls" is also counted against each one, and the summary ends with how well the
+measurement reproduces itself — one flash session's median against another's of the same capture,
+and the stall-free step the eager capture's own process ran against each flash session: where the
+host's speed moves from process to process, no prediction from one process can come closer to
+another process than the measurements do to each other.
 
-    python analyses/whatif_check.py /path/to/campaign/dir
+    python analyses/whatif_check.py /path/to/campaign/dir [more dirs of the same kind]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import statistics
 import sys
@@ -94,18 +100,58 @@ def summary(tally: dict[str, list]) -> list[str]:
     out = [f"intervals holding the measured value: {sum(c for _, c in cases)} of {len(cases)}"]
     for kind, rows in tally.items():
         ok = sum(e is not None and abs(e) <= TARGET_PCT[kind] for e, _ in rows)
-        out.append(f"{kind}: {ok} of {len(rows)} within ±{TARGET_PCT[kind]:.0f}%")
+        out.append(f"{kind}: {ok} of {len(rows)} within ±{TARGET_PCT[kind]:.0f}%, interval "
+                   f"holding it {sum(c for _, c in rows)} of {len(rows)}")
     return out
 
 
-def check(folder: Path) -> list[str]:
+def _within(a: float, b: float, pct: float = TARGET_PCT["without the stalls"]) -> bool:
+    return abs(100 * (a / b - 1)) <= pct
+
+
+def per_session(pred: float | None, iv: list | None, sessions: list[float],
+                own: float | None, counts: dict[str, list[bool]]) -> None:
+    """Counts over every flash session (each a process): the what-if within target and its
+    interval holding it; how often one session's median is within target of another's (ordered
+    pairs); how often the eager process's own stall-free step is within target of each."""
+    for s in sessions:
+        counts["within"].append(pred is not None and _within(pred, s))
+        counts["covered"].append(bool(iv and iv[0] <= s <= iv[1]))
+        if own is not None:
+            counts["own"].append(_within(own, s))
+    counts["pairs"] += [_within(a, b) for a, b in itertools.permutations(sessions, 2)]
+
+
+def reproducibility(counts: dict[str, list[bool]]) -> list[str]:
+    if not counts["within"]:
+        return []
+    n = TARGET_PCT["without the stalls"]
+
+    def frac(xs: list[bool]) -> str:
+        return f"{sum(xs)} of {len(xs)}"
+
+    out = [f"without the stalls against each flash session (each a process): {frac(counts['within'])}"
+           f" within ±{n:.0f}%, interval holding it {frac(counts['covered'])}"]
+    if counts["pairs"]:
+        out.append(f"the measurement itself: one flash session's median within ±{n:.0f}% of "
+                   f"another's of the same capture in {frac(counts['pairs'])} ordered pairs")
+    if counts["own"]:
+        out.append(f"the stall-free step measured in the eager capture's own process within "
+                   f"±{n:.0f}% of each flash session: {frac(counts['own'])}")
+    return out
+
+
+def check(folders: list[Path]) -> list[str]:
     arms: dict[str, dict[str, Path]] = {}
-    for p in sorted(folder.glob("*.json.gz")):
-        if m := ARM.match(p.name):
-            arms.setdefault(m["cfg"], {})[m["arm"]] = p
+    for folder in folders:
+        for p in sorted(folder.glob("*.json.gz")):
+            if m := ARM.match(p.name):
+                cfg = m["cfg"] if len(folders) == 1 else f"{m['cfg']}, {folder.name}"
+                arms.setdefault(cfg, {})[m["arm"]] = p
     lines = ["| what-if (model, ctx) | predicted ms | interval | measured ms | error | covered | "
              "note |", "|---|---|---|---|---|---|---|"]
     tally: dict[str, list] = {}
+    counts: dict[str, list[bool]] = {"within": [], "covered": [], "own": [], "pairs": []}
     for cfg, got in arms.items():
         eager = got.get("eager")
         if eager is None:
@@ -120,13 +166,15 @@ def check(folder: Path) -> list[str]:
         w = (default.get("unprofiled") or {}).get("whatif") or {}
         g = default.get("whatif") or {}  # the CUDA-Graphs what-if: the same in both sections
         src = (default.get("unprofiled") or {}).get("calibration_source")
+        own = same_process(eager)
         if "flash" in got:
             meas, sessions = measured(got["flash"])
             lines.append(row(f"without the stalls ({cfg})", w.get("no_stalls_ms"),
                              w.get("no_stalls_interval_ms"), meas,
                              f"calibration {src}; flash sessions "
                              + ", ".join(f"{s:.1f}" for s in sessions), tally))
-        own = same_process(eager)
+            per_session(w.get("no_stalls_ms"), w.get("no_stalls_interval_ms"), sessions, own,
+                        counts)
         if own is not None:
             lines.append(row(f"without the stalls, same process ({cfg})", w.get("no_stalls_ms"),
                              w.get("no_stalls_interval_ms"), own,
@@ -146,17 +194,21 @@ def check(folder: Path) -> list[str]:
             pw = (program or {}).get("whatif") or {}
             lines.append(row(f"CUDA Graphs, graph program ({cfg})", pw.get("cuda_graphs_ms"),
                              pw.get("cuda_graphs_interval_ms"), meas, "--graph-trace", tally))
-    return lines + ["", *summary(tally)]
+    return lines + ["", *summary(tally), *reproducibility(counts)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("folder", type=Path, help="a campaign's output (the traces, untarred)")
-    folder = ap.parse_args().folder
-    if not any(ARM.match(p.name) for p in (folder.glob("*.json.gz") if folder.is_dir() else ())):
-        sys.exit(f"Error: {folder} holds no campaign traces (NAME_eager.json.gz, NAME_flash..., "
-                 "NAME_graphs...): untar the campaign's output and pass its folder")
-    print("\n".join(check(folder)))
+    ap.add_argument("folder", type=Path, nargs="+",
+                    help="a campaign's output (the traces, untarred); several are read together")
+    folders = ap.parse_args().folder
+    for folder in folders:
+        if not any(ARM.match(p.name) for p in (folder.glob("*.json.gz") if folder.is_dir()
+                                                else ())):
+            sys.exit(f"Error: {folder} holds no campaign traces (NAME_eager.json.gz, "
+                     "NAME_flash..., NAME_graphs...): untar the campaign's output and pass its "
+                     "folder")
+    print("\n".join(check(folders)))
 
 
 if __name__ == "__main__":

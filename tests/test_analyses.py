@@ -145,3 +145,70 @@ def test_whatif_check_counts_a_measured_case_without_a_prediction_as_a_miss(tmp_
     assert rows["CUDA Graphs, same kernels (a)"][0] == "n/a"
     assert "intervals holding the measured value: 0 of 1" in out
     assert "CUDA Graphs: 0 of 1 within ±15%" in out
+
+
+def test_whatif_check_counts_each_flash_process_and_how_the_measurement_reproduces(tmp_path):
+    """Every flash session is a process of its own: the summary counts "without the stalls"
+    against each one, one session against another (how far the measurement itself reproduces on
+    the host), and the stall-free step the eager capture's own process ran against each — here
+    the committed H100 campaign capture (its calibration forced flash) beside its flash capture's
+    metadata, every count recomputed from a plain json.load."""
+    import gzip
+    import itertools
+    import json
+
+    camp = ROOT / "sample_traces" / "campaign_h100"
+    (tmp_path / "q_eager.json.gz").symlink_to((camp / "qwen2.5-7b_ctx2048_eager.json.gz").resolve())
+    flash_meta = json.loads((camp / "qwen2.5-7b_ctx2048_flash.meta.json").read_text())
+    with gzip.open(tmp_path / "q_flash.json.gz", "wt") as f:  # the metadata is all it reads
+        json.dump({"tracekit": flash_meta, "traceEvents": []}, f)
+    rows, out = _whatif_check(tmp_path)
+    pred, iv = rows["without the stalls (q)"][0], rows["without the stalls (q)"][1]
+    pred = float(pred)
+    lo, hi = (float(x) for x in iv.split("–"))
+    sessions = flash_meta["timing_sessions"]["session_medians_ms"]
+    assert len(sessions) >= 2
+    eager = json.load(gzip.open(camp / "qwen2.5-7b_ctx2048_eager.json.gz"))["tracekit"]
+    own = statistics.median(eager["profiler_cost"]["unprofiled_ms"])
+
+    def near(a, b):
+        return abs(a / b - 1) <= 0.20
+
+    # the table rounds the what-if and its interval to 0.01 ms: no session lies that close here
+    assert all(min(abs(s - x) for x in (pred * 0.8, pred * 1.2, lo, hi)) > 0.02 for s in sessions)
+    n = len(sessions)
+    within = sum(near(pred, s) for s in sessions)
+    covered = sum(lo <= s <= hi for s in sessions)
+    assert (f"without the stalls against each flash session (each a process): {within} of {n} "
+            f"within ±20%, interval holding it {covered} of {n}") in out
+    pairs = [near(a, b) for a, b in itertools.permutations(sessions, 2)]
+    assert (f"one flash session's median within ±20% of another's of the same capture in "
+            f"{sum(pairs)} of {len(pairs)} ordered pairs") in out
+    assert (f"the stall-free step measured in the eager capture's own process within ±20% of each "
+            f"flash session: {sum(near(own, s) for s in sessions)} of {n}") in out
+
+
+def test_whatif_check_reads_several_campaigns_together(tmp_path):
+    """Several folders are one table: each row names its folder, the summary counts them all —
+    here the H100 and the H200 default/flash pairs, one "without the stalls" case each."""
+    import subprocess as sp
+
+    folders = []
+    for gpu in ("h100", "h200"):
+        d = tmp_path / gpu
+        d.mkdir()
+        src = ROOT / "sample_traces" / gpu
+        (d / "qwen_eager.json.gz").symlink_to((src / "qwen2.5-7b_ctx2048_eager.json.gz").resolve())
+        (d / "qwen_flash.json.gz").symlink_to(
+            (src / "qwen2.5-7b_ctx2048_eager_sdpa-flash.json.gz").resolve())
+        folders.append(str(d))
+    p = sp.run([sys.executable, str(ROOT / "analyses" / "whatif_check.py"), *folders],
+               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    names = [ln.split("|")[1].strip() for ln in p.stdout.splitlines() if ln.startswith("| without")]
+    assert names == ["without the stalls (qwen, h100)", "without the stalls (qwen, h200)"]
+    assert "without the stalls: " in p.stdout and " of 2 within ±20%" in p.stdout
+    bad = sp.run([sys.executable, str(ROOT / "analyses" / "whatif_check.py"), folders[0],
+                  str(tmp_path / "nothing")], capture_output=True, text=True,
+                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert bad.returncode != 0 and bad.stderr.startswith("Error: ") and "nothing" in bad.stderr
