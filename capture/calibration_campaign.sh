@@ -12,6 +12,8 @@
 # of this run (WORK is emptied first: a warm machine keeps /tmp) under $OUT as one tar.
 #
 #   CONFIGS="qwen2.5-7b:2048 llama-3.1-8b:3000" bash capture/calibration_campaign.sh
+#   CPU_AFFINITY=gpu ... pins every capture process (tracekit capture --cpu-affinity; the replay
+#   arm's script runs under taskset with the same CPUs when the policy is a CPU list)
 #
 # msgspec and isal travel as wheels in .whl/ (capture reads its calibration trace back with
 # tracekit's reader); they are installed into /tmp/site.
@@ -24,6 +26,7 @@ BUDGET_S=${BUDGET_S:-540}
 SESSIONS=${SESSIONS:-3}
 CONFIGS=${CONFIGS:-"qwen2.5-7b:2048 llama-3.1-8b:3000"}
 ARMS=${ARMS:-"eager flash graphs replay"}
+CPU_AFFINITY=${CPU_AFFINITY:-none}
 SITE=${SITE:-/tmp/site}
 rm -rf "$WORK"; mkdir -p "$OUT" "$WORK"
 START=$SECONDS
@@ -35,7 +38,8 @@ export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv
   python3 -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
-  nproc; lscpu | grep -E 'Model name|MHz'; hostname
+  nproc; lscpu | grep -E 'Model name|MHz|NUMA|Socket|Thread'; hostname
+  nvidia-smi topo -m
 } > "$WORK/env.txt" 2>&1
 cat "$WORK/env.txt"
 for cfg in $CONFIGS; do
@@ -45,13 +49,14 @@ for cfg in $CONFIGS; do
     if [ "$left" -lt 45 ]; then log "skip $model ctx $ctx $arm: ${left}s left"; continue; fi
     name="${model}_ctx${ctx}_${arm}"
     capture=(python3 -m tracekit capture --model "$model" --ctx "$ctx" --steps 30 --warmup 5
-             --profile-steps 10 -o "$WORK/$name.json.gz")
+             --profile-steps 10 --cpu-affinity "$CPU_AFFINITY" -o "$WORK/$name.json.gz")
     case $arm in
       eager)  cmd=("${capture[@]}" --mode eager --sessions "$SESSIONS") ;;
       flash)  cmd=("${capture[@]}" --mode eager --attention sdpa-flash --sessions "$SESSIONS") ;;
       graphs) cmd=("${capture[@]}" --mode cuda-graphs --sessions 1) ;;
       replay) cmd=(python3 capture/plain_profiler_decode.py --model "$model" --ctx "$ctx"
-                   --which graph_eager_kernels --out "$WORK/plain_$name") ;;
+                   --which graph_eager_kernels --out "$WORK/plain_$name")
+              case $CPU_AFFINITY in none|gpu) ;; *) cmd=(taskset -c "$CPU_AFFINITY" "${cmd[@]}") ;; esac ;;
     esac
     log "$name: ${cmd[*]} (limit ${left}s)"
     timeout -s TERM "$left" "${cmd[@]}" > "$WORK/$name.log" 2>&1

@@ -428,10 +428,11 @@ _CAP = CaptureOptions()
 @click.option("--profile-session", default="0", show_default=True, help="Which session (0-based) also runs the profiled window, or 'none'.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Trace to write (.json.gz); default MODEL_ctxN_MODE.json.gz here.")
 @click.option("--tp", type=int, default=_CAP.tp, show_default=True, help="Tensor-parallel ranks: runs this command under torchrun with HF's tp_plan='auto' (one GPU per rank; gloo on --device cpu) and writes OUTPUT.rankR.json.gz per rank (read them with tracekit ranks).")
+@click.option("--cpu-affinity", default=_CAP.cpu_affinity, show_default=True, help="Where each capture process may run: none (the OS decides) | gpu (the CPUs local to the GPU, from sysfs) | a CPU list such as 0-7,16. Either way the trace records where the launching thread ran.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display (the summary is still printed).")
 def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dtype, profiler, nsys,
             nsys_kineto, seed, attention, quant, group_size, sessions, profile_session, tp, output,
-            quiet) -> None:
+            cpu_affinity, quiet) -> None:
     """Run batch-1 decode under the profiler and write a trace that explain reads with no flags.
 
     The unprofiled steps are timed with CUDA events first (the ground truth), then a short window
@@ -462,7 +463,7 @@ def capture(model, weights, ctx, mode, steps, warmup, profile_steps, device, dty
         profile_steps=profile_steps, device=device, dtype=dtype, profiler=profiler, nsys=nsys,
         nsys_kineto=nsys_kineto, seed=seed, attention=attention, quant=quant,
         group_size=group_size, sessions=sessions,
-        profile_session=profile_index, output=output, tp=tp,
+        profile_session=profile_index, output=output, tp=tp, cpu_affinity=cpu_affinity,
         command=["tracekit", *sys.argv[1:]],
     )
     try:

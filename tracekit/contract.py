@@ -75,6 +75,7 @@ class Capture(TypedDict, total=False):
     timing_sessions: SessionsTiming | None
     gpu_clocks_before: dict[str, Any] | None
     gpu_clocks_after: dict[str, Any] | None
+    host_cpus: dict[str, Any] | None
 
 
 class Source(TypedDict):

@@ -490,7 +490,7 @@ def _categories(steps: Steps, spec: ModelSpec | None, dtype: str,
 #: the capture metadata keys the explanation carries (``source.capture``) for the reports
 CAPTURE_KEYS = ("mode", "ctx", "ctx_first_step", "timing", "profiled", "profiler_overhead_ratio",
                 "command", "created", "device", "dtype", "attention", "timing_after",
-                "timing_sessions", "gpu_clocks_before", "gpu_clocks_after")
+                "timing_sessions", "gpu_clocks_before", "gpu_clocks_after", "host_cpus")
 
 
 def _source(tr: Trace, steps: Steps, rows: list[StepRow]) -> Source:

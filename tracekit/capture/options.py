@@ -72,6 +72,8 @@ class CaptureOptions:
     profile: bool = True
     #: tensor-parallel ranks (``torchrun``; see tracekit.capture.tp): one trace per rank
     tp: int = 1
+    #: where the capture processes may run (:mod:`tracekit.capture.cpus`): none | gpu | a CPU list
+    cpu_affinity: str = "none"
 
     @property
     def output_path(self) -> Path:
@@ -118,6 +120,15 @@ class CaptureOptions:
             raise BadUsage("--sessions with --profiler nsys is not supported; use one or the other")
         if self.device == "cpu" and profiler == "nsys":
             raise BadUsage("--profiler nsys traces CUDA; it needs --device cuda")
+        from tracekit.capture.cpus import check_policy
+
+        check_policy(self.cpu_affinity)
+        if self.cpu_affinity == "gpu" and self.device != "cuda":
+            raise BadUsage("--cpu-affinity gpu pins to the GPU's local CPUs: it needs --device "
+                           "cuda; pass a CPU list or none")
+        if self.cpu_affinity == "gpu" and self.tp > 1:
+            raise BadUsage("--cpu-affinity gpu with --tp: the ranks' GPUs have local CPUs of their "
+                           "own; pass a CPU list or none")
         from tracekit.capture.tp import check as check_tp
 
         check_tp(self)

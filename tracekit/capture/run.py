@@ -36,7 +36,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 import tracekit
-from tracekit.capture import calibrate
+from tracekit.capture import calibrate, cpus
 from tracekit.capture.model import (
     build_model,
     check_cuda,
@@ -55,6 +55,7 @@ from tracekit.capture.timing import copy_bandwidth_gbps, summarize, sync, time_s
 from tracekit.capture.write import SCHEMA, export_raw, from_raw, write_trace
 from tracekit.child import sigterm_as_interrupt
 from tracekit.errors import CaptureError
+from tracekit.report.text import host_cpus_text
 from tracekit.specs.models import ModelSpec
 from tracekit.trace.capture_meta import read_capture_meta
 
@@ -79,12 +80,14 @@ def run_capture(options: CaptureOptions, *, progress: Progress | None = None) ->
     # session runner writes the metadata alone)
     if opts.session_index is None and (opts.sessions > 1 or opts.profile_session is None):
         return run_sessions(opts, progress=progress)
+    # before torch is imported: every thread the process starts inherits the pin
+    host_cpus = cpus.pin(opts.cpu_affinity, device=opts.device)
     _require_torch()
     if opts.device == "cuda":
         check_cuda()
     with sigterm_as_interrupt():
         try:
-            return _capture(opts, spec, progress)
+            return _capture(opts, spec, progress, host_cpus)
         finally:
             if opts.tp > 1:  # one rank of a torchrun job: tp.setup_rank joined the group
                 from tracekit.capture import tp
@@ -110,7 +113,8 @@ def kineto_kinds(opts: CaptureOptions) -> list[str]:
     return ["cpu", "cuda"]
 
 
-def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> CaptureResult:
+def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress,
+             host_cpus: dict | None = None) -> CaptureResult:
     import torch
 
     device, mode = opts.device, opts.mode
@@ -134,7 +138,8 @@ def _capture(opts: CaptureOptions, spec: ModelSpec, progress: Progress) -> Captu
     try:
         with torch.inference_mode():
             return _phases(
-                opts, spec, progress, dtype=dtype, kv_len=kv_len, kinds=kinds, memory=memory
+                opts, spec, progress, dtype=dtype, kv_len=kv_len, kinds=kinds, memory=memory,
+                host_cpus=host_cpus,
             )
     except torch.cuda.OutOfMemoryError:
         raise CaptureError(
@@ -165,6 +170,7 @@ def _phases(
     kv_len: int,
     kinds: list[str],
     memory: dict,
+    host_cpus: dict | None = None,
 ) -> CaptureResult:
     device, mode = opts.device, opts.mode
     source = f"weights from {opts.weights}" if opts.weights else "random weights"
@@ -215,8 +221,10 @@ def _phases(
         with progress.phase(f"warming up ({_plural(opts.warmup, 'step')})", live=False):
             warm_up(stepper.step, opts.warmup, device=device)
         clocks_before = gpu_clocks() if device == "cuda" else None
+        cpus.note_cpu(host_cpus, "before_timing")
         with progress.phase(f"timing {_plural(opts.steps, 'step')} without the profiler", live=False):
             ms = time_steps(stepper.step, opts.steps, device=device)
+        cpus.note_cpu(host_cpus, "after_timing")
         calib_what, calib_backend, calib_ms = None, None, []
         if calibrate.wanted(opts):  # before any profiler has run in this process
             calib_what, calib_backend = calibrate.workload(opts.attention, device)
@@ -277,6 +285,8 @@ def _phases(
                 "timing_after": timing_after,
                 "gpu_clocks_before": clocks_before,
                 "gpu_clocks_after": clocks_after,
+                # the CPUs this process could run on and where its launching thread ran (cpus.py)
+                "host_cpus": host_cpus,
                 "session": opts.session_index,
                 "profiled": {"steps": opts.profile_steps, "wall_ms_per_step": round(wall_ms, 6)}
                 if wall_ms is not None
@@ -496,6 +506,8 @@ def summary_rows(result: CaptureResult) -> list[tuple[str, str]]:
                               f"linear weights {stored / 1e6:.1f} MB stored "
                               f"(floor counts {q['floor_linear_bytes'] / 1e6:.1f} MB as "
                               f"{q['floor_dtype']})"))
+    if (where := host_cpus_text(m.get("host_cpus"))) is not None:
+        rows.append(("host CPUs", where))
     rows.append((
         "copy bandwidth",
         f"{m['copy_bandwidth_gbps']:.0f} GB/s (device-to-device, read + write)"

@@ -12,7 +12,7 @@ Session ``--profile-session k`` (default 0) also runs the profiled window, then 
 more steps after it; ``none`` profiles no session. The output is one ``.json.gz``: the profiled
 session's trace (or an empty ``traceEvents`` list) whose ``tracekit`` metadata is that session's,
 plus ``sessions`` = {``n``, ``profiled_session``, ``runs``: [{``session``, ``timing``,
-``timing_after``, ``gpu_clocks_before``, ``gpu_clocks_after``, ``profiled``}]} and
+``timing_after``, ``gpu_clocks_before``, ``gpu_clocks_after``, ``host_cpus``, ``profiled``}]} and
 ``timing_sessions``: over the sessions' medians, their ``mean_ms`` — the latency of the setup as
 ``tracekit compare`` and ``tracekit sweep`` report it (:mod:`tracekit.bootstrap` says why the
 mean) and the number the capture's summary prints first — and their ``median_ms``, ``p10_ms`` and
@@ -79,6 +79,7 @@ def run_sessions(opts: CaptureOptions, *, progress: Progress) -> CaptureResult:
                 "timing_after": meta.get("timing_after"),
                 "gpu_clocks_before": meta.get("gpu_clocks_before"),
                 "gpu_clocks_after": meta.get("gpu_clocks_after"),
+                "host_cpus": meta.get("host_cpus"),
                 "profiled": profiled,
             })
         k = opts.profile_session

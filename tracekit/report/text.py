@@ -100,6 +100,32 @@ def _sessions_timing(t: SessionsTiming | None) -> str | None:
     return f"{head}; p10 {fmt(t.get('p10_ms'))}, p90 {fmt(t.get('p90_ms'))})"
 
 
+def host_cpus_text(record: object) -> str | None:
+    """The capture metadata's ``host_cpus`` (``tracekit capture --cpu-affinity``) as one line:
+    the CPUs the process could run on and where its launching thread ran. ``record`` may come
+    from anyone's trace: every field is checked."""
+    if not isinstance(record, dict) or not isinstance(record.get("policy"), str):
+        return None
+    policy, allowed = record["policy"], record.get("allowed")
+    pinned = {"none": "not pinned", "gpu": "pinned to the GPU's local CPUs"}.get(policy, "pinned")
+    gpu = record.get("gpu")
+    gpu = gpu if isinstance(gpu, dict) else {}
+    local = ""
+    if isinstance(gpu.get("local_cpus"), str):
+        node = gpu.get("numa_node")
+        local = f"; GPU local CPUs {gpu['local_cpus']}" + (
+            f" (node {node})" if type(node) is int else "")
+    where = []
+    thread = record.get("launching_thread")
+    for when, at in (thread.items() if isinstance(thread, dict) else ()):
+        if isinstance(at, dict) and type(at.get("cpu")) is int:
+            node = at.get("numa_node")
+            where.append(f"{str(when).replace('_', ' ')} CPU {at['cpu']}"
+                         + (f" (node {node})" if type(node) is int else ""))
+    return (f"{allowed if isinstance(allowed, str) else 'unknown'} ({pinned}{local})"
+            + (f"; launching thread {', '.join(where)}" if where else ""))
+
+
 def capture_rows(doc: ExplainDoc) -> list[tuple[str, str]]:
     """The capture section as (label, value) rows; empty when tracekit capture did not make the
     trace. The unprofiled ground truth comes first: it is the number a user's step really takes."""
@@ -139,6 +165,8 @@ def capture_rows(doc: ExplainDoc) -> list[tuple[str, str]]:
     before, after = _clocks(cap.get("gpu_clocks_before")), _clocks(cap.get("gpu_clocks_after"))
     if before or after:
         rows.append(("GPU clocks", f"before {before or '—'}; after {after or '—'}"))
+    if (where := host_cpus_text(cap.get("host_cpus"))) is not None:
+        rows.append(("host CPUs", where))
     versions = src.get("versions") or {}
     keep = [k for k in ("torch", "transformers", "cuda", "triton", "python")
             if versions.get(k) is not None]

@@ -149,6 +149,9 @@ _CLOCKS = {"sm_mhz": _OPT_NUM, "mem_mhz": _OPT_NUM, "max_sm_mhz": _OPT_NUM,
 _SESSIONS = {"n": _INT, "profiled_session": (_opt(_is_int), "an integer >= 0 or null"),
              "runs": (lambda v: type(v) is list and all(type(x) is dict for x in v),
                       "a list of objects")}
+_HOST_CPUS = {"policy": _STR, "allowed": (_opt(_is_str), "a string or null"),
+              "gpu": (_opt(lambda v: type(v) is dict), "an object or null"),
+              "launching_thread": (lambda v: type(v) is dict, "an object")}
 _GPU = {"name": _STR, "total_memory_bytes": (_opt(_is_int), "an integer >= 0 or null"),
         "sm_count": (_opt(_is_int), "an integer >= 0 or null"), "cc": (_opt(_is_str), "a string or null")}
 _TOP = {
@@ -163,7 +166,8 @@ _TOP = {
 }
 _NESTED = {"model": _MODEL, "timing": _TIMING, "timing_after": _TIMING, "profiled": _PROFILED,
            "timing_sessions": _TIMING_SESSIONS, "gpu_clocks_before": _CLOCKS,
-           "gpu_clocks_after": _CLOCKS, "sessions": _SESSIONS, "gpu": _GPU}
+           "gpu_clocks_after": _CLOCKS, "sessions": _SESSIONS, "gpu": _GPU,
+           "host_cpus": _HOST_CPUS}
 
 
 def _describe(v: Any) -> str:
