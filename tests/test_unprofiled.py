@@ -263,3 +263,30 @@ def test_the_no_stalls_interval_widens_by_the_sessions_stall_free_steps(tmp_path
     assert hi == pytest.approx(narrow[1] * 1.5)
     # a count that says its basis is not halved
     assert e.unprofiled["profiler_cost_us"] == pytest.approx(0.5e-3)
+
+
+def test_the_stall_free_step_is_a_measurement_only_where_flash_was_forced(tmp_path):
+    """``unprofiled.stall_free_measured`` is the calibration's unprofiled steps only where the
+    calibration forced flash attention in place of the trace's own: a calibration that ran the
+    step as captured (a flash capture, a CPU one) measured no step without the stall."""
+    import statistics
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "sample_traces" / "campaign_h100" / \
+        "qwen2.5-7b_ctx2048_eager.json.gz"
+    doc = json.load(gzip.open(src))
+    pc = doc["tracekit"]["profiler_cost"]
+    pc["sessions"] = [{"unprofiled_median_ms": 20.5}, {"unprofiled_median_ms": 27.25}]
+    flash = tmp_path / "flash.json.gz"
+    with gzip.open(flash, "wt") as f:
+        json.dump(doc, f)
+    got = explain(str(flash)).to_dict()["unprofiled"]["stall_free_measured"]
+    assert got["sessions_ms"] == [20.5, 27.25]
+    assert got["ms"] == pytest.approx(statistics.median(pc["unprofiled_ms"]))
+    pc["workload"] = "decode steps, as captured"
+    plain = tmp_path / "as_captured.json.gz"
+    with gzip.open(plain, "wt") as f:
+        json.dump(doc, f)
+    e = explain(str(plain))
+    assert e.unprofiled["stall_free_measured"] is None
+    assert "measured with flash attention forced" not in e.verdict

@@ -188,8 +188,18 @@ def test_without_the_stalls_against_the_stall_free_step_measured_in_the_same_pro
     predicted, (lo, hi) = u["whatif"]["no_stalls_ms"], u["whatif"]["no_stalls_interval_ms"]
     assert predicted == pytest.approx(same_process, rel=0.20)
     assert lo <= same_process <= hi
-    # and the report puts that measurement beside the what-if, labelled
+    # and the report puts that measurement beside the what-if, labelled: in the calibration
+    # sentence, as its own JSON field, in the what-if table and in the verdict
     assert f"flash attention at {same_process:.2f} ms unprofiled in this process" in u["calibration"]
+    assert u["stall_free_measured"] == {"ms": pytest.approx(same_process), "sessions_ms": [],
+                                        "attention": "flash"}
+    doc = campaign["e"].to_dict()
+    from tracekit.report.text import whatif_rows
+
+    row = next(r for r in whatif_rows(doc) if r[0] == "without the stalls")
+    assert f"measured with flash attention forced: {same_process:.3f} ms unprofiled" in row[3]
+    assert (f"measured with flash attention forced: {same_process:.1f} ms in this process"
+            in campaign["e"].verdict)
 
 
 def test_without_the_stalls_against_the_flash_capture_in_other_processes(campaign):

@@ -436,6 +436,10 @@ class Unprofiled(_UnprofiledBase, total=False):
     calibration_source: Literal["this-capture", "trace-estimate"] | None
     profiler_cost_us: float | None
     profiler_cost_interval_us: list[float] | None
+    #: the step measured with flash attention forced, unprofiled, by the capture's calibration in
+    #: the profiled process (``ms``) and in each session (``sessions_ms``); null where no
+    #: calibration forced it. A measurement beside the "without the stalls" what-if
+    stall_free_measured: dict[str, Any] | None
 
 
 # -- the document -----------------------------------------------------------------------------

@@ -205,14 +205,27 @@ def _stall_free_text(cap: dict) -> str:
     """Where the calibration forced flash attention in place of PyTorch's choice, its unprofiled
     steps are a measurement beside the what-if: the step with flash attention, in this process
     (and in every session's, where the capture kept them)."""
-    pc = cap.get("profiler_cost") or {}
-    steps = _calibration_steps(pc)
-    own, per = steps["calibration_own_ms"], steps["calibration_medians_ms"]
-    if own is None or "flash" not in str(pc.get("workload", "")):
+    m = _stall_free_measured(cap)
+    if m is None:
         return ""
+    per = m["sessions_ms"]
     each = f" (each session's: {', '.join(f'{x:.2f}' for x in per)} ms)" if len(per) >= 2 else ""
     return (f"; measured beside it: the calibration ran this step with flash attention at "
-            f"{own:.2f} ms unprofiled in this process{each}")
+            f"{m['ms']:.2f} ms unprofiled in this process{each}")
+
+
+def _stall_free_measured(cap: dict | None) -> dict | None:
+    """The step the capture's calibration ran with flash attention forced, unprofiled: in the
+    profiled process and in each session (``stall_free_measured``), or None where the calibration
+    did not force flash (the trace's own attention, or no calibration)."""
+    pc = cap.get("profiler_cost") if isinstance(cap, dict) else None
+    if not isinstance(pc, dict) or "flash" not in str(pc.get("workload", "")):
+        return None
+    steps = _calibration_steps(pc)
+    if steps["calibration_own_ms"] is None:
+        return None
+    return {"ms": steps["calibration_own_ms"], "sessions_ms": steps["calibration_medians_ms"],
+            "attention": "flash"}
 
 
 def _halved_count(cap: dict, pc: dict) -> bool:
@@ -410,6 +423,7 @@ def section(capture: dict | None, gpu_name: str | None, flag_ms: float | None, s
                    "cuda_graphs_interval_ms": whatif.get("cuda_graphs_interval_ms"),
                    "cuda_graphs_speedup": None,
                    "no_stalls_ms": None, "no_stalls_interval_ms": None, "no_stalls_speedup": None},
+        "stall_free_measured": (_stall_free_measured(capture) if source == "capture" else None),
         "model": None, "calibration": None, "calibration_source": None,
         "profiler_cost_us": None, "profiler_cost_interval_us": None,
         "estimate": True, "reliable": True, "host": None}

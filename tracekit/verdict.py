@@ -58,6 +58,16 @@ def _sessions_clause(real: Unprofiled) -> str:
             f"({real['expected_basis']})")
 
 
+def _measured_clause(real: Unprofiled | None, st: Stall) -> str:
+    """"; measured with flash attention forced: X ms in this process" where the capture measured
+    the step with flash attention and the stall is an attention op's (what forcing flash
+    removes), else ""."""
+    m = real.get("stall_free_measured") if real else None
+    if not isinstance(m, dict) or not m.get("ms") or "attention" not in str(st.get("op")):
+        return ""
+    return f"; measured with flash attention forced: {_fmt_ms(m['ms'])} in this process"
+
+
 def _stall_clause(st: Stall) -> str:
     n = st["per_step"]
     what = "one stall per step" if 0.9 <= n <= 1.1 else f"{n:.1f} stalls per step"
@@ -118,7 +128,7 @@ def _host_verdict(e: Explanation, lat: float, floor_part: str, graphs: str) -> s
         if what.get("no_stalls_ms"):
             without = (f"; without it ≈{_fmt_ms(what['no_stalls_ms'])}"
                        f"{_range(what.get('no_stalls_interval_ms'))} "
-                       f"(≈{what['no_stalls_speedup']:.1f}×)")
+                       f"(≈{what['no_stalls_speedup']:.1f}×{_measured_clause(real, st)})")
         if _overlap(stall_iv, issue_iv):
             return (f"Host-stalled and launch-bound (their estimates overlap): "
                     f"{_fmt_ms(stall)}{_range(stall_iv)} of each {_fmt_ms(basis)} step{tag} is "

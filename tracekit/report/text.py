@@ -299,13 +299,26 @@ def whatif_rows(doc: dict) -> list[list[str]]:
                      with_interval(uw["no_stalls_ms"], uw.get("no_stalls_interval_ms")),
                      fmt(uw.get("no_stalls_speedup"), "{:.2f}×"),
                      "the unprofiled step minus its stalls, plus the same ops' usual host time"
-                     + (f"; profiler cost {src}" if src else "")])
+                     + (f"; profiler cost {src}" if src else "")
+                     + stall_free_measured_text(u.get("stall_free_measured"), "; ")])
     elif w.get("no_stalls_ms") is not None and not uw:
         rows.append(["without the stalls",
                      with_interval(w.get("no_stalls_ms"), w.get("no_stalls_interval_ms")),
                      fmt(w.get("no_stalls_speedup"), "{:.2f}×"),
                      "the profiled step minus the stalls' idle, plus the same ops' usual host time"])
     return rows
+
+
+def stall_free_measured_text(m: object, lead: str = "") -> str:
+    """The step the capture measured with flash attention forced (``unprofiled.
+    stall_free_measured``) as a labelled measurement, or ""."""
+    if not isinstance(m, dict) or not isinstance(m.get("ms"), (int, float)):
+        return ""
+    per = [x for x in m.get("sessions_ms") or [] if isinstance(x, (int, float))]
+    rng = (f"; {len(per)} sessions {fmt_interval([min(per), max(per)])} ms" if len(per) >= 2
+           else "")
+    return (f"{lead}measured with flash attention forced: {fmt(m['ms'])} ms unprofiled in this "
+            f"process{rng}")
 
 
 def whatif_basis(doc: dict) -> str:
