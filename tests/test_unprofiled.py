@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import statistics
 import subprocess
 import sys
 
@@ -269,7 +270,6 @@ def test_the_stall_free_step_is_a_measurement_only_where_flash_was_forced(tmp_pa
     """``unprofiled.stall_free_measured`` is the calibration's unprofiled steps only where the
     calibration forced flash attention in place of the trace's own: a calibration that ran the
     step as captured (a flash capture, a CPU one) measured no step without the stall."""
-    import statistics
     from pathlib import Path
 
     src = Path(__file__).resolve().parents[1] / "sample_traces" / "campaign_h100" / \
@@ -290,3 +290,35 @@ def test_the_stall_free_step_is_a_measurement_only_where_flash_was_forced(tmp_pa
     e = explain(str(plain))
     assert e.unprofiled["stall_free_measured"] is None
     assert "measured with flash attention forced" not in e.verdict
+
+
+def test_disagreeing_sessions_are_shown_with_the_numa_node_each_ran_on(tmp_path):
+    """Where the capture recorded where each session's launching thread ran (``host_cpus``), the
+    warning about sessions that disagree lays each session's median beside its NUMA node — here
+    the H200 capture's ten sessions (59–99 ms), their nodes written in by this test; with one node
+    for all, or none recorded, the warning says nothing of nodes."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "sample_traces" / "h200" / \
+        "qwen2.5-7b_ctx2048_eager.json.gz"
+    doc = json.load(gzip.open(src))
+    runs = doc["tracekit"]["sessions"]["runs"]
+
+    def explained(nodes):
+        for r, n in zip(runs, nodes):
+            r["host_cpus"] = {"policy": "none", "allowed": "0-15", "gpu": None,
+                              "launching_thread": {"before_timing": {"cpu": 3, "numa_node": n},
+                                                   "after_timing": {"cpu": 3, "numa_node": n}}}
+        path = tmp_path / f"h200_{len(set(nodes))}.json.gz"
+        with gzip.open(path, "wt") as f:
+            json.dump(doc, f)
+        return [w for w in explain(str(path)).warnings if "fresh sessions disagree" in w]
+
+    nodes = [i % 2 for i in range(len(runs))]
+    (w,) = explained(nodes)
+    listed = w.split("each session's median with the NUMA node its launching thread ran on: ")[1]
+    want = [f"{statistics.median(r['timing']['unprofiled_ms']):.1f} ms (node {n})"
+            for r, n in zip(runs, nodes)]
+    assert listed.split(", ") == want
+    (w,) = explained([0] * len(runs))
+    assert "NUMA" not in w

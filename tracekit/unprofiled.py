@@ -136,6 +136,9 @@ def from_capture(cap: dict | None) -> dict | None:
     if isinstance(runs, list):
         meds = [m for m in (_timing_median(r.get("timing")) for r in runs if isinstance(r, dict))
                 if m is not None]
+        out["sessions_nodes"] = [(m, _thread_nodes(r.get("host_cpus"))) for r in runs
+                                 if isinstance(r, dict)
+                                 and (m := _timing_median(r.get("timing"))) is not None]
         if meds:
             out["sessions"] = len(meds)
             out["sessions_median_ms"] = median(meds)
@@ -143,6 +146,15 @@ def from_capture(cap: dict | None) -> dict | None:
         if len(meds) >= 2:
             out.update(expected_ms=median(meds), expected_basis=f"median of {len(meds)} sessions")
     return out
+
+
+def _thread_nodes(host_cpus: object) -> list[int]:
+    """The NUMA nodes a session's launching thread was seen on (``host_cpus``, written by
+    ``tracekit capture``; anyone's trace may hold anything there)."""
+    seen = host_cpus.get("launching_thread") if isinstance(host_cpus, dict) else None
+    nodes = {at.get("numa_node") for at in (seen.values() if isinstance(seen, dict) else ())
+             if isinstance(at, dict)}
+    return sorted(n for n in nodes if type(n) is int)
 
 
 def _calibration_steps(pc: object) -> dict:
@@ -533,6 +545,17 @@ def _graphs_speedup(out: dict, u: float, program: str | None) -> None:
     w["cuda_graphs_speedup"] = wi.against(w, u)["speedup"]
 
 
+def _nodes_text(cap: dict) -> str:
+    """"; each session's median with the NUMA node its launching thread ran on: …" where the
+    capture recorded the nodes (``host_cpus``) and they were not all one node, else ""."""
+    pairs = cap.get("sessions_nodes") or []
+    if not pairs or len({tuple(n) for _, n in pairs}) < 2 or not any(n for _, n in pairs):
+        return ""
+    return ("; each session's median with the NUMA node its launching thread ran on: "
+            + ", ".join(f"{m:.1f} ms ({'node ' + '/'.join(map(str, n)) if n else 'node unknown'})"
+                        for m, n in pairs))
+
+
 def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
     """Warn about unprofiled samples no single number summarizes; True when none applies."""
     modes = bimodal(cap["samples"])
@@ -543,7 +566,7 @@ def _sample_warnings(cap: dict, warnings: list[str]) -> bool:
             f"{spread[0]:.1f} to {spread[1]:.1f} ms (the host's speed varies between processes); "
             f"the trace is decomposed against its own session ({cap['latency_ms']:.1f} ms) and "
             f"their median, {cap['sessions_median_ms']:.1f} ms, is what to expect — treat "
-            "single-session numbers from this machine with care")
+            "single-session numbers from this machine with care" + _nodes_text(cap))
     if modes:
         warnings.append(
             f"the unprofiled samples are bimodal (clusters near {modes[0]:.1f} and {modes[1]:.1f} "
