@@ -134,11 +134,11 @@ def from_capture(cap: dict | None) -> dict | None:
     sessions = cap.get("sessions")
     runs = sessions.get("runs") if isinstance(sessions, dict) else None
     if isinstance(runs, list):
-        meds = [m for m in (_timing_median(r.get("timing")) for r in runs if isinstance(r, dict))
-                if m is not None]
+        # each session's median, with the NUMA nodes its launching thread was seen on
         out["sessions_nodes"] = [(m, _thread_nodes(r.get("host_cpus"))) for r in runs
                                  if isinstance(r, dict)
                                  and (m := _timing_median(r.get("timing"))) is not None]
+        meds = [m for m, _ in out["sessions_nodes"]]
         if meds:
             out["sessions"] = len(meds)
             out["sessions_median_ms"] = median(meds)
