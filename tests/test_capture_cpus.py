@@ -180,3 +180,27 @@ def _steps() -> list[dict]:
         ev.append({"ph": "X", "cat": "kernel", "name": "gemv", "pid": 0, "tid": 7,
                    "ts": t + 20, "dur": 100.0, "args": {"correlation": i + 1, "device": 0}})
     return ev
+
+
+def test_what_nvidia_smi_says_is_read_for_the_first_visible_gpu(tmp_path, monkeypatch):
+    """A stand-in nvidia-smi on PATH that echoes what it was asked: the bus id comes back in
+    sysfs's form, the clocks as numbers, for the first of CUDA_VISIBLE_DEVICES; with no
+    nvidia-smi at all, nothing."""
+    from tracekit.capture.run import CLOCK_QUERY, gpu_clocks
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\n"
+                    "echo \"$1\" > \"$(dirname \"$0\")/asked\"\n"
+                    "case \"$2\" in\n"
+                    "  *pci.bus_id*) echo '00000000:9A:00.0' ;;\n"
+                    "  *) echo '1980, 2619, 1980, 38, 202.5, 0x0000000000000000' ;;\n"
+                    "esac\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert cpus.gpu_pci_bus_id() == "0000:9a:00.0"
+    assert (tmp_path / "asked").read_text().strip() == "--id=3"
+    assert gpu_clocks() == dict(zip(CLOCK_QUERY, [1980.0, 2619.0, 1980.0, 38.0, 202.5,
+                                                  "0x0000000000000000"]))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert cpus.gpu_pci_bus_id() is None and gpu_clocks() is None

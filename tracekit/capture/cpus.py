@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
+from tracekit.capture.smi import query_gpu
 from tracekit.errors import BadUsage, CaptureError
 
 POLICIES = ("none", "gpu")
@@ -80,15 +80,9 @@ def sysfs_bus_id(nvidia_smi_id: str) -> str:
 
 
 def gpu_pci_bus_id() -> str | None:
-    """The capture GPU's PCI bus id from ``nvidia-smi`` (no CUDA context needed), or None."""
-    index = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-    try:
-        out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=pci.bus_id",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sysfs_bus_id(out[0]) if out and out[0].strip() else None
+    """The capture GPU's PCI bus id in sysfs's form, from ``nvidia-smi``, or None."""
+    values = query_gpu(["pci.bus_id"])
+    return sysfs_bus_id(values[0]) if values and values[0] else None
 
 
 def gpu_locality(bus_id: str | None, sysfs: Path = Path("/sys")) -> dict | None:
@@ -136,10 +130,9 @@ def pin(policy: str, *, device: str, sysfs: Path = Path("/sys")) -> dict:
     record. :class:`CaptureError` where it cannot be applied as asked."""
     check_policy(policy)
     gpu = gpu_locality(gpu_pci_bus_id(), sysfs) if device == "cuda" else None
-    can_pin = hasattr(os, "sched_setaffinity")
-    allowed = sorted(os.sched_getaffinity(0)) if can_pin else None
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     if policy != "none":
-        if not can_pin or allowed is None:
+        if allowed is None:
             raise CaptureError("--cpu-affinity needs Linux (os.sched_setaffinity); use "
                                "--cpu-affinity none here")
         if policy == "gpu":

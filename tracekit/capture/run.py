@@ -51,6 +51,7 @@ from tracekit.capture.profile import Nvtx, init_for_graphs, profile_steps
 from tracekit.capture.progress import Progress
 from tracekit.capture.result import CaptureResult
 from tracekit.capture.sessions import run_sessions
+from tracekit.capture.smi import query_gpu
 from tracekit.capture.timing import copy_bandwidth_gbps, summarize, sync, time_steps, warm_up
 from tracekit.capture.write import SCHEMA, export_raw, from_raw, write_trace
 from tracekit.child import sigterm_as_interrupt
@@ -372,21 +373,9 @@ CLOCK_QUERY = {
 
 def gpu_clocks() -> dict | None:
     """The current GPU's clocks, temperature and power from ``nvidia-smi``; None if unavailable."""
-    import os
-    import subprocess
-
-    index = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", f"--id={index}", "--query-gpu=" + ",".join(CLOCK_QUERY.values()),
-             "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError):
+    values = query_gpu(list(CLOCK_QUERY.values()))
+    if values is None:
         return None
-    if not out:
-        return None
-    values = [v.strip() for v in out[0].split(",")]
     result: dict = {}
     for key, value in zip(CLOCK_QUERY, values):
         try:
