@@ -300,7 +300,7 @@ def whatif_rows(doc: dict) -> list[list[str]]:
                      fmt(uw.get("no_stalls_speedup"), "{:.2f}×"),
                      "the unprofiled step minus its stalls, plus the same ops' usual host time"
                      + (f"; profiler cost {src}" if src else "")
-                     + stall_free_measured_text(u.get("stall_free_measured"), "; ")])
+                     + stall_free_measured_text(u.get("stall_free_measured"))])
     elif w.get("no_stalls_ms") is not None and not uw:
         rows.append(["without the stalls",
                      with_interval(w.get("no_stalls_ms"), w.get("no_stalls_interval_ms")),
@@ -309,15 +309,15 @@ def whatif_rows(doc: dict) -> list[list[str]]:
     return rows
 
 
-def stall_free_measured_text(m: object, lead: str = "") -> str:
-    """The step the capture measured with flash attention forced (``unprofiled.
-    stall_free_measured``) as a labelled measurement, or ""."""
+def stall_free_measured_text(m: object) -> str:
+    """"; measured with flash attention forced: …": the step the capture measured without the
+    stall (``unprofiled.stall_free_measured``), labelled, to follow the what-if's model; or ""."""
     if not isinstance(m, dict) or not isinstance(m.get("ms"), (int, float)):
         return ""
     per = [x for x in m.get("sessions_ms") or [] if isinstance(x, (int, float))]
     rng = (f"; {len(per)} sessions {fmt_interval([min(per), max(per)])} ms" if len(per) >= 2
            else "")
-    return (f"{lead}measured with flash attention forced: {fmt(m['ms'])} ms unprofiled in this "
+    return (f"; measured with flash attention forced: {fmt(m['ms'])} ms unprofiled in this "
             f"process{rng}")
 
 
