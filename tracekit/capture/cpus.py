@@ -13,11 +13,13 @@ records where it ran either way:
   as local (Linux sysfs ``/sys/bus/pci/devices/<bus id>/local_cpulist``);
 * ``--cpu-affinity 0-7,16`` pins to those CPUs (a Linux CPU list).
 
-The pin is set before torch is imported, so every thread the process starts inherits it. The
-metadata's ``host_cpus`` (each session's too, under ``sessions.runs``) holds the policy, the CPUs
-the process was allowed, the GPU's local CPUs and NUMA node where sysfs tells them, and the CPU
-the launching thread was on just before and just after its timed steps, with those CPUs' NUMA
-nodes: a spread between sessions can be laid beside where they ran.
+The pin is set before torch is imported, so every thread the process starts inherits it. With
+one session the capture runs in the calling process, which stays pinned afterwards; with
+``--sessions N`` only the session processes are. The metadata's ``host_cpus`` (each session's
+too, under ``sessions.runs``) holds the policy, the CPUs the process was allowed, the GPU's local
+CPUs and NUMA node where sysfs tells them, and the CPU the launching thread was on just before
+and just after its timed steps, with those CPUs' NUMA nodes: a spread between sessions can be
+laid beside where they ran.
 """
 
 from __future__ import annotations
