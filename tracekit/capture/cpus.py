@@ -127,11 +127,11 @@ def cpu_node(cpu: int | None, sysfs: Path = Path("/sys")) -> int | None:
     return int(nodes[0][4:]) if len(nodes) == 1 else None
 
 
-def pin(policy: str, *, device: str, sysfs: Path = Path("/sys")) -> dict:
+def pin(policy: str, *, device: str) -> dict:
     """Apply ``policy`` to this process (see the module docstring) and return the ``host_cpus``
     record. :class:`CaptureError` where it cannot be applied as asked."""
     check_policy(policy)
-    gpu = gpu_locality(gpu_pci_bus_id(), sysfs) if device == "cuda" else None
+    gpu = gpu_locality(gpu_pci_bus_id()) if device == "cuda" else None
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     if policy != "none":
         if allowed is None:
@@ -155,9 +155,9 @@ def pin(policy: str, *, device: str, sysfs: Path = Path("/sys")) -> dict:
             "gpu": gpu, "launching_thread": {}}
 
 
-def note_cpu(record: dict | None, when: str, sysfs: Path = Path("/sys")) -> None:
+def note_cpu(record: dict | None, when: str) -> None:
     """Record the CPU the calling (launching) thread is on, and its NUMA node, under ``when``."""
     if record is None:
         return
     cpu = current_cpu()
-    record["launching_thread"][when] = {"cpu": cpu, "numa_node": cpu_node(cpu, sysfs)}
+    record["launching_thread"][when] = {"cpu": cpu, "numa_node": cpu_node(cpu)}
