@@ -9,7 +9,9 @@
 #                CUDA-Graphs what-if predicts; qwen2.5-7b and llama-3.1-8b only
 # `tracekit explain` of the eager trace predicts the other three; `analyses/whatif_check.py`
 # compares (untar, then `python analyses/whatif_check.py DIR`). Writes traces, logs and env.txt
-# of this run (WORK is emptied first: a warm machine keeps /tmp) under $OUT as one tar.
+# of this run (WORK is emptied first: a warm machine keeps /tmp) under $OUT, one tar per
+# configuration (each stays under the device tool's 16 MiB a file) and one of the logs; untar
+# them all into one folder.
 #
 #   CONFIGS="qwen2.5-7b:2048 llama-3.1-8b:3000" bash capture/calibration_campaign.sh
 #   CPU_AFFINITY=gpu ... pins every capture process (tracekit capture --cpu-affinity; the replay
@@ -67,6 +69,7 @@ for cfg in $CONFIGS; do
     fi
     tail -n 4 "$WORK/$name.log"
   done
+  (cd "$WORK" && tar -cf "$OUT/calib-${model}_ctx${ctx}.tar" "${model}_ctx${ctx}"_* 2>/dev/null)
 done
-tar -cf "$OUT/calib-$(date +%H%M%S).tar" -C "$WORK" .
 log "done"
+(cd "$WORK" && tar -cf "$OUT/calib-logs-$(date +%H%M%S).tar" env.txt campaign.log)
