@@ -212,3 +212,31 @@ def test_whatif_check_reads_several_campaigns_together(tmp_path):
                   str(tmp_path / "nothing")], capture_output=True, text=True,
                  env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert bad.returncode != 0 and bad.stderr.startswith("Error: ") and "nothing" in bad.stderr
+
+
+def test_host_probe_summary_spreads_match_a_plain_recomputation(tmp_path):
+    """The probe summary's per-CPU and per-process spreads, against min/max over the JSON lines
+    computed here (made-up probe lines: the script reads what capture/host_probe.py writes)."""
+    import json
+
+    sweep = {"0": [5.0, 5.2], "1": [9.0, 8.6], "2": [6.0, 6.4]}
+    procs = [("none", 5.5, 11.0), ("none", 10.1, 12.5), ("2-5", 6.0, 11.2), ("2-5", 6.3, 11.0)]
+    lines = [{"label": "sweep", "pid": 1, "cpu": [0, 0], "launch_us_median": 5.0,
+              "python_ms_median": 10.0, "schedstat_ns": [1, 2], "sweep": sweep}]
+    lines += [{"label": lab, "pid": 10 + i, "cpu": [i, i], "launch_us_median": us,
+               "python_ms_median": py, "schedstat_ns": [5, 3_000_000], "steal_jiffies": 0}
+              for i, (lab, us, py) in enumerate(procs)]
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    p = subprocess.run([sys.executable, str(ROOT / "analyses" / "host_probe_summary.py"),
+                        str(probe)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr
+    meds = [statistics.median(v) for v in sweep.values()]
+    assert (f"across CPUs: {min(meds):.2f}–{max(meds):.2f} µs per launch "
+            f"(slowest ÷ fastest {max(meds) / min(meds):.2f})") in p.stdout
+    for label in ("none", "2-5"):
+        us = [u for lab, u, _ in procs if lab == label]
+        assert (f"{label}: {len(us)} processes, µs per launch {min(us):.2f}–{max(us):.2f} "
+                f"(slowest ÷ fastest {max(us) / min(us):.2f})") in p.stdout
+    assert "| none | 11 | 1, 1 | 10.10 | 12.5 | 3.00 | 0 |" in p.stdout
