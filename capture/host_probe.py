@@ -15,6 +15,11 @@ the CPU the thread runs on. It does not import tracekit and writes one JSON line
 
     python3 capture/host_probe.py --sweep          # one process, every CPU
     for i in 1 2 3; do python3 capture/host_probe.py; done   # fresh processes
+    python3 capture/host_probe.py --fast-cpus probe.jsonl     # "none", or the fast CPUs' list
+
+``--fast-cpus`` reads a sweep back and prints the CPUs whose every pass was within 15% of the
+fastest CPU (at least four: the fastest four otherwise), as a Linux CPU list for
+``tracekit capture --cpu-affinity``, or ``none`` where every CPU is that fast.
 """
 
 from __future__ import annotations
@@ -52,13 +57,33 @@ def _cpu() -> int | None:
         return None
 
 
+def fast_cpus(sweep: dict[str, list[float]], tol: float = 1.15, least: int = 4) -> list[int] | None:
+    """The CPUs whose slowest pass is within ``tol`` of the fastest CPU's median (at least
+    ``least`` of them), or None where that is every CPU."""
+    worst = {int(c): max(v) for c, v in sweep.items() if v}
+    best = min(statistics.median(v) for v in sweep.values() if v)
+    fast = sorted(c for c, w in worst.items() if w <= best * tol)
+    if len(fast) == len(worst):
+        return None
+    if len(fast) < least:
+        fast = sorted(sorted(worst, key=worst.__getitem__)[:least])
+    return fast
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fast-cpus", metavar="PROBE_JSONL", help="print the fast CPUs of a sweep")
     ap.add_argument("--n", type=int, default=3000, help="launches per timing")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--sweep", action="store_true", help="also time each CPU in turn")
     ap.add_argument("--label", default="")
     args = ap.parse_args()
+    if args.fast_cpus:
+        with open(args.fast_cpus) as f:
+            sweep = next(json.loads(x)["sweep"] for x in f if '"sweep"' in x)
+        fast = fast_cpus(sweep)
+        print("none" if fast is None else ",".join(map(str, fast)))
+        return
 
     import torch
 

@@ -3,7 +3,9 @@
 # on this host? One call: the host's CPU layout, the launch probe (capture/host_probe.py) swept
 # over every CPU in one process, then in fresh processes under each CPU policy in turn, then
 # (FLASH_CONFIG) one flash-forced capture per policy. Everything lands in $OUT as one tar.
-#   POLICIES="none gpu 2-5" ROUNDS=5 FLASH_CONFIG=llama-3.1-8b:4500 bash capture/host_variance.sh
+# Policies: none, gpu (the GPU's local CPUs), fast (the CPUs the sweep found fast, written to
+# $WORK/fast.txt: "none" where all are, and then the fast policy is skipped) or a CPU list.
+#   POLICIES="none gpu fast 2-5" ROUNDS=5 FLASH_CONFIG=llama-3.1-8b:4500 bash capture/host_variance.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -26,8 +28,11 @@ bus=$(nvidia-smi --query-gpu=pci.bus_id --format=csv,noheader | head -n1 | tr 'A
 cat "$WORK/env.txt"
 python3 capture/host_probe.py --sweep --label sweep | tee "$WORK/probe.jsonl"
 gpu_cpus=$(cat /sys/bus/pci/devices/$bus/local_cpulist 2>/dev/null)
+fast=$(python3 capture/host_probe.py --fast-cpus "$WORK/probe.jsonl" 2>/dev/null); fast=${fast:-none}; echo "$fast" > "$WORK/fast.txt"
+echo "fast CPUs: $fast"
 for r in $(seq "$ROUNDS"); do
   for p in $POLICIES; do
+    [ "$p" = fast ] && { [ "$fast" = none ] && continue; p=$fast; }
     case $p in none) pre=() ;; gpu) pre=(taskset -c "$gpu_cpus") ;; *) pre=(taskset -c "$p") ;; esac
     "${pre[@]}" python3 capture/host_probe.py --reps 5 --label "$p" | tee -a "$WORK/probe.jsonl"
   done
@@ -36,6 +41,7 @@ echo "probes done at +$((SECONDS - START))s"
 if [ -n "$FLASH_CONFIG" ]; then
   model=${FLASH_CONFIG%%:*}; ctx=${FLASH_CONFIG#*:}
   for p in $POLICIES; do
+    [ "$p" = fast ] && { [ "$fast" = none ] && continue; p=$fast; }
     left=$((BUDGET_S - (SECONDS - START)))
     [ "$left" -lt 60 ] && { echo "skip flash $p: ${left}s left"; continue; }
     name="${model}_ctx${ctx}_flash_$(echo "$p" | tr ',' '_')"
