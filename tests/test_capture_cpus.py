@@ -204,3 +204,29 @@ def test_what_nvidia_smi_says_is_read_for_the_first_visible_gpu(tmp_path, monkey
                                                   "0x0000000000000000"]))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert cpus.gpu_pci_bus_id() is None and gpu_clocks() is None
+
+
+def _host_probe():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "capture" / "host_probe.py"
+    spec = importlib.util.spec_from_file_location("host_probe", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fast_cpus_of_a_sweep():
+    """The campaign's probe picks the CPUs whose every pass was within 15% of the fastest CPU's
+    median: a CPU slow in one pass only is out; where every CPU is fast there is nothing to pin;
+    with fewer than four fast CPUs it takes the four whose slowest pass was fastest."""
+    fast_cpus = _host_probe().fast_cpus
+    sweep = {"0": [5.0, 5.1], "1": [9.0, 5.0], "2": [5.2, 5.3], "3": [5.1, 5.0], "4": [5.0, 5.0],
+             "5": [5.8, 5.6]}
+    # fastest median 5.0 → bound 5.75: CPU 1 (9.0) and CPU 5 (5.8) are out
+    assert fast_cpus(sweep) == [0, 2, 3, 4]
+    assert fast_cpus({"0": [5.0, 5.1], "1": [5.5, 5.2]}) is None
+    few = {"0": [5.0, 5.0], "1": [7.0, 7.1], "2": [6.5, 6.0], "3": [8.0, 8.0], "4": [9.0, 6.0],
+           "5": [6.9, 7.2]}
+    # only CPU 0 is within 15%; the four with the fastest slowest pass: 0 (5.0), 2 (6.5),
+    # 1 (7.1), 5 (7.2)
+    assert fast_cpus(few) == [0, 1, 2, 5]
