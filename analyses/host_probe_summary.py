@@ -1,5 +1,6 @@
 """How far this host's launch speed moves — per CPU and per fresh process — from the JSON lines
-of ``capture/host_probe.py`` (``capture/host_variance.sh`` writes them as ``probe.jsonl``).
+of ``capture/host_probe.py`` (``PROBE=... capture/calibration_campaign.sh`` writes
+``probe.jsonl``).
 
 Prints, in Markdown: each CPU's µs per launch over the two sweep passes (the thread pinned to
 it); then, per CPU policy, each fresh process's median µs per launch and its pure-Python loop,
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
           "run-queue wait ms | steal jiffies |\n|---|---|---|---|---|---|---|")
     for policy, procs in by_policy.items():
         for p in procs:
-            wait = p["schedstat_ns"][1] / 1e6 if p.get("schedstat_ns") else float("nan")
+            waited = (p.get("schedstat_ns") or [None, None])[1]
+            wait = waited / 1e6 if waited is not None else float("nan")
             print(f"| {policy} | {p['pid']} | {p['cpu'][0]}, {p['cpu'][1]} | "
                   f"{p['launch_us_median']:.2f} | {p['python_ms_median']:.1f} | {wait:.2f} | "
                   f"{p.get('steal_jiffies')} |")

@@ -15,7 +15,10 @@
 #
 #   CONFIGS="qwen2.5-7b:2048 llama-3.1-8b:3000" bash capture/calibration_campaign.sh
 #   CPU_AFFINITY=gpu ... pins every capture process (tracekit capture --cpu-affinity; the replay
-#   arm's script runs under taskset with the same CPUs when the policy is a CPU list)
+#   arm's script runs under taskset with the same CPUs when the policy is a CPU list); `fast`
+#   pins to the CPUs the launch probe's sweep found fast (none where every CPU is)
+#   PROBE="none fast 0-3" ... first runs capture/host_probe.py: a sweep over every CPU, then
+#   PROBE_ROUNDS fresh probe processes per policy (probe.jsonl; analyses/host_probe_summary.py)
 #
 # msgspec and isal travel as wheels in .whl/ (capture reads its calibration trace back with
 # tracekit's reader); they are installed into /tmp/site.
@@ -29,6 +32,7 @@ SESSIONS=${SESSIONS:-3}
 CONFIGS=${CONFIGS:-"qwen2.5-7b:2048 llama-3.1-8b:3000"}
 ARMS=${ARMS:-"eager flash graphs replay"}
 CPU_AFFINITY=${CPU_AFFINITY:-none}
+PROBE=${PROBE:-}; PROBE_ROUNDS=${PROBE_ROUNDS:-3}
 SITE=${SITE:-/tmp/site}
 rm -rf "$WORK"; mkdir -p "$OUT" "$WORK"
 START=$SECONDS
@@ -41,9 +45,23 @@ export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.limit --format=csv
   python3 -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
   nproc; lscpu | grep -E 'Model name|MHz|NUMA|Socket|Thread'; hostname
-  nvidia-smi topo -m
+  nvidia-smi topo -m; lscpu -e; head -n 1 /proc/stat
 } > "$WORK/env.txt" 2>&1
 cat "$WORK/env.txt"
+fast=none
+if [ -n "$PROBE" ] || [ "$CPU_AFFINITY" = fast ]; then
+  python3 capture/host_probe.py --sweep --label sweep > "$WORK/probe.jsonl"
+  fast=$(python3 capture/host_probe.py --fast-cpus "$WORK/probe.jsonl" 2>/dev/null) || fast=none
+  log "fast CPUs: $fast"
+  for r in $(seq "$PROBE_ROUNDS"); do
+    for p in $PROBE; do
+      case $p in none) pre=() ;; fast) [ "$fast" = none ] && continue; pre=(taskset -c "$fast") ;;
+                 *) pre=(taskset -c "$p") ;; esac
+      "${pre[@]}" python3 capture/host_probe.py --label "$p" >> "$WORK/probe.jsonl"
+    done
+  done
+fi
+[ "$CPU_AFFINITY" = fast ] && CPU_AFFINITY=$fast
 for cfg in $CONFIGS; do
   model=${cfg%%:*}; ctx=${cfg#*:}
   for arm in $ARMS; do
@@ -72,4 +90,5 @@ for cfg in $CONFIGS; do
   (cd "$WORK" && tar -cf "$OUT/calib-${model}_ctx${ctx}.tar" "${model}_ctx${ctx}"_* 2>/dev/null)
 done
 log "done"
-(cd "$WORK" && tar -cf "$OUT/calib-logs-$(date +%H%M%S).tar" env.txt campaign.log)
+head -n 1 /proc/stat >> "$WORK/env.txt"
+(cd "$WORK" && tar -cf "$OUT/calib-logs-$(date +%H%M%S).tar" env.txt campaign.log probe.jsonl 2>/dev/null)
