@@ -29,7 +29,7 @@ OUT=${OUT:-/tmp/out}
 WORK=${WORK:-/tmp/calib}
 BUDGET_S=${BUDGET_S:-540}
 SESSIONS=${SESSIONS:-3}
-CONFIGS=${CONFIGS:-"qwen2.5-7b:2048 llama-3.1-8b:3000"}
+CONFIGS=${CONFIGS-"qwen2.5-7b:2048 llama-3.1-8b:3000"}  # CONFIGS="" with PROBE: the probe alone
 ARMS=${ARMS:-"eager flash graphs replay"}
 CPU_AFFINITY=${CPU_AFFINITY:-none}
 PROBE=${PROBE:-}; PROBE_ROUNDS=${PROBE_ROUNDS:-3}
