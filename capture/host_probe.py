@@ -18,19 +18,16 @@ import time
 from tracekit.capture.cpus import current_cpu, format_cpulist
 
 
-def _proc(path: str, field) -> int | None:
-    try:
-        with open(path) as f:
-            return int(field(f.read()))
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _counters() -> tuple[int | None, ...]:
     """ns run and ns waited for a CPU by this thread; the host's steal jiffies."""
-    return (_proc("/proc/thread-self/schedstat", lambda t: t.split()[0]),
-            _proc("/proc/thread-self/schedstat", lambda t: t.split()[1]),
-            _proc("/proc/stat", lambda t: t.split()[8]))
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            run, wait = f.read().split()[:2]
+        with open("/proc/stat") as f:
+            steal = f.readline().split()[8]
+        return int(run), int(wait), int(steal)
+    except (OSError, ValueError, IndexError):
+        return None, None, None
 
 
 def fast_cpus(sweep: dict[str, list[float]], tol: float = 1.15, least: int = 4) -> list[int] | None:
